@@ -1,0 +1,158 @@
+"""
+Pure: parse and normalise RFC 5321 addresses and paths.
+
+Domains are case-folded; local parts keep their case (lookups fold them);
+quoted local parts are dequoted; source routes are dropped as RFC 5321
+section 4.1.2 allows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mailserver.errors import MailError
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*\.?"
+_LITERAL = r"\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]"
+_MAILBOX = re.compile(
+    rf"(?P<local>{_DOT_STRING}|{_QUOTED})(?:@(?P<domain>{_DOMAIN}|{_LITERAL}))?\Z"
+)
+_ROUTE = re.compile(rf"@(?:{_DOMAIN}|{_LITERAL})(?:,@(?:{_DOMAIN}|{_LITERAL}))*:")
+
+MAX_LOCAL = 64
+MAX_PATH = 256
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: local part as given (dequoted) and a lower-cased domain."""
+
+    local: str
+    domain: str = ""
+
+    def __str__(self) -> str:
+        local = self.local
+        if not re.fullmatch(_DOT_STRING, local):
+            local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{local}@{self.domain}" if self.domain else local
+
+    @property
+    def key(self) -> str:
+        """The lookup key: C{local@domain}, local part lower-cased."""
+        return f"{self.local.lower()}@{self.domain}" if self.domain else self.local.lower()
+
+    def base(self, delimiters: str) -> Address:
+        """
+        The address without its extension: with C{delimiters} C{"+"},
+        C{user+tag@example.com} becomes C{user@example.com}.
+        """
+        for index, char in enumerate(self.local):
+            if char in delimiters and index > 0:
+                return Address(self.local[:index], self.domain)
+        return self
+
+    def extension(self, delimiters: str) -> str | None:
+        """The part after the first delimiter, or None."""
+        base = self.base(delimiters)
+        return None if base is self else self.local[len(base.local) + 1 :]
+
+    @property
+    def has_routing_characters(self) -> bool:
+        """True for C{%}, C{!} or C{@} in the local part: relay hacks."""
+        return any(c in self.local for c in "%!@")
+
+    def with_domain(self, domain: str) -> Address:
+        return Address(self.local, domain.lower())
+
+
+def parse_mailbox(text: str) -> Address:
+    """Parse C{local@domain} (or a bare local part); raise L{MailError} 501."""
+    if len(text) > MAX_PATH:
+        raise MailError(501, "5.1.3", "Address too long")
+    if any(ord(c) > 126 for c in text):
+        raise MailError(553, "5.6.7", "Non-ASCII address without SMTPUTF8")
+    match = _MAILBOX.match(text)
+    if match is None:
+        raise MailError(501, "5.1.3", "Bad address syntax")
+    local = match.group("local")
+    if local.startswith('"'):
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    if len(local.encode()) > MAX_LOCAL:
+        raise MailError(501, "5.1.3", "Local part too long")
+    domain = (match.group("domain") or "").rstrip(".").lower()
+    return Address(local, domain)
+
+
+@dataclass(frozen=True)
+class Path:
+    """The argument of MAIL FROM or RCPT TO: an address (None for C{<>}) and parameters."""
+
+    address: Address | None
+    parameters: dict[str, str | None]
+
+
+def parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
+    """
+    Parse C{FROM:<path> PARAM=VALUE ...} (or C{TO:...}).
+
+    @param keyword: C{"FROM"} or C{"TO"}.
+    @raise MailError: 501 for syntax, 553 for an unusable address.
+    """
+    head, sep, rest = argument.partition(":")
+    if not sep or head.strip().upper() != keyword:
+        raise MailError(501, "5.5.4", f"Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")
+    rest = rest.strip()
+    if rest.startswith("<"):
+        end = _closing_bracket(rest)
+        if end < 0:
+            raise MailError(501, "5.1.7" if keyword == "FROM" else "5.1.3", "Unbalanced <>")
+        path, params = rest[1:end], rest[end + 1 :]
+        if params and not params.startswith(" "):
+            raise MailError(501, "5.5.4", "Syntax error after address")
+    else:
+        path, _, params = rest.partition(" ")
+    route = _ROUTE.match(path)
+    if route:
+        path = path[route.end() :]
+    if path == "":
+        if not allow_null:
+            raise MailError(501, "5.1.3", "Empty recipient address")
+        address = None
+    else:
+        try:
+            address = parse_mailbox(path)
+        except MailError as error:
+            if keyword == "FROM" and error.enhanced == "5.1.3":
+                raise MailError(error.code, "5.1.7", error.text) from None
+            raise
+    return Path(address, _parse_parameters(params))
+
+
+def _closing_bracket(text: str) -> int:
+    """Index of the C{>} closing C{text[0]}, skipping quoted strings."""
+    quoted = escaped = False
+    for index, char in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index
+    return -1
+
+
+def _parse_parameters(text: str) -> dict[str, str | None]:
+    parameters: dict[str, str | None] = {}
+    for word in text.split():
+        name, eq, value = word.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", name):
+            raise MailError(501, "5.5.4", f"Bad parameter {name!r}")
+        parameters[name.upper()] = value if eq else None
+    return parameters

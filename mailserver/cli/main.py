@@ -1,0 +1,78 @@
+"""C{mailserver [-c CONFIG] COMMAND ...}: the administration command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from mailserver.errors import ConfigError, Problem
+
+
+def run_check(args: argparse.Namespace, config) -> int:
+    """Like C{postfix check}: the config and every file it names, each problem at file:line."""
+    from mailserver.cli.checks import check_files
+
+    problems: list[Problem] = list(args.warnings) + check_files(config)
+    for problem in problems:
+        print(problem)
+    errors = sum(1 for p in problems if p.severity == "error")
+    print(f"{config.path}: {errors} error(s), {len(problems) - errors} warning(s)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def run_status(args: argparse.Namespace, config) -> int:
+    """Whether the daemon runs (status file + live pid) and on which listeners; exit 3 if not."""
+    from mailserver.service import status_path
+
+    path = status_path(config)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            status = json.load(handle)
+        os.kill(int(status["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        print(f"mailserver is not running (no live process in {path})")
+        return 3
+    print(f"mailserver is running, pid {status['pid']}")
+    for name, descriptions in sorted(status.get("listeners", {}).items()):
+        print(f"  {name}: {', '.join(descriptions)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mailserver.cli import aliases, hold, queue, sendmail, user
+
+    parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
+    parser.add_argument("-c", "--config", help="main configuration file (default: the embedded default)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
+    commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
+    for module in (user, aliases, hold, queue, sendmail):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mailserver.config.parameters import load_config
+
+    args = build_parser().parse_args(argv)
+    try:
+        config, warnings = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    args.warnings = warnings
+    if args.func is not run_check:
+        for warning in warnings:
+            print(warning, file=sys.stderr)
+    return args.func(args, config)
+
+
+def newaliases(argv: Sequence[str] | None = None) -> int:
+    """The C{newaliases} console script, for habit."""
+    from mailserver.cli.aliases import newaliases_main
+
+    return newaliases_main(argv)

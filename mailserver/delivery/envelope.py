@@ -1,0 +1,102 @@
+"""Value objects that travel through the delivery pipeline."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from mailserver.address import Address
+from mailserver.errors import MailError
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is talking to us: peer IP, HELO name, TLS and SASL state."""
+
+    ip: str
+    helo: str = ""
+    tls: bool = False
+    sasl_user: str | None = None
+    protocol: str = "ESMTP"  # ESMTP, ESMTPS, ESMTPA, ESMTPSA, or "local" for sendmail
+
+
+@dataclass(frozen=True)
+class LocalMailbox:
+    """A final local destination: the user's Maildir."""
+
+    user: str  # the passwd-file name, e.g. alice@example.com
+    maildir: str  # absolute path of the Maildir directory
+
+
+@dataclass(frozen=True)
+class RemoteAddress:
+    """A final destination on another host: goes to the outbound queue."""
+
+    address: Address
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """An alias target C{/path/file}: append in mbox format."""
+
+    path: str
+    owner_uid: int | None = None
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """An alias target C{|command}: pipe the message to a program."""
+
+    command: str
+    owner_uid: int | None = None
+
+
+Destination = LocalMailbox | RemoteAddress | FileTarget | CommandTarget
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One accepted RCPT: the address as given and where it ends up."""
+
+    original: Address  # as given at RCPT TO (X-Original-To)
+    destinations: tuple[Destination, ...]
+
+
+@dataclass
+class Envelope:
+    """One SMTP transaction: client, sender and the recipients accepted so far."""
+
+    client: Client
+    sender: Address | None  # None is the null sender <>
+    recipients: list[Recipient] = field(default_factory=list)
+    queue_id: str = ""
+    size_declared: int | None = None
+    body_8bit: bool = False
+
+
+class Outcome(enum.Enum):
+    ACCEPT = "accept"  # final: the recipient is accepted with destinations
+    CONTINUE = "continue"  # no opinion (Postfix DUNNO): ask the next stage
+    REJECT = "reject"  # refused: error says how
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a recipient stage decided."""
+
+    outcome: Outcome
+    destinations: tuple[Destination, ...] = ()
+    error: MailError | None = None
+    rewritten: Address | None = None  # a stage may hand the next one another address
+
+    @classmethod
+    def accept(cls, *destinations: Destination) -> Verdict:
+        return cls(Outcome.ACCEPT, tuple(destinations))
+
+    @classmethod
+    def proceed(cls, rewritten: Address | None = None) -> Verdict:
+        return cls(Outcome.CONTINUE, rewritten=rewritten)
+
+    @classmethod
+    def reject(cls, error: MailError) -> Verdict:
+        return cls(Outcome.REJECT, error=error)

@@ -1,0 +1,431 @@
+"""
+Pure: walk a message as Postfix's cleanup(8) sees it, without building a
+tree: primary headers, MIME headers of every part (multipart by boundary,
+recursively), headers of attached C{message/rfc822} parts, and body lines.
+
+The walk is a single pass over the bytes (LF or CRLF line ends) with a stack
+of open boundaries, so it is linear in the message size.  Malformed MIME
+(missing or unterminated boundaries, bad parameters, 8-bit garbage, no
+headers at all) never raises: what cannot be understood is body text.
+
+Also here: RFC 2047 (and RFC 2231 parameter) decoding of header values, for
+C{header_checks_decode}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import enum
+import re
+from typing import Iterator, NamedTuple
+from urllib.parse import unquote_to_bytes
+
+# Postfix's limits: mime_nesting_limit and mime_boundary_length_limit.
+NESTING_LIMIT = 100
+BOUNDARY_LENGTH_LIMIT = 2048
+
+_HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# Headers Postfix treats as MIME headers (header_opts.c HDR_OPT_MIME).
+MIME_HEADER_NAMES = frozenset(
+    {
+        "content-description",
+        "content-disposition",
+        "content-id",
+        "content-transfer-encoding",
+        "content-type",
+        "mime-version",
+    }
+)
+
+
+class HeaderKind(enum.Enum):
+    """Postfix's header classes: which table a header goes to."""
+
+    PRIMARY = "primary"  # the message's own headers
+    MULTIPART = "multipart"  # headers of a part of a multipart body
+    NESTED = "nested"  # headers of an attached message/rfc822
+
+
+class Header(NamedTuple):
+    """
+    One logical header.  C{text} is C{Name: value} unfolded (line breaks
+    removed, white space kept) and decoded as UTF-8 (invalid bytes become
+    U+FFFD); C{start}/C{end} are its byte offsets in the message, folded
+    lines and line end included.
+    """
+
+    kind: HeaderKind
+    name: str
+    text: str
+    start: int
+    end: int
+    depth: int  # 0 for the primary headers, +1 per multipart or attached message
+
+    @property
+    def is_mime(self) -> bool:
+        """Content-Type and friends, MIME-Version: Postfix's MIME headers."""
+        return self.name.lower() in MIME_HEADER_NAMES
+
+    @property
+    def value(self) -> str:
+        return self.text.partition(":")[2]
+
+
+class BodyLine(NamedTuple):
+    """
+    One body line (boundary lines included, as Postfix passes them to
+    body_checks).  C{text} has no line end; C{offset} is the position of the
+    line in its body segment, for C{body_checks_size_limit}.
+    """
+
+    text: str
+    start: int
+    end: int
+    offset: int
+    boundary: bool = False
+
+
+class UnixFrom(NamedTuple):
+    """
+    An mbox C{From sender date} line opening a message or an attached
+    message: skipped like Python's email parser does, so the headers after
+    it are still checked as headers.
+    """
+
+    text: str
+    start: int
+    end: int
+
+
+class HeaderEnd(NamedTuple):
+    """The blank line ending a header block (empty when a body line ended it)."""
+
+    start: int
+    end: int
+
+
+Event = Header | BodyLine | HeaderEnd | UnixFrom
+
+
+class _Block(NamedTuple):
+    """What a finished header block says about the body after it."""
+
+    multipart_boundary: bytes | None
+    digest: bool
+    nested: bool  # message/rfc822 or message/global in 7bit/8bit/binary
+
+
+def line_end(message: bytes, end: int) -> bytes:
+    """The line end (CRLF, LF or none) of the line that ends at C{end}."""
+    if end and message[end - 1 : end] == b"\n":
+        return b"\r\n" if message[end - 2 : end - 1] == b"\r" else b"\n"
+    return b""
+
+
+def _strip_eol(line: bytes) -> bytes:
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
+def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
+    """
+    The events of C{message}, in order.  Without C{body_limit} the events'
+    spans tile the message exactly.  With it, body lines that start at or
+    after C{body_limit} bytes into their body segment are skipped (quickly:
+    only boundary lines are still looked for), which keeps a huge message
+    cheap; C{body_limit=0} yields no body lines at all.
+    """
+    length = len(message)
+    position = 0
+    # Open multiparts, innermost last: (b"--" + boundary, digest, depth of its parts).
+    stack: list[tuple[bytes, bool, int]] = []
+    kind: HeaderKind | None = HeaderKind.PRIMARY  # None: in a body segment
+    default_nested = False  # the header block being read defaults to message/rfc822
+    fresh = True  # at the first line of a primary or nested header block
+    depth = 0
+    lines: list[bytes] = []  # the header being collected
+    header_start = 0
+    block_type: list[bytes] = []  # Content-Type values of the block
+    block_encoding: list[bytes] = []
+    segment_start = 0
+
+    def flush() -> Header | None:
+        if not lines:
+            return None
+        raw = b"".join(_strip_eol(line) for line in lines)
+        name = _HEADER_NAME.match(raw)
+        assert name is not None
+        lower = name.group(1).lower()
+        if lower == b"content-type":
+            block_type.append(raw[name.end() :])
+        elif lower == b"content-transfer-encoding":
+            block_encoding.append(raw[name.end() :])
+        end = header_start + sum(len(line) for line in lines)
+        lines.clear()
+        assert kind is not None
+        return Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
+
+    while position < length:
+        newline = message.find(b"\n", position)
+        end = length if newline < 0 else newline + 1
+        line = message[position:end]
+
+        # A boundary of an open multipart ends whatever we are in.
+        if stack and line.startswith(b"--"):
+            found = _boundary(stack, _strip_eol(line).rstrip(b" \t"))
+            if found is not None:
+                level, closing = found
+                if kind is not None:
+                    header = flush()
+                    if header is not None:
+                        yield header
+                    yield HeaderEnd(position, position)
+                _, digest, depth = stack[level]
+                del stack[level + 1 :]
+                yield BodyLine(_text(line), position, end, 0, True)
+                position = segment_start = end
+                if closing:
+                    stack.pop()
+                    depth -= 1
+                    kind = None
+                else:
+                    kind, default_nested = HeaderKind.MULTIPART, digest
+                    block_type.clear()
+                    block_encoding.clear()
+                continue
+
+        if kind is not None:
+            bare = _strip_eol(line)
+            if fresh:
+                fresh = False
+                if kind is not HeaderKind.MULTIPART and bare.startswith(b"From "):
+                    yield UnixFrom(_text(line), position, end)
+                    position = end
+                    continue
+            if lines and line[:1] in (b" ", b"\t"):
+                lines.append(line)
+                position = end
+                continue
+            if bare and _HEADER_NAME.match(bare):
+                header = flush()
+                if header is not None:
+                    yield header
+                lines.append(line)
+                header_start = position
+                position = end
+                continue
+            # A blank line ends the header block; any other line ends it
+            # too and is the first body line.
+            header = flush()
+            if header is not None:
+                yield header
+            blank = not bare
+            yield HeaderEnd(position, end if blank else position)
+            if blank:
+                position = end
+            block = _block(block_type, block_encoding, default_nested)
+            block_type.clear()
+            block_encoding.clear()
+            segment_start = position
+            if block.nested and depth < NESTING_LIMIT:
+                kind, default_nested, fresh = HeaderKind.NESTED, False, True
+                depth += 1
+                continue
+            kind = None
+            if block.multipart_boundary is not None and depth < NESTING_LIMIT:
+                depth += 1
+                stack.append((b"--" + block.multipart_boundary, block.digest, depth))
+            continue
+
+        # Body text.
+        offset = position - segment_start
+        if body_limit is None or offset < body_limit:
+            yield BodyLine(_text(line), position, end, offset)
+            position = end
+            continue
+        if not stack:
+            return  # nothing after this can be a header or a boundary
+        following = message.find(b"\n--", position)
+        if following < 0:
+            return
+        position = following + 1
+
+    if kind is not None:
+        header = flush()
+        if header is not None:
+            yield header
+        yield HeaderEnd(length, length)
+
+
+def _text(line: bytes) -> str:
+    return _strip_eol(line).decode("utf-8", "replace")
+
+
+def _boundary(stack: list[tuple[bytes, bool, int]], line: bytes) -> tuple[int, bool] | None:
+    """C{(stack level, closing)} if C{line} delimits an open multipart."""
+    for level in range(len(stack) - 1, -1, -1):
+        delimiter = stack[level][0]
+        if line.startswith(delimiter):
+            rest = line[len(delimiter) :]
+            if rest == b"":
+                return level, False
+            if rest.startswith(b"--"):
+                return level, True
+    return None
+
+
+def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> _Block:
+    """Interpret a header block's (last) Content-Type and Content-Transfer-Encoding."""
+    if not types:
+        return _Block(None, False, default_nested)
+    media, params = parse_content_type(types[-1])
+    top, _, sub = media.partition("/")
+    if top == "multipart":
+        boundary = params.get("boundary", b"")
+        if boundary and len(boundary) <= BOUNDARY_LENGTH_LIMIT:
+            return _Block(boundary, sub == "digest", False)
+        return _Block(None, False, False)
+    if top == "message" and sub in ("rfc822", "global"):
+        encoding = encodings[-1].strip().lower() if encodings else b""
+        return _Block(None, False, encoding in (b"", b"7bit", b"8bit", b"binary"))
+    return _Block(None, False, False)
+
+
+_PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)', re.DOTALL)
+
+
+def parse_content_type(value: bytes) -> tuple[str, dict[str, bytes]]:
+    """C{("type/subtype", {param: value})}, lower-cased names; lenient."""
+    value = _strip_comments(value)
+    media, _, rest = value.partition(b";")
+    params: dict[str, bytes] = {}
+    for found in _PARAMETER.finditer(b";" + rest):
+        raw = found.group(2).strip()
+        if raw.startswith(b'"'):
+            raw = re.sub(rb"\\(.)", rb"\1", raw[1:-1] if raw.endswith(b'"') and len(raw) > 1 else raw[1:])
+        name = found.group(1).decode("ascii", "replace").lower()
+        params.setdefault(name, raw)
+    return media.strip().lower().decode("ascii", "replace"), params
+
+
+def _strip_comments(value: bytes) -> bytes:
+    """Drop RFC 5322 (comments) outside quoted strings."""
+    if b"(" not in value:
+        return value
+    out = bytearray()
+    depth = 0
+    quoted = escaped = False
+    for byte in value:
+        char = bytes((byte,))
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out += char
+            continue
+        if char == b"\\":
+            escaped = True
+            if depth == 0:
+                out += char
+        elif quoted:
+            quoted = char != b'"'
+            out += char
+        elif char == b"(":
+            depth += 1
+        elif char == b")" and depth:
+            depth -= 1
+        elif depth == 0:
+            quoted = char == b'"'
+            out += char
+    return bytes(out)
+
+
+# -- RFC 2047 / RFC 2231 decoding ---------------------------------------------------
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(\?=)[ \t]+(?==\?)")
+_EXTENDED_PARAMETER = re.compile(
+    r";\s*([A-Za-z0-9!#$&+.^_`{}~-]+)\*(?:(\d+)(\*?)|())\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[^;\s]*)"
+)
+
+
+def decode_header_text(text: str) -> str:
+    """
+    C{text} with RFC 2047 encoded-words decoded (and, for MIME parameters,
+    RFC 2231 C{name*=charset''%xx} values added as plain C{name="..."}).
+    Unknown charsets and bad encodings are left as they are; never raises.
+    """
+    decoded = text
+    if "=?" in decoded:
+        decoded = _BETWEEN_WORDS.sub(r"\1", decoded)
+        decoded = _ENCODED_WORD.sub(_decode_word, decoded)
+    if "*=" in text or "*0" in text:
+        decoded += _rfc2231(text)
+    return decoded
+
+
+def _charset_decode(data: bytes, charset: str) -> str | None:
+    try:
+        codec = codecs.lookup(charset.strip().lower())
+    except LookupError:
+        return None
+    try:
+        return data.decode(codec.name, "replace")
+    except (UnicodeError, ValueError, TypeError, LookupError):
+        return None
+
+
+def _decode_word(found: re.Match[str]) -> str:
+    charset, encoding, payload = found.groups()
+    try:
+        if encoding in "Bb":
+            data = payload.encode("ascii", "ignore")
+            data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+            data += b"=" * (-len(data) % 4)
+            raw = base64.b64decode(data)
+        else:
+            raw = _q_decode(payload.encode("ascii", "replace"))
+    except (binascii.Error, ValueError):
+        return found.group(0)
+    decoded = _charset_decode(raw, charset)
+    return found.group(0) if decoded is None else decoded
+
+
+def _q_decode(data: bytes) -> bytes:
+    data = data.replace(b"_", b" ")
+    return re.sub(rb"=([0-9A-Fa-f]{2})", lambda m: bytes((int(m.group(1), 16),)), data)
+
+
+def _rfc2231(text: str) -> str:
+    """C{; name="decoded"} for each RFC 2231 parameter in C{text}."""
+    pieces: dict[str, dict[int, tuple[bool, str]]] = {}
+    for found in _EXTENDED_PARAMETER.finditer(text):
+        name, number, star, _, value = found.groups()
+        extended = number is None or star == "*"
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        index = int(number) if number is not None else 0
+        if index < 1000:
+            pieces.setdefault(name.lower(), {}).setdefault(index, (extended, value))
+    out = []
+    for name, parts in pieces.items():
+        charset = "us-ascii"
+        data = bytearray()
+        ordered = sorted(parts)
+        for index in ordered:
+            extended, value = parts[index]
+            if extended:
+                if index == ordered[0] and value.count("'") >= 2:
+                    charset, _language, value = value.split("'", 2)
+                data += unquote_to_bytes(value)
+            else:
+                data += value.encode("utf-8", "replace")
+        decoded = _charset_decode(bytes(data), charset or "us-ascii")
+        if decoded is None:
+            decoded = bytes(data).decode("utf-8", "replace")
+        out.append(f'; {name}="{decoded}"')
+    return "".join(out)

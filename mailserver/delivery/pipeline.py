@@ -1,0 +1,128 @@
+"""
+The delivery pipeline behind twisted.mail's IMessageDelivery: recipient
+stages at RCPT, one Transaction per DATA.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.mail.smtp import IMessageDelivery, IMessageDeliveryFactory
+from zope.interface import implementer
+
+from mailserver.address import Address, parse_mailbox
+from mailserver.delivery.envelope import Client, Envelope, Outcome, Recipient
+from mailserver.delivery.router import USER_UNKNOWN
+from mailserver.delivery.transaction import Committer, Transaction
+from mailserver.errors import MailError
+from mailserver.interfaces import IContentCheck, IRecipientStage
+
+_queue_counter = itertools.count()
+
+
+def new_queue_id(now: float) -> str:
+    """A Postfix-like queue id: hex microseconds and a per-process counter."""
+    return f"{int(now * 1_000_000) & 0xFFFFFFFFFF:010X}{next(_queue_counter) & 0xFFF:03X}"
+
+
+@dataclass
+class DeliveryCore:
+    """What every pipeline of this process shares (built once by service.py)."""
+
+    reactor: Any  # IReactorTime & IReactorThreads
+    hostname: str
+    stages: Sequence[IRecipientStage]
+    committer: Committer
+    checks: Sequence[IContentCheck] = ()
+    recipient_limit: int = 1000
+    message_size_limit: int = 10240000
+
+
+@implementer(IMessageDeliveryFactory)
+class DeliveryAgent:
+    """The cred avatar for SMTP: anonymous, or a SASL-authenticated user."""
+
+    def __init__(self, core: DeliveryCore, sasl_user: str | None) -> None:
+        self.core = core
+        self.sasl_user = sasl_user
+
+    def getMessageDelivery(self) -> DeliveryPipeline:
+        return DeliveryPipeline(self.core, self.sasl_user)
+
+
+@implementer(IMessageDelivery)
+class DeliveryPipeline:
+    """
+    One client's view of the pipeline.  The ESMTP server calls L{begin},
+    L{check_recipient} and L{open_transaction}; the C{IMessageDelivery}
+    methods adapt the same logic to twisted.mail's shapes.
+    """
+
+    def __init__(self, core: DeliveryCore, sasl_user: str | None = None) -> None:
+        self.core = core
+        self.sasl_user = sasl_user
+
+    def begin(self, client: Client, sender: Address | None, size: int | None = None) -> Envelope:
+        """Start a transaction at MAIL FROM."""
+        core = self.core
+        if size is not None and 0 < core.message_size_limit < size:
+            raise MailError(552, "5.3.4", "Message size exceeds fixed limit")
+        return Envelope(
+            client=client,
+            sender=sender,
+            queue_id=new_queue_id(core.reactor.seconds()),
+            size_declared=size,
+        )
+
+    def check_recipient(self, envelope: Envelope, address: Address) -> Deferred[Recipient]:
+        """Run the stages in order, like a Postfix restriction list."""
+        return Deferred.fromCoroutine(self._check_recipient(envelope, address))
+
+    async def _check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
+        if len(envelope.recipients) >= self.core.recipient_limit:
+            raise MailError(452, "4.5.3", "Error: too many recipients")
+        current = address
+        for stage in self.core.stages:
+            verdict = await maybeDeferred(stage.check, envelope, current)
+            if verdict.outcome is Outcome.REJECT:
+                assert verdict.error is not None
+                raise verdict.error
+            if verdict.outcome is Outcome.ACCEPT:
+                recipient = Recipient(address, verdict.destinations)
+                envelope.recipients.append(recipient)
+                return recipient
+            if verdict.rewritten is not None:
+                current = verdict.rewritten
+        raise USER_UNKNOWN
+
+    def open_transaction(self, envelope: Envelope) -> Transaction:
+        """The DATA phase of C{envelope}."""
+        return Transaction(self.core, envelope)
+
+    # IMessageDelivery, for callers speaking twisted.mail's shapes.
+
+    def receivedHeader(self, helo, origin, recipients):
+        return None  # the Transaction writes Received itself
+
+    def validateFrom(self, helo, origin):
+        return origin
+
+    def validateTo(self, user):
+        helo, ip = user.helo if user.helo else (b"", b"")
+        client = Client(ip=_text(ip), helo=_text(helo), sasl_user=self.sasl_user)
+        sender = str(user.orig) if user.orig and str(user.orig) else ""
+        envelope = self.begin(client, parse_mailbox(sender) if sender else None)
+        address = parse_mailbox(str(user.dest))
+        return self.check_recipient(envelope, address).addCallback(
+            lambda _: lambda: self.open_transaction(envelope).as_message()
+        )
+
+
+def _text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value or ""

@@ -1,0 +1,78 @@
+"""Pure: the trace and delivery headers Postfix writes (Received, Return-Path, Delivered-To)."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+
+
+def received_header(
+    helo: str, ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
+) -> bytes:
+    """C{Received:} as Postfix's smtpd writes it (no reverse DNS: C{unknown})."""
+    helo = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
+    for_clause = f"\n\tfor <{recipient}>" if recipient else ""
+    date = email.utils.formatdate(now, localtime=True)
+    return (
+        f"Received: from {helo} (unknown [{ip}])\n"
+        f"\tby {hostname} (mailserver) with {protocol} id {queue_id}{for_clause};\n"
+        f"\t{date}\n"
+    ).encode("ascii", "replace")
+
+
+def delivery_prefix(sender: str, original: str | None, delivered_to: str) -> bytes:
+    """C{Return-Path}, C{X-Original-To} and C{Delivered-To}, as Postfix local(8) prepends them."""
+    lines = [f"Return-Path: <{sender}>\n"]
+    if original is not None:
+        lines.append(f"X-Original-To: {original}\n")
+    lines.append(f"Delivered-To: {delivered_to}\n")
+    return "".join(lines).encode("utf-8", "replace")
+
+
+def header_end(message: bytes) -> int:
+    """
+    Offset just after the last header line of C{message} (lines end in LF), or 0 when
+    the message does not start with a header.
+    """
+    offset = 0
+    while offset < len(message):
+        end = message.find(b"\n", offset)
+        end = len(message) if end < 0 else end + 1
+        line = message[offset:end]
+        if line in (b"\n", b""):
+            return offset
+        if not (_HEADER_LINE.match(line) or (offset and line[:1] in (b" ", b"\t"))):
+            return offset
+        offset = end
+    return offset
+
+
+def has_header(message: bytes, end: int, name: bytes) -> bool:
+    """True if a header called C{name} is among the first C{end} bytes."""
+    pattern = re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:")
+    return pattern.search(message, 0, end) is not None
+
+
+def add_missing_headers(message: bytes, hostname: str, queue_id: str, now: float) -> bytes:
+    """
+    Append C{Message-ID} and C{Date} to the header when missing (Postfix
+    cleanup).  A message that does not start with a header (an mbox
+    C{From } line, garbage) is left byte-for-byte alone.
+    """
+    end = header_end(message)
+    if end == 0:
+        return message
+    extra = b""
+    if not has_header(message, end, b"Message-ID"):
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
+    if not has_header(message, end, b"Date"):
+        extra += f"Date: {email.utils.formatdate(now, localtime=True)}\n".encode()
+    if not extra:
+        return message
+    if not message[:end].endswith(b"\n"):
+        extra = b"\n" + extra
+    return message[:end] + extra + message[end:]

@@ -1,0 +1,183 @@
+"""
+One DATA phase: collect the message, run the content checks off the reactor
+thread, then commit it durably to the store and the queue before 250.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.mail.smtp import IMessage
+from zope.interface import implementer
+
+from mailserver.delivery.envelope import (
+    CommandTarget,
+    Envelope,
+    FileTarget,
+    LocalMailbox,
+    RemoteAddress,
+)
+from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
+from mailserver.errors import MailError
+from mailserver.interfaces import IMailStore, IOutboundQueue
+
+if TYPE_CHECKING:
+    from mailserver.delivery.pipeline import DeliveryCore
+
+log = Logger(namespace="mailserver.delivery")
+
+
+@dataclass
+class Committer:
+    """
+    Where accepted mail goes: the Maildir store, the outbound queue (None
+    until outbound delivery is configured), and the delivery functions for
+    alias file and command targets.
+    """
+
+    store: IMailStore
+    queue: IOutboundQueue | None = None
+    to_file: Callable[[FileTarget, str, bytes], Deferred] | None = None
+    to_command: Callable[[CommandTarget, str, str, bytes], Deferred] | None = None
+    hold: Callable[[Envelope, bytes, str], Deferred] | None = None
+
+
+@implementer(IMessage)
+class _MessageHandle:
+    """twisted.mail's per-recipient IMessage, over one Transaction."""
+
+    def __init__(self, transaction: Transaction) -> None:
+        self._transaction = transaction
+
+    def lineReceived(self, line: bytes) -> None:
+        self._transaction.write(line + b"\n")
+
+    def eomReceived(self) -> Deferred:
+        return self._transaction.commit()
+
+    def connectionLost(self) -> None:
+        self._transaction.abort()
+
+
+class Transaction:
+    """
+    The message of one envelope.  The server feeds it dot-unstuffed bytes
+    with LF line ends (L{write}) and calls L{commit} at end of data.
+    """
+
+    def __init__(self, core: DeliveryCore, envelope: Envelope) -> None:
+        self.core = core
+        self.envelope = envelope
+        self._chunks: list[bytes] = []
+        self.size = 0
+        self.error: MailError | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.size += len(data)
+        if 0 < self.core.message_size_limit < self.size:
+            self.fail(MailError(552, "5.3.4", "Message size exceeds fixed limit"))
+            return
+        self._chunks.append(data)
+
+    def fail(self, error: MailError) -> None:
+        """Refuse the message at end of data; keep reading until then."""
+        if self.error is None:
+            self.error = error
+        self._chunks = []
+
+    def abort(self) -> None:
+        self._chunks = []
+
+    def as_message(self) -> _MessageHandle:
+        return _MessageHandle(self)
+
+    def commit(self) -> Deferred[str]:
+        """Deliver durably; fire with the 250 reply text or fail with L{MailError}."""
+        return Deferred.fromCoroutine(self._commit())
+
+    async def _commit(self) -> str:
+        envelope = self.envelope
+        if self.error is not None:
+            self._log("reject", self.error.reply())
+            raise self.error
+        core = self.core
+        now = core.reactor.seconds()
+        message = add_missing_headers(b"".join(self._chunks), core.hostname, envelope.queue_id, now)
+        self._chunks = []
+        for check in core.checks:
+            verdict = await threads.deferToThreadPool(
+                core.reactor, core.reactor.getThreadPool(), check.inspect, envelope, message
+            )
+            for event in getattr(verdict, "events", ()):
+                log.info("{queue_id}: {check}: {event}", queue_id=envelope.queue_id, check=check.name, event=event)
+            if verdict.error is not None:
+                self._log("reject", verdict.error.reply())
+                raise verdict.error
+            if verdict.discard:
+                self._log("discarded", "content check DISCARD")
+                return f"2.0.0 Ok: queued as {envelope.queue_id}"
+            message = verdict.message
+        client = envelope.client
+        single = envelope.recipients[0].original if len(envelope.recipients) == 1 else None
+        trace = received_header(
+            client.helo, client.ip, core.hostname, client.protocol, envelope.queue_id,
+            str(single) if single else None, now,
+        )
+        await self._deliver(trace + message)
+        return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    async def _deliver(self, message: bytes) -> None:
+        envelope = self.envelope
+        committer = self.core.committer
+        sender = str(envelope.sender) if envelope.sender else ""
+        copies: dict[str, bytes] = {}
+        remote: list[str] = []
+        others: list[Deferred] = []
+        delivered: list[str] = []
+        for recipient in envelope.recipients:
+            for destination in recipient.destinations:
+                if isinstance(destination, LocalMailbox):
+                    if destination.maildir not in copies:
+                        copies[destination.maildir] = delivery_prefix(
+                            sender, str(recipient.original), destination.user
+                        )
+                        delivered.append(destination.user)
+                elif isinstance(destination, RemoteAddress):
+                    if str(destination.address) not in remote:
+                        remote.append(str(destination.address))
+                elif isinstance(destination, FileTarget) and committer.to_file:
+                    others.append(committer.to_file(destination, sender, message))
+                elif isinstance(destination, CommandTarget) and committer.to_command:
+                    others.append(committer.to_command(destination, sender, str(recipient.original), message))
+        try:
+            if copies:
+                await committer.store.deliver(message, list(copies.items()))
+            if remote:
+                if committer.queue is None:
+                    raise MailError(451, "4.3.0", "Outbound queue not available")
+                await committer.queue.enqueue(sender, remote, message)
+            for d in others:
+                await d
+        except MailError as error:
+            self._log("deferred" if error.temporary else "bounced", error.reply())
+            raise
+        self._log("sent", f"delivered to {', '.join(delivered + remote) or 'nobody'}", size=len(message))
+
+    def _log(self, status: str, detail: str, size: int | None = None) -> None:
+        envelope = self.envelope
+        log.info(
+            "{queue_id}: from=<{sender}>, to=<{to}>, client=[{ip}], size={size}, status={status} ({detail})",
+            queue_id=envelope.queue_id,
+            sender=str(envelope.sender) if envelope.sender else "",
+            to=">,<".join(str(r.original) for r in envelope.recipients),
+            ip=envelope.client.ip,
+            size=self.size if size is None else size,
+            status=status,
+            detail=detail,
+        )

@@ -1,0 +1,94 @@
+"""
+The seams between mailserver's parts.
+
+This module imports nothing of ours: value types named in the docstrings
+live in the modules that implement them.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IUserDatabase(Interface):
+    """Users and their passwords (a Dovecot passwd-file, or a fake)."""
+
+    def lookup(name):
+        """
+        The L{mailserver.tables.passwd.UserRecord} for C{name} or L{None}.
+
+        @param name: C{"user@domain"} (domain lower-cased) or a bare C{"user"};
+            the local part is matched case-insensitively.
+        """
+
+    def users():
+        """Every L{mailserver.tables.passwd.UserRecord}, in file order."""
+
+    def domains():
+        """The set of lower-cased domains that users are declared in."""
+
+
+class IMailStore(Interface):
+    """Where local mail is written durably (Maildir)."""
+
+    def deliver(message, copies):
+        """
+        Write one message into several mailboxes, durably.
+
+        @param message: the message as bytes, lines ending in LF.
+        @param copies: a sequence of C{(maildir_path, prefix)}: the Maildir
+            directory (created when missing) and the header bytes to put in
+            front of C{message} for that copy.
+        @return: a Deferred firing with the list of file names written (one
+            per copy) once every copy is fsynced and renamed into C{new/} and
+            the directories are fsynced; or failing with L{MailError} 451
+            having left nothing in any C{new/}.
+        """
+
+
+class IRecipientStage(Interface):
+    """One step of the RCPT TO restriction list (recipients, relay, aliases)."""
+
+    name = Attribute("Short name used in logs, like Postfix restriction names.")
+
+    def check(envelope, recipient):
+        """
+        Decide on one recipient.
+
+        @param envelope: the L{mailserver.delivery.envelope.Envelope} so far.
+        @param recipient: the L{mailserver.address.Address} as given.
+        @return: a L{mailserver.delivery.envelope.Verdict} or a Deferred of one.
+        """
+
+
+class IContentCheck(Interface):
+    """
+    A content check run once per message at end of DATA (header_checks,
+    body_checks, mime_header_checks): pure CPU work, so callers run it in
+    a thread and the reactor never waits on it.
+    """
+
+    name = Attribute("Short name used in logs.")
+
+    def inspect(envelope, message):
+        """
+        Inspect a whole message.
+
+        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param message: the message bytes, lines ending in LF.
+        @return: a L{mailserver.delivery.checks.ContentVerdict} (what to do:
+            reject with a L{MailError}, discard, hold, redirect, bcc, and the
+            possibly rewritten message bytes).
+        """
+
+
+class ILookupTable(Interface):
+    """A key -> values table (aliases, virtual aliases) that reloads atomically."""
+
+    def lookup(key):
+        """Return the list of values for C{key} or L{None}."""
+
+
+class IOutboundQueue(Interface):
+    """The persistent queue of mail for other hosts."""
+
+    def enqueue(sender, recipients, message):
+        """Store durably; return a Deferred firing with the queue id."""

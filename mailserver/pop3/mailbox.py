@@ -1,0 +1,371 @@
+"""
+The POP3 maildrop: the INBOX of a Maildir (its ``new/`` and ``cur/``).
+
+At login the session takes the maildrop lock and lists the messages once,
+in a thread: numbers, sizes and UIDLs then stay fixed for the session as
+RFC 1939 requires, and the answers twisted.mail's C{POP3} wants
+synchronously come from that list.  Opening a message, marking it seen and
+deleting at QUIT run in a thread too.  Any of these tolerates another
+program (an IMAP session, a second server) having renamed or removed the
+file meanwhile: the file is found again by its unique name, and a file that
+is gone is simply gone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from typing import IO, Any, Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.mail import pop3
+from zope.interface import implementer
+
+from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
+from mailserver.pop3.wire import VirtualSize, uidl_for
+from mailserver.store.names import parse_name, virtual_size
+
+RunInThread = Callable[..., Deferred]
+"""C{run(f, *args) -> Deferred}: call C{f} off the reactor thread."""
+
+_CHUNK = 65536
+_ORDER = re.compile(r"(\d+)\.(?:M(\d+))?")
+
+__all__ = [
+    "IMaildrop",
+    "MaildirMailbox",
+    "MaildropInUse",
+    "MessageVanished",
+    "in_thread_pool",
+    "pop3_mailbox_factory",
+]
+
+
+class IMaildrop(pop3.IMailbox):
+    """A C{pop3.IMailbox} that must be opened (locked and listed) first."""
+
+    def open():
+        """
+        Lock the maildrop and list its messages.
+
+        @return: a Deferred firing when the mailbox is ready, or failing with
+            L{MaildropInUse} when another session holds it.
+        """
+
+    def markSeen(index):
+        """
+        Mark message C{index} (0-based) as read, as an IMAP client would see it.
+
+        @return: a Deferred firing when done (a vanished file is not an error).
+        """
+
+    def logout():
+        """Release the lock; safe to call at any time, more than once."""
+
+
+class MessageVanished(Exception):
+    """The message file was removed by another program during the session."""
+
+
+@dataclass
+class Message:
+    """One message of the listing: fixed at login but for its current path."""
+
+    unique: str
+    path: str
+    size: int
+    uidl: str
+
+
+def in_thread_pool(reactor: Any) -> RunInThread:
+    """A L{RunInThread} over C{reactor}'s thread pool."""
+    return functools.partial(deferToThreadPool, reactor, reactor.getThreadPool())
+
+
+def pop3_mailbox_factory(
+    maildir_of: Callable[[str], str],
+    reactor: Any,
+    run_in_thread: RunInThread | None = None,
+) -> Callable[[str], MaildirMailbox]:
+    """
+    The C{pop3.IMailbox} avatar factory for L{mailserver.auth.realm.MailRealm}.
+
+    @param maildir_of: user name -> that user's Maildir directory.
+    @param reactor: gives the thread pool for disk I/O.
+    @param run_in_thread: replaces the thread pool (tests).
+    """
+    registry = SessionRegistry()
+    run = run_in_thread if run_in_thread is not None else in_thread_pool(reactor)
+
+    def factory(user: str) -> MaildirMailbox:
+        return MaildirMailbox(maildir_of(user), registry, run)
+
+    return factory
+
+
+@implementer(IMaildrop)
+class MaildirMailbox:
+    """The INBOX of one Maildir, for one POP3 session."""
+
+    loginDelay = 0
+    messageExpiration = None
+    _log = Logger()
+
+    def __init__(self, maildir: str, registry: SessionRegistry, run_in_thread: RunInThread) -> None:
+        self.maildir = maildir
+        self._registry = registry
+        self._run = run_in_thread
+        self._messages: list[Message] = []
+        self._deleted: set[int] = set()
+        self._claimed = False
+        self._lock_fd: int | None = None
+        self._opening = False
+        self._closed = False
+
+    # Session
+
+    def open(self) -> Deferred:
+        if self._claimed or self._closed:
+            raise RuntimeError("a maildrop is opened once")
+        try:
+            self._registry.claim(self.maildir)
+        except MaildropInUse:
+            return fail()
+        self._claimed = True
+        self._opening = True
+        d = self._run(_open_maildrop, self.maildir)
+
+        def opened(result: tuple[int, list[Message]]) -> None:
+            self._opening = False
+            self._lock_fd, self._messages = result
+            if self._closed:  # the session ended while we were opening
+                self._release()
+
+        def failed(failure):
+            self._opening = False
+            self._registry.release(self.maildir)
+            self._claimed = False
+            return failure
+
+        return d.addCallbacks(opened, failed)
+
+    def logout(self) -> None:
+        self._closed = True
+        if not self._opening:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            unlock_maildir(self._lock_fd)
+            self._lock_fd = None
+        if self._claimed:
+            self._registry.release(self.maildir)
+            self._claimed = False
+
+    # pop3.IMailbox
+
+    def listMessages(self, i: int | None = None) -> int | list[int]:
+        if i is None:
+            return [0 if n in self._deleted else m.size for n, m in enumerate(self._messages)]
+        return 0 if self._index(i) in self._deleted else self._messages[i].size
+
+    def getUidl(self, i: int) -> bytes:
+        return self._messages[self._index(i)].uidl.encode("ascii")
+
+    def getMessage(self, i: int) -> Deferred:
+        """A Deferred firing with the message file, opened in a thread."""
+        message = self._messages[self._index(i)]
+
+        def opened(result: tuple[IO[bytes], str]) -> IO[bytes]:
+            fp, message.path = result
+            return fp
+
+        return self._run(_open_message, self.maildir, message.path, message.unique).addCallback(
+            opened
+        )
+
+    def deleteMessage(self, i: int) -> None:
+        self._deleted.add(self._index(i))
+
+    def undeleteMessages(self) -> None:
+        self._deleted.clear()
+
+    def sync(self) -> Deferred:
+        """Remove the messages marked deleted; a Deferred firing with how many were."""
+        doomed = [self._messages[n] for n in sorted(self._deleted)]
+        self._deleted.clear()
+        if not doomed:
+            return succeed(0)
+        return self._run(_delete_messages, self.maildir, doomed)
+
+    # IMaildrop
+
+    def markSeen(self, i: int) -> Deferred:
+        message = self._messages[self._index(i)]
+
+        def moved(path: str | None) -> None:
+            if path is None:
+                self._log.info(
+                    "pop3 message {unique} vanished before it could be marked seen",
+                    unique=message.unique,
+                )
+            else:
+                message.path = path
+
+        return self._run(_mark_seen, self.maildir, message.path, message.unique).addCallback(moved)
+
+    def _index(self, i: int) -> int:
+        if not 0 <= i < len(self._messages):
+            raise ValueError(f"no message {i + 1}")
+        return i
+
+
+# Blocking helpers: these run in a thread.
+
+
+def _open_maildrop(maildir: str) -> tuple[int, list[Message]]:
+    """Create the Maildir if needed, lock it, list the INBOX."""
+    for sub in ("", "cur", "new", "tmp"):
+        os.makedirs(os.path.join(maildir, sub), mode=0o700, exist_ok=True)
+    fd = lock_maildir(maildir)
+    try:
+        return fd, scan_inbox(maildir)
+    except BaseException:
+        unlock_maildir(fd)
+        raise
+
+
+def scan_inbox(maildir: str) -> list[Message]:
+    """
+    The messages of C{new/} and C{cur/}, oldest delivery first.
+
+    C{new/} is listed before C{cur/}: a file that moves between the two
+    during the scan is then seen at least once (files only move that way),
+    and a file seen twice is kept once, at its C{cur/} path.
+    """
+    by_unique: dict[str, Message] = {}
+    for sub in ("new", "cur"):
+        directory = os.path.join(maildir, sub)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                unique = parse_name(entry.name).unique
+                size = virtual_size(entry.name)
+                if size is None:
+                    try:
+                        size = _measure(entry.path)
+                    except FileNotFoundError:
+                        continue
+                by_unique[unique] = Message(unique, entry.path, size, uidl_for(unique))
+    return sorted(by_unique.values(), key=_delivery_order)
+
+
+def _delivery_order(message: Message) -> tuple[int, int, int, str]:
+    match = _ORDER.match(message.unique)
+    if match is None:
+        return (1, 0, 0, message.unique)
+    return (0, int(match.group(1)), int(match.group(2) or 0), message.unique)
+
+
+def _measure(path: str) -> int:
+    """The size with CRLF line ends, for files whose name lacks ``,W=``."""
+    counter = VirtualSize()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            counter.update(chunk)
+    return counter.size
+
+
+def find_message(maildir: str, unique: str) -> str | None:
+    """The current path of the message named C{unique}, or L{None} if it is gone."""
+    for sub in ("cur", "new"):
+        directory = os.path.join(maildir, sub)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if not name.startswith(".") and parse_name(name).unique == unique:
+                return os.path.join(directory, name)
+    return None
+
+
+def _open_message(maildir: str, path: str, unique: str) -> tuple[IO[bytes], str]:
+    for _ in range(3):
+        try:
+            return open(path, "rb"), path
+        except FileNotFoundError:
+            found = find_message(maildir, unique)
+            if found is None:
+                break
+            path = found
+    raise MessageVanished(unique)
+
+
+def seen_name(basename: str) -> str | None:
+    """
+    C{basename} with the Maildir S (seen) flag added, flags kept in ASCII
+    order as the Maildir spec asks; L{None} for an info part that is not
+    ``2,`` (left alone).
+    """
+    base, sep, info = basename.partition(":")
+    if not sep:
+        return f"{basename}:2,S"
+    if not info.startswith("2,"):
+        return None
+    flags = info[2:]
+    if "S" in flags:
+        return basename
+    return f"{base}:2,{''.join(sorted(set(flags) | {'S'}))}"
+
+
+def _mark_seen(maildir: str, path: str, unique: str) -> str | None:
+    """Rename the message into C{cur/} with the S flag; its new path, or None if gone."""
+    for _ in range(3):
+        target = seen_name(os.path.basename(path))
+        if target is None:
+            return path
+        destination = os.path.join(maildir, "cur", target)
+        if destination == path:
+            return path
+        try:
+            os.rename(path, destination)
+            return destination
+        except FileNotFoundError:
+            found = find_message(maildir, unique)
+            if found is None:
+                return None
+            path = found
+    return path
+
+
+def _delete_messages(maildir: str, messages: list[Message]) -> int:
+    """Unlink each message wherever it now is; a file already gone counts as deleted."""
+    removed = 0
+    for message in messages:
+        path: str | None = message.path
+        for _ in range(3):
+            if path is None:
+                break
+            try:
+                os.unlink(path)
+                removed += 1
+                break
+            except FileNotFoundError:
+                path = find_message(maildir, message.unique)
+    for sub in ("cur", "new"):
+        _fsync_directory(os.path.join(maildir, sub))
+    return removed
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

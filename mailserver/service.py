@@ -1,0 +1,186 @@
+"""
+The composition root: a Config becomes tables, store, portal and listeners
+under one MultiService.  The only module (with tap.py) that imports
+everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.mail.smtp import IMessageDeliveryFactory
+
+from mailserver.auth.checker import PasswordChecker
+from mailserver.auth.realm import MailRealm
+from mailserver.auth.userdb import FileUserDatabase
+from mailserver.config.parameters import Config, listen_endpoints
+from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
+from mailserver.delivery.recipients import RecipientSyntax
+from mailserver.delivery.relay_policy import RelayPolicy
+from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.transaction import Committer
+from mailserver.smtp.factory import SMTPFactory
+from mailserver.smtp.server import SMTPPolicy
+from mailserver.store.maildir import MaildirStore
+
+log = Logger(namespace="mailserver.service")
+
+SMTP_LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen")
+
+
+class Listener(Service):
+    """One endpoint description listening with one factory; C{port} once listening."""
+
+    def __init__(self, name: str, description: str, endpoint: Any, factory: Any, reactor: Any) -> None:
+        self.setName(f"{name} {description}")
+        self.reactor = reactor
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: Any = None
+        self.listening: Deferred = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(port: Any) -> Any:
+            self.port = port
+            self.listening.callback(port)
+            return port
+
+        def failed(failure: Any) -> None:
+            log.critical(
+                "{name}: cannot listen on {description}: {error}; stopping",
+                name=self.name, description=self.description, error=failure.getErrorMessage(),
+            )
+            if self.reactor.running:
+                self.reactor.stop()
+
+        self.endpoint.listen(self.factory).addCallbacks(listening, failed)
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        if self.port is not None:
+            return maybeDeferred(self.port.stopListening)
+        return None
+
+
+class StatusFile(Service):
+    """C{data_directory/status.json}: pid and listeners, for C{mailserver status}."""
+
+    def __init__(self, path: str, listeners: dict[str, list[str]]) -> None:
+        self.path = path
+        self.listeners = listeners
+
+    def startService(self) -> None:
+        super().startService()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({"pid": os.getpid(), "listeners": self.listeners}, handle)
+        os.replace(temporary, self.path)
+
+    def stopService(self) -> None:
+        super().stopService()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def status_path(config: Config) -> str:
+    return os.path.join(config.data_directory, "status.json")
+
+
+class Server:
+    """The parts built from one Config, kept apart so tests can reach each."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.users = FileUserDatabase(config.passwd_file, reactor)
+        self.store = MaildirStore(reactor, config.myhostname)
+        local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
+        self.local_domains = local_domains
+        self.router = LocalRouter(
+            users=self.users,
+            mydestination=frozenset(config.mydestination),
+            recipient_delimiter=config.recipient_delimiter,
+            home_mailbox=config.home_mailbox,
+            virtual_mailbox_base=config.virtual_mailbox_base,
+        )
+        stages = [
+            RecipientSyntax(myorigin=config.myorigin),
+            RelayPolicy(
+                is_local_domain=local_domains.__contains__,
+                mynetworks=tuple(config.mynetworks),
+                queue_available=False,
+            ),
+            self.router,
+        ]
+        self.core = DeliveryCore(
+            reactor=reactor,
+            hostname=config.myhostname,
+            stages=stages,
+            committer=Committer(store=self.store),
+            recipient_limit=config.smtpd_recipient_limit,
+            message_size_limit=config.message_size_limit,
+        )
+        self.checker = PasswordChecker(self.users, reactor)
+        self.realm = MailRealm(
+            {IMessageDeliveryFactory: self._delivery_avatar},
+            anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
+        )
+        self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+
+    def _delivery_avatar(self, user: Any) -> DeliveryAgent:
+        return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
+
+    def smtp_factory(self, listener: str) -> SMTPFactory:
+        config = self.config
+        policy = SMTPPolicy(
+            hostname=config.myhostname,
+            banner=config.smtpd_banner,
+            message_size_limit=config.message_size_limit,
+            timeout=config.smtpd_timeout,
+            hard_error_limit=config.smtpd_hard_error_limit,
+            line_length_limit=config.line_length_limit,
+            bare_newline=config.smtpd_forbid_bare_newline,
+            auth_required=listener != "smtpd_listen",
+        )
+        return SMTPFactory(
+            self.portal,
+            policy,
+            self.reactor,
+            max_connections=config.smtpd_max_connections,
+            per_client_limit=config.smtpd_client_connection_count_limit,
+        )
+
+    def factories(self) -> dict[str, Any]:
+        """One protocol factory per listener parameter that has a protocol so far."""
+        return {name: self.smtp_factory(name) for name in SMTP_LISTENERS}
+
+
+def build(config: Config, reactor: Any) -> MultiService:
+    """Everything the daemon runs, as one MultiService."""
+    server = Server(config, reactor)
+    top = MultiService()
+    top.server = server  # type: ignore[attr-defined]
+    server.users.setServiceParent(top)
+    listeners: dict[str, list[str]] = {}
+    for name, factory in server.factories().items():
+        for description in listen_endpoints(config, name):
+            endpoint = serverFromString(reactor, description)
+            Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
+            listeners.setdefault(name, []).append(description)
+    StatusFile(status_path(config), listeners).setServiceParent(top)
+    log.info("mailserver for {domains} with listeners {listeners}", domains=sorted(server.local_domains), listeners=listeners)
+    return top

@@ -1,0 +1,454 @@
+"""
+twisted.mail's ESMTP, extended: SIZE, 8BITMIME, PIPELINING in order,
+ENHANCEDSTATUSCODES on every reply, limits, and the one place where a
+L{MailError} becomes a reply line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.cred.credentials import Anonymous
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+
+from mailserver.address import Address, parse_path
+from mailserver.delivery.envelope import Client, Envelope
+from mailserver.delivery.pipeline import DeliveryPipeline
+from mailserver.delivery.transaction import Transaction
+from mailserver.errors import MailError
+
+# Default enhanced status codes for replies that Twisted's code sends without one.
+_DEFAULT_ENHANCED = {
+    421: "4.3.2", 451: "4.3.0", 454: "4.7.0", 500: "5.5.2", 501: "5.5.4",
+    502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 535: "5.7.8", 550: "5.0.0",
+}
+_ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
+
+HELP_TEXT = (
+    "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH\n"
+    "2.0.0 See RFC 5321"
+)
+
+
+@dataclass(frozen=True)
+class SMTPPolicy:
+    """The limits and names of one SMTP listener."""
+
+    hostname: str
+    banner: str
+    message_size_limit: int = 10240000
+    timeout: float = 300
+    hard_error_limit: int = 20
+    line_length_limit: int = 2048
+    bare_newline: str = "normalize"  # or "reject" (Postfix smtpd_forbid_bare_newline)
+    auth_required: bool = False  # submission: AUTH before MAIL
+    max_pending_bytes: int = 1 << 20
+
+
+class ESMTPServer(smtp.ESMTP):
+    """
+    One SMTP session.  Commands are answered strictly in the order they were
+    received: while a check is pending, later pipelined lines wait in the
+    buffer (twisted issue 8126) and the transport is paused.
+    """
+
+    log = Logger(namespace="mailserver.smtp")
+
+    def __init__(self, policy: SMTPPolicy, portal: Any, clock: Any, chal=None, contextFactory=None) -> None:
+        super().__init__(chal=chal, contextFactory=contextFactory)
+        self.policy = policy
+        self.portal = portal
+        self.clock = clock
+        self.callLater = clock.callLater  # TimeoutMixin: the injected clock, not the global reactor
+        self.timeout = policy.timeout
+        self.host = policy.hostname.encode("ascii", "replace")
+        self._buffer = b""
+        self._pending: Deferred | None = None
+        self._paused = False
+        self._discarding = False  # skipping the rest of an over-long command line
+        self._errors = 0
+        self._ehlo: str | None = None
+        self._envelope: Envelope | None = None
+        self._transaction: Transaction | None = None
+        self._at_line_start = True  # after <CRLF>: where "." may end the data
+        self._unstuff_next = True  # where a leading "." is dot-stuffing
+        self._delivery: DeliveryPipeline | None = None
+        self.sasl_user: str | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer_ip = getattr(peer, "host", str(peer))
+        self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
+        self._helo = (None, self.peer_ip.encode())
+        self.sendLine(b"220 " + self.policy.banner.encode("ascii", "replace"))
+        self.setTimeout(self.timeout)
+
+    def timeoutConnection(self) -> None:
+        self.reply(421, "4.4.2", f"{self.policy.hostname} Error: timeout exceeded")
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._transaction is not None:
+            self._transaction.abort()
+            self._transaction = None
+        self.setTimeout(None)
+        if self._onLogout:
+            self._onLogout()
+            self._onLogout = None
+
+    # -- replies -------------------------------------------------------------
+
+    def reply(self, code: int, enhanced: str, text: str) -> None:
+        self.sendCode(code, f"{enhanced} {text}".encode("utf-8", "replace"))
+
+    def reply_error(self, error: MailError) -> None:
+        self.reply(error.code, error.enhanced, error.text)
+
+    def sendCode(self, code: int, message: bytes = b"") -> None:
+        """Send a reply; Twisted's own replies get a default enhanced code."""
+        if code // 100 in (2, 4, 5):
+            lines = message.splitlines() or [b""]
+            enhanced = _DEFAULT_ENHANCED.get(code, f"{code // 100}.{7 if code == 235 else 0}.0").encode()
+            message = b"\n".join(line if _ENHANCED.match(line) else enhanced + b" " + line for line in lines)
+        if code >= 400:
+            self._errors += 1
+        super().sendCode(code, message)
+        if code >= 400 and self._errors >= self.policy.hard_error_limit and code != 421:
+            super().sendCode(421, b"4.7.0 " + self.host + b" Error: too many errors")
+            self.transport.loseConnection()
+
+    # -- input: our own framing, so limits and ordering are exact ----------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        self._process()
+        if len(self._buffer) > self.policy.max_pending_bytes and self._pending is not None:
+            self.reply(421, "4.7.0", "Error: too much pipelined input")
+            self.transport.loseConnection()
+
+    def _process(self) -> None:
+        while self._pending is None and not self.transport.disconnecting:
+            if self.mode == smtp.DATA:
+                if not self._take_data():
+                    return
+            elif self.mode == smtp.AUTH:
+                line = self._take_command_line()
+                if line is None:
+                    return
+                self.state_AUTH(line)
+            else:
+                line = self._take_command_line()
+                if line is None:
+                    return
+                self.resetTimeout()
+                result = self._dispatch(line)
+                if isinstance(result, Deferred) and not result.called:
+                    self._wait(result)
+                elif isinstance(result, Deferred):
+                    result.addErrback(self._internal_error)
+
+    def _take_command_line(self) -> bytes | None:
+        limit = self.policy.line_length_limit
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > limit and not self._discarding:
+                    self._discarding = True
+                    self.reply(500, "5.5.2", "Error: line too long")
+                if self._discarding:
+                    self._buffer = b""
+                return None
+            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            if self._discarding:
+                self._discarding = False
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > limit:
+                self.reply(500, "5.5.2", "Error: line too long")
+                continue
+            return line
+
+    def _take_data(self) -> bool:
+        """Consume DATA content from the buffer; False when more input is needed."""
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            # Hand over long partial lines so a huge line never sits in the buffer.
+            keep = 1 if self._buffer.endswith(b"\r") else 0
+            if len(self._buffer) - keep >= 65536:
+                chunk, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
+                self._data_piece(chunk, complete=False)
+            return False
+        line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+        self.resetTimeout()
+        if self._at_line_start and line == b".":
+            self._end_of_data()
+            return True
+        self._data_piece(line, complete=True)
+        return True
+
+    def _data_piece(self, piece: bytes, complete: bool) -> None:
+        """
+        One CRLF-terminated line (or a long line's partial chunk).  Only
+        <CRLF>.<CRLF> ends the data; a bare LF is refused or, with
+        C{normalize}, taken as a line end whose next line is dot-unstuffed
+        like smtplib and Postfix do, but never as an end of data.
+        """
+        transaction = self._transaction
+        assert transaction is not None
+        if self._unstuff_next and piece[:1] == b".":
+            piece = piece[1:]
+        if b"\n" in piece or b"\r" in piece:
+            if self.policy.bare_newline == "reject":
+                transaction.fail(MailError(550, "5.5.2", "Error: bare <CR> or <LF> received (RFC 5321 section 2.3.8)"))
+            else:
+                piece = piece.replace(b"\n.", b"\n")
+        transaction.write(piece + b"\n" if complete else piece)
+        self._at_line_start = complete
+        self._unstuff_next = complete or (self.policy.bare_newline != "reject" and piece.endswith(b"\n"))
+
+    def _wait(self, d: Deferred) -> None:
+        """Hold later input until C{d} fires: replies stay in command order."""
+        self._pending = d
+        self.transport.pauseProducing()
+        self._paused = True
+
+        def done(result: object) -> None:
+            self._pending = None
+            if self._paused and not self.transport.disconnecting:
+                self._paused = False
+                self.transport.resumeProducing()
+            if self.transport.connected and not self.transport.disconnecting:
+                self._process()
+
+        d.addErrback(self._internal_error).addBoth(done)
+
+    def _internal_error(self, failure: Failure) -> None:
+        self.log.failure("internal error in SMTP session", failure)
+        self.reply(451, "4.3.0", "Error: internal error, try again later")
+
+    # -- commands --------------------------------------------------------------
+
+    def _dispatch(self, line: bytes) -> Deferred | None:
+        if b"\0" in line:
+            self.reply(500, "5.5.2", "Error: NUL character in command")
+            return None
+        parts = line.strip().split(None, 1)
+        if not parts:
+            self.reply(500, "5.5.2", "Error: bad syntax")
+            return None
+        method = self.lookupMethod(parts[0]) if parts[0].isascii() and parts[0].isalpha() else None
+        if method is None:
+            self.reply(502, "5.5.2", "Error: command not recognized")
+            return None
+        return method(parts[1] if len(parts) == 2 else b"")
+
+    def lookupMethod(self, command):
+        name = command.decode("ascii").upper()
+        if name in ("AUTH", "STARTTLS"):
+            return getattr(self, "ext_" + name, None)
+        return getattr(self, "do_" + name, None)
+
+    def extensions(self) -> dict[bytes, list[bytes] | None]:
+        ext: dict[bytes, list[bytes] | None] = {
+            b"PIPELINING": None,
+            b"SIZE": [str(self.policy.message_size_limit).encode()],
+            b"ENHANCEDSTATUSCODES": None,
+            b"8BITMIME": None,
+        }
+        ext.update(super().extensions())
+        if not ext.get(b"AUTH") or not self.plaintext_allowed():
+            ext.pop(b"AUTH", None)
+        return ext
+
+    def plaintext_allowed(self) -> bool:
+        """PLAIN/LOGIN only over TLS or from loopback (Dovecot's disable_plaintext_auth)."""
+        if getattr(self, "startedTLS", False) or getattr(self.factory, "implicit_tls", False):
+            return True
+        return self.peer_ip in ("127.0.0.1", "::1") or self.peer_ip.startswith("127.")
+
+    def ext_AUTH(self, rest: bytes) -> None:
+        if self._envelope is not None:
+            self.reply(503, "5.5.1", "Error: MAIL transaction in progress")
+        elif not self.plaintext_allowed():
+            self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        else:
+            super().ext_AUTH(rest)
+
+    def _cbAuthenticated(self, loginInfo) -> None:
+        super()._cbAuthenticated(loginInfo)
+        self.sasl_user = getattr(self.deliveryFactory, "sasl_user", None)
+        self._delivery = None
+        self.log.info("[{ip}]: sasl_username={user}", ip=self.peer_ip, user=self.sasl_user)
+
+    def _ebAuthenticated(self, reason: Failure) -> None:
+        self.log.warn("[{ip}]: SASL authentication failed", ip=self.peer_ip)
+        super()._ebAuthenticated(reason)
+
+    def do_EHLO(self, rest: bytes) -> None:
+        self._greet(rest, esmtp=True)
+
+    def do_HELO(self, rest: bytes) -> None:
+        self._greet(rest, esmtp=False)
+
+    def _greet(self, rest: bytes, esmtp: bool) -> None:
+        name = rest.strip().decode("ascii", "replace")
+        if not name or " " in name:
+            self.reply(501, "5.5.4", f"Syntax: {'EHLO' if esmtp else 'HELO'} hostname")
+            return
+        self._ehlo = name
+        self._helo = (rest.strip(), self.peer_ip.encode())
+        self._reset()
+        lines = [self.host]
+        if esmtp:
+            lines += self.listExtensions().split(b"\n")
+        for line in lines[:-1]:
+            self.sendLine(b"250-" + line)
+        self.sendLine(b"250 " + lines[-1])
+
+    def do_NOOP(self, rest: bytes) -> None:
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_RSET(self, rest: bytes) -> None:
+        self._reset()
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_QUIT(self, rest: bytes) -> None:
+        self.reply(221, "2.0.0", "Bye")
+        self.transport.loseConnection()
+
+    def do_HELP(self, rest: bytes) -> None:
+        self.sendCode(214, HELP_TEXT.encode())
+
+    def do_VRFY(self, rest: bytes) -> None:
+        self.reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_EXPN(self, rest: bytes) -> None:
+        self.reply(502, "5.5.1", "Error: command not implemented")
+
+    do_ETRN = do_TURN = do_EXPN
+
+    def _reset(self) -> None:
+        self._envelope = None
+        if self._transaction is not None:
+            self._transaction.abort()
+            self._transaction = None
+
+    def _client(self) -> Client:
+        tls = bool(getattr(self, "startedTLS", False)) or getattr(self.factory, "implicit_tls", False)
+        protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.sasl_user else "")
+        return Client(ip=self.peer_ip, helo=self._ehlo or "", tls=tls, sasl_user=self.sasl_user, protocol=protocol)
+
+    def do_MAIL(self, rest: bytes) -> Deferred | None:
+        if self._ehlo is None:
+            self.reply(503, "5.5.1", "Error: send HELO/EHLO first")
+            return None
+        if self._envelope is not None:
+            self.reply(503, "5.5.1", "Error: nested MAIL command")
+            return None
+        if self.policy.auth_required and self.sasl_user is None:
+            self.reply(530, "5.7.0", "Authentication required")
+            return None
+        return self._guard(self._mail(rest.decode("latin-1")))
+
+    async def _mail(self, argument: str) -> None:
+        path = parse_path(argument, "FROM", allow_null=True)
+        size = None
+        for name, value in path.parameters.items():
+            if name == "SIZE":
+                if value is None or not value.isdigit():
+                    raise MailError(501, "5.5.4", "Bad SIZE parameter")
+                size = int(value)
+            elif name == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    raise MailError(501, "5.5.4", "Bad BODY parameter")
+            else:
+                raise MailError(555, "5.5.4", f"Unsupported option: {name}")
+        delivery = await self._get_delivery()
+        self._envelope = delivery.begin(self._client(), path.address, size)
+        self.reply(250, "2.1.0", "Ok")
+
+    async def _get_delivery(self) -> DeliveryPipeline:
+        if self._delivery is None or self.deliveryFactory is None:
+            if self.deliveryFactory is None:
+                try:
+                    iface, avatar, logout = await self.portal.login(Anonymous(), None, smtp.IMessageDeliveryFactory)
+                except UnauthorizedLogin:
+                    raise MailError(530, "5.7.0", "Authentication required") from None
+                self.deliveryFactory = avatar
+                self._onLogout = logout
+            self._delivery = self.deliveryFactory.getMessageDelivery()
+        return self._delivery
+
+    def do_RCPT(self, rest: bytes) -> Deferred | None:
+        if self._envelope is None:
+            self.reply(503, "5.5.1", "Error: need MAIL command")
+            return None
+        return self._guard(self._rcpt(rest.decode("latin-1")))
+
+    async def _rcpt(self, argument: str) -> None:
+        path = parse_path(argument, "TO", allow_null=False)
+        if path.parameters:
+            raise MailError(555, "5.5.4", f"Unsupported option: {next(iter(path.parameters))}")
+        assert path.address is not None and self._delivery is not None and self._envelope is not None
+        envelope = self._envelope
+        try:
+            await self._delivery.check_recipient(envelope, path.address)
+        except MailError as error:
+            self.log.info(
+                "{queue_id}: reject: RCPT from [{ip}]: {code} {reply}; from=<{sender}> to=<{rcpt}>",
+                queue_id=envelope.queue_id, ip=self.peer_ip, code=error.code, reply=error.reply(),
+                sender=str(envelope.sender or ""), rcpt=str(path.address),
+            )
+            raise
+        self.reply(250, "2.1.5", "Ok")
+
+    def do_DATA(self, rest: bytes) -> None:
+        if self._envelope is None:
+            self.reply(503, "5.5.1", "Error: need MAIL command")
+            return
+        if not self._envelope.recipients:
+            self.reply(554, "5.5.1", "Error: no valid recipients")
+            return
+        if rest.strip():
+            self.reply(501, "5.5.4", "Syntax: DATA")
+            return
+        assert self._delivery is not None
+        self._transaction = self._delivery.open_transaction(self._envelope)
+        self._at_line_start = self._unstuff_next = True
+        self.mode = smtp.DATA
+        self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+
+    def _end_of_data(self) -> None:
+        transaction = self._transaction
+        assert transaction is not None
+        self.mode = smtp.COMMAND
+        self._transaction = None
+        self._envelope = None
+
+        def sent(text: str) -> None:
+            self.sendCode(250, text.encode())
+
+        self._wait(self._guard_deferred(transaction.commit().addCallback(sent)))
+
+    # -- errors: the one place MailError becomes a reply ----------------------
+
+    def _guard(self, coroutine) -> Deferred:
+        return self._guard_deferred(Deferred.fromCoroutine(coroutine))
+
+    def _guard_deferred(self, d: Deferred) -> Deferred:
+        def failed(failure: Failure) -> None:
+            if failure.check(MailError):
+                self.reply_error(failure.value)
+            else:
+                self._internal_error(failure)
+
+        return d.addErrback(failed)

@@ -1,0 +1,364 @@
+"""
+Durable delivery into Maildirs: the writing half of L{IMailStore}.
+
+One message goes to several Maildirs at once, all or nothing: every copy is
+written into ``tmp/`` and fsynced, then every copy is renamed into ``new/``
+and each ``new/`` directory is fsynced; only then does C{deliver} fire.  If
+anything fails, every file this call made is removed again and the caller
+gets a 451, so the client retries and no recipient gets the message twice.
+All disk work runs in a thread pool; the reactor only schedules it.
+
+Folders follow Maildir++: a folder ``Name`` of the Maildir ``M`` is the
+Maildir ``M/.Name``.  Delivery only writes the INBOX (the Maildir it is
+given); the reading side (POP3/IMAP) owns folders, flags and UIDs.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import threading
+from typing import Callable, NoReturn, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailserver.errors import MailError
+from mailserver.interfaces import IMailStore
+from mailserver.store.names import make_name
+
+#: The three directories of a Maildir.
+SUBDIRS = ("tmp", "new", "cur")
+
+#: Mode of the directories we create and of message files.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+#: errnos for which a hard link is replaced by a second write.
+_LINK_FALLBACK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
+#: How many fresh names to try when one already exists in tmp/.
+_NAME_ATTEMPTS = 5
+
+_OPEN_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+)
+_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+
+
+class _Counter:
+    """The per-process delivery counter in file names; safe across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = itertools.count(1)
+
+    def __call__(self) -> int:
+        with self._lock:
+            return next(self._next)
+
+
+# One per process, shared by every store: two stores in one process must
+# not hand out the same (time, pid, counter).
+_counter = _Counter()
+
+
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory C{path} durable (blocking)."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_maildir(path: str) -> bool:
+    """
+    Create the Maildir C{path} (``tmp new cur``) and its missing parents.
+
+    Directories are created with mode 0700 and each new directory entry is
+    fsynced, so a delivery acknowledged afterwards cannot vanish with the
+    directory.  Blocking: call it from a thread.
+
+    @return: True if anything was created.
+    @raise OSError: when a part exists and is not a directory, or on any
+        other failure (NotADirectoryError, PermissionError, ...).
+    """
+    if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
+        return False
+    created = _makedirs(path)
+    for sub in SUBDIRS:
+        sub_path = os.path.join(path, sub)
+        if _mkdir(sub_path):
+            created.append(sub_path)
+    for parent in dict.fromkeys(os.path.dirname(d) or "." for d in created):
+        fsync_directory(parent)
+    return bool(created)
+
+
+def _makedirs(path: str) -> list[str]:
+    """Create C{path} and missing parents (0700); return those created, outermost first."""
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    created = []
+    for directory in reversed(missing):
+        if _mkdir(directory):
+            created.append(directory)
+    return created
+
+
+def _mkdir(path: str) -> bool:
+    """mkdir 0700; False if a directory is already there (a concurrent delivery)."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", path)
+        return False
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _virtual_size(data: bytes) -> int:
+    """Size with every line ending as CRLF (IMAP's RFC822.SIZE)."""
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+class _Delivery:
+    """
+    The disk work of one C{deliver} call, run in a thread.
+
+    It remembers every file it made so a failure can remove them all;
+    problems met while cleaning up are kept for the reactor thread to log.
+    """
+
+    def __init__(
+        self,
+        message: bytes,
+        copies: Sequence[tuple[str, bytes]],
+        now: float,
+        host: str,
+    ) -> None:
+        self.message = message
+        self.copies = copies
+        self.now = now
+        self.host = host
+        self.tmp_files: list[str] = []
+        self.new_files: list[str] = []
+        self.cleanup_errors: list[OSError] = []
+
+    def run(self) -> list[str]:
+        done = False
+        try:
+            names = self._deliver()
+            done = True
+            return names
+        finally:
+            if not done:
+                self._clean_up()
+
+    def _deliver(self) -> list[str]:
+        # 1. every copy into tmp/, fsynced.
+        pid = os.getpid()
+        written: dict[bytes, str] = {}  # prefix -> tmp file holding that content
+        sizes: dict[bytes, tuple[int, int]] = {}
+        placed: list[tuple[str, str]] = []  # (tmp path, final name)
+        for maildir, prefix in self.copies:
+            ensure_maildir(maildir)
+            if prefix not in sizes:
+                sizes[prefix] = (
+                    len(prefix) + len(self.message),
+                    _virtual_size(prefix) + _virtual_size(self.message),
+                )
+            size, vsize = sizes[prefix]
+            source = written.get(prefix)
+            tmp_path, name = self._place(maildir, pid, size, vsize, prefix, source)
+            written.setdefault(prefix, tmp_path)
+            placed.append((tmp_path, name))
+        # 2. every copy into new/, then each new/ fsynced once.
+        new_dirs: dict[str, None] = {}
+        for (maildir, _), (tmp_path, name) in zip(self.copies, placed):
+            new_dir = os.path.join(maildir, "new")
+            new_path = os.path.join(new_dir, name)
+            os.rename(tmp_path, new_path)
+            self.tmp_files.remove(tmp_path)
+            self.new_files.append(new_path)
+            new_dirs[os.path.normpath(new_dir)] = None
+        for new_dir in new_dirs:
+            fsync_directory(new_dir)
+        return [name for _, name in placed]
+
+    def _place(
+        self,
+        maildir: str,
+        pid: int,
+        size: int,
+        vsize: int,
+        prefix: bytes,
+        source: str | None,
+    ) -> tuple[str, str]:
+        """Put one copy in C{maildir}/tmp: a hard link of C{source}, or a new file."""
+        for _ in range(_NAME_ATTEMPTS):
+            name = make_name(self.now, pid, _counter(), self.host, size, vsize)
+            tmp_path = os.path.join(maildir, "tmp", name)
+            try:
+                if source is not None and self._link(source, tmp_path):
+                    return tmp_path, name
+                self._write(tmp_path, prefix)
+            except FileExistsError:
+                continue
+            return tmp_path, name
+        raise FileExistsError(errno.EEXIST, "no free name in tmp/", maildir)
+
+    def _link(self, source: str, tmp_path: str) -> bool:
+        """Hard-link C{source} to C{tmp_path}; False if this file system can't."""
+        try:
+            os.link(source, tmp_path)
+        except FileExistsError:
+            raise
+        except OSError as e:
+            if e.errno in _LINK_FALLBACK:
+                return False
+            raise
+        self.tmp_files.append(tmp_path)
+        return True
+
+    def _write(self, tmp_path: str, prefix: bytes) -> None:
+        fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
+        self.tmp_files.append(tmp_path)
+        try:
+            _write_all(fd, prefix)
+            _write_all(fd, self.message)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _clean_up(self) -> None:
+        """Remove every file this delivery made, tmp/ and new/ alike."""
+        touched: dict[str, None] = {}
+        for path in self.tmp_files + self.new_files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.cleanup_errors.append(e)
+        for path in self.new_files:
+            touched[os.path.dirname(path)] = None
+        # Make the removals from new/ durable too, so a crash now cannot
+        # bring back a copy of a message the client will send again.
+        for directory in touched:
+            try:
+                fsync_directory(directory)
+            except OSError as e:
+                self.cleanup_errors.append(e)
+        self.tmp_files = []
+        self.new_files = []
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """
+    Deliver messages into Maildirs, durably, off the reactor thread.
+
+    @param reactor: gives the time (C{seconds()}), the default thread pool
+        (C{getThreadPool()}) and C{callFromThread}.
+    @param hostname: the host name written into file names (C{myhostname}).
+    @param on_delivered: called on the reactor thread after each successful
+        delivery with the list of Maildir paths written to (distinct, in
+        order), e.g. to wake IMAP IDLE sessions.
+    @param threadpool: the pool for disk work; the reactor's by default.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor,
+        hostname: str,
+        on_delivered: Callable[[list[str]], object] | None = None,
+        threadpool=None,
+    ) -> None:
+        if not hostname:
+            raise ValueError("hostname must not be empty")
+        self._reactor = reactor
+        self._hostname = hostname
+        self._on_delivered = on_delivered
+        self._threadpool = threadpool
+
+    def deliver(
+        self, message: bytes, copies: Sequence[tuple[str, bytes]]
+    ) -> Deferred[list[str]]:
+        """
+        Write C{prefix + message} into each C{(maildir_path, prefix)}.
+
+        Fires with the new file names (one per copy, in order) once every
+        copy is fsynced in C{new/}; fails with L{MailError} 451 having left
+        no file behind.  Wrong argument types raise at once (TypeError,
+        ValueError), before any disk work.
+        """
+        if not isinstance(message, bytes):
+            raise TypeError("message must be bytes")
+        copies = [(os.fspath(path), prefix) for path, prefix in copies]
+        for path, prefix in copies:
+            if not isinstance(path, str) or not isinstance(prefix, bytes):
+                raise TypeError("copies must be (str path, bytes prefix) pairs")
+            if not path or "\0" in path:
+                raise ValueError(f"bad Maildir path {path!r}")
+        if not copies:
+            return succeed([])
+        delivery = _Delivery(message, copies, self._reactor.seconds(), self._hostname)
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        d = deferToThreadPool(self._reactor, pool, delivery.run)
+        d.addBoth(self._log_cleanup, delivery)
+        d.addCallbacks(self._delivered, self._failed, callbackArgs=(copies,))
+        return d
+
+    def _log_cleanup(self, result, delivery: _Delivery):
+        for error in delivery.cleanup_errors:
+            self.log.error(
+                "maildir: could not remove {filename} after a failed delivery: {error}",
+                filename=error.filename,
+                error=error,
+            )
+        return result
+
+    def _delivered(self, names: list[str], copies: list[tuple[str, bytes]]) -> list[str]:
+        for (path, _), name in zip(copies, names):
+            self.log.debug("maildir: delivered {name} to {maildir}", name=name, maildir=path)
+        if self._on_delivered is not None:
+            maildirs = list(dict.fromkeys(path for path, _ in copies))
+            try:
+                self._on_delivered(maildirs)
+            except Exception:
+                # The mail is safely stored: a failing listener must not
+                # turn that into an error the client would retry.
+                self.log.failure("maildir: on_delivered callback failed")
+        return names
+
+    def _failed(self, failure: Failure) -> NoReturn:
+        failure.trap(OSError)
+        error = failure.value
+        self.log.error(
+            "maildir: delivery failed, nothing delivered: {error}",
+            error=error,
+        )
+        raise MailError(451, "4.3.0", "Error: mail store write error") from error

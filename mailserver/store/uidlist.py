@@ -1,0 +1,374 @@
+"""
+The per-folder UID list (``dovecot-uidlist``), persisted and locked.
+
+IMAP UIDs must never change and never be reused within one UIDVALIDITY.
+Each Maildir folder keeps a ``dovecot-uidlist`` file in Dovecot's version 3
+format::
+
+    3 V1700000000 N43
+    41 :1700000000.M1P2Q3.mx,S=1234,W=1260
+    42 :1700000001.M5P2Q4.mx,S=99,W=102
+
+mapping each message's unique base name (the file name before ``:2,``) to
+its UID.  New UIDs are handed out only while holding
+``dovecot-uidlist.lock``, created with ``O_EXCL`` like Dovecot's dotlock
+(removed when older than C{stale_after} seconds, as a crashed holder left
+it); the file is rewritten as ``tmp`` + fsync + rename, so two server
+processes (or this one and Dovecot) never give two messages one UID.
+
+All methods block (file I/O, lock waits): call them from a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+from twisted.logger import Logger
+
+FILE_NAME = "dovecot-uidlist"
+LOCK_SUFFIX = ".lock"
+#: The Maildir root's record of the last UIDVALIDITY handed out.
+UIDVALIDITY_FILE = "dovecot-uidvalidity"
+
+#: Dovecot's dotlock defaults for the uidlist: stale after 2 minutes.
+STALE_AFTER = 120.0
+LOCK_TIMEOUT = 30.0
+_POLL = 0.05
+_MAX_UID = 2**32 - 1
+
+log = Logger()
+
+
+class UidListError(OSError):
+    """The UID list could not be locked or written."""
+
+
+@dataclass
+class UidMap:
+    """A consistent view of a folder's UIDs."""
+
+    uidvalidity: int
+    uidnext: int
+    uids: dict[str, int] = field(default_factory=dict)
+
+
+def parse_uidlist(text: str) -> UidMap | None:
+    """
+    Parse a ``dovecot-uidlist`` (version 3, or Dovecot's older version 1).
+
+    Returns None when the header is unusable (the caller starts a new
+    UIDVALIDITY).  Extension fields between the UID and ``:`` are ignored.
+    """
+    lines = text.split("\n")
+    header = lines[0].split()
+    if not header:
+        return None
+    version = header[0]
+    uidvalidity = uidnext = 0
+    if version == "3":
+        for item in header[1:]:
+            key, value = item[:1], item[1:]
+            if key == "V" and value.isdigit():
+                uidvalidity = int(value)
+            elif key == "N" and value.isdigit():
+                uidnext = int(value)
+    elif version == "1" and len(header) >= 3 and header[1].isdigit() and header[2].isdigit():
+        uidvalidity, uidnext = int(header[1]), int(header[2])
+    else:
+        return None
+    if not 0 < uidvalidity <= _MAX_UID or uidnext < 1:
+        return None
+    uids: dict[str, int] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        number, _, rest = line.partition(" ")
+        if not number.isdigit():
+            continue
+        if version == "3":
+            _, colon, base = rest.partition(":")
+            if not colon:
+                continue
+        else:
+            base = rest
+        base = base.partition(":2,")[0]
+        if not base or "/" in base:
+            continue
+        uid = int(number)
+        uids[base] = uid
+        uidnext = max(uidnext, uid + 1)
+    return UidMap(uidvalidity, uidnext, uids)
+
+
+def format_uidlist(uidmap: UidMap) -> str:
+    """The file text for C{uidmap}, entries in UID order."""
+    lines = [f"3 V{uidmap.uidvalidity} N{uidmap.uidnext}\n"]
+    for base, uid in sorted(uidmap.uids.items(), key=lambda item: item[1]):
+        lines.append(f"{uid} :{base}\n")
+    return "".join(lines)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write C{path} as tmp + fsync + rename + fsync of the directory."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp"
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        _unlink_quietly(tmp)
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class DotLock:
+    """
+    A Dovecot-style dotlock: C{path}.lock made with O_EXCL.
+
+    A lock file older than C{stale_after} seconds (by its mtime) was left
+    by a crashed process and is removed.  C{acquire} waits up to
+    C{timeout} seconds.  Not re-entrant; pair it with a threading lock.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        stale_after: float = STALE_AFTER,
+        timeout: float = LOCK_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.path = path + LOCK_SUFFIX
+        self.stale_after = stale_after
+        self.timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        deadline = self._clock() + self.timeout
+        content = f"{os.getpid()}:{socket.gethostname()}\n".encode()
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                if self._break_if_stale():
+                    continue
+                if self._clock() >= deadline:
+                    raise UidListError(errno.ETIMEDOUT, "timed out waiting for lock", self.path)
+                self._sleep(_POLL)
+                continue
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            return
+
+    def _break_if_stale(self) -> bool:
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return True
+        if self._clock() - mtime < self.stale_after:
+            return False
+        log.warn("removing stale lock {path}", path=self.path)
+        _unlink_quietly(self.path)
+        return True
+
+    def release(self) -> None:
+        _unlink_quietly(self.path)
+
+
+class UidList:
+    """
+    One folder's UIDs: read without locking, assign under the dotlock.
+
+    Thread-safe: one instance is shared by every session on the folder.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        root: str | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        stale_after: float = STALE_AFTER,
+        timeout: float = LOCK_TIMEOUT,
+    ) -> None:
+        self.folder = folder
+        self.path = os.path.join(folder, FILE_NAME)
+        self.root = root if root is not None else folder
+        self._clock = clock
+        self._dotlock = DotLock(self.path, stale_after, timeout, clock, sleep)
+        self._mutex = threading.RLock()
+        self._held = 0
+        self._map: UidMap | None = None
+        self._stamp: tuple[int, int, int] | None = None
+
+    @contextmanager
+    def locked(self) -> Iterator[UidMap]:
+        """Hold the lock (re-entrant in this process); yield the fresh map."""
+        with self._mutex:
+            if self._held == 0:
+                self._dotlock.acquire()
+            self._held += 1
+            try:
+                yield self._reload(force=self._held == 1)
+            finally:
+                self._held -= 1
+                if self._held == 0:
+                    self._dotlock.release()
+
+    def current(self) -> UidMap:
+        """The map as on disk now (re-read only when the file changed)."""
+        with self._mutex:
+            return self._reload()
+
+    def _reload(self, force: bool = False) -> UidMap:
+        stamp = _stamp(self.path)
+        if self._map is not None and stamp == self._stamp and not force:
+            return self._map
+        uidmap = None
+        if stamp is not None:
+            try:
+                with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                    uidmap = parse_uidlist(f.read())
+            except FileNotFoundError:
+                stamp = None
+            if uidmap is None and stamp is not None:
+                log.warn("unreadable {path}: starting a new UIDVALIDITY", path=self.path)
+        if uidmap is None:
+            if self._map is not None and stamp is None:
+                # The file vanished under us: keep what we handed out.
+                return self._map
+            uidmap = UidMap(0, 1, {})
+        self._map = uidmap
+        self._stamp = stamp
+        return uidmap
+
+    def sync(
+        self, present: Iterable[str], first: Sequence[str] = (), forget_absent: bool = True
+    ) -> UidMap:
+        """
+        Make sure every base name of C{present} has a UID.
+
+        New names get UIDs in the order of C{first}, then sorted (Maildir
+        names sort by delivery time).  With C{forget_absent}, names not in
+        C{present} are dropped from the file when it is rewritten anyway.
+        Only takes the lock when something must be assigned.
+        """
+        present = set(present)
+        current = self.current()
+        if current.uidvalidity and present <= current.uids.keys():
+            return current
+        with self.locked() as uidmap:
+            missing = present - uidmap.uids.keys()
+            if uidmap.uidvalidity and not missing:
+                return uidmap
+            return self._assign(uidmap, present, first, missing, forget_absent)
+
+    def assign_locked(self, new: Sequence[str]) -> UidMap:
+        """Under L{locked}: give C{new} base names UIDs in this order, keep the rest."""
+        with self.locked() as uidmap:
+            missing = set(new) - uidmap.uids.keys()
+            return self._assign(uidmap, set(uidmap.uids) | missing, new, missing, False)
+
+    def _assign(
+        self,
+        uidmap: UidMap,
+        present: set[str],
+        first: Sequence[str],
+        missing: set[str],
+        forget_absent: bool,
+    ) -> UidMap:
+        uidvalidity = uidmap.uidvalidity or allocate_uidvalidity(self.root, self._clock())
+        uids = dict(uidmap.uids)
+        if forget_absent:
+            uids = {base: uid for base, uid in uids.items() if base in present}
+        uidnext = uidmap.uidnext
+        ordered = [b for b in dict.fromkeys(first) if b in missing]
+        ordered += sorted(missing - set(ordered))
+        for base in ordered:
+            if uidnext > _MAX_UID:
+                raise UidListError(errno.EOVERFLOW, "UIDs exhausted", self.path)
+            uids[base] = uidnext
+            uidnext += 1
+        new = UidMap(uidvalidity, uidnext, uids)
+        write_atomically(self.path, format_uidlist(new).encode("utf-8", "surrogateescape"))
+        self._map = new
+        self._stamp = _stamp(self.path)
+        return new
+
+    def reset(self) -> None:
+        """Forget the cached map (the folder was renamed or recreated)."""
+        with self._mutex:
+            self._map = None
+            self._stamp = None
+
+
+def allocate_uidvalidity(root: str, now: float) -> int:
+    """
+    A new UIDVALIDITY for a folder of the Maildir C{root}: the current time,
+    or one more than the last value handed out if that is not smaller, so a
+    folder deleted and created again within a second still gets a new one.
+    """
+    path = os.path.join(root, UIDVALIDITY_FILE)
+    lock = DotLock(path)
+    lock.acquire()
+    try:
+        last = 0
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                text = f.read().strip()
+            if text.isdigit():
+                last = int(text)
+        except FileNotFoundError:
+            pass
+        value = max(int(now), last + 1)
+        if value > _MAX_UID:
+            value = 1
+        write_atomically(path, f"{value}\n".encode("ascii"))
+        return value
+    finally:
+        lock.release()

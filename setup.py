@@ -1,0 +1,30 @@
+"""Installs mailserver: the package, the twistd plugin and the console scripts."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mailserver",
+    version="0.1.0",
+    description="ESMTP, Maildir, POP3 and IMAP4 mail server in one Twisted process",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    packages=find_packages(include=["mailserver", "mailserver.*"]) + ["twisted.plugins"],
+    package_data={"mailserver": ["py.typed"], "twisted.plugins": ["mailserver_plugin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=24.7",  # the reactor and twisted.mail's ESMTP, POP3 and IMAP4 servers
+        "zope.interface>=6",  # interfaces at every seam
+        "service-identity>=24.1",  # certificate host name checks for TLS
+        "pyopenssl>=24.2",  # TLS through Twisted
+        "argon2-cffi>=23.1",  # {ARGON2ID} password hashes
+        "bcrypt>=4.1",  # {BLF-CRYPT} password hashes
+    ],
+    entry_points={
+        "console_scripts": [
+            "mailserver = mailserver.cli.main:main",
+            "newaliases = mailserver.cli.main:newaliases",
+        ]
+    },
+    zip_safe=False,
+)

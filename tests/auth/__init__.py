@@ -1,0 +1,1 @@
+"""Tests for mailserver.auth and the user command."""

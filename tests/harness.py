@@ -1,0 +1,80 @@
+"""A real server on loopback port 0, built from a main.cf written by the test."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+
+from mailserver.auth.schemes import hash_password
+from mailserver.config.parameters import load_config
+from mailserver.service import build
+
+LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen", "pop3_listen", "pop3s_listen",
+             "imap_listen", "imaps_listen")
+
+
+def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = ("smtpd_listen",)) -> str:
+    """A main.cf in C{directory}: every listener listed on 127.0.0.1 port 0, the rest off."""
+    os.makedirs(directory, exist_ok=True)
+    lines = [
+        "myhostname = mx.example.com",
+        "mydestination = $myhostname, localhost, example.com",
+        f"data_directory = {directory}/data",
+        f"passwd_file = {directory}/passwd",
+        "recipient_delimiter = +",
+    ]
+    for name in LISTENERS:
+        lines.append(f"{name} = " + ("tcp:0:interface=127.0.0.1" if name in listeners else ""))
+    path = os.path.join(directory, "main.cf")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
+def write_users(directory: str, users: dict[str, str]) -> None:
+    """A passwd-file with PLAIN-hashed users (fast; the schemes have their own tests)."""
+    with open(os.path.join(directory, "passwd"), "w") as handle:
+        for name, password in users.items():
+            handle.write(f"{name}:{hash_password('PLAIN', password.encode())}::::::\n")
+
+
+class RunningServer:
+    """Start with L{start}; C{ports[name]} is the bound port of each listener."""
+
+    def __init__(self, testcase, extra: str = "", listeners=("smtpd_listen",), users=None) -> None:
+        self.directory = os.path.abspath(testcase.mktemp())
+        self.config_path = write_config(self.directory, extra, listeners)
+        write_users(self.directory, users or {"alice@example.com": "secret", "bob@example.com": "hunter2"})
+        self.config, _ = load_config(self.config_path)
+        self.service = build(self.config, reactor)
+        self.ports: dict[str, int] = {}
+        testcase.addCleanup(self.stop)
+
+    @inlineCallbacks
+    def start(self):
+        self.service.startService()
+        listeners = [s for s in self.service if hasattr(s, "listening")]
+        ports = yield gatherResults([s.listening for s in listeners])
+        for listener, port in zip(listeners, ports):
+            self.ports[listener.name.split()[0]] = port.getHost().port
+        return self
+
+    def stop(self):
+        if self.service.running:
+            return self.service.stopService()
+
+    def maildir(self, user: str, domain: str = "example.com") -> str:
+        return os.path.join(self.config.virtual_mailbox_base, domain, user)
+
+    def messages(self, user: str, domain: str = "example.com") -> list[bytes]:
+        new = os.path.join(self.maildir(user, domain), "new")
+        if not os.path.isdir(new):
+            return []
+        out = []
+        for name in sorted(os.listdir(new)):
+            with open(os.path.join(new, name), "rb") as handle:
+                out.append(handle.read())
+        return out
