@@ -8,10 +8,9 @@ from typing import Callable
 from mailserver.errors import Problem
 
 
-def _strip_type(value: str) -> str:
-    """C{hash:/etc/aliases} -> C{/etc/aliases} (the source the administrator edits)."""
-    kind, sep, path = value.partition(":")
-    return path if sep and not kind.startswith("/") else value
+def _strip_type(value) -> str:
+    """A C{TableRef} (C{hash:/etc/aliases}) -> the source file the administrator edits."""
+    return value.path
 
 
 def _lint(path: str, parse: Callable[[str, str], tuple[object, list[Problem]]], required: bool) -> list[Problem]:

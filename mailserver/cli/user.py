@@ -30,6 +30,7 @@ from mailserver.tables.passwd import (
     lookup_key,
     parse_passwd,
     replace_password,
+    split_password,
 )
 
 USAGE_ERROR = 2
@@ -98,11 +99,10 @@ def run_add(args: argparse.Namespace, config) -> int:
         if args.home is not None and (not os.path.isabs(args.home) or any(c in args.home for c in ":\r\n")):
             raise _Failed(f"--home {args.home!r} must be an absolute path without ':'", USAGE_ERROR)
         key = lookup_key(name)
-        if _find(_read(config.passwd_file)[0], key):
+        if _find(_usable(config.passwd_file), key):
             raise _Failed(f"user {name} already exists")
         field = _new_password(name, args.scheme or config.default_password_scheme)
-        scheme, _, hashed = field[1:].partition("}")
-        line = format_passwd_line(UserRecord(name, scheme, hashed, args.uid, args.gid, args.home))
+        line = format_passwd_line(UserRecord(name, *split_password(field), args.uid, args.gid, args.home))
 
         def edit(chunks: list[str]) -> None:
             if _find(chunks, key):
@@ -120,7 +120,7 @@ def run_passwd(args: argparse.Namespace, config) -> int:
     def change() -> None:
         name = _valid_name(args.name)
         key = lookup_key(name)
-        if not _find(_read(config.passwd_file)[0], key):
+        if not _find(_usable(config.passwd_file), key):
             raise _Failed(f"no user {name}")
         field = _new_password(name, args.scheme or config.default_password_scheme)
 
@@ -253,7 +253,7 @@ def _locked(path: str) -> Iterator[None]:
         raise _Failed(f"cannot open {lock_path}: {error.strerror}") from None
     try:
         try:
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"waiting for the lock on {lock_path}", file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -262,14 +262,21 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _usable(path: str, chunks: list[str] | None = None) -> list[str]:
+    """The file's lines; refuse to edit a file with errors (the daemon would ignore it)."""
+    chunks = _read(path)[0] if chunks is None else chunks
+    _, problems = parse_passwd("\n".join(chunks), path)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise _Failed("fix these first; nothing changed:\n  " + "\n  ".join(errors))
+    return chunks
+
+
 def _edit(path: str, change: Callable[[list[str]], None]) -> None:
     """Under the lock: read, refuse a file with errors, C{change} the lines, write back."""
     with _locked(path):
         chunks, st = _read(path)
-        _, problems = parse_passwd("\n".join(chunks), path)
-        errors = [str(p) for p in problems if p.severity == "error"]
-        if errors:
-            raise _Failed("fix these first; nothing changed:\n  " + "\n  ".join(errors))
+        _usable(path, chunks)
         change(chunks)
         _write(path, "\n".join(chunks).encode("utf-8"), st)
 

@@ -129,7 +129,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtpd_client_connection_count_limit", INT, "50", POSTFIX,
       "simultaneous connections per client IP (0: no limit)"),
     P("smtpd_max_connections", INT, "500", OWN, "simultaneous SMTP connections in all"),
-    P("line_length_limit", INT, "2048", POSTFIX, "longest SMTP command line (message lines are bounded by message_size_limit)"),
+    P("line_length_limit", INT, "2048", POSTFIX,
+      "longest SMTP command line (message lines are bounded by message_size_limit)"),
     P("smtpd_forbid_bare_newline", Enum("normalize", "reject"), "normalize", POSTFIX,
       "normalize: a bare LF in DATA is a line end but never ends the data; reject: 550 5.5.2"),
     P("smtpd_banner", TEXT, "$myhostname ESMTP $mail_name", POSTFIX, "text of the 220 greeting"),
@@ -157,10 +158,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("alias_maps", HASH_TABLES, "", POSTFIX, "aliases(5) files for local domains"),
     P("virtual_alias_maps", HASH_TABLES, "", POSTFIX, "address rewriting tables for all domains"),
     P("allow_mail_to_files", DELIVERY_KINDS, "alias, forward", POSTFIX,
-      "where /file/name destinations are allowed"),
+      "sources allowed to deliver to /file/name destinations"),
     P("allow_mail_to_commands", DELIVERY_KINDS, "alias, forward", POSTFIX,
-      "where |command destinations are allowed"),
-    P("default_privs", TEXT, "nobody", POSTFIX, "user that alias file and command deliveries run as"),
+      "sources allowed to deliver to commands (pipes)"),
+    P("default_privs", TEXT, "nobody", POSTFIX,
+      "user that alias file and command deliveries run as"),
     P("header_checks", CHECK_TABLES, "", POSTFIX, "regexp:/pcre: tables for message headers"),
     P("mime_header_checks", CHECK_TABLES, "$header_checks", POSTFIX,
       "tables for MIME part headers"),
@@ -214,6 +216,8 @@ del P
 DECLARED: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 # Parameters whose value is derived and cannot be set.
 DERIVED = frozenset({"config_directory"})
+# The listener parameters (endpoint lists), in declaration order.
+LISTENERS = tuple(p.name for p in PARAMETERS if isinstance(p.type, Endpoints))
 
 
 class Config:
@@ -237,6 +241,8 @@ class Config:
         object.__setattr__(self, "path", path)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -400,6 +406,11 @@ def parse_config(
             if failure.origin == name:
                 report(name, failure.message)
             continue
+        except RecursionError:
+            failed.add(name)
+            expander.stack.clear()
+            report(name, "expansion nested too deeply")
+            continue
         try:
             values[name] = parameter.type.parse(text_value, base)
         except ValueError as e:
@@ -481,6 +492,8 @@ def listen_endpoints(config: Config, name: str) -> list[str]:
     The endpoint descriptions of listener parameter C{name}, each bound to
     the C{inet_interfaces} addresses unless it names its own interface=.
     """
+    if name not in LISTENERS:
+        raise KeyError(f"{name} is not a listener parameter")
     addresses = _interface_addresses(config)
     result: list[str] = []
     for description in getattr(config, name):

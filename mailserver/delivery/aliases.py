@@ -111,8 +111,8 @@ class AliasExpander:
         self.local_domains = local_domains
         self.read_include = read_include
         self.allowed = {
-            TargetKind.FILE: {ALIAS} * allow_files | {INCLUDE} * include_files,
-            TargetKind.COMMAND: {ALIAS} * allow_commands | {INCLUDE} * include_commands,
+            TargetKind.FILE: _classes(allow_files, include_files),
+            TargetKind.COMMAND: _classes(allow_commands, include_commands),
         }
         self.max_depth = max_depth
         self.myorigin = myorigin.lower()
@@ -243,6 +243,8 @@ class _Run:
             ("files", "allow_mail_to_files") if target.kind is TargetKind.FILE else ("commands", "allow_mail_to_commands")
         )
         if origin not in self.expander.allowed[target.kind]:
+            if origin == VIRTUAL:
+                parameter = "never from virtual_alias_maps"
             log.warn(
                 "{key}: mail to {what} from {origin} is not allowed ({parameter}): {target}",
                 key=match.key, what=what, origin=origin, parameter=parameter, target=str(target),
@@ -254,7 +256,7 @@ class _Run:
         if target.kind is TargetKind.FILE:
             self.emit(("file", target.value), FileTarget(target.value, owner))
         else:
-            self.emit(("command", target.value, owner), CommandTarget(target.value, owner))
+            self.emit(("command", target.value), CommandTarget(target.value, owner))
 
     def emit(self, key: object, target: Target) -> None:
         if key in self.targets:
@@ -264,13 +266,17 @@ class _Run:
         self.targets[key] = target
 
 
+def _classes(alias: bool, include: bool) -> frozenset[str]:
+    return frozenset(name for name, on in ((ALIAS, alias), (INCLUDE, include)) if on)
+
+
 def _address(target: AliasTarget, match: _Match) -> Address:
     """The address a name or address target stands for."""
     if target.kind is TargetKind.LOCAL:
         address = Address(target.value, match.domain)
     else:
         address = parse_mailbox(target.value)
-    if match.extension and target.kind is TargetKind.ADDRESS:
+    if match.extension:
         # propagate_unmatched_extensions = canonical, virtual (Postfix's default)
         address = Address(address.local + match.extension, address.domain)
     return address

@@ -17,7 +17,7 @@ import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -31,6 +31,9 @@ from mailserver.store.names import parse_name, virtual_size
 
 RunInThread = Callable[..., Deferred]
 """C{run(f, *args) -> Deferred}: call C{f} off the reactor thread."""
+
+Changed = Callable[[Iterable[str]], object]
+"""C{changed([maildir])}: tell IMAP sessions that a folder changed (store.notify)."""
 
 _CHUNK = 65536
 _ORDER = re.compile(r"(\d+)\.(?:M(\d+))?")
@@ -90,6 +93,7 @@ def pop3_mailbox_factory(
     maildir_of: Callable[[str], str],
     reactor: Any,
     run_in_thread: RunInThread | None = None,
+    changed: Changed | None = None,
 ) -> Callable[[str], MaildirMailbox]:
     """
     The C{pop3.IMailbox} avatar factory for L{mailserver.auth.realm.MailRealm}.
@@ -97,12 +101,15 @@ def pop3_mailbox_factory(
     @param maildir_of: user name -> that user's Maildir directory.
     @param reactor: gives the thread pool for disk I/O.
     @param run_in_thread: replaces the thread pool (tests).
+    @param changed: called with C{[maildir]} after messages were marked
+        seen or deleted, so IMAP sessions of this process notice at once
+        (C{MailboxNotifier.changed}).
     """
     registry = SessionRegistry()
     run = run_in_thread if run_in_thread is not None else in_thread_pool(reactor)
 
     def factory(user: str) -> MaildirMailbox:
-        return MaildirMailbox(maildir_of(user), registry, run)
+        return MaildirMailbox(maildir_of(user), registry, run, changed)
 
     return factory
 
@@ -115,15 +122,22 @@ class MaildirMailbox:
     messageExpiration = None
     _log = Logger()
 
-    def __init__(self, maildir: str, registry: SessionRegistry, run_in_thread: RunInThread) -> None:
+    def __init__(
+        self,
+        maildir: str,
+        registry: SessionRegistry,
+        run_in_thread: RunInThread,
+        changed: Changed | None = None,
+    ) -> None:
         self.maildir = maildir
         self._registry = registry
         self._run = run_in_thread
+        self._changed = changed
         self._messages: list[Message] = []
         self._deleted: set[int] = set()
         self._claimed = False
         self._lock_fd: int | None = None
-        self._opening = False
+        self._pending = 0  # opening, marking seen, deleting: hold the lock meanwhile
         self._closed = False
 
     # Session
@@ -136,27 +150,37 @@ class MaildirMailbox:
         except MaildropInUse:
             return fail()
         self._claimed = True
-        self._opening = True
         d = self._run(_open_maildrop, self.maildir)
 
         def opened(result: tuple[int, list[Message]]) -> None:
-            self._opening = False
             self._lock_fd, self._messages = result
-            if self._closed:  # the session ended while we were opening
-                self._release()
 
         def failed(failure):
-            self._opening = False
             self._registry.release(self.maildir)
             self._claimed = False
             return failure
 
-        return d.addCallbacks(opened, failed)
+        return self._holding(d.addCallbacks(opened, failed))
 
     def logout(self) -> None:
         self._closed = True
-        if not self._opening:
+        if not self._pending:
             self._release()
+
+    def _holding(self, d: Deferred) -> Deferred:
+        """
+        Keep the lock until C{d} is done, even if the session ends first:
+        no other session may list the Maildir halfway through our change.
+        """
+        self._pending += 1
+
+        def done(result: object) -> object:
+            self._pending -= 1
+            if self._closed and not self._pending:
+                self._release()
+            return result
+
+        return d.addBoth(done)
 
     def _release(self) -> None:
         if self._lock_fd is not None:
@@ -200,7 +224,13 @@ class MaildirMailbox:
         self._deleted.clear()
         if not doomed:
             return succeed(0)
-        return self._run(_delete_messages, self.maildir, doomed)
+
+        def deleted(count: int) -> int:
+            if count:
+                self._notify()
+            return count
+
+        return self._holding(self._run(_delete_messages, self.maildir, doomed)).addCallback(deleted)
 
     # IMaildrop
 
@@ -213,10 +243,16 @@ class MaildirMailbox:
                     "pop3 message {unique} vanished before it could be marked seen",
                     unique=message.unique,
                 )
-            else:
+            elif path != message.path:
                 message.path = path
+                self._notify()
 
-        return self._run(_mark_seen, self.maildir, message.path, message.unique).addCallback(moved)
+        d = self._run(_mark_seen, self.maildir, message.path, message.unique)
+        return self._holding(d).addCallback(moved)
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed([self.maildir])
 
     def _index(self, i: int) -> int:
         if not 0 <= i < len(self._messages):

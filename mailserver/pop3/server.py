@@ -23,6 +23,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet import task
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.python.failure import Failure
@@ -94,6 +95,10 @@ class POP3Server(pop3.POP3):
     def connectionMade(self) -> None:
         if self.clock is not None:
             self.callLater = self.clock.callLater
+        if ITCPTransport.providedBy(self.transport):
+            # A response is written in pieces as the disk delivers them;
+            # Nagle + delayed ACK would stall each piece by up to 40 ms.
+            self.transport.setTcpNoDelay(True)
         self.setTimeout(self.timeOut)
         self._ok(self.greeting)
 
@@ -193,6 +198,8 @@ class POP3Server(pop3.POP3):
         if len(line) > MAX_COMMAND_LENGTH and name != "AUTH":
             self._bad("Command line too long.")
             return
+        if name != "PASS":
+            self._user = None  # USER must be followed by PASS
         allowed = _TRANSACTION if self._phase == "TRANSACTION" else _AUTHORIZATION
         if name not in allowed:
             if name in _KNOWN:
@@ -200,8 +207,6 @@ class POP3Server(pop3.POP3):
             else:
                 self._bad("Unknown command.")
             return
-        if name != "PASS":
-            self._user = None  # USER must be followed by PASS
         getattr(self, "do_" + name)(rest)
 
     # AUTHORIZATION state
@@ -332,7 +337,7 @@ class POP3Server(pop3.POP3):
             self.mbox, self._onLogout = mailbox, logout
             self._sizes = list(sizes)
             self._phase = "TRANSACTION"
-            self._login_name = user.decode("utf-8", "replace")
+            self._login_name = _loggable(user)
             self._log.info(
                 "pop3 login user={user} peer={peer} method={method} messages={count}",
                 user=self._login_name,
@@ -347,7 +352,7 @@ class POP3Server(pop3.POP3):
             if failure.check(MaildropInUse):
                 self._log.info(
                     "pop3 mailbox in use user={user} peer={peer}",
-                    user=user.decode("utf-8", "replace"),
+                    user=_loggable(user),
                     peer=self._peer(),
                 )
                 self._err("[IN-USE] Mailbox is locked by another POP3 session.")
@@ -365,7 +370,7 @@ class POP3Server(pop3.POP3):
         self._auth_failures += 1
         self._log.info(
             "pop3 login failed user={user} peer={peer} method={method} reason={reason}",
-            user=user.decode("utf-8", "replace"),
+            user=_loggable(user),
             peer=self._peer(),
             method=method,
             reason=failure.getErrorMessage(),
@@ -377,6 +382,9 @@ class POP3Server(pop3.POP3):
                 self._log.info("pop3 too many login failures peer={peer}", peer=self._peer())
                 self.transport.loseConnection()
 
+        if self.clock is None or self.auth_failure_delay <= 0:
+            answer()
+            return None
         # Slow down password guessing: nothing is answered before the delay.
         return task.deferLater(self.clock, self.auth_failure_delay, answer)
 
@@ -540,6 +548,12 @@ class POP3Server(pop3.POP3):
             f"top={s['top'][0]}/{s['top'][1]} retr={s['retr'][0]}/{s['retr'][1]} "
             f"del={s['dele'][0]}/{len(self._sizes)} size={sum(self._sizes)}"
         )
+
+
+def _loggable(name: bytes) -> str:
+    """A client-supplied name made safe for one log line."""
+    text = name[:256].decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _b64decode(data: bytes) -> bytes | None:

@@ -130,6 +130,10 @@ class ESMTPServer(smtp.ESMTP):
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
         self._process()
+        if self._pending is not None and len(self._buffer) > 65536 and not self._paused:
+            # A client racing ahead of a pending reply: stop reading until it is sent.
+            self.transport.pauseProducing()
+            self._paused = True
         if len(self._buffer) > self.policy.max_pending_bytes and self._pending is not None:
             self.reply(421, "4.7.0", "Error: too much pipelined input")
             self.transport.loseConnection()
@@ -218,8 +222,6 @@ class ESMTPServer(smtp.ESMTP):
     def _wait(self, d: Deferred) -> None:
         """Hold later input until C{d} fires: replies stay in command order."""
         self._pending = d
-        self.transport.pauseProducing()
-        self._paused = True
 
         def done(result: object) -> None:
             self._pending = None

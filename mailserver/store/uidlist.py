@@ -300,7 +300,7 @@ class UidList:
         """
         present = set(present)
         current = self.current()
-        if current.uidvalidity and present <= current.uids.keys():
+        if current.uidvalidity and present.issubset(current.uids):
             return current
         with self.locked() as uidmap:
             missing = present - uidmap.uids.keys()

@@ -131,38 +131,65 @@ def chain(tables: Iterable[AliasTable]) -> AliasTable:
 # -- reading lines -------------------------------------------------------------
 
 
-def logical_lines(text: str, filename: str, problems: list[Problem]) -> Iterator[tuple[int, str]]:
+@dataclass(frozen=True)
+class LogicalLine:
+    """Lines joined by continuation; C{starts} maps text offsets to file lines."""
+
+    line: int
+    text: str
+    starts: tuple[tuple[int, int], ...]
+
+    def line_at(self, offset: int) -> int:
+        """The file line holding character C{offset} of C{text}."""
+        line = self.line
+        for start, number in self.starts:
+            if start > offset:
+                break
+            line = number
+        return line
+
+
+def logical_lines(text: str, filename: str, problems: list[Problem]) -> Iterator[LogicalLine]:
     """
     Postfix's readlline: skip blank and C{#} lines, join lines that start with
-    white space to the line before; yield (first line number, text).
+    white space to the line before.
     """
-    current: list[str] = []
-    start = 0
+    parts: list[str] = []
+    starts: list[tuple[int, int]] = []
+    length = 0
     for number, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
         if raw[0] in " \t":
-            if not current:
+            if not parts:
                 problems.append(
                     Problem(filename, number, "continuation line (starts with white space) without an entry before it")
                 )
                 continue
-            current.append(stripped)
+            starts.append((length + 1, number))
+            parts.append(stripped)
+            length += 1 + len(stripped)
             continue
-        if current:
-            yield start, " ".join(current)
-        current, start = [raw.rstrip()], number
-    if current:
-        yield start, " ".join(current)
+        if parts:
+            yield LogicalLine(starts[0][1], " ".join(parts), tuple(starts))
+        parts, starts, length = [raw.rstrip()], [(0, number)], len(raw.rstrip())
+    if parts:
+        yield LogicalLine(starts[0][1], " ".join(parts), tuple(starts))
 
 
-def _split(text: str, separators: str) -> tuple[list[str], str | None]:
-    """Split on C{separators} outside double quotes; return (items, error)."""
-    items: list[str] = []
+def _split(text: str, separators: str) -> tuple[list[tuple[int, str]], str | None]:
+    """Split on C{separators} outside double quotes: ((offset, item) list, error)."""
+    items: list[tuple[int, str]] = []
     current: list[str] = []
+    begin = 0
     quoted = escaped = False
-    for char in text:
+
+    def flush(end: int) -> None:
+        item = "".join(current)
+        items.append((begin + len(item) - len(item.lstrip()), item.strip()))
+
+    for index, char in enumerate(text):
         if escaped:
             escaped = False
         elif char == "\\" and quoted:
@@ -170,13 +197,14 @@ def _split(text: str, separators: str) -> tuple[list[str], str | None]:
         elif char == '"':
             quoted = not quoted
         elif char in separators and not quoted:
-            items.append("".join(current).strip())
+            flush(index)
             current = []
+            begin = index + 1
             continue
         current.append(char)
     if quoted:
         return items, "unbalanced double quote"
-    items.append("".join(current).strip())
+    flush(len(text))
     return items, None
 
 
@@ -241,14 +269,15 @@ def classify(item: str, line: int) -> AliasTarget:
 
 
 def _targets(
-    items: Sequence[str], filename: str, line: int, problems: list[Problem]
+    items: Sequence[tuple[int, str]], filename: str, where: LogicalLine, base: int, problems: list[Problem]
 ) -> tuple[list[AliasTarget], bool]:
-    """Classify items, skipping empty ones; return (targets, had an error)."""
+    """Classify items (offsets relative to C{base} in C{where}); return (targets, had an error)."""
     targets: list[AliasTarget] = []
     bad = False
-    for item in items:
+    for offset, item in items:
         if not item:
             continue
+        line = where.line_at(base + offset)
         try:
             targets.append(classify(item, line))
         except ValueError as error:
@@ -272,8 +301,8 @@ def _parse_name(text: str) -> str:
     return name
 
 
-def _name_and_value(text: str) -> tuple[str, str]:
-    """Split C{name: value} at the first colon outside quotes; raises ValueError."""
+def _colon(text: str) -> int:
+    """The index of the first colon outside quotes; raises ValueError."""
     quoted = escaped = False
     for index, char in enumerate(text):
         if escaped:
@@ -283,7 +312,7 @@ def _name_and_value(text: str) -> tuple[str, str]:
         elif char == '"':
             quoted = not quoted
         elif char == ":" and not quoted:
-            return text[:index], text[index + 1 :]
+            return index
     raise ValueError("missing ':' after the alias name")
 
 
@@ -299,10 +328,11 @@ def parse_aliases(text: str, filename: str) -> tuple[AliasTable, list[Problem]]:
     problems: list[Problem] = []
     entries: dict[str, AliasEntry] = {}
     first_line: dict[str, int] = {}
-    for line, logical in logical_lines(text, filename, problems):
+    for logical in logical_lines(text, filename, problems):
+        line = logical.line
         try:
-            raw_name, value = _name_and_value(logical)
-            name = _parse_name(raw_name)
+            colon = _colon(logical.text)
+            name = _parse_name(logical.text[:colon])
         except ValueError as error:
             problems.append(Problem(filename, line, str(error)))
             continue
@@ -317,11 +347,11 @@ def parse_aliases(text: str, filename: str) -> tuple[AliasTable, list[Problem]]:
             problems.append(
                 Problem(filename, line, f"alias name {name!r} contains '@': aliases(5) matches local parts only (use virtual_alias_maps)", "warning")
             )
-        items, error = _split(value, ",")
+        items, error = _split(logical.text[colon + 1 :], ",")
         if error:
             problems.append(Problem(filename, line, error))
             continue
-        targets, bad = _targets(items, filename, line, problems)
+        targets, bad = _targets(items, filename, logical, colon + 1, problems)
         if not targets and not bad:
             problems.append(Problem(filename, line, f"alias {name!r} has no targets"))
             continue
@@ -345,7 +375,7 @@ def parse_include(text: str, filename: str) -> tuple[tuple[AliasTarget, ...], li
         if error:
             problems.append(Problem(filename, number, error))
             continue
-        targets += _targets(items, filename, number, problems)[0]
+        targets += _targets(items, filename, LogicalLine(number, stripped, ((0, number),)), 0, problems)[0]
     return _unique(targets), problems
 
 
@@ -382,10 +412,12 @@ def parse_virtual(text: str, filename: str) -> tuple[AliasTable, list[Problem]]:
     problems: list[Problem] = []
     entries: dict[str, AliasEntry] = {}
     first_line: dict[str, int] = {}
-    for line, logical in logical_lines(text, filename, problems):
-        parts = logical.split(None, 1)
+    for logical in logical_lines(text, filename, problems):
+        line = logical.line
+        parts = re.match(r"(\S+)\s*", logical.text)
+        assert parts is not None  # logical lines start with a non-space
         try:
-            key = _virtual_key(parts[0])
+            key = _virtual_key(parts.group(1))
         except ValueError as error:
             problems.append(Problem(filename, line, str(error)))
             continue
@@ -395,11 +427,11 @@ def parse_virtual(text: str, filename: str) -> tuple[AliasTable, list[Problem]]:
             )
             continue
         first_line[key] = line
-        items, error = _split(parts[1] if len(parts) > 1 else "", ", \t")
+        items, error = _split(logical.text[parts.end() :], ", \t")
         if error:
             problems.append(Problem(filename, line, error))
             continue
-        targets, bad = _targets(items, filename, line, problems)
+        targets, bad = _targets(items, filename, logical, parts.end(), problems)
         if not targets and not bad:
             problems.append(Problem(filename, line, f"key {key!r} has no targets"))
             continue

@@ -15,10 +15,9 @@ Any non-alphanumeric, non-space character may delimit a pattern.  Flags
 toggle: C{i} (case-insensitive, on by default), C{m} (multi-line), C{s}
 (dot matches newline) and C{x} (verbose, PCRE's meaning).
 
-Patterns are Python C{re} expressions and are compiled once per load.  A
-table also compiles one combined "does anything match at all?" expression so
-that a line no rule matches costs a single C-level search, whatever the
-number of rules.
+Patterns are Python C{re} expressions and are compiled once per load, with a
+L{mailserver.tables.prefilter} so that a line no rule can match costs about
+one C-level search, whatever the number of rules.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from typing import Sequence
 
 from mailserver.address import parse_mailbox
 from mailserver.errors import ConfigError, MailError, Problem
+from mailserver.tables.prefilter import LiteralFilter, required_literal
 
 ACTIONS = frozenset(
     {"REJECT", "DISCARD", "WARN", "HOLD", "IGNORE", "PREPEND", "REPLACE", "REDIRECT", "BCC", "DUNNO", "OK"}
@@ -40,9 +40,6 @@ DEFAULT_FLAGS = "i"
 
 # $1, ${1}, $(1), $$; anything else after "$" is literal text.
 _SUBST = re.compile(r"\$(?:(\d+)|\{([^}]*)\}|\(([^)]*)\)|(\$)|([A-Za-z_]\w*))")
-# Patterns that cannot join the combined prefilter: group references by
-# number or name, and global inline flags.
-_NOT_COMBINABLE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(|\(\?[aiLmsux]+\)|\\g<")
 _MAX_MATCHED = 200
 _HEADERISH = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _IF = re.compile(r"(?i)if(?![A-Za-z0-9])")
@@ -95,7 +92,6 @@ class Match:
 class _Condition:
     regex: re.Pattern[str]
     negate: bool
-    combinable: bool
 
 
 @dataclass(frozen=True)
@@ -107,14 +103,15 @@ class _If:
 class RuleTable:
     """An immutable, compiled regexp table; L{match} returns the first hit."""
 
-    def __init__(self, filename: str, program: Sequence[Rule | _If], combinable: Sequence[bool]) -> None:
+    def __init__(self, filename: str, program: Sequence[Rule | _If]) -> None:
         self.filename = filename
         self._program = tuple(program)
-        self._combinable = tuple(combinable)
         self.rules: tuple[Rule, ...] = tuple(n for n in self._program if isinstance(n, Rule))
-        self._prefilter = _build_prefilter(self._program, self._combinable)
-        self._only_combinable = all(
-            c for node, c in zip(self._program, self._combinable) if isinstance(node, Rule)
+        self._filter = LiteralFilter([_literal(node) for node in self._program])
+        self._covered = self._filter.covered
+        # Every rule has a literal: a line with none of them matches nothing.
+        self._all_covered = self._filter.active and all(
+            covered for node, covered in zip(self._program, self._covered) if isinstance(node, Rule)
         )
 
     def __len__(self) -> int:
@@ -128,15 +125,15 @@ class RuleTable:
         program = self._program
         if not program:
             return None
-        none_positive = self._prefilter is not None and self._prefilter.search(text) is None
-        if none_positive and self._only_combinable:
+        covered = self._covered
+        possible = self._filter.possible(text) if self._filter.active else frozenset()
+        if not possible and self._all_covered:
             return None
-        combinable = self._combinable
         index, count = 0, len(program)
         while index < count:
             node = program[index]
-            if none_positive and combinable[index]:
-                # A positive pattern the prefilter proved absent.
+            if covered[index] and index not in possible:
+                # A positive pattern whose required literal is absent.
                 index = node.end if isinstance(node, _If) else index + 1
                 continue
             if isinstance(node, _If):
@@ -156,38 +153,10 @@ class RuleTable:
         return None
 
 
-def _build_prefilter(program: Sequence[Rule | _If], combinable: Sequence[bool]) -> re.Pattern[str] | None:
-    """One alternation of every combinable positive pattern, or None."""
-    parts = []
-    for node, ok in zip(program, combinable):
-        if ok:
-            regex = node.condition.regex if isinstance(node, _If) else node.regex
-            parts.append(_scoped(regex))
-    if len(parts) < 3:
-        return None
-    try:
-        return re.compile("|".join(parts))
-    except (re.error, RecursionError, OverflowError):
-        return None
-
-
-def _scoped(regex: re.Pattern[str]) -> str:
-    """C{regex} as a group carrying its own flags, safe inside an alternation."""
-    flags = regex.flags
-    on = "".join(c for c, bit in _FLAG_BITS.items() if flags & bit)
-    off = "".join(c for c, bit in _FLAG_BITS.items() if not flags & bit)
-    tail = "\n" if flags & re.VERBOSE else ""  # end a trailing "# comment"
-    return f"(?{on}-{off}:{regex.pattern}{tail})" if on else f"(?-{off}:{regex.pattern}{tail})"
-
-
-def _combinable(regex: re.Pattern[str], negate: bool) -> bool:
-    if negate or regex.groupindex or _NOT_COMBINABLE.search(regex.pattern):
-        return False
-    try:
-        re.compile(_scoped(regex))
-    except (re.error, RecursionError, OverflowError):
-        return False
-    return True
+def _literal(node: Rule | _If) -> tuple[str, bool] | None:
+    """The prefilter literal of a positive pattern; negated ones have none."""
+    regex, negate = (node.condition.regex, node.condition.negate) if isinstance(node, _If) else (node.regex, node.negate)
+    return None if negate else required_literal(regex)
 
 
 # -- parsing ------------------------------------------------------------------
@@ -365,7 +334,6 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
     """
     problems: list[Problem] = []
     program: list[Rule | _If] = []
-    combinable: list[bool] = []
     open_ifs: list[tuple[int, int]] = []  # (program index, line)
 
     def problem(line: int, message: str, severity: str = "error") -> None:
@@ -391,14 +359,14 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
         if isinstance(split, str):
             problem(number, split)
             if is_if:
-                _open_broken_if(program, combinable, open_ifs, number)
+                _open_broken_if(program, open_ifs, number)
             continue
         negate, pattern, flag_text, rest = split
         compiled = _compile(pattern, flag_text)
         if isinstance(compiled, str):
             problem(number, compiled)
             if is_if:
-                _open_broken_if(program, combinable, open_ifs, number)
+                _open_broken_if(program, open_ifs, number)
             continue
         regex, flags = compiled
         if empty_alternatives(pattern, "x" in flags):
@@ -410,10 +378,8 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
         if is_if:
             if rest:
                 problem(number, f"ignoring text after the if pattern: {rest!r}", "warning")
-            ok = _combinable(regex, negate)
             open_ifs.append((len(program), number))
-            program.append(_If(_Condition(regex, negate, ok), -1))
-            combinable.append(ok)
+            program.append(_If(_Condition(regex, negate), -1))
             continue
         if not rest:
             problem(number, f"pattern /{pattern}/ has no action")
@@ -459,23 +425,19 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
             template=template,
         )
         program.append(rule)
-        combinable.append(_combinable(regex, negate))
     for index, number in open_ifs:
         problem(number, "if without a matching endif (closed at end of file)", "warning")
         node = program[index]
         assert isinstance(node, _If)
         program[index] = _If(node.condition, len(program))
-    return RuleTable(filename, program, combinable), problems
+    return RuleTable(filename, program), problems
 
 
 
-def _open_broken_if(
-    program: list[Rule | _If], combinable: list[bool], open_ifs: list[tuple[int, int]], number: int
-) -> None:
+def _open_broken_if(program: list[Rule | _If], open_ifs: list[tuple[int, int]], number: int) -> None:
     """Keep the if/endif structure for a broken if: it matches nothing."""
     open_ifs.append((len(program), number))
-    program.append(_If(_Condition(_NEVER, False, False), -1))
-    combinable.append(False)
+    program.append(_If(_Condition(_NEVER, False), -1))
 
 
 def combine_tables(tables: Sequence[RuleTable]) -> RuleTable:
@@ -484,13 +446,11 @@ def combine_tables(tables: Sequence[RuleTable]) -> RuleTable:
     C{header_checks = regexp:/a, pcre:/b}: the first rule that matches wins.
     """
     program: list[Rule | _If] = []
-    combinable: list[bool] = []
     for table in tables:
         offset = len(program)
         for node in table._program:
             program.append(_If(node.condition, node.end + offset) if isinstance(node, _If) else node)
-        combinable.extend(table._combinable)
-    return RuleTable(", ".join(t.filename for t in tables), program, combinable)
+    return RuleTable(", ".join(t.filename for t in tables), program)
 
 
 def compile_regexp_table(text: str, filename: str) -> RuleTable:

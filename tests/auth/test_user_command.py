@@ -266,22 +266,36 @@ class UserCommandTests(SynchronousTestCase):
 
     def test_concurrent_processes_lose_no_edit(self) -> None:
         script = (
-            "import sys, types\n"
+            "import io, sys, types\n"
             "from mailserver.auth import schemes\n"
             "from tests.auth.test_schemes import FAST\n"
             "schemes.DEFAULT_PARAMETERS = FAST\n"
             "from mailserver.cli.user import run_add\n"
             "config = types.SimpleNamespace(passwd_file=sys.argv[1], default_password_scheme='SHA512-CRYPT')\n"
-            "args = types.SimpleNamespace(name=sys.argv[2], home=None, uid=None, gid=None, scheme=None)\n"
-            "sys.exit(run_add(args, config))\n"
+            "for n in range(15):\n"
+            "    sys.stdin = io.StringIO('pw\\n')\n"
+            "    args = types.SimpleNamespace(name=f'u{n}-' + sys.argv[2], home=None, uid=None, gid=None, scheme=None)\n"
+            "    if run_add(args, config):\n"
+            "        sys.exit(1)\n"
         )
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         names = [f"user{i}@example.com" for i in range(8)]
         processes = [
-            subprocess.Popen([sys.executable, "-c", script, self.path, name], stdin=subprocess.PIPE, env=env, cwd=REPO)
+            subprocess.Popen([sys.executable, "-c", script, self.path, name], env=env, cwd=REPO)
             for name in names
         ]
         for process in processes:
-            process.communicate(b"pw\n", timeout=120)
+            process.wait(timeout=120)
         self.assertEqual([p.returncode for p in processes], [0] * len(names))
-        self.assertEqual(sorted(self.records()), sorted(names))
+        self.assertEqual(sorted(self.records()), sorted(f"u{n}-{name}" for name in names for n in range(15)))
+
+    def test_errors_reported_before_asking_for_password(self) -> None:
+        self.write(b"broken\n")
+        self.patch(sys, "stdin", TTY())
+        self.patch(getpass, "getpass", lambda prompt="": self.fail("asked for a password"))
+        parser = argparse.ArgumentParser()
+        user_cli.register(parser.add_subparsers())
+        for argv in (["user", "add", "bob"], ["user", "passwd", "broken"]):
+            args = parser.parse_args(argv)
+            self.assertEqual(args.func(args, self.config), 1)
+        self.assertEqual(self.read(), b"broken\n")

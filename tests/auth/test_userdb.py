@@ -139,3 +139,22 @@ class MemoryUserDatabaseTests(SynchronousTestCase):
         db.replace([UserRecord("carol@example.net", "PLAIN", "w")])
         self.assertIsNone(db.lookup("bob"))
         self.assertEqual(db.domains(), {"example.net"})
+
+
+class SampleFileTests(SynchronousTestCase):
+    """etc/passwd: no live account, and its commented example is right."""
+
+    def test_sample(self) -> None:
+        from mailserver.auth.schemes import verify
+        from mailserver.tables.passwd import parse_passwd
+
+        path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc", "passwd")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        self.assertEqual(parse_passwd(text, path), ({}, []))
+        (example,) = [l[1:] for l in text.splitlines() if l.startswith("#alice@")]
+        records, problems = parse_passwd(example, path)
+        self.assertEqual(problems, [])
+        alice = records["alice@example.com"]
+        self.assertEqual(alice.home, "/var/mail/example.com/alice")
+        self.assertTrue(verify(alice.scheme, alice.password, b"correct horse battery staple"))

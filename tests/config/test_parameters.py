@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.config.parameters import (
     DECLARED,
+    LISTENERS,
     PARAMETERS,
     listen_endpoints,
     load_config,
@@ -19,7 +20,7 @@ from mailserver.errors import ConfigError
 from tests.config.helpers import build, problems_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTENERS = {
+LISTENER_PORTS = {
     "smtpd_listen": 3025,
     "submission_listen": 3587,
     "smtps_listen": 3465,
@@ -100,6 +101,12 @@ class ExpansionTests(SynchronousTestCase):
             problems_of("message_size_limit = big\n"),
             ["main.cf:1: error: message_size_limit: expected a non-negative integer, got 'big'"],
         )
+
+    def test_too_deep(self) -> None:
+        """A chain deeper than the interpreter's stack is an error, not a crash."""
+        chain = "".join(f"p{i} = $p{i + 1}\n" for i in range(3000))
+        problems = problems_of(f"mail_name = $p0\n{chain}")
+        self.assertEqual(problems[0], "main.cf:1: error: mail_name: expansion nested too deeply")
 
     def test_dollar_dollar(self) -> None:
         config, _ = build("smtpd_banner = $myhostname costs $$0\n")
@@ -323,7 +330,7 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         self.assertEqual(config.where("inet_interfaces")[0], "<embedded>")
 
     def test_greenmail_ports_on_loopback(self) -> None:
-        for name, port in LISTENERS.items():
+        for name, port in LISTENER_PORTS.items():
             self.assertEqual(getattr(self.config, name), (f"tcp:{port}",))
             self.assertEqual(
                 listen_endpoints(self.config, name),
@@ -386,6 +393,12 @@ class ListenEndpointsTests(SynchronousTestCase):
 
     def test_disabled(self) -> None:
         self.assertEqual(self.endpoints("submission_listen =\n", "submission_listen"), [])
+
+    def test_listeners(self) -> None:
+        """LISTENERS names the seven endpoint parameters; others are refused."""
+        self.assertEqual(LISTENERS, tuple(LISTENER_PORTS))
+        config, _ = build("")
+        self.assertRaises(KeyError, listen_endpoints, config, "myhostname")
 
 
 # Every parameter but the derived config_directory, with a non-default value.

@@ -31,7 +31,11 @@ GOOD = [
     ("maximal_queue_lifetime", "2w", 1209600),
     ("imap_timeout", "30M", 1800),
     # list syntax (a domain list): commas and/or white space
-    ("mydestination", "a.example, b.example c.example,,d.example", ("a.example", "b.example", "c.example", "d.example")),
+    (
+        "mydestination",
+        "a.example, b.example c.example,,d.example",
+        ("a.example", "b.example", "c.example", "d.example"),
+    ),
     ("mydestination", "", ()),
     ("mydestination", "Example.COM. example.com", ("example.com",)),
     ("virtual_mailbox_domains", "example.net", ("example.net",)),
@@ -145,7 +149,12 @@ BAD = [
     ),
     ("smtpd_tls_mandatory_protocols", "=>TLSv1.2", "'=>TLSv1.2': use NAME, !NAME, >=NAME or <=NAME"),
     ("relayhost", "[smtp.example.net]:99999", "port must be from 1 to 65535, got 99999"),
-    ("relayhost", "smtp.example.net:25:x", "expected host, [host] or [host]:port, got 'smtp.example.net:25:x'"),
+    (
+        "relayhost",
+        "smtp.example.net:25:x",
+        "expected host, [host] or [host]:port, got 'smtp.example.net:25:x'",
+    ),
+    ("data_directory", "a\x00b", "a path must not contain NUL"),
 ]
 
 

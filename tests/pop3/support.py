@@ -73,6 +73,13 @@ class ManualThreads:
         self.calls.append((f, args, d))
         return d
 
+    def run_one(self) -> bool:
+        if not self.calls:
+            return False
+        f, args, d = self.calls.pop(0)
+        maybeDeferred(f, *args).chainDeferred(d)
+        return True
+
     def run_all(self) -> int:
         ran = 0
         while self.calls:

@@ -222,6 +222,40 @@ class MailboxTests(SynchronousTestCase):
         fd = lock_maildir(self.maildir)  # the file lock is free too
         unlock_maildir(fd)
 
+    def test_logout_while_deleting_keeps_the_lock_until_done(self) -> None:
+        name = deliver(self.maildir, b"x\n")
+        threads = ManualThreads()
+        mailbox = self.mailbox(threads)
+        d = mailbox.open()
+        threads.run_all()
+        self.successResultOf(d)
+        mailbox.deleteMessage(0)
+        deleting = mailbox.sync()
+        mailbox.logout()  # the connection dropped after QUIT
+        self.assertTrue(self.registry.held(self.maildir))
+        self.failureResultOf(self.mailbox().open(), MaildropInUse)
+        threads.run_all()
+        self.assertEqual(self.successResultOf(deleting), 1)
+        self.assertNotIn(name, files(self.maildir, "new"))
+        self.assertFalse(self.registry.held(self.maildir))
+
+    def test_changes_are_announced(self) -> None:
+        deliver(self.maildir, b"a\n")
+        deliver(self.maildir, b"b\n")
+        announced: list[list[str]] = []
+        mailbox = MaildirMailbox(self.maildir, self.registry, synchronous, announced.append)
+        self.successResultOf(mailbox.open())
+        self.addCleanup(mailbox.logout)
+        self.successResultOf(mailbox.sync())  # nothing deleted
+        self.assertEqual(announced, [])
+        self.successResultOf(mailbox.markSeen(0))
+        self.assertEqual(announced, [[self.maildir]])
+        self.successResultOf(mailbox.markSeen(0))  # already seen: no change
+        self.assertEqual(len(announced), 1)
+        mailbox.deleteMessage(1)
+        self.successResultOf(mailbox.sync())
+        self.assertEqual(announced, [[self.maildir], [self.maildir]])
+
     def test_factory_builds_per_user_mailboxes_sharing_a_registry(self) -> None:
         base = self.mktemp()
         factory = pop3_mailbox_factory(lambda user: os.path.join(base, user), None, synchronous)

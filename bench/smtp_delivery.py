@@ -1,0 +1,187 @@
+"""
+SMTP delivery throughput: N messages of S bytes over C concurrent loopback
+connections to a running server, until every message is in the Maildir.
+
+By default it starts its own server (``twistd -n mailserver``) on a free
+loopback port in a scratch directory; ``--port`` targets a server already
+running on 127.0.0.1 (then ``--maildir`` names the Maildir to watch).
+It prints accepted msgs/s, the time until all messages are in ``new/``, the
+raw disk limit for the same pattern (write + fsync + rename, with C
+threads) measured in the same run, and the ratio between the two::
+
+    python bench/smtp_delivery.py --count 1000 --size 1024 --concurrency 8
+    python bench/smtp_delivery.py --matrix          # 1 KB and 100 KB at C = 1 and 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from disk_limit import MAX_COUNT, measure_raw_disk  # noqa: E402
+
+RECIPIENT = "bench@example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ScratchServer:
+    """A twistd child on 127.0.0.1 with one user, in a scratch directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.maildir = os.path.join(root, "data", "mail", "example.com", "bench")
+        config = os.path.join(root, "main.cf")
+        with open(config, "w") as handle:
+            handle.write(
+                f"myhostname = mx.example.com\nmydestination = $myhostname, example.com\n"
+                f"data_directory = {root}/data\npasswd_file = {root}/passwd\n"
+                f"smtpd_listen = tcp:{self.port}:interface=127.0.0.1\n"
+                "submission_listen =\nsmtps_listen =\npop3_listen =\npop3s_listen =\n"
+                "imap_listen =\nimaps_listen =\nsmtpd_client_connection_count_limit = 0\n"
+                "message_size_limit = 0\n"
+            )
+        with open(os.path.join(root, "passwd"), "w") as handle:
+            handle.write(f"{RECIPIENT}:{{PLAIN}}x::::::\n")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+             "--logfile", os.path.join(root, "twistd.log"), "mailserver", "--config", config],
+            cwd=root,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        with open(os.path.join(root, "twistd.log")) as log:
+            raise RuntimeError("server did not start:\n" + log.read()[-3000:])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def message(size: int, n: int) -> bytes:
+    head = f"From: bench@remote.example\r\nTo: {RECIPIENT}\r\nSubject: bench {n}\r\n\r\n".encode()
+    line = b"x" * 76 + b"\r\n"
+    body = line * max(0, (size - len(head)) // len(line))
+    return head + body
+
+
+async def _connection(port: int, share: int, size: int) -> None:
+    """One client connection: EHLO once, then each message with PIPELINING (RFC 2920)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise RuntimeError("connection closed")
+            if line[3:4] != b"-":
+                return line
+
+    await reply()
+    writer.write(b"EHLO bench.example\r\n")
+    await reply()
+    envelope = f"MAIL FROM:<bench@remote.example>\r\nRCPT TO:<{RECIPIENT}>\r\nDATA\r\n".encode()
+    for n in range(share):
+        writer.write(envelope)
+        for expected in (b"250", b"250", b"354"):
+            line = await reply()
+            if not line.startswith(expected):
+                raise RuntimeError(line)
+        writer.write(message(size, n).replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        line = await reply()
+        if not line.startswith(b"250"):
+            raise RuntimeError(line)
+    writer.write(b"QUIT\r\n")
+    await reply()
+    writer.close()
+
+
+def send(port: int, count: int, size: int, concurrency: int) -> float:
+    """Seconds to have C{count} messages accepted (250) over C{concurrency} connections."""
+    shares = [count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)]
+
+    async def all_connections() -> None:
+        await asyncio.gather(*(_connection(port, share, size) for share in shares))
+
+    start = time.perf_counter()
+    asyncio.run(all_connections())
+    return time.perf_counter() - start
+
+
+def wait_for(maildir: str, count: int, timeout: float = 600) -> None:
+    new = os.path.join(maildir, "new")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.isdir(new) and len(os.listdir(new)) >= count:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"only {len(os.listdir(new))} of {count} messages arrived")
+
+
+def run(port: int, maildir: str, count: int, size: int, concurrency: int, scratch: str) -> None:
+    before = len(os.listdir(os.path.join(maildir, "new"))) if os.path.isdir(os.path.join(maildir, "new")) else 0
+    start = time.perf_counter()
+    accepted = send(port, count, size, concurrency)
+    wait_for(maildir, before + count)
+    delivered = time.perf_counter() - start
+    raw = measure_raw_disk(scratch, count, size, concurrency)
+    rate = count / delivered
+    print(
+        f"size={size // 1024} KB C={concurrency} N={count}: accepted {count / accepted:7.0f} msg/s, "
+        f"all in Maildir after {delivered:6.2f} s ({rate:7.0f} msg/s); raw disk {raw:7.0f} msg/s; "
+        f"ratio {rate / raw:5.0%}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help=f"messages (at most {MAX_COUNT})")
+    parser.add_argument("--size", type=int, default=1024, help="message size in bytes")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections")
+    parser.add_argument("--matrix", action="store_true", help="1 KB and 100 KB at C = 1 and 8")
+    parser.add_argument("--port", type=int, help="a server already running on 127.0.0.1")
+    parser.add_argument("--maildir", help="with --port: the Maildir of " + RECIPIENT)
+    args = parser.parse_args(argv)
+    if not 1 <= args.count <= MAX_COUNT or not 1 <= args.concurrency <= 64:
+        parser.error("count must be 1..%d and concurrency 1..64" % MAX_COUNT)
+    scratch = tempfile.mkdtemp(prefix="smtp-bench-")
+    server = None
+    try:
+        if args.port:
+            if not args.maildir:
+                parser.error("--port needs --maildir")
+            port, maildir = args.port, args.maildir
+        else:
+            server = ScratchServer(scratch)
+            port, maildir = server.port, server.maildir
+        cases = [(1024, 1), (1024, 8), (102400, 1), (102400, 8)] if args.matrix else [(args.size, args.concurrency)]
+        for size, concurrency in cases:
+            run(port, maildir, args.count, size, concurrency, scratch)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
