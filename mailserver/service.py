@@ -16,6 +16,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.mail import pop3
 from twisted.mail.smtp import IMessageDeliveryFactory
 
 from mailserver.auth.checker import PasswordChecker
@@ -27,9 +28,13 @@ from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
+from mailserver.pop3.factory import POP3Factory
+from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
+from mailserver.store.location import maildir_for
 from mailserver.store.maildir import MaildirStore
+from mailserver.store.notify import MailboxNotifier
 
 log = Logger(namespace="mailserver.service")
 
@@ -107,7 +112,8 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.users = FileUserDatabase(config.passwd_file, reactor)
-        self.store = MaildirStore(reactor, config.myhostname)
+        self.notifier = MailboxNotifier(reactor)
+        self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
         self.router = LocalRouter(
@@ -134,12 +140,22 @@ class Server:
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
         )
-        self.checker = PasswordChecker(self.users, reactor)
+        self.checker = PasswordChecker(self.users, reactor, failure_delay=config.auth_failure_delay)
         self.realm = MailRealm(
-            {IMessageDeliveryFactory: self._delivery_avatar},
+            {
+                IMessageDeliveryFactory: self._delivery_avatar,
+                pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
+            },
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
         self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+
+    def maildir_of(self, user: str) -> str:
+        """The Maildir of an authenticated user (the passwd-file name)."""
+        record = self.users.lookup(user)
+        home = record.home if record is not None else None
+        name = record.name if record is not None else user
+        return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
 
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
@@ -164,9 +180,15 @@ class Server:
             per_client_limit=config.smtpd_client_connection_count_limit,
         )
 
+    def pop3_factory(self) -> POP3Factory:
+        # The checker already delays failed passwords (auth_failure_delay).
+        return POP3Factory(self.portal, self.reactor, timeout=self.config.pop3_timeout, auth_failure_delay=0)
+
     def factories(self) -> dict[str, Any]:
         """One protocol factory per listener parameter that has a protocol so far."""
-        return {name: self.smtp_factory(name) for name in SMTP_LISTENERS}
+        factories: dict[str, Any] = {name: self.smtp_factory(name) for name in SMTP_LISTENERS}
+        factories["pop3_listen"] = self.pop3_factory()
+        return factories
 
 
 def build(config: Config, reactor: Any) -> MultiService:

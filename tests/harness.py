@@ -18,6 +18,7 @@ LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen", "pop3_listen",
 
 def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = ("smtpd_listen",)) -> str:
     """A main.cf in C{directory}: every listener listed on 127.0.0.1 port 0, the rest off."""
+    directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     lines = [
         "myhostname = mx.example.com",
@@ -77,4 +78,14 @@ class RunningServer:
         for name in sorted(os.listdir(new)):
             with open(os.path.join(new, name), "rb") as handle:
                 out.append(handle.read())
+        return out
+
+    def messages_any(self, user: str, domain: str = "example.com") -> list[bytes]:
+        """Messages in new/ and cur/ (POP3 and IMAP move read mail to cur/)."""
+        out = []
+        for sub in ("new", "cur"):
+            path = os.path.join(self.maildir(user, domain), sub)
+            for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
+                with open(os.path.join(path, name), "rb") as handle:
+                    out.append(handle.read())
         return out

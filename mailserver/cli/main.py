@@ -42,14 +42,14 @@ def run_status(args: argparse.Namespace, config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailserver.cli import aliases, hold, queue, sendmail, user
+    from mailserver.cli import aliases, user
 
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
     parser.add_argument("-c", "--config", help="main configuration file (default: the embedded default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
-    for module in (user, aliases, hold, queue, sendmail):
+    for module in (user, aliases):
         module.register(commands)
     return parser
 

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from zope.interface import implementer
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.mime import BodyLine, Header, HeaderKind, decode_header_text, line_end, walk
+from mailserver.delivery.mime import (
+    BodyLine,
+    BodyText,
+    Header,
+    HeaderKind,
+    body_lines,
+    decode_header_text,
+    line_end,
+    walk,
+)
 from mailserver.errors import MailError
 from mailserver.interfaces import IContentCheck
 from mailserver.tables.regexp import Match, RuleTable
@@ -152,6 +161,12 @@ class _Scan:
                 chosen = checks.table_for(event)
                 if chosen is not None:
                     self._header(event, *chosen)
+            elif isinstance(event, BodyText) and body is not None:
+                if body.may_match(self.message[event.start : event.end].decode("utf-8", "replace")):
+                    for line in body_lines(self.message, event):
+                        self._body(line, body, limit)
+                        if self.error is not None or self.discard:
+                            break
             elif isinstance(event, BodyLine) and body is not None:
                 self._body(event, body, limit)
             if self.error is not None or self.discard:

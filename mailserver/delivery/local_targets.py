@@ -37,8 +37,10 @@ COMMAND_PATH = "/usr/bin:/bin"
 #: Output kept from a command or helper, for the error text.
 _OUTPUT_LIMIT = 8192
 
-# Seams for tests: who we run as.
+# Seams for tests: who we run as, and the interpreter that runs mbox.py
+# (it must be executable by the unprivileged users).
 _geteuid = os.geteuid
+_helper_python = sys.executable
 
 
 def resolve_run_as(owner_uid: int | None, owner_gid: int | None, default_privs: str) -> tuple[int, int]:
@@ -186,7 +188,7 @@ def append_as(
     reactor: Any, path: str, data: bytes, uid: int | None, gid: int | None, timeout: float
 ) -> Deferred[None]:
     """Append an mbox record through the C{mbox.py} child running as uid/gid (None: as we are)."""
-    argv = [sys.executable, "-I", "-S", mbox.__file__, path]
+    argv = [_helper_python, "-I", "-S", mbox.__file__, path]
 
     def ended(result: ChildResult) -> None:
         if result.exit_code == 0 and not result.timed_out:

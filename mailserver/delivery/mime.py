@@ -87,6 +87,37 @@ class BodyLine(NamedTuple):
     boundary: bool = False
 
 
+class BodyText(NamedTuple):
+    """
+    A run of body lines without boundaries, C{offset} bytes into its body
+    segment; L{body_lines} splits it.  Handing runs over whole lets a
+    caller test a whole run at once (see L{mailserver.tables.prefilter}).
+    """
+
+    start: int
+    end: int
+    offset: int
+
+
+def body_lines(message: bytes, run: BodyText) -> Iterator[BodyLine]:
+    """The lines of C{run}."""
+    position, offset = run.start, run.offset
+    pieces = message[run.start : run.end].split(b"\n")
+    last = len(pieces) - 1
+    for index, piece in enumerate(pieces):
+        if index == last:
+            if not piece:
+                return
+            size = len(piece)
+        else:
+            size = len(piece) + 1
+            if piece.endswith(b"\r"):
+                piece = piece[:-1]
+        yield BodyLine(piece.decode("utf-8", "replace"), position, position + size, offset)
+        position += size
+        offset += size
+
+
 class UnixFrom(NamedTuple):
     """
     An mbox C{From sender date} line opening a message or an attached
@@ -106,7 +137,7 @@ class HeaderEnd(NamedTuple):
     end: int
 
 
-Event = Header | BodyLine | HeaderEnd | UnixFrom
+Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom
 
 
 class _Block(NamedTuple):
@@ -134,11 +165,13 @@ def _strip_eol(line: bytes) -> bytes:
 
 def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
     """
-    The events of C{message}, in order.  Without C{body_limit} the events'
+    The events of C{message}, in order: L{Header}s, L{HeaderEnd}s, body
+    text as L{BodyText} runs (split them with L{body_lines}), boundary lines
+    as L{BodyLine}s, and L{UnixFrom}.  Without C{body_limit} the events'
     spans tile the message exactly.  With it, body lines that start at or
-    after C{body_limit} bytes into their body segment are skipped (quickly:
+    after C{body_limit} bytes into their body segment are left out (quickly:
     only boundary lines are still looked for), which keeps a huge message
-    cheap; C{body_limit=0} yields no body lines at all.
+    cheap; C{body_limit=0} yields no body text at all.
     """
     length = len(message)
     position = 0
@@ -242,18 +275,27 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
                 stack.append((b"--" + block.multipart_boundary, block.digest, depth))
             continue
 
-        # Body text.
+        # Body text: a run of lines up to the next possible boundary line
+        # (or the size limit), handed over in one piece.
         offset = position - segment_start
-        if body_limit is None or offset < body_limit:
-            yield BodyLine(_text(line), position, end, offset)
-            position = end
+        if body_limit is not None and offset >= body_limit:
+            if not stack:
+                return  # nothing after this can be a header or a boundary
+            following = message.find(b"\n--", position)
+            if following < 0:
+                return
+            position = following + 1
             continue
-        if not stack:
-            return  # nothing after this can be a header or a boundary
-        following = message.find(b"\n--", position)
-        if following < 0:
-            return
-        position = following + 1
+        stop = length
+        if body_limit is not None:
+            cut = message.find(b"\n", segment_start + body_limit - 1)
+            stop = length if cut < 0 else cut + 1
+        if stack:
+            following = message.find(b"\n--", position, stop)
+            if following >= 0:
+                stop = following + 1
+        yield BodyText(position, stop, offset)
+        position = stop
 
     if kind is not None:
         header = flush()

@@ -39,11 +39,11 @@ MAX_COMMAND_LENGTH = 253
 #: Commands queued while one is running (PIPELINING) before we stop reading.
 MAX_QUEUED = 64
 
-_AUTHORIZATION = frozenset({"CAPA", "USER", "PASS", "AUTH", "APOP", "QUIT"})
+_AUTHORIZATION = frozenset({"CAPA", "USER", "PASS", "AUTH", "APOP", "RPOP", "STLS", "QUIT"})
 _TRANSACTION = frozenset(
     {"CAPA", "STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "RSET", "NOOP", "QUIT", "LAST"}
 )
-_KNOWN = _AUTHORIZATION | _TRANSACTION | {"RPOP", "STLS"}
+_KNOWN = _AUTHORIZATION | _TRANSACTION
 
 
 def allow_plaintext(transport: Any) -> bool:
@@ -305,6 +305,10 @@ class POP3Server(pop3.POP3):
         # APOP needs the plain-text password on the server; we keep hashes.
         self._err("APOP is not supported.")
 
+    def do_STLS(self, rest: bytes) -> None:
+        # Not announced in CAPA until TLS is wired in (context_factory).
+        self._err("STLS is not available.")
+
     def do_RPOP(self, rest: bytes) -> None:
         self._err("RPOP is not supported.")
 
@@ -357,7 +361,9 @@ class POP3Server(pop3.POP3):
                 )
                 self._err("[IN-USE] Mailbox is locked by another POP3 session.")
             else:
-                self._log.failure("pop3 cannot open mailbox peer={peer}", failure, peer=self._peer())
+                self._log.failure(
+                    "pop3 cannot open mailbox peer={peer}", failure, peer=self._peer()
+                )
                 self._err("[SYS/TEMP] Cannot open the mailbox.")
 
         return d.addCallbacks(opened, not_opened)
@@ -426,7 +432,7 @@ class POP3Server(pop3.POP3):
         if not number or not lines or b" " in lines:
             self._bad("TOP takes a message number and a line count.")
             return
-        if not (lines.isdigit() and len(lines) <= 9):
+        if not (lines.isdigit() and len(lines) <= 19):  # fetchmail asks for 99999999
             self._bad("Invalid line count.")
             return
         index = self._message_number(number)

@@ -29,6 +29,7 @@ _DEFAULT_ENHANCED = {
     502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 535: "5.7.8", 550: "5.0.0",
 }
 _ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
+_BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
 
 HELP_TEXT = (
     "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH\n"
@@ -182,42 +183,57 @@ class ESMTPServer(smtp.ESMTP):
             return line
 
     def _take_data(self) -> bool:
-        """Consume DATA content from the buffer; False when more input is needed."""
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            # Hand over long partial lines so a huge line never sits in the buffer.
-            keep = 1 if self._buffer.endswith(b"\r") else 0
-            if len(self._buffer) - keep >= 65536:
-                chunk, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
-                self._data_piece(chunk, complete=False)
-            return False
-        line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-        self.resetTimeout()
-        if self._at_line_start and line == b".":
+        """
+        Consume DATA content from the buffer in bulk; True at end of data.
+
+        Only <CRLF>.<CRLF> ends the data.  Complete lines are handed over in
+        one piece; a long line without CRLF is handed over in 64 KiB pieces so
+        it never sits in the buffer whole.
+        """
+        buffer = self._buffer
+        if self._at_line_start and buffer.startswith(b".\r\n"):
+            self._buffer = buffer[3:]
             self._end_of_data()
             return True
-        self._data_piece(line, complete=True)
-        return True
+        end = buffer.find(b"\r\n.\r\n")
+        if end >= 0:
+            self._buffer = buffer[end + 5 :]
+            self._data_chunk(buffer[: end + 2])
+            self._end_of_data()
+            return True
+        last = buffer.rfind(b"\r\n")
+        if last >= 0:
+            self._buffer = buffer[last + 2 :]
+            self._data_chunk(buffer[: last + 2])
+        elif len(buffer) >= 65536:
+            keep = 1 if buffer.endswith(b"\r") else 0
+            self._buffer = buffer[len(buffer) - keep :]
+            self._data_chunk(buffer[: len(buffer) - keep])
+        if self._buffer:
+            self.resetTimeout()
+        return False
 
-    def _data_piece(self, piece: bytes, complete: bool) -> None:
+    def _data_chunk(self, chunk: bytes) -> None:
         """
-        One CRLF-terminated line (or a long line's partial chunk).  Only
-        <CRLF>.<CRLF> ends the data; a bare LF is refused or, with
-        C{normalize}, taken as a line end whose next line is dot-unstuffed
-        like smtplib and Postfix do, but never as an end of data.
+        Dot-unstuff a piece of DATA and store it with LF line ends.  A bare
+        LF or CR is refused (C{reject}) or, with C{normalize}, a bare LF is a
+        line end whose next line is dot-unstuffed like smtplib and Postfix
+        do -- but it never ends the data.
         """
+        self.resetTimeout()
         transaction = self._transaction
         assert transaction is not None
-        if self._unstuff_next and piece[:1] == b".":
-            piece = piece[1:]
-        if b"\n" in piece or b"\r" in piece:
-            if self.policy.bare_newline == "reject":
-                transaction.fail(MailError(550, "5.5.2", "Error: bare <CR> or <LF> received (RFC 5321 section 2.3.8)"))
-            else:
-                piece = piece.replace(b"\n.", b"\n")
-        transaction.write(piece + b"\n" if complete else piece)
-        self._at_line_start = complete
-        self._unstuff_next = complete or (self.policy.bare_newline != "reject" and piece.endswith(b"\n"))
+        if self._unstuff_next and chunk[:1] == b".":
+            chunk = chunk[1:]
+        crlf = chunk.count(b"\r\n")
+        bare = chunk.count(b"\n") != crlf or chunk.count(b"\r") != crlf
+        if bare and self.policy.bare_newline == "reject":
+            transaction.fail(MailError(550, "5.5.2", "Error: bare <CR> or <LF> received (RFC 5321 section 2.3.8)"))
+        elif bare:
+            chunk = _BARE_LF_DOT.sub(b"\n", chunk)
+        transaction.write(chunk.replace(b"\r\n.", b"\r\n").replace(b"\r\n", b"\n"))
+        self._at_line_start = chunk.endswith(b"\r\n")
+        self._unstuff_next = chunk.endswith(b"\n") and (self._at_line_start or self.policy.bare_newline != "reject")
 
     def _wait(self, d: Deferred) -> None:
         """Hold later input until C{d} fires: replies stay in command order."""

@@ -2,12 +2,13 @@
 Pure: a literal prefilter that lets a regexp table skip, in one C-level
 search per line, every rule whose pattern cannot match.
 
-Most patterns contain a literal that any match must contain (C{lottery} in
-C{/^Subject:.*\\blottery\\b/}).  L{required_literal} finds the longest such
-literal with Python's own regular expression parser; L{LiteralFilter} joins
-them into one trie-shaped expression.  A line none of those literals occurs
-in is matched by none of those rules, so only the rules without a literal
-(negated ones, alternations at the top level) are still run.
+Most patterns contain literals that any match must contain (C{subject:} and
+C{lottery} in C{/^Subject:.*\\blottery\\b/}).  L{required_literals} finds
+them with Python's own regular expression parser; L{LiteralFilter} joins the
+most selective literal of each pattern into one trie-shaped expression and
+checks a pattern's other literals only when that one occurs.  A line none of
+the literals occurs in is matched by none of those rules, so only the rules
+without a literal (negated ones, alternations at the top level) still run.
 
 Case-insensitive literals are compared on L{fold}ed text.  The fold maps
 every pair of characters that C{re.IGNORECASE} treats as equal to the same
@@ -59,11 +60,11 @@ def fold(text: str) -> str:
     return text.replace("\u0130", "i").lower().translate(_FOLD_TABLE)
 
 
-def required_literal(regex: re.Pattern[str]) -> tuple[str, bool] | None:
+def required_literals(regex: re.Pattern[str]) -> tuple[tuple[str, ...], bool] | None:
     """
-    C{(literal, folded)}: a string every match of C{regex} contains (folded
-    with L{fold} when the pattern ignores case), or None if there is none
-    worth using.
+    C{(literals, folded)}: strings every match of C{regex} contains (folded
+    with L{fold} when the pattern ignores case), the most selective first,
+    or None if there is none worth using.
     """
     if _sre_parse is None:
         return None
@@ -71,8 +72,7 @@ def required_literal(regex: re.Pattern[str]) -> tuple[str, bool] | None:
         parsed = _sre_parse.parse(regex.pattern, regex.flags)
     except (re.error, RecursionError, OverflowError, TypeError, ValueError):
         return None
-    flags = parsed.state.flags
-    ignore_case = bool(flags & re.IGNORECASE)
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
     if ignore_case and _EXTRA_CASES is None:
         return None
     runs: list[str] = []
@@ -80,14 +80,14 @@ def required_literal(regex: re.Pattern[str]) -> tuple[str, bool] | None:
         _collect(parsed, runs)
     except RecursionError:
         return None
-    if not runs:
+    words = {fold(run[:MAX_LITERAL]) if ignore_case else run[:MAX_LITERAL] for run in runs}
+    words = {word for word in words if len(word) >= MIN_LITERAL}
+    if not words:
         return None
-    best = max(runs, key=len)[:MAX_LITERAL]
-    if ignore_case:
-        best = fold(best)
-    if len(best) < MIN_LITERAL:
-        return None
-    return best, ignore_case
+    # Header names ("subject:") occur in every header of that name: put a
+    # word that says more first, the longest one.
+    ordered = sorted(words, key=lambda w: (w.endswith(":"), -len(w), w))
+    return tuple(ordered), ignore_case
 
 
 def _collect(sequence, runs: list[str]) -> None:
@@ -146,11 +146,11 @@ class LiteralFilter:
     L{possible} names those that might match a text.
     """
 
-    def __init__(self, literals: Sequence[tuple[str, bool] | None]) -> None:
+    def __init__(self, literals: Sequence[tuple[tuple[str, ...], bool] | None]) -> None:
         self.literals = tuple(literals)
         self.covered = tuple(literal is not None for literal in self.literals)
-        folded = sorted({lit for lit, f in filter(None, self.literals) if f})
-        exact = sorted({lit for lit, f in filter(None, self.literals) if not f})
+        folded = sorted({words[0] for words, f in filter(None, self.literals) if f})
+        exact = sorted({words[0] for words, f in filter(None, self.literals) if not f})
         self._folded = _compile_trie(folded)
         self._exact = _compile_trie(exact)
         self.active = any(self.covered) and (
@@ -158,6 +158,12 @@ class LiteralFilter:
         )
         if not self.active:
             self.covered = tuple(False for _ in self.literals)
+
+    def present(self, text: str) -> bool:
+        """Whether any covered pattern's literal occurs in C{text}."""
+        if self._folded is not None and self._folded.search(fold(text)) is not None:
+            return True
+        return self._exact is not None and self._exact.search(text) is not None
 
     def possible(self, text: str) -> frozenset[int]:
         """Indexes of covered patterns whose literal occurs in C{text}."""
@@ -170,8 +176,9 @@ class LiteralFilter:
         for index, literal in enumerate(self.literals):
             if literal is None:
                 continue
-            word, is_folded = literal
-            if word in (folded_text if is_folded else text):
+            words, is_folded = literal
+            haystack = folded_text if is_folded else text
+            if all(word in haystack for word in words):
                 found.add(index)
         return frozenset(found)
 

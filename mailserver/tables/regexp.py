@@ -28,7 +28,7 @@ from typing import Sequence
 
 from mailserver.address import parse_mailbox
 from mailserver.errors import ConfigError, MailError, Problem
-from mailserver.tables.prefilter import LiteralFilter, required_literal
+from mailserver.tables.prefilter import LiteralFilter, required_literals
 
 ACTIONS = frozenset(
     {"REJECT", "DISCARD", "WARN", "HOLD", "IGNORE", "PREPEND", "REPLACE", "REDIRECT", "BCC", "DUNNO", "OK"}
@@ -120,6 +120,13 @@ class RuleTable:
     def __repr__(self) -> str:
         return f"<RuleTable {self.filename!r}: {len(self.rules)} rules>"
 
+    def may_match(self, text: str) -> bool:
+        """
+        False only if no rule can match any line of C{text} (several lines
+        at once): every rule has a required literal and none occurs in it.
+        """
+        return not self._all_covered or self._filter.present(text)
+
     def match(self, text: str) -> Match | None:
         """The first rule matching C{text}, respecting if/endif, or None."""
         program = self._program
@@ -138,10 +145,8 @@ class RuleTable:
                 continue
             if isinstance(node, _If):
                 cond = node.condition
-                if (cond.regex.search(text) is None) == cond.negate:
-                    index = node.end
-                else:
-                    index += 1
+                holds = (cond.regex.search(text) is not None) != cond.negate
+                index = index + 1 if holds else node.end
                 continue
             found = node.regex.search(text)
             if node.negate:
@@ -153,10 +158,10 @@ class RuleTable:
         return None
 
 
-def _literal(node: Rule | _If) -> tuple[str, bool] | None:
-    """The prefilter literal of a positive pattern; negated ones have none."""
+def _literal(node: Rule | _If) -> tuple[tuple[str, ...], bool] | None:
+    """The prefilter literals of a positive pattern; negated ones have none."""
     regex, negate = (node.condition.regex, node.condition.negate) if isinstance(node, _If) else (node.regex, node.negate)
-    return None if negate else required_literal(regex)
+    return None if negate else required_literals(regex)
 
 
 # -- parsing ------------------------------------------------------------------
@@ -271,7 +276,7 @@ def empty_alternatives(pattern: str, verbose: bool = False) -> bool:
             index += 1
             if pattern.startswith("?", index):
                 # Skip the extension prefix: (?:  (?P<n>  (?i:  (?=  (?<!  ...
-                close = re.match(r"\?(?:P<\w+>|<\w+>|[aiLmsux-]*:|[=!:>]|<[=!]|#[^)]*)", pattern[index:])
+                close = re.match(r"\?(?:P<\w+>|<\w+>|[aiLmsux-]*:|[=!:>]|<[=!]|#[^)]*\)?)", pattern[index:])
                 if close is None:
                     empty = False
                     continue

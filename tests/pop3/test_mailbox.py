@@ -28,6 +28,8 @@ from mailserver.pop3.mailbox import (
 )
 from tests.pop3.support import ManualThreads, deliver, files, make_maildir, synchronous
 
+path = os.path.join
+
 
 class SeenNameTests(SynchronousTestCase):
     def test_no_info_gets_one(self) -> None:
@@ -75,7 +77,7 @@ class ScanTests(SynchronousTestCase):
 
     def test_same_message_in_new_and_cur_counted_once(self) -> None:
         name = deliver(self.maildir, b"x\n")
-        os.link(os.path.join(self.maildir, "new", name), os.path.join(self.maildir, "cur", name + ":2,S"))
+        os.link(path(self.maildir, "new", name), path(self.maildir, "cur", name + ":2,S"))
         [message] = scan_inbox(self.maildir)
         self.assertIn(os.sep + "cur" + os.sep, message.path)
 
@@ -136,7 +138,7 @@ class MailboxTests(SynchronousTestCase):
     def test_get_message_follows_a_moved_file(self) -> None:
         name = deliver(self.maildir, b"moved\n")
         mailbox = self.opened()
-        os.rename(os.path.join(self.maildir, "new", name), os.path.join(self.maildir, "cur", name + ":2,F"))
+        os.rename(path(self.maildir, "new", name), path(self.maildir, "cur", name + ":2,F"))
         with self.successResultOf(mailbox.getMessage(0)) as fp:
             self.assertEqual(fp.read(), b"moved\n")
 
@@ -161,7 +163,7 @@ class MailboxTests(SynchronousTestCase):
     def test_mark_seen_after_another_program_set_flags(self) -> None:
         name = deliver(self.maildir, b"x\n")
         mailbox = self.opened()
-        os.rename(os.path.join(self.maildir, "new", name), os.path.join(self.maildir, "cur", name + ":2,RT"))
+        os.rename(path(self.maildir, "new", name), path(self.maildir, "cur", name + ":2,RT"))
         self.successResultOf(mailbox.markSeen(0))
         self.assertEqual(files(self.maildir, "cur"), [name + ":2,RST"])
 
@@ -181,7 +183,7 @@ class MailboxTests(SynchronousTestCase):
         mailbox.undeleteMessages()
         mailbox.deleteMessage(0)
         mailbox.deleteMessage(1)
-        os.rename(os.path.join(self.maildir, "new", a), os.path.join(self.maildir, "cur", a + ":2,S"))
+        os.rename(path(self.maildir, "new", a), path(self.maildir, "cur", a + ":2,S"))
         os.unlink(os.path.join(self.maildir, "new", b))  # already removed elsewhere
         self.assertEqual(self.successResultOf(mailbox.sync()), 1)
         self.assertEqual(files(self.maildir, "cur"), [])
@@ -286,10 +288,8 @@ class LockAcrossProcessesTests(SynchronousTestCase):
         )
 
         def other() -> str:
-            env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
             return subprocess.run(
-                [sys.executable, "-c", script, maildir], capture_output=True, text=True, check=True,
-                env=env,
+                [sys.executable, "-c", script, maildir], capture_output=True, text=True, check=True
             ).stdout.strip()
 
         fd = lock_maildir(maildir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 import random
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -209,6 +210,19 @@ class ParseAliasesTests(SynchronousTestCase):
                 table, problems = parse(text, "fuzz")
                 self.assertIsInstance(table, AliasTable)
             parse_include(text, "fuzz")
+
+
+class SampleTests(SynchronousTestCase):
+    def test_sample_aliases(self) -> None:
+        """etc/aliases parses cleanly and has the required and seed aliases."""
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = os.path.join(repo, "etc", "aliases")
+        with open(path, encoding="utf-8") as handle:
+            table, problems = parse_aliases(handle.read(), path)
+        self.assertEqual(problems, [])
+        self.assertEqual(kinds(table, "postmaster"), [(L, "root")])
+        self.assertEqual(kinds(table, "mailer-daemon"), [(L, "postmaster")])
+        self.assertEqual(kinds(table, "admin"), [(L, "harry")])
 
 
 class ParseVirtualTests(SynchronousTestCase):

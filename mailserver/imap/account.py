@@ -1,0 +1,268 @@
+"""
+The IMAP avatar: one user's Maildir as a twisted C{IAccount}.
+
+L{imap_account_factory} is what the composition root gives the realm for
+C{imap4.IAccount}.  Every disk operation runs in the reactor's thread pool
+through L{MaildirAccount.run}; the folder indexes are shared by all
+accounts of the factory (one L{FolderRegistry}), so sessions of the same
+user in this process see one consistent index per folder.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.mail.imap4 import IAccount, INamespacePresenter, MailboxException
+from zope.interface import implementer
+
+from mailserver.imap import listing
+from mailserver.imap.mailbox import SelectedMailbox
+from mailserver.imap.structure import DESCRIBE_VERSION, describe
+from mailserver.store.folders import (
+    DEFAULT_SPECIAL_USE,
+    DELIMITER,
+    FolderError,
+    FolderNotFoundError,
+    Folders,
+    normalize_name,
+)
+from mailserver.store.index import FolderIndex, FolderRegistry, Snapshot
+from mailserver.store.notify import MailboxNotifier
+
+
+def default_registry() -> FolderRegistry:
+    """A registry whose indexes describe messages for IMAP."""
+    return FolderRegistry(describe, DESCRIBE_VERSION)
+
+
+class _MailboxInfo:
+    """What twisted's listMailboxes wants per name: flags and delimiter."""
+
+    def __init__(self, attributes: list[str]) -> None:
+        self._attributes = attributes
+
+    def getFlags(self) -> list[str]:
+        return self._attributes
+
+    def getHierarchicalDelimiter(self) -> str:
+        return DELIMITER
+
+
+@implementer(IAccount, INamespacePresenter)
+class MaildirAccount:
+    """
+    One logged-in user's folders.
+
+    @param root: the user's Maildir (INBOX).
+    @param special_use: folder name -> SPECIAL-USE attribute.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        user: str,
+        root: str,
+        registry: FolderRegistry,
+        notifier: MailboxNotifier | None,
+        reactor: Any,
+        special_use: dict[str, str] | None = None,
+        threadpool: Any = None,
+    ) -> None:
+        self.user = user
+        self.root = os.path.abspath(root)
+        self.folders = Folders(self.root, DEFAULT_SPECIAL_USE if special_use is None else special_use)
+        self.registry = registry
+        self.notifier = notifier
+        self.reactor = reactor
+        self._threadpool = threadpool
+        self._subscribed: list[str] = []
+
+    # ------------------------------------------------------------ plumbing
+
+    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        """Run blocking C{f} in the thread pool."""
+        pool = self._threadpool or self.reactor.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, f, *args, **kwargs)
+
+    def open(self) -> Deferred:
+        """After login: create INBOX and the special-use folders if missing."""
+
+        def setup() -> list[str]:
+            self.folders.ensure_defaults()
+            return self.folders.subscriptions()
+
+        def done(subscribed: list[str]) -> None:
+            self._subscribed = subscribed
+
+        return self.run(setup).addCallback(done)
+
+    def logout(self) -> None:
+        pass
+
+    def index(self, name: str) -> FolderIndex:
+        return self.registry.get(self.folders.path(name), self.root)
+
+    def changed(self, name: str) -> None:
+        """Tell other sessions (IDLE) that folder C{name} changed."""
+        if self.notifier is not None:
+            self.notifier.changed([self.folders.path(name)])
+
+    @property
+    def special_use(self) -> dict[str, str]:
+        return self.folders.special_use
+
+    # ------------------------------------------------------------ our API (coroutines)
+
+    async def select_folder(self, name: str, readwrite: bool) -> SelectedMailbox:
+        name = normalize_name(name)
+        exists = await self.run(self.folders.exists, name)
+        if not exists:
+            raise FolderNotFoundError(f"mailbox {name} does not exist")
+        mailbox = SelectedMailbox(self, name, self.index(name), readwrite)
+        await mailbox.open()
+        return mailbox
+
+    async def status(self, name: str) -> Snapshot:
+        name = normalize_name(name)
+        exists = await self.run(self.folders.exists, name)
+        if not exists:
+            raise FolderNotFoundError(f"mailbox {name} does not exist")
+        return await self.run(self.index(name).refresh)
+
+    async def list(self, reference: str, pattern: str, subscribed: bool) -> list[tuple[str, list[str]]]:
+        existing = await self.run(self.folders.names)
+        if subscribed:
+            self._subscribed = await self.run(self.folders.subscriptions)
+            return listing.list_subscribed(self._subscribed, existing, reference, pattern, self.special_use)
+        return listing.list_folders(existing, reference, pattern, self.special_use)
+
+    async def create_folder(self, name: str) -> str:
+        return await self.run(self.folders.create, name)
+
+    async def delete_folder(self, name: str) -> str:
+        name = normalize_name(name)
+        path = self.folders.path(name)
+        done = await self.run(self.folders.delete, name)
+        self.registry.forget(path)
+        self.changed_path(path)
+        return done
+
+    async def rename_folder(self, old: str, new: str) -> list[tuple[str, str]]:
+        old = normalize_name(old)
+        moves = await self.run(self.folders.rename, old, new)
+        for source, _ in moves:
+            path = self.folders.path(source)
+            self.registry.forget(path)
+            self.changed_path(path)
+        return moves
+
+    def changed_path(self, path: str) -> None:
+        if self.notifier is not None:
+            self.notifier.changed([path])
+
+    async def subscribe_folder(self, name: str) -> None:
+        await self.run(self.folders.subscribe, name)
+        self._subscribed = await self.run(self.folders.subscriptions)
+
+    async def unsubscribe_folder(self, name: str) -> None:
+        await self.run(self.folders.unsubscribe, name)
+        self._subscribed = await self.run(self.folders.subscriptions)
+
+    async def append(self, name: str, data: bytes, flags: list[str], date: float | None) -> tuple[int, int]:
+        name = normalize_name(name)
+        exists = await self.run(self.folders.exists, name)
+        if not exists:
+            raise FolderNotFoundError(f"mailbox {name} does not exist")
+        result = await self.run(self.index(name).append, data, flags, date)
+        self.changed(name)
+        return result
+
+    # ------------------------------------------------------------ twisted's IAccount
+
+    def addMailbox(self, name: str, mbox: Any = None) -> Deferred:
+        if mbox is not None:
+            raise MailboxException("adding mailbox objects is not supported")
+        return self.create(name)
+
+    def create(self, pathspec: str) -> Deferred:
+        return _deferred(self.create_folder(pathspec)).addCallback(lambda _: True)
+
+    def select(self, name: str, rw: bool = True) -> Deferred:
+        def missing(failure):
+            failure.trap(FolderError)
+            return None
+
+        return _deferred(self.select_folder(name, rw)).addErrback(missing)
+
+    def delete(self, name: str) -> Deferred:
+        return _deferred(self.delete_folder(name)).addCallback(lambda _: True)
+
+    def rename(self, oldname: str, newname: str) -> Deferred:
+        return _deferred(self.rename_folder(oldname, newname)).addCallback(lambda _: True)
+
+    def isSubscribed(self, name: str) -> bool:
+        try:
+            return normalize_name(name) in self._subscribed
+        except FolderError:
+            return False
+
+    def subscribe(self, name: str) -> Deferred:
+        return _deferred(self.subscribe_folder(name)).addCallback(lambda _: True)
+
+    def unsubscribe(self, name: str) -> Deferred:
+        return _deferred(self.unsubscribe_folder(name)).addCallback(lambda _: True)
+
+    def listMailboxes(self, ref: str, wildcard: str) -> Deferred:
+        def convert(entries):
+            return [(name, _MailboxInfo(attrs)) for name, attrs in entries]
+
+        return _deferred(self.list(ref, wildcard, False)).addCallback(convert)
+
+    # ------------------------------------------------------------ INamespacePresenter
+
+    def getPersonalNamespaces(self) -> list[list[str]]:
+        return [["", DELIMITER]]
+
+    def getSharedNamespaces(self) -> None:
+        return None
+
+    def getOtherNamespaces(self) -> None:
+        return None
+
+    def getUserNamespaces(self) -> None:
+        return None
+
+
+def _deferred(coroutine) -> Deferred:
+    return Deferred.fromCoroutine(coroutine)
+
+
+def imap_account_factory(
+    maildir_of: Callable[[str], str],
+    notifier: MailboxNotifier | None,
+    reactor: Any,
+    special_use: dict[str, str] | None = None,
+    registry: FolderRegistry | None = None,
+    threadpool: Any = None,
+) -> Callable[[str], MaildirAccount]:
+    """
+    The realm's factory for C{imap4.IAccount} avatars.
+
+    @param maildir_of: user name -> the user's Maildir path
+        (C{store.location.maildir_for} over the user database).
+    @param notifier: the process's L{MailboxNotifier} (IDLE wake-ups).
+    @param reactor: for the thread pool.
+    @param special_use: folder name -> SPECIAL-USE attribute, created on
+        first login (default Sent, Drafts, Trash, Junk).
+    """
+    registry = registry or default_registry()
+
+    def factory(user: str) -> MaildirAccount:
+        return MaildirAccount(user, maildir_of(user), registry, notifier, reactor, special_use, threadpool)
+
+    return factory

@@ -1,0 +1,121 @@
+"""
+Pure: one message's FETCH response from its index record and, when the
+items need it, its text (CRLF line ends).
+
+ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE and UID
+come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
+ENVELOPE)`` never opens a file.  Sections are sliced out of the message
+bytes exactly as stored (LF -> CRLF only).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from mailserver.imap import parts as mime
+from mailserver.imap.syntax import FetchItem, Section
+from mailserver.imap.wire import NIL, flag_list, internal_date, literal
+from mailserver.store.index import MessageRecord
+
+_CONTENT_ITEMS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_SEEN_ITEMS = {"RFC822", "RFC822.TEXT"}
+
+
+def needs_content(items: Iterable[FetchItem]) -> bool:
+    """True if any item needs the message text (not just the index)."""
+    return any(i.name in _CONTENT_ITEMS or i.section is not None for i in items)
+
+
+def sets_seen(items: Iterable[FetchItem]) -> bool:
+    """True if fetching C{items} sets \\Seen (BODY[...] without PEEK, RFC822, RFC822.TEXT)."""
+    return any(i.name in _SEEN_ITEMS or (i.section is not None and not i.section.peek) for i in items)
+
+
+class Renderer:
+    """Renders FETCH responses for one command (keeps the parsed MIME tree per message)."""
+
+    def __init__(self, items: list[FetchItem], uid_command: bool) -> None:
+        self.items = list(items)
+        if uid_command and not any(i.name == "UID" for i in self.items):
+            self.items.insert(0, FetchItem("UID"))
+
+    def render(
+        self,
+        seq: int,
+        record: MessageRecord,
+        flags: Iterable[str],
+        data: bytes | None,
+        add_flags: bool = False,
+    ) -> bytes:
+        """``* seq FETCH (...)``; C{data} is None for a message whose file is gone."""
+        out: list[bytes] = []
+        tree: list[mime.Entity] = []
+
+        def root() -> mime.Entity:
+            if not tree:
+                tree.append(mime.parse(data or b""))
+            return tree[0]
+
+        summary = record.summary
+        items = self.items
+        if add_flags and not any(i.name == "FLAGS" for i in items):
+            items = items + [FetchItem("FLAGS")]
+        for item in items:
+            name = item.name
+            if name == "UID":
+                out.append(b"UID %d" % record.uid)
+            elif name == "FLAGS":
+                out.append(b"FLAGS " + flag_list(flags))
+            elif name == "RFC822.SIZE":
+                out.append(b"RFC822.SIZE %d" % record.vsize)
+            elif name == "INTERNALDATE":
+                out.append(b"INTERNALDATE " + internal_date(record.mtime))
+            elif name == "ENVELOPE":
+                out.append(b"ENVELOPE " + summary["envelope"].encode("latin-1"))
+            elif name == "BODYSTRUCTURE":
+                out.append(b"BODYSTRUCTURE " + summary["bodystructure"].encode("latin-1"))
+            elif name == "BODY" and item.section is None:
+                out.append(b"BODY " + summary["body"].encode("latin-1"))
+            elif name == "RFC822":
+                out.append(b"RFC822 " + _value(data))
+            elif name == "RFC822.HEADER":
+                out.append(b"RFC822.HEADER " + _value(None if data is None else mime.header_bytes(data, root())))
+            elif name == "RFC822.TEXT":
+                out.append(b"RFC822.TEXT " + _value(None if data is None else data[root().body_start:]))
+            elif item.section is not None:
+                section = item.section
+                content = None if data is None else section_bytes(data, root(), section)
+                if content is not None and section.partial is not None:
+                    start, length = section.partial
+                    content = content[start:start + length]
+                out.append(section.label() + b" " + _value(content))
+        return b"* %d FETCH (" % seq + b" ".join(out) + b")"
+
+
+def _value(content: bytes | None) -> bytes:
+    return NIL if content is None else literal(content)
+
+
+def section_bytes(data: bytes, root: mime.Entity, section: Section) -> bytes | None:
+    """The bytes BODY[section] names, or None when the message has no such part."""
+    try:
+        entity, is_message = mime.resolve(root, section.part)
+    except mime.SectionError:
+        return None
+    text = section.text
+    if not text:
+        if not section.part:
+            return data
+        return data[entity.body_start:entity.end]
+    if text == "MIME":
+        return mime.header_bytes(data, entity)
+    if not is_message:
+        if entity.message is None:
+            return None
+        entity = entity.message
+    if text == "HEADER":
+        return mime.header_bytes(data, entity)
+    if text == "TEXT":
+        return data[entity.body_start:entity.end]
+    names = [f.decode("latin-1") for f in section.fields]
+    return mime.header_fields(entity, names, negate=text == "HEADER.FIELDS.NOT")

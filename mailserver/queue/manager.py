@@ -1,0 +1,399 @@
+"""
+The queue runner: when to try which message, and what to do with the results.
+
+L{QueueManager} is a C{Service}.  On start it returns messages a crash left
+in C{active/} to the queue, then tries everything that is due, again every
+C{queue_run_delay} seconds, and at once after each C{enqueue}.  Each
+attempt moves the message to C{active/}, hands the pending recipients to
+the relay, and records per-recipient results: delivered, bounced (a 5xx),
+or deferred with Postfix's backoff.  A message still deferred after its
+lifetime expires is bounced.  Bounces are RFC 3464 DSNs
+(L{mailserver.queue.bounce}) handed to C{inject_bounce} from the null
+sender; none is ever sent to the null sender: when a null-sender message
+(usually a bounce itself) fails, or the sender's bounce cannot be
+delivered, the DSN goes to C{postmaster} instead, unless the failed
+recipient is postmaster itself (no loops).
+
+C{queue flush} (or C{postqueue -f} habits) works through a trigger file
+in the spool directory that the manager checks every few seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mailserver.errors import MailError
+from mailserver.queue.bounce import FAILED, RecipientReport, build_dsn
+from mailserver.queue.envelope import BOUNCED, DELIVERED, EnvelopeError, QueueEnvelope, RecipientState
+from mailserver.queue.relay import RecipientResult
+from mailserver.queue.schedule import expired, next_attempt, queue_lifetime
+from mailserver.queue.spool import QueueEntryGone
+
+InjectBounce = Callable[[str, list, bytes], Deferred]
+"""C{inject_bounce(sender, recipients, message) -> Deferred}: deliver a DSN (sender is C{""})."""
+
+
+class QueueManager(Service):
+    """
+    Run the outbound queue.
+
+    @param spool: a L{mailserver.queue.spool.Spool}.
+    @param relay: has C{deliver(sender, recipients, message) -> Deferred[list[RecipientResult]]}
+        (L{mailserver.queue.relay.Relay}).
+    @param clock: C{IReactorTime} for scheduling.
+    @param inject_bounce: delivers DSNs (the lead wires it to the local pipeline).
+    @param myhostname: for C{Reporting-MTA} and C{MAILER-DAEMON@myhostname}.
+    @param postmaster: who gets bounces that cannot be returned; None to
+        discard them (only logged).
+    @param max_parallel: messages being delivered at once, over all destinations.
+    """
+
+    log = Logger()
+    name = "queue"
+
+    def __init__(
+        self,
+        spool,
+        relay,
+        clock,
+        *,
+        inject_bounce: InjectBounce,
+        myhostname: str,
+        minimal_backoff_time: float = 300,
+        maximal_backoff_time: float = 4000,
+        maximal_queue_lifetime: float = 5 * 86400,
+        bounce_queue_lifetime: float = 5 * 86400,
+        queue_run_delay: float = 300,
+        flush_check_interval: float = 5,
+        postmaster: str | None = "postmaster",
+        max_parallel: int = 100,
+    ) -> None:
+        self.spool = spool
+        self.relay = relay
+        self._clock = clock
+        self._inject_bounce = inject_bounce
+        self.myhostname = myhostname
+        self.minimal_backoff_time = minimal_backoff_time
+        self.maximal_backoff_time = maximal_backoff_time
+        self.maximal_queue_lifetime = maximal_queue_lifetime
+        self.bounce_queue_lifetime = bounce_queue_lifetime
+        self.queue_run_delay = queue_run_delay
+        self.flush_check_interval = flush_check_interval
+        self.postmaster = postmaster
+        self._limit = DeferredSemaphore(max(1, max_parallel))
+        self._active: dict[str, Deferred] = {}
+        self._listing = False
+        self._loops: list[LoopingCall] = []
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.spool.add_listener(self._enqueued)
+        d = self.spool.recover()
+
+        def recovered(ids: list[str]) -> None:
+            if ids:
+                self.log.warn(
+                    "returned {count} message(s) left in active/ to the queue: {ids}",
+                    count=len(ids),
+                    ids=" ".join(ids),
+                )
+
+        def failed(failure) -> None:
+            self.log.failure("queue recovery failed", failure)
+
+        d.addCallbacks(recovered, failed)
+        d.addCallback(lambda _: self._start_loops())
+
+    def _start_loops(self) -> None:
+        if not self.running:
+            return
+        for function, interval in (
+            (self._tick, self.queue_run_delay),
+            (self._check_flush, self.flush_check_interval),
+        ):
+            loop = LoopingCall(function)
+            loop.clock = self._clock
+            loop.start(interval, now=function == self._tick).addErrback(
+                lambda f: self.log.failure("queue loop stopped", f)
+            )
+            self._loops.append(loop)
+
+    def stopService(self):
+        """Stop scheduling; attempts in flight finish or are retried after a restart."""
+        self.spool.remove_listener(self._enqueued)
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        return super().stopService()
+
+    # -- scheduling ----------------------------------------------------------
+
+    def _enqueued(self, queue_id: str) -> None:
+        if self.running:
+            self._start(queue_id)
+
+    def _tick(self) -> None:
+        if not self._listing:  # a slow listing is not started twice
+            self._scan(False)
+
+    def _check_flush(self) -> Deferred:
+        def checked(requested: bool) -> None:
+            if requested:
+                self.log.info("flush requested")
+                self._scan(True)
+
+        return self.spool.take_flush_request().addCallbacks(
+            checked, lambda f: self.log.failure("cannot check the flush trigger", f)
+        )
+
+    def _scan(self, flush: bool) -> Deferred:
+        """List what is due and start it; fires when the listing is done."""
+
+        async def scan() -> None:
+            self._listing = True
+            try:
+                ids = await self.spool.due(self._clock.seconds(), flush, list(self._active))
+            except Exception:
+                self.log.failure("cannot list the queue")
+                return
+            finally:
+                self._listing = False
+            for queue_id in ids:
+                self._start(queue_id)
+
+        return Deferred.fromCoroutine(scan())
+
+    def run(self) -> Deferred:
+        """Try every message that is due; fire when those attempts are done."""
+        return self._scan(False).addCallback(lambda _: self.idle())
+
+    def flush(self) -> Deferred:
+        """Try every deferred message now (C{postqueue -f}); fire when done."""
+        return self._scan(True).addCallback(lambda _: self.idle())
+
+    def idle(self) -> Deferred:
+        """Fire once no attempt is in flight."""
+
+        async def wait() -> None:
+            while self._active:
+                await DeferredList(list(self._active.values()))
+
+        return Deferred.fromCoroutine(wait())
+
+    def _start(self, queue_id: str) -> None:
+        if queue_id in self._active:
+            return
+        d = Deferred.fromCoroutine(self._attempt(queue_id))
+        if not d.called:
+            self._active[queue_id] = d
+            d.addBoth(self._forget, queue_id)
+
+    def _forget(self, result, queue_id: str) -> None:
+        self._active.pop(queue_id, None)
+
+    # -- one attempt ---------------------------------------------------------
+
+    async def _attempt(self, queue_id: str) -> None:
+        await self._limit.acquire()
+        try:
+            await self._deliver(queue_id)
+        except Exception:  # never let one message stop the queue; it stays queued
+            self.log.failure("{queue_id}: delivery attempt failed", queue_id=queue_id)
+        finally:
+            self._limit.release()
+
+    async def _deliver(self, queue_id: str) -> None:
+        try:
+            envelope, message = await self.spool.activate(queue_id)
+        except QueueEntryGone:
+            return
+        except EnvelopeError as e:
+            self.log.error(
+                "{queue_id}: unreadable queue file moved to corrupt/: {error}", queue_id=queue_id, error=str(e)
+            )
+            return
+        pending = envelope.pending
+        if pending:
+            started = self._clock.seconds()
+            try:
+                results = await self.relay.deliver(envelope.sender, [r.address for r in pending], message)
+            except Exception:
+                self.log.failure("{queue_id}: relay failed", queue_id=queue_id)
+                results = []
+            self._record(envelope, pending, results, started)
+        now = self._clock.seconds()
+        lifetime = queue_lifetime(envelope.sender, self.maximal_queue_lifetime, self.bounce_queue_lifetime)
+        if envelope.pending and expired(envelope.arrival, now, lifetime):
+            self._expire(envelope, now)
+        await self._send_bounces(envelope, message, now)
+        try:
+            if envelope.finished:
+                await self.spool.remove(queue_id)
+                self.log.info("{queue_id}: removed", queue_id=queue_id)
+            else:
+                attempts = max(envelope.attempts, 1)
+                envelope.next_attempt = (
+                    next_attempt(attempts, now, self.minimal_backoff_time, self.maximal_backoff_time)
+                    if envelope.pending
+                    else now + self.minimal_backoff_time  # only a bounce left to hand over
+                )
+                await self.spool.defer(envelope)
+        except QueueEntryGone:
+            self.log.info("{queue_id}: deleted while being delivered", queue_id=queue_id)
+
+    def _record(
+        self,
+        envelope: QueueEnvelope,
+        pending: list[RecipientState],
+        results: list[RecipientResult],
+        started: float,
+    ) -> None:
+        by_recipient = {result.recipient: result for result in results}
+        envelope.attempts += 1
+        envelope.last_attempt = started
+        delay = self._clock.seconds() - envelope.arrival
+        for state in pending:
+            result = by_recipient.get(state.address) or RecipientResult(
+                state.address, "deferred", "4.3.0", "no result from the relay"
+            )
+            state.attempts += 1
+            state.enhanced = result.enhanced
+            state.remote_mta = result.remote_mta
+            state.diagnostic = result.diagnostic
+            if result.status == "delivered":
+                state.status = DELIVERED
+                state.last_error = ""
+                state.notified = True
+                status = "sent"
+            elif result.status == "bounced":
+                state.status = BOUNCED
+                state.last_error = result.text
+                status = "bounced"
+            else:
+                state.last_error = result.text
+                status = "deferred"
+            self.log.info(
+                "{queue_id}: to=<{to}>, relay={relay}, delay={delay:.0f}, tries={tries}, "
+                "dsn={dsn}, status={status} ({text})",
+                queue_id=envelope.queue_id,
+                to=state.address,
+                relay=result.relay,
+                delay=delay,
+                tries=state.attempts,
+                dsn=result.enhanced,
+                status=status,
+                text=result.text,
+            )
+
+    def _expire(self, envelope: QueueEnvelope, now: float) -> None:
+        days = (now - envelope.arrival) / 86400
+        for state in envelope.pending:
+            state.status = BOUNCED
+            if not state.enhanced.startswith(("4.", "5.")):
+                state.enhanced = "4.4.7"
+            reason = state.last_error or "delivery temporarily suspended"
+            state.last_error = f"message expired after {days:.1f} days in queue: {reason}"
+            self.log.info(
+                "{queue_id}: to=<{to}>, status=expired, returned to sender ({text})",
+                queue_id=envelope.queue_id,
+                to=state.address,
+                text=reason,
+            )
+
+    # -- bounces ---------------------------------------------------------------
+
+    async def _send_bounces(self, envelope: QueueEnvelope, message: bytes, now: float) -> None:
+        bounced = envelope.unnotified_bounces
+        if not bounced:
+            return
+        postmaster = self.postmaster
+        to_postmaster_only = postmaster is not None and all(
+            r.address.lower() == postmaster.lower() for r in bounced
+        )
+        if envelope.sender == "":
+            if postmaster is None or to_postmaster_only:
+                self.log.info(
+                    "{queue_id}: null sender: bounce discarded for {to}",
+                    queue_id=envelope.queue_id,
+                    to=", ".join(r.address for r in bounced),
+                )
+                self._mark_notified(bounced)
+                return
+            done = await self._inject(envelope, message, bounced, postmaster, now, postmaster_copy=True)
+            if done is False:
+                done = True  # postmaster refuses it for good: logged, give up
+        else:
+            done = await self._inject(envelope, message, bounced, envelope.sender, now)
+            if done is False and postmaster is not None and envelope.sender.lower() != postmaster.lower():
+                done = await self._inject(envelope, message, bounced, postmaster, now, postmaster_copy=True)
+            if done is False:
+                done = True  # undeliverable even to postmaster: logged, give up
+        if done:
+            self._mark_notified(bounced)
+
+    @staticmethod
+    def _mark_notified(recipients: list[RecipientState]) -> None:
+        for state in recipients:
+            state.notified = True
+
+    async def _inject(
+        self,
+        envelope: QueueEnvelope,
+        message: bytes,
+        bounced: list[RecipientState],
+        to: str,
+        now: float,
+        postmaster_copy: bool = False,
+    ) -> bool | None:
+        """
+        Hand over one DSN.  True when done, False when refused for good
+        (a 5xx: try postmaster), None when it should be tried again later.
+        """
+        reports = [
+            RecipientReport(
+                recipient=r.address,
+                action=FAILED,
+                status=r.enhanced if r.enhanced[:2] in ("4.", "5.") else "5.0.0",
+                text=r.last_error,
+                remote_mta=r.remote_mta,
+                diagnostic=r.diagnostic,
+                last_attempt=envelope.last_attempt,
+            )
+            for r in bounced
+        ]
+        dsn = build_dsn(
+            reporting_mta=self.myhostname,
+            queue_id=envelope.queue_id,
+            sender=envelope.sender,
+            to=to,
+            arrival=envelope.arrival,
+            now=now,
+            reports=reports,
+            original=message,
+            postmaster_copy=postmaster_copy,
+        )
+        try:
+            await self._inject_bounce("", [to], dsn)
+        except MailError as e:
+            self.log.warn(
+                "{queue_id}: bounce to <{to}> refused: {error}", queue_id=envelope.queue_id, to=to, error=str(e)
+            )
+            return None if e.temporary else False
+        except Exception:
+            self.log.failure("{queue_id}: cannot hand over bounce to <{to}>", queue_id=envelope.queue_id, to=to)
+            return None
+        self.log.info(
+            "{queue_id}: sender non-delivery notification to <{to}> for {recipients}",
+            queue_id=envelope.queue_id,
+            to=to,
+            recipients=", ".join(r.address for r in bounced),
+        )
+        return True
