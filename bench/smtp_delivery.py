@@ -115,16 +115,38 @@ async def _connection(port: int, share: int, size: int) -> None:
     writer.close()
 
 
-def send(port: int, count: int, size: int, concurrency: int) -> float:
-    """Seconds to have C{count} messages accepted (250) over C{concurrency} connections."""
+async def _probe(port: int, done: asyncio.Event) -> list[float]:
+    """Another session sending NOOP every 10 ms during the load: its reply times show stalls."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()
+    latencies: list[float] = []
+    while not done.is_set() and len(latencies) < 100_000:
+        start = time.perf_counter()
+        writer.write(b"NOOP\r\n")
+        await reader.readline()
+        latencies.append(time.perf_counter() - start)
+        await asyncio.sleep(0.01)
+    writer.close()
+    return latencies
+
+
+def send(port: int, count: int, size: int, concurrency: int) -> tuple[float, list[float]]:
+    """
+    Seconds to have C{count} messages accepted (250) over C{concurrency}
+    connections, and the NOOP reply times of a probe session meanwhile.
+    """
     shares = [count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)]
 
-    async def all_connections() -> None:
+    async def all_connections() -> list[float]:
+        done = asyncio.Event()
+        probe = asyncio.ensure_future(_probe(port, done))
         await asyncio.gather(*(_connection(port, share, size) for share in shares))
+        done.set()
+        return await probe
 
     start = time.perf_counter()
-    asyncio.run(all_connections())
-    return time.perf_counter() - start
+    latencies = asyncio.run(all_connections())
+    return time.perf_counter() - start, latencies
 
 
 def wait_for(maildir: str, count: int, timeout: float = 600) -> None:
@@ -140,7 +162,7 @@ def wait_for(maildir: str, count: int, timeout: float = 600) -> None:
 def run(port: int, maildir: str, count: int, size: int, concurrency: int, scratch: str) -> None:
     before = len(os.listdir(os.path.join(maildir, "new"))) if os.path.isdir(os.path.join(maildir, "new")) else 0
     start = time.perf_counter()
-    accepted = send(port, count, size, concurrency)
+    accepted, latencies = send(port, count, size, concurrency)
     wait_for(maildir, before + count)
     delivered = time.perf_counter() - start
     raw = measure_raw_disk(scratch, count, size, concurrency)
@@ -148,7 +170,8 @@ def run(port: int, maildir: str, count: int, size: int, concurrency: int, scratc
     print(
         f"size={size // 1024} KB C={concurrency} N={count}: accepted {count / accepted:7.0f} msg/s, "
         f"all in Maildir after {delivered:6.2f} s ({rate:7.0f} msg/s); raw disk {raw:7.0f} msg/s; "
-        f"ratio {rate / raw:5.0%}",
+        f"ratio {rate / raw:5.0%}; probe NOOP max {max(latencies) * 1000:.0f} ms, "
+        f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms",
         flush=True,
     )
 

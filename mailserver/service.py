@@ -17,12 +17,16 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import pop3
+from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
 
 from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.parameters import Config, listen_endpoints
+from mailserver.delivery.alias_stage import AliasStage
+from mailserver.delivery.aliases import AliasExpander
+from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
@@ -32,6 +36,7 @@ from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
+from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
@@ -76,6 +81,23 @@ class Listener(Service):
         if self.port is not None:
             return maybeDeferred(self.port.stopListening)
         return None
+
+
+class AliasWatcher(Service):
+    """Polls the compiled alias tables so C{newaliases} takes effect without a restart."""
+
+    def __init__(self, *maps: Any) -> None:
+        self.maps = [m for m in maps if m is not None]
+
+    def startService(self) -> None:
+        super().startService()
+        for table in self.maps:
+            table.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for table in self.maps:
+            table.stop()
 
 
 class StatusFile(Service):
@@ -123,12 +145,28 @@ class Server:
             home_mailbox=config.home_mailbox,
             virtual_mailbox_base=config.virtual_mailbox_base,
         )
+        self.aliases = watch_alias_maps(config.alias_maps, reactor)
+        self.virtual_aliases = watch_virtual_maps(config.virtual_alias_maps, reactor) if config.virtual_alias_maps else None
+        expander = AliasExpander(
+            self.aliases,
+            self.virtual_aliases or (lambda: None),
+            local_domains.__contains__,
+            read_include_file,
+            allow_files="alias" in config.allow_mail_to_files,
+            allow_commands="alias" in config.allow_mail_to_commands,
+            include_files="include" in config.allow_mail_to_files,
+            include_commands="include" in config.allow_mail_to_commands,
+            myorigin=config.myorigin,
+        )
+        queue_available = False
         stages = [
             RecipientSyntax(myorigin=config.myorigin),
+            AliasStage(expander, self.router, local_domains.__contains__, queue_available,
+                       config.recipient_delimiter, reactor),
             RelayPolicy(
                 is_local_domain=local_domains.__contains__,
                 mynetworks=tuple(config.mynetworks),
-                queue_available=False,
+                queue_available=queue_available,
             ),
             self.router,
         ]
@@ -136,7 +174,7 @@ class Server:
             reactor=reactor,
             hostname=config.myhostname,
             stages=stages,
-            committer=Committer(store=self.store),
+            committer=Committer(store=self.store, to_file=self._to_file, to_command=self._to_command),
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
         )
@@ -149,6 +187,16 @@ class Server:
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
         self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+
+    def _to_file(self, target, sender: str, message: bytes):
+        run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
+        return deliver_to_file(self.reactor, target, sender, message, run_as)
+
+    def _to_command(self, target, sender: str, recipient: str, message: bytes):
+        run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
+        return deliver_to_command(
+            self.reactor, target, sender, recipient, message, run_as, self.config.command_time_limit
+        )
 
     def maildir_of(self, user: str) -> str:
         """The Maildir of an authenticated user (the passwd-file name)."""
@@ -178,6 +226,7 @@ class Server:
             self.reactor,
             max_connections=config.smtpd_max_connections,
             per_client_limit=config.smtpd_client_connection_count_limit,
+            challengers={b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials} if config.smtpd_sasl_auth_enable else {},
         )
 
     def pop3_factory(self) -> POP3Factory:
@@ -197,6 +246,7 @@ def build(config: Config, reactor: Any) -> MultiService:
     top = MultiService()
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
+    AliasWatcher(server.aliases, server.virtual_aliases).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     for name, factory in server.factories().items():
         for description in listen_endpoints(config, name):

@@ -163,6 +163,7 @@ PARAMETERS: tuple[Parameter, ...] = (
       "sources allowed to deliver to commands (pipes)"),
     P("default_privs", TEXT, "nobody", POSTFIX,
       "user that alias file and command deliveries run as"),
+    P("command_time_limit", TIME, "1000s", POSTFIX, "time limit of a |command alias delivery"),
     P("header_checks", CHECK_TABLES, "", POSTFIX, "regexp:/pcre: tables for message headers"),
     P("mime_header_checks", CHECK_TABLES, "$header_checks", POSTFIX,
       "tables for MIME part headers"),

@@ -31,6 +31,7 @@ from mailserver.tables.regexp import Match, RuleTable
 
 DEFAULT_BODY_CHECKS_SIZE_LIMIT = 51200  # Postfix body_checks_size_limit
 DEFAULT_HEADER_SIZE_LIMIT = 102400  # Postfix header_size_limit
+LINE_LENGTH_LIMIT = 2048  # Postfix line_length_limit: longer body lines are checked in pieces
 _HEADER_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _STATUS = re.compile(r"([45])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)(.*)", re.DOTALL)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -162,7 +163,9 @@ class _Scan:
                 if chosen is not None:
                     self._header(event, *chosen)
             elif isinstance(event, BodyText) and body is not None:
-                if body.may_match(self.message[event.start : event.end].decode("utf-8", "replace")):
+                # Only text before the limit (plus one line piece) is ever matched.
+                stop = min(event.end, event.start + limit - event.offset + LINE_LENGTH_LIMIT)
+                if body.may_match(self.message[event.start : stop].decode("utf-8", "replace")):
                     for line in body_lines(self.message, event):
                         self._body(line, body, limit)
                         if self.error is not None or self.discard:
@@ -195,7 +198,18 @@ class _Scan:
             self._act(found, table_name, decoded, header.start, header.end, is_header=True)
 
     def _body(self, line: BodyLine, table: RuleTable, limit: int) -> None:
-        found = table.match(line.text[: max(limit - line.offset, 0)])
+        text = line.text
+        if len(text) <= LINE_LENGTH_LIMIT:
+            found = table.match(text)
+        else:
+            # Postfix checks a long line as line_length_limit-sized records.
+            found = None
+            for piece in range(0, len(text), LINE_LENGTH_LIMIT):
+                if line.offset + piece >= limit:
+                    break
+                found = table.match(text[piece : piece + LINE_LENGTH_LIMIT])
+                if found is not None:
+                    break
         if found is not None:
             self._act(found, "body_checks", False, line.start, line.end, is_header=False)
 

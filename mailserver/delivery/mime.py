@@ -25,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 # Postfix's limits: mime_nesting_limit and mime_boundary_length_limit.
 NESTING_LIMIT = 100
 BOUNDARY_LENGTH_LIMIT = 2048
+_CONTENT_TYPE_LIMIT = 16384  # bytes of a Content-Type value that are parsed
 
 _HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # Headers Postfix treats as MIME headers (header_opts.c HDR_OPT_MIME).
@@ -325,7 +326,7 @@ def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> 
     """Interpret a header block's (last) Content-Type and Content-Transfer-Encoding."""
     if not types:
         return _Block(None, False, default_nested)
-    media, params = parse_content_type(types[-1])
+    media, params = parse_content_type(types[-1][:_CONTENT_TYPE_LIMIT])
     top, _, sub = media.partition("/")
     if top == "multipart":
         boundary = params.get("boundary", b"")

@@ -48,7 +48,8 @@ class LocalRouter:
                 record = self.users.lookup(key)
                 if record is not None:
                     path = maildir_for(record.name, record.home, self.home_mailbox, self.virtual_mailbox_base)
-                    return LocalMailbox(record.name, path)
+                    qualified = record.name if "@" in record.name else f"{record.name}@{candidate.domain}"
+                    return LocalMailbox(qualified, path)
         if base.local.lower() == "postmaster":
             name = f"postmaster@{address.domain}"
             return LocalMailbox(name, os.path.join(self.virtual_mailbox_base, address.domain, "postmaster"))

@@ -19,6 +19,7 @@ from mailserver.delivery.envelope import (
     Envelope,
     FileTarget,
     LocalMailbox,
+    Recipient,
     RemoteAddress,
 )
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
@@ -138,7 +139,7 @@ class Transaction:
         sender = str(envelope.sender) if envelope.sender else ""
         copies: dict[str, bytes] = {}
         remote: list[str] = []
-        others: list[Deferred] = []
+        targets: list[tuple[FileTarget | CommandTarget, Recipient]] = []
         delivered: list[str] = []
         for recipient in envelope.recipients:
             for destination in recipient.destinations:
@@ -151,10 +152,8 @@ class Transaction:
                 elif isinstance(destination, RemoteAddress):
                     if str(destination.address) not in remote:
                         remote.append(str(destination.address))
-                elif isinstance(destination, FileTarget) and committer.to_file:
-                    others.append(committer.to_file(destination, sender, message))
-                elif isinstance(destination, CommandTarget) and committer.to_command:
-                    others.append(committer.to_command(destination, sender, str(recipient.original), message))
+                elif isinstance(destination, (FileTarget, CommandTarget)):
+                    targets.append((destination, recipient))
         try:
             if copies:
                 await committer.store.deliver(message, list(copies.items()))
@@ -162,8 +161,16 @@ class Transaction:
                 if committer.queue is None:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
                 await committer.queue.enqueue(sender, remote, message)
-            for d in others:
-                await d
+            for target, recipient in targets:
+                copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + message
+                if isinstance(target, FileTarget) and committer.to_file is not None:
+                    await committer.to_file(target, sender, copy)
+                    delivered.append(target.path)
+                elif isinstance(target, CommandTarget) and committer.to_command is not None:
+                    await committer.to_command(target, sender, str(recipient.original), copy)
+                    delivered.append("|" + target.command)
+                else:
+                    raise MailError(550, "5.7.1", "Delivery to files and commands is not enabled")
         except MailError as error:
             self._log("deferred" if error.temporary else "bounced", error.reply())
             raise

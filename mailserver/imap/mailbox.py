@@ -111,15 +111,14 @@ class SelectedMailbox:
                 self._reported.pop(uid, None)
                 self.recent.discard(uid)
                 lines.append(b"* %d EXPUNGE" % (i + 1))
-        keywords_changed = snap.keywords != self._keywords
-        self._keywords = snap.keywords
+        lines += self.adopt_keywords(snap.keywords)
         for seq, uid in enumerate(self.uids, 1):
             record = current.get(uid)
             if record is None:
                 continue
             self.records[uid] = record
             state = (record.letters, uid in self.recent)
-            if state != self._reported.get(uid) or keywords_changed:
+            if state != self._reported.get(uid):
                 self._reported[uid] = state
                 lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
         last = self.uids[-1] if self.uids else 0
@@ -133,6 +132,29 @@ class SelectedMailbox:
             lines.append(b"* %d EXISTS" % len(self.uids))
             lines.append(b"* %d RECENT" % self.recent_count)
         self._seen_snapshot = snap
+        return lines
+
+    def adopt_keywords(self, keywords: tuple[str | None, ...]) -> list[bytes]:
+        """
+        Take the folder's (grown) keyword table; the FLAGS and PERMANENTFLAGS
+        responses, and FETCH FLAGS for messages whose letters gained a name.
+        """
+        if keywords == self._keywords:
+            return []
+        old = self._keywords
+        self._keywords = keywords
+        slots = {
+            chr(ord("a") + i)
+            for i in range(max(len(old), len(keywords)))
+            if (old[i] if i < len(old) else None) != (keywords[i] if i < len(keywords) else None)
+        }
+        lines = [b"* FLAGS " + flag_list(self.known_flags())]
+        if self.readwrite:
+            lines.append(b"* OK [PERMANENTFLAGS " + flag_list(self.permanent_flags()) + b"] Flags permitted")
+        for seq, uid in enumerate(self.uids, 1):
+            record = self.records[uid]
+            if slots.intersection(record.letters) and self._reported.get(uid) == (record.letters, uid in self.recent):
+                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
         return lines
 
     def _ghosts(self, current: dict[int, MessageRecord], allow_expunge: bool) -> bool:

@@ -173,7 +173,7 @@ def delivery_status(
             [
                 f"Reporting-MTA: dns; {reporting_mta}",
                 f"X-Mailserver-Queue-ID: {queue_id}",
-                f"X-Mailserver-Sender: rfc822; {_clean(sender)}",
+                f"X-Mailserver-Sender: rfc822; {_clean(sender)}".rstrip(),
                 f"Arrival-Date: {email.utils.formatdate(arrival, localtime=True)}",
             ]
         )

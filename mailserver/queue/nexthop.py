@@ -122,21 +122,27 @@ def parse_sasl_passwords(text: str, source: str = "smtp_sasl_password_maps") -> 
     return table
 
 
-def load_sasl_passwords(spec: str) -> dict[str, tuple[str, str]]:
+def load_sasl_passwords(spec) -> dict[str, tuple[str, str]]:
     """
-    Read the file named by C{smtp_sasl_password_maps} (blocking; call at start-up).
+    Read the files named by C{smtp_sasl_password_maps} (blocking; call at start-up).
 
-    A Postfix map type prefix (C{hash:}, C{texthash:} ...) is dropped: the
-    text source file is read.  Empty C{spec}: no passwords.
+    C{spec} is the configured value: a string (C{"hash:/etc/sasl_passwd"},
+    several separated by commas or spaces) or a sequence of table
+    references (objects with a C{path}, or such strings).  A Postfix map
+    type prefix is dropped: the text source file is read.  When several
+    tables hold a key, the first wins, as Postfix searches them in order.
     """
-    spec = spec.strip()
-    if not spec:
-        return {}
-    kind, sep, path = spec.partition(":")
-    if sep and kind.isalpha() and not path.startswith("//"):
-        spec = path
-    with open(spec, encoding="utf-8") as f:
-        return parse_sasl_passwords(f.read(), spec)
+    items = spec.replace(",", " ").split() if isinstance(spec, str) else list(spec or ())
+    table: dict[str, tuple[str, str]] = {}
+    for item in items:
+        path = getattr(item, "path", item)
+        kind, sep, rest = path.partition(":")
+        if sep and kind.isalpha() and not rest.startswith("//"):
+            path = rest
+        with open(path, encoding="utf-8") as f:
+            for key, value in parse_sasl_passwords(f.read(), path).items():
+                table.setdefault(key, value)
+    return table
 
 
 def credentials_for(

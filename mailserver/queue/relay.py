@@ -300,8 +300,7 @@ class Relay:
             credentials=credentials_for(self._passwords, nexthop, host.name),
             reply_timeout=self.reply_timeout,
         )
-        endpoint_type = TCP6ClientEndpoint if ":" in host.address else TCP4ClientEndpoint
-        endpoint = endpoint_type(self._reactor, host.address, host.port, timeout=self.connect_timeout)
+        endpoint = self.endpoint_for(host.name, host.address, host.port)
         try:
             await endpoint.connect(_OneProtocol(session))
         except Exception as e:  # refused, unreachable, timed out: try the next host
@@ -309,6 +308,11 @@ class Relay:
                 failure=(False, "4.4.1", f"connect to {host.label}:{host.port}: {_reason(e)}", "")
             )
         return await session.done
+
+    def endpoint_for(self, name: str, address: str, port: int):
+        """The client endpoint for one connection to C{name} at C{address} (a hook for tests)."""
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        return endpoint_type(self._reactor, address, port, timeout=self.connect_timeout)
 
     # -- DNS -------------------------------------------------------------------
 

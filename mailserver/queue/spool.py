@@ -91,15 +91,15 @@ class _QueueIds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counter = secrets.randbelow(0x100)
+        self._counter = secrets.randbelow(0x10000)
 
     def __call__(self, now: float) -> str:
         with self._lock:
-            self._counter = (self._counter + 1) & 0xFF
+            self._counter = (self._counter + 1) & 0xFFFF
             counter = self._counter
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000) & 0xFFFFF
-        return f"{seconds & 0xFFFFF:05X}{micros:05X}{counter:02X}"
+        return f"{seconds & 0xFFFFF:05X}{micros:05X}{counter:04X}"
 
 
 _new_queue_id = _QueueIds()

@@ -19,6 +19,7 @@ through, which the real pattern then rejects).
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Sequence
 
 try:  # Python 3.11+: the parser behind re.compile, and its opcodes.
@@ -69,7 +70,9 @@ def required_literals(regex: re.Pattern[str]) -> tuple[tuple[str, ...], bool] | 
     if _sre_parse is None:
         return None
     try:
-        parsed = _sre_parse.parse(regex.pattern, regex.flags)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. FutureWarning "possible nested set"
+            parsed = _sre_parse.parse(regex.pattern, regex.flags)
     except (re.error, RecursionError, OverflowError, TypeError, ValueError):
         return None
     ignore_case = bool(parsed.state.flags & re.IGNORECASE)

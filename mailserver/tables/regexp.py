@@ -23,6 +23,7 @@ one C-level search, whatever the number of rules.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -46,6 +47,9 @@ _IF = re.compile(r"(?i)if(?![A-Za-z0-9])")
 _ENDIF = re.compile(r"(?i)endif(?![A-Za-z0-9])")
 _ACTION = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
 _NEVER = re.compile(r"(?!)")
+_POSIX_CLASS = re.compile(r"\[:(?:alnum|alpha|blank|cntrl|digit|graph|lower|print|punct|space|upper|xdigit):\]")
+_GNU_WORD_EDGE = re.compile(r"(?<!\\)(?:\\\\)*\\[<>]")
+_PCRE_ONLY = re.compile(r"(?<!\\)(?:\\\\)*(\\[pPQEKRhHvVzXCGN]|\(\?R\)|\(\?\||\(\?<\w+>)")
 
 
 @dataclass(frozen=True)
@@ -236,10 +240,32 @@ def _compile(pattern: str, flag_text: str) -> tuple[re.Pattern[str], str] | str:
     for char in active:
         bits |= _FLAG_BITS[char]
     try:
-        regex = re.compile(pattern, bits)
+        with warnings.catch_warnings():
+            # re warns about "[[" (possible nested set): reported by portability_warnings.
+            warnings.simplefilter("ignore")
+            regex = re.compile(pattern, bits)
     except (re.error, RecursionError, OverflowError) as error:
-        return f"pattern /{pattern}/ does not compile: {error}"
+        pcre = _PCRE_ONLY.search(pattern)
+        hint = f" ({pcre.group(1)} is PCRE syntax that Python re does not support)" if pcre else ""
+        return f"pattern /{pattern}/ does not compile: {error}{hint}"
     return regex, "".join(c for c in "imsx" if c in active)
+
+
+def portability_warnings(pattern: str) -> list[str]:
+    """
+    POSIX and PCRE syntax that Python's C{re} reads differently, so a rule
+    copied from a Postfix table silently matches something else.
+    """
+    found = []
+    posix_class = _POSIX_CLASS.search(pattern)
+    if posix_class:
+        found.append(
+            f"POSIX class {posix_class.group(0)!r} is not supported by Python re "
+            "(it is a set of characters here): use [a-z], \\d, \\s or \\w"
+        )
+    if _GNU_WORD_EDGE.search(pattern):
+        found.append("\\< and \\> match a literal < and > here: use \\b for a word boundary")
+    return found
 
 
 def empty_alternatives(pattern: str, verbose: bool = False) -> bool:
@@ -374,6 +400,8 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
                 _open_broken_if(program, open_ifs, number)
             continue
         regex, flags = compiled
+        for warning in portability_warnings(pattern):
+            problem(number, f"pattern /{pattern}/: {warning}", "warning")
         if empty_alternatives(pattern, "x" in flags):
             problem(
                 number,

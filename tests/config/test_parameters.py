@@ -441,6 +441,7 @@ virtual_alias_maps = texthash:/etc/mailserver/virtual
 allow_mail_to_files = alias
 allow_mail_to_commands =
 default_privs = mail
+command_time_limit = 2m
 header_checks = regexp:/etc/mailserver/header_checks
 mime_header_checks = pcre:mime_header_checks
 nested_header_checks =
@@ -513,6 +514,7 @@ FULL_EXPECTED = {
     "allow_mail_to_files": ("alias",),
     "allow_mail_to_commands": (),
     "default_privs": "mail",
+    "command_time_limit": 120,
     "header_checks": (TableRef("regexp", "/etc/mailserver/header_checks"),),
     "mime_header_checks": (TableRef("pcre", "/etc/mailserver/mime_header_checks"),),
     "nested_header_checks": (),

@@ -146,6 +146,10 @@ class WalkTests(SynchronousTestCase):
         self.assertEqual(message[headers[0].start : headers[0].end], b"Subject: one\r\n two\r\n")
         self.assertEqual(headers[0].value, " one two")
         self.assertEqual(line_end(message, headers[0].end), b"\r\n")
+        [end] = [e for e in walk(message) if isinstance(e, HeaderEnd)]
+        self.assertEqual(message[end.start : end.end], b"\r\n")
+        [end] = [e for e in walk(b"Subject: x\nnot a header\n") if isinstance(e, HeaderEnd)]
+        self.assertEqual(end.start, end.end)
         self.assertEqual(line_end(b"a\nb", 2), b"\n")
         self.assertEqual(line_end(b"a\nb", 3), b"")
 

@@ -155,3 +155,56 @@ class LoopbackSMTPTests(TestCase):
                 self.assertTrue(matches, f"{path} not stored byte-identical")
 
         return deferToThread(send).addCallback(check)
+
+
+class SubmissionTests(TestCase):
+    """Submission (587): AUTH before MAIL; over loopback PLAIN/LOGIN are allowed without TLS."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.server = RunningServer(self, listeners=("submission_listen",))
+        return self.server.start()
+
+    def submission(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.server.ports["submission_listen"], timeout=30)
+
+    def test_mail_before_auth_refused(self):
+        def send():
+            with self.submission() as client:
+                client.ehlo("c")
+                return client.mail("alice@example.com")
+
+        return deferToThread(send).addCallback(
+            lambda reply: self.assertEqual(reply, (530, b"5.7.0 Authentication required")))
+
+    def test_auth_then_send(self):
+        def send():
+            with self.submission() as client:
+                client.ehlo("c")
+                features = client.esmtp_features.get("auth", "")
+                code, _ = client.login("alice@example.com", "secret")
+                client.sendmail("alice@example.com", ["bob@example.com"], b"Subject: s\r\n\r\nx\r\n")
+                return features, code
+
+        def check(result):
+            features, code = result
+            self.assertIn("PLAIN", features)
+            self.assertEqual(code, 235)
+            [stored] = self.server.messages("bob")
+            self.assertIn(b"with ESMTPA id", stored)
+
+        return deferToThread(send).addCallback(check)
+
+    def test_bad_password(self):
+        def send():
+            with self.submission() as client:
+                client.ehlo("c")
+                try:
+                    client.login("alice@example.com", "wrong")
+                except smtplib.SMTPAuthenticationError as error:
+                    return error.smtp_code, error.smtp_error
+                return None
+
+        return deferToThread(send).addCallback(
+            lambda result: self.assertEqual(result, (535, b"5.7.8 Authentication failed")))

@@ -237,6 +237,13 @@ class ProblemTests(SynchronousTestCase):
             [(1, "warning", "pattern /^Subject: (free||cheap)/ has an empty alternative, so it matches every line")],
         )
 
+    def test_portability_warnings(self) -> None:
+        problems = problems_of("/^[[:digit:]]+$/ WARN\n/\\<free\\>/ WARN\n/\\p{Lu}/ WARN\n/a\\\\<b/ WARN\n")
+        self.assertEqual([(line, severity) for line, severity, _ in problems], [(1, "warning"), (2, "warning"), (3, "error")])
+        self.assertIn("POSIX class '[:digit:]' is not supported", problems[0][2])
+        self.assertIn("use \\b for a word boundary", problems[1][2])
+        self.assertIn("\\p is PCRE syntax", problems[2][2])
+
     def test_warnings_keep_the_rule(self) -> None:
         parsed, problems = parse_regexp_table("/a/ DUNNO extra\n/b/ PREPEND no header\nif /c/ REJECT\nendif\n", "f")
         self.assertEqual([(p.line, p.severity) for p in problems], [(1, "warning"), (2, "warning"), (3, "warning")])
@@ -290,6 +297,11 @@ class PrefilterTests(SynchronousTestCase):
             expected = chr(extra.get(unicode_tolower(code), unicode_tolower(code)))
             if fold(chr(code)) != expected:
                 bad.append(hex(code))
+        # Every equivalence re.IGNORECASE adds folds to one character.
+        for code, others in prefilter_module._EXTRA_CASES.items():
+            for other in others:
+                if fold(chr(code)) != fold(chr(other)):
+                    bad.append((hex(code), hex(other)))
         self.assertEqual(bad, [])
 
     def test_tricky_case_insensitive_matches_are_not_hidden(self) -> None:

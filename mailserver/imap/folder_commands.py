@@ -1,0 +1,239 @@
+"""
+IMAP commands on mailboxes (authenticated state): SELECT, EXAMINE, CREATE,
+DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND.
+
+Each handler is C{async def handler(server, command) -> OK text}; raising
+L{syntax.ParseError} gives BAD, L{Refused} or a C{FolderError} gives NO.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailserver.imap.replies import Refused
+from mailserver.imap.syntax import Command, ParseError
+from mailserver.imap.wire import astring, flag_list, quoted
+from mailserver.store import flags as flagmod
+from mailserver.store.folders import DELIMITER, FolderNameError, FolderNotFoundError, mutf7_decode, mutf7_encode
+
+if TYPE_CHECKING:
+    from mailserver.imap.server import IMAPServer
+
+AUTHED = frozenset({"auth", "select"})
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+
+def decode_name(raw: bytes, pattern: bool = False) -> str:
+    """A mailbox name from the wire: modified UTF-7 (or UTF-8 from lax clients)."""
+    if not raw.isascii():
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FolderNameError("mailbox name is neither modified UTF-7 nor UTF-8") from None
+    return mutf7_decode(raw.decode("ascii"))
+
+
+def encode_name(name: str) -> bytes:
+    return astring(mutf7_encode(name).encode("ascii"))
+
+
+def read_mailbox(cmd: Command) -> str:
+    return decode_name(cmd.args.astring("mailbox name"))
+
+
+# ---------------------------------------------------------------- SELECT / EXAMINE
+
+
+async def _select(server: "IMAPServer", cmd: Command, readwrite: bool) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.end()
+    if server.selected is not None:
+        server.set_selected(None)
+        server.untagged(b"OK [CLOSED] Previous mailbox closed")
+    mailbox = await server.account.select_folder(name, readwrite)
+    flags = mailbox.known_flags()
+    server.untagged(b"FLAGS " + flag_list(flags))
+    permanent = mailbox.permanent_flags() if readwrite else []
+    server.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
+    server.untagged(b"%d EXISTS" % mailbox.exists)
+    server.untagged(b"%d RECENT" % mailbox.recent_count)
+    unseen = mailbox.first_unseen()
+    if unseen is not None:
+        server.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
+    server.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
+    server.untagged(b"OK [UIDNEXT %d] Predicted next UID" % mailbox.getUIDNext())
+    server.set_selected(mailbox)
+    mode = b"READ-WRITE" if readwrite else b"READ-ONLY"
+    return b"[" + mode + b"] " + cmd.name.encode() + b" completed"
+
+
+async def select(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _select(server, cmd, True)
+
+
+async def examine(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _select(server, cmd, False)
+
+
+# ---------------------------------------------------------------- CREATE / DELETE / RENAME
+
+
+async def create(server: "IMAPServer", cmd: Command) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.end()
+    await server.account.create_folder(name)
+    return b"CREATE completed"
+
+
+async def delete(server: "IMAPServer", cmd: Command) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.end()
+    account = server.account
+    path = account.folders.path(name)
+    await account.delete_folder(name)
+    if server.selected is not None and server.selected.index.path == path:
+        server.set_selected(None)
+        server.untagged(b"OK [CLOSED] Selected mailbox deleted")
+    return b"DELETE completed"
+
+
+async def rename(server: "IMAPServer", cmd: Command) -> bytes:
+    old = read_mailbox(cmd)
+    cmd.args.sp()
+    new = read_mailbox(cmd)
+    cmd.args.end()
+    account = server.account
+    moves = await account.rename_folder(old, new)
+    if server.selected is not None:
+        moved = {account.folders.path(source) for source, _ in moves}
+        if server.selected.index.path in moved:
+            server.set_selected(None)
+            server.untagged(b"OK [CLOSED] Selected mailbox renamed")
+    return b"RENAME completed"
+
+
+# ---------------------------------------------------------------- subscriptions and listing
+
+
+async def subscribe(server: "IMAPServer", cmd: Command) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.end()
+    await server.account.subscribe_folder(name)
+    return b"SUBSCRIBE completed"
+
+
+async def unsubscribe(server: "IMAPServer", cmd: Command) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.end()
+    await server.account.unsubscribe_folder(name)
+    return b"UNSUBSCRIBE completed"
+
+
+async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
+    reference = decode_name(cmd.args.astring("reference"))
+    cmd.args.sp()
+    pattern = decode_name(cmd.args.list_mailbox(), pattern=True)
+    cmd.args.end()
+    word = b"LSUB" if subscribed else b"LIST"
+    if not pattern and not subscribed:
+        server.untagged(b'LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
+        return b"LIST completed"
+    entries = await server.account.list(reference, pattern, subscribed)
+    lines = [
+        b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" " + encode_name(name)
+        for name, attrs in entries
+    ]
+    server.send_lines(lines)
+    return word + b" completed"
+
+
+async def list_(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _list(server, cmd, False)
+
+
+async def lsub(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _list(server, cmd, True)
+
+
+async def status(server: "IMAPServer", cmd: Command) -> bytes:
+    name = read_mailbox(cmd)
+    cmd.args.sp()
+    cmd.args.expect(b"(")
+    items = [cmd.args.atom("status item").upper()]
+    while not cmd.args.maybe(b")"):
+        cmd.args.sp()
+        items.append(cmd.args.atom("status item").upper())
+    cmd.args.end()
+    for item in items:
+        if item not in _STATUS_ITEMS:
+            raise ParseError(f"unknown STATUS item {item}")
+    snap = await server.account.status(name)
+    values = {
+        "MESSAGES": len(snap.records),
+        "RECENT": snap.recent,
+        "UIDNEXT": snap.uidnext,
+        "UIDVALIDITY": snap.uidvalidity,
+        "UNSEEN": snap.unseen,
+    }
+    pairs = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in dict.fromkeys(items))
+    server.untagged(b"STATUS " + encode_name(name) + b" (" + pairs + b")")
+    return b"STATUS completed"
+
+
+# ---------------------------------------------------------------- APPEND
+
+
+def check_flags(flags: list[str]) -> list[str]:
+    """Flags a client may set: known system flags and valid keywords (\\Recent is dropped)."""
+    out = []
+    for flag in flags:
+        canonical = flagmod.canonical_flag(flag)
+        if canonical == flagmod.RECENT:
+            continue
+        if flagmod.is_system_flag(canonical):
+            if canonical not in flagmod.SYSTEM_FLAGS:
+                raise ParseError(f"unknown system flag {flag}")
+        elif not flagmod.is_valid_keyword(canonical):
+            raise ParseError(f"invalid keyword {flag}")
+        out.append(canonical)
+    return out
+
+
+async def append(server: "IMAPServer", cmd: Command) -> bytes:
+    args = cmd.args
+    name = read_mailbox(cmd)
+    args.sp()
+    flags: list[str] = []
+    if args.peek() == b"(":
+        flags = check_flags(args.flag_list())
+        args.sp()
+    date = None
+    if args.peek() == b'"':
+        date = args.datetime()
+        args.sp()
+    if not args.is_literal_next():
+        raise ParseError("APPEND needs the message as a literal")
+    data = args.take_literal()
+    args.end()
+    if not data:
+        raise Refused("Empty messages are not stored", "CANNOT")
+    try:
+        uidvalidity, uid = await server.account.append(name, data, flags, date)
+    except FolderNotFoundError:
+        raise Refused("Mailbox does not exist", "TRYCREATE") from None
+    return b"[APPENDUID %d %d] APPEND completed" % (uidvalidity, uid)
+
+
+COMMANDS = {
+    "SELECT": (select, AUTHED),
+    "EXAMINE": (examine, AUTHED),
+    "CREATE": (create, AUTHED),
+    "DELETE": (delete, AUTHED),
+    "RENAME": (rename, AUTHED),
+    "SUBSCRIBE": (subscribe, AUTHED),
+    "UNSUBSCRIBE": (unsubscribe, AUTHED),
+    "LIST": (list_, AUTHED),
+    "LSUB": (lsub, AUTHED),
+    "STATUS": (status, AUTHED),
+    "APPEND": (append, AUTHED),
+}

@@ -1,0 +1,259 @@
+"""
+IMAP commands on the selected mailbox: CHECK, CLOSE, UNSELECT, EXPUNGE,
+SEARCH, FETCH, STORE, COPY, MOVE (each also as UID command where RFC 3501,
+4315 and 6851 define one).
+
+FETCH renders from the folder index; message text is read in the thread
+pool in batches of about L{BATCH_BYTES}, and writing waits whenever the
+transport's buffer is full, so a full-body FETCH of a big folder neither
+blocks the reactor nor piles the folder up in memory.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailserver.imap import fetch as fetching
+from mailserver.imap import search as searching
+from mailserver.imap.folder_commands import check_flags, read_mailbox
+from mailserver.imap.replies import Refused
+from mailserver.imap.syntax import Command, ParseError, parse_fetch_items
+from mailserver.imap.wire import flag_list, sequence_set
+from mailserver.store.folders import FolderNotFoundError
+from mailserver.store.index import transfer
+
+if TYPE_CHECKING:
+    from mailserver.imap.server import IMAPServer
+
+SELECTED = frozenset({"select"})
+#: Bytes of message text read per thread-pool round trip during FETCH.
+BATCH_BYTES = 2 * 1024 * 1024
+BATCH_MESSAGES = 500
+
+
+def _writable(server: "IMAPServer") -> None:
+    if not server.selected.readwrite:
+        raise Refused("Mailbox is read-only", "READ-ONLY")
+
+
+async def check(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    return b"CHECK completed"
+
+
+async def close(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    mailbox = server.selected
+    server.set_selected(None)
+    if mailbox.readwrite:
+        removed = await server.account.run(mailbox.index.expunge)
+        if removed:
+            server.account.changed(mailbox.name)
+    return b"CLOSE completed"
+
+
+async def unselect(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    server.set_selected(None)
+    return b"UNSELECT completed"
+
+
+async def expunge(server: "IMAPServer", cmd: Command) -> bytes:
+    uids = None
+    if cmd.uid:
+        messages = cmd.args.seqset()
+        uids = [uid for _, uid in server.selected.select(messages, True)]
+    cmd.args.end()
+    _writable(server)
+    mailbox = server.selected
+    removed = await server.account.run(mailbox.index.expunge, uids)
+    if removed:
+        server.account.changed(mailbox.name)
+    return b"EXPUNGE completed"
+
+
+# ---------------------------------------------------------------- SEARCH
+
+
+async def search(server: "IMAPServer", cmd: Command) -> bytes:
+    _, tree = searching.parse_search(cmd.args)
+    mailbox = server.selected
+    index = mailbox.index
+    facts = []
+    for seq, uid in enumerate(mailbox.uids, 1):
+        record = mailbox.records[uid]
+        facts.append(
+            searching.Facts(seq, uid, mailbox.flags(uid), record.mtime, record.vsize, record.summary,
+                            (lambda u=uid: index.read(u)))
+        )
+    ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0)
+    if searching.needs_content(tree):
+        found = await server.account.run(searching.search, tree, facts, ctx)
+    else:
+        found = searching.search(tree, facts, ctx)
+    numbers = [f.uid if cmd.uid else f.seq for f in found]
+    server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+    return b"SEARCH completed"
+
+
+# ---------------------------------------------------------------- FETCH
+
+
+async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
+    messages = cmd.args.seqset()
+    cmd.args.sp()
+    items = parse_fetch_items(cmd.args)
+    cmd.args.end()
+    mailbox = server.selected
+    chosen = mailbox.select(messages, cmd.uid)
+    marked: set[int] = set()
+    if fetching.sets_seen(items) and mailbox.readwrite:
+        unseen = [uid for _, uid in chosen if uid in mailbox.records and "S" not in mailbox.records[uid].letters]
+        if unseen:
+            changed = await server.account.run(mailbox.index.store, unseen, ["\\Seen"], 1)
+            marked = set(changed)
+            server.account.changed(mailbox.name)
+    renderer = fetching.Renderer(items, cmd.uid)
+    content = fetching.needs_content(items)
+    throttle = server.start_throttle()
+    missing = False
+    try:
+        for batch in _batches(mailbox, chosen, content):
+            texts: dict[int, bytes | None] = {}
+            if content:
+                texts = await server.account.run(_read_batch, mailbox.index, [uid for _, uid in batch])
+            out = []
+            for seq, uid in batch:
+                if uid in marked:
+                    mailbox.note_reported(uid)
+                record = mailbox.records.get(uid)
+                data = texts.get(uid) if content else None
+                if content and data is None:
+                    missing = True
+                    continue
+                out.append(renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked) + b"\r\n")
+            server.transport.writeSequence(out)
+            server.resetTimeout()
+            await throttle.wait()
+    finally:
+        server.stop_throttle()
+    if missing:
+        raise Refused("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return b"FETCH completed"
+
+
+def _batches(mailbox, chosen: list[tuple[int, int]], content: bool):
+    if not content:
+        for i in range(0, len(chosen), 2000):
+            yield chosen[i:i + 2000]
+        return
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for seq, uid in chosen:
+        batch.append((seq, uid))
+        size += mailbox.records[uid].size
+        if size >= BATCH_BYTES or len(batch) >= BATCH_MESSAGES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _read_batch(index, uids: list[int]) -> dict[int, bytes | None]:
+    return {uid: index.read(uid) for uid in uids}
+
+
+# ---------------------------------------------------------------- STORE
+
+
+async def store(server: "IMAPServer", cmd: Command) -> bytes:
+    messages = cmd.args.seqset()
+    cmd.args.sp()
+    action = cmd.args.atom("store action").upper()
+    silent = action.endswith(".SILENT")
+    base = action[:-7] if silent else action
+    modes = {"FLAGS": 0, "+FLAGS": 1, "-FLAGS": -1}
+    if base not in modes:
+        raise ParseError(f"unknown STORE action {action}")
+    cmd.args.sp()
+    flags = check_flags(cmd.args.flag_list())
+    cmd.args.end()
+    mailbox = server.selected
+    chosen = mailbox.select(messages, cmd.uid)
+    _writable(server)
+    if not chosen:
+        return b"STORE completed"
+    changed = await server.account.run(mailbox.index.store, [uid for _, uid in chosen], flags, modes[base])
+    lines = mailbox.adopt_keywords(mailbox.index.snapshot.keywords)
+    for seq, uid in chosen:
+        if uid not in changed:
+            continue
+        mailbox.note_reported(uid)
+        if not silent:
+            uid_part = b"UID %d " % uid if cmd.uid else b""
+            lines.append(b"* %d FETCH (%sFLAGS %s)" % (seq, uid_part, flag_list(mailbox.flags(uid))))
+    server.send_lines(lines)
+    server.account.changed(mailbox.name)
+    return b"STORE completed"
+
+
+# ---------------------------------------------------------------- COPY / MOVE
+
+
+async def _transfer(server: "IMAPServer", cmd: Command, move: bool) -> bytes:
+    messages = cmd.args.seqset()
+    cmd.args.sp()
+    target_name = read_mailbox(cmd)
+    cmd.args.end()
+    mailbox = server.selected
+    chosen = mailbox.select(messages, cmd.uid)
+    if move:
+        _writable(server)
+    account = server.account
+    exists = await account.run(account.folders.exists, target_name)
+    if not exists:
+        raise Refused("Mailbox does not exist", "TRYCREATE")
+    word = b"MOVE" if move else b"COPY"
+    if not chosen:
+        return word + b" completed"
+    target = account.index(target_name)
+    try:
+        pairs = await account.run(transfer, mailbox.index, [uid for _, uid in chosen], target, move)
+    except FileNotFoundError:
+        raise FolderNotFoundError("mailbox vanished") from None
+    account.changed(target_name)
+    if move:
+        account.changed(mailbox.name)
+    if not pairs:
+        return word + b" completed"
+    code = b"[COPYUID %d %s %s]" % (
+        target.snapshot.uidvalidity,
+        sequence_set([p[0] for p in pairs]),
+        sequence_set([p[1] for p in pairs]),
+    )
+    if move:
+        server.untagged(b"OK " + code + b" Moved")
+        return b"MOVE completed"
+    return code + b" COPY completed"
+
+
+async def copy(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _transfer(server, cmd, False)
+
+
+async def move(server: "IMAPServer", cmd: Command) -> bytes:
+    return await _transfer(server, cmd, True)
+
+
+COMMANDS = {
+    "CHECK": (check, SELECTED),
+    "CLOSE": (close, SELECTED),
+    "UNSELECT": (unselect, SELECTED),
+    "EXPUNGE": (expunge, SELECTED),
+    "SEARCH": (search, SELECTED),
+    "FETCH": (fetch, SELECTED),
+    "STORE": (store, SELECTED),
+    "COPY": (copy, SELECTED),
+    "MOVE": (move, SELECTED),
+}
+

@@ -1,0 +1,648 @@
+"""
+The IMAP4rev1 server: twisted.mail's C{IMAP4Server}, subclassed once.
+
+We keep twisted's connection handling (greeting, timeouts, raw-mode
+literal reading, SASL challengers, avatar/logout bookkeeping) and replace
+its command layer, which cannot read literals outside a few arguments, has
+no LITERAL+, UIDPLUS, MOVE or ENABLE, and sends EXPUNGE at any time:
+
+- a command line and its literals are collected first (L{parse_command}),
+  a literal over the limit being refused before it is read, then parsed by
+  L{syntax.Reader} and run by a handler from C{folder_commands},
+  C{message_commands} or this module;
+- while a command runs, input is paused, so pipelined commands wait and
+  literals of the next command are never mistaken for lines;
+- before each tagged OK in the selected state the session syncs its view
+  of the folder (EXPUNGE only where RFC 3501 7.4.1 allows it);
+- failed logins are logged with the peer address and answered after a
+  delay (L{LoginGuard}).
+
+Disk work happens in the thread pool (see C{mailserver.imap.account});
+small FETCH items come straight from the folder index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Awaitable, Callable
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.mail.imap4 import IAccount
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+import mailserver
+from mailserver.imap import folder_commands, message_commands
+from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
+from mailserver.imap.replies import Refused, reply_text as _text
+from mailserver.imap.search import BadCharset, CHARSETS
+from mailserver.imap.syntax import Command, Literal, ParseError, Reader
+from mailserver.store.flags import FlagError
+from mailserver.store.folders import FolderError
+
+log = Logger()
+
+_LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\Z")
+_TAG_BAD = frozenset(b'(){ %*"\\+') | frozenset(range(0x20)) | {0x7F}
+
+#: Default limits (Dovecot's imap_max_line_length is 64k; APPEND up to 50 MiB).
+LITERAL_LIMIT = 50 * 1024 * 1024
+STRING_LITERAL_LIMIT = 64 * 1024
+COMMAND_LIMIT = 256 * 1024
+IDLE_TIMEOUT = 30 * 60
+PREAUTH_TIMEOUT = 60
+LOGIN_FAILURE_DELAY = 2.0
+
+
+class _LiteralReader:
+    """Collects one literal in raw mode (twisted's rawDataReceived calls write)."""
+
+    def __init__(self, size: int, done: Callable[[bytes], None]) -> None:
+        self.remaining = size
+        self.chunks: list[bytes] = []
+        self._done = done
+
+    def write(self, data: bytes) -> bytes | None:
+        if len(data) < self.remaining:
+            self.chunks.append(data)
+            self.remaining -= len(data)
+            return None
+        self.chunks.append(data[:self.remaining])
+        rest = data[self.remaining:]
+        self.remaining = 0
+        self._done(b"".join(self.chunks))
+        return rest
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """Registered on the transport during big responses: tells us when to stop writing."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._waiting: Deferred | None = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def wait(self) -> Deferred:
+        if not self.paused:
+            d: Deferred = Deferred()
+            d.callback(None)
+            return d
+        self._waiting = Deferred()
+        return self._waiting
+
+
+class LoginGuard:
+    """
+    A portal wrapper for one connection: logs failures with the peer
+    address, delays their answer, and opens the account (folder set-up in
+    a thread) before a success is reported.
+    """
+
+    def __init__(self, portal: Any, clock: Any, delay: float, peer: str) -> None:
+        self._portal = portal
+        self._clock = clock
+        self._delay = delay
+        self._peer = peer
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred:
+        return Deferred.fromCoroutine(self._login(credentials, mind, interfaces))
+
+    async def _login(self, credentials: Any, mind: Any, interfaces: tuple) -> Any:
+        user = _printable(getattr(credentials, "username", b"") or b"")
+        try:
+            result = await self._portal.login(credentials, mind, *interfaces)
+        except UnauthorizedLogin:
+            log.info("imap: login failed for {user} from {peer}", user=user, peer=self._peer)
+            if self._delay > 0:
+                await deferLater(self._clock, self._delay, lambda: None)
+            raise
+        interface, avatar, logout = result
+        opener = getattr(avatar, "open", None)
+        if opener is not None:
+            try:
+                await opener()
+            except Exception:
+                logout()
+                raise
+        log.info("imap: login of {user} from {peer}", user=user, peer=self._peer)
+        return result
+
+
+def _printable(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "?" for c in value[:256])
+
+
+Handler = Callable[["IMAPServer", Command], Awaitable[bytes | None]]
+ANY = frozenset({"unauth", "auth", "select"})
+AUTHED = frozenset({"auth", "select"})
+SELECTED = frozenset({"select"})
+
+
+class IMAPServer(imap4.IMAP4Server):
+    """One IMAP connection."""
+
+    IDENT = b"mailserver IMAP4rev1 ready"
+    MAX_LENGTH = 65536  # longest command line (without literals)
+
+    def __init__(
+        self,
+        notifier: Any = None,
+        clock: Any = None,
+        timeout: int = IDLE_TIMEOUT,
+        literal_limit: int = LITERAL_LIMIT,
+        string_literal_limit: int = STRING_LITERAL_LIMIT,
+        context_factory: Any = None,
+        preauth_timeout: int = PREAUTH_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            chal={b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials},
+            contextFactory=context_factory,
+        )
+        self.notifier = notifier
+        self.clock = clock
+        self.timeOut = preauth_timeout
+        self.POSTAUTH_TIMEOUT = timeout
+        self.literal_limit = literal_limit
+        self.string_literal_limit = string_literal_limit
+        self.selected: SelectedMailbox | None = None
+        self._segments: list[bytes] = []
+        self._command_size = 0
+        self._line_waiter: Deferred | None = None
+        self._idling = False
+        self._idle_unsubscribe: Callable[[], None] | None = None
+        self._busy = False
+        self.enabled: set[str] = set()
+        self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(_BASE_COMMANDS)
+        self.commands.update(folder_commands.COMMANDS)
+        self.commands.update(message_commands.COMMANDS)
+
+    # ------------------------------------------------------------ capabilities
+
+    def listCapabilities(self) -> list[bytes]:
+        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
+                b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT",
+                b"APPENDLIMIT=%d" % self.literal_limit]
+        if self.state == "unauth":
+            caps += [b"AUTH=PLAIN", b"AUTH=LOGIN"]
+            if self.ctx and self.canStartTLS and not self.startedTLS:
+                caps.append(b"STARTTLS")
+        return caps
+
+    # ------------------------------------------------------------ reading commands
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.sendLine(b"* BYE Command line too long")
+        self.transport.loseConnection()
+
+    def parse_command(self, line: bytes) -> None:
+        self._segments = []
+        self._command_size = 0
+        self._continue_command(line)
+
+    def parse_literal(self, line: bytes) -> None:
+        """The rest of a command line after a literal."""
+        self._continue_command(line)
+
+    def _continue_command(self, line: bytes) -> None:
+        self._command_size += len(line)
+        match = _LITERAL.search(line)
+        if match is None:
+            self._segments.append(line)
+            self.parseState = "command"
+            self._execute(self._segments)
+            return
+        self._segments.append(line[:match.start()])
+        size = int(match.group(1))
+        synchronizing = not match.group(2)
+        first = self._segments[0]
+        words = first.split(b" ", 3)
+        tag = words[0]
+        is_append = len(words) > 1 and words[1].upper() == b"APPEND"
+        limit = self.literal_limit if is_append else self.string_literal_limit
+        self._command_size += size
+        if size > limit or (not is_append and self._command_size > COMMAND_LIMIT):
+            self.parseState = "command"
+            if not synchronizing:
+                self.sendBadResponse(tag, b"Literal too big (limit %d octets)" % limit)
+                self.sendLine(b"* BYE Too much data")
+                self.transport.loseConnection()
+            elif is_append:
+                self.sendNegativeResponse(tag, b"[TOOBIG] Message too big (limit %d octets)" % limit)
+            else:
+                self.sendBadResponse(tag, b"Literal too big (limit %d octets)" % limit)
+            return
+        if synchronizing:
+            self.sendContinuationRequest(b"Ready for literal data")
+        self.parseState = "literal"
+
+        def done(data: bytes) -> None:
+            self._segments.append(Literal(data))
+
+        self._pendingLiteral = _LiteralReader(size, done)
+        if size == 0:
+            self._pendingLiteral.write(b"")
+        else:
+            self.setRawMode()
+
+    def _execute(self, segments: list[bytes]) -> None:
+        first = segments[0]
+        if not first.strip() and len(segments) == 1:
+            self.sendBadResponse(None, b"Empty command line")
+            return
+        tag, _, rest = first.partition(b" ")
+        if not tag or any(b in _TAG_BAD for b in tag):
+            self.sendBadResponse(None, b"Invalid tag")
+            return
+        name_bytes, _, rest = rest.partition(b" ")
+        name = name_bytes.decode("ascii", "replace").upper()
+        if not name:
+            self.sendBadResponse(tag, b"Missing command")
+            return
+        reader = Reader([rest] + segments[1:])
+        command = Command(tag, name, reader)
+        if name == "UID":
+            try:
+                sub = reader.atom("UID command").upper()
+                if sub not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+                    raise ParseError(f"unknown UID command {sub}")
+                if not reader.at_end():
+                    reader.sp()
+            except ParseError as e:
+                self.sendBadResponse(tag, str(e).encode())
+                return
+            command = Command(tag, sub, reader, uid=True)
+        entry = self.commands.get(command.name)
+        if entry is None:
+            self.sendBadResponse(tag, b"Unknown command " + command.name.encode("ascii", "replace")[:40])
+            return
+        handler, states = entry
+        if self.state not in states:
+            why = {"unauth": b"Log in first", "auth": b"No mailbox selected"}.get(self.state, b"Not allowed now")
+            self.sendBadResponse(tag, command.name.encode() + b" not allowed in this state: " + why)
+            return
+        self._busy = True
+        self.pauseProducing()
+        Deferred.fromCoroutine(self._run(handler, command)).addBoth(self._finished)
+
+    def _finished(self, result: Any) -> None:
+        self._busy = False
+        if self.transport is not None and not self.transport.disconnecting:
+            self.resumeProducing()
+
+    async def _run(self, handler: Handler, command: Command) -> None:
+        tag = command.tag
+        try:
+            text = await handler(self, command)
+            if text is None:
+                return
+            if self.selected is not None and command.name not in _NO_SYNC:
+                allow = command.uid or command.name not in ("FETCH", "STORE", "SEARCH")
+                self.send_lines(await self.selected.sync(allow_expunge=allow))
+            self.sendPositiveResponse(tag, text)
+        except ParseError as e:
+            self.sendBadResponse(tag, _text(e))
+        except BadCharset:
+            self.sendNegativeResponse(tag, b"[BADCHARSET (" + " ".join(CHARSETS).encode() + b")] Unsupported charset")
+        except Refused as e:
+            code = b"[" + e.code.encode() + b"] " if e.code else b""
+            self.sendNegativeResponse(tag, code + e.text.encode("utf-8", "replace"))
+        except FolderError as e:
+            code = b"[" + e.code.encode() + b"] " if e.code else b""
+            self.sendNegativeResponse(tag, code + _text(e))
+        except FlagError as e:
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _text(e))
+        except MailboxReset as e:
+            self.sendLine(b"* BYE " + _text(e))
+            self.transport.loseConnection()
+        except UnauthorizedLogin:
+            self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
+        except OSError as e:
+            log.error("imap: {command} failed: {error}", command=command.name, error=e)
+            self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error, see the server log")
+        except Exception:  # the session must survive a bug in one command
+            log.failure("imap: {command} failed", command=command.name)
+            self.sendBadResponse(tag, b"Internal server error")
+
+    # ------------------------------------------------------------ writing
+
+    def send_lines(self, lines: list[bytes]) -> None:
+        if lines:
+            self.transport.writeSequence([line + b"\r\n" for line in lines])
+
+    def untagged(self, line: bytes) -> None:
+        self.sendLine(b"* " + line)
+
+    def start_throttle(self) -> _Throttle:
+        throttle = _Throttle()
+        self.transport.registerProducer(throttle, True)
+        return throttle
+
+    def stop_throttle(self) -> None:
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+
+    # ------------------------------------------------------------ selection
+
+    def set_selected(self, mailbox: SelectedMailbox | None) -> None:
+        self.selected = mailbox
+        self.mbox = mailbox
+        self.state = "select" if mailbox is not None else "auth"
+
+    # ------------------------------------------------------------ IDLE
+
+    def parse_waiting(self, line: bytes) -> None:
+        """A line a running command asked for (DONE after IDLE, a SASL response)."""
+        waiter, self._line_waiter = self._line_waiter, None
+        self.parseState = "command"
+        if waiter is not None:
+            waiter.callback(line)
+
+    def next_line(self) -> Deferred:
+        """Read one line while the current command runs; input pauses again after it."""
+        waiter: Deferred = Deferred()
+        self._line_waiter = waiter
+        self.parseState = "waiting"
+        self.resumeProducing()
+
+        def got(line: bytes) -> bytes:
+            self.pauseProducing()
+            return line
+
+        return waiter.addCallback(got)
+
+    async def idle(self, command: Command) -> bytes | None:
+        command.args.end()
+        self.sendContinuationRequest(b"idling")
+        pending = {"running": False, "again": False}
+
+        def changed(_key: str) -> None:
+            if pending["running"]:
+                pending["again"] = True
+                return
+            pending["running"] = True
+            Deferred.fromCoroutine(self._idle_sync(pending)).addErrback(self._idle_failed)
+
+        if self.selected is not None and self.notifier is not None:
+            self._idle_unsubscribe = self.notifier.subscribe(self.selected.index.path, changed)
+        self._idling = True
+        try:
+            line = await self.next_line()
+        finally:
+            self._idling = False
+            if self._idle_unsubscribe is not None:
+                self._idle_unsubscribe()
+                self._idle_unsubscribe = None
+        if line.strip().upper() != b"DONE":
+            raise ParseError("expected DONE to end IDLE")
+        return b"IDLE terminated"
+
+    async def _idle_sync(self, pending: dict) -> None:
+        try:
+            while True:
+                pending["again"] = False
+                if self.selected is None or not self._idling:
+                    return
+                self.send_lines(await self.selected.sync(allow_expunge=True))
+                if not pending["again"]:
+                    return
+        finally:
+            pending["running"] = False
+
+    def _idle_failed(self, failure: Any) -> None:
+        if failure.check(MailboxReset):
+            self.sendLine(b"* BYE " + _text(failure.value))
+            self.transport.loseConnection()
+            return
+        log.failure("imap: IDLE update failed", failure)
+
+    # ------------------------------------------------------------ connection end
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._idle_unsubscribe is not None:
+            self._idle_unsubscribe()
+            self._idle_unsubscribe = None
+        self.selected = None
+        self.mbox = None
+        super().connectionLost(reason)
+
+
+_NO_SYNC = frozenset({"SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"})
+
+
+# ---------------------------------------------------------------- any-state commands
+
+
+async def _capability(server: IMAPServer, cmd: Command) -> bytes:
+    cmd.args.end()
+    server.untagged(b"CAPABILITY " + b" ".join(server.listCapabilities()))
+    return b"CAPABILITY completed"
+
+
+async def _noop(server: IMAPServer, cmd: Command) -> bytes:
+    cmd.args.end()
+    return b"NOOP completed"
+
+
+async def _logout(server: IMAPServer, cmd: Command) -> None:
+    cmd.args.end()
+    server.untagged(b"BYE Logging out")
+    server.sendPositiveResponse(cmd.tag, b"LOGOUT completed")
+    server.set_selected(None)
+    server.state = "logout"
+    server.transport.loseConnection()
+    return None
+
+
+async def _id(server: IMAPServer, cmd: Command) -> bytes:
+    args = cmd.args
+    fields: list[bytes] = []
+    if args.maybe(b"("):
+        while not args.maybe(b")"):
+            if fields:
+                args.sp()
+            fields.append(args.string("ID field"))
+            args.sp()
+            value = args.atom("ID value") if args.peek().upper() == b"N" else None
+            if value is not None and value.upper() != "NIL":
+                raise ParseError("ID values are strings or NIL")
+            fields.append(b"NIL" if value is not None else args.string("ID value"))
+            if len(fields) > 60:
+                raise ParseError("too many ID fields")
+    else:
+        if args.atom("ID list").upper() != "NIL":
+            raise ParseError("ID takes a list or NIL")
+    args.end()
+    if fields:
+        log.info("imap: client ID {fields}", fields=[_printable(f) for f in fields])
+    version = mailserver.__dict__.get("__version__", "0")
+    server.untagged(b'ID ("name" "mailserver" "version" "' + str(version).encode() + b'")')
+    return b"ID completed"
+
+
+async def _enable(server: IMAPServer, cmd: Command) -> bytes:
+    cmd.args.atom("capability")
+    while not cmd.args.at_end():
+        cmd.args.sp()
+        cmd.args.atom("capability")
+    server.untagged(b"ENABLED")
+    return b"ENABLE completed"
+
+
+async def _namespace(server: IMAPServer, cmd: Command) -> bytes:
+    cmd.args.end()
+    server.untagged(b'NAMESPACE (("" "/")) NIL NIL')
+    return b"NAMESPACE completed"
+
+
+async def _idle(server: IMAPServer, cmd: Command) -> bytes | None:
+    return await server.idle(cmd)
+
+
+async def _login(server: IMAPServer, cmd: Command) -> bytes:
+    user = cmd.args.astring("user name")
+    cmd.args.sp()
+    password = cmd.args.astring("password")
+    cmd.args.end()
+    await _authenticated(server, UsernamePassword(user, password))
+    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
+
+
+async def _authenticated(server: IMAPServer, credentials: Any) -> None:
+    if server.portal is None:
+        raise Refused("Authentication unavailable", "UNAVAILABLE")
+    interface, avatar, logout = await server.portal.login(credentials, None, IAccount)
+    server.account = avatar
+    server._onLogout = logout
+    server.state = "auth"
+    server.setTimeout(server.POSTAUTH_TIMEOUT)
+
+
+async def _authenticate(server: IMAPServer, cmd: Command) -> bytes:
+    mechanism = cmd.args.atom("mechanism").upper().encode()
+    initial = None
+    if not cmd.args.at_end():
+        cmd.args.sp()
+        initial = cmd.args.atom("initial response").encode()
+    cmd.args.end()
+    factory = server.challengers.get(mechanism)
+    if factory is None:
+        raise Refused("Unsupported authentication mechanism", "CANNOT")
+    challenger = factory()
+    while True:
+        if initial is not None:
+            response, initial = (b"" if initial == b"=" else initial), None
+        else:
+            server.sendContinuationRequest(base64.b64encode(challenger.getChallenge()) or None)
+            response = await server.next_line()
+        if response.strip() == b"*":
+            raise ParseError("AUTHENTICATE cancelled")
+        try:
+            decoded = base64.b64decode(response.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ParseError("malformed base64 in AUTHENTICATE") from None
+        try:
+            challenger.setResponse(decoded)
+        except imap4.IllegalClientResponse as e:
+            raise ParseError(f"bad AUTHENTICATE response: {e}") from None
+        if not challenger.moreChallenges():
+            break
+    await _authenticated(server, challenger)
+    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
+
+
+async def _starttls(server: IMAPServer, cmd: Command) -> bytes:
+    cmd.args.end()
+    raise Refused("TLS is not available", "UNAVAILABLE")
+
+
+_BASE_COMMANDS: dict[str, tuple[Handler, frozenset[str]]] = {
+    "CAPABILITY": (_capability, ANY),
+    "NOOP": (_noop, ANY),
+    "LOGOUT": (_logout, ANY),
+    "ID": (_id, ANY),
+    "LOGIN": (_login, frozenset({"unauth"})),
+    "AUTHENTICATE": (_authenticate, frozenset({"unauth"})),
+    "STARTTLS": (_starttls, frozenset({"unauth"})),
+    "ENABLE": (_enable, frozenset({"auth"})),
+    "NAMESPACE": (_namespace, AUTHED),
+    "IDLE": (_idle, AUTHED),
+}
+
+
+class IMAPFactory(protocol.ServerFactory):
+    """
+    Builds L{IMAPServer}s for one listener.
+
+    @param portal: a cred portal whose realm gives C{imap4.IAccount} avatars
+        (C{MailRealm} with L{imap_account_factory}).
+    @param reactor: clock for timeouts and login delays.
+    @param notifier: the process's C{MailboxNotifier} (IDLE).
+    @param timeout: seconds of inactivity before an authenticated session
+        is closed (RFC 3501: at least 30 minutes).
+    @param literal_limit: largest APPEND literal, in octets.
+    @param string_literal_limit: largest other literal (names, search strings).
+    @param login_failure_delay: seconds before a failed login is answered.
+    @param context_factory: TLS (STARTTLS) context, later.
+    """
+
+    protocol = IMAPServer
+
+    def __init__(
+        self,
+        portal: Any,
+        reactor: Any,
+        notifier: Any,
+        timeout: int = IDLE_TIMEOUT,
+        literal_limit: int = LITERAL_LIMIT,
+        string_literal_limit: int = STRING_LITERAL_LIMIT,
+        login_failure_delay: float = LOGIN_FAILURE_DELAY,
+        context_factory: Any = None,
+        preauth_timeout: int = PREAUTH_TIMEOUT,
+    ) -> None:
+        self.portal = portal
+        self.reactor = reactor
+        self.notifier = notifier
+        self.timeout = timeout
+        self.literal_limit = literal_limit
+        self.string_literal_limit = string_literal_limit
+        self.login_failure_delay = login_failure_delay
+        self.context_factory = context_factory
+        self.preauth_timeout = preauth_timeout
+
+    def buildProtocol(self, addr: Any) -> IMAPServer:
+        server = IMAPServer(
+            notifier=self.notifier,
+            clock=self.reactor,
+            timeout=self.timeout,
+            literal_limit=self.literal_limit,
+            string_literal_limit=self.string_literal_limit,
+            context_factory=self.context_factory,
+            preauth_timeout=self.preauth_timeout,
+        )
+        server.factory = self
+        server.callLater = self.reactor.callLater
+        peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
+        server.portal = LoginGuard(self.portal, self.reactor, self.login_failure_delay, peer)
+        return server

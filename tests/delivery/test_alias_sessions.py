@@ -1,0 +1,81 @@
+"""Aliases over real SMTP sessions: the seed scenario and the refusals at RCPT."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.harness import RunningServer
+
+ALIASES = """\
+# seed scenario
+admin: harry
+Team: alice, bob, harry, alice
+loop1: loop2
+loop2: loop1
+ghost: nobody-here
+far: someone@elsewhere.example
+"""
+
+
+class AliasSessionTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as handle:
+            handle.write(ALIASES)
+        self.server = RunningServer(
+            self, extra=f"alias_maps = hash:{aliases}\n",
+            users={"alice@example.com": "a", "bob@example.com": "b", "harry": "h"},
+        )
+        return self.server.start()
+
+    def session(self, *recipients: str) -> dict:
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                client.ehlo("c")
+                client.mail("sender@remote.example")
+                replies = {r: client.rcpt(r) for r in recipients}
+                if any(code == 250 for code, _ in replies.values()):
+                    client.data(b"Subject: alias test\r\n\r\nhello\r\n")
+                return replies
+
+        return deferToThread(send)
+
+    def harry(self) -> list[bytes]:
+        path = os.path.join(self.server.config.virtual_mailbox_base, "harry", "new")
+        return [open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path))] if os.path.isdir(path) else []
+
+    def test_admin_reaches_harry(self):
+        def check(replies):
+            self.assertEqual(replies["ADMIN@example.com"][0], 250)
+            [message] = self.harry()
+            self.assertTrue(message.startswith(
+                b"Return-Path: <sender@remote.example>\nX-Original-To: ADMIN@example.com\nDelivered-To: harry@example.com\n"))
+        return self.session("ADMIN@example.com").addCallback(check)
+
+    def test_list_delivers_each_member_once(self):
+        def check(replies):
+            self.assertEqual(replies["team@example.com"][0], 250)
+            self.assertEqual(len(self.server.messages("alice")), 1)
+            self.assertEqual(len(self.server.messages("bob")), 1)
+            self.assertEqual(len(self.harry()), 1)
+        return self.session("team@example.com").addCallback(check)
+
+    def test_refusals_with_reasons(self):
+        def check(replies):
+            code, text = replies["loop1@example.com"]
+            self.assertEqual((code, text[:5]), (550, b"5.4.6"))
+            self.assertIn(b"loop", text.lower())
+            code, text = replies["ghost@example.com"]
+            self.assertEqual((code, text[:5]), (550, b"5.1.1"))
+            code, text = replies["far@example.com"]
+            self.assertEqual((code, text[:5]), (550, b"5.1.2"))
+            self.assertEqual(self.harry(), [])
+        return self.session("loop1@example.com", "ghost@example.com", "far@example.com").addCallback(check)
