@@ -13,7 +13,8 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import pop3
@@ -177,7 +178,9 @@ class Server:
             committer=Committer(store=self.store, to_file=self._to_file, to_command=self._to_command),
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
+            sender_owned_by=self._sender_owned_by,
         )
+        self.expander = expander
         self.checker = PasswordChecker(self.users, reactor, failure_delay=config.auth_failure_delay)
         self.realm = MailRealm(
             {
@@ -187,6 +190,27 @@ class Server:
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
         self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+
+    def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
+        """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""
+        record = self.users.lookup(user)
+        own = {user.lower(), record.name.lower() if record else user.lower()}
+        delimiter = self.config.recipient_delimiter
+        if sender.key in own or (delimiter and sender.base(delimiter).key in own):
+            return succeed(True)
+
+        def leads_to_user(expansion: Any) -> bool:
+            for target in expansion.targets:
+                key = getattr(target, "key", None)
+                if key is None:
+                    continue
+                mailbox = self.router.resolve(target) if target.domain in self.local_domains else None
+                if key in own or (mailbox is not None and mailbox.user.lower() in own):
+                    return True
+            return False
+
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.expander.expand, sender, delimiter)
+        return d.addCallbacks(leads_to_user, lambda failure: False)
 
     def _to_file(self, target, sender: str, message: bytes):
         run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
@@ -219,6 +243,8 @@ class Server:
             line_length_limit=config.line_length_limit,
             bare_newline=config.smtpd_forbid_bare_newline,
             auth_required=listener != "smtpd_listen",
+            tls_required=config.smtpd_tls_security_level == "encrypt" and listener != "smtps_listen",
+            disable_plaintext_auth=config.disable_plaintext_auth,
         )
         return SMTPFactory(
             self.portal,
@@ -235,7 +261,7 @@ class Server:
 
     def factories(self) -> dict[str, Any]:
         """One protocol factory per listener parameter that has a protocol so far."""
-        factories: dict[str, Any] = {name: self.smtp_factory(name) for name in SMTP_LISTENERS}
+        factories: dict[str, Any] = {name: self.smtp_factory(name) for name in ("smtpd_listen", "submission_listen")}
         factories["pop3_listen"] = self.pop3_factory()
         return factories
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
@@ -40,6 +40,8 @@ class DeliveryCore:
     checks: Sequence[IContentCheck] = ()
     recipient_limit: int = 1000
     message_size_limit: int = 10240000
+    # reject_sender_login_mismatch: (sasl_user, sender) -> Deferred[bool], None = no check
+    sender_owned_by: Callable[[str, Address], Deferred[bool]] | None = None
 
 
 @implementer(IMessageDeliveryFactory)
@@ -77,6 +79,17 @@ class DeliveryPipeline:
             queue_id=new_queue_id(core.reactor.seconds()),
             size_declared=size,
         )
+
+    async def check_sender(self, sender: Address | None) -> None:
+        """
+        Postfix's C{reject_sender_login_mismatch}: an authenticated client
+        may only use its own addresses (or aliases that lead to it).
+        """
+        owned_by = self.core.sender_owned_by
+        if self.sasl_user is None or owned_by is None or sender is None:
+            return
+        if not await owned_by(self.sasl_user, sender):
+            raise MailError(553, "5.7.1", f"Sender address rejected: not owned by user {self.sasl_user}")
 
     def check_recipient(self, envelope: Envelope, address: Address) -> Deferred[Recipient]:
         """Run the stages in order, like a Postfix restriction list."""

@@ -56,10 +56,12 @@ def has_header(message: bytes, end: int, name: bytes) -> bool:
     return pattern.search(message, 0, end) is not None
 
 
-def add_missing_headers(message: bytes, hostname: str, queue_id: str, now: float) -> bytes:
+def add_missing_headers(
+    message: bytes, hostname: str, queue_id: str, now: float, sender: str | None = None
+) -> bytes:
     """
     Append C{Message-ID} and C{Date} to the header when missing (Postfix
-    cleanup).  A message that does not start with a header (an mbox
+    cleanup), and C{From} when C{sender} is given (submitted mail).  A message that does not start with a header (an mbox
     C{From } line, garbage) is left byte-for-byte alone.
     """
     end = header_end(message)
@@ -71,6 +73,8 @@ def add_missing_headers(message: bytes, hostname: str, queue_id: str, now: float
         extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
     if not has_header(message, end, b"Date"):
         extra += f"Date: {email.utils.formatdate(now, localtime=True)}\n".encode()
+    if sender is not None and not has_header(message, end, b"From"):
+        extra += f"From: {sender}\n".encode("utf-8", "replace")
     if not extra:
         return message
     if not message[:end].endswith(b"\n"):

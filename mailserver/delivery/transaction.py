@@ -109,7 +109,11 @@ class Transaction:
             raise self.error
         core = self.core
         now = core.reactor.seconds()
-        message = add_missing_headers(b"".join(self._chunks), core.hostname, envelope.queue_id, now)
+        submitted = envelope.client.sasl_user is not None and envelope.sender is not None
+        message = add_missing_headers(
+            b"".join(self._chunks), core.hostname, envelope.queue_id, now,
+            sender=str(envelope.sender) if submitted else None,
+        )
         self._chunks = []
         for check in core.checks:
             verdict = await threads.deferToThreadPool(

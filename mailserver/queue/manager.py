@@ -89,6 +89,7 @@ class QueueManager(Service):
         self._active: dict[str, Deferred] = {}
         self._listing = False
         self._loops: list[LoopingCall] = []
+        self.ready: Deferred | None = None
 
     # -- service -------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class QueueManager(Service):
 
         d.addCallbacks(recovered, failed)
         d.addCallback(lambda _: self._start_loops())
+        self.ready = d  # fires once recovery is done and the first queue scan has begun
 
     def _start_loops(self) -> None:
         if not self.running:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from twisted.cred.credentials import Anonymous
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
@@ -49,6 +50,8 @@ class SMTPPolicy:
     line_length_limit: int = 2048
     bare_newline: str = "normalize"  # or "reject" (Postfix smtpd_forbid_bare_newline)
     auth_required: bool = False  # submission: AUTH before MAIL
+    tls_required: bool = False  # smtpd_tls_security_level = encrypt
+    disable_plaintext_auth: bool = True  # PLAIN/LOGIN only over TLS or loopback
     max_pending_bytes: int = 1 << 20
 
 
@@ -87,7 +90,8 @@ class ESMTPServer(smtp.ESMTP):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.peer_ip = getattr(peer, "host", str(peer))
-        self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
+        implicit = getattr(self.factory, "implicit_tls", False)
+        self.canStartTLS = self.ctx is not None and not implicit and ITLSTransport.providedBy(self.transport)
         self._helo = (None, self.peer_ip.encode())
         self.sendLine(b"220 " + self.policy.banner.encode("ascii", "replace"))
         self.setTimeout(self.timeout)
@@ -289,9 +293,35 @@ class ESMTPServer(smtp.ESMTP):
 
     def plaintext_allowed(self) -> bool:
         """PLAIN/LOGIN only over TLS or from loopback (Dovecot's disable_plaintext_auth)."""
-        if getattr(self, "startedTLS", False) or getattr(self.factory, "implicit_tls", False):
+        if self.encrypted or not self.policy.disable_plaintext_auth:
             return True
         return self.peer_ip in ("127.0.0.1", "::1") or self.peer_ip.startswith("127.")
+
+    def ext_STARTTLS(self, rest: bytes) -> None:
+        """
+        RFC 3207.  Whatever the client pipelined after STARTTLS in the clear
+        is discarded (CVE-2011-0411), and the session starts over: EHLO
+        again, no transaction, no authentication carried across.
+        """
+        if rest.strip():
+            self.reply(501, "5.5.4", "Syntax: STARTTLS")
+        elif self.startedTLS:
+            self.reply(503, "5.5.1", "Error: TLS already active")
+        elif not self.canStartTLS:
+            self.reply(454, "4.7.0", "TLS not available")
+        else:
+            self.reply(220, "2.0.0", "Ready to start TLS")
+            if self._buffer:
+                self.log.warn("[{ip}]: discarding {n} bytes pipelined after STARTTLS", ip=self.peer_ip, n=len(self._buffer))
+            self._buffer = b""
+            self.transport.startTLS(self.ctx)
+            self.startedTLS = True
+            self._ehlo = None
+            self._reset()
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.startedTLS) or getattr(self.factory, "implicit_tls", False)
 
     def ext_AUTH(self, rest: bytes) -> None:
         if self._envelope is not None:
@@ -361,7 +391,7 @@ class ESMTPServer(smtp.ESMTP):
             self._transaction = None
 
     def _client(self) -> Client:
-        tls = bool(getattr(self, "startedTLS", False)) or getattr(self.factory, "implicit_tls", False)
+        tls = self.encrypted
         protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.sasl_user else "")
         return Client(ip=self.peer_ip, helo=self._ehlo or "", tls=tls, sasl_user=self.sasl_user, protocol=protocol)
 
@@ -371,6 +401,9 @@ class ESMTPServer(smtp.ESMTP):
             return None
         if self._envelope is not None:
             self.reply(503, "5.5.1", "Error: nested MAIL command")
+            return None
+        if self.policy.tls_required and not self.encrypted:
+            self.reply(530, "5.7.0", "Must issue a STARTTLS command first")
             return None
         if self.policy.auth_required and self.sasl_user is None:
             self.reply(530, "5.7.0", "Authentication required")
@@ -391,7 +424,9 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
         delivery = await self._get_delivery()
-        self._envelope = delivery.begin(self._client(), path.address, size)
+        envelope = delivery.begin(self._client(), path.address, size)
+        await delivery.check_sender(path.address)
+        self._envelope = envelope
         self.reply(250, "2.1.0", "Ok")
 
     async def _get_delivery(self) -> DeliveryPipeline:

@@ -208,3 +208,44 @@ class SubmissionTests(TestCase):
 
         return deferToThread(send).addCallback(
             lambda result: self.assertEqual(result, (535, b"5.7.8 Authentication failed")))
+
+
+class SenderLoginMismatchTests(TestCase):
+    """reject_sender_login_mismatch: an authenticated user sends only as itself or its aliases."""
+
+    timeout = 60
+
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as handle:
+            handle.write("sales: alice\nsupport: bob\n")
+        self.server = RunningServer(self, listeners=("submission_listen",), extra=f"alias_maps = {aliases}\n")
+        return self.server.start()
+
+    def mail_as(self, *senders: str):
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["submission_listen"], timeout=30) as client:
+                client.ehlo("c")
+                client.login("alice@example.com", "secret")
+                replies = []
+                for sender in senders:
+                    replies.append(client.mail(sender))
+                    client.rset()
+                return replies
+
+        return deferToThread(send)
+
+    def test_own_addresses_and_aliases_accepted_others_refused(self):
+        def check(replies):
+            own, tagged, alias, other, foreign = replies
+            self.assertEqual(own[0], 250)
+            self.assertEqual(tagged[0], 250)
+            self.assertEqual(alias[0], 250)
+            self.assertEqual(other[0], 553)
+            self.assertTrue(other[1].startswith(b"5.7.1 Sender address rejected"))
+            self.assertEqual(foreign[0], 553)
+
+        return self.mail_as("alice@example.com", "Alice+list@example.com", "sales@example.com",
+                            "support@example.com", "ceo@bank.example").addCallback(check)

@@ -259,3 +259,68 @@ class ServerTestCase(SynchronousTestCase):
         s.send(b"EHLO c\r\n")
         self.assertEqual(s.send(b'MAIL FROM:<"john doe"@b.example>\r\n'), ["250 2.1.0 Ok"])
         self.assertEqual(s.send(b'RCPT TO:<"bob"@example.com>\r\n'), ["250 2.1.5 Ok"])
+
+
+from twisted.internet.interfaces import ITLSTransport
+from zope.interface import implementer
+
+
+@implementer(ITLSTransport)
+class FakeTLSTransport(StringTransport):
+    """Records startTLS; enough for the STARTTLS state machine."""
+
+    tls_context = None
+
+    def startTLS(self, context, normal=True):
+        self.tls_context = context
+
+
+class StartTLSTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.address import IPv4Address
+
+        self.clock = MemoryReactorClock()
+        self.store = MemoryStore()
+        core = build_core(self.clock, store=self.store)
+        policy = SMTPPolicy(hostname="mx.example.com", banner="mx.example.com ESMTP mailserver")
+        self.context = object()
+        self.factory = SMTPFactory(anonymous_portal(core), policy, self.clock, context_factory=self.context,
+                                   challengers={b"PLAIN": object})
+        self.transport = FakeTLSTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 4000))
+        self.protocol = self.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        self.transport.clear()
+
+    def send(self, data: bytes) -> list[str]:
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        return [l for l in self.transport.value().decode().split("\r\n") if l]
+
+    def test_starttls_advertised_and_auth_hidden_before_tls(self):
+        replies = self.send(b"EHLO c\r\n")
+        self.assertIn("STARTTLS", [r[4:] for r in replies])
+        self.assertFalse(any("AUTH" in r for r in replies))
+        self.assertEqual(self.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"),
+                         ["538 5.7.11 Encryption required for requested authentication mechanism"])
+
+    def test_command_injection_after_starttls_discarded(self):
+        """CVE-2011-0411: commands pipelined with STARTTLS in the clear are thrown away."""
+        self.send(b"EHLO c\r\n")
+        replies = self.send(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<bob@example.com>\r\n")
+        self.assertEqual(replies, ["220 2.0.0 Ready to start TLS"])
+        self.assertIs(self.transport.tls_context, self.context)
+        # After the handshake the client must EHLO again; the injected MAIL never happened.
+        self.assertEqual(self.send(b"RCPT TO:<bob@example.com>\r\n"), ["503 5.5.1 Error: need MAIL command"])
+        replies = self.send(b"EHLO c\r\n")
+        self.assertNotIn("STARTTLS", [r[4:] for r in replies])
+        self.assertTrue(any("AUTH" in r for r in replies))
+        self.assertEqual(self.send(b"STARTTLS\r\n"), ["503 5.5.1 Error: TLS already active"])
+
+    def test_encrypt_level_requires_starttls(self):
+        self.factory.policy = SMTPPolicy(hostname="mx.example.com", banner="b", tls_required=True)
+        protocol = self.factory.buildProtocol(None)
+        transport = FakeTLSTransport()
+        protocol.makeConnection(transport)
+        transport.clear()
+        protocol.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n")
+        self.assertIn(b"530 5.7.0 Must issue a STARTTLS command first", transport.value())
