@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -26,9 +28,13 @@ from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
+from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
+from mailserver.address import parse_mailbox
+from mailserver.delivery.envelope import Client
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
+from mailserver.errors import MailError
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
@@ -39,6 +45,7 @@ from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
+from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
 
@@ -84,8 +91,8 @@ class Listener(Service):
         return None
 
 
-class AliasWatcher(Service):
-    """Polls the compiled alias tables so C{newaliases} takes effect without a restart."""
+class TableWatcher(Service):
+    """Polls alias and check tables, so C{newaliases} and table edits apply without a restart."""
 
     def __init__(self, *maps: Any) -> None:
         self.maps = [m for m in maps if m is not None]
@@ -99,6 +106,71 @@ class AliasWatcher(Service):
         super().stopService()
         for table in self.maps:
             table.stop()
+
+
+class HoldReleaser(Service):
+    """Delivers what C{mailserver hold release} released, without running the checks again."""
+
+    def __init__(self, server: "Server", interval: float = 5.0) -> None:
+        self.server = server
+        self.loop = LoopingCall(self.run)
+        self.loop.clock = server.reactor
+        self.interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self.loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.loop.running:
+            self.loop.stop()
+
+    def run(self) -> Deferred:
+        return Deferred.fromCoroutine(self._run())
+
+    async def _run(self) -> None:
+        server = self.server
+        pool = server.reactor.getThreadPool()
+        released = await deferToThreadPool(server.reactor, pool, lambda: list(server.hold_area.take_released()))
+        for message_id, record, message in released:
+            try:
+                await self._deliver(record, message)
+            except MailError as error:
+                log.error("held message {id} not delivered: {error}", id=message_id, error=error.reply())
+                continue
+            await deferToThreadPool(server.reactor, pool, server.hold_area.remove_released, message_id)
+            log.info("held message {id} released and delivered", id=message_id)
+
+    async def _deliver(self, record: dict, message: bytes) -> None:
+        server = self.server
+        sender = parse_mailbox(record["sender"]) if record.get("sender") else None
+        client = Client(ip=record.get("client_ip", ""), helo=record.get("helo", ""))
+        agent = DeliveryAgent(server.core, None).getMessageDelivery()
+        envelope = agent.begin(client, sender)
+        transaction = agent.open_transaction(envelope)
+        for address in record["recipients"]:
+            envelope.recipients.append(await transaction.resolve(address))
+        transaction.write(message)
+        await transaction.commit_checked()
+
+
+class HangupReload(Service):
+    """C{kill -HUP} (what C{mailserver reload} sends) reloads the tables."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        reactor = self.server.reactor
+        self._previous = signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.server.reload))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
 
 
 class StatusFile(Service):
@@ -171,11 +243,16 @@ class Server:
             ),
             self.router,
         ]
+        self.checks = ReloadingContentChecks(config, reactor)
+        self.hold_area = HoldArea(os.path.join(config.data_directory, "hold"))
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
             stages=stages,
-            committer=Committer(store=self.store, to_file=self._to_file, to_command=self._to_command),
+            committer=Committer(
+                store=self.store, to_file=self._to_file, to_command=self._to_command, hold=self._hold
+            ),
+            checks=[self.checks] if self.checks.configured else [],
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
             sender_owned_by=self._sender_owned_by,
@@ -212,6 +289,18 @@ class Server:
         d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.expander.expand, sender, delimiter)
         return d.addCallbacks(leads_to_user, lambda failure: False)
 
+    def _hold(self, envelope: Any, message: bytes, reason: str) -> Deferred:
+        """Keep a message in the hold area (content check HOLD); released by C{mailserver hold}."""
+        record = {
+            "sender": str(envelope.sender) if envelope.sender else "",
+            "recipients": [str(r.original) for r in envelope.recipients],
+            "client_ip": envelope.client.ip,
+            "reason": reason,
+            "queue_id": envelope.queue_id,
+            "helo": envelope.client.helo,
+        }
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.hold_area.hold, record, message)
+
     def _to_file(self, target, sender: str, message: bytes):
         run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
         return deliver_to_file(self.reactor, target, sender, message, run_as)
@@ -228,6 +317,15 @@ class Server:
         home = record.home if record is not None else None
         name = record.name if record is not None else user
         return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
+
+    def reload(self) -> None:
+        """SIGHUP / C{mailserver reload}: re-read users, alias and check tables now."""
+        log.info("reloading tables")
+        self.users.reload(force=True)
+        for maps in (self.aliases, self.virtual_aliases):
+            for watched in getattr(maps, "watched", ()):
+                watched.reload(force=True)
+        self.checks.reload()
 
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
@@ -272,7 +370,9 @@ def build(config: Config, reactor: Any) -> MultiService:
     top = MultiService()
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
-    AliasWatcher(server.aliases, server.virtual_aliases).setServiceParent(top)
+    TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
+    HoldReleaser(server).setServiceParent(top)
+    HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     for name, factory in server.factories().items():
         for description in listen_endpoints(config, name):

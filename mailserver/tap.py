@@ -27,4 +27,7 @@ def makeService(options: Options):
         raise SystemExit(f"mailserver: configuration error\n{error}") from None
     for warning in warnings:
         print(warning, file=sys.stderr)
-    return build(config, reactor)
+    try:
+        return build(config, reactor)
+    except ConfigError as error:
+        raise SystemExit(f"mailserver: configuration error\n{error}") from None

@@ -41,15 +41,33 @@ def run_status(args: argparse.Namespace, config) -> int:
     return 0
 
 
+def run_reload(args: argparse.Namespace, config) -> int:
+    """Like C{postfix reload}: the running daemon re-reads its tables (SIGHUP)."""
+    import signal
+
+    from mailserver.service import status_path
+
+    try:
+        with open(status_path(config), encoding="utf-8") as handle:
+            pid = int(json.load(handle)["pid"])
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"mailserver reload: daemon not running ({error})", file=sys.stderr)
+        return 1
+    print(f"mailserver reload: signalled pid {pid}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from mailserver.cli import aliases, user
+    from mailserver.cli import aliases, hold, user
 
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
     parser.add_argument("-c", "--config", help="main configuration file (default: the embedded default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
-    for module in (user, aliases):
+    commands.add_parser("reload", help="make the daemon re-read its tables (SIGHUP)").set_defaults(func=run_reload)
+    for module in (user, aliases, hold):
         module.register(commands)
     return parser
 

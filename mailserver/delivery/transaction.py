@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessage
 from zope.interface import implementer
@@ -17,6 +17,7 @@ from zope.interface import implementer
 from mailserver.delivery.envelope import (
     CommandTarget,
     Envelope,
+    Outcome,
     FileTarget,
     LocalMailbox,
     Recipient,
@@ -102,6 +103,20 @@ class Transaction:
         """Deliver durably; fire with the 250 reply text or fail with L{MailError}."""
         return Deferred.fromCoroutine(self._commit())
 
+    def commit_checked(self) -> Deferred[str]:
+        """Deliver a message whose content checks already ran (released from hold)."""
+        message = b"".join(self._chunks)
+        self._chunks = []
+        client = self.envelope.client
+        single = self.envelope.recipients[0].original if len(self.envelope.recipients) == 1 else None
+        trace = received_header(
+            client.helo, client.ip, self.core.hostname, client.protocol, self.envelope.queue_id,
+            str(single) if single else None, self.core.reactor.seconds(),
+        )
+        return Deferred.fromCoroutine(self._deliver(trace + message)).addCallback(
+            lambda _: f"2.0.0 Ok: queued as {self.envelope.queue_id}"
+        )
+
     async def _commit(self) -> str:
         envelope = self.envelope
         if self.error is not None:
@@ -119,7 +134,7 @@ class Transaction:
             verdict = await threads.deferToThreadPool(
                 core.reactor, core.reactor.getThreadPool(), check.inspect, envelope, message
             )
-            for event in getattr(verdict, "events", ()):
+            for event in verdict.events:
                 log.info("{queue_id}: {check}: {event}", queue_id=envelope.queue_id, check=check.name, event=event)
             if verdict.error is not None:
                 self._log("reject", verdict.error.reply())
@@ -128,6 +143,16 @@ class Transaction:
                 self._log("discarded", "content check DISCARD")
                 return f"2.0.0 Ok: queued as {envelope.queue_id}"
             message = verdict.message
+            if verdict.redirect is not None:
+                envelope.recipients = [await self.resolve(verdict.redirect)]
+            for address in verdict.bcc:
+                envelope.recipients.append(await self.resolve(address))
+            if verdict.hold:
+                if core.committer.hold is None:
+                    raise MailError(451, "4.3.0", "Error: hold area not available")
+                await core.committer.hold(envelope, message, verdict.hold_reason or "HOLD")
+                self._log("hold", verdict.hold_reason or "content check HOLD")
+                return f"2.0.0 Ok: queued as {envelope.queue_id}"
         client = envelope.client
         single = envelope.recipients[0].original if len(envelope.recipients) == 1 else None
         trace = received_header(
@@ -136,6 +161,23 @@ class Transaction:
         )
         await self._deliver(trace + message)
         return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    async def resolve(self, text: str) -> Recipient:
+        """An address from a check table (REDIRECT, BCC) or the hold area, routed like a RCPT."""
+        from mailserver.address import parse_mailbox
+
+        address = parse_mailbox(text.strip().strip("<>"))
+        probe = Envelope(client=self.envelope.client, sender=self.envelope.sender, queue_id=self.envelope.queue_id)
+        for stage in self.core.stages:
+            verdict = await maybeDeferred(stage.check, probe, address)
+            if verdict.outcome is Outcome.REJECT:
+                assert verdict.error is not None
+                raise MailError(451, "4.3.0", f"Error: content check target <{address}>: {verdict.error.text}")
+            if verdict.outcome is Outcome.ACCEPT:
+                return Recipient(address, verdict.destinations)
+            if verdict.rewritten is not None:
+                address = verdict.rewritten
+        raise MailError(451, "4.3.0", f"Error: content check target <{address}> is unknown")
 
     async def _deliver(self, message: bytes) -> None:
         envelope = self.envelope

@@ -554,7 +554,7 @@ async def _authenticate(server: IMAPServer, cmd: Command) -> bytes:
         if initial is not None:
             response, initial = (b"" if initial == b"=" else initial), None
         else:
-            server.sendContinuationRequest(base64.b64encode(challenger.getChallenge()) or None)
+            server.sendLine(b"+ " + base64.b64encode(challenger.getChallenge()))
             response = await server.next_line()
         if response.strip() == b"*":
             raise ParseError("AUTHENTICATE cancelled")

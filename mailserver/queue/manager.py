@@ -32,7 +32,7 @@ from mailserver.queue.bounce import FAILED, RecipientReport, build_dsn
 from mailserver.queue.envelope import BOUNCED, DELIVERED, EnvelopeError, QueueEnvelope, RecipientState
 from mailserver.queue.relay import RecipientResult
 from mailserver.queue.schedule import expired, next_attempt, queue_lifetime
-from mailserver.queue.spool import QueueEntryGone
+from mailserver.queue.spool import NotDue, QueueEntryGone
 
 InjectBounce = Callable[[str, list, bytes], Deferred]
 """C{inject_bounce(sender, recipients, message) -> Deferred}: deliver a DSN (sender is C{""})."""
@@ -118,7 +118,7 @@ class QueueManager(Service):
             return
         for function, interval in (
             (self._tick, self.queue_run_delay),
-            (self._check_flush, self.flush_check_interval),
+            (self.check_flush_request, self.flush_check_interval),
         ):
             loop = LoopingCall(function)
             loop.clock = self._clock
@@ -146,11 +146,17 @@ class QueueManager(Service):
         if not self._listing:  # a slow listing is not started twice
             self._scan(False)
 
-    def _check_flush(self) -> Deferred:
-        def checked(requested: bool) -> None:
+    def check_flush_request(self) -> Deferred:
+        """
+        Flush if C{queue flush} left its trigger file; fire once the flush
+        has started.  The manager calls this every C{flush_check_interval}.
+        """
+
+        def checked(requested: bool):
             if requested:
                 self.log.info("flush requested")
-                self._scan(True)
+                return self._scan(True)
+            return None
 
         return self.spool.take_flush_request().addCallbacks(
             checked, lambda f: self.log.failure("cannot check the flush trigger", f)
@@ -161,15 +167,16 @@ class QueueManager(Service):
 
         async def scan() -> None:
             self._listing = True
+            now = self._clock.seconds()
             try:
-                ids = await self.spool.due(self._clock.seconds(), flush, list(self._active))
+                ids = await self.spool.due(now, flush, list(self._active))
             except Exception:
                 self.log.failure("cannot list the queue")
                 return
             finally:
                 self._listing = False
             for queue_id in ids:
-                self._start(queue_id)
+                self._start(queue_id, None if flush else now)
 
         return Deferred.fromCoroutine(scan())
 
@@ -190,10 +197,10 @@ class QueueManager(Service):
 
         return Deferred.fromCoroutine(wait())
 
-    def _start(self, queue_id: str) -> None:
+    def _start(self, queue_id: str, due_by: float | None = None) -> None:
         if queue_id in self._active:
             return
-        d = Deferred.fromCoroutine(self._attempt(queue_id))
+        d = Deferred.fromCoroutine(self._attempt(queue_id, due_by))
         if not d.called:
             self._active[queue_id] = d
             d.addBoth(self._forget, queue_id)
@@ -203,20 +210,20 @@ class QueueManager(Service):
 
     # -- one attempt ---------------------------------------------------------
 
-    async def _attempt(self, queue_id: str) -> None:
+    async def _attempt(self, queue_id: str, due_by: float | None) -> None:
         await self._limit.acquire()
         try:
-            await self._deliver(queue_id)
+            await self._deliver(queue_id, due_by)
         except Exception:  # never let one message stop the queue; it stays queued
             self.log.failure("{queue_id}: delivery attempt failed", queue_id=queue_id)
         finally:
             self._limit.release()
 
-    async def _deliver(self, queue_id: str) -> None:
+    async def _deliver(self, queue_id: str, due_by: float | None) -> None:
         try:
-            envelope, message = await self.spool.activate(queue_id)
-        except QueueEntryGone:
-            return
+            envelope, message = await self.spool.activate(queue_id, due_by)
+        except (QueueEntryGone, NotDue):
+            return  # delivered or deleted meanwhile, or retried by another scan
         except EnvelopeError as e:
             self.log.error(
                 "{queue_id}: unreadable queue file moved to corrupt/: {error}", queue_id=queue_id, error=str(e)

@@ -315,6 +315,7 @@ class PickupService(Service):
         self._not_before: dict[str, float] = {}
         self._scanning: Deferred | None = None
         self._loop: LoopingCall | None = None
+        self.ready: Deferred | None = None
 
     def _run(self, function, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
@@ -322,15 +323,21 @@ class PickupService(Service):
     def startService(self) -> None:
         super().startService()
         d = self._run(self.directory.ensure)
-        d.addErrback(lambda f: self.log.failure("cannot create the maildrop {path}", f, path=self.directory.path))
+        d.addErrback(
+            lambda f: self.log.failure("cannot create the maildrop {path}", f, path=self.directory.path)
+        )
         d.addCallback(lambda _: self._start_loop())
+        self.ready = d  # fires after the first scan (what was dropped while the daemon was down)
 
-    def _start_loop(self) -> None:
+    def _start_loop(self):
         if not self.running:
-            return
+            return None
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._clock
-        self._loop.start(self.interval, now=True)
+        self._loop.start(self.interval, now=True).addErrback(
+            lambda f: self.log.failure("pickup loop stopped", f)
+        )
+        return self._scanning
 
     def stopService(self):
         if self._loop is not None and self._loop.running:

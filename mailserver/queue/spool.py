@@ -72,6 +72,10 @@ class QueueEntryGone(LookupError):
     """The message is no longer queued (delivered, or deleted by the administrator)."""
 
 
+class NotDue(Exception):
+    """The deferred message's next attempt is later (another scan got there first)."""
+
+
 def fsync_directory(path: str) -> None:
     """Make the entries of directory C{path} durable (blocking)."""
     fd = os.open(path, _DIR_FLAGS)
@@ -364,13 +368,22 @@ class SpoolDirectory:
 
     # -- state changes (the queue manager) --------------------------------
 
-    def activate(self, queue_id: str) -> tuple[QueueEnvelope, bytes]:
+    def activate(self, queue_id: str, due_by: float | None = None) -> tuple[QueueEnvelope, bytes]:
         """
         Move C{queue_id} into active/ and return its envelope and content.
 
+        @param due_by: leave a deferred message alone unless its next attempt
+            is at or before this time (None: whenever, as for a flush).
         @raise QueueEntryGone: it is not queued any more.
+        @raise NotDue: deferred until after C{due_by}.
         @raise EnvelopeError: unreadable (moved to corrupt/).
         """
+        if due_by is not None and os.path.exists(self._file(DEFERRED, queue_id)):
+            try:
+                if self.load(DEFERRED, queue_id).next_attempt > due_by:
+                    raise NotDue(queue_id)
+            except QueueEntryGone:
+                pass
         # Not in incoming/ or deferred/: already in active/ (left by a failed state change).
         for state in (INCOMING, DEFERRED):
             try:
@@ -451,14 +464,17 @@ class Spool:
     @param directory: the spool directory (C{$data_directory/queue}).
     @param reactor: gives the time and the thread pool.
     @param threadpool: the pool for disk work; the reactor's by default.
+    @param clock: where arrival times come from (C{IReactorTime}); the
+        reactor by default.  Give the queue manager's clock.
     """
 
     log = Logger()
 
-    def __init__(self, directory: str, reactor, threadpool=None) -> None:
+    def __init__(self, directory: str, reactor, threadpool=None, clock=None) -> None:
         self.directory = SpoolDirectory(directory)
         self._reactor = reactor
         self._threadpool = threadpool
+        self._clock = clock or reactor
         self._listeners: list[Callable[[str], object]] = []
 
     def _run(self, function, *args) -> Deferred:
@@ -484,7 +500,7 @@ class Spool:
         recipients = list(dict.fromkeys(recipients))
         if not recipients or not all(isinstance(r, str) and r for r in recipients):
             raise ValueError("enqueue needs at least one non-empty recipient")
-        d = self._run(self.directory.store, sender, recipients, message, self._reactor.seconds())
+        d = self._run(self.directory.store, sender, recipients, message, self._clock.seconds())
 
         def failed(failure):
             failure.trap(OSError)
@@ -529,13 +545,13 @@ class Spool:
     # For the queue manager.
 
     def recover(self) -> Deferred:
-        return self._run(self.directory.recover, self._reactor.seconds())
+        return self._run(self.directory.recover, self._clock.seconds())
 
     def due(self, now: float, flush: bool = False, busy: Iterable[str] = ()) -> Deferred:
         return self._run(self.directory.due, now, flush, list(busy))
 
-    def activate(self, queue_id: str) -> Deferred:
-        return self._run(self.directory.activate, queue_id)
+    def activate(self, queue_id: str, due_by: float | None = None) -> Deferred:
+        return self._run(self.directory.activate, queue_id, due_by)
 
     def save(self, envelope: QueueEnvelope) -> Deferred:
         return self._run(self.directory.save, envelope)

@@ -201,6 +201,9 @@ def parent_names(name: str) -> list[str]:
 def ensure_maildir(path: str) -> bool:
     """Create C{path} with ``tmp new cur`` (mode 0700); True if anything was made."""
     created = False
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o700, exist_ok=True)
     for directory in [path] + [os.path.join(path, sub) for sub in _SUBDIRS]:
         try:
             os.mkdir(directory, 0o700)

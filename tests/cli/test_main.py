@@ -99,3 +99,25 @@ class PluginTests(TestCase):
         with self.assertRaises(SystemExit) as raised:
             tap.makeService(options)
         self.assertIn(f"{path}:", str(raised.exception))
+
+
+class ReloadTests(TestCase):
+    def test_reload_sends_sighup_to_the_daemon(self):
+        import signal
+
+        received = []
+        previous = signal.signal(signal.SIGHUP, lambda *a: received.append(a[0]))
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        directory = os.path.abspath(self.mktemp())
+        path = write_config(directory)
+        os.makedirs(os.path.join(directory, "data"))
+        with open(os.path.join(directory, "data", "status.json"), "w") as handle:
+            json.dump({"pid": os.getpid(), "listeners": {}}, handle)
+        status, out, _ = run("-c", path, "reload")
+        self.assertEqual(status, 0)
+        self.assertEqual(received, [signal.SIGHUP])
+
+    def test_reload_without_daemon_fails(self):
+        status, _, err = run("-c", write_config(self.mktemp()), "reload")
+        self.assertEqual(status, 1)
+        self.assertIn("not running", err)

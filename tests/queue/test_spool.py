@@ -235,3 +235,18 @@ class SpoolTests(TestCase):
         self.assertFalse(await self.spool.delete(first))
         self.assertEqual(await self.spool.delete_all(), 1)
         self.assertEqual(await self.spool.list(), [])
+
+
+class NotDueTests(SynchronousTestCase):
+    def test_activate_leaves_a_deferred_message_that_is_not_due(self) -> None:
+        from mailserver.queue.spool import NotDue
+
+        directory = SpoolDirectory(self.mktemp())
+        queue_id = directory.store("a@example.com", ["b@example.org"], MESSAGE, 1000.0)
+        envelope, _ = directory.activate(queue_id, due_by=1000.0)  # incoming: always due
+        envelope.next_attempt = 1300.0
+        directory.defer(envelope)
+        self.assertRaises(NotDue, directory.activate, queue_id, 1299.0)
+        self.assertEqual(listing(directory, DEFERRED), [queue_id])
+        directory.activate(queue_id, 1300.0)
+        self.assertEqual(listing(directory, ACTIVE), [queue_id])
