@@ -232,10 +232,12 @@ class Server:
             myorigin=config.myorigin,
         )
         queue_available = False
+        alias_stage = AliasStage(
+            expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
+        )
         stages = [
             RecipientSyntax(myorigin=config.myorigin),
-            AliasStage(expander, self.router, local_domains.__contains__, queue_available,
-                       config.recipient_delimiter, reactor),
+            *([alias_stage] if config.alias_maps or config.virtual_alias_maps else []),
             RelayPolicy(
                 is_local_domain=local_domains.__contains__,
                 mynetworks=tuple(config.mynetworks),

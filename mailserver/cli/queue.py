@@ -27,7 +27,8 @@ EX_CANTCREAT = 73
 EX_NOPERM = 77
 EX_CONFIG = 78
 
-_RECIPIENT_COLUMN = 41
+_ID_WIDTH = 15  # our ids are 14 hex digits, then "*" for a message being delivered
+_RECIPIENT_COLUMN = _ID_WIDTH + 1 + 8 + 1 + 19 + 2
 
 
 def spool_directory(config) -> str:
@@ -36,17 +37,17 @@ def spool_directory(config) -> str:
 
 
 def format_listing(entries: Sequence[QueueEnvelope]) -> str:
-    """Pure: the queue as C{mailq} shows it."""
+    """Pure: the queue as C{mailq} shows it ("*": being delivered now), oldest first."""
     if not entries:
         return "Mail queue is empty\n"
-    lines = ["-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"]
+    lines = [f"{'-Queue ID-':<{_ID_WIDTH}} --Size-- ----Arrival Time---- -Sender/Recipient-------"]
     total = 0
-    for entry in entries:
+    for entry in sorted(entries, key=lambda e: (e.arrival, e.queue_id)):
         total += entry.size
         marker = "*" if entry.state == ACTIVE else " "
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry.arrival))
         sender = entry.sender or "MAILER-DAEMON"
-        lines.append(f"{entry.queue_id + marker:<11} {entry.size:>8} {arrival}  {sender}")
+        lines.append(f"{entry.queue_id + marker:<{_ID_WIDTH}} {entry.size:>8} {arrival}  {sender}")
         shown = [r for r in entry.recipients if r.status == PENDING or (r.status == BOUNCED and not r.notified)]
         last_error = None
         for recipient in shown:
@@ -65,8 +66,10 @@ def format_listing(entries: Sequence[QueueEnvelope]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def list_queue(config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def list_queue(config, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print the queue; the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     spool = SpoolDirectory(spool_directory(config))
     if not os.path.isdir(spool.path):
         out.write("Mail queue is empty\n")
@@ -87,8 +90,9 @@ def run_list(args, config) -> int:
     return list_queue(config)
 
 
-def request_flush(config, err: TextIO = sys.stderr) -> int:
+def request_flush(config, err: TextIO | None = None) -> int:
     """Leave the flush trigger for the queue manager; the exit status."""
+    err = err or sys.stderr
     spool = SpoolDirectory(spool_directory(config))
     try:
         spool.request_flush()
@@ -153,8 +157,9 @@ def register(subparsers) -> None:
     delete.set_defaults(func=run_delete)
 
 
-def load_configuration(path: str | None, err: TextIO = sys.stderr):
+def load_configuration(path: str | None, err: TextIO | None = None):
     """Load the main configuration for a stand-alone command; None on error."""
+    err = err or sys.stderr
     from mailserver.config.parameters import load_config  # lazily: keep this module importable
     from mailserver.errors import ConfigError
 

@@ -14,7 +14,21 @@ import email.utils
 from datetime import date
 
 from mailserver.imap import parts as mime
-from mailserver.imap.wire import NIL, nstring, plist, string
+from mailserver.imap import wire
+from mailserver.imap.wire import NIL, plist
+
+
+def nstring(value: bytes | str | None) -> bytes:
+    """An nstring of header text (str values are latin-1 decoded bytes)."""
+    if isinstance(value, str):
+        value = value.encode("latin-1", "replace")
+    return wire.nstring(value)
+
+
+def string(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("latin-1", "replace")
+    return wire.string(value)
 
 #: Bump when L{describe}'s output changes: cached summaries are rebuilt.
 DESCRIBE_VERSION = "imap-summary-1"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ _POLL = 0.05
 _MAX_UID = 2**32 - 1
 
 log = Logger()
+_DIGITS = re.compile(r"(\d+)")
 
 
 class UidListError(OSError):
@@ -105,6 +107,14 @@ def parse_uidlist(text: str) -> UidMap | None:
         uids[base] = uid
         uidnext = max(uidnext, uid + 1)
     return UidMap(uidvalidity, uidnext, uids)
+
+
+def delivery_order(base: str) -> list:
+    """
+    Sort key for new base names: digit runs compare as numbers, so
+    ``<sec>.M<usec>P<pid>Q<n>`` names sort by delivery time and counter.
+    """
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(base) if part]
 
 
 def format_uidlist(uidmap: UidMap) -> str:
@@ -293,8 +303,8 @@ class UidList:
         """
         Make sure every base name of C{present} has a UID.
 
-        New names get UIDs in the order of C{first}, then sorted (Maildir
-        names sort by delivery time).  With C{forget_absent}, names not in
+        New names get UIDs in the order of C{first}, then by
+        L{delivery_order}.  With C{forget_absent}, names not in
         C{present} are dropped from the file when it is rewritten anyway.
         Only takes the lock when something must be assigned.
         """
@@ -328,7 +338,7 @@ class UidList:
             uids = {base: uid for base, uid in uids.items() if base in present}
         uidnext = uidmap.uidnext
         ordered = [b for b in dict.fromkeys(first) if b in missing]
-        ordered += sorted(missing - set(ordered))
+        ordered += sorted(missing - set(ordered), key=delivery_order)
         for base in ordered:
             if uidnext > _MAX_UID:
                 raise UidListError(errno.EOVERFLOW, "UIDs exhausted", self.path)
