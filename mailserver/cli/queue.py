@@ -48,15 +48,18 @@ def format_listing(entries: Sequence[QueueEnvelope]) -> str:
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry.arrival))
         sender = entry.sender or "MAILER-DAEMON"
         lines.append(f"{entry.queue_id + marker:<{_ID_WIDTH}} {entry.size:>8} {arrival}  {sender}")
-        shown = [r for r in entry.recipients if r.status == PENDING or (r.status == BOUNCED and not r.notified)]
+        shown = [
+            r for r in entry.recipients if r.status == PENDING or (r.status == BOUNCED and not r.notified)
+        ]
         last_error = None
         for recipient in shown:
             error = recipient.last_error
             if recipient.status == BOUNCED:
                 error = f"bounced: {error}" if error else "bounced"
             if error and error != last_error:
-                wrapped = textwrap.wrap(f"({error})", 78, initial_indent="       ", subsequent_indent="        ")
-                lines.extend(wrapped)
+                lines.extend(
+                    textwrap.wrap(f"({error})", 78, initial_indent=" " * 7, subsequent_indent=" " * 8)
+                )
                 last_error = error
             lines.append(" " * _RECIPIENT_COLUMN + recipient.address)
         lines.append("")

@@ -176,7 +176,10 @@ def deliver(
             err.write(f"sendmail: {e}\n")
             return EX_OSERR
         user, gecos = "", ""
-    sender = submission.qualify(options.sender, myorigin) if options.sender is not None else f"{user}@{myorigin}"
+    if options.sender is None:
+        sender = f"{user}@{myorigin}"
+    else:
+        sender = submission.qualify(options.sender, myorigin)
     if sender:
         try:
             parse_mailbox(sender)

@@ -226,7 +226,9 @@ class QueueManager(Service):
             return  # delivered or deleted meanwhile, or retried by another scan
         except EnvelopeError as e:
             self.log.error(
-                "{queue_id}: unreadable queue file moved to corrupt/: {error}", queue_id=queue_id, error=str(e)
+                "{queue_id}: unreadable queue file moved to corrupt/: {error}",
+                queue_id=queue_id,
+                error=str(e),
             )
             return
         pending = envelope.pending
@@ -393,11 +395,16 @@ class QueueManager(Service):
             await self._inject_bounce("", [to], dsn)
         except MailError as e:
             self.log.warn(
-                "{queue_id}: bounce to <{to}> refused: {error}", queue_id=envelope.queue_id, to=to, error=str(e)
+                "{queue_id}: bounce to <{to}> refused: {error}",
+                queue_id=envelope.queue_id,
+                to=to,
+                error=str(e),
             )
             return None if e.temporary else False
         except Exception:
-            self.log.failure("{queue_id}: cannot hand over bounce to <{to}>", queue_id=envelope.queue_id, to=to)
+            self.log.failure(
+                "{queue_id}: cannot hand over bounce to <{to}>", queue_id=envelope.queue_id, to=to
+            )
             return None
         self.log.info(
             "{queue_id}: sender non-delivery notification to <{to}> for {recipients}",

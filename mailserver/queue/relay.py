@@ -300,6 +300,7 @@ class Relay:
             credentials=credentials_for(self._passwords, nexthop, host.name),
             reply_timeout=self.reply_timeout,
         )
+        session.callLater = self._reactor.callLater  # the reply timeout on our reactor, not the global one
         endpoint = self.endpoint_for(host.name, host.address, host.port)
         try:
             await endpoint.connect(_OneProtocol(session))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from twisted.internet import reactor, ssl
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
