@@ -24,6 +24,8 @@ setup(
         "console_scripts": [
             "mailserver = mailserver.cli.main:main",
             "newaliases = mailserver.cli.main:newaliases",
+            "sendmail = mailserver.cli.sendmail:sendmail_main",
+            "mailq = mailserver.cli.queue:mailq_main",
         ]
     },
     zip_safe=False,

@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import pop3
+from twisted.names import client as dns
 from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
 
@@ -33,6 +34,7 @@ from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
 from mailserver.address import parse_mailbox
 from mailserver.delivery.envelope import Client
+from mailserver.delivery.inject import Injector
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.errors import MailError
 from mailserver.delivery.recipients import RecipientSyntax
@@ -45,6 +47,11 @@ from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
+from mailserver.queue.manager import QueueManager
+from mailserver.queue.nexthop import load_sasl_passwords
+from mailserver.queue.pickup import PickupService
+from mailserver.queue.relay import Relay
+from mailserver.queue.spool import Spool
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
@@ -52,6 +59,38 @@ from mailserver.store.notify import MailboxNotifier
 log = Logger(namespace="mailserver.service")
 
 SMTP_LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen")
+
+
+class LazyResolver:
+    """
+    twisted.names' resolver, made on first use (it re-reads resolv.conf on a
+    timer from then on), so a server that never relays never starts one.
+    """
+
+    def __init__(self, reactor: Any, resolv: str = "/etc/resolv.conf") -> None:
+        self._reactor = reactor
+        self._resolv = resolv
+        self._resolver: Any = None
+
+    def _get(self) -> Any:
+        if self._resolver is None:
+            self._resolver = dns.Resolver(self._resolv, reactor=self._reactor)
+        return self._resolver
+
+    def lookupMailExchange(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupMailExchange(name, timeout)
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupAddress(name, timeout)
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupIPV6Address(name, timeout)
+
+    def stop(self) -> None:
+        """Cancel the resolv.conf re-read timer (at service stop)."""
+        call = getattr(self._resolver, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
 
 
 class Listener(Service):
@@ -173,6 +212,15 @@ class HangupReload(Service):
             signal.signal(signal.SIGHUP, self._previous)
 
 
+class _StopHook(Service):
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.hook()
+
+
 class StatusFile(Service):
     """C{data_directory/status.json}: pid and listeners, for C{mailserver status}."""
 
@@ -203,7 +251,8 @@ def status_path(config: Config) -> str:
 class Server:
     """The parts built from one Config, kept apart so tests can reach each."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, resolver: Any = None, relay_port: int = 25) -> None:
+        """C{resolver} and C{relay_port} replace DNS and port 25 (tests)."""
         self.config = config
         self.reactor = reactor
         self.users = FileUserDatabase(config.passwd_file, reactor)
@@ -231,7 +280,8 @@ class Server:
             include_commands="include" in config.allow_mail_to_commands,
             myorigin=config.myorigin,
         )
-        queue_available = False
+        self.spool = Spool(os.path.join(config.data_directory, "queue"), reactor)
+        queue_available = True
         alias_stage = AliasStage(
             expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
         )
@@ -252,7 +302,8 @@ class Server:
             hostname=config.myhostname,
             stages=stages,
             committer=Committer(
-                store=self.store, to_file=self._to_file, to_command=self._to_command, hold=self._hold
+                store=self.store, queue=self.spool, to_file=self._to_file, to_command=self._to_command,
+                hold=self._hold,
             ),
             checks=[self.checks] if self.checks.configured else [],
             recipient_limit=config.smtpd_recipient_limit,
@@ -260,6 +311,38 @@ class Server:
             sender_owned_by=self._sender_owned_by,
         )
         self.expander = expander
+        self.injector = Injector(self.core)
+        self.resolver = resolver or LazyResolver(reactor)
+        self.relay = Relay(
+            reactor,
+            self.resolver,
+            port=relay_port,
+            helo_name=config.smtp_helo_name,
+            relayhost=config.relayhost,
+            sasl_passwords=load_sasl_passwords(config.smtp_sasl_password_maps),
+            tls_security_level=config.smtp_tls_security_level,
+            connect_timeout=config.smtp_connect_timeout,
+            destination_concurrency_limit=config.default_destination_concurrency_limit,
+        )
+        self.queue_manager = QueueManager(
+            self.spool,
+            self.relay,
+            reactor,
+            inject_bounce=lambda sender, recipients, message: self.injector.inject(sender, recipients, message, False),
+            myhostname=config.myhostname,
+            minimal_backoff_time=config.minimal_backoff_time,
+            maximal_backoff_time=config.maximal_backoff_time,
+            maximal_queue_lifetime=config.maximal_queue_lifetime,
+            bounce_queue_lifetime=config.bounce_queue_lifetime,
+            queue_run_delay=config.queue_run_delay,
+            postmaster=f"postmaster@{config.myorigin}",
+        )
+        self.pickup = PickupService(
+            os.path.join(config.data_directory, "maildrop"),
+            reactor,
+            lambda sender, recipients, message, extract: self.injector.inject(sender, recipients, message),
+            max_size=config.message_size_limit + 65536 if config.message_size_limit else 1 << 40,
+        )
         self.checker = PasswordChecker(self.users, reactor, failure_delay=config.auth_failure_delay)
         self.realm = MailRealm(
             {
@@ -366,14 +449,17 @@ class Server:
         return factories
 
 
-def build(config: Config, reactor: Any) -> MultiService:
-    """Everything the daemon runs, as one MultiService."""
-    server = Server(config, reactor)
+def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
+    """Everything the daemon runs, as one MultiService (C{testing}: see L{Server})."""
+    server = Server(config, reactor, **testing)
     top = MultiService()
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
+    server.queue_manager.setServiceParent(top)
+    server.pickup.setServiceParent(top)
+    _StopHook(getattr(server.resolver, "stop", lambda: None)).setServiceParent(top)
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     for name, factory in server.factories().items():

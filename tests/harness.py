@@ -11,6 +11,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from mailserver.auth.schemes import hash_password
 from mailserver.config.parameters import load_config
 from mailserver.service import build
+from tests.queue.remote import FakeResolver
 
 LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen", "pop3_listen", "pop3s_listen",
              "imap_listen", "imaps_listen")
@@ -26,6 +27,8 @@ def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = (
         f"data_directory = {directory}/data",
         f"passwd_file = {directory}/passwd",
         "recipient_delimiter = +",
+        # Loopback test clients play outside clients: not in mynetworks.
+        "mynetworks = 192.0.2.0/24",
     ]
     for name in LISTENERS:
         lines.append(f"{name} = " + ("tcp:0:interface=127.0.0.1" if name in listeners else ""))
@@ -45,12 +48,15 @@ def write_users(directory: str, users: dict[str, str]) -> None:
 class RunningServer:
     """Start with L{start}; C{ports[name]} is the bound port of each listener."""
 
-    def __init__(self, testcase, extra: str = "", listeners=("smtpd_listen",), users=None) -> None:
+    def __init__(self, testcase, extra: str = "", listeners=("smtpd_listen",), users=None,
+                 resolver=None, relay_port: int = 25) -> None:
         self.directory = os.path.abspath(testcase.mktemp())
         self.config_path = write_config(self.directory, extra, listeners)
         write_users(self.directory, users or {"alice@example.com": "secret", "bob@example.com": "hunter2"})
         self.config, _ = load_config(self.config_path)
-        self.service = build(self.config, reactor)
+        # Never real DNS in tests: every name is unknown unless the test says otherwise.
+        self.resolver = resolver or FakeResolver()
+        self.service = build(self.config, reactor, resolver=self.resolver, relay_port=relay_port)
         self.ports: dict[str, int] = {}
         testcase.addCleanup(self.stop)
 

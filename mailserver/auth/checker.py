@@ -127,8 +127,12 @@ class PasswordChecker:
             return record.name.encode("utf-8")
         reason = "unknown user" if record is None else "password mismatch"
         delay = self._policy.failed(record.name if record is not None else shown)
-        self.log.warn(
+        # Debug only: the connection's AuthGuard (auth/throttle.py) writes the
+        # one line per failure, with the service and client address.
+        self.log.debug(
             "password authentication failed: user=<{user}>, reason={reason}", user=shown, reason=reason
         )
-        await deferLater(self._reactor, delay)
-        raise UnauthorizedLogin("authentication failed")
+        if delay > 0:
+            await deferLater(self._reactor, delay)
+        # The reason reaches the guard's log line; clients are told less.
+        raise UnauthorizedLogin(reason)

@@ -123,6 +123,7 @@ def run_delete(args, config, out: TextIO | None = None, err: TextIO | None = Non
             ids.extend(sys.stdin.read().split())
         else:
             ids.append(word)
+    ids = [word if word == "ALL" else word.upper() for word in ids]  # ids are upper-case hex
     try:
         if any(word == "ALL" for word in ids):
             count = spool.remove_all() if os.path.isdir(spool.path) else 0

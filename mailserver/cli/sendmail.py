@@ -213,6 +213,7 @@ def deliver(
     if not qualified:
         err.write("sendmail: no recipients specified\n")
         return EX_USAGE
+    message = submission.qualify_header_addresses(message, myorigin)
     fullname = options.fullname if options.fullname is not None else os.environ.get("NAME") or gecos
     from_address = sender or f"{user}@{myorigin}"
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))

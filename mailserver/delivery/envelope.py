@@ -18,6 +18,7 @@ class Client:
     tls: bool = False
     sasl_user: str | None = None
     protocol: str = "ESMTP"  # ESMTP, ESMTPS, ESMTPA, ESMTPSA, or "local" for sendmail
+    trusted: bool = False  # mail made or picked up by this host (sendmail, bounces): may relay
 
 
 @dataclass(frozen=True)

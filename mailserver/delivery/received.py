@@ -13,9 +13,11 @@ def received_header(
     helo: str, ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
 ) -> bytes:
     """C{Received:} as Postfix's smtpd writes it (no reverse DNS: C{unknown})."""
-    helo = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
     for_clause = f"\n\tfor <{recipient}>" if recipient else ""
     date = email.utils.formatdate(now, localtime=True)
+    if protocol == "local":  # picked up from the maildrop (sendmail), or made here (bounces)
+        return f"Received: by {hostname} (mailserver) id {queue_id}{for_clause};\n\t{date}\n".encode("ascii", "replace")
+    helo = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
     return (
         f"Received: from {helo} (unknown [{ip}])\n"
         f"\tby {hostname} (mailserver) with {protocol} id {queue_id}{for_clause};\n"

@@ -45,7 +45,7 @@ class RelayPolicy:
         if self.is_local_domain(recipient.domain):
             return Verdict.proceed()
         client = envelope.client
-        permitted = client.sasl_user is not None or in_networks(client.ip, self.mynetworks)
+        permitted = client.trusted or client.sasl_user is not None or in_networks(client.ip, self.mynetworks)
         if permitted and self.queue_available:
             return Verdict.accept(RemoteAddress(recipient))
         return Verdict.reject(RELAY_DENIED)

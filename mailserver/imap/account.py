@@ -28,6 +28,7 @@ from mailserver.store.folders import (
     FolderError,
     FolderNotFoundError,
     Folders,
+    disk_name,
     normalize_name,
 )
 from mailserver.store.index import FolderIndex, FolderRegistry, Snapshot
@@ -81,6 +82,7 @@ class MaildirAccount:
         self.reactor = reactor
         self._threadpool = threadpool
         self._subscribed: list[str] = []
+        self._paths: dict[str, str] = {}
 
     # ------------------------------------------------------------ plumbing
 
@@ -104,13 +106,22 @@ class MaildirAccount:
     def logout(self) -> None:
         pass
 
+    def path(self, name: str) -> str:
+        """The checked directory of folder C{name} (remembered: the check stats the disk)."""
+        path = self._paths.get(name)
+        if path is None:
+            path = self.folders.path(name)
+            if len(self._paths) < 1000:
+                self._paths[name] = path
+        return path
+
     def index(self, name: str) -> FolderIndex:
-        return self.registry.get(self.folders.path(name), self.root)
+        return self.registry.get(self.path(name), self.root)
 
     def changed(self, name: str) -> None:
         """Tell other sessions (IDLE) that folder C{name} changed."""
         if self.notifier is not None:
-            self.notifier.changed([self.folders.path(name)])
+            self.notifier.changed([self.path(name)])
 
     @property
     def special_use(self) -> dict[str, str]:
@@ -120,19 +131,29 @@ class MaildirAccount:
 
     async def select_folder(self, name: str, readwrite: bool) -> SelectedMailbox:
         name = normalize_name(name)
-        exists = await self.run(self.folders.exists, name)
-        if not exists:
-            raise FolderNotFoundError(f"mailbox {name} does not exist")
-        mailbox = SelectedMailbox(self, name, self.index(name), readwrite)
+        index = await self._existing(name)
+        mailbox = SelectedMailbox(self, name, index, readwrite)
         await mailbox.open()
         return mailbox
 
     async def status(self, name: str) -> Snapshot:
         name = normalize_name(name)
-        exists = await self.run(self.folders.exists, name)
-        if not exists:
-            raise FolderNotFoundError(f"mailbox {name} does not exist")
-        return await self.run(self.index(name).refresh)
+        index = await self._existing(name)
+        return await self.run(index.refresh)
+
+    async def _existing(self, name: str) -> FolderIndex:
+        """The index of folder C{name}; checks (in a thread) that it exists."""
+
+        def check() -> FolderIndex:
+            if not self.folders.exists(name):
+                raise FolderNotFoundError(f"mailbox {name} does not exist")
+            return self.index(name)
+
+        return await self.run(check)
+
+    async def target(self, name: str) -> FolderIndex:
+        """The index of existing folder C{name} (COPY/MOVE destination)."""
+        return await self._existing(normalize_name(name))
 
     async def list(self, reference: str, pattern: str, subscribed: bool) -> list[tuple[str, list[str]]]:
         existing = await self.run(self.folders.names)
@@ -146,8 +167,9 @@ class MaildirAccount:
 
     async def delete_folder(self, name: str) -> str:
         name = normalize_name(name)
-        path = self.folders.path(name)
+        path = await self.run(self.folders.path, name)
         done = await self.run(self.folders.delete, name)
+        self._paths.clear()
         self.registry.forget(path)
         self.changed_path(path)
         return done
@@ -155,8 +177,9 @@ class MaildirAccount:
     async def rename_folder(self, old: str, new: str) -> list[tuple[str, str]]:
         old = normalize_name(old)
         moves = await self.run(self.folders.rename, old, new)
+        self._paths.clear()
         for source, _ in moves:
-            path = self.folders.path(source)
+            path = os.path.join(self.root, disk_name(source)) if disk_name(source) else self.root
             self.registry.forget(path)
             self.changed_path(path)
         return moves
@@ -175,10 +198,8 @@ class MaildirAccount:
 
     async def append(self, name: str, data: bytes, flags: list[str], date: float | None) -> tuple[int, int]:
         name = normalize_name(name)
-        exists = await self.run(self.folders.exists, name)
-        if not exists:
-            raise FolderNotFoundError(f"mailbox {name} does not exist")
-        result = await self.run(self.index(name).append, data, flags, date)
+        index = await self._existing(name)
+        result = await self.run(index.append, data, flags, date)
         self.changed(name)
         return result
 

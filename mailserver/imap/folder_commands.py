@@ -8,19 +8,32 @@ L{syntax.ParseError} gives BAD, L{Refused} or a C{FolderError} gives NO.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, ParseError
 from mailserver.imap.wire import astring, flag_list, quoted
 from mailserver.store import flags as flagmod
-from mailserver.store.folders import DELIMITER, FolderNameError, FolderNotFoundError, mutf7_decode, mutf7_encode
+from mailserver.store.folders import (
+    DELIMITER,
+    FolderNameError,
+    FolderNotFoundError,
+    disk_name,
+    mutf7_decode,
+    mutf7_encode,
+)
 
 if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 AUTHED = frozenset({"auth", "select"})
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+
+def _disk_path(root: str, name: str) -> str:
+    entry = disk_name(name)
+    return os.path.join(root, entry) if entry else root
 
 
 def decode_name(raw: bytes, pattern: bool = False) -> str:
@@ -89,7 +102,7 @@ async def delete(server: "IMAPServer", cmd: Command) -> bytes:
     name = read_mailbox(cmd)
     cmd.args.end()
     account = server.account
-    path = account.folders.path(name)
+    path = await account.run(account.folders.path, name)
     await account.delete_folder(name)
     if server.selected is not None and server.selected.index.path == path:
         server.set_selected(None)
@@ -105,7 +118,7 @@ async def rename(server: "IMAPServer", cmd: Command) -> bytes:
     account = server.account
     moves = await account.rename_folder(old, new)
     if server.selected is not None:
-        moved = {account.folders.path(source) for source, _ in moves}
+        moved = {_disk_path(account.root, source) for source, _ in moves}
         if server.selected.index.path in moved:
             server.set_selected(None)
             server.untagged(b"OK [CLOSED] Selected mailbox renamed")

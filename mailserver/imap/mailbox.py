@@ -18,6 +18,7 @@ coroutine methods directly.
 from __future__ import annotations
 
 import bisect
+import email.utils
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -225,6 +226,8 @@ class SelectedMailbox:
                 chosen.update(range(lo, hi))
             return [(i + 1, self.uids[i]) for i in sorted(chosen)]
         if not self.uids:
+            if all(high is None for _, high in messages.ranges):
+                return []  # "1:*" or "*" in an empty mailbox: nothing, not an error
             raise ParseError("no messages in this mailbox")
         largest = len(self.uids)
         chosen = set()
@@ -298,10 +301,10 @@ class SelectedMailbox:
 
     def fetch(self, messages: MessageSet, uid: bool) -> Deferred:
         """Twisted's fetch: (seq, IMessage) pairs; bodies are read in a thread first."""
-        chosen = self.select(_from_twisted(messages), uid)
+        chosen = [(seq, u, self.flags(u), self.records[u].mtime) for seq, u in self.select(_from_twisted(messages), uid)]
 
         def load() -> list[tuple[int, "MessageView"]]:
-            return [(seq, MessageView(u, self.flags(u), self.records[u].mtime, self.index.read(u) or b"")) for seq, u in chosen]
+            return [(seq, MessageView(u, flags, mtime, self.index.read(u) or b"")) for seq, u, flags, mtime in chosen]
 
         return self.account.run(load)
 
@@ -344,9 +347,7 @@ class MessageView:
         return self._flags
 
     def getInternalDate(self) -> str:
-        import email.utils
-
-        return email.utils.formatdate(self._mtime)
+        return email.utils.formatdate(self._mtime, localtime=True)
 
     def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
         wanted = {n.lower() for n in names}

@@ -210,13 +210,13 @@ async def _transfer(server: "IMAPServer", cmd: Command, move: bool) -> bytes:
     if move:
         _writable(server)
     account = server.account
-    exists = await account.run(account.folders.exists, target_name)
-    if not exists:
-        raise Refused("Mailbox does not exist", "TRYCREATE")
+    try:
+        target = await account.target(target_name)
+    except FolderNotFoundError:
+        raise Refused("Mailbox does not exist", "TRYCREATE") from None
     word = b"MOVE" if move else b"COPY"
     if not chosen:
         return word + b" completed"
-    target = account.index(target_name)
     try:
         pairs = await account.run(transfer, mailbox.index, [uid for _, uid in chosen], target, move)
     except FileNotFoundError:

@@ -16,3 +16,10 @@ def reply_text(error: Exception) -> bytes:
     """An exception's message made safe for one response line."""
     text = str(error) or error.__class__.__name__
     return "".join(c if c.isprintable() else "?" for c in text).encode("utf-8", "replace")[:500]
+
+
+def printable(value: bytes | str) -> str:
+    """Client-supplied text (a user name, an ID field) made safe for one log line."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "?" for c in value[:256])

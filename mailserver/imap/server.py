@@ -8,8 +8,8 @@ no LITERAL+, UIDPLUS, MOVE or ENABLE, and sends EXPUNGE at any time:
 
 - a command line and its literals are collected first (L{parse_command}),
   a literal over the limit being refused before it is read, then parsed by
-  L{syntax.Reader} and run by a handler from C{folder_commands},
-  C{message_commands} or this module;
+  L{syntax.Reader} and run by a handler from C{session_commands},
+  C{folder_commands} or C{message_commands};
 - while a command runs, input is paused, so pipelined commands wait and
   literals of the next command are never mistaken for lines;
 - before each tagged OK in the selected state the session syncs its view
@@ -23,26 +23,21 @@ small FETCH items come straight from the folder index.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any, Awaitable, Callable
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import imap4
-from twisted.mail.imap4 import IAccount
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
-import mailserver
-from mailserver.imap import folder_commands, message_commands
+from mailserver.imap import folder_commands, message_commands, session_commands
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
-from mailserver.imap.replies import Refused, reply_text as _text
+from mailserver.imap.replies import Refused, printable, reply_text as _text
 from mailserver.imap.search import BadCharset, CHARSETS
 from mailserver.imap.syntax import Command, Literal, ParseError, Reader
 from mailserver.store.flags import FlagError
@@ -60,6 +55,8 @@ COMMAND_LIMIT = 256 * 1024
 IDLE_TIMEOUT = 30 * 60
 PREAUTH_TIMEOUT = 60
 LOGIN_FAILURE_DELAY = 2.0
+#: Failed logins after which the connection is closed.
+MAX_FAILED_LOGINS = 3
 
 
 class _LiteralReader:
@@ -128,7 +125,7 @@ class LoginGuard:
         return Deferred.fromCoroutine(self._login(credentials, mind, interfaces))
 
     async def _login(self, credentials: Any, mind: Any, interfaces: tuple) -> Any:
-        user = _printable(getattr(credentials, "username", b"") or b"")
+        user = printable(getattr(credentials, "username", b"") or b"")
         try:
             result = await self._portal.login(credentials, mind, *interfaces)
         except UnauthorizedLogin:
@@ -148,16 +145,7 @@ class LoginGuard:
         return result
 
 
-def _printable(value: bytes | str) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in value[:256])
-
-
 Handler = Callable[["IMAPServer", Command], Awaitable[bytes | None]]
-ANY = frozenset({"unauth", "auth", "select"})
-AUTHED = frozenset({"auth", "select"})
-SELECTED = frozenset({"select"})
 
 
 class IMAPServer(imap4.IMAP4Server):
@@ -192,9 +180,8 @@ class IMAPServer(imap4.IMAP4Server):
         self._line_waiter: Deferred | None = None
         self._idling = False
         self._idle_unsubscribe: Callable[[], None] | None = None
-        self._busy = False
-        self.enabled: set[str] = set()
-        self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(_BASE_COMMANDS)
+        self.failed_logins = 0
+        self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(session_commands.COMMANDS)
         self.commands.update(folder_commands.COMMANDS)
         self.commands.update(message_commands.COMMANDS)
 
@@ -302,12 +289,10 @@ class IMAPServer(imap4.IMAP4Server):
             why = {"unauth": b"Log in first", "auth": b"No mailbox selected"}.get(self.state, b"Not allowed now")
             self.sendBadResponse(tag, command.name.encode() + b" not allowed in this state: " + why)
             return
-        self._busy = True
         self.pauseProducing()
         Deferred.fromCoroutine(self._run(handler, command)).addBoth(self._finished)
 
     def _finished(self, result: Any) -> None:
-        self._busy = False
         if self.transport is not None and not self.transport.disconnecting:
             self.resumeProducing()
 
@@ -338,6 +323,10 @@ class IMAPServer(imap4.IMAP4Server):
             self.transport.loseConnection()
         except UnauthorizedLogin:
             self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
+            self.failed_logins += 1
+            if self.failed_logins >= MAX_FAILED_LOGINS:
+                self.sendLine(b"* BYE Too many failed logins")
+                self.transport.loseConnection()
         except OSError as e:
             log.error("imap: {command} failed: {error}", command=command.name, error=e)
             self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error, see the server log")
@@ -449,146 +438,6 @@ class IMAPServer(imap4.IMAP4Server):
 
 
 _NO_SYNC = frozenset({"SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"})
-
-
-# ---------------------------------------------------------------- any-state commands
-
-
-async def _capability(server: IMAPServer, cmd: Command) -> bytes:
-    cmd.args.end()
-    server.untagged(b"CAPABILITY " + b" ".join(server.listCapabilities()))
-    return b"CAPABILITY completed"
-
-
-async def _noop(server: IMAPServer, cmd: Command) -> bytes:
-    cmd.args.end()
-    return b"NOOP completed"
-
-
-async def _logout(server: IMAPServer, cmd: Command) -> None:
-    cmd.args.end()
-    server.untagged(b"BYE Logging out")
-    server.sendPositiveResponse(cmd.tag, b"LOGOUT completed")
-    server.set_selected(None)
-    server.state = "logout"
-    server.transport.loseConnection()
-    return None
-
-
-async def _id(server: IMAPServer, cmd: Command) -> bytes:
-    args = cmd.args
-    fields: list[bytes] = []
-    if args.maybe(b"("):
-        while not args.maybe(b")"):
-            if fields:
-                args.sp()
-            fields.append(args.string("ID field"))
-            args.sp()
-            value = args.atom("ID value") if args.peek().upper() == b"N" else None
-            if value is not None and value.upper() != "NIL":
-                raise ParseError("ID values are strings or NIL")
-            fields.append(b"NIL" if value is not None else args.string("ID value"))
-            if len(fields) > 60:
-                raise ParseError("too many ID fields")
-    else:
-        if args.atom("ID list").upper() != "NIL":
-            raise ParseError("ID takes a list or NIL")
-    args.end()
-    if fields:
-        log.info("imap: client ID {fields}", fields=[_printable(f) for f in fields])
-    version = mailserver.__dict__.get("__version__", "0")
-    server.untagged(b'ID ("name" "mailserver" "version" "' + str(version).encode() + b'")')
-    return b"ID completed"
-
-
-async def _enable(server: IMAPServer, cmd: Command) -> bytes:
-    cmd.args.atom("capability")
-    while not cmd.args.at_end():
-        cmd.args.sp()
-        cmd.args.atom("capability")
-    server.untagged(b"ENABLED")
-    return b"ENABLE completed"
-
-
-async def _namespace(server: IMAPServer, cmd: Command) -> bytes:
-    cmd.args.end()
-    server.untagged(b'NAMESPACE (("" "/")) NIL NIL')
-    return b"NAMESPACE completed"
-
-
-async def _idle(server: IMAPServer, cmd: Command) -> bytes | None:
-    return await server.idle(cmd)
-
-
-async def _login(server: IMAPServer, cmd: Command) -> bytes:
-    user = cmd.args.astring("user name")
-    cmd.args.sp()
-    password = cmd.args.astring("password")
-    cmd.args.end()
-    await _authenticated(server, UsernamePassword(user, password))
-    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
-
-
-async def _authenticated(server: IMAPServer, credentials: Any) -> None:
-    if server.portal is None:
-        raise Refused("Authentication unavailable", "UNAVAILABLE")
-    interface, avatar, logout = await server.portal.login(credentials, None, IAccount)
-    server.account = avatar
-    server._onLogout = logout
-    server.state = "auth"
-    server.setTimeout(server.POSTAUTH_TIMEOUT)
-
-
-async def _authenticate(server: IMAPServer, cmd: Command) -> bytes:
-    mechanism = cmd.args.atom("mechanism").upper().encode()
-    initial = None
-    if not cmd.args.at_end():
-        cmd.args.sp()
-        initial = cmd.args.atom("initial response").encode()
-    cmd.args.end()
-    factory = server.challengers.get(mechanism)
-    if factory is None:
-        raise Refused("Unsupported authentication mechanism", "CANNOT")
-    challenger = factory()
-    while True:
-        if initial is not None:
-            response, initial = (b"" if initial == b"=" else initial), None
-        else:
-            server.sendLine(b"+ " + base64.b64encode(challenger.getChallenge()))
-            response = await server.next_line()
-        if response.strip() == b"*":
-            raise ParseError("AUTHENTICATE cancelled")
-        try:
-            decoded = base64.b64decode(response.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise ParseError("malformed base64 in AUTHENTICATE") from None
-        try:
-            challenger.setResponse(decoded)
-        except imap4.IllegalClientResponse as e:
-            raise ParseError(f"bad AUTHENTICATE response: {e}") from None
-        if not challenger.moreChallenges():
-            break
-    await _authenticated(server, challenger)
-    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
-
-
-async def _starttls(server: IMAPServer, cmd: Command) -> bytes:
-    cmd.args.end()
-    raise Refused("TLS is not available", "UNAVAILABLE")
-
-
-_BASE_COMMANDS: dict[str, tuple[Handler, frozenset[str]]] = {
-    "CAPABILITY": (_capability, ANY),
-    "NOOP": (_noop, ANY),
-    "LOGOUT": (_logout, ANY),
-    "ID": (_id, ANY),
-    "LOGIN": (_login, frozenset({"unauth"})),
-    "AUTHENTICATE": (_authenticate, frozenset({"unauth"})),
-    "STARTTLS": (_starttls, frozenset({"unauth"})),
-    "ENABLE": (_enable, frozenset({"auth"})),
-    "NAMESPACE": (_namespace, AUTHED),
-    "IDLE": (_idle, AUTHED),
-}
 
 
 class IMAPFactory(protocol.ServerFactory):

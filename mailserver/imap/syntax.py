@@ -9,7 +9,7 @@ every problem raises L{ParseError} with a reason for the BAD response.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+import datetime as _dt
 
 from mailserver.imap import wire
 
@@ -204,7 +204,7 @@ class Reader:
             return "\\" + self.atom("flag")
         return self.atom("flag")
 
-    def date(self) -> date:
+    def date(self) -> _dt.date:
         raw = self._quoted() if self.peek() == b'"' else self._run(_ATOM_SET)
         try:
             return wire.parse_date(raw.decode("ascii"))

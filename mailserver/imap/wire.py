@@ -65,8 +65,10 @@ def flag_list(flags: Iterable[str]) -> bytes:
 
 
 def _ordered_flags(flags: Iterable[str]) -> list[str]:
+    """System flags, then keywords, then ``\\*``: a stable order for responses."""
     flags = list(flags)
-    return sorted(f for f in flags if f.startswith("\\")) + sorted(f for f in flags if not f.startswith("\\"))
+    system = sorted(f for f in flags if f.startswith("\\") and f != "\\*")
+    return system + sorted(f for f in flags if not f.startswith("\\")) + [f for f in flags if f == "\\*"]
 
 
 def sequence_set(numbers: Sequence[int]) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 from twisted.cred.portal import Portal
 from twisted.internet.protocol import ServerFactory
 
+from mailserver.auth.throttle import AuthThrottle
 from mailserver.pop3 import sasl
 from mailserver.pop3.mailbox import RunInThread, in_thread_pool
 from mailserver.pop3.server import POP3Server, allow_plaintext
@@ -21,11 +22,16 @@ class POP3Factory(ServerFactory):
         the thread pool for disk I/O.
     @param timeout: idle seconds before a session is dropped
         (C{pop3_timeout}; RFC 1939 asks for at least 10 minutes).
-    @param context_factory: the TLS context for STLS, once TLS is wired in;
-        kept here, not used yet.
+    @param context_factory: the TLS context for STLS
+        (C{mailserver.tls.ReloadableContextFactory}); None: no STLS.  For
+        POP3S wrap the factory: C{mailserver.tls.wrap_implicit(factory, ctx)}.
     @param allow_plaintext: C{f(transport) -> bool}: may USER/PASS and SASL
-        PLAIN/LOGIN be used on this connection?
-    @param auth_failure_delay: seconds before a failed login is answered.
+        PLAIN/LOGIN be used on this connection?  Default: only over TLS or
+        from loopback (C{mailserver.tls.PlaintextPolicy}).
+    @param throttle: the L{AuthThrottle} shared by all listeners (delays,
+        bans); default: one of this factory's own.
+    @param auth_failure_delay: the first failure's delay of the factory's
+        own throttle.
     @param max_bad_commands: bad commands before the session is dropped.
     @param max_auth_failures: failed logins before the session is dropped.
     @param run_in_thread: replaces the reactor's thread pool (tests).
@@ -42,6 +48,7 @@ class POP3Factory(ServerFactory):
         context_factory: Any = None,
         *,
         allow_plaintext: Callable[[Any], bool] = allow_plaintext,
+        throttle: AuthThrottle | None = None,
         auth_failure_delay: float = 2.0,
         max_bad_commands: int = 20,
         max_auth_failures: int = 3,
@@ -54,6 +61,7 @@ class POP3Factory(ServerFactory):
         self.context_factory = context_factory
         self.allow_plaintext = allow_plaintext
         self.auth_failure_delay = auth_failure_delay
+        self.throttle = throttle if throttle is not None else AuthThrottle(reactor, base_delay=auth_failure_delay)
         self.max_bad_commands = max_bad_commands
         self.max_auth_failures = max_auth_failures
         self.implementation = implementation
@@ -70,6 +78,8 @@ class POP3Factory(ServerFactory):
         p.run_in_thread = self.run_in_thread
         p.allow_plaintext = self.allow_plaintext
         p.auth_failure_delay = self.auth_failure_delay
+        p.context_factory = self.context_factory
+        p.throttle = self.throttle
         p.max_bad_commands = self.max_bad_commands
         p.max_auth_failures = self.max_auth_failures
         p.mechanisms = self.challengers

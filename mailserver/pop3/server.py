@@ -11,12 +11,20 @@ keeps RPOP/LAST, and its AUTH only understands CRAM-MD5-style answers.
 
 Message numbers, sizes and UIDLs are fixed at login (RFC 1939); deletions
 happen at QUIT only, so a dropped connection deletes nothing.
+
+TLS: STLS (RFC 2595) when the factory has a context factory; anything the
+client sent in the clear after STLS, before the handshake, is discarded
+(the CVE-2011-0411 command-injection class).  Plain-text passwords are
+refused on unencrypted connections unless L{allow_plaintext} says yes.
+Logins go through an L{AuthGuard}: per-address delays, bans, and the one
+log line per failure that fail2ban reads.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections import deque
 from typing import Any, Callable
 
 from twisted.cred.credentials import UsernamePassword
@@ -28,11 +36,13 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.python.failure import Failure
 
+from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned, log_auth_failure
 from mailserver.pop3 import sasl
 from mailserver.pop3.lock import MaildropInUse
 from mailserver.pop3.mailbox import IMaildrop, MessageVanished
 from mailserver.pop3.stream import MessageStreamer, TransferStopped
 from mailserver.pop3.wire import TopFilter
+from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
 #: RFC 2449 section 4: a command line is at most 255 octets with its CRLF.
 MAX_COMMAND_LENGTH = 253
@@ -46,14 +56,9 @@ _TRANSACTION = frozenset(
 _KNOWN = _AUTHORIZATION | _TRANSACTION
 
 
-def allow_plaintext(transport: Any) -> bool:
-    """
-    Whether USER/PASS and SASL PLAIN/LOGIN may be used on C{transport}.
-
-    The hook for refusing plain-text passwords over unencrypted, non-loopback
-    connections; everything is allowed until TLS is wired in.
-    """
-    return True
+#: Whether USER/PASS and SASL PLAIN/LOGIN may be used on a transport: the
+#: secure default (C{disable_plaintext_auth = yes}): only over TLS or loopback.
+allow_plaintext: Callable[[Any], bool] = PlaintextPolicy()
 
 
 class POP3Server(pop3.POP3):
@@ -68,6 +73,12 @@ class POP3Server(pop3.POP3):
     clock: Any = None
     run_in_thread: Callable[..., Deferred] | None = None
     allow_plaintext: Callable[[Any], bool] = staticmethod(allow_plaintext)
+    #: The TLS context factory for STLS (C{mailserver.tls}); None: no STLS.
+    context_factory: Any = None
+    #: Shared by every listener; None: failures are delayed by
+    #: C{auth_failure_delay} and logged here, without bans.
+    throttle: AuthThrottle | None = None
+    service = "pop3"
     auth_failure_delay = 2.0
     max_bad_commands = 20
     max_auth_failures = 3
@@ -88,6 +99,10 @@ class POP3Server(pop3.POP3):
         self._auth_failures = 0
         self._lost = False
         self._reading_paused = False
+        self._incoming: deque[bytes] = deque()  # lines of the data being handled
+        self._pending: deque[bytes] = deque()  # queued lines being handled after a wait
+        self._receiving = False
+        self._guard: AuthGuard | None = None
         self._stats = {"top": [0, 0], "retr": [0, 0], "dele": [0, 0]}
 
     # Connection
@@ -95,10 +110,15 @@ class POP3Server(pop3.POP3):
     def connectionMade(self) -> None:
         if self.clock is not None:
             self.callLater = self.clock.callLater
-        if ITCPTransport.providedBy(self.transport):
+        if ITCPTransport.providedBy(self.transport):  # also the TLS layer of POP3S
             # A response is written in pieces as the disk delivers them;
             # Nagle + delayed ACK would stall each piece by up to 40 ms.
             self.transport.setTcpNoDelay(True)
+        if self.portal is not None and self.throttle is not None and self.clock is not None:
+            address = peer_ip(self.transport)
+            self._guard = AuthGuard(
+                self.portal, self.throttle, self.service, str(address) if address else None, self.clock
+            )
         self.setTimeout(self.timeOut)
         self._ok(self.greeting)
 
@@ -149,6 +169,31 @@ class POP3Server(pop3.POP3):
 
     # Input, one line at a time, in order (PIPELINING)
 
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Split into lines and handle them in order (Twisted's
+        C{LineOnlyReceiver}, but the lines waiting their turn are kept on
+        C{self} so that STLS can throw them away).
+        """
+        lines = (self._buffer + data).split(self.delimiter)
+        self._buffer = lines.pop(-1)
+        self._incoming.extend(lines)
+        if self._receiving:
+            return
+        self._receiving = True
+        try:
+            while self._incoming and not self.transport.disconnecting:
+                line = self._incoming.popleft()
+                if len(line) > self.MAX_LENGTH:
+                    self.lineLengthExceeded(line)
+                    return
+                self.lineReceived(line)
+        finally:
+            self._receiving = False
+            self._incoming.clear()
+        if len(self._buffer) > self.MAX_LENGTH and not self.transport.disconnecting:
+            self.lineLengthExceeded(self._buffer)
+
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
         if line.endswith(b"\r"):
@@ -166,11 +211,13 @@ class POP3Server(pop3.POP3):
         self._dispatch(line)
 
     def _unblock(self, _: object = None) -> None:
-        lines, self.blocked = self.blocked or [], None
-        while lines and self.blocked is None and not self._lost:
-            self._dispatch(lines.pop(0))
+        self._pending.extend(self.blocked or [])
+        self.blocked = None
+        while self._pending and self.blocked is None and not self._lost:
+            self._dispatch(self._pending.popleft())
         if self.blocked is not None:
-            self.blocked.extend(lines)
+            self.blocked.extend(self._pending)
+            self._pending.clear()
         elif self._reading_paused and not (self._lost or self.transport.disconnecting):
             self._reading_paused = False
             self.transport.resumeProducing()
@@ -228,6 +275,8 @@ class POP3Server(pop3.POP3):
             b"AUTH-RESP-CODE",
             b"PIPELINING",
         ]
+        if self._can_start_tls():
+            capabilities.append(b"STLS")
         if self.allow_plaintext(self.transport):
             capabilities.append(b"USER")
             if self.mechanisms:
@@ -239,7 +288,7 @@ class POP3Server(pop3.POP3):
         if not rest or b" " in rest:
             self._bad("USER takes one argument.")
         elif not self.allow_plaintext(self.transport):
-            self._err("[AUTH] Plaintext authentication disallowed on non-secure connections.")
+            self._plaintext_refused("USER")
         else:
             self._user = rest
             self._ok("Send PASS.")
@@ -266,7 +315,7 @@ class POP3Server(pop3.POP3):
             self._bad("Unsupported SASL mechanism." if mechanism is None else "Bad AUTH syntax.")
             return
         if not self.allow_plaintext(self.transport):
-            self._err("[AUTH] Plaintext authentication disallowed on non-secure connections.")
+            self._plaintext_refused("AUTH " + name.upper().decode("ascii", "replace"))
             return
         response: bytes | None = None
         if initial:
@@ -298,6 +347,10 @@ class POP3Server(pop3.POP3):
         method, self._mechanism = self._mechanism[0], None
         if isinstance(step, sasl.Credentials):
             self._login(step.username, step.password, method)
+        elif self._guard is not None:
+            # Logged, counted and delayed like a wrong password.
+            d = self._guard.refuse(None, step.reason)
+            self._busy(d.addErrback(self._refuse, b"", method))
         else:
             self._busy(maybeDeferred(self._refuse, Failure(LoginFailed(step.reason)), b"", method))
 
@@ -306,8 +359,47 @@ class POP3Server(pop3.POP3):
         self._err("APOP is not supported.")
 
     def do_STLS(self, rest: bytes) -> None:
-        # Not announced in CAPA until TLS is wired in (context_factory).
-        self._err("STLS is not available.")
+        """RFC 2595: answer in the clear, then the TLS handshake."""
+        if rest:
+            self._bad("STLS takes no arguments.")
+        elif is_secure(self.transport):
+            self._err("Command not permitted when TLS active.")
+        elif self.context_factory is None:
+            self._err("STLS is not available.")
+        else:
+            self._ok("Begin TLS negotiation now.")
+            self._discard_cleartext_input()
+            self._user = None
+            self.transport.startTLS(self.context_factory)
+
+    def _can_start_tls(self) -> bool:
+        return self.context_factory is not None and not is_secure(self.transport)
+
+    def _discard_cleartext_input(self) -> None:
+        """
+        Forget whatever the client sent after STLS in the clear: commands
+        injected there (CVE-2011-0411) must not run as if sent under TLS.
+        A well-behaved client waits for our +OK and sends nothing.
+        """
+        discarded = len(self._buffer) + sum(len(line) + 1 for line in (*self._incoming, *self._pending))
+        self._buffer = b""
+        self._incoming.clear()
+        self._pending.clear()
+        if discarded:
+            self._log.warn(
+                "pop3 discarded {count} bytes sent in the clear after STLS peer={peer}",
+                count=discarded,
+                peer=self._peer(),
+            )
+
+    def _plaintext_refused(self, command: str) -> None:
+        self._log.info(
+            "pop3 plaintext authentication refused command={command} peer={peer}",
+            command=command,
+            peer=self._peer(),
+        )
+        hint = "use STLS first" if self._can_start_tls() else "use the POP3S port"
+        self._err(f"[AUTH] Plaintext authentication disallowed on non-secure connections: TLS required, {hint}.")
 
     def do_RPOP(self, rest: bytes) -> None:
         self._err("RPOP is not supported.")
@@ -322,7 +414,8 @@ class POP3Server(pop3.POP3):
         if self.portal is None:
             d: Deferred = maybeDeferred(_no_portal)
         else:
-            d = self.portal.login(UsernamePassword(user, password), None, pop3.IMailbox)
+            portal = self._guard if self._guard is not None else self.portal
+            d = portal.login(UsernamePassword(user, password), None, pop3.IMailbox)
         d.addCallbacks(self._authenticated, self._refuse, (user, method), None, (user, method))
         self._busy(d)
 
@@ -374,20 +467,23 @@ class POP3Server(pop3.POP3):
             self._err("[SYS/TEMP] Temporary authentication failure.")
             return None
         self._auth_failures += 1
-        self._log.info(
-            "pop3 login failed user={user} peer={peer} method={method} reason={reason}",
-            user=_loggable(user),
-            peer=self._peer(),
-            method=method,
-            reason=failure.getErrorMessage(),
-        )
 
         def answer() -> None:
-            self._err("[AUTH] Authentication failed.")
+            if self._lost:
+                return
+            if failure.check(LoginBanned):
+                self._err("[AUTH] Too many failed logins from your address: try again later.")
+            else:
+                self._err("[AUTH] Authentication failed.")
             if self._auth_failures >= self.max_auth_failures:
                 self._log.info("pop3 too many login failures peer={peer}", peer=self._peer())
                 self.transport.loseConnection()
 
+        if self._guard is not None:
+            answer()  # the guard has logged and waited
+            return None
+        reason = failure.getErrorMessage() if failure.value.args else "authentication failed"
+        log_auth_failure(self.service, self._peer(), user, reason)
         if self.clock is None or self.auth_failure_delay <= 0:
             answer()
             return None

@@ -71,7 +71,7 @@ class QueueManager(Service):
         queue_run_delay: float = 300,
         flush_check_interval: float = 5,
         postmaster: str | None = "postmaster",
-        max_parallel: int = 100,
+        max_parallel: int = 50,
     ) -> None:
         self.spool = spool
         self.relay = relay

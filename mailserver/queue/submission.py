@@ -133,6 +133,36 @@ def add_missing_headers(message: bytes, headers: list[tuple[str, str]]) -> bytes
     return head + extra + message[end:]
 
 
+#: Header fields whose bare local names are qualified, as Postfix's cleanup does.
+ADDRESS_FIELDS = frozenset(
+    {"from", "to", "cc", "reply-to", "sender", "resent-from", "resent-to", "resent-cc", "resent-sender"}
+)
+_BARE_LIST = re.compile(r"\s*[A-Za-z0-9._+-]+(?:\s*,\s*[A-Za-z0-9._+-]+)*\s*\Z")
+
+
+def qualify_header_addresses(message: bytes, myorigin: str) -> bytes:
+    """
+    C{To: root, alice} becomes C{To: root@myorigin, alice@myorigin}.
+
+    Only fields made of nothing but bare local names are touched: anything
+    with a domain, a display name, a comment or a quote is left as written.
+    """
+    fields = _fields(message)
+    changed = False
+    out: list[bytes] = []
+    for name, value, start, stop in fields:
+        if name in ADDRESS_FIELDS and _BARE_LIST.match(value):
+            label = message[start:stop].split(b":", 1)[0]
+            names = [part.strip() for part in value.split(",")]
+            out.append(label + b": " + ", ".join(f"{n}@{myorigin}" for n in names).encode("ascii") + b"\n")
+            changed = True
+        else:
+            out.append(message[start:stop])
+    if not changed:
+        return message
+    return b"".join(out) + message[header_end(message) :]
+
+
 def qualify(address: str, myorigin: str) -> str:
     """C{root} becomes C{root@myorigin}; anything with a domain is left alone."""
     if address == "" or "@" in address:

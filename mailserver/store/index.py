@@ -278,6 +278,10 @@ class FolderIndex:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            # One unreadable file must not make the whole folder unusable.
+            log.error("skipping unreadable message {path}: {error}", path=path, error=e)
+            return None
         return Summary(st.st_mtime, len(data), self._describe(to_crlf(data)))
 
     def read(self, uid: int) -> bytes | None:

@@ -66,7 +66,8 @@ class CheckerTests(SynchronousTestCase):
         self.failureResultOf(d, UnauthorizedLogin)
         failures = [e for e in events if e.get("reason")]
         self.assertEqual(len(failures), 1)
-        self.assertEqual(failures[0]["log_level"], LogLevel.warn)
+        # The guard (auth/throttle.py) writes the line fail2ban reads.
+        self.assertEqual(failures[0]["log_level"], LogLevel.debug)
         self.assertEqual(failures[0]["user"], "alice@example.com")
         self.assertEqual(failures[0]["reason"], "password mismatch")
 

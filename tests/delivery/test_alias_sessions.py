@@ -76,6 +76,6 @@ class AliasSessionTests(TestCase):
             code, text = replies["ghost@example.com"]
             self.assertEqual((code, text[:5]), (550, b"5.1.1"))
             code, text = replies["far@example.com"]
-            self.assertEqual((code, text[:5]), (550, b"5.1.2"))
+            self.assertEqual(code, 250)  # the remote target goes to the outbound queue
             self.assertEqual(self.harry(), [])
         return self.session("loop1@example.com", "ghost@example.com", "far@example.com").addCallback(check)

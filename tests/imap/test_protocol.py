@@ -6,6 +6,8 @@ IDLE, timeouts.
 
 from __future__ import annotations
 
+import os
+
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -117,6 +119,11 @@ class BadInputTests(SynchronousTestCase):
                     b"x STATUS INBOX (BOGUS)", b"x LOGIN a b", b"x UID FROB 1", b"x NOOP extra",
                     b"x FETCH 1 BODY[]<0.0>", b'x APPEND INBOX "bad date" {1+}\r\nx', b"x SEARCH (SEEN"]:
             self.check_bad(bad)
+
+    def test_star_in_empty_mailbox_is_not_an_error(self) -> None:
+        self.s.send(b"c CREATE Empty\r\ns SELECT Empty\r\n")
+        self.assertEqual(self.s.send(b"f FETCH 1:* FLAGS\r\n"), b"f OK FETCH completed\r\n")
+        self.check_bad(b"x FETCH 1 FLAGS")
 
     def test_unsupported_charset(self) -> None:
         out = self.s.send(b"x SEARCH CHARSET KOI8-R ALL\r\n")
@@ -249,3 +256,104 @@ class IdleAndTimeoutTests(SynchronousTestCase):
         other = MemorySession(self)
         other.reactor.advance(61)
         self.assertTrue(other.transport.disconnecting)
+
+
+class MailboxStateTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.s = MemorySession(self)
+        self.s.output()
+        for n in range(3):
+            deliver(self.s.maildir(), b"Subject: m%d\n\nbody\n" % n, when=1_700_000_000 + n)
+        self.s.send(b"a LOGIN alice secret\r\n")
+
+    def test_select_responses(self) -> None:
+        out = self.s.send(b"s SELECT inbox\r\n")
+        for line in [b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen)", b"* 3 EXISTS", b"* 3 RECENT",
+                     b"* OK [UNSEEN 1]", b"* OK [UIDNEXT 4]", b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]",
+                     b"s OK [READ-WRITE] SELECT completed"]:
+            self.assertIn(line, out)
+        self.assertRegex(out, rb"\* OK \[UIDVALIDITY \d+\]")
+
+    def test_examine_is_read_only(self) -> None:
+        out = self.s.send(b"e EXAMINE INBOX\r\n")
+        self.assertIn(b"e OK [READ-ONLY] EXAMINE completed", out)
+        self.assertIn(b"* OK [PERMANENTFLAGS ()]", out)
+        self.assertIn(b"x NO [READ-ONLY]", self.s.send(b"x STORE 1 +FLAGS (\\Deleted)\r\n"))
+        self.assertIn(b"y NO [READ-ONLY]", self.s.send(b"y EXPUNGE\r\n"))
+        out = self.s.send(b"f FETCH 1 BODY[TEXT]\r\n")
+        self.assertNotIn(b"\\Seen", out)
+        self.assertEqual(len(os.listdir(os.path.join(self.s.maildir(), "new"))), 3)  # nothing claimed
+
+    def test_close_expunges_silently_unselect_does_not(self) -> None:
+        self.s.send(b"s SELECT INBOX\r\nt STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\n")
+        out = self.s.send(b"u UNSELECT\r\n")
+        self.assertEqual(out, b"u OK UNSELECT completed\r\n")
+        self.s.send(b"s SELECT INBOX\r\n")
+        out = self.s.send(b"c CLOSE\r\n")
+        self.assertEqual(out, b"c OK CLOSE completed\r\n")
+        out = self.s.send(b"s SELECT INBOX\r\n")
+        self.assertIn(b"* 1 EXISTS", out)
+
+    def test_expunge_responses_in_order(self) -> None:
+        self.s.send(b"s SELECT INBOX\r\nt STORE 1,3 +FLAGS.SILENT (\\Deleted)\r\n")
+        out = self.s.send(b"x EXPUNGE\r\n")
+        self.assertEqual(out, b"* 3 EXPUNGE\r\n* 1 EXPUNGE\r\nx OK EXPUNGE completed\r\n")
+
+    def test_store_responses(self) -> None:
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(self.s.send(b"t STORE 2 +FLAGS (\\Flagged)\r\n"),
+                         b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\nt OK STORE completed\r\n")
+        self.assertEqual(self.s.send(b"u UID STORE 2 -FLAGS.SILENT (\\Flagged)\r\n"), b"u OK STORE completed\r\n")
+        out = self.s.send(b"v STORE 1 FLAGS ($Label1)\r\n")
+        self.assertIn(b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $Label1)", out)
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Recent $Label1))", out)
+        self.assertIn(b"w BAD", self.s.send(b"w STORE 1 +FLAGS (\\Bogus)\r\n"))
+
+    def test_rename_inbox(self) -> None:
+        out = self.s.send(b"r RENAME INBOX Archive\r\n")
+        self.assertIn(b"r OK", out)
+        out = self.s.send(b'x STATUS INBOX (MESSAGES)\r\ny STATUS Archive (MESSAGES UIDNEXT)\r\n')
+        self.assertIn(b"* STATUS INBOX (MESSAGES 0)", out)
+        self.assertIn(b"* STATUS Archive (MESSAGES 3 UIDNEXT 4)", out)
+
+    def test_delete_selected_mailbox(self) -> None:
+        self.s.send(b"c CREATE Tmp\r\ns SELECT Tmp\r\n")
+        out = self.s.send(b"d DELETE Tmp\r\n")
+        self.assertIn(b"* OK [CLOSED]", out)
+        self.assertIn(b"d OK", out)
+        self.assertEqual(self.s.server.state, "auth")
+
+    def test_id_enable_namespace(self) -> None:
+        out = self.s.send(b'i ID ("name" "test" "version" NIL)\r\n')
+        self.assertIn(b'* ID ("name" "mailserver"', out)
+        self.assertIn(b"e OK", self.s.send(b"e ENABLE CONDSTORE\r\n"))
+        self.assertIn(b'* NAMESPACE (("" "/")) NIL NIL', self.s.send(b"n NAMESPACE\r\n"))
+
+    def test_too_many_failed_logins(self) -> None:
+        other = MemorySession(self)
+        out = b"".join(other.send(b"x LOGIN alice nope\r\n") for n in range(3))
+        self.assertEqual(out.count(b"x NO [AUTHENTICATIONFAILED]"), 3)
+        self.assertIn(b"* BYE Too many failed logins", out)
+        self.assertTrue(other.transport.disconnecting)
+
+    def test_starttls_drops_pipelined_plaintext(self) -> None:
+        from zope.interface import implementer
+        from twisted.internet.interfaces import ITLSTransport
+        from twisted.internet.testing import StringTransport
+
+        @implementer(ITLSTransport)
+        class TLSTransport(StringTransport):
+            tls = None
+
+            def startTLS(self, ctx):
+                self.tls = ctx
+
+        session = MemorySession(self, context_factory=object())
+        session.transport = TLSTransport()
+        session.server.makeConnection(session.transport)
+        self.assertIn(b"STARTTLS", session.output())
+        out = session.send(b"t STARTTLS\r\nx LOGIN alice secret\r\n")
+        self.assertEqual(out, b"t OK Begin TLS negotiation now\r\n")
+        self.assertIsNotNone(session.transport.tls)
+        self.assertEqual(session.server.state, "unauth")
+        self.assertIn(b"u NO", session.send(b"u STARTTLS\r\n"))

@@ -413,3 +413,37 @@ class TwistedClientTests(TestCase):
         client = await self.connect()
         with self.assertRaises(Exception):
             await client.login(b"alice", b"nope")
+
+
+class InterfaceTests(TestCase):
+    """The avatar and mailbox provide twisted's interfaces (for any twisted.mail consumer)."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.server = LoopbackServer(self)
+
+    async def test_interfaces(self) -> None:
+        from twisted.mail.imap4 import IAccount, IMailboxInfo, INamespacePresenter, MessageSet
+        from twisted.mail.interfaces import IMailboxIMAP
+        from zope.interface.verify import verifyObject
+
+        from mailserver.imap.account import imap_account_factory
+
+        self.server.deliver(MESSAGE)
+        factory = imap_account_factory(self.server.maildir, self.server.notifier, reactor, registry=self.server.registry)
+        account = factory("alice")
+        self.assertTrue(verifyObject(IAccount, account))
+        self.assertTrue(verifyObject(INamespacePresenter, account))
+        await account.open()
+        mailbox = await account.select("INBOX")
+        self.assertTrue(verifyObject(IMailboxIMAP, mailbox))
+        self.assertTrue(verifyObject(IMailboxInfo, mailbox))
+        [(seq, message)] = await mailbox.fetch(MessageSet(1, 1), uid=False)
+        self.assertEqual(message.getHeaders(False, "subject"), {"subject": "hello"})
+        self.assertEqual(message.getBodyFile().read(), b"body line\r\n")
+        self.assertEqual(message.getUID(), 1)
+        self.assertEqual(mailbox.requestStatus(["MESSAGES", "UIDNEXT"]), {"MESSAGES": 1, "UIDNEXT": 2})
+        self.assertIsNone(await account.select("../etc"))
+        names = [name for name, _ in await account.listMailboxes("", "*")]
+        self.assertEqual(names, ["INBOX", "Drafts", "Junk", "Sent", "Trash"])

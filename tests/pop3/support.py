@@ -92,6 +92,11 @@ class ManualThreads:
 USERS = {b"alice": b"secret", b"bob": b"hunter2"}
 
 
+def allow_all(transport: Any) -> bool:
+    """A plain-text policy that allows everything."""
+    return True
+
+
 def make_portal(base: str, reactor: Any, run_in_thread: Callable[..., Deferred] | None) -> Portal:
     """Users alice and bob, with Maildirs under C{base}."""
     checker = InMemoryUsernamePasswordDatabaseDontUse()
@@ -137,6 +142,10 @@ class Fixture:
         os.makedirs(base, exist_ok=True)
         self.clock = task.Clock()
         self.portal = make_portal(base, self.clock, run_in_thread)
+        # StringTransport's peer is 192.168.1.1, not loopback: these tests log
+        # in without TLS, so they allow plain text (tests/pop3/test_tls.py
+        # covers the real policy).
+        kw.setdefault("allow_plaintext", allow_all)
         self.factory = POP3Factory(self.portal, self.clock, run_in_thread=run_in_thread, **kw)
 
     def maildir(self, user: str = "alice") -> str:

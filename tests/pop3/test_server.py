@@ -101,9 +101,10 @@ class LoginTests(Base):
             session.output(),
             b"-ERR [AUTH] Authentication failed.\r\n-ERR STAT is not allowed before login.\r\n",
         )
-        failed = [e for e in events if "login failed" in e["log_format"]]
+        failed = [e for e in events if e.get("auth_failure")]
         self.assertEqual(len(failed), 1)
-        self.assertEqual(failed[0]["peer"], "192.168.1.1")
+        self.assertEqual(failed[0]["service"], "pop3")
+        self.assertEqual(failed[0]["rip"], "192.168.1.1")
         self.assertEqual(failed[0]["user"], "alice")
 
     def test_unknown_user(self) -> None:
@@ -114,9 +115,12 @@ class LoginTests(Base):
 
     def test_too_many_failures_disconnect(self) -> None:
         session = self.session()
-        for _ in range(3):
+        for delay in (2, 4, 8):  # growing per-address delays (auth/throttle.py)
             session.login(b"alice", b"wrong")
-            self.fixture.clock.advance(2)
+            self.fixture.clock.advance(delay - 0.1)
+            self.assertEqual(session.output(), b"")
+            self.fixture.clock.advance(0.1)
+            self.assertEqual(session.output(), b"-ERR [AUTH] Authentication failed.\r\n")
         self.assertTrue(session.transport.disconnecting)
 
     def test_pass_without_user(self) -> None:
@@ -458,7 +462,7 @@ class BadInputTests(Base):
         with capturedLogs() as events:
             session.send(b"PASS x")
             self.fixture.clock.advance(2)
-        [failed] = [e for e in events if "login failed" in e["log_format"]]
+        [failed] = [e for e in events if e.get("auth_failure")]
         self.assertEqual(failed["user"], "ev\\x0dil\\x1b[2J")
 
     def test_tcp_nodelay(self) -> None:

@@ -62,7 +62,7 @@ class QueueCommandTests(SynchronousTestCase):
 
     def test_delete_one(self) -> None:
         keep, drop = self.queue_message(), self.queue_message()
-        self.assertEqual(queue_cli.run_delete(SimpleNamespace(queue_ids=[drop]), self.config), 0)
+        self.assertEqual(queue_cli.run_delete(SimpleNamespace(queue_ids=[drop.lower()]), self.config), 0)
         self.assertEqual([e.queue_id for e in self.spool.entries()], [keep])
         self.assertIn(f"{drop}: removed", self.out.getvalue())
 

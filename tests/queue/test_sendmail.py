@@ -111,6 +111,16 @@ class SubmissionTests(SynchronousTestCase):
         self.assertEqual(submission.add_missing_headers(b"just text\n", [("From", "a@b")]), b"From: a@b\n\njust text\n")
         self.assertEqual(submission.add_missing_headers(b"", [("From", "a@b")]), b"From: a@b\n\n")
 
+    def test_bare_names_in_headers_qualified(self) -> None:
+        message = b"To: root,\n alice\nCc: Bob <bob>\nFrom: carol\nSubject: root\n\nTo: body\n"
+        self.assertEqual(
+            submission.qualify_header_addresses(message, "example.com"),
+            b"To: root@example.com, alice@example.com\nCc: Bob <bob>\nFrom: carol@example.com\n"
+            b"Subject: root\n\nTo: body\n",
+        )
+        untouched = b"To: bob@example.org\n\nx\n"
+        self.assertIs(submission.qualify_header_addresses(untouched, "example.com"), untouched)
+
     def test_qualify(self) -> None:
         self.assertEqual(submission.qualify("root", "example.com"), "root@example.com")
         self.assertEqual(submission.qualify("a@b.example", "example.com"), "a@b.example")

@@ -125,6 +125,27 @@ class UidListTests(SynchronousTestCase):
         t.join(5)
         self.assertEqual(order, [2])
 
+    def test_two_processes_never_share_a_uid(self) -> None:
+        import multiprocessing
+
+        def worker(prefix: str) -> None:
+            ul = u.UidList(self.root)
+            names: list[str] = []
+            for n in range(150):
+                names.append(f"{prefix}{n}")
+                ul.sync(names, forget_absent=False)
+
+        context = multiprocessing.get_context("fork")
+        workers = [context.Process(target=worker, args=(p,)) for p in ("a", "b")]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+            self.assertEqual(w.exitcode, 0)
+        final = u.UidList(self.root).current()
+        self.assertEqual(len(final.uids), 300)
+        self.assertEqual(sorted(final.uids.values()), list(range(1, 301)))
+
     def test_uidvalidity_increases_for_recreated_folders(self) -> None:
         a = u.allocate_uidvalidity(self.root, 100.0)
         b = u.allocate_uidvalidity(self.root, 100.0)

@@ -1,0 +1,171 @@
+"""
+IMAP commands valid before login or in any state: CAPABILITY, NOOP,
+LOGOUT, ID, LOGIN, AUTHENTICATE (SASL through twisted's challengers, with
+SASL-IR), STARTTLS, ENABLE, NAMESPACE, IDLE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.mail.imap4 import IAccount
+
+import mailserver
+from mailserver.imap.replies import Refused, printable
+from mailserver.imap.syntax import Command, ParseError
+
+if TYPE_CHECKING:
+    from mailserver.imap.server import IMAPServer
+
+log = Logger()
+ANY = frozenset({"unauth", "auth", "select"})
+AUTHED = frozenset({"auth", "select"})
+
+
+async def _capability(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    server.untagged(b"CAPABILITY " + b" ".join(server.listCapabilities()))
+    return b"CAPABILITY completed"
+
+
+async def _noop(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    return b"NOOP completed"
+
+
+async def _logout(server: "IMAPServer", cmd: Command) -> None:
+    cmd.args.end()
+    server.untagged(b"BYE Logging out")
+    server.sendPositiveResponse(cmd.tag, b"LOGOUT completed")
+    server.set_selected(None)
+    server.state = "logout"
+    server.transport.loseConnection()
+    return None
+
+
+async def _id(server: "IMAPServer", cmd: Command) -> bytes:
+    args = cmd.args
+    fields: list[bytes] = []
+    if args.maybe(b"("):
+        while not args.maybe(b")"):
+            if fields:
+                args.sp()
+            fields.append(args.string("ID field"))
+            args.sp()
+            value = args.atom("ID value") if args.peek().upper() == b"N" else None
+            if value is not None and value.upper() != "NIL":
+                raise ParseError("ID values are strings or NIL")
+            fields.append(b"NIL" if value is not None else args.string("ID value"))
+            if len(fields) > 60:
+                raise ParseError("too many ID fields")
+    else:
+        if args.atom("ID list").upper() != "NIL":
+            raise ParseError("ID takes a list or NIL")
+    args.end()
+    if fields:
+        log.info("imap: client ID {fields}", fields=[printable(f) for f in fields])
+    server.untagged(b'ID ("name" "mailserver" "version" "' + mailserver.__version__.encode() + b'")')
+    return b"ID completed"
+
+
+async def _enable(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.atom("capability")
+    while not cmd.args.at_end():
+        cmd.args.sp()
+        cmd.args.atom("capability")
+    server.untagged(b"ENABLED")
+    return b"ENABLE completed"
+
+
+async def _namespace(server: "IMAPServer", cmd: Command) -> bytes:
+    cmd.args.end()
+    server.untagged(b'NAMESPACE (("" "/")) NIL NIL')
+    return b"NAMESPACE completed"
+
+
+async def _idle(server: "IMAPServer", cmd: Command) -> bytes | None:
+    return await server.idle(cmd)
+
+
+async def _login(server: "IMAPServer", cmd: Command) -> bytes:
+    user = cmd.args.astring("user name")
+    cmd.args.sp()
+    password = cmd.args.astring("password")
+    cmd.args.end()
+    await _authenticated(server, UsernamePassword(user, password))
+    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
+
+
+async def _authenticated(server: "IMAPServer", credentials: Any) -> None:
+    if server.portal is None:
+        raise Refused("Authentication unavailable", "UNAVAILABLE")
+    interface, avatar, logout = await server.portal.login(credentials, None, IAccount)
+    server.account = avatar
+    server._onLogout = logout
+    server.state = "auth"
+    server.setTimeout(server.POSTAUTH_TIMEOUT)
+
+
+async def _authenticate(server: "IMAPServer", cmd: Command) -> bytes:
+    mechanism = cmd.args.atom("mechanism").upper().encode()
+    initial = None
+    if not cmd.args.at_end():
+        cmd.args.sp()
+        initial = cmd.args.atom("initial response").encode()
+    cmd.args.end()
+    factory = server.challengers.get(mechanism)
+    if factory is None:
+        raise Refused("Unsupported authentication mechanism", "CANNOT")
+    challenger = factory()
+    while True:
+        if initial is not None:
+            response, initial = (b"" if initial == b"=" else initial), None
+        else:
+            server.sendLine(b"+ " + base64.b64encode(challenger.getChallenge()))
+            response = await server.next_line()
+        if response.strip() == b"*":
+            raise ParseError("AUTHENTICATE cancelled")
+        try:
+            decoded = base64.b64decode(response.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ParseError("malformed base64 in AUTHENTICATE") from None
+        try:
+            challenger.setResponse(decoded)
+        except imap4.IllegalClientResponse as e:
+            raise ParseError(f"bad AUTHENTICATE response: {e}") from None
+        if not challenger.moreChallenges():
+            break
+    await _authenticated(server, challenger)
+    return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
+
+
+async def _starttls(server: "IMAPServer", cmd: Command) -> None:
+    cmd.args.end()
+    if server.startedTLS or not (server.ctx and server.canStartTLS):
+        raise Refused("TLS is not available", "UNAVAILABLE")
+    server.sendPositiveResponse(cmd.tag, b"Begin TLS negotiation now")
+    # Anything the client pipelined after STARTTLS was sent in clear text:
+    # drop it rather than run it as if it came over TLS.
+    server.clearLineBuffer()
+    server.transport.startTLS(server.ctx)
+    server.startedTLS = True
+    return None
+
+
+COMMANDS = {
+    "CAPABILITY": (_capability, ANY),
+    "NOOP": (_noop, ANY),
+    "LOGOUT": (_logout, ANY),
+    "ID": (_id, ANY),
+    "LOGIN": (_login, frozenset({"unauth"})),
+    "AUTHENTICATE": (_authenticate, frozenset({"unauth"})),
+    "STARTTLS": (_starttls, frozenset({"unauth"})),
+    "ENABLE": (_enable, frozenset({"auth"})),
+    "NAMESPACE": (_namespace, AUTHED),
+    "IDLE": (_idle, AUTHED),
+}

@@ -1,0 +1,94 @@
+"""The outbound side wired by service.py: relay to a (fake) remote MX, bounces, sendmail pickup."""
+
+from __future__ import annotations
+
+import email
+import io
+import os
+import smtplib
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mailserver.cli.sendmail import parse_arguments
+from mailserver.cli.sendmail import run as sendmail_run
+from tests.harness import RunningServer
+from tests.queue.remote import FakeResolver, ScriptedESMTPFactory
+
+
+class RelayThroughServiceTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.remote = ScriptedESMTPFactory()
+        self.port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.remote)
+        self.addCleanup(self.port.stopListening)
+        resolver = FakeResolver(mx={"remote.example": [(10, "mx.remote.example")]},
+                                a={"mx.remote.example": ["127.0.0.1"]})
+        self.server = RunningServer(self, extra="mynetworks = 127.0.0.0/8\n", resolver=resolver,
+                                    relay_port=self.port.getHost().port)
+        yield self.server.start()
+        self.manager = self.server.service.server.queue_manager
+
+    def send(self, recipients):
+        def run():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                return client.sendmail("alice@example.com", recipients, b"Subject: out\r\n\r\nto the world\r\n")
+        return deferToThread(run)
+
+    @inlineCallbacks
+    def test_mynetworks_client_relays_to_remote_mx(self):
+        refused = yield self.send(["carol@remote.example"])
+        self.assertEqual(refused, {})
+        yield self.manager.flush()
+        yield self.remote.wait_closed()
+        [transaction] = self.remote.delivered
+        self.assertTrue(transaction.mail_from.startswith(b"<alice@example.com>"), transaction.mail_from)
+        self.assertEqual(len(transaction.recipients), 1)
+        self.assertIn(b"carol@remote.example", transaction.recipients[0])
+        self.assertIn(b"to the world", transaction.data)
+        remaining = yield self.server.service.server.spool.list()
+        self.assertEqual(remaining, [])
+
+    @inlineCallbacks
+    def test_permanent_failure_bounces_to_sender(self):
+        self.remote.script("carol@remote.example", b"550 5.1.1 <carol@remote.example>: no such user here")
+        yield self.send(["carol@remote.example"])
+        yield self.manager.flush()
+        yield self.remote.wait_closed()
+        yield self.manager.idle()
+        [bounce] = self.server.messages("alice")
+        self.assertIn(b"Return-Path: <>\n", bounce)
+        report = email.message_from_bytes(bounce)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertIn(b"no such user here", bounce)
+
+
+class SendmailPickupTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.server = RunningServer(self)
+        return self.server.start()
+
+    @inlineCallbacks
+    def test_sendmail_message_is_picked_up_and_delivered(self):
+        config = self.server.config
+        stdin = io.BytesIO(b"Subject: from the host\n\nhello bob\n")
+        status = sendmail_run(parse_arguments(["-i", "-f", "root", "--", "bob@example.com"]), config,
+                              stdin, io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        for _ in range(50):
+            if self.server.messages("bob"):
+                break
+            yield deferToThread(lambda: __import__("time").sleep(0.1))
+        [message] = self.server.messages("bob")
+        self.assertIn(b"Received: by mx.example.com (mailserver) id ", message)
+        self.assertIn(b"Subject: from the host\n", message)
+        self.assertIn(b"\nMessage-ID: <", message)
+        self.assertIn(b"\nFrom: ", message)
+        self.assertTrue(message.endswith(b"\nhello bob\n"))
