@@ -17,6 +17,7 @@ setup(
         "zope.interface>=6",  # interfaces at every seam
         "service-identity>=24.1",  # certificate host name checks for TLS
         "pyopenssl>=24.2",  # TLS through Twisted
+        "cryptography>=42",  # certificate generation and inspection (self-signed default, reload checks)
         "argon2-cffi>=23.1",  # {ARGON2ID} password hashes
         "bcrypt>=4.1",  # {BLF-CRYPT} password hashes
     ],

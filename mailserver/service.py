@@ -19,7 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.mail import pop3
+from twisted.mail import imap4, pop3
 from twisted.names import client as dns
 from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
@@ -41,6 +41,8 @@ from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
+from mailserver.imap.account import imap_account_factory
+from mailserver.imap.server import IMAPFactory
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
@@ -348,6 +350,7 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
+                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor),
             },
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
@@ -446,7 +449,16 @@ class Server:
         """One protocol factory per listener parameter that has a protocol so far."""
         factories: dict[str, Any] = {name: self.smtp_factory(name) for name in ("smtpd_listen", "submission_listen")}
         factories["pop3_listen"] = self.pop3_factory()
+        factories["imap_listen"] = self.imap_factory()
         return factories
+
+    def imap_factory(self) -> IMAPFactory:
+        config = self.config
+        return IMAPFactory(
+            self.portal, self.reactor, self.notifier, timeout=config.imap_timeout,
+            literal_limit=config.imap_literal_limit or 50 * 1024 * 1024,
+            login_failure_delay=0,  # the checker already delays failed passwords
+        )
 
 
 def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
@@ -460,6 +472,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)
     _StopHook(getattr(server.resolver, "stop", lambda: None)).setServiceParent(top)
+    _StopHook(server.notifier.stop).setServiceParent(top)
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     for name, factory in server.factories().items():

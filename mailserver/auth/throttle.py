@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from twisted.cred.credentials import IAnonymous
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -248,6 +249,9 @@ class AuthGuard:
         raise await self._failed(user, UnauthorizedLogin(reason))
 
     async def _login(self, credentials: Any, mind: Any, interfaces: tuple) -> Any:
+        if IAnonymous.providedBy(credentials):
+            # SMTP's login for unauthenticated mail (port 25) is no password guess.
+            return await self._portal.login(credentials, mind, *interfaces)
         user = getattr(credentials, "username", None)
         if self._throttle.banned(self.peer_ip):
             log_auth_failure(self.service, self.peer_ip, user, "client banned")

@@ -31,7 +31,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet import task
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import ITCPTransport, ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.python.failure import Failure
@@ -364,7 +364,7 @@ class POP3Server(pop3.POP3):
             self._bad("STLS takes no arguments.")
         elif is_secure(self.transport):
             self._err("Command not permitted when TLS active.")
-        elif self.context_factory is None:
+        elif not self._can_start_tls():
             self._err("STLS is not available.")
         else:
             self._ok("Begin TLS negotiation now.")
@@ -373,7 +373,11 @@ class POP3Server(pop3.POP3):
             self.transport.startTLS(self.context_factory)
 
     def _can_start_tls(self) -> bool:
-        return self.context_factory is not None and not is_secure(self.transport)
+        return (
+            self.context_factory is not None
+            and ITLSTransport.providedBy(self.transport)
+            and not is_secure(self.transport)
+        )
 
     def _discard_cleartext_input(self) -> None:
         """

@@ -183,8 +183,9 @@ class FolderIndex:
                 return self.snapshot
             now = self._clock()
             self._suspect = any(now - ns / 1e9 < _MTIME_TRUST for ns in stamp)
+            known = self.uidlist.current()
             listing = self._list()
-            missing = self._by_base.keys() - listing.keys()
+            missing = (self._by_base.keys() | known.uids.keys()) - listing.keys()
             if missing:
                 # readdir may skip an entry renamed while we read: look again
                 # before believing that a message is gone.
@@ -192,7 +193,7 @@ class FolderIndex:
                 for base in missing & again.keys():
                     listing[base] = again[base]
             self._dir_stamp = stamp
-            self._rebuild(listing)
+            self._rebuild(listing, known.uidnext)
             return self.snapshot
 
     def _stat_dirs(self) -> tuple[int, int] | None:
@@ -243,8 +244,8 @@ class FolderIndex:
                 found[base] = (sub, name, letters)
         return found
 
-    def _rebuild(self, listing: dict[str, tuple[str, str, str]]) -> None:
-        uidmap = self.uidlist.sync(listing.keys())
+    def _rebuild(self, listing: dict[str, tuple[str, str, str]], listed_before: int) -> None:
+        uidmap = self.uidlist.sync(listing.keys(), listed_before=listed_before)
         by_base: dict[str, MessageRecord] = {}
         described: list[tuple[str, Summary]] = []
         for base, (sub, name, letters) in listing.items():

@@ -298,15 +298,21 @@ class UidList:
         return uidmap
 
     def sync(
-        self, present: Iterable[str], first: Sequence[str] = (), forget_absent: bool = True
+        self,
+        present: Iterable[str],
+        first: Sequence[str] = (),
+        forget_absent: bool = True,
+        listed_before: int | None = None,
     ) -> UidMap:
         """
         Make sure every base name of C{present} has a UID.
 
         New names get UIDs in the order of C{first}, then by
         L{delivery_order}.  With C{forget_absent}, names not in
-        C{present} are dropped from the file when it is rewritten anyway.
-        Only takes the lock when something must be assigned.
+        C{present} are dropped from the file when it is rewritten anyway;
+        C{listed_before} is the UIDNEXT seen before C{present} was listed,
+        so names another process added since (UID >= it) are kept.  Only
+        takes the lock when something must be assigned.
         """
         present = set(present)
         current = self.current()
@@ -316,7 +322,7 @@ class UidList:
             missing = present - uidmap.uids.keys()
             if uidmap.uidvalidity and not missing:
                 return uidmap
-            return self._assign(uidmap, present, first, missing, forget_absent)
+            return self._assign(uidmap, present, first, missing, forget_absent, listed_before)
 
     def assign_locked(self, new: Sequence[str]) -> UidMap:
         """Under L{locked}: give C{new} base names UIDs in this order, keep the rest."""
@@ -331,11 +337,13 @@ class UidList:
         first: Sequence[str],
         missing: set[str],
         forget_absent: bool,
+        listed_before: int | None = None,
     ) -> UidMap:
         uidvalidity = uidmap.uidvalidity or allocate_uidvalidity(self.root, self._clock())
         uids = dict(uidmap.uids)
         if forget_absent:
-            uids = {base: uid for base, uid in uids.items() if base in present}
+            keep_from = uidmap.uidnext if listed_before is None else listed_before
+            uids = {base: uid for base, uid in uids.items() if base in present or uid >= keep_from}
         uidnext = uidmap.uidnext
         ordered = [b for b in dict.fromkeys(first) if b in missing]
         ordered += sorted(missing - set(ordered), key=delivery_order)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import UsernamePassword
+from twisted.cred.checkers import AllowAnonymousAccess, ICredentialsChecker
+from twisted.cred.credentials import Anonymous, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -219,6 +219,15 @@ class GuardTests(SynchronousTestCase):
             self.failureResultOf(guard.login(object(), None, IThing), UnhandledCredentials)
         self.assertEqual([e for e in events if e.get("auth_failure")], [])
         self.assertEqual(self.throttle.failures("192.0.2.1"), 0)
+
+    def test_anonymous_login_passes_even_when_banned(self) -> None:
+        portal = Portal(Realm(), [AllowAnonymousAccess()])
+        throttle = AuthThrottle(self.reactor, limit=1)
+        throttle.failed("192.0.2.1")
+        guard = AuthGuard(portal, throttle, "smtp", "192.0.2.1", self.reactor)
+        self.assertTrue(throttle.banned("192.0.2.1"))
+        result = self.successResultOf(guard.login(Anonymous(), None, IThing))
+        self.assertIs(result[0], IThing)
 
     def test_delegates_credential_interfaces(self) -> None:
         self.assertEqual(self.guard().listCredentialsInterfaces(), self.portal.listCredentialsInterfaces())

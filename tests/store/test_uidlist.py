@@ -157,3 +157,20 @@ class UidListTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"data")
         self.assertEqual(os.listdir(self.root), ["f"])
+
+
+class ListingRaceTests(SynchronousTestCase):
+    def test_names_added_after_our_listing_are_kept(self) -> None:
+        root = self.mktemp()
+        os.makedirs(root)
+        ours, theirs = u.UidList(root), u.UidList(root)
+        ours.sync(["old"])
+        before = ours.current().uidnext
+        # we list the directory ("old", "mine"); meanwhile another process
+        # assigns a UID to "theirs", which our listing did not see
+        theirs.sync(["old", "theirs"])
+        m = ours.sync(["old", "mine"], listed_before=before)
+        self.assertEqual(m.uids, {"old": 1, "theirs": 2, "mine": 3})
+        # an entry that was known when we listed and is gone now is dropped
+        m = ours.sync(["theirs", "mine", "new"], listed_before=m.uidnext)
+        self.assertEqual(m.uids, {"theirs": 2, "mine": 3, "new": 4})
