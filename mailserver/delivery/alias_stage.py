@@ -72,4 +72,4 @@ class AliasStage:
                     MailError(550, "5.1.2", f"Recipient address rejected: alias target <{target}> is remote "
                               "and outbound delivery is not configured")
                 )
-        return Verdict.accept(*destinations)
+        return Verdict.accept(*destinations, owner=expansion.owner)

@@ -61,6 +61,7 @@ class Recipient:
 
     original: Address  # as given at RCPT TO (X-Original-To)
     destinations: tuple[Destination, ...]
+    owner: Address | None = None  # owner-NAME of a list: the envelope sender for its copies
 
 
 @dataclass
@@ -89,10 +90,11 @@ class Verdict:
     destinations: tuple[Destination, ...] = ()
     error: MailError | None = None
     rewritten: Address | None = None  # a stage may hand the next one another address
+    owner: Address | None = None  # owner-NAME of an expanded list
 
     @classmethod
-    def accept(cls, *destinations: Destination) -> Verdict:
-        return cls(Outcome.ACCEPT, tuple(destinations))
+    def accept(cls, *destinations: Destination, owner: Address | None = None) -> Verdict:
+        return cls(Outcome.ACCEPT, tuple(destinations), owner=owner)
 
     @classmethod
     def proceed(cls, rewritten: Address | None = None) -> Verdict:

@@ -105,7 +105,7 @@ class DeliveryPipeline:
                 assert verdict.error is not None
                 raise verdict.error
             if verdict.outcome is Outcome.ACCEPT:
-                recipient = Recipient(address, verdict.destinations)
+                recipient = Recipient(address, verdict.destinations, verdict.owner)
                 envelope.recipients.append(recipient)
                 return recipient
             if verdict.rewritten is not None:

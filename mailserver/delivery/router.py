@@ -24,7 +24,8 @@ class LocalRouter:
     a bare C{user} entry for domains in C{mydestination}, the address without
     its C{recipient_delimiter} extension, and C{postmaster}, which always
     exists (RFC 5321 section 4.5.1): without such a user it has its own
-    Maildir under C{virtual_mailbox_base}.
+    Maildir under C{virtual_mailbox_base}; C{MAILER-DAEMON} goes to
+    C{postmaster}.
     """
 
     users: IUserDatabase
@@ -50,7 +51,9 @@ class LocalRouter:
                     path = maildir_for(record.name, record.home, self.home_mailbox, self.virtual_mailbox_base)
                     qualified = record.name if "@" in record.name else f"{record.name}@{candidate.domain}"
                     return LocalMailbox(qualified, path)
-        if base.local.lower() == "postmaster":
+        if base.local.lower() in ("postmaster", "mailer-daemon"):
+            if base.local.lower() == "mailer-daemon":
+                return self.resolve(Address("postmaster", address.domain))
             name = f"postmaster@{address.domain}"
             return LocalMailbox(name, os.path.join(self.virtual_mailbox_base, address.domain, "postmaster"))
         return None

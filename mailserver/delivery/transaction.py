@@ -180,33 +180,41 @@ class Transaction:
         raise MailError(451, "4.3.0", f"Error: content check target <{address}> is unknown")
 
     async def _deliver(self, message: bytes) -> None:
+        """
+        Local copies to the store, remote ones to the queue (one queue entry
+        per envelope sender: a list with an C{owner-NAME} alias gets its
+        bounces there, as in Postfix), alias files and commands last.
+        """
         envelope = self.envelope
         committer = self.core.committer
         sender = str(envelope.sender) if envelope.sender else ""
         copies: dict[str, bytes] = {}
-        remote: list[str] = []
+        remote: dict[str, list[str]] = {}
         targets: list[tuple[FileTarget | CommandTarget, Recipient]] = []
         delivered: list[str] = []
         for recipient in envelope.recipients:
+            copy_sender = str(recipient.owner) if recipient.owner is not None else sender
             for destination in recipient.destinations:
                 if isinstance(destination, LocalMailbox):
                     if destination.maildir not in copies:
                         copies[destination.maildir] = delivery_prefix(
-                            sender, str(recipient.original), destination.user
+                            copy_sender, str(recipient.original), destination.user
                         )
                         delivered.append(destination.user)
                 elif isinstance(destination, RemoteAddress):
-                    if str(destination.address) not in remote:
-                        remote.append(str(destination.address))
+                    addresses = remote.setdefault(copy_sender, [])
+                    if str(destination.address) not in addresses:
+                        addresses.append(str(destination.address))
                 elif isinstance(destination, (FileTarget, CommandTarget)):
                     targets.append((destination, recipient))
         try:
             if copies:
                 await committer.store.deliver(message, list(copies.items()))
-            if remote:
+            for copy_sender, addresses in remote.items():
                 if committer.queue is None:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
-                await committer.queue.enqueue(sender, remote, message)
+                await committer.queue.enqueue(copy_sender, addresses, message)
+                delivered += addresses
             for target, recipient in targets:
                 copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + message
                 if isinstance(target, FileTarget) and committer.to_file is not None:
@@ -220,7 +228,7 @@ class Transaction:
         except MailError as error:
             self._log("deferred" if error.temporary else "bounced", error.reply())
             raise
-        self._log("sent", f"delivered to {', '.join(delivered + remote) or 'nobody'}", size=len(message))
+        self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}", size=len(message))
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
         envelope = self.envelope

@@ -18,6 +18,8 @@ loop1: loop2
 loop2: loop1
 ghost: nobody-here
 far: someone@elsewhere.example
+staff: alice, carol@remote.example
+owner-staff: harry
 """
 
 
@@ -79,3 +81,44 @@ class AliasSessionTests(TestCase):
             self.assertEqual(code, 250)  # the remote target goes to the outbound queue
             self.assertEqual(self.harry(), [])
         return self.session("loop1@example.com", "ghost@example.com", "far@example.com").addCallback(check)
+
+
+class ListOwnerTests(TestCase):
+    """owner-NAME takes the bounces of list NAME: its copies carry owner-NAME as envelope sender."""
+
+    timeout = 60
+
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as handle:
+            handle.write(ALIASES)
+        self.server = RunningServer(self, extra=f"alias_maps = hash:{aliases}\n",
+                                    users={"alice@example.com": "a", "harry": "h"})
+        return self.server.start()
+
+    def test_list_copies_use_the_owner_as_sender(self):
+        spool = self.server.service.server.spool
+        manager = self.server.service.server.queue_manager
+        manager.stopService()  # keep the remote copy in the queue to inspect it
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                return client.sendmail("poster@remote.example", ["staff@example.com", "mailer-daemon@example.com"],
+                                       b"Subject: list\r\n\r\nhi\r\n")
+
+        def check(refused):
+            self.assertEqual(refused, {})
+            [local] = self.server.messages("alice")
+            self.assertTrue(local.startswith(b"Return-Path: <owner-staff@example.com>\n"), local[:80])
+            [postmaster] = self.server.messages("postmaster")
+            self.assertTrue(postmaster.startswith(b"Return-Path: <poster@remote.example>\n"))
+            return spool.list()
+
+        def queued(entries):
+            [entry] = entries
+            self.assertEqual(entry.sender, "owner-staff@example.com")
+            self.assertEqual([r.address for r in entry.recipients], ["carol@remote.example"])
+
+        return deferToThread(send).addCallback(check).addCallback(queued)
