@@ -25,6 +25,7 @@ from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
 
 from mailserver.auth.checker import PasswordChecker
+from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.parameters import Config, listen_endpoints
@@ -36,7 +37,7 @@ from mailserver.address import parse_mailbox
 from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
-from mailserver.errors import MailError
+from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
@@ -49,6 +50,7 @@ from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
+from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build_contexts, wrap_implicit
 from mailserver.queue.manager import QueueManager
 from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
@@ -345,7 +347,16 @@ class Server:
             lambda sender, recipients, message, extract: self.injector.inject(sender, recipients, message),
             max_size=config.message_size_limit + 65536 if config.message_size_limit else 1 << 40,
         )
-        self.checker = PasswordChecker(self.users, reactor, failure_delay=config.auth_failure_delay)
+        # Failed logins are delayed (growing, per client address) and banned by the throttle,
+        # which each session puts in front of the portal; the checker itself does not wait.
+        self.checker = PasswordChecker(self.users, reactor, failure_delay=0)
+        self.throttle = AuthThrottle(reactor, base_delay=config.auth_failure_delay, limit=config.auth_failure_limit)
+        self.plaintext = PlaintextPolicy.from_config(config)
+        try:
+            self.tls = build_contexts(TLSSettings.from_config(config), config.data_directory, config.myhostname)
+        except CertificateError as error:
+            raise ConfigError([Problem(config.where("smtpd_tls_cert_file")[0], config.where("smtpd_tls_cert_file")[1],
+                                       str(error))]) from None
         self.realm = MailRealm(
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
@@ -407,13 +418,14 @@ class Server:
         return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
 
     def reload(self) -> None:
-        """SIGHUP / C{mailserver reload}: re-read users, alias and check tables now."""
+        """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
         log.info("reloading tables")
         self.users.reload(force=True)
         for maps in (self.aliases, self.virtual_aliases):
             for watched in getattr(maps, "watched", ()):
                 watched.reload(force=True)
         self.checks.reload()
+        self.tls.reload()
 
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
@@ -432,24 +444,35 @@ class Server:
             tls_required=config.smtpd_tls_security_level == "encrypt" and listener != "smtps_listen",
             disable_plaintext_auth=config.disable_plaintext_auth,
         )
+        implicit = listener == "smtps_listen"
+        tls = self.tls.smtpd if config.smtpd_tls_security_level != "none" or implicit else None
         return SMTPFactory(
             self.portal,
             policy,
             self.reactor,
             max_connections=config.smtpd_max_connections,
             per_client_limit=config.smtpd_client_connection_count_limit,
+            context_factory=tls,
             challengers={b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials} if config.smtpd_sasl_auth_enable else {},
+            implicit_tls=implicit,
+            throttle=self.throttle,
         )
 
     def pop3_factory(self) -> POP3Factory:
         # The checker already delays failed passwords (auth_failure_delay).
-        return POP3Factory(self.portal, self.reactor, timeout=self.config.pop3_timeout, auth_failure_delay=0)
+        return POP3Factory(
+            self.portal, self.reactor, timeout=self.config.pop3_timeout, context_factory=self.tls.pop3,
+            allow_plaintext=self.plaintext, throttle=self.throttle,
+        )
 
     def factories(self) -> dict[str, Any]:
         """One protocol factory per listener parameter that has a protocol so far."""
         factories: dict[str, Any] = {name: self.smtp_factory(name) for name in ("smtpd_listen", "submission_listen")}
+        factories["smtps_listen"] = wrap_implicit(self.smtp_factory("smtps_listen"), self.tls.smtpd)
         factories["pop3_listen"] = self.pop3_factory()
+        factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
         factories["imap_listen"] = self.imap_factory()
+        factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
         return factories
 
     def imap_factory(self) -> IMAPFactory:
@@ -457,7 +480,7 @@ class Server:
         return IMAPFactory(
             self.portal, self.reactor, self.notifier, timeout=config.imap_timeout,
             literal_limit=config.imap_literal_limit or 50 * 1024 * 1024,
-            login_failure_delay=0,  # the checker already delays failed passwords
+            context_factory=self.tls.imap, allow_plaintext=self.plaintext, throttle=self.throttle,
         )
 
 

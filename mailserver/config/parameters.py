@@ -196,7 +196,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("disable_plaintext_auth", BOOL, "yes", DOVECOT,
       "refuse passwords without TLS (loopback clients excepted)"),
     P("smtpd_sasl_auth_enable", BOOL, "yes", POSTFIX, "offer SMTP AUTH (after TLS)"),
-    P("auth_failure_limit", INT, "10", OWN, "failed logins before a connection is closed"),
+    P("auth_failure_limit", INT, "10", OWN, "failed logins from one address within 10 minutes that ban it for 10 minutes"),
     # Outbound queue.
     P("relayhost", Relayhost(), "", POSTFIX, "smart host for all non-local mail (empty: MX)"),
     P("minimal_backoff_time", TIME, "300s", POSTFIX, "shortest wait before retrying"),

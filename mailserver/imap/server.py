@@ -14,8 +14,14 @@ no LITERAL+, UIDPLUS, MOVE or ENABLE, and sends EXPUNGE at any time:
   literals of the next command are never mistaken for lines;
 - before each tagged OK in the selected state the session syncs its view
   of the folder (EXPUNGE only where RFC 3501 7.4.1 allows it);
-- failed logins are logged with the peer address and answered after a
-  delay (L{LoginGuard}).
+- STARTTLS (RFC 3501 6.2.1, RFC 2595) with whatever the client pipelined
+  behind it in the clear thrown away (CVE-2011-0411); implicit TLS (IMAPS)
+  by wrapping the factory with C{mailserver.tls.wrap_implicit};
+- passwords only over TLS or from loopback unless configured otherwise
+  (Dovecot's C{disable_plaintext_auth}: C{LOGINDISABLED}, C{NO
+  [PRIVACYREQUIRED]});
+- logins go through a per-connection C{mailserver.auth.throttle.AuthGuard}:
+  one fail2ban line per failure, growing delays and bans per client address.
 
 Disk work happens in the thread pool (see C{mailserver.imap.account});
 small FETCH items come straight from the folder index.
@@ -30,18 +36,20 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.imap import folder_commands, message_commands, session_commands
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
-from mailserver.imap.replies import Refused, printable, reply_text as _text
+from mailserver.imap.replies import Refused, reply_text as _text
 from mailserver.imap.search import BadCharset, CHARSETS
+from mailserver.imap.session_commands import PLAINTEXT_MECHANISMS
 from mailserver.imap.syntax import Command, Literal, ParseError, Reader
 from mailserver.store.flags import FlagError
 from mailserver.store.folders import FolderError
+from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
 log = Logger()
 
@@ -108,43 +116,6 @@ class _Throttle:
         return self._waiting
 
 
-class LoginGuard:
-    """
-    A portal wrapper for one connection: logs failures with the peer
-    address, delays their answer, and opens the account (folder set-up in
-    a thread) before a success is reported.
-    """
-
-    def __init__(self, portal: Any, clock: Any, delay: float, peer: str) -> None:
-        self._portal = portal
-        self._clock = clock
-        self._delay = delay
-        self._peer = peer
-
-    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred:
-        return Deferred.fromCoroutine(self._login(credentials, mind, interfaces))
-
-    async def _login(self, credentials: Any, mind: Any, interfaces: tuple) -> Any:
-        user = printable(getattr(credentials, "username", b"") or b"")
-        try:
-            result = await self._portal.login(credentials, mind, *interfaces)
-        except UnauthorizedLogin:
-            log.info("imap: login failed for {user} from {peer}", user=user, peer=self._peer)
-            if self._delay > 0:
-                await deferLater(self._clock, self._delay, lambda: None)
-            raise
-        interface, avatar, logout = result
-        opener = getattr(avatar, "open", None)
-        if opener is not None:
-            try:
-                await opener()
-            except Exception:
-                logout()
-                raise
-        log.info("imap: login of {user} from {peer}", user=user, peer=self._peer)
-        return result
-
-
 Handler = Callable[["IMAPServer", Command], Awaitable[bytes | None]]
 
 
@@ -163,6 +134,8 @@ class IMAPServer(imap4.IMAP4Server):
         string_literal_limit: int = STRING_LITERAL_LIMIT,
         context_factory: Any = None,
         preauth_timeout: int = PREAUTH_TIMEOUT,
+        allow_plaintext: Callable[[Any], bool] = PlaintextPolicy(),
+        throttle: AuthThrottle | None = None,
     ) -> None:
         super().__init__(
             chal={b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials},
@@ -181,21 +154,68 @@ class IMAPServer(imap4.IMAP4Server):
         self._idling = False
         self._idle_unsubscribe: Callable[[], None] | None = None
         self.failed_logins = 0
+        self.allow_plaintext = allow_plaintext
+        self.throttle = throttle
+        self.peer_ip: str | None = None
         self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(session_commands.COMMANDS)
         self.commands.update(folder_commands.COMMANDS)
         self.commands.update(message_commands.COMMANDS)
 
     # ------------------------------------------------------------ capabilities
 
+    def connectionMade(self) -> None:
+        address = peer_ip(self.transport)
+        self.peer_ip = str(address) if address is not None else None
+        if self.portal is not None and self.throttle is not None and not isinstance(self.portal, AuthGuard):
+            self.portal = AuthGuard(self.portal, self.throttle, "imap", self.peer_ip, self.clock)
+        super().connectionMade()  # the greeting lists the capabilities
+
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT",
                 b"APPENDLIMIT=%d" % self.literal_limit]
         if self.state == "unauth":
-            caps += [b"AUTH=PLAIN", b"AUTH=LOGIN"]
-            if self.ctx and self.canStartTLS and not self.startedTLS:
+            # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
+            # again afterwards and then sees the mechanisms instead.
+            if self.can_start_tls():
                 caps.append(b"STARTTLS")
+            plaintext = self.plaintext_allowed()
+            caps += [b"AUTH=" + name for name in self.challengers
+                     if plaintext or name not in PLAINTEXT_MECHANISMS]
+            if not plaintext:
+                caps.append(b"LOGINDISABLED")
         return caps
+
+    # ------------------------------------------------------------ TLS and passwords
+
+    def is_secure(self) -> bool:
+        """Whether this connection is encrypted (IMAPS, or after STARTTLS)."""
+        return self.startedTLS or is_secure(self.transport)
+
+    def can_start_tls(self) -> bool:
+        return bool(self.ctx) and self.canStartTLS and not self.is_secure()
+
+    def plaintext_allowed(self) -> bool:
+        """May a password travel on this connection (LOGIN, AUTHENTICATE PLAIN/LOGIN)?"""
+        return self.startedTLS or self.allow_plaintext(self.transport)
+
+    def start_tls(self) -> None:
+        """
+        Start the TLS handshake after the tagged OK to STARTTLS.
+
+        Whatever the client sent after STARTTLS arrived in the clear and may
+        have been injected by a man in the middle (CVE-2011-0411): it is
+        dropped, not run as if it had come over TLS.  A correct client
+        waits for our OK and sends nothing before the handshake.
+        """
+        discarded = len(self.clearLineBuffer())
+        if discarded:
+            log.warn(
+                "imap: discarded {count} bytes sent in the clear after STARTTLS rip={rip}",
+                count=discarded, rip=self.peer_ip,
+            )
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
 
     # ------------------------------------------------------------ reading commands
 
@@ -293,8 +313,18 @@ class IMAPServer(imap4.IMAP4Server):
         Deferred.fromCoroutine(self._run(handler, command)).addBoth(self._finished)
 
     def _finished(self, result: Any) -> None:
-        if self.transport is not None and not self.transport.disconnecting:
-            self.resumeProducing()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.disconnecting:
+            # Closing (LOGOUT, BYE) under implicit TLS: the TLS layer waits
+            # for the client's close_notify, so let it read again or the
+            # connection stays open for ever; but run no further command
+            # (we stay paused).
+            if is_secure(transport):
+                transport.resumeProducing()
+            return
+        self.resumeProducing()
 
     async def _run(self, handler: Handler, command: Command) -> None:
         tag = command.tag
@@ -321,6 +351,12 @@ class IMAPServer(imap4.IMAP4Server):
         except MailboxReset as e:
             self.sendLine(b"* BYE " + _text(e))
             self.transport.loseConnection()
+        except LoginBanned:
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many failed logins from your address, try again later")
+            self.failed_logins += 1
+            if self.failed_logins >= MAX_FAILED_LOGINS:
+                self.sendLine(b"* BYE Too many failed logins")
+                self.transport.loseConnection()
         except UnauthorizedLogin:
             self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
             self.failed_logins += 1
@@ -445,18 +481,31 @@ class IMAPFactory(protocol.ServerFactory):
     Builds L{IMAPServer}s for one listener.
 
     @param portal: a cred portal whose realm gives C{imap4.IAccount} avatars
-        (C{MailRealm} with L{imap_account_factory}).
+        (C{MailRealm} with L{imap_account_factory}).  Each connection logs
+        in through an C{AuthGuard} over it; an C{AuthGuard} given here is
+        used as it is.
     @param reactor: clock for timeouts and login delays.
     @param notifier: the process's C{MailboxNotifier} (IDLE).
     @param timeout: seconds of inactivity before an authenticated session
         is closed (RFC 3501: at least 30 minutes).
     @param literal_limit: largest APPEND literal, in octets.
     @param string_literal_limit: largest other literal (names, search strings).
-    @param login_failure_delay: seconds before a failed login is answered.
-    @param context_factory: TLS (STARTTLS) context, later.
+    @param login_failure_delay: the first failure's delay of the factory's
+        own throttle, used when no C{throttle} is given.
+    @param context_factory: the TLS context for STARTTLS
+        (C{mailserver.tls.ReloadableContextFactory}); None: no STARTTLS.
+        For IMAPS wrap the factory: C{mailserver.tls.wrap_implicit(factory, ctx)}.
+    @param preauth_timeout: seconds a client has to log in.
+    @param disable_plaintext_auth: Dovecot's parameter: passwords (LOGIN,
+        AUTHENTICATE PLAIN/LOGIN) only over TLS or from loopback.
+    @param allow_plaintext: C{f(transport) -> bool}, replaces the policy
+        that C{disable_plaintext_auth} selects (C{mailserver.tls.PlaintextPolicy}).
+    @param throttle: the C{AuthThrottle} shared by all listeners (growing
+        delays, bans per client address); default: one of this factory's own.
     """
 
     protocol = IMAPServer
+    noisy = False
 
     def __init__(
         self,
@@ -469,6 +518,10 @@ class IMAPFactory(protocol.ServerFactory):
         login_failure_delay: float = LOGIN_FAILURE_DELAY,
         context_factory: Any = None,
         preauth_timeout: int = PREAUTH_TIMEOUT,
+        *,
+        disable_plaintext_auth: bool = True,
+        allow_plaintext: Callable[[Any], bool] | None = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self.portal = portal
         self.reactor = reactor
@@ -479,9 +532,14 @@ class IMAPFactory(protocol.ServerFactory):
         self.login_failure_delay = login_failure_delay
         self.context_factory = context_factory
         self.preauth_timeout = preauth_timeout
+        self.allow_plaintext = (
+            allow_plaintext if allow_plaintext is not None
+            else PlaintextPolicy(disable_plaintext_auth=disable_plaintext_auth)
+        )
+        self.throttle = throttle if throttle is not None else AuthThrottle(reactor, base_delay=login_failure_delay)
 
     def buildProtocol(self, addr: Any) -> IMAPServer:
-        server = IMAPServer(
+        server = self.protocol(
             notifier=self.notifier,
             clock=self.reactor,
             timeout=self.timeout,
@@ -489,9 +547,10 @@ class IMAPFactory(protocol.ServerFactory):
             string_literal_limit=self.string_literal_limit,
             context_factory=self.context_factory,
             preauth_timeout=self.preauth_timeout,
+            allow_plaintext=self.allow_plaintext,
+            throttle=self.throttle,
         )
         server.factory = self
         server.callLater = self.reactor.callLater
-        peer = f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}"
-        server.portal = LoginGuard(self.portal, self.reactor, self.login_failure_delay, peer)
+        server.portal = self.portal  # wrapped in an AuthGuard once the peer is known
         return server

@@ -2,6 +2,9 @@
 IMAP commands valid before login or in any state: CAPABILITY, NOOP,
 LOGOUT, ID, LOGIN, AUTHENTICATE (SASL through twisted's challengers, with
 SASL-IR), STARTTLS, ENABLE, NAMESPACE, IDLE.
+
+LOGIN and AUTHENTICATE PLAIN/LOGIN are refused with C{NO
+[PRIVACYREQUIRED]} where the connection's plain-text policy says so.
 """
 
 from __future__ import annotations
@@ -92,19 +95,54 @@ async def _idle(server: "IMAPServer", cmd: Command) -> bytes | None:
     return await server.idle(cmd)
 
 
+#: SASL mechanisms that carry the password itself: refused where plain text is.
+PLAINTEXT_MECHANISMS = frozenset({b"PLAIN", b"LOGIN"})
+#: Dovecot's replies when a password would travel in the clear.
+PLAINTEXT_DISABLED = "Plaintext authentication disallowed on non-secure connections."
+PLAINTEXT_ALERT = (
+    b"BAD [ALERT] Plaintext authentication not allowed without SSL/TLS, but your client "
+    b"did it anyway. If anyone was listening, the password was exposed."
+)
+
+
+def _refuse_plaintext(server: "IMAPServer", command: str, password_sent: bool) -> Refused:
+    """C{NO [PRIVACYREQUIRED]}, with Dovecot's alert if the password was already sent."""
+    log.info("imap: plaintext authentication refused command={command} rip={rip}",
+             command=command, rip=server.peer_ip)
+    if password_sent:
+        server.untagged(PLAINTEXT_ALERT)
+    return Refused(PLAINTEXT_DISABLED, "PRIVACYREQUIRED")
+
+
 async def _login(server: "IMAPServer", cmd: Command) -> bytes:
     user = cmd.args.astring("user name")
     cmd.args.sp()
     password = cmd.args.astring("password")
     cmd.args.end()
+    if not server.plaintext_allowed():
+        raise _refuse_plaintext(server, "LOGIN", password_sent=True)
     await _authenticated(server, UsernamePassword(user, password))
     return b"[CAPABILITY " + b" ".join(server.listCapabilities()) + b"] Logged in"
 
 
 async def _authenticated(server: "IMAPServer", credentials: Any) -> None:
+    """Log in through the portal (an AuthGuard: logged, delayed, banned), then open the account."""
     if server.portal is None:
         raise Refused("Authentication unavailable", "UNAVAILABLE")
     interface, avatar, logout = await server.portal.login(credentials, None, IAccount)
+    opener = getattr(avatar, "open", None)  # folder set-up, in a thread
+    if opener is not None:
+        try:
+            await opener()
+        except Exception:
+            logout()
+            raise
+    if server.transport is None or server.transport.disconnecting:
+        logout()
+        return
+    log.info("imap: login of {user} rip={rip} tls={tls}",
+             user=printable(getattr(credentials, "username", b"") or b""),
+             rip=server.peer_ip, tls=server.is_secure())
     server.account = avatar
     server._onLogout = logout
     server.state = "auth"
@@ -121,6 +159,8 @@ async def _authenticate(server: "IMAPServer", cmd: Command) -> bytes:
     factory = server.challengers.get(mechanism)
     if factory is None:
         raise Refused("Unsupported authentication mechanism", "CANNOT")
+    if mechanism in PLAINTEXT_MECHANISMS and not server.plaintext_allowed():
+        raise _refuse_plaintext(server, "AUTHENTICATE " + mechanism.decode(), password_sent=initial is not None)
     challenger = factory()
     while True:
         if initial is not None:
@@ -137,7 +177,11 @@ async def _authenticate(server: "IMAPServer", cmd: Command) -> bytes:
         try:
             challenger.setResponse(decoded)
         except imap4.IllegalClientResponse as e:
-            raise ParseError(f"bad AUTHENTICATE response: {e}") from None
+            refuse = getattr(server.portal, "refuse", None)
+            if refuse is None:
+                raise ParseError(f"bad AUTHENTICATE response: {e}") from None
+            # A malformed exchange counts as a failed login (logged, delayed).
+            await refuse(None, f"malformed {mechanism.decode()} response")
         if not challenger.moreChallenges():
             break
     await _authenticated(server, challenger)
@@ -146,14 +190,12 @@ async def _authenticate(server: "IMAPServer", cmd: Command) -> bytes:
 
 async def _starttls(server: "IMAPServer", cmd: Command) -> None:
     cmd.args.end()
-    if server.startedTLS or not (server.ctx and server.canStartTLS):
+    if server.is_secure():
+        raise Refused("TLS is already active")
+    if not server.can_start_tls():
         raise Refused("TLS is not available", "UNAVAILABLE")
     server.sendPositiveResponse(cmd.tag, b"Begin TLS negotiation now")
-    # Anything the client pipelined after STARTTLS was sent in clear text:
-    # drop it rather than run it as if it came over TLS.
-    server.clearLineBuffer()
-    server.transport.startTLS(server.ctx)
-    server.startedTLS = True
+    server.start_tls()  # drops what was pipelined in the clear (CVE-2011-0411)
     return None
 
 

@@ -56,6 +56,7 @@ class SMTPFactory(smtp.SMTPFactory):
         context_factory: Any = None,
         challengers: dict[bytes, Any] | None = None,
         implicit_tls: bool = False,
+        throttle: Any = None,
     ) -> None:
         super().__init__(portal)
         self.policy = policy
@@ -65,6 +66,7 @@ class SMTPFactory(smtp.SMTPFactory):
         self.context_factory = context_factory
         self.challengers = challengers or {}
         self.implicit_tls = implicit_tls
+        self.throttle = throttle
         self.connections: Counter[str] = Counter()
 
     def buildProtocol(self, addr):

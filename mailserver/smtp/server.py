@@ -19,6 +19,7 @@ from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from mailserver.address import Address, parse_path
+from mailserver.auth.throttle import AuthGuard, LoginBanned
 from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
@@ -93,6 +94,10 @@ class ESMTPServer(smtp.ESMTP):
         implicit = getattr(self.factory, "implicit_tls", False)
         self.canStartTLS = self.ctx is not None and not implicit and ITLSTransport.providedBy(self.transport)
         self._helo = (None, self.peer_ip.encode())
+        throttle = getattr(self.factory, "throttle", None)
+        if throttle is not None and self.portal is not None:
+            # Growing delays and bans per client address for SASL; anonymous logins pass.
+            self.portal = AuthGuard(self.portal, throttle, "smtp", self.peer_ip, self.clock)
         if hasattr(self.transport, "setTcpNoDelay"):
             # Replies are small and often written after a Deferred: without this,
             # Nagle and delayed ACKs add 40 ms per pipelined group.
@@ -342,7 +347,10 @@ class ESMTPServer(smtp.ESMTP):
         self.log.info("[{ip}]: sasl_username={user}", ip=self.peer_ip, user=self.sasl_user)
 
     def _ebAuthenticated(self, reason: Failure) -> None:
-        self.log.warn("[{ip}]: SASL authentication failed", ip=self.peer_ip)
+        if reason.check(LoginBanned):
+            self.challenger = None
+            self.reply(454, "4.7.0", "Too many failed logins from your address, try again later")
+            return
         super()._ebAuthenticated(reason)
 
     def do_EHLO(self, rest: bytes) -> None:

@@ -28,6 +28,7 @@ from mailserver.imap.server import IMAPFactory
 from mailserver.store.folders import ensure_maildir
 from mailserver.store.names import make_name
 from mailserver.store.notify import MailboxNotifier
+from mailserver.tls import wrap_implicit
 
 PASSWORD = "secret"
 _counter = [0]
@@ -62,15 +63,26 @@ class _TrackingFactory(IMAPFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         server = super().buildProtocol(addr)
+        server.lost = False
         self.servers.append(server)
+        lose = server.connectionLost
+
+        def connectionLost(reason: Any) -> None:
+            server.lost = True
+            lose(reason)
+
+        server.connectionLost = connectionLost
         return server
 
 
 class LoopbackServer:
     """The real factory on 127.0.0.1 port 0 over Maildirs under C{base}."""
 
-    def __init__(self, testcase: Any, users: tuple[str, ...] = ("alice", "bob"), **factory_args: Any) -> None:
+    def __init__(
+        self, testcase: Any, users: tuple[str, ...] = ("alice", "bob"), implicit_tls: Any = None, **factory_args: Any
+    ) -> None:
         self.testcase = testcase
+        self.implicit_tls = implicit_tls  # a context factory: listen with IMAPS
         self.base = os.path.abspath(testcase.mktemp())
         os.makedirs(self.base)
         self.users = users
@@ -89,17 +101,18 @@ class LoopbackServer:
         checker = InMemoryUsernamePasswordDatabaseDontUse(**{u: PASSWORD.encode() for u in self.users})
         portal = Portal(MailRealm({IAccount: accounts}), [checker])
         self.factory = _TrackingFactory(portal, reactor, self.notifier, **self.factory_args)
-        self.port_object = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        listening = wrap_implicit(self.factory, self.implicit_tls) if self.implicit_tls else self.factory
+        self.port_object = reactor.listenTCP(0, listening, interface="127.0.0.1")
         self.port = self.port_object.getHost().port
 
     async def stop(self) -> None:
         self.notifier.stop()
         await self.port_object.stopListening()
         for server in self.factory.servers:
-            if server.transport is not None and server.transport.connected:
+            if not server.lost and server.transport is not None:
                 server.transport.loseConnection()
         for _ in range(200):
-            if not any(s.transport is not None and s.transport.connected for s in self.factory.servers):
+            if all(s.lost for s in self.factory.servers):
                 break
             await deferLater(reactor, 0.01, lambda: None)
 
@@ -211,16 +224,23 @@ class InlineReactor(Clock):
 class MemorySession:
     """One IMAPServer over StringTransport; all disk work inline; time from a Clock."""
 
-    def __init__(self, testcase: Any, base: str | None = None, **factory_args: Any) -> None:
-        self.reactor = InlineReactor()
+    def __init__(
+        self,
+        testcase: Any,
+        base: str | None = None,
+        transport: StringTransport | None = None,
+        reactor: InlineReactor | None = None,
+        **factory_args: Any,
+    ) -> None:
+        self.reactor = reactor if reactor is not None else InlineReactor()
         self.base = base or os.path.abspath(testcase.mktemp())
         self.notifier = MailboxNotifier(self.reactor)
         accounts = imap_account_factory(lambda u: os.path.join(self.base, u), self.notifier, self.reactor)
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=PASSWORD.encode())
         portal = Portal(MailRealm({IAccount: accounts}), [checker])
         self.factory = IMAPFactory(portal, self.reactor, self.notifier, **{"login_failure_delay": 0, **factory_args})
-        self.server = self.factory.buildProtocol(_Address("127.0.0.1", 40000))
-        self.transport = StringTransport(peerAddress=_Address("127.0.0.1", 40000))
+        self.transport = transport if transport is not None else StringTransport(peerAddress=_Address("127.0.0.1", 40000))
+        self.server = self.factory.buildProtocol(self.transport.getPeer())
         self.server.makeConnection(self.transport)
         testcase.addCleanup(self.close)
 

@@ -42,9 +42,9 @@ class GreetingAndLoginTests(SynchronousTestCase):
         self.assertEqual(self.s.output(), b"")
         self.s.reactor.advance(0.2)
         self.assertEqual(tagged(self.s.output(), b"a"), b"a NO [AUTHENTICATIONFAILED] Authentication failed")
-        failures = [e for e in events if "login failed" in e.get("log_format", "")]
+        failures = [e for e in events if e.get("auth_failure")]
         self.assertEqual(len(failures), 1)
-        self.assertEqual(failures[0]["peer"], "127.0.0.1:40000")
+        self.assertEqual((failures[0]["service"], failures[0]["rip"]), ("imap", "127.0.0.1"))
         self.assertEqual(failures[0]["user"], "alice")
         # the session goes on
         self.assertIn(b"b OK", self.s.send(b"b LOGIN alice secret\r\n"))

@@ -324,3 +324,62 @@ class StartTLSTests(SynchronousTestCase):
         transport.clear()
         protocol.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n")
         self.assertIn(b"530 5.7.0 Must issue a STARTTLS command first", transport.value())
+
+
+class AuthThrottleTests(SynchronousTestCase):
+    """Failed SMTP AUTH: one parsable log line, growing delays, then a ban for the address."""
+
+    def setUp(self) -> None:
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+        from twisted.internet.address import IPv4Address
+        from twisted.mail._cred import PLAINCredentials
+
+        from mailserver.auth.throttle import AuthThrottle
+
+        self.clock = MemoryReactorClock()
+        core = build_core(self.clock)
+        portal = anonymous_portal(core)
+        portal.registerChecker(InMemoryUsernamePasswordDatabaseDontUse(alice=b"right"))
+        throttle = AuthThrottle(self.clock, base_delay=2, limit=3)
+        policy = SMTPPolicy(hostname="mx.example.com", banner="mx.example.com ESMTP mailserver")
+        self.factory = SMTPFactory(portal, policy, self.clock, context_factory=object(),
+                                   challengers={b"PLAIN": PLAINCredentials}, throttle=throttle)
+        self.transport = FakeTLSTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 4000))
+        self.protocol = self.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        self.protocol.dataReceived(b"EHLO c\r\n")
+        self.transport.clear()
+
+    def auth(self, password: bytes) -> str:
+        import base64
+
+        self.transport.clear()
+        self.protocol.dataReceived(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + password) + b"\r\n")
+        return self.transport.value().decode()
+
+    def test_growing_delays_then_ban(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.assertEqual(self.auth(b"wrong"), "")  # the answer waits
+        self.clock.advance(2)
+        self.assertEqual(self.transport.value(), b"535 5.7.8 Authentication failed\r\n")
+        self.assertEqual(self.auth(b"wrong"), "")
+        self.clock.advance(2)
+        self.assertEqual(self.transport.value(), b"")  # the second delay is longer
+        self.clock.advance(2)
+        self.assertEqual(self.transport.value(), b"535 5.7.8 Authentication failed\r\n")
+        self.auth(b"wrong")
+        self.clock.advance(60)
+        # The address is banned now: even the right password is not checked.
+        self.auth(b"right")
+        self.clock.advance(60)
+        self.assertIn("454 4.7.0 Too many failed logins", self.transport.value().decode())
+        from twisted.logger import formatEvent
+
+        failures = [formatEvent(e) for e in events if e.get("auth_failure")]
+        self.assertEqual(len(failures), 4, failures)  # three wrong passwords, then the banned attempt
+        self.assertEqual(failures[0], "auth failed: service=smtp rip=198.51.100.7 user=alice reason=authentication failed")
