@@ -28,6 +28,7 @@ from zope.interface import implementer
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
 from mailserver.pop3.wire import VirtualSize, uidl_for
 from mailserver.store.names import parse_name, virtual_size
+from mailserver.durable import fsync_directory as _fsync_directory
 
 RunInThread = Callable[..., Deferred]
 """C{run(f, *args) -> Deferred}: call C{f} off the reactor thread."""
@@ -399,9 +400,3 @@ def _delete_messages(maildir: str, messages: list[Message]) -> int:
     return removed
 
 
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

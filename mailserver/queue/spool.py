@@ -47,6 +47,7 @@ from mailserver.queue.envelope import (
     is_queue_id,
     loads,
 )
+from mailserver.durable import fsync_directory
 
 INCOMING = "incoming"
 ACTIVE = "active"
@@ -65,7 +66,6 @@ STALE_AGE = 3600.0
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
 
 
 class QueueEntryGone(LookupError):
@@ -75,14 +75,6 @@ class QueueEntryGone(LookupError):
 class NotDue(Exception):
     """The deferred message's next attempt is later (another scan got there first)."""
 
-
-def fsync_directory(path: str) -> None:
-    """Make the entries of directory C{path} durable (blocking)."""
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _QueueIds:

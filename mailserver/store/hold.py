@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+from mailserver.durable import fsync_directory as _fsync_directory
 
 ENVELOPE_VERSION = 1
 MESSAGE_FILE = "message"
@@ -96,13 +97,6 @@ def _read_envelope(data: bytes) -> dict[str, Any]:
         raise ValueError(f"unsupported hold envelope version {version!r}")
     return check_envelope(envelope)
 
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_durably(path: str, data: bytes) -> None:

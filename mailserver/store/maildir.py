@@ -30,6 +30,7 @@ from zope.interface import implementer
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore
 from mailserver.store.names import make_name
+from mailserver.durable import fsync_directory
 
 #: The three directories of a Maildir.
 SUBDIRS = ("tmp", "new", "cur")
@@ -47,7 +48,6 @@ _NAME_ATTEMPTS = 5
 _OPEN_FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 )
-_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
 
 
 class _Counter:
@@ -66,14 +66,6 @@ class _Counter:
 # not hand out the same (time, pid, counter).
 _counter = _Counter()
 
-
-def fsync_directory(path: str) -> None:
-    """Make the entries of directory C{path} durable (blocking)."""
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_maildir(path: str) -> bool:

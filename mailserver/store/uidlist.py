@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from twisted.logger import Logger
+from mailserver.durable import fsync_directory
 
 FILE_NAME = "dovecot-uidlist"
 LOCK_SUFFIX = ".lock"
@@ -157,13 +158,6 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
         raise
     fsync_directory(directory)
 
-
-def fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -41,7 +41,8 @@ class LayeringTests(SynchronousTestCase):
             if module.startswith("mailserver."):
                 self.assertIn(
                     module,
-                    {"mailserver.errors", "mailserver.interfaces", "mailserver.address", "mailserver.queue.envelope"},
+                    {"mailserver.errors", "mailserver.interfaces", "mailserver.address", "mailserver.durable",
+                     "mailserver.queue.envelope"},
                 )
 
     def test_queue_never_imports_the_composition_root_or_servers(self) -> None:

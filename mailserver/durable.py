@@ -1,0 +1,16 @@
+"""Blocking durability helpers shared by everything that writes mail to disk (run in threads)."""
+
+from __future__ import annotations
+
+import os
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0)
+
+
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory C{path} (creations, renames, unlinks) durable."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
