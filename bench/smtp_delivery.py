@@ -174,11 +174,13 @@ def run(port: int, maildir: str, count: int, size: int, concurrency: int, scratc
     wait_for(maildir, before + count)
     delivered = time.perf_counter() - start
     raw = measure_raw_disk(scratch, count, size, concurrency)
+    raw_single = measure_raw_disk(scratch, count, size, 1) if concurrency > 1 else raw
     rate = count / delivered
     print(
         f"size={size // 1024} KB C={concurrency} N={count}: accepted {count / accepted:7.0f} msg/s, "
-        f"all in Maildir after {delivered:6.2f} s ({rate:7.0f} msg/s); raw disk {raw:7.0f} msg/s; "
-        f"ratio {rate / raw:5.0%}; probe NOOP max {max(latencies) * 1000:.0f} ms, "
+        f"all in Maildir after {delivered:6.2f} s ({rate:7.0f} msg/s); raw disk {raw:7.0f} msg/s "
+        f"with {concurrency} thread(s), {raw_single:7.0f} with 1; "
+        f"ratio {rate / raw:5.0%} ({rate / raw_single:4.0%} of 1 thread); probe NOOP max {max(latencies) * 1000:.0f} ms, "
         f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms",
         flush=True,
     )

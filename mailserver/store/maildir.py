@@ -334,8 +334,6 @@ class MaildirStore:
         return result
 
     def _delivered(self, names: list[str], copies: list[tuple[str, bytes]]) -> list[str]:
-        for (path, _), name in zip(copies, names):
-            self.log.debug("maildir: delivered {name} to {maildir}", name=name, maildir=path)
         if self._on_delivered is not None:
             maildirs = list(dict.fromkeys(path for path, _ in copies))
             try:
