@@ -158,14 +158,27 @@ class _Delivery:
     def run(self) -> list[str]:
         done = False
         try:
-            names = self._deliver()
+            names, new_dirs = self._deliver()
+            for new_dir in new_dirs:
+                fsync_directory(new_dir)
             done = True
             return names
         finally:
             if not done:
                 self._clean_up()
 
-    def _deliver(self) -> list[str]:
+    def run_unsynced(self) -> tuple[list[str], list[str]]:
+        """Everything but the final C{new/} fsyncs, which the caller does for a whole batch."""
+        done = False
+        try:
+            result = self._deliver()
+            done = True
+            return result
+        finally:
+            if not done:
+                self._clean_up()
+
+    def _deliver(self) -> tuple[list[str], list[str]]:
         # 1. every copy into tmp/, fsynced.
         pid = os.getpid()
         written: dict[bytes, str] = {}  # prefix -> tmp file holding that content
@@ -192,9 +205,7 @@ class _Delivery:
             self.tmp_files.remove(tmp_path)
             self.new_files.append(new_path)
             new_dirs[os.path.normpath(new_dir)] = None
-        for new_dir in new_dirs:
-            fsync_directory(new_dir)
-        return [name for _, name in placed]
+        return [name for _, name in placed], list(new_dirs)
 
     def _place(
         self,
@@ -264,6 +275,35 @@ class _Delivery:
         self.new_files = []
 
 
+def _run_batch(deliveries: list[_Delivery]) -> list[list[str] | Exception]:
+    """
+    Group commit: write and rename every delivery of the batch, then fsync
+    each C{new/} directory once for all of them.  A delivery fails alone
+    (its files removed); a failed directory fsync fails every delivery that
+    renamed into that directory.
+    """
+    results: list[list[str] | Exception] = []
+    users: dict[str, list[int]] = {}
+    for index, delivery in enumerate(deliveries):
+        try:
+            names, new_dirs = delivery.run_unsynced()
+        except Exception as error:  # handed to that delivery's Deferred
+            results.append(error)
+            continue
+        results.append(names)
+        for new_dir in new_dirs:
+            users.setdefault(new_dir, []).append(index)
+    for new_dir, indexes in users.items():
+        try:
+            fsync_directory(new_dir)
+        except OSError as error:
+            for index in indexes:
+                if not isinstance(results[index], Exception):
+                    deliveries[index]._clean_up()
+                    results[index] = error
+    return results
+
+
 @implementer(IMailStore)
 class MaildirStore:
     """
@@ -293,6 +333,12 @@ class MaildirStore:
         self._hostname = hostname
         self._on_delivered = on_delivered
         self._threadpool = threadpool
+        # Group commit: deliveries that arrive while others are being written
+        # wait for the next batch, which shares one fsync per new/ directory.
+        self._waiting: list[tuple[_Delivery, Deferred]] = []
+        self._writers = 0
+        self.max_writers = 4
+        self.max_batch = 64
 
     def deliver(
         self, message: bytes, copies: Sequence[tuple[str, bytes]]
@@ -316,13 +362,32 @@ class MaildirStore:
         if not copies:
             return succeed([])
         delivery = _Delivery(message, copies, self._reactor.seconds(), self._hostname)
-        pool = self._threadpool
-        if pool is None:
-            pool = self._reactor.getThreadPool()
-        d = deferToThreadPool(self._reactor, pool, delivery.run)
+        d: Deferred[list[str]] = Deferred()
+        self._waiting.append((delivery, d))
+        self._start_writers()
         d.addBoth(self._log_cleanup, delivery)
         d.addCallbacks(self._delivered, self._failed, callbackArgs=(copies,))
         return d
+
+    def _start_writers(self) -> None:
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()
+        while self._waiting and self._writers < self.max_writers:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+            self._writers += 1
+            done = deferToThreadPool(self._reactor, pool, _run_batch, [delivery for delivery, _ in batch])
+            done.addBoth(self._batch_done, batch)
+
+    def _batch_done(self, results, batch: list[tuple[_Delivery, Deferred]]) -> None:
+        self._writers -= 1
+        for index, (_, d) in enumerate(batch):
+            result = results if isinstance(results, Failure) else results[index]
+            if isinstance(result, (Failure, Exception)):
+                d.errback(result)
+            else:
+                d.callback(result)
+        self._start_writers()
 
     def _log_cleanup(self, result, delivery: _Delivery):
         for error in delivery.cleanup_errors:

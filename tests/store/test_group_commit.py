@@ -1,0 +1,94 @@
+"""Group commit: deliveries waiting for a writer share one fsync of new/."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailserver.errors import MailError
+from mailserver.store import maildir as maildir_module
+from mailserver.store.maildir import MaildirStore
+
+
+class HeldThreadPool:
+    """Work waits until the test runs it."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Callable, Callable, tuple]] = []
+
+    def callInThreadWithCallback(self, onResult, f, *a, **kw) -> None:
+        self.queued.append((onResult, f, a))
+
+    def run_next(self) -> None:
+        onResult, f, a = self.queued.pop(0)
+        try:
+            result = f(*a)
+        except Exception:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class HeldReactor(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = HeldThreadPool()
+
+    def getThreadPool(self) -> HeldThreadPool:
+        return self.pool
+
+    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
+
+
+class GroupCommitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        self.reactor = HeldReactor()
+        self.store = MaildirStore(self.reactor, "mx.example.com")
+        self.store.max_writers = 1
+        self.synced: list[str] = []
+        real = maildir_module.fsync_directory
+
+        def record(path: str) -> None:
+            self.synced.append(os.path.basename(path))
+            real(path)
+
+        self.patch(maildir_module, "fsync_directory", record)
+
+    def test_waiting_deliveries_share_one_directory_fsync(self) -> None:
+        box = os.path.join(self.root, "box")
+        first = self.store.deliver(b"one\n", [(box, b"X: 1\n")])
+        waiting = [self.store.deliver(b"%d\n" % n, [(box, b"X: n\n")]) for n in range(3)]
+        self.assertEqual(len(self.reactor.pool.queued), 1)  # one writer, the rest wait
+        self.reactor.pool.run_next()
+        self.assertEqual(len(self.successResultOf(first)), 1)
+        for d in waiting:
+            self.assertNoResult(d)  # not acknowledged before their fsync
+        self.synced.clear()
+        self.reactor.pool.run_next()  # the three waiting ones, as one batch
+        for d in waiting:
+            self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertEqual(self.synced.count("new"), 1)
+        self.assertEqual(len(os.listdir(os.path.join(box, "new"))), 4)
+
+    def test_one_failure_in_a_batch_fails_only_that_delivery(self) -> None:
+        good = os.path.join(self.root, "good")
+        bad = os.path.join(self.root, "bad")
+        os.makedirs(bad)
+        with open(os.path.join(bad, "new"), "w"):
+            pass  # new/ is a file: that Maildir cannot be written
+        blocker = self.store.deliver(b"x\n", [(good, b"")])
+        ok = self.store.deliver(b"ok\n", [(good, b"")])
+        broken = self.store.deliver(b"no\n", [(bad, b"")])
+        self.reactor.pool.run_next()
+        self.successResultOf(blocker)
+        self.reactor.pool.run_next()
+        self.assertEqual(len(self.successResultOf(ok)), 1)
+        self.failureResultOf(broken, MailError)
+        self.assertEqual(len(os.listdir(os.path.join(good, "new"))), 2)
