@@ -138,7 +138,7 @@ def main() -> None:
           f"empty/rules {base / rules:.1f}x, MIME walk/rules {walk / rules:.2f}x")
 
     big = message(10 * 1024 * 1024)
-    print(f"10 MB messages, one inspection each (100+100 rules):")
+    print("10 MB messages, one inspection each (100+100 rules):")
     print(f"  plain text, body_checks_size_limit=51200      {once(full, big) * 1000:8.1f} ms")
     parts = multipart_message(10 * 1024 * 1024, 100)
     print(f"  100 base64 attachments, limit=51200           {once(full, parts) * 1000:8.1f} ms")

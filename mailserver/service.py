@@ -33,7 +33,6 @@ from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
-from mailserver.address import parse_mailbox
 from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
@@ -186,16 +185,10 @@ class HoldReleaser(Service):
             log.info("held message {id} released and delivered", id=message_id)
 
     async def _deliver(self, record: dict, message: bytes) -> None:
-        server = self.server
-        sender = parse_mailbox(record["sender"]) if record.get("sender") else None
         client = Client(ip=record.get("client_ip", ""), helo=record.get("helo", ""))
-        agent = DeliveryAgent(server.core, None).getMessageDelivery()
-        envelope = agent.begin(client, sender)
-        transaction = agent.open_transaction(envelope)
-        for address in record["recipients"]:
-            envelope.recipients.append(await transaction.resolve(address))
-        transaction.write(message)
-        await transaction.commit_checked()
+        await self.server.injector.inject(
+            record.get("sender", ""), record["recipients"], message, run_checks=False, client=client
+        )
 
 
 class HangupReload(Service):
@@ -425,7 +418,8 @@ class Server:
             for watched in getattr(maps, "watched", ()):
                 watched.reload(force=True)
         self.checks.reload()
-        self.tls.reload()
+        # Certificate files are read off the reactor thread; new connections get the new pair.
+        deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.tls.reload)
 
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal

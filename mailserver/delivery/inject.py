@@ -29,12 +29,27 @@ class Injector:
     def __init__(self, core: DeliveryCore) -> None:
         self.core = core
 
-    def inject(self, sender: str, recipients: Sequence[str], message: bytes, run_checks: bool = True) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._inject(sender, recipients, message, run_checks))
+    def inject(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        message: bytes,
+        run_checks: bool = True,
+        client: Client = LOCAL_CLIENT,
+    ) -> Deferred[str]:
+        """
+        @param run_checks: False for mail whose checks already ran (bounces,
+            messages released from hold).
+        @param client: who the mail came from (a released message keeps its
+            original SMTP client).
+        """
+        return Deferred.fromCoroutine(self._inject(sender, recipients, message, run_checks, client))
 
-    async def _inject(self, sender: str, recipients: Sequence[str], message: bytes, run_checks: bool) -> str:
+    async def _inject(
+        self, sender: str, recipients: Sequence[str], message: bytes, run_checks: bool, client: Client
+    ) -> str:
         pipeline = DeliveryPipeline(self.core)
-        envelope = pipeline.begin(LOCAL_CLIENT, parse_mailbox(sender) if sender else None)
+        envelope = pipeline.begin(client, parse_mailbox(sender) if sender else None)
         refused: list[MailError] = []
         for text in recipients:
             try:

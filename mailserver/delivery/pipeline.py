@@ -6,17 +6,16 @@ stages at RCPT, one Transaction per DATA.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.defer import Deferred
 from twisted.mail.smtp import IMessageDelivery, IMessageDeliveryFactory
 from zope.interface import implementer
 
 from mailserver.address import Address, parse_mailbox
-from mailserver.delivery.envelope import Client, Envelope, Outcome, Recipient
-from mailserver.delivery.router import USER_UNKNOWN
+from mailserver.delivery.envelope import Client, Envelope, Recipient
+from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
 from mailserver.interfaces import IContentCheck, IRecipientStage
@@ -98,19 +97,9 @@ class DeliveryPipeline:
     async def _check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
-        current = address
-        for stage in self.core.stages:
-            verdict = await maybeDeferred(stage.check, envelope, current)
-            if verdict.outcome is Outcome.REJECT:
-                assert verdict.error is not None
-                raise verdict.error
-            if verdict.outcome is Outcome.ACCEPT:
-                recipient = Recipient(address, verdict.destinations, verdict.owner)
-                envelope.recipients.append(recipient)
-                return recipient
-            if verdict.rewritten is not None:
-                current = verdict.rewritten
-        raise USER_UNKNOWN
+        recipient = await route(self.core.stages, envelope, address)
+        envelope.recipients.append(recipient)
+        return recipient
 
     def open_transaction(self, envelope: Envelope) -> Transaction:
         """The DATA phase of C{envelope}."""

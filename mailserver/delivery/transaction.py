@@ -5,11 +5,11 @@ thread, then commit it durably to the store and the queue before 250.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessage
 from zope.interface import implementer
@@ -17,13 +17,14 @@ from zope.interface import implementer
 from mailserver.delivery.envelope import (
     CommandTarget,
     Envelope,
-    Outcome,
     FileTarget,
     LocalMailbox,
     Recipient,
     RemoteAddress,
 )
+from mailserver.address import parse_mailbox
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
+from mailserver.delivery.routing import route
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue
 
@@ -105,19 +106,9 @@ class Transaction:
 
     def commit_checked(self) -> Deferred[str]:
         """Deliver a message whose content checks already ran (released from hold)."""
-        message = b"".join(self._chunks)
-        self._chunks = []
-        client = self.envelope.client
-        single = self.envelope.recipients[0].original if len(self.envelope.recipients) == 1 else None
-        trace = received_header(
-            client.helo, client.ip, self.core.hostname, client.protocol, self.envelope.queue_id,
-            str(single) if single else None, self.core.reactor.seconds(),
-        )
-        return Deferred.fromCoroutine(self._deliver(trace + message)).addCallback(
-            lambda _: f"2.0.0 Ok: queued as {self.envelope.queue_id}"
-        )
+        return Deferred.fromCoroutine(self._commit(run_checks=False))
 
-    async def _commit(self) -> str:
+    async def _commit(self, run_checks: bool = True) -> str:
         envelope = self.envelope
         if self.error is not None:
             self._log("reject", self.error.reply())
@@ -130,7 +121,7 @@ class Transaction:
             sender=str(envelope.sender) if submitted else None,
         )
         self._chunks = []
-        for check in core.checks:
+        for check in core.checks if run_checks else ():
             verdict = await threads.deferToThreadPool(
                 core.reactor, core.reactor.getThreadPool(), check.inspect, envelope, message
             )
@@ -164,20 +155,12 @@ class Transaction:
 
     async def resolve(self, text: str) -> Recipient:
         """An address from a check table (REDIRECT, BCC) or the hold area, routed like a RCPT."""
-        from mailserver.address import parse_mailbox
-
         address = parse_mailbox(text.strip().strip("<>"))
         probe = Envelope(client=self.envelope.client, sender=self.envelope.sender, queue_id=self.envelope.queue_id)
-        for stage in self.core.stages:
-            verdict = await maybeDeferred(stage.check, probe, address)
-            if verdict.outcome is Outcome.REJECT:
-                assert verdict.error is not None
-                raise MailError(451, "4.3.0", f"Error: content check target <{address}>: {verdict.error.text}")
-            if verdict.outcome is Outcome.ACCEPT:
-                return Recipient(address, verdict.destinations)
-            if verdict.rewritten is not None:
-                address = verdict.rewritten
-        raise MailError(451, "4.3.0", f"Error: content check target <{address}> is unknown")
+        try:
+            return await route(self.core.stages, probe, address)
+        except MailError as error:
+            raise MailError(451, "4.3.0", f"Error: delivery target <{address}>: {error.text}") from None
 
     async def _deliver(self, message: bytes) -> None:
         """

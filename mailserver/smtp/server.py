@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.cred.credentials import Anonymous
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
 
-from mailserver.address import Address, parse_path
+from mailserver.address import parse_path
 from mailserver.auth.throttle import AuthGuard, LoginBanned
 from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryPipeline

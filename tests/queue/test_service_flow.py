@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import io
-import os
 import smtplib
 
 from twisted.internet import reactor

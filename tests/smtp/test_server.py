@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -254,7 +254,6 @@ class ServerTestCase(SynchronousTestCase):
         self.assertEqual(s.send(b"RCPT TO:<bob@example.com>\r\n"), ["503 5.5.1 Error: need MAIL command"])
 
     def test_quoted_local_part(self) -> None:
-        core_users = self.core.stages[-1].users
         s = self.session()
         s.send(b"EHLO c\r\n")
         self.assertEqual(s.send(b'MAIL FROM:<"john doe"@b.example>\r\n'), ["250 2.1.0 Ok"])
