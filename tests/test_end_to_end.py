@@ -57,7 +57,8 @@ class SMTPThenPOP3Tests(TestCase):
             return None
 
         # The checker's failure delay is 2 s by default (auth_failure_delay).
-        return deferToThread(login).addCallback(lambda error: self.assertIn("-ERR", error or ""))
+        return deferToThread(login).addCallback(
+            lambda error: self.assertIn("-ERR [AUTH] Authentication failed.", error or ""))
 
 
 class SMTPThenIMAPTests(TestCase):

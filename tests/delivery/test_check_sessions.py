@@ -73,7 +73,11 @@ class CheckSessionTests(TestCase):
         return self.send(message).addCallback(self.assertRefused, b"No lottery spam")
 
     def test_i_love_you_body_refused(self):
-        return self.send(b"Subject: hi\r\n\r\nhello\r\nI love you\r\nbye\r\n").addCallback(self.assertRefused, b"")
+        def check(reply):
+            self.assertEqual(reply, (550, b"5.7.1 message content rejected"))
+            self.assertEqual(self.server.messages("bob") + self.server.messages("alice"), [])
+
+        return self.send(b"Subject: hi\r\n\r\nhello\r\nI love you\r\nbye\r\n").addCallback(check)
 
     def test_exe_refused_pdf_passes(self):
         def pdf(reply):
