@@ -20,6 +20,8 @@ in the spool directory that the manager checks every few seconds.
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable
 
 from twisted.application.service import Service
@@ -330,7 +332,9 @@ class QueueManager(Service):
             r.address.lower() == postmaster.lower() for r in bounced
         )
         if envelope.sender == "":
-            if postmaster is None or to_postmaster_only:
+            # A report of ours that failed (postmaster aliased to a host that
+            # refuses it, say) is dropped, never reported again: no bounce loop.
+            if postmaster is None or to_postmaster_only or self._is_own_report(message):
                 self.log.info(
                     "{queue_id}: null sender: bounce discarded for {to}",
                     queue_id=envelope.queue_id,
@@ -349,6 +353,12 @@ class QueueManager(Service):
                 done = True  # undeliverable even to postmaster: logged, give up
         if done:
             self._mark_notified(bounced)
+
+    def _is_own_report(self, message: bytes) -> bool:
+        """Is C{message} a delivery status notification this host wrote (L{bounce})?"""
+        head = message.split(b"\n\n", 1)[0]
+        sender = rb"(?im)^From:[ \t]*MAILER-DAEMON@" + re.escape(self.myhostname.encode("ascii", "replace"))
+        return bool(re.search(rb"(?im)^Auto-Submitted:[ \t]*auto-replied", head) and re.search(sender, head))
 
     @staticmethod
     def _mark_notified(recipients: list[RecipientState]) -> None:

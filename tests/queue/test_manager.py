@@ -227,6 +227,17 @@ class BounceTests(ManagerTestCase):
         self.assertEqual(self.bounces.sent, [])
         self.assertEqual(self.entries(), [])
 
+    async def test_failed_report_of_ours_is_dropped_not_reported_again(self) -> None:
+        """No bounce loop: postmaster aliased to a remote host that refuses our report."""
+        self.relay.script["admin@example.net"] = [REFUSED]
+        manager = await self.started(postmaster="postmaster@example.com")
+        report = (b"From: MAILER-DAEMON@mx.example.com (Mail Delivery System)\nAuto-Submitted: auto-replied\n"
+                  b"Subject: Undelivered Mail Returned to Sender\n\nreport\n")
+        await manager.spool.enqueue("", ["admin@example.net"], report)
+        await manager.idle()
+        self.assertEqual(self.bounces.sent, [])
+        self.assertEqual(self.entries(), [])
+
     async def test_bounce_refused_for_good_goes_to_postmaster(self) -> None:
         self.relay.script["bob@example.org"] = [REFUSED]
         self.bounces.errors = [MailError(550, "5.1.1", "no such user")]
