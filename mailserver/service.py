@@ -16,6 +16,7 @@ from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
+from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -209,6 +210,21 @@ class HangupReload(Service):
             signal.signal(signal.SIGHUP, self._previous)
 
 
+class _PoolService(Service):
+    """Starts and stops a thread pool of our own with the service tree."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
 class _StopHook(Service):
     def __init__(self, hook: Any) -> None:
         self.hook = hook
@@ -342,7 +358,10 @@ class Server:
         )
         # Failed logins are delayed (growing, per client address) and banned by the throttle,
         # which each session puts in front of the portal; the checker itself does not wait.
-        self.checker = PasswordChecker(self.users, reactor, failure_delay=0)
+        # Hashing has a small pool of its own: Argon2 costs 64 MiB and tens of
+        # milliseconds a try, and a login flood must not stall deliveries.
+        self.hashing_pool = ThreadPool(minthreads=0, maxthreads=2, name="password-hashing")
+        self.checker = PasswordChecker(self.users, reactor, failure_delay=0, threadpool=self.hashing_pool)
         self.throttle = AuthThrottle(reactor, base_delay=config.auth_failure_delay, limit=config.auth_failure_limit)
         self.plaintext = PlaintextPolicy.from_config(config)
         try:
@@ -484,6 +503,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     top = MultiService()
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
+    _PoolService(server.hashing_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.queue_manager.setServiceParent(top)

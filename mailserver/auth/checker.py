@@ -100,9 +100,16 @@ class PasswordChecker:
         *,
         policy: IFailurePolicy | None = None,
         dummy: tuple[str, str] = DUMMY_HASH,
+        threadpool=None,
     ) -> None:
+        """
+        @param threadpool: where hashes are verified; a pool of its own keeps a
+            flood of login attempts from starving mail delivery, which uses
+            the reactor's pool.  The reactor's pool when None.
+        """
         self._userdb = userdb
         self._reactor = reactor
+        self._threadpool = threadpool
         self._policy = FixedFailureDelay(failure_delay) if policy is None else policy
         self._dummy = dummy
 
@@ -118,7 +125,7 @@ class PasswordChecker:
         record = self._userdb.lookup(name) if name else None
         scheme, stored = (record.scheme, record.password) if record is not None else self._dummy
         matched = await deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), verify, scheme, stored, password
+            self._reactor, self._threadpool or self._reactor.getThreadPool(), verify, scheme, stored, password
         )
         shown = _loggable(name if name is not None else credentials.username.decode("utf-8", "backslashreplace"))
         if matched and record is not None:

@@ -84,7 +84,12 @@ class Renderer:
                 out.append(b"RFC822.TEXT " + _value(None if data is None else data[root().body_start:]))
             elif item.section is not None:
                 section = item.section
-                content = None if data is None else section_bytes(data, root(), section)
+                if data is None:
+                    content = None
+                elif not section.part and not section.text:
+                    content = data  # BODY[]: the whole message, no MIME parse needed
+                else:
+                    content = section_bytes(data, root(), section)
                 if content is not None and section.partial is not None:
                     start, length = section.partial
                     content = content[start:start + length]

@@ -327,7 +327,7 @@ def find_message(maildir: str, unique: str) -> str | None:
         except FileNotFoundError:
             continue
         for name in names:
-            if not name.startswith(".") and parse_name(name).unique == unique:
+            if name.startswith(unique) and parse_name(name).unique == unique:
                 return os.path.join(directory, name)
     return None
 

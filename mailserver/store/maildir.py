@@ -184,13 +184,12 @@ class _Delivery:
         written: dict[bytes, str] = {}  # prefix -> tmp file holding that content
         sizes: dict[bytes, tuple[int, int]] = {}
         placed: list[tuple[str, str]] = []  # (tmp path, final name)
-        for maildir, prefix in self.copies:
+        message_size, message_vsize = len(self.message), _virtual_size(self.message)
+        for maildir in dict.fromkeys(path for path, _ in self.copies):
             ensure_maildir(maildir)
+        for maildir, prefix in self.copies:
             if prefix not in sizes:
-                sizes[prefix] = (
-                    len(prefix) + len(self.message),
-                    _virtual_size(prefix) + _virtual_size(self.message),
-                )
+                sizes[prefix] = (len(prefix) + message_size, _virtual_size(prefix) + message_vsize)
             size, vsize = sizes[prefix]
             source = written.get(prefix)
             tmp_path, name = self._place(maildir, pid, size, vsize, prefix, source)

@@ -56,6 +56,16 @@ class CheckerTests(SynchronousTestCase):
         self.reactor.pool.run()
         self.assertEqual(self.successResultOf(d), b"alice@example.com")
 
+    def test_verification_uses_its_own_pool_when_given(self) -> None:
+        from tests.auth.reactors import QueuedThreadPool
+
+        hashing = QueuedThreadPool()
+        checker = PasswordChecker(self.users, self.reactor, dummy=CHEAP_DUMMY, threadpool=hashing)
+        d = checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"right"))
+        self.assertEqual(self.successResultOf(d), b"alice@example.com")
+        self.assertEqual([func for func, _ in hashing.calls], [verify])
+        self.assertEqual(self.reactor.pool.calls, [])  # the mail pool was not used
+
     def test_wrong_password_fails_after_delay(self) -> None:
         with capturedLogs() as events:
             d = self.checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"wrong"))
