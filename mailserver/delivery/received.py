@@ -8,13 +8,28 @@ import time
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 
+# The last date formatted, by whole second: every message of a busy second
+# carries the same Date and Received stamp, and formatdate() is slow.
+_last_date: tuple[int, str] = (-1, "")
+
+
+def header_date(now: float) -> str:
+    """C{now} as an RFC 5322 date in local time (C{formatdate(now, localtime=True)})."""
+    global _last_date
+    second = int(now)
+    cached_second, text = _last_date
+    if cached_second != second:
+        text = email.utils.formatdate(second, localtime=True)
+        _last_date = (second, text)
+    return text
+
 
 def received_header(
     helo: str, ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
 ) -> bytes:
     """C{Received:} as Postfix's smtpd writes it (no reverse DNS: C{unknown})."""
     for_clause = f"\n\tfor <{recipient}>" if recipient else ""
-    date = email.utils.formatdate(now, localtime=True)
+    date = header_date(now)
     if protocol == "local":  # picked up from the maildrop (sendmail), or made here (bounces)
         return f"Received: by {hostname} (mailserver) id {queue_id}{for_clause};\n\t{date}\n".encode("ascii", "replace")
     helo = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
@@ -74,7 +89,7 @@ def add_missing_headers(
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
         extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
     if not has_header(message, end, b"Date"):
-        extra += f"Date: {email.utils.formatdate(now, localtime=True)}\n".encode()
+        extra += f"Date: {header_date(now)}\n".encode()
     if sender is not None and not has_header(message, end, b"From"):
         extra += f"From: {sender}\n".encode("utf-8", "replace")
     if not extra:

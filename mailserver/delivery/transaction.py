@@ -214,14 +214,17 @@ class Transaction:
         self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}", size=len(message))
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
+        """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""
         envelope = self.envelope
+        sender = str(envelope.sender) if envelope.sender else ""
+        to = ">,<".join(str(r.original) for r in envelope.recipients)
+        size = self.size if size is None else size
         log.info(
-            "{queue_id}: from=<{sender}>, to=<{to}>, client=[{ip}], size={size}, status={status} ({detail})",
+            "{delivery_line}",
+            delivery_line=(
+                f"{envelope.queue_id}: from=<{sender}>, to=<{to}>, client=[{envelope.client.ip}], "
+                f"size={size}, status={status} ({detail})"
+            ),
             queue_id=envelope.queue_id,
-            sender=str(envelope.sender) if envelope.sender else "",
-            to=">,<".join(str(r.original) for r in envelope.recipients),
-            ip=envelope.client.ip,
-            size=self.size if size is None else size,
             status=status,
-            detail=detail,
         )

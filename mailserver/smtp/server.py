@@ -24,6 +24,7 @@ from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
 from mailserver.errors import MailError
+from mailserver.netwrite import write_now, writes_directly
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -85,6 +86,7 @@ class ESMTPServer(smtp.ESMTP):
         self._unstuff_next = True  # where a leading "." is dot-stuffing
         self._delivery: DeliveryPipeline | None = None
         self.sasl_user: str | None = None
+        self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
 
     # -- connection ---------------------------------------------------------
 
@@ -139,11 +141,40 @@ class ESMTPServer(smtp.ESMTP):
             super().sendCode(421, b"4.7.0 " + self.host + b" Error: too many errors")
             self.transport.loseConnection()
 
+    def sendLine(self, line: bytes) -> None:
+        if self._replies is not None:
+            self._replies.append(line + b"\r\n")
+        else:
+            write_now(self.transport, line + b"\r\n")
+
+    def _answer_batch(self) -> None:
+        """
+        Answer what is buffered.  On a plain TCP connection the replies are
+        held and sent in one write at the end (RFC 2920: one reply group per
+        command group), which a nested call may do earlier; order is kept
+        either way, as every flush sends all that was held before it.
+        """
+        self._hold_replies()
+        try:
+            self._process()
+        finally:
+            self._flush_replies()
+
+    def _hold_replies(self, result: object = None) -> object:
+        if self._replies is None and writes_directly(self.transport):
+            self._replies = []
+        return result
+
+    def _flush_replies(self) -> None:
+        replies, self._replies = self._replies, None
+        if replies:
+            write_now(self.transport, b"".join(replies))
+
     # -- input: our own framing, so limits and ordering are exact ----------
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
-        self._process()
+        self._answer_batch()
         if self._pending is not None and len(self._buffer) > 65536 and not self._paused:
             # A client racing ahead of a pending reply: stop reading until it is sent.
             self.transport.pauseProducing()
@@ -258,7 +289,9 @@ class ESMTPServer(smtp.ESMTP):
                 self._paused = False
                 self.transport.resumeProducing()
             if self.transport.connected and not self.transport.disconnecting:
-                self._process()
+                self._answer_batch()
+            else:
+                self._flush_replies()
 
         d.addErrback(self._internal_error).addBoth(done)
 
@@ -320,6 +353,7 @@ class ESMTPServer(smtp.ESMTP):
             self.reply(454, "4.7.0", "TLS not available")
         else:
             self.reply(220, "2.0.0", "Ready to start TLS")
+            self._flush_replies()  # in the clear, before the handshake
             if self._buffer:
                 self.log.warn("[{ip}]: discarding {n} bytes pipelined after STARTTLS", ip=self.peer_ip, n=len(self._buffer))
             self._buffer = b""
@@ -502,7 +536,9 @@ class ESMTPServer(smtp.ESMTP):
         def sent(text: str) -> None:
             self.sendCode(250, text.encode())
 
-        self._wait(self._guard_deferred(transaction.commit().addCallback(sent)))
+        # The 250 joins the replies to whatever the client pipelined behind the data.
+        committed = transaction.commit().addBoth(self._hold_replies).addCallback(sent)
+        self._wait(self._guard_deferred(committed))
 
     # -- errors: the one place MailError becomes a reply ----------------------
 

@@ -66,6 +66,22 @@ class _Counter:
 # not hand out the same (time, pid, counter).
 _counter = _Counter()
 
+#: This process's id, for file names (kept current across fork()).
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+#: Maildirs seen complete by this process: a delivery to them skips the
+#: three stat() calls of ensure_maildir.  A Maildir removed behind our back
+#: is noticed when creating the file in tmp/ fails, and made again.
+_known_maildirs: set[str] = set()
+
 
 
 def ensure_maildir(path: str) -> bool:
@@ -120,11 +136,14 @@ def _mkdir(path: str) -> bool:
     return True
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, *parts: bytes) -> None:
+    """Write every part, in order, with as few system calls as the kernel allows."""
+    written = os.writev(fd, parts)
+    if written == sum(map(len, parts)):
+        return
+    view = memoryview(b"".join(parts))[written:]
     while view:
-        written = os.write(fd, view)
-        view = view[written:]
+        view = view[os.write(fd, view):]
 
 
 def _virtual_size(data: bytes) -> int:
@@ -180,13 +199,15 @@ class _Delivery:
 
     def _deliver(self) -> tuple[list[str], list[str]]:
         # 1. every copy into tmp/, fsynced.
-        pid = os.getpid()
+        pid = _pid
         written: dict[bytes, str] = {}  # prefix -> tmp file holding that content
         sizes: dict[bytes, tuple[int, int]] = {}
         placed: list[tuple[str, str]] = []  # (tmp path, final name)
         message_size, message_vsize = len(self.message), _virtual_size(self.message)
         for maildir in dict.fromkeys(path for path, _ in self.copies):
-            ensure_maildir(maildir)
+            if maildir not in _known_maildirs:
+                ensure_maildir(maildir)
+                _known_maildirs.add(maildir)
         for maildir, prefix in self.copies:
             if prefix not in sizes:
                 sizes[prefix] = (len(prefix) + message_size, _virtual_size(prefix) + message_vsize)
@@ -200,7 +221,11 @@ class _Delivery:
         for (maildir, _), (tmp_path, name) in zip(self.copies, placed):
             new_dir = os.path.join(maildir, "new")
             new_path = os.path.join(new_dir, name)
-            os.rename(tmp_path, new_path)
+            try:
+                os.rename(tmp_path, new_path)
+            except FileNotFoundError:
+                _known_maildirs.discard(maildir)  # made again on the next attempt
+                raise
             self.tmp_files.remove(tmp_path)
             self.new_files.append(new_path)
             new_dirs[os.path.normpath(new_dir)] = None
@@ -222,7 +247,7 @@ class _Delivery:
             try:
                 if source is not None and self._link(source, tmp_path):
                     return tmp_path, name
-                self._write(tmp_path, prefix)
+                self._write(maildir, tmp_path, prefix)
             except FileExistsError:
                 continue
             return tmp_path, name
@@ -241,12 +266,18 @@ class _Delivery:
         self.tmp_files.append(tmp_path)
         return True
 
-    def _write(self, tmp_path: str, prefix: bytes) -> None:
-        fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
+    def _write(self, maildir: str, tmp_path: str, prefix: bytes) -> None:
+        try:
+            fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
+        except FileNotFoundError:
+            # Removed since we last saw it complete: make it again, once.
+            _known_maildirs.discard(maildir)
+            ensure_maildir(maildir)
+            _known_maildirs.add(maildir)
+            fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
         self.tmp_files.append(tmp_path)
         try:
-            _write_all(fd, prefix)
-            _write_all(fd, self.message)
+            _write_all(fd, prefix, self.message)
             os.fsync(fd)
         finally:
             os.close(fd)

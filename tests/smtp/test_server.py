@@ -73,6 +73,26 @@ class ServerTestCase(SynchronousTestCase):
                                         b"Delivered-To: alice@example.com\nReceived: from c (unknown [192.0.2.1])\n"))
         self.assertRegex(data, rb"\nSubject: hi\nMessage-ID: <\d{14}\.[0-9A-F]+@mx\.example\.com>\nDate: [^\n]+\n\n\.dot\nbody\n\Z")
 
+    def test_one_log_line_per_message(self) -> None:
+        """Postfix's line: queue id, from, to, client, size, status and what happened."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        s = self.session()
+        s.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.com>\r\n"
+               b"RCPT TO:<bob@example.com>\r\nDATA\r\n")
+        [reply] = s.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        queue_id = reply.rsplit(" ", 1)[1]
+        [line] = [formatEvent(e) for e in events if e.get("queue_id") == queue_id]
+        size = len(self.store.delivered[0][1]) - len(b"Return-Path: <x@remote.example>\n"
+                                                     b"X-Original-To: alice@example.com\n"
+                                                     b"Delivered-To: alice@example.com\n")
+        self.assertEqual(line, f"{queue_id}: from=<x@remote.example>, to=<alice@example.com>,<bob@example.com>, "
+                               f"client=[192.0.2.1], size={size}, status=sent "
+                               f"(delivered to alice@example.com, bob@example.com)")
+
     def test_unknown_user(self) -> None:
         s = self.session()
         s.send(b"EHLO c\r\nMAIL FROM:<>\r\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from typing import Any
 
 from twisted.logger import capturedLogs
@@ -99,28 +100,50 @@ class FailureTests(DeliveryTestsMixin, SynchronousTestCase):
 
     def test_write_fails(self) -> None:
         """A short disk (write error) on the second file removes the first."""
-        real_write = os.write
+        real_writev = os.writev
         writes = []
 
-        def write(fd: int, data: Any) -> int:
+        def writev(fd: int, buffers: Any) -> int:
             writes.append(fd)
-            if len(writes) == 3:
+            if len(writes) == 2:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(fd, data)
+            return real_writev(fd, buffers)
 
-        self.patch(os, "write", write)
+        self.patch(os, "writev", writev)
         a, b = self.maildir("a"), self.maildir("b")
         self.assertTemporary(self.fail_delivery(MESSAGE, [(a, PREFIX), (b, b"Other: 1\n")]))
+        self.assertEqual(len(writes), 2)
         self.assertNothingLeft(a, b)
 
     def test_short_writes(self) -> None:
-        """os.write may write less than asked: the rest is written too."""
+        """os.writev and os.write may write less than asked: the rest is written too."""
         real_write = os.write
+        self.patch(os, "writev", lambda fd, buffers: real_write(fd, b"".join(buffers)[:5]))
         self.patch(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
         a = self.maildir("a")
         [name] = self.deliver(MESSAGE, [(a, PREFIX)])
         with open(os.path.join(a, "new", name), "rb") as f:
             self.assertEqual(f.read(), PREFIX + MESSAGE)
+
+    def test_removed_maildir_is_made_again(self) -> None:
+        """A Maildir removed after a delivery (its existence is remembered) is recreated."""
+        a = self.maildir("a")
+        self.deliver(MESSAGE, [(a, PREFIX)])
+        shutil.rmtree(a)
+        [name] = self.deliver(MESSAGE, [(a, PREFIX)])
+        with open(os.path.join(a, "new", name), "rb") as f:
+            self.assertEqual(f.read(), PREFIX + MESSAGE)
+        self.assertEqual(sorted(os.listdir(a)), ["cur", "new", "tmp"])
+
+    def test_removed_new_directory_fails_once(self) -> None:
+        """new/ removed behind our back: that delivery gets a 451, the next one recreates it."""
+        a = self.maildir("a")
+        self.deliver(MESSAGE, [(a, PREFIX)])
+        shutil.rmtree(os.path.join(a, "new"))
+        self.assertTemporary(self.fail_delivery(MESSAGE, [(a, PREFIX)]))
+        self.assertNothingLeft(a)
+        [name] = self.deliver(MESSAGE, [(a, PREFIX)])
+        self.assertTrue(os.path.exists(os.path.join(a, "new", name)))
 
     def test_unexpected_error_cleans_up(self) -> None:
         """A non-OSError bug still removes the files, and is not hidden as 451."""
