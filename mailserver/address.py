@@ -22,6 +22,7 @@ _LITERAL = r"\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]"
 _MAILBOX = re.compile(
     rf"(?P<local>{_DOT_STRING}|{_QUOTED})(?:@(?P<domain>{_DOMAIN}|{_LITERAL}))?\Z"
 )
+_PLAIN_LOCAL = re.compile(rf"{_DOT_STRING}\Z")
 _ROUTE = re.compile(rf"@(?:{_DOMAIN}|{_LITERAL})(?:,@(?:{_DOMAIN}|{_LITERAL}))*:")
 
 MAX_LOCAL = 64
@@ -37,7 +38,7 @@ class Address:
 
     def __str__(self) -> str:
         local = self.local
-        if not re.fullmatch(_DOT_STRING, local):
+        if not _PLAIN_LOCAL.match(local):
             local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{local}@{self.domain}" if self.domain else local
 
@@ -74,7 +75,7 @@ def parse_mailbox(text: str) -> Address:
     """Parse C{local@domain} (or a bare local part); raise L{MailError} 501."""
     if len(text) > MAX_PATH:
         raise MailError(501, "5.1.3", "Address too long")
-    if any(ord(c) > 126 for c in text):
+    if not text.isascii() or "\x7f" in text:
         raise MailError(553, "5.6.7", "Non-ASCII address without SMTPUTF8")
     match = _MAILBOX.match(text)
     if match is None:
@@ -135,6 +136,8 @@ def parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
 
 def _closing_bracket(text: str) -> int:
     """Index of the C{>} closing C{text[0]}, skipping quoted strings."""
+    if '"' not in text:
+        return text.find(">")
     quoted = escaped = False
     for index, char in enumerate(text[1:], 1):
         if escaped:

@@ -90,11 +90,8 @@ class DeliveryPipeline:
         if not await owned_by(self.sasl_user, sender):
             raise MailError(553, "5.7.1", f"Sender address rejected: not owned by user {self.sasl_user}")
 
-    def check_recipient(self, envelope: Envelope, address: Address) -> Deferred[Recipient]:
+    async def check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
         """Run the stages in order, like a Postfix restriction list."""
-        return Deferred.fromCoroutine(self._check_recipient(envelope, address))
-
-    async def _check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
         recipient = await route(self.core.stages, envelope, address)
@@ -119,7 +116,7 @@ class DeliveryPipeline:
         sender = str(user.orig) if user.orig and str(user.orig) else ""
         envelope = self.begin(client, parse_mailbox(sender) if sender else None)
         address = parse_mailbox(str(user.dest))
-        return self.check_recipient(envelope, address).addCallback(
+        return Deferred.fromCoroutine(self.check_recipient(envelope, address)).addCallback(
             lambda _: lambda: self.open_transaction(envelope).as_message()
         )
 

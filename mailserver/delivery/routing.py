@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred
 
 from mailserver.address import Address
 from mailserver.delivery.envelope import Envelope, Outcome, Recipient
@@ -20,7 +20,9 @@ async def route(stages: Sequence[IRecipientStage], envelope: Envelope, address: 
     """
     current = address
     for stage in stages:
-        verdict = await maybeDeferred(stage.check, envelope, current)
+        verdict = stage.check(envelope, current)
+        if isinstance(verdict, Deferred):  # most stages answer at once
+            verdict = await verdict
         if verdict.outcome is Outcome.REJECT:
             assert verdict.error is not None
             raise verdict.error

@@ -130,16 +130,18 @@ class ESMTPServer(smtp.ESMTP):
 
     def sendCode(self, code: int, message: bytes = b"") -> None:
         """Send a reply; Twisted's own replies get a default enhanced code."""
+        lines = message.splitlines() or [b""]
         if code // 100 in (2, 4, 5):
-            lines = message.splitlines() or [b""]
             enhanced = _DEFAULT_ENHANCED.get(code, f"{code // 100}.{7 if code == 235 else 0}.0").encode()
-            message = b"\n".join(line if _ENHANCED.match(line) else enhanced + b" " + line for line in lines)
+            lines = [line if _ENHANCED.match(line) else enhanced + b" " + line for line in lines]
+        for line in lines[:-1]:
+            self.sendLine(b"%03d-%s" % (code, line))
+        self.sendLine(b"%03d %s" % (code, lines[-1]))
         if code >= 400:
             self._errors += 1
-        super().sendCode(code, message)
-        if code >= 400 and self._errors >= self.policy.hard_error_limit and code != 421:
-            super().sendCode(421, b"4.7.0 " + self.host + b" Error: too many errors")
-            self.transport.loseConnection()
+            if self._errors >= self.policy.hard_error_limit and code != 421:
+                self.sendLine(b"421 4.7.0 " + self.host + b" Error: too many errors")
+                self.transport.loseConnection()
 
     def sendLine(self, line: bytes) -> None:
         if self._replies is not None:
