@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 # The last date formatted, by whole second: every message of a busy second
 # carries the same Date and Received stamp, and formatdate() is slow.
@@ -32,7 +34,7 @@ def received_header(
     date = header_date(now)
     if protocol == "local":  # picked up from the maildrop (sendmail), or made here (bounces)
         return f"Received: by {hostname} (mailserver) id {queue_id}{for_clause};\n\t{date}\n".encode("ascii", "replace")
-    helo = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
+    helo = _NOT_PRINTABLE.sub("?", helo) or "unknown"
     return (
         f"Received: from {helo} (unknown [{ip}])\n"
         f"\tby {hostname} (mailserver) with {protocol} id {queue_id}{for_clause};\n"
@@ -69,8 +71,12 @@ def header_end(message: bytes) -> int:
 
 def has_header(message: bytes, end: int, name: bytes) -> bool:
     """True if a header called C{name} is among the first C{end} bytes."""
-    pattern = re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:")
-    return pattern.search(message, 0, end) is not None
+    return _header_pattern(name).search(message, 0, end) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _header_pattern(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:")
 
 
 def add_missing_headers(
