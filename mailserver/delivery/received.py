@@ -10,20 +10,15 @@ import time
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
-# The last date formatted, by whole second: every message of a busy second
-# carries the same Date and Received stamp, and formatdate() is slow.
-_last_date: tuple[int, str] = (-1, "")
-
-
 def header_date(now: float) -> str:
     """C{now} as an RFC 5322 date in local time (C{formatdate(now, localtime=True)})."""
-    global _last_date
-    second = int(now)
-    cached_second, text = _last_date
-    if cached_second != second:
-        text = email.utils.formatdate(second, localtime=True)
-        _last_date = (second, text)
-    return text
+    return _date_of_second(int(now))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: int) -> str:
+    # Every message of a busy second carries the same stamp; formatdate() is slow.
+    return email.utils.formatdate(second, localtime=True)
 
 
 def received_header(

@@ -66,23 +66,6 @@ class _Counter:
 # not hand out the same (time, pid, counter).
 _counter = _Counter()
 
-#: This process's id, for file names (kept current across fork()).
-_pid = os.getpid()
-
-
-def _refresh_pid() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_refresh_pid)
-
-#: Maildirs seen complete by this process: a delivery to them skips the
-#: three stat() calls of ensure_maildir.  A Maildir removed behind our back
-#: is noticed when creating the file in tmp/ fails, and made again.
-_known_maildirs: set[str] = set()
-
-
 
 def ensure_maildir(path: str) -> bool:
     """
@@ -199,15 +182,11 @@ class _Delivery:
 
     def _deliver(self) -> tuple[list[str], list[str]]:
         # 1. every copy into tmp/, fsynced.
-        pid = _pid
+        pid = os.getpid()
         written: dict[bytes, str] = {}  # prefix -> tmp file holding that content
         sizes: dict[bytes, tuple[int, int]] = {}
         placed: list[tuple[str, str]] = []  # (tmp path, final name)
         message_size, message_vsize = len(self.message), _virtual_size(self.message)
-        for maildir in dict.fromkeys(path for path, _ in self.copies):
-            if maildir not in _known_maildirs:
-                ensure_maildir(maildir)
-                _known_maildirs.add(maildir)
         for maildir, prefix in self.copies:
             if prefix not in sizes:
                 sizes[prefix] = (len(prefix) + message_size, _virtual_size(prefix) + message_vsize)
@@ -223,9 +202,9 @@ class _Delivery:
             new_path = os.path.join(new_dir, name)
             try:
                 os.rename(tmp_path, new_path)
-            except FileNotFoundError:
-                _known_maildirs.discard(maildir)  # made again on the next attempt
-                raise
+            except FileNotFoundError:  # new/ removed behind our back
+                ensure_maildir(maildir)
+                os.rename(tmp_path, new_path)
             self.tmp_files.remove(tmp_path)
             self.new_files.append(new_path)
             new_dirs[os.path.normpath(new_dir)] = None
@@ -240,15 +219,26 @@ class _Delivery:
         prefix: bytes,
         source: str | None,
     ) -> tuple[str, str]:
-        """Put one copy in C{maildir}/tmp: a hard link of C{source}, or a new file."""
+        """
+        Put one copy in C{maildir}/tmp: a hard link of C{source}, or a new
+        file.  The Maildir is made (L{ensure_maildir}) only when its tmp/ is
+        missing, so a delivery to an existing one costs no C{stat()}.
+        """
+        made = False
         for _ in range(_NAME_ATTEMPTS):
             name = make_name(self.now, pid, _counter(), self.host, size, vsize)
             tmp_path = os.path.join(maildir, "tmp", name)
             try:
                 if source is not None and self._link(source, tmp_path):
                     return tmp_path, name
-                self._write(maildir, tmp_path, prefix)
+                self._write(tmp_path, prefix)
             except FileExistsError:
+                continue
+            except FileNotFoundError:
+                if made:
+                    raise
+                ensure_maildir(maildir)
+                made = True
                 continue
             return tmp_path, name
         raise FileExistsError(errno.EEXIST, "no free name in tmp/", maildir)
@@ -266,15 +256,8 @@ class _Delivery:
         self.tmp_files.append(tmp_path)
         return True
 
-    def _write(self, maildir: str, tmp_path: str, prefix: bytes) -> None:
-        try:
-            fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
-        except FileNotFoundError:
-            # Removed since we last saw it complete: make it again, once.
-            _known_maildirs.discard(maildir)
-            ensure_maildir(maildir)
-            _known_maildirs.add(maildir)
-            fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
+    def _write(self, tmp_path: str, prefix: bytes) -> None:
+        fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
         self.tmp_files.append(tmp_path)
         try:
             _write_all(fd, prefix, self.message)

@@ -126,7 +126,7 @@ class FailureTests(DeliveryTestsMixin, SynchronousTestCase):
             self.assertEqual(f.read(), PREFIX + MESSAGE)
 
     def test_removed_maildir_is_made_again(self) -> None:
-        """A Maildir removed after a delivery (its existence is remembered) is recreated."""
+        """A Maildir removed after a delivery is made again by the next one."""
         a = self.maildir("a")
         self.deliver(MESSAGE, [(a, PREFIX)])
         shutil.rmtree(a)
@@ -135,15 +135,24 @@ class FailureTests(DeliveryTestsMixin, SynchronousTestCase):
             self.assertEqual(f.read(), PREFIX + MESSAGE)
         self.assertEqual(sorted(os.listdir(a)), ["cur", "new", "tmp"])
 
-    def test_removed_new_directory_fails_once(self) -> None:
-        """new/ removed behind our back: that delivery gets a 451, the next one recreates it."""
+    def test_removed_new_directory_is_made_again(self) -> None:
+        """new/ removed behind our back (tmp/ still there): the delivery makes it again."""
         a = self.maildir("a")
         self.deliver(MESSAGE, [(a, PREFIX)])
         shutil.rmtree(os.path.join(a, "new"))
-        self.assertTemporary(self.fail_delivery(MESSAGE, [(a, PREFIX)]))
-        self.assertNothingLeft(a)
         [name] = self.deliver(MESSAGE, [(a, PREFIX)])
-        self.assertTrue(os.path.exists(os.path.join(a, "new", name)))
+        self.assertEqual(files(os.path.join(a, "new")), [name])
+        self.assertEqual(files(os.path.join(a, "tmp")), [])
+
+    def test_existing_maildir_costs_no_stat(self) -> None:
+        """Delivering to a complete Maildir does not stat its directories first."""
+        a = self.maildir("a")
+        self.deliver(MESSAGE, [(a, PREFIX)])
+        checked: list[str] = []
+        real_isdir = os.path.isdir
+        self.patch(os.path, "isdir", lambda path: checked.append(path) or real_isdir(path))
+        self.deliver(MESSAGE, [(a, PREFIX)])
+        self.assertEqual(checked, [])
 
     def test_unexpected_error_cleans_up(self) -> None:
         """A non-OSError bug still removes the files, and is not hidden as 451."""
