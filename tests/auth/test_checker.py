@@ -16,7 +16,7 @@ from mailserver.auth.checker import DUMMY_HASH, FixedFailureDelay, IFailurePolic
 from mailserver.auth.schemes import DEFAULT_PARAMETERS, hash_password, verify
 from mailserver.auth.userdb import MemoryUserDatabase
 from mailserver.tables.passwd import split_password
-from tests.auth.reactors import ThreadedClock
+from tests.reactors import ThreadedClock
 from tests.auth.test_schemes import FAST
 
 
@@ -57,7 +57,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), b"alice@example.com")
 
     def test_verification_uses_its_own_pool_when_given(self) -> None:
-        from tests.auth.reactors import QueuedThreadPool
+        from tests.reactors import QueuedThreadPool
 
         hashing = QueuedThreadPool()
         checker = PasswordChecker(self.users, self.reactor, dummy=CHEAP_DUMMY, threadpool=hashing)

@@ -24,7 +24,7 @@ from mailserver.auth.throttle import (
     normalize_ip,
 )
 from mailserver.auth.userdb import MemoryUserDatabase
-from tests.auth.reactors import ThreadedClock
+from tests.reactors import ThreadedClock
 from tests.auth.test_checker import CHEAP_DUMMY, record
 
 #: The fail2ban failregex documented in README (tls.rst), as Python sees it

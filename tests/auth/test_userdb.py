@@ -12,7 +12,7 @@ from mailserver.auth.userdb import FileUserDatabase, MemoryUserDatabase, load_pa
 from mailserver.errors import ConfigError
 from mailserver.interfaces import IUserDatabase
 from mailserver.tables.passwd import UserRecord
-from tests.auth.reactors import ThreadedClock
+from tests.reactors import ThreadedClock
 
 SHA = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
 

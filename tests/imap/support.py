@@ -16,7 +16,7 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.mail.imap4 import IAccount
@@ -29,6 +29,7 @@ from mailserver.store.folders import ensure_maildir
 from mailserver.store.names import make_name
 from mailserver.store.notify import MailboxNotifier
 from mailserver.tls import wrap_implicit
+from tests.reactors import ThreadedClock
 
 PASSWORD = "secret"
 _counter = [0]
@@ -197,30 +198,6 @@ class RawClient:
 # ---------------------------------------------------------------- in-memory sessions
 
 
-class InlinePool:
-    """Runs 'threaded' work at once (deterministic tests)."""
-
-    def callInThreadWithCallback(self, onResult: Callable, f: Callable, *a: Any, **kw: Any) -> None:
-        try:
-            result = f(*a, **kw)
-        except Exception:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-class InlineReactor(Clock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = InlinePool()
-
-    def getThreadPool(self) -> InlinePool:
-        return self.pool
-
-    def callFromThread(self, f: Callable, *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
-
-
 class MemorySession:
     """One IMAPServer over StringTransport; all disk work inline; time from a Clock."""
 
@@ -229,10 +206,10 @@ class MemorySession:
         testcase: Any,
         base: str | None = None,
         transport: StringTransport | None = None,
-        reactor: InlineReactor | None = None,
+        reactor: ThreadedClock | None = None,
         **factory_args: Any,
     ) -> None:
-        self.reactor = reactor if reactor is not None else InlineReactor()
+        self.reactor = reactor if reactor is not None else ThreadedClock()
         self.base = base or os.path.abspath(testcase.mktemp())
         self.notifier = MailboxNotifier(self.reactor)
         accounts = imap_account_factory(lambda u: os.path.join(self.base, u), self.notifier, self.reactor)

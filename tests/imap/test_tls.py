@@ -26,7 +26,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailserver.auth.throttle import AuthGuard, AuthThrottle
 from mailserver.imap.server import IMAPFactory
 from mailserver.tls import PlaintextPolicy, ReloadableContextFactory, ensure_certificate
-from tests.imap.support import PASSWORD, InlineReactor, LoopbackServer, MemorySession, _Address
+from tests.imap.support import PASSWORD, LoopbackServer, MemorySession, _Address
+from tests.reactors import ThreadedClock
 from tests.tls.support import TLSStringTransport
 
 CONTEXT = object()  # TLSStringTransport only records the context it is given
@@ -53,7 +54,7 @@ def capabilities(session: MemorySession) -> list[bytes]:
 
 class Base(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = InlineReactor()
+        self.reactor = ThreadedClock()
 
     def session(self, peer: str = REMOTE, secure: bool = False, **factory_args: Any) -> MemorySession:
         args = {"context_factory": CONTEXT, **factory_args}

@@ -6,13 +6,9 @@ inline (so tests stay synchronous), and delivery helpers.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
-
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-
 from mailserver.errors import MailError
 from mailserver.store.maildir import MaildirStore
+from tests.reactors import ThreadedClock
 
 HOST = "mx.example.org"
 MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hi\n\nHello\n"
@@ -23,38 +19,6 @@ def corpus_directory() -> str:
     """/work/shared/corpus/mail-fixtures, found relative to the repository."""
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return os.path.join(os.path.dirname(repo_root), "shared", "corpus", "mail-fixtures")
-
-
-class InlineThreadPool:
-    """A thread pool that runs work at once, in the calling thread."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        self.calls += 1
-        try:
-            result = f(*a, **kw)
-        except Exception:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-class InlineReactor(Clock):
-    """Time from L{Clock}, a thread pool and callFromThread that run inline."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = InlineThreadPool()
-
-    def getThreadPool(self) -> InlineThreadPool:
-        return self.pool
-
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
 
 
 def files(directory: str) -> list[str]:
@@ -71,7 +35,7 @@ class DeliveryTestsMixin:
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
         os.makedirs(self.root)
-        self.reactor = InlineReactor()
+        self.reactor = ThreadedClock()
         self.reactor.advance(1700000000.25)
         self.delivered: list[list[str]] = []
         self.store = MaildirStore(self.reactor, HOST, on_delivered=self.delivered.append)

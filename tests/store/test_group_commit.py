@@ -3,53 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
 
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.errors import MailError
 from mailserver.store import maildir as maildir_module
 from mailserver.store.maildir import MaildirStore
-
-
-class HeldThreadPool:
-    """Work waits until the test runs it."""
-
-    def __init__(self) -> None:
-        self.queued: list[tuple[Callable, Callable, tuple]] = []
-
-    def callInThreadWithCallback(self, onResult, f, *a, **kw) -> None:
-        self.queued.append((onResult, f, a))
-
-    def run_next(self) -> None:
-        onResult, f, a = self.queued.pop(0)
-        try:
-            result = f(*a)
-        except Exception:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-class HeldReactor(Clock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pool = HeldThreadPool()
-
-    def getThreadPool(self) -> HeldThreadPool:
-        return self.pool
-
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
+from tests.reactors import ThreadedClock
 
 
 class GroupCommitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
-        self.reactor = HeldReactor()
+        self.reactor = ThreadedClock(synchronous=False)
         self.store = MaildirStore(self.reactor, "mx.example.com")
         self.store.max_writers = 1
         self.synced: list[str] = []
@@ -65,7 +32,7 @@ class GroupCommitTests(SynchronousTestCase):
         box = os.path.join(self.root, "box")
         first = self.store.deliver(b"one\n", [(box, b"X: 1\n")])
         waiting = [self.store.deliver(b"%d\n" % n, [(box, b"X: n\n")]) for n in range(3)]
-        self.assertEqual(len(self.reactor.pool.queued), 1)  # one writer, the rest wait
+        self.assertEqual(len(self.reactor.pool.pending), 1)  # one writer, the rest wait
         self.reactor.pool.run_next()
         self.assertEqual(len(self.successResultOf(first)), 1)
         for d in waiting:

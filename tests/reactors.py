@@ -1,4 +1,4 @@
-"""A task.Clock that is also a reactor with threads, for the auth tests."""
+"""A task.Clock that is also a reactor with threads: "threaded" work runs inline or when the test says."""
 
 from __future__ import annotations
 
@@ -19,23 +19,27 @@ class QueuedThreadPool:
     def __init__(self, synchronous: bool = True) -> None:
         self.synchronous = synchronous
         self.calls: list[tuple[Callable, tuple]] = []
-        self._pending: list[tuple[Callable, Callable, tuple, dict]] = []
+        self.pending: list[tuple[Callable, Callable, tuple, dict]] = []
 
     def callInThreadWithCallback(self, onResult, func, *args, **kwargs) -> None:
         self.calls.append((func, args))
-        self._pending.append((onResult, func, args, kwargs))
+        self.pending.append((onResult, func, args, kwargs))
         if self.synchronous:
             self.run()
 
     def run(self) -> None:
-        while self._pending:
-            onResult, func, args, kwargs = self._pending.pop(0)
-            try:
-                result: Any = func(*args, **kwargs)
-            except Exception:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
+        while self.pending:
+            self.run_next()
+
+    def run_next(self) -> None:
+        """Run the oldest piece of work waiting."""
+        onResult, func, args, kwargs = self.pending.pop(0)
+        try:
+            result: Any = func(*args, **kwargs)
+        except Exception:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
 
 
 @implementer(IReactorThreads)
