@@ -51,7 +51,7 @@ class ReloadingContentChecks:
 
     def current(self) -> ContentChecks:
         """The checks built from the tables as they are now (rebuilt after a reload)."""
-        stamp = tuple(id(f.value) for f in self.files.values())
+        stamp = tuple(f.generation for f in self.files.values())
         checks = self._checks
         if checks is None or stamp != self._stamp:
             tables: dict[str, RuleTable | None] = {}

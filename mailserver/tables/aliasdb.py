@@ -279,9 +279,9 @@ class AliasMaps:
         self._table = AliasTable(kind=kind)
 
     def __call__(self) -> AliasTable:
-        values = [w.value for w in self.watched]
-        key = tuple(id(v) for v in values)
+        key = tuple(w.generation for w in self.watched)
         if key != self._key:
+            values = [w.value for w in self.watched]
             self._table = chain(values) if values else AliasTable(kind=self._kind)
             self._key = key
         return self._table

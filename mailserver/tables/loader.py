@@ -32,7 +32,9 @@ class WatchedFile(Generic[T]):
 
     C{parse(path) -> T} runs in a thread on reload; if it raises, the old
     value stays and the error is logged.  C{value} is always a complete
-    parsed table.
+    parsed table.  C{generation} counts the swaps: a table built from
+    several watched files is current while their generations are unchanged
+    (an C{id()} of the value is not enough: a freed table's id is reused).
     """
 
     log = Logger()
@@ -50,6 +52,7 @@ class WatchedFile(Generic[T]):
         self._interval = interval
         self._stamp = _stamp(path)
         self.value: T = parse(path)
+        self.generation = 0
         self._loop: LoopingCall | None = None
 
     def start(self) -> None:
@@ -71,6 +74,7 @@ class WatchedFile(Generic[T]):
 
         def swap(value: T) -> bool:
             self.value = value
+            self.generation += 1
             self._stamp = stamp
             self.log.info("reloaded {path}", path=self.path)
             return True

@@ -270,6 +270,30 @@ class WatchTests(SynchronousTestCase):
         self.assertIsNot(maps(), table)
         self.assertEqual(maps().get("root").targets[0].value, "carol")
 
+    def test_alias_maps_rebuilt_when_a_new_table_reuses_an_old_address(self) -> None:
+        """
+        CPython gives a freed table's id() to the next one: a reload whose
+        table sits where the old one was must still rebuild the chain.
+        """
+        one = self.files.write("one", "admin: harry\n")
+        two = self.files.write("two", "root: bob\n")
+        maps = watch_alias_maps([f"texthash:{one}", f"texthash:{two}"], Clock())
+        self.assertEqual(maps().get("root").targets[0].value, "bob")
+        watched = maps.watched[1]
+        same_place = watched.value
+        real_parse = watched._parse
+
+        def parse_into_same_object(path: str):
+            fresh = real_parse(path)
+            object.__setattr__(same_place, "entries", fresh.entries)  # a new table at the old id
+            return same_place
+
+        watched._parse = parse_into_same_object
+        with open(two, "w") as handle:
+            handle.write("root: carol\n")
+        self.assertTrue(self.successResultOf(watched.reload(force=True)))
+        self.assertEqual(maps().get("root").targets[0].value, "carol")
+
     def test_empty_maps(self) -> None:
         maps = watch_alias_maps([], Clock())
         self.assertEqual(len(maps()), 0)
