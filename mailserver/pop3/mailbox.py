@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable
 
@@ -28,6 +27,7 @@ from zope.interface import implementer
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
 from mailserver.pop3.wire import VirtualSize, uidl_for
 from mailserver.store.names import parse_name, virtual_size
+from mailserver.store.uidlist import delivery_order
 from mailserver.durable import fsync_directory as _fsync_directory
 
 RunInThread = Callable[..., Deferred]
@@ -37,7 +37,6 @@ Changed = Callable[[Iterable[str]], object]
 """C{changed([maildir])}: tell IMAP sessions that a folder changed (store.notify)."""
 
 _CHUNK = 65536
-_ORDER = re.compile(r"(\d+)\.(?:M(\d+))?")
 
 __all__ = [
     "IMaildrop",
@@ -299,14 +298,7 @@ def scan_inbox(maildir: str) -> list[Message]:
                     except FileNotFoundError:
                         continue
                 by_unique[unique] = Message(unique, entry.path, size, uidl_for(unique))
-    return sorted(by_unique.values(), key=_delivery_order)
-
-
-def _delivery_order(message: Message) -> tuple[int, int, int, str]:
-    match = _ORDER.match(message.unique)
-    if match is None:
-        return (1, 0, 0, message.unique)
-    return (0, int(match.group(1)), int(match.group(2) or 0), message.unique)
+    return sorted(by_unique.values(), key=lambda message: delivery_order(message.unique))
 
 
 def _measure(path: str) -> int:

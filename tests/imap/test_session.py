@@ -327,7 +327,7 @@ class FolderTests(TestCase):
         self.assertEqual(out["delete_inbox"][0], "NO")
         self.assertEqual(out["list_unicode"], [b'(\\HasNoChildren) "/" &ZeVnLIqe-'])
         self.assertEqual(out["ns"], ("OK", [b'(("" "/")) NIL NIL']))
-        self.assertTrue(os.path.isdir(os.path.join(self.server.maildir(), ".Archive.Old.2024")) is False)
+        self.assertFalse(os.path.exists(os.path.join(self.server.maildir(), ".Archive.Old.2024.Q1")))  # DELETE removed it
 
     async def test_search(self) -> None:
         self.server.deliver(MESSAGE, when=1_600_000_000)

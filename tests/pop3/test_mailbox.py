@@ -82,6 +82,18 @@ class ScanTests(SynchronousTestCase):
         self.assertIn(os.sep + "cur" + os.sep, message.path)
 
 
+class DeliveryOrderTests(SynchronousTestCase):
+    def test_counter_compares_as_a_number(self) -> None:
+        """Deliveries of one reactor tick share sec and usec: Q9 comes before Q10, as in IMAP."""
+        maildir = make_maildir(os.path.abspath(self.mktemp()))
+        for counter in (10, 9, 100):
+            name = f"1700000000.M250000P42Q{counter}.mx.example.com,S=2"
+            with open(os.path.join(maildir, "new", name), "wb") as handle:
+                handle.write(b"x\n")
+        self.assertEqual([m.unique.split(".")[1] for m in scan_inbox(maildir)],
+                         ["M250000P42Q9", "M250000P42Q10", "M250000P42Q100"])
+
+
 class MailboxTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.maildir = make_maildir(self.mktemp())
