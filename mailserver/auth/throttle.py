@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 log = Logger()
 
-#: The format of the failure line (fail2ban: see README "Brute-force protection").
+#: The format of the failure line (fail2ban: see docs/tls.rst "Brute-force protection").
 AUTH_FAILED_FORMAT = "auth failed: service={service} rip={rip} user={user} reason={reason}"
 
 
