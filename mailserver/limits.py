@@ -284,15 +284,19 @@ class Connection:
         self._cancel_timer()
         return True
 
+    def logout(self) -> None:
+        """The login did not become a session after all (its mailbox could not be opened)."""
+        if self.user is not None:
+            self.limits._logout(self.user, self.key)
+            self.user = None
+
     def userip_refusal(self) -> str:
         return USERIP_EXCEEDED.format(limit=self.limits.userip_limit)
 
     def close(self) -> None:
         """The connection ended (safe to call again)."""
         self._cancel_timer()
-        if self.user is not None:
-            self.limits._logout(self.user, self.key)
-            self.user = None
+        self.logout()
         if self._open:
             self._open = False
             self.limits._disconnected(self.key)
