@@ -505,7 +505,8 @@ class Server:
             self.portal, self.reactor, self.notifier, timeout=config.imap_timeout,
             literal_limit=config.imap_literal_limit or 50 * 1024 * 1024,
             context_factory=self.tls.imap, allow_plaintext=self.plaintext, throttle=self.throttle,
-            limits=self.login_limits["imap"], literal_deadline=config.imap_literal_deadline,
+            preauth_timeout=config.login_timeout, limits=self.login_limits["imap"],
+            literal_deadline=config.imap_literal_deadline,
             literal_min_rate=config.imap_literal_min_rate,
         )
 
