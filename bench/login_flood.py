@@ -23,14 +23,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from smtp_delivery import free_port  # noqa: E402
+
 #: Upper bound on --connections (the client holds them all).
 MAX_CONNECTIONS = 20_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(root: str, limit: int, client_limit: int) -> tuple[subprocess.Popen, int, int]:

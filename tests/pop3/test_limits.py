@@ -48,6 +48,8 @@ class POP3LimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         protocol.dataReceived(b"USER alice\r\n")  # not read
         self.assertEqual(transport.value(), b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(sum(limits.connections.values()), 2)
         first[0].connectionLost(Failure(ConnectionDone()))
         _, transport = self.connect(limits, "192.0.2.3")
         self.assertTrue(transport.value().startswith(b"+OK"))
