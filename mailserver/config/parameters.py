@@ -184,7 +184,7 @@ PARAMETERS: tuple[Parameter, ...] = (
       "simultaneous POP3 connections, POP3 and POP3S together (0: no limit)"),
     P("login_per_ip_limit", INT, "50", OWN,
       "simultaneous IMAP (and, apart, POP3) connections from one client IP (0: no limit)"),
-    P("login_timeout", TIME, "60s", OWN, "time an IMAP or POP3 client has to log in"),
+    P("login_timeout", TIME, "60s", OWN, "time an IMAP or POP3 client has to log in (0: only the idle timeouts)"),
     P("imap_literal_deadline", TIME, "1h", OWN, "time an IMAP literal (APPEND) may take in all"),
     P("imap_literal_min_rate", INT, "500", OWN,
       "octets per second an IMAP literal must keep up after its first minute (0: no minimum)"),

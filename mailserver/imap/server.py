@@ -130,7 +130,7 @@ class IMAPServer(imap4.IMAP4Server):
         )
         self.notifier = notifier
         self.clock = clock
-        self.timeOut = preauth_timeout
+        self.timeOut = preauth_timeout or timeout  # 0: no login deadline, the idle timeout only
         self.POSTAUTH_TIMEOUT = timeout
         self.literal_limit = literal_limit
         self.string_literal_limit = string_literal_limit

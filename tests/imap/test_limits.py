@@ -126,6 +126,14 @@ class LoginTimeoutTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"* BYE Disconnected: no login in time\r\n")
         self.assertTrue(transport.disconnecting)
 
+    def test_zero_means_the_idle_timeout_only(self) -> None:
+        sessions = Sessions(self, preauth_timeout=0, timeout=300, limits=LoginLimits("imap", login_timeout=0))
+        server, transport = sessions.connect()
+        sessions.reactor.advance(299)
+        self.assertFalse(transport.disconnecting)
+        sessions.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+
     def test_logged_in_session_keeps_the_idle_timeout(self) -> None:
         sessions = Sessions(self, limits=LoginLimits("imap", login_timeout=60))
         server, transport = sessions.connect()
