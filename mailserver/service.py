@@ -44,6 +44,7 @@ from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
 from mailserver.imap.server import IMAPFactory
+from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
@@ -378,6 +379,16 @@ class Server:
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
         self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+        # IMAP and POP3 leave a reserve of descriptors to SMTP, the store and the queue.
+        self.descriptors = DescriptorBudget.from_rlimit(reactor)
+        refusals = RefusalLog(reactor)
+        self.login_limits = {
+            protocol: LoginLimits(
+                protocol, client_limit, config.login_per_ip_limit, config.mail_max_userip_connections,
+                config.login_timeout, self.descriptors, refusals,
+            )
+            for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
+        }
 
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
         """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""
@@ -475,7 +486,7 @@ class Server:
         # The checker already delays failed passwords (auth_failure_delay).
         return POP3Factory(
             self.portal, self.reactor, timeout=self.config.pop3_timeout, context_factory=self.tls.pop3,
-            allow_plaintext=self.plaintext, throttle=self.throttle,
+            allow_plaintext=self.plaintext, throttle=self.throttle, limits=self.login_limits["pop3"],
         )
 
     def factories(self) -> dict[str, Any]:
@@ -494,6 +505,9 @@ class Server:
             self.portal, self.reactor, self.notifier, timeout=config.imap_timeout,
             literal_limit=config.imap_literal_limit or 50 * 1024 * 1024,
             context_factory=self.tls.imap, allow_plaintext=self.plaintext, throttle=self.throttle,
+            preauth_timeout=config.login_timeout, limits=self.login_limits["imap"],
+            literal_deadline=config.imap_literal_deadline,
+            literal_min_rate=config.imap_literal_min_rate,
         )
 
 

@@ -19,6 +19,7 @@ def makeService(options: Options):
     from twisted.internet import reactor
 
     from mailserver.config.parameters import load_config
+    from mailserver.limits import raise_nofile_limit
     from mailserver.service import build
 
     try:
@@ -27,6 +28,7 @@ def makeService(options: Options):
         raise SystemExit(f"mailserver: configuration error\n{error}") from None
     for warning in warnings:
         print(warning, file=sys.stderr)
+    raise_nofile_limit()  # before build: the descriptor reserve is computed from the raised limit
     try:
         return build(config, reactor)
     except ConfigError as error:

@@ -42,11 +42,13 @@ from zope.interface import implementer
 
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.imap import folder_commands, message_commands, session_commands
+from mailserver.imap.literal import LiteralReader
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
 from mailserver.imap.replies import Refused, reply_text as _text
 from mailserver.imap.search import BadCharset, CHARSETS
 from mailserver.imap.session_commands import PLAINTEXT_MECHANISMS
 from mailserver.imap.syntax import Command, Literal, ParseError, Reader
+from mailserver.limits import Connection, LoginLimits
 from mailserver.store.flags import FlagError
 from mailserver.store.folders import FolderError
 from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
@@ -65,26 +67,9 @@ PREAUTH_TIMEOUT = 60
 LOGIN_FAILURE_DELAY = 2.0
 #: Failed logins after which the connection is closed.
 MAX_FAILED_LOGINS = 3
-
-
-class _LiteralReader:
-    """Collects one literal in raw mode (twisted's rawDataReceived calls write)."""
-
-    def __init__(self, size: int, done: Callable[[bytes], None]) -> None:
-        self.remaining = size
-        self.chunks: list[bytes] = []
-        self._done = done
-
-    def write(self, data: bytes) -> bytes | None:
-        if len(data) < self.remaining:
-            self.chunks.append(data)
-            self.remaining -= len(data)
-            return None
-        self.chunks.append(data[:self.remaining])
-        rest = data[self.remaining:]
-        self.remaining = 0
-        self._done(b"".join(self.chunks))
-        return rest
+#: A literal must arrive within this many seconds, and at this many octets a second.
+LITERAL_DEADLINE = 60 * 60
+LITERAL_MIN_RATE = 500
 
 
 @implementer(IPushProducer)
@@ -136,6 +121,8 @@ class IMAPServer(imap4.IMAP4Server):
         preauth_timeout: int = PREAUTH_TIMEOUT,
         allow_plaintext: Callable[[Any], bool] = PlaintextPolicy(),
         throttle: AuthThrottle | None = None,
+        literal_deadline: float = LITERAL_DEADLINE,
+        literal_min_rate: int = LITERAL_MIN_RATE,
     ) -> None:
         super().__init__(
             chal={b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials},
@@ -143,10 +130,14 @@ class IMAPServer(imap4.IMAP4Server):
         )
         self.notifier = notifier
         self.clock = clock
-        self.timeOut = preauth_timeout
+        self.timeOut = preauth_timeout or timeout  # 0: no login deadline, the idle timeout only
         self.POSTAUTH_TIMEOUT = timeout
         self.literal_limit = literal_limit
         self.string_literal_limit = string_literal_limit
+        self.literal_deadline = literal_deadline
+        self.literal_min_rate = literal_min_rate
+        self.limits: LoginLimits | None = None  # set by the factory
+        self.connection: Connection | None = None
         self.selected: SelectedMailbox | None = None
         self._segments: list[bytes] = []
         self._command_size = 0
@@ -166,9 +157,29 @@ class IMAPServer(imap4.IMAP4Server):
     def connectionMade(self) -> None:
         address = peer_ip(self.transport)
         self.peer_ip = str(address) if address is not None else None
+        if self.limits is not None:
+            self.connection = self.limits.connect(self.peer_ip)
+            if self.connection.refusal is not None:
+                self.state = "logout"
+                self.connection.refuse(self.transport, b"* BYE [UNAVAILABLE] %s\r\n"
+                                       % self.connection.refusal.encode(), self.clock)
+                return
+            if self.clock is not None:
+                self.connection.start_login_timer(self.clock, self._login_expired)
         if self.portal is not None and self.throttle is not None and not isinstance(self.portal, AuthGuard):
             self.portal = AuthGuard(self.portal, self.throttle, "imap", self.peer_ip, self.clock)
         super().connectionMade()  # the greeting lists the capabilities
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.connection is not None and self.connection.refusal is not None:
+            return  # refused: nothing the client sends is read
+        super().dataReceived(data)
+
+    def _login_expired(self) -> None:
+        if self.state == "unauth" and self.transport is not None and not self.transport.disconnecting:
+            log.info("imap: no login within the login timeout rip={rip}", rip=self.peer_ip)
+            self.sendLine(b"* BYE Disconnected: no login in time")
+            self.transport.loseConnection()
 
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
@@ -267,11 +278,21 @@ class IMAPServer(imap4.IMAP4Server):
         def done(data: bytes) -> None:
             self._segments.append(Literal(data))
 
-        self._pendingLiteral = _LiteralReader(size, done)
+        self._pendingLiteral = LiteralReader(
+            size, done, self.clock, self.literal_deadline, self.literal_min_rate, self._literal_expired
+        )
         if size == 0:
             self._pendingLiteral.write(b"")
         else:
             self.setRawMode()
+
+    def _literal_expired(self) -> None:
+        """The literal being read ran out of time: BYE, and the command never runs."""
+        log.info("imap: literal data too slow rip={rip}", rip=self.peer_ip)
+        self._segments = []
+        if self.transport is not None and not self.transport.disconnecting:
+            self.sendLine(b"* BYE Literal data arrived too slowly")
+            self.transport.loseConnection()
 
     def _execute(self, segments: list[bytes]) -> None:
         first = segments[0]
@@ -465,6 +486,10 @@ class IMAPServer(imap4.IMAP4Server):
     # ------------------------------------------------------------ connection end
 
     def connectionLost(self, reason: Any) -> None:
+        if isinstance(self._pendingLiteral, LiteralReader):
+            self._pendingLiteral.cancel()
+        if self.connection is not None:
+            self.connection.close()
         if self._idle_unsubscribe is not None:
             self._idle_unsubscribe()
             self._idle_unsubscribe = None
@@ -502,6 +527,12 @@ class IMAPFactory(protocol.ServerFactory):
         that C{disable_plaintext_auth} selects (C{mailserver.tls.PlaintextPolicy}).
     @param throttle: the C{AuthThrottle} shared by all listeners (growing
         delays, bans per client address); default: one of this factory's own.
+    @param limits: the connection limits shared by the IMAP listeners
+        (C{mailserver.limits.LoginLimits}); default: none but a login
+        timeout of C{preauth_timeout}.
+    @param literal_deadline: seconds a literal may take in all (0: none).
+    @param literal_min_rate: octets a second a literal must keep up after
+        a grace minute (0: none).
     """
 
     protocol = IMAPServer
@@ -522,6 +553,9 @@ class IMAPFactory(protocol.ServerFactory):
         disable_plaintext_auth: bool = True,
         allow_plaintext: Callable[[Any], bool] | None = None,
         throttle: AuthThrottle | None = None,
+        limits: LoginLimits | None = None,
+        literal_deadline: float = LITERAL_DEADLINE,
+        literal_min_rate: int = LITERAL_MIN_RATE,
     ) -> None:
         self.portal = portal
         self.reactor = reactor
@@ -537,6 +571,9 @@ class IMAPFactory(protocol.ServerFactory):
             else PlaintextPolicy(disable_plaintext_auth=disable_plaintext_auth)
         )
         self.throttle = throttle if throttle is not None else AuthThrottle(reactor, base_delay=login_failure_delay)
+        self.limits = limits if limits is not None else LoginLimits("imap", login_timeout=preauth_timeout)
+        self.literal_deadline = literal_deadline
+        self.literal_min_rate = literal_min_rate
 
     def buildProtocol(self, addr: Any) -> IMAPServer:
         server = self.protocol(
@@ -549,7 +586,10 @@ class IMAPFactory(protocol.ServerFactory):
             preauth_timeout=self.preauth_timeout,
             allow_plaintext=self.allow_plaintext,
             throttle=self.throttle,
+            literal_deadline=self.literal_deadline,
+            literal_min_rate=self.literal_min_rate,
         )
+        server.limits = self.limits
         server.factory = self
         server.callLater = self.reactor.callLater
         server.portal = self.portal  # wrapped in an AuthGuard once the peer is known

@@ -140,6 +140,11 @@ async def _authenticated(server: "IMAPServer", credentials: Any) -> None:
     if server.transport is None or server.transport.disconnecting:
         logout()
         return
+    connection = server.connection
+    user = getattr(avatar, "user", None) or printable(getattr(credentials, "username", b"") or b"")
+    if connection is not None and not connection.login(str(user).lower()):
+        logout()
+        raise Refused(connection.userip_refusal(), "LIMIT")
     log.info("imap: login of {user} rip={rip} tls={tls}",
              user=printable(getattr(credentials, "username", b"") or b""),
              rip=server.peer_ip, tls=server.is_secure())

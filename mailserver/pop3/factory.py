@@ -8,6 +8,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.protocol import ServerFactory
 
 from mailserver.auth.throttle import AuthThrottle
+from mailserver.limits import LoginLimits
 from mailserver.pop3 import sasl
 from mailserver.pop3.mailbox import RunInThread, in_thread_pool
 from mailserver.pop3.server import POP3Server, allow_plaintext
@@ -35,6 +36,11 @@ class POP3Factory(ServerFactory):
     @param max_bad_commands: bad commands before the session is dropped.
     @param max_auth_failures: failed logins before the session is dropped.
     @param run_in_thread: replaces the reactor's thread pool (tests).
+    @param limits: the connection limits shared by the POP3 listeners
+        (C{mailserver.limits.LoginLimits}); default: none but a login
+        timeout of C{login_timeout}.
+    @param login_timeout: seconds a client has to log in (when no
+        C{limits} are given).
     """
 
     protocol = POP3Server
@@ -54,6 +60,8 @@ class POP3Factory(ServerFactory):
         max_auth_failures: int = 3,
         implementation: str = "mailserver",
         run_in_thread: RunInThread | None = None,
+        limits: LoginLimits | None = None,
+        login_timeout: float = 60,
     ) -> None:
         self.portal = portal
         self.reactor = reactor
@@ -66,6 +74,7 @@ class POP3Factory(ServerFactory):
         self.max_auth_failures = max_auth_failures
         self.implementation = implementation
         self.run_in_thread = run_in_thread if run_in_thread is not None else in_thread_pool(reactor)
+        self.limits = limits if limits is not None else LoginLimits("pop3", login_timeout=login_timeout)
         # twisted.mail.pop3.POP3 reads this to learn the SASL mechanisms.
         self.challengers = dict(sasl.MECHANISMS)
 
@@ -84,4 +93,5 @@ class POP3Factory(ServerFactory):
         p.max_auth_failures = self.max_auth_failures
         p.mechanisms = self.challengers
         p.implementation = self.implementation
+        p.limits = self.limits
         return p

@@ -37,6 +37,7 @@ from twisted.mail import pop3
 from twisted.python.failure import Failure
 
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned, log_auth_failure
+from mailserver.limits import Connection, LoginLimits
 from mailserver.pop3 import sasl
 from mailserver.pop3.lock import MaildropInUse
 from mailserver.pop3.mailbox import IMaildrop, MessageVanished
@@ -85,6 +86,8 @@ class POP3Server(pop3.POP3):
     mechanisms: dict[bytes, Callable[[], Any]] = sasl.MECHANISMS
     implementation = "mailserver"
     greeting = "mailserver ready."
+    #: The POP3 listeners' connection limits (set by the factory); None: none.
+    limits: LoginLimits | None = None
 
     _log = Logger()
 
@@ -104,12 +107,22 @@ class POP3Server(pop3.POP3):
         self._receiving = False
         self._guard: AuthGuard | None = None
         self._stats = {"top": [0, 0], "retr": [0, 0], "dele": [0, 0]}
+        self.connection: Connection | None = None
 
     # Connection
 
     def connectionMade(self) -> None:
         if self.clock is not None:
             self.callLater = self.clock.callLater
+        if self.limits is not None:
+            address = peer_ip(self.transport)
+            self.connection = self.limits.connect(str(address) if address else None)
+            if self.connection.refusal is not None:
+                greeting = b"-ERR [SYS/TEMP] %s.\r\n" % self.connection.refusal.encode()
+                self.connection.refuse(self.transport, greeting, self.clock)
+                return
+            if self.clock is not None:
+                self.connection.start_login_timer(self.clock, self._login_expired)
         if ITCPTransport.providedBy(self.transport):  # also the TLS layer of POP3S
             # A response is written in pieces as the disk delivers them;
             # Nagle + delayed ACK would stall each piece by up to 40 ms.
@@ -124,6 +137,8 @@ class POP3Server(pop3.POP3):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._lost = True
+        if self.connection is not None:
+            self.connection.close()
         if self._login_name:
             self._log.info(
                 "pop3 session ended user={user} peer={peer} {summary}",
@@ -132,6 +147,12 @@ class POP3Server(pop3.POP3):
                 summary=self._summary(),
             )
         super().connectionLost(reason)
+
+    def _login_expired(self) -> None:
+        if self._phase != "TRANSACTION" and not self._lost and not self.transport.disconnecting:
+            self._log.info("pop3 no login within the login timeout peer={peer}", peer=self._peer())
+            self._err("Disconnected: no login in time.")
+            self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         self._log.info("pop3 idle timeout peer={peer}", peer=self._peer())
@@ -175,6 +196,8 @@ class POP3Server(pop3.POP3):
         C{LineOnlyReceiver}, but the lines waiting their turn are kept on
         C{self} so that STLS can throw them away).
         """
+        if self.connection is not None and self.connection.refusal is not None:
+            return  # refused: nothing the client sends is read
         lines = (self._buffer + data).split(self.delimiter)
         self._buffer = lines.pop(-1)
         self._incoming.extend(lines)
@@ -428,6 +451,10 @@ class POP3Server(pop3.POP3):
         if self._lost:
             logout()
             return None
+        if self.connection is not None and not self.connection.login(_loggable(user).lower()):
+            logout()
+            self._err("[IN-USE] " + self.connection.userip_refusal() + ".")
+            return None
         d = maybeDeferred(mailbox.open) if IMaildrop.providedBy(mailbox) else succeed(None)
         d.addCallback(lambda _: mailbox.listMessages())
 
@@ -450,6 +477,8 @@ class POP3Server(pop3.POP3):
 
         def not_opened(failure: Failure) -> None:
             logout()
+            if self.connection is not None:
+                self.connection.logout()
             if failure.check(MaildropInUse):
                 self._log.info(
                     "pop3 mailbox in use user={user} peer={peer}",

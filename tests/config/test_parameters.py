@@ -452,6 +452,12 @@ imap_timeout = 1h
 pop3_timeout = 5m
 imap_literal_limit = 1000000
 mail_max_userip_connections = 3
+imap_client_limit = 200
+pop3_client_limit = 100
+login_per_ip_limit = 7
+login_timeout = 30s
+imap_literal_deadline = 20m
+imap_literal_min_rate = 1000
 auth_failure_delay = 5
 smtpd_tls_cert_file = tls/cert.pem
 smtpd_tls_key_file = tls/key.pem
@@ -525,6 +531,12 @@ FULL_EXPECTED = {
     "pop3_timeout": 300,
     "imap_literal_limit": 1000000,
     "mail_max_userip_connections": 3,
+    "imap_client_limit": 200,
+    "pop3_client_limit": 100,
+    "login_per_ip_limit": 7,
+    "login_timeout": 30,
+    "imap_literal_deadline": 1200,
+    "imap_literal_min_rate": 1000,
     "auth_failure_delay": 5,
     "smtpd_tls_cert_file": "/etc/mailserver/tls/cert.pem",
     "smtpd_tls_key_file": "/etc/mailserver/tls/key.pem",
