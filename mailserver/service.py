@@ -22,9 +22,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3
 from twisted.names import client as dns
-from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
 
+from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
@@ -466,7 +466,7 @@ class Server:
             max_connections=config.smtpd_max_connections,
             per_client_limit=config.smtpd_client_connection_count_limit,
             context_factory=tls,
-            challengers={b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials} if config.smtpd_sasl_auth_enable else {},
+            challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
             throttle=self.throttle,
         )

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.imap import folder_commands, message_commands, session_commands
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
@@ -138,7 +139,7 @@ class IMAPServer(imap4.IMAP4Server):
         throttle: AuthThrottle | None = None,
     ) -> None:
         super().__init__(
-            chal={b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials},
+            chal=dict(CHALLENGERS),
             contextFactory=context_factory,
         )
         self.notifier = notifier

@@ -16,15 +16,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
+from twisted.mail._except import IllegalClientResponse
 from twisted.python.failure import Failure
 
 from mailserver.address import parse_path
-from mailserver.auth.throttle import AuthGuard, LoginBanned
+from mailserver.auth.throttle import AuthGuard, LoginBanned, log_auth_failure
 from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
 from mailserver.errors import MailError
 from mailserver.netwrite import write_now, writes_directly
+from mailserver.smtp import auth
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -190,17 +192,12 @@ class ESMTPServer(smtp.ESMTP):
             if self.mode == smtp.DATA:
                 if not self._take_data():
                     return
-            elif self.mode == smtp.AUTH:
-                line = self._take_command_line()
-                if line is None:
-                    return
-                self.state_AUTH(line)
             else:
                 line = self._take_command_line()
                 if line is None:
                     return
                 self.resetTimeout()
-                result = self._dispatch(line)
+                result = self.state_AUTH(line) if self.mode == smtp.AUTH else self._dispatch(line)
                 if isinstance(result, Deferred) and not result.called:
                     self._wait(result)
                 elif isinstance(result, Deferred):
@@ -368,26 +365,95 @@ class ESMTPServer(smtp.ESMTP):
     def encrypted(self) -> bool:
         return bool(self.startedTLS) or getattr(self.factory, "implicit_tls", False)
 
-    def ext_AUTH(self, rest: bytes) -> None:
+    def ext_AUTH(self, rest: bytes) -> Deferred | None:
+        """
+        RFC 4954, our exchange rather than twisted.mail's C{state_AUTH}: a
+        malformed command or response gets a reply (never a dropped
+        connection) and counts as a failed login.
+        """
         if self._envelope is not None:
             self.reply(503, "5.5.1", "Error: MAIL transaction in progress")
+        elif self.authenticated:
+            self.reply(503, "5.5.1", "Error: already authenticated")
+        elif not self.challengers:
+            self.reply(503, "5.5.1", "Error: authentication not enabled")
         elif not self.plaintext_allowed():
             self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        elif self.portal is None:
+            self.reply(454, "4.7.0", "Temporary authentication failure")
         else:
-            super().ext_AUTH(rest)
+            try:
+                self.challenger, initial = auth.start(rest, self.challengers)
+            except MailError as error:
+                return self._auth_refused(error)
+            self.mode = smtp.AUTH
+            if initial is None:
+                self.sendCode(334, auth.challenge(self.challenger.getChallenge()))
+                return None
+            return self._auth_respond(initial)
+        return None
+
+    def state_AUTH(self, response: bytes) -> Deferred | None:
+        """One client line in the middle of an AUTH exchange."""
+        if response.strip() == b"*":
+            return self._auth_refused(auth.AUTH_ABORTED)
+        try:
+            return self._auth_respond(auth.decode(response))
+        except MailError as error:
+            return self._auth_refused(error)
+
+    def _auth_respond(self, response: bytes) -> Deferred | None:
+        try:
+            self.challenger.setResponse(response)
+        except IllegalClientResponse as e:
+            return self._auth_refused(auth.BadExchange(535, "5.7.8", "Authentication failed", str(e)))
+        if self.challenger.moreChallenges():
+            self.sendCode(334, auth.challenge(self.challenger.getChallenge()))
+            return None
+        self.mode = smtp.COMMAND
+        d = self.portal.login(self.challenger, None, smtp.IMessageDeliveryFactory, smtp.IMessageDelivery)
+        d.addCallback(self._cbAuthenticated)
+        d.addCallback(lambda _: self.reply(235, "2.7.0", "Authentication successful"))
+        return d.addErrback(self._ebAuthenticated)
+
+    def _auth_refused(self, error: MailError) -> Deferred | None:
+        """End the exchange with C{error}; a L{auth.BadExchange} counts as a failed login."""
+        user = getattr(self.challenger, "username", None)
+        self.mode = smtp.COMMAND
+        self.challenger = None
+        if not isinstance(error, auth.BadExchange):
+            self.reply_error(error)
+            return None
+        refuse = getattr(self.portal, "refuse", None)
+        if refuse is None:  # no throttle: log the attempt all the same
+            log_auth_failure("smtp", self.peer_ip, user, error.reason)
+            self.reply_error(error)
+            return None
+
+        def answer(failure: Failure) -> None:
+            if failure.check(UnauthorizedLogin) and not failure.check(LoginBanned):
+                self.reply_error(error)
+            else:
+                self._ebAuthenticated(failure)
+
+        return refuse(user, error.reason).addErrback(answer)
 
     def _cbAuthenticated(self, loginInfo) -> None:
         super()._cbAuthenticated(loginInfo)
+        self.challenger = None
         self.sasl_user = getattr(self.deliveryFactory, "sasl_user", None)
         self._delivery = None
         self.log.info("[{ip}]: sasl_username={user}", ip=self.peer_ip, user=self.sasl_user)
 
     def _ebAuthenticated(self, reason: Failure) -> None:
+        self.challenger = None
         if reason.check(LoginBanned):
-            self.challenger = None
             self.reply(454, "4.7.0", "Too many failed logins from your address, try again later")
-            return
-        super()._ebAuthenticated(reason)
+        elif reason.check(UnauthorizedLogin):
+            self.reply_error(auth.AUTH_FAILED)
+        else:
+            self.log.failure("[{ip}]: SASL login error", reason, ip=self.peer_ip)
+            self.reply(454, "4.7.0", "Temporary authentication failure")
 
     def do_EHLO(self, rest: bytes) -> None:
         self._greet(rest, esmtp=True)

@@ -181,7 +181,7 @@ class PlaintextTests(Base):
         self.assertIn(b"a OK", out)
         other = self.session()
         self.start_tls(other)
-        self.assertEqual(other.send(b"a AUTHENTICATE LOGIN\r\n"), b"+ " + b64(b"User Name\0") + b"\r\n")
+        self.assertEqual(other.send(b"a AUTHENTICATE LOGIN\r\n"), b"+ " + b64(b"Username:") + b"\r\n")  # as POP3 and SMTP
         other.send(b64(b"alice") + b"\r\n")
         self.assertIn(b"a OK", other.send(b64(PASSWORD.encode()) + b"\r\n"))
 
