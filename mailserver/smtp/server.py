@@ -88,6 +88,7 @@ class ESMTPServer(smtp.ESMTP):
         self._unstuff_next = True  # where a leading "." is dot-stuffing
         self._delivery: DeliveryPipeline | None = None
         self.sasl_user: str | None = None
+        self.challenger: Any = None  # the SASL exchange under way (twisted.mail's name)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
 
     # -- connection ---------------------------------------------------------

@@ -243,6 +243,19 @@ class ThrottleThroughSessionTests(Base):
         self.assertEqual(self.fixture.factory.throttle.failures("192.0.2.10"), 1)
 
 
+    def test_regression_pop3_plain_authzid_other_than_login_refused(self) -> None:
+        # Issue 17 item 6, the same rule as SMTP AUTH and IMAP AUTHENTICATE.
+        self.fixture.factory.allow_plaintext = lambda transport: True
+        session = self.session()
+        with capturedLogs() as events:
+            session.send(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+            self.fixture.clock.advance(2)
+        self.assertEqual(session.output(), b"-ERR [AUTH] Authentication failed.\r\n")
+        self.assertIsNone(session.protocol.mbox)
+        self.assertEqual([e["reason"] for e in events if e.get("auth_failure")], ["authorization identity not permitted"])
+        self.assertEqual(self.fixture.factory.throttle.failures("192.0.2.10"), 1)
+
+
 class RealTLSTests(TestCase):
     """poplib over loopback: STLS and POP3S with real handshakes."""
 
