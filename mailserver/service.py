@@ -29,6 +29,7 @@ from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
+from mailserver.config.endpoints import with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.check_tables import ReloadingContentChecks
@@ -497,6 +498,21 @@ class Server:
         )
 
 
+def listen_backlog(configured: int, somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
+    """
+    C{listen_backlog}, or for 0 the kernel's limit (a larger backlog is cut
+    to it anyway) capped at 4096, or 100 (Postfix's) where it cannot be read.
+    Twisted's own default of 50 leaves a burst of clients without a banner.
+    """
+    if configured:
+        return min(configured, 65535)
+    try:
+        with open(somaxconn, encoding="ascii") as handle:
+            return max(1, min(int(handle.read().strip()), 4096))
+    except (OSError, ValueError):
+        return 100
+
+
 def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     """Everything the daemon runs, as one MultiService (C{testing}: see L{Server})."""
     server = Server(config, reactor, **testing)
@@ -512,9 +528,10 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _StopHook(server.notifier.stop).setServiceParent(top)
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
+    backlog = listen_backlog(config.listen_backlog)
     for name, factory in server.factories().items():
         for description in listen_endpoints(config, name):
-            endpoint = serverFromString(reactor, description)
+            endpoint = serverFromString(reactor, with_backlog(description, backlog))
             Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
             listeners.setdefault(name, []).append(description)
     StatusFile(status_path(config), listeners).setServiceParent(top)
