@@ -466,6 +466,7 @@ class Server:
             self.reactor,
             max_connections=config.smtpd_max_connections,
             per_client_limit=config.smtpd_client_connection_count_limit,
+            stress_timeout=config.smtpd_stress_timeout,
             context_factory=tls,
             challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
