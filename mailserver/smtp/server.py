@@ -372,7 +372,9 @@ class ESMTPServer(smtp.ESMTP):
         malformed command or response gets a reply (never a dropped
         connection) and counts as a failed login.
         """
-        if self._envelope is not None:
+        if self._ehlo is None:
+            self.reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        elif self._envelope is not None:
             self.reply(503, "5.5.1", "Error: MAIL transaction in progress")
         elif self.authenticated:
             self.reply(503, "5.5.1", "Error: already authenticated")

@@ -24,7 +24,7 @@ def b64(data: bytes) -> bytes:
 class AuthSession:
     """EHLO done; C{send} returns the reply lines, once the throttle's delays have passed."""
 
-    def __init__(self, throttle: bool = True, limit: int = 100) -> None:
+    def __init__(self, throttle: bool = True, limit: int = 100, ehlo: bool = True) -> None:
         self.clock = MemoryReactorClock()
         portal = anonymous_portal(build_core(self.clock))
         portal.registerChecker(InMemoryUsernamePasswordDatabaseDontUse(alice=b"right"))
@@ -34,7 +34,8 @@ class AuthSession:
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", PEER, 4000))
         self.protocol = self.factory.buildProtocol(None)
         self.protocol.makeConnection(self.transport)
-        self.send(b"EHLO client.example\r\n")
+        if ehlo:
+            self.send(b"EHLO client.example\r\n")
 
     def send(self, data: bytes) -> list[str]:
         self.transport.clear()

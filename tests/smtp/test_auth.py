@@ -70,6 +70,10 @@ class MalformedAuthTests(SynchronousTestCase):
             self.assertEqual(session.send(b"AUTH\r\n"), ["501 5.5.4 Syntax: AUTH mechanism"])
         self.assertEqual([e["reason"] for e in events if e.get("auth_failure")], ["malformed AUTH command"])
 
+    def test_ehlo_first(self) -> None:
+        session = AuthSession(ehlo=False)
+        self.assertEqual(session.send(b"AUTH PLAIN\r\n"), ["503 5.5.1 Error: send HELO/EHLO first"])
+
     def test_login_exchange_succeeds(self) -> None:
         session = AuthSession()
         self.assertEqual(session.send(b"AUTH LOGIN " + b64(b"alice") + b"\r\n"), ["334 " + b64(b"Password:").decode()])
