@@ -16,11 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
-from twisted.mail._except import IllegalClientResponse
 from twisted.python.failure import Failure
 
 from mailserver.address import parse_path
-from mailserver.auth.throttle import AuthGuard, LoginBanned, log_auth_failure
+from mailserver.auth.throttle import AuthGuard, LoginBanned
 from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
@@ -88,7 +87,7 @@ class ESMTPServer(smtp.ESMTP):
         self._unstuff_next = True  # where a leading "." is dot-stuffing
         self._delivery: DeliveryPipeline | None = None
         self.sasl_user: str | None = None
-        self.challenger: Any = None  # the SASL exchange under way (twisted.mail's name)
+        self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
 
     # -- connection ---------------------------------------------------------
@@ -385,75 +384,24 @@ class ESMTPServer(smtp.ESMTP):
         elif self.portal is None:
             self.reply(454, "4.7.0", "Temporary authentication failure")
         else:
-            try:
-                self.challenger, initial = auth.start(rest, self.challengers)
-            except MailError as error:
-                return self._auth_refused(error)
-            self.mode = smtp.AUTH
-            if initial is None:
-                self.sendCode(334, auth.challenge(self.challenger.getChallenge()))
-                return None
-            return self._auth_respond(initial)
+            return self._auth.start(rest)
         return None
 
     def state_AUTH(self, response: bytes) -> Deferred | None:
         """One client line in the middle of an AUTH exchange."""
-        if response.strip() == b"*":
-            return self._auth_refused(auth.AUTH_ABORTED)
-        try:
-            return self._auth_respond(auth.decode(response))
-        except MailError as error:
-            return self._auth_refused(error)
-
-    def _auth_respond(self, response: bytes) -> Deferred | None:
-        try:
-            self.challenger.setResponse(response)
-        except IllegalClientResponse as e:
-            return self._auth_refused(auth.BadExchange(535, "5.7.8", "Authentication failed", str(e)))
-        if self.challenger.moreChallenges():
-            self.sendCode(334, auth.challenge(self.challenger.getChallenge()))
-            return None
-        self.mode = smtp.COMMAND
-        d = self.portal.login(self.challenger, None, smtp.IMessageDeliveryFactory, smtp.IMessageDelivery)
-        d.addCallback(self._cbAuthenticated)
-        d.addCallback(lambda _: self.reply(235, "2.7.0", "Authentication successful"))
-        return d.addErrback(self._ebAuthenticated)
-
-    def _auth_refused(self, error: MailError) -> Deferred | None:
-        """End the exchange with C{error}; a L{auth.BadExchange} counts as a failed login."""
-        user = getattr(self.challenger, "username", None)
-        self.mode = smtp.COMMAND
-        self.challenger = None
-        if not isinstance(error, auth.BadExchange):
-            self.reply_error(error)
-            return None
-        refuse = getattr(self.portal, "refuse", None)
-        if refuse is None:  # no throttle: log the attempt all the same
-            log_auth_failure("smtp", self.peer_ip, user, error.reason)
-            self.reply_error(error)
-            return None
-
-        def answer(failure: Failure) -> None:
-            if failure.check(UnauthorizedLogin) and not failure.check(LoginBanned):
-                self.reply_error(error)
-            else:
-                self._ebAuthenticated(failure)
-
-        return refuse(user, error.reason).addErrback(answer)
+        return self._auth.respond(response)
 
     def _cbAuthenticated(self, loginInfo) -> None:
         super()._cbAuthenticated(loginInfo)
-        self.challenger = None
         self.sasl_user = getattr(self.deliveryFactory, "sasl_user", None)
         self._delivery = None
         self.log.info("[{ip}]: sasl_username={user}", ip=self.peer_ip, user=self.sasl_user)
 
     def _ebAuthenticated(self, reason: Failure) -> None:
-        self.challenger = None
         if reason.check(LoginBanned):
             self.reply(454, "4.7.0", "Too many failed logins from your address, try again later")
         elif reason.check(UnauthorizedLogin):
-            self.reply_error(auth.AUTH_FAILED)
+            self.reply(535, "5.7.8", "Authentication failed")
         else:
             self.log.failure("[{ip}]: SASL login error", reason, ip=self.peer_ip)
             self.reply(454, "4.7.0", "Temporary authentication failure")
