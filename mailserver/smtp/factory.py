@@ -92,8 +92,6 @@ class SMTPFactory(smtp.SMTPFactory):
         super().__init__(portal)
         self.policy = policy
         self.clock = clock
-        self.max_connections = max_connections
-        self.per_client_limit = per_client_limit
         self.context_factory = context_factory
         self.challengers = challengers or {}
         self.implicit_tls = implicit_tls
