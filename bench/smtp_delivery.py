@@ -41,7 +41,7 @@ def free_port() -> int:
 class ScratchServer:
     """A twistd child on 127.0.0.1 with one user, in a scratch directory."""
 
-    def __init__(self, root: str, rules: int = 0) -> None:
+    def __init__(self, root: str, rules: int = 0, extra: str = "") -> None:
         self.root = root
         self.port = free_port()
         self.maildir = os.path.join(root, "data", "mail", "example.com", "bench")
@@ -53,7 +53,7 @@ class ScratchServer:
                 f"smtpd_listen = tcp:{self.port}:interface=127.0.0.1\n"
                 "submission_listen =\nsmtps_listen =\npop3_listen =\npop3s_listen =\n"
                 "imap_listen =\nimaps_listen =\nsmtpd_client_connection_count_limit = 0\n"
-                "message_size_limit = 0\nsmtpd_timeout = 3600s\n"
+                "message_size_limit = 0\nsmtpd_timeout = 3600s\n" + extra
             )
         with open(os.path.join(root, "passwd"), "w") as handle:
             handle.write(f"{RECIPIENT}:{{PLAIN}}x::::::\n")

@@ -22,13 +22,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3
 from twisted.names import client as dns
-from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail.smtp import IMessageDeliveryFactory
 
+from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
+from mailserver.config.endpoints import with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.check_tables import ReloadingContentChecks
@@ -476,8 +477,9 @@ class Server:
             self.reactor,
             max_connections=config.smtpd_max_connections,
             per_client_limit=config.smtpd_client_connection_count_limit,
+            stress_timeout=config.smtpd_stress_timeout,
             context_factory=tls,
-            challengers={b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials} if config.smtpd_sasl_auth_enable else {},
+            challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
             throttle=self.throttle,
         )
@@ -511,6 +513,21 @@ class Server:
         )
 
 
+def listen_backlog(configured: int, somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
+    """
+    C{listen_backlog}, or for 0 the kernel's limit (a larger backlog is cut
+    to it anyway) capped at 4096, or 100 (Postfix's) where it cannot be read.
+    Twisted's own default of 50 leaves a burst of clients without a banner.
+    """
+    if configured:
+        return min(configured, 65535)
+    try:
+        with open(somaxconn, encoding="ascii") as handle:
+            return max(1, min(int(handle.read().strip()), 4096))
+    except (OSError, ValueError):
+        return 100
+
+
 def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     """Everything the daemon runs, as one MultiService (C{testing}: see L{Server})."""
     server = Server(config, reactor, **testing)
@@ -526,9 +543,10 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _StopHook(server.notifier.stop).setServiceParent(top)
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
+    backlog = listen_backlog(config.listen_backlog)
     for name, factory in server.factories().items():
         for description in listen_endpoints(config, name):
-            endpoint = serverFromString(reactor, description)
+            endpoint = serverFromString(reactor, with_backlog(description, backlog))
             Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
             listeners.setdefault(name, []).append(description)
     StatusFile(status_path(config), listeners).setServiceParent(top)

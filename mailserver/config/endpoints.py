@@ -154,3 +154,15 @@ def bind_to(endpoint: Endpoint, address: str) -> str:
         kind = "tcp6" if version == 6 else "tcp"
     rest = endpoint.description[len(endpoint.type) :]
     return f"{kind}{rest}:interface={escape(address)}"
+
+
+#: Endpoint types that listen on a socket of their own (systemd's is inherited, already listening).
+_LISTENING = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """C{description} with C{backlog=} added, unless it names one or its socket is inherited."""
+    endpoint = parse_endpoint(description)
+    if endpoint.type not in _LISTENING or "backlog" in endpoint.arguments:
+        return description
+    return f"{description}:backlog={backlog}"

@@ -129,6 +129,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtpd_client_connection_count_limit", INT, "50", POSTFIX,
       "simultaneous connections per client IP (0: no limit)"),
     P("smtpd_max_connections", INT, "500", OWN, "simultaneous SMTP connections in all"),
+    P("smtpd_stress_timeout", TIME, "10s", OWN,
+      "idle time allowed outside a mail transaction once SMTP connections reach 80% of "
+      "smtpd_max_connections (Postfix's smtpd_timeout under stress)"),
     P("line_length_limit", INT, "2048", POSTFIX,
       "longest SMTP command line (message lines are bounded by message_size_limit)"),
     P("smtpd_forbid_bare_newline", Enum("normalize", "reject"), "normalize", POSTFIX,
@@ -147,6 +150,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("default_password_scheme", Enum("ARGON2ID", "BLF-CRYPT", "SHA512-CRYPT"), "ARGON2ID",
       DOVECOT, "scheme for new password hashes"),
     # Listeners (Twisted endpoint descriptions; empty disables).
+    P("listen_backlog", INT, "0", OWN,
+      "listen queue of every listener whose endpoint gives no backlog= "
+      "(0: the kernel's net.core.somaxconn, at most 4096; 100 if unknown)"),
     P("smtpd_listen", ENDPOINTS, "tcp:25", OWN, "SMTP (MX) listeners"),
     P("submission_listen", ENDPOINTS, "tcp:587", OWN, "submission listeners (STARTTLS + AUTH)"),
     P("smtps_listen", ENDPOINTS, "tcp:465", OWN, "submission over implicit TLS"),

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.imap import folder_commands, message_commands, session_commands
 from mailserver.imap.literal import LiteralReader
@@ -125,7 +126,7 @@ class IMAPServer(imap4.IMAP4Server):
         literal_min_rate: int = LITERAL_MIN_RATE,
     ) -> None:
         super().__init__(
-            chal={b"PLAIN": imap4.PLAINCredentials, b"LOGIN": imap4.LOGINCredentials},
+            chal=dict(CHALLENGERS),
             contextFactory=context_factory,
         )
         self.notifier = notifier

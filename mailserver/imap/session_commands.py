@@ -185,8 +185,8 @@ async def _authenticate(server: "IMAPServer", cmd: Command) -> bytes:
             refuse = getattr(server.portal, "refuse", None)
             if refuse is None:
                 raise ParseError(f"bad AUTHENTICATE response: {e}") from None
-            # A malformed exchange counts as a failed login (logged, delayed).
-            await refuse(None, f"malformed {mechanism.decode()} response")
+            # A malformed exchange (or another authzid) counts as a failed login (logged, delayed).
+            await refuse(getattr(challenger, "username", None), str(e) or "malformed response")
         if not challenger.moreChallenges():
             break
     await _authenticated(server, challenger)

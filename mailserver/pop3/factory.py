@@ -8,8 +8,8 @@ from twisted.cred.portal import Portal
 from twisted.internet.protocol import ServerFactory
 
 from mailserver.auth.throttle import AuthThrottle
+from mailserver.auth import sasl
 from mailserver.limits import LoginLimits
-from mailserver.pop3 import sasl
 from mailserver.pop3.mailbox import RunInThread, in_thread_pool
 from mailserver.pop3.server import POP3Server, allow_plaintext
 

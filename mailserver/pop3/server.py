@@ -37,8 +37,8 @@ from twisted.mail import pop3
 from twisted.python.failure import Failure
 
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned, log_auth_failure
+from mailserver.auth import sasl
 from mailserver.limits import Connection, LoginLimits
-from mailserver.pop3 import sasl
 from mailserver.pop3.lock import MaildropInUse
 from mailserver.pop3.mailbox import IMaildrop, MessageVanished
 from mailserver.pop3.stream import MessageStreamer, TransferStopped

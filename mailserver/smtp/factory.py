@@ -2,35 +2,66 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.mail import smtp
 
+from mailserver.smtp.connections import ConnectionSlots
 from mailserver.smtp.server import ESMTPServer, SMTPPolicy
 
 
 class _LimitedSession(ESMTPServer):
-    """A session that first asks its factory for a connection slot."""
+    """A session that first asks its factory for a connection slot, and may be evicted when idle."""
+
+    _counted = False  # holds a slot
+    _started = False  # admitted: the session's own state exists
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         ip = getattr(peer, "host", str(peer))
-        refusal = self.factory.admit(ip)
+        self.last_active = self.clock.seconds()
+        refusal = self.factory.slots.admit(self, ip)
         if refusal:
-            self._counted = False
             self.transport.write(b"421 4.7.0 " + refusal.encode() + b"\r\n")
             self.transport.loseConnection()
             return
-        self._counted = True
+        self._counted = self._started = True
         super().connectionMade()
 
     def connectionLost(self, reason) -> None:
-        if getattr(self, "_counted", False):
-            self.factory.release(self.peer_ip)
+        if self._counted:
+            self.factory.slots.release(self)
             self._counted = False
+        if self._started:
+            self._started = False
             super().connectionLost(reason)
+
+    def resetTimeout(self) -> None:
+        """Each command: active now; under stress, the timer is the short one."""
+        self.last_active = self.clock.seconds()
+        if self.timeOut is None or self.transport.disconnecting:
+            return
+        slots = self.factory.slots
+        self.setTimeout(min(slots.stress_timeout, self.timeout) if slots.under_stress() else self.timeout)
+
+    def timeoutConnection(self) -> None:
+        """Idle too long: C{smtpd_timeout}, or the stress timeout outside a mail transaction."""
+        idle = self.clock.seconds() - self.last_active
+        stressed = self.factory.slots.under_stress() and self.idle_outside_transaction()
+        if idle < self.timeout and not stressed:
+            self.setTimeout(self.timeout - idle)  # armed short under stress; this session may stay
+            return
+        super().timeoutConnection()
+
+    def idle_outside_transaction(self) -> bool:
+        return self._envelope is None and self._transaction is None and self._pending is None
+
+    def evict(self, reason: str) -> None:
+        self._counted = False  # the slot is already given back
+        self.reply(421, "4.7.0", f"{self.policy.hostname} {reason}")
+        self._flush_replies()
+        self.transport.loseConnection()
 
 
 class SMTPFactory(smtp.SMTPFactory):
@@ -38,7 +69,7 @@ class SMTPFactory(smtp.SMTPFactory):
     twisted.mail's SMTP factory for our sessions: a portal (anonymous or
     SASL logins give the delivery avatar), a policy, and the
     connection limits C{smtpd_max_connections} and
-    C{smtpd_client_connection_count_limit}.
+    C{smtpd_client_connection_count_limit} (L{ConnectionSlots}).
     """
 
     protocol = _LimitedSession
@@ -56,17 +87,16 @@ class SMTPFactory(smtp.SMTPFactory):
         challengers: dict[bytes, Any] | None = None,
         implicit_tls: bool = False,
         throttle: Any = None,
+        stress_timeout: float = 10,
     ) -> None:
         super().__init__(portal)
         self.policy = policy
         self.clock = clock
-        self.max_connections = max_connections
-        self.per_client_limit = per_client_limit
         self.context_factory = context_factory
         self.challengers = challengers or {}
         self.implicit_tls = implicit_tls
         self.throttle = throttle
-        self.connections: Counter[str] = Counter()
+        self.slots = ConnectionSlots(clock, max_connections, per_client_limit, stress_timeout)
 
     def buildProtocol(self, addr):
         session = self.protocol(
@@ -74,17 +104,3 @@ class SMTPFactory(smtp.SMTPFactory):
         )
         session.factory = self
         return session
-
-    def admit(self, ip: str) -> str | None:
-        """Count a new connection from C{ip}; the refusal text if over a limit."""
-        if sum(self.connections.values()) >= self.max_connections:
-            return "Error: too many connections"
-        if self.per_client_limit and self.connections[ip] >= self.per_client_limit:
-            return f"Error: too many connections from {ip}"
-        self.connections[ip] += 1
-        return None
-
-    def release(self, ip: str) -> None:
-        self.connections[ip] -= 1
-        if self.connections[ip] <= 0:
-            del self.connections[ip]

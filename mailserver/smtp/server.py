@@ -25,6 +25,7 @@ from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
 from mailserver.errors import MailError
 from mailserver.netwrite import write_now, writes_directly
+from mailserver.smtp import auth
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -86,6 +87,7 @@ class ESMTPServer(smtp.ESMTP):
         self._unstuff_next = True  # where a leading "." is dot-stuffing
         self._delivery: DeliveryPipeline | None = None
         self.sasl_user: str | None = None
+        self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
 
     # -- connection ---------------------------------------------------------
@@ -190,17 +192,12 @@ class ESMTPServer(smtp.ESMTP):
             if self.mode == smtp.DATA:
                 if not self._take_data():
                     return
-            elif self.mode == smtp.AUTH:
-                line = self._take_command_line()
-                if line is None:
-                    return
-                self.state_AUTH(line)
             else:
                 line = self._take_command_line()
                 if line is None:
                     return
                 self.resetTimeout()
-                result = self._dispatch(line)
+                result = self.state_AUTH(line) if self.mode == smtp.AUTH else self._dispatch(line)
                 if isinstance(result, Deferred) and not result.called:
                     self._wait(result)
                 elif isinstance(result, Deferred):
@@ -368,13 +365,31 @@ class ESMTPServer(smtp.ESMTP):
     def encrypted(self) -> bool:
         return bool(self.startedTLS) or getattr(self.factory, "implicit_tls", False)
 
-    def ext_AUTH(self, rest: bytes) -> None:
-        if self._envelope is not None:
+    def ext_AUTH(self, rest: bytes) -> Deferred | None:
+        """
+        RFC 4954, our exchange rather than twisted.mail's C{state_AUTH}: a
+        malformed command or response gets a reply (never a dropped
+        connection) and counts as a failed login.
+        """
+        if self._ehlo is None:
+            self.reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        elif self._envelope is not None:
             self.reply(503, "5.5.1", "Error: MAIL transaction in progress")
+        elif self.authenticated:
+            self.reply(503, "5.5.1", "Error: already authenticated")
+        elif not self.challengers:
+            self.reply(503, "5.5.1", "Error: authentication not enabled")
         elif not self.plaintext_allowed():
             self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        elif self.portal is None:
+            self.reply(454, "4.7.0", "Temporary authentication failure")
         else:
-            super().ext_AUTH(rest)
+            return self._auth.start(rest)
+        return None
+
+    def state_AUTH(self, response: bytes) -> Deferred | None:
+        """One client line in the middle of an AUTH exchange."""
+        return self._auth.respond(response)
 
     def _cbAuthenticated(self, loginInfo) -> None:
         super()._cbAuthenticated(loginInfo)
@@ -384,10 +399,12 @@ class ESMTPServer(smtp.ESMTP):
 
     def _ebAuthenticated(self, reason: Failure) -> None:
         if reason.check(LoginBanned):
-            self.challenger = None
             self.reply(454, "4.7.0", "Too many failed logins from your address, try again later")
-            return
-        super()._ebAuthenticated(reason)
+        elif reason.check(UnauthorizedLogin):
+            self.reply(535, "5.7.8", "Authentication failed")
+        else:
+            self.log.failure("[{ip}]: SASL login error", reason, ip=self.peer_ip)
+            self.reply(454, "4.7.0", "Temporary authentication failure")
 
     def do_EHLO(self, rest: bytes) -> None:
         self._greet(rest, esmtp=True)

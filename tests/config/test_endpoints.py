@@ -87,3 +87,22 @@ class ParseEndpointTests(SynchronousTestCase):
         self.assertEqual(bind_to(ssl, "::1"), "ssl:993:privateKey=k.pem:interface=\\:\\:1")
         endpoint = endpoints.serverFromString(MemoryReactor(), bind_to(tcp, "::1"))
         self.assertEqual((endpoint._port, endpoint._interface), (25, "::1"))
+
+
+class BacklogTests(SynchronousTestCase):
+    """Issue 18: Twisted's default listen backlog of 50 left a burst of clients without a banner."""
+
+    def test_added_where_none_given(self) -> None:
+        from mailserver.config.endpoints import with_backlog
+
+        self.assertEqual(with_backlog("tcp:25", 4096), "tcp:25:backlog=4096")
+        self.assertEqual(with_backlog("tcp6:25:interface=\\:\\:1", 100), "tcp6:25:interface=\\:\\:1:backlog=100")
+        self.assertEqual(with_backlog("unix:/run/s.sock", 100), "unix:/run/s.sock:backlog=100")
+        endpoint = endpoints.serverFromString(MemoryReactor(), with_backlog("tcp:25:interface=127.0.0.1", 4096))
+        self.assertEqual((endpoint._port, endpoint._interface, endpoint._backlog), (25, "127.0.0.1", 4096))
+
+    def test_kept_where_given_or_inherited(self) -> None:
+        from mailserver.config.endpoints import with_backlog
+
+        for description in ("tcp:25:backlog=10", "tcp:25:127.0.0.1:10", "systemd:domain=INET:index=0"):
+            self.assertEqual(with_backlog(description, 4096), description)

@@ -420,6 +420,8 @@ smtpd_timeout = 1m
 smtpd_hard_error_limit = 5
 smtpd_client_connection_count_limit = 10
 smtpd_max_connections = 100
+smtpd_stress_timeout = 5s
+listen_backlog = 1024
 line_length_limit = 1000
 smtpd_forbid_bare_newline = normalize
 smtpd_banner = $myhostname ESMTP $mail_name
@@ -499,6 +501,8 @@ FULL_EXPECTED = {
     "smtpd_hard_error_limit": 5,
     "smtpd_client_connection_count_limit": 10,
     "smtpd_max_connections": 100,
+    "smtpd_stress_timeout": 5,
+    "listen_backlog": 1024,
     "line_length_limit": 1000,
     "smtpd_forbid_bare_newline": "normalize",
     "smtpd_banner": "mail.example.com ESMTP ExampleMail",

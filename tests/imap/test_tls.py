@@ -181,7 +181,7 @@ class PlaintextTests(Base):
         self.assertIn(b"a OK", out)
         other = self.session()
         self.start_tls(other)
-        self.assertEqual(other.send(b"a AUTHENTICATE LOGIN\r\n"), b"+ " + b64(b"User Name\0") + b"\r\n")
+        self.assertEqual(other.send(b"a AUTHENTICATE LOGIN\r\n"), b"+ " + b64(b"Username:") + b"\r\n")  # as POP3 and SMTP
         other.send(b64(b"alice") + b"\r\n")
         self.assertIn(b"a OK", other.send(b64(PASSWORD.encode()) + b"\r\n"))
 
@@ -347,6 +347,19 @@ class ThrottleTests(Base):
         [event] = [e for e in events if e.get("auth_failure")]
         self.assertEqual((event["service"], event["rip"], event["reason"]), ("imap", REMOTE, "malformed PLAIN response"))
         self.assertEqual(throttle.failures(REMOTE), 1)
+
+    def test_regression_imap_plain_authzid_other_than_login_refused(self) -> None:
+        # Issue 17 item 6: twisted.mail's PLAINCredentials dropped the authzid (logged in as alice).
+        throttle = self.throttle()
+        session = self.session(disable_plaintext_auth=False, throttle=throttle)
+        with capturedLogs() as events:
+            session.send(b"a AUTHENTICATE PLAIN " + b64(b"bob\0alice\0" + PASSWORD.encode()) + b"\r\n")
+            self.reactor.advance(1)
+        self.assertEqual(tagged(session.output(), b"a"), b"a NO [AUTHENTICATIONFAILED] Authentication failed")
+        self.assertEqual(session.server.state, "unauth")
+        self.assertEqual([e["reason"] for e in events if e.get("auth_failure")], ["authorization identity not permitted"])
+        self.assertEqual(throttle.failures(REMOTE), 1)
+        self.assertIn(b"b OK", session.send(b"b AUTHENTICATE PLAIN " + b64(b"alice\0alice\0" + PASSWORD.encode()) + b"\r\n"))
 
     def test_guard_given_as_portal_is_used_as_is(self) -> None:
         guard = AuthGuard(object(), self.throttle(), "imap", REMOTE, self.reactor)

@@ -231,16 +231,24 @@ class ThrottleThroughSessionTests(Base):
         other = self.session("192.0.2.99")
         self.assertEqual(other.send(b"USER alice\r\nPASS secret\r\n"), b"+OK Send PASS.\r\n+OK Logged in.\r\n")
 
-    def test_malformed_sasl_is_logged_and_counted(self) -> None:
+    def assertPlainRefusedAndCounted(self, response: bytes, reason: str) -> None:
         self.fixture.factory.allow_plaintext = lambda transport: True
         session = self.session()
         with capturedLogs() as events:
-            session.send(b"AUTH PLAIN " + b64(b"no nul bytes") + b"\r\n")
+            session.send(b"AUTH PLAIN " + b64(response) + b"\r\n")
             self.fixture.clock.advance(2)
         self.assertEqual(session.output(), b"-ERR [AUTH] Authentication failed.\r\n")
+        self.assertIsNone(session.protocol.mbox)
         [line] = [e for e in events if e.get("auth_failure")]
-        self.assertEqual((line["service"], line["rip"], line["reason"]), ("pop3", "192.0.2.10", "malformed PLAIN response"))
+        self.assertEqual((line["service"], line["rip"], line["reason"]), ("pop3", "192.0.2.10", reason))
         self.assertEqual(self.fixture.factory.throttle.failures("192.0.2.10"), 1)
+
+    def test_malformed_sasl_is_logged_and_counted(self) -> None:
+        self.assertPlainRefusedAndCounted(b"no nul bytes", "malformed PLAIN response")
+
+    def test_regression_pop3_plain_authzid_other_than_login_refused(self) -> None:
+        # Issue 17 item 6, the same rule as SMTP AUTH and IMAP AUTHENTICATE.
+        self.assertPlainRefusedAndCounted(b"bob\0alice\0secret", "authorization identity not permitted")
 
 
 class RealTLSTests(TestCase):

@@ -1,11 +1,13 @@
 """
-SASL PLAIN (RFC 4616) and LOGIN exchanges for POP3 AUTH (RFC 5034), pure.
+SASL PLAIN (RFC 4616) and LOGIN exchanges, pure: the one parser of SASL
+responses for SMTP AUTH, POP3 AUTH (RFC 5034) and IMAP AUTHENTICATE.
 
-Twisted's C{POP3.state_AUTH} only understands CRAM-MD5-style
-C{"user response"} answers, so the exchange lives here: a mechanism object
-takes the client's decoded responses one by one and answers with the next
-challenge, the credentials, or a reason to fail.  Base64 is handled by the
-caller (the protocol), which also turns credentials into a portal login.
+A mechanism object takes the client's decoded responses one by one and
+answers with the next challenge, the credentials, or a reason to fail.
+Base64 is handled by the caller (the protocol), which also turns
+credentials into a portal login.  POP3 uses the mechanisms directly; SMTP
+and IMAP through L{mailserver.auth.challengers}, twisted.mail's
+C{IChallengeResponse} over these.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Tests for mailserver.pop3.sasl: the PLAIN and LOGIN exchanges."""
+"""Tests for mailserver.auth.sasl: the PLAIN and LOGIN exchanges."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailserver.pop3.sasl import Challenge, Credentials, Failed, Login, Plain
+from mailserver.auth.sasl import Challenge, Credentials, Failed, Login, Plain
 
 
 class PlainTests(SynchronousTestCase):
