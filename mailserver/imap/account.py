@@ -156,11 +156,19 @@ class MaildirAccount:
         return await self._existing(normalize_name(name))
 
     async def list(self, reference: str, pattern: str, subscribed: bool) -> list[tuple[str, list[str]]]:
-        existing = await self.run(self.folders.names)
+        """LIST or LSUB; the directory scan and the matching both run in a thread."""
+
+        def scan_and_match() -> tuple[list[str], list[tuple[str, list[str]]]]:
+            existing = self.folders.names()
+            if not subscribed:
+                return [], listing.list_folders(existing, reference, pattern, self.special_use)
+            names = self.folders.subscriptions()
+            return names, listing.list_subscribed(names, existing, reference, pattern, self.special_use)
+
+        names, entries = await self.run(scan_and_match)
         if subscribed:
-            self._subscribed = await self.run(self.folders.subscriptions)
-            return listing.list_subscribed(self._subscribed, existing, reference, pattern, self.special_use)
-        return listing.list_folders(existing, reference, pattern, self.special_use)
+            self._subscribed = names
+        return entries
 
     async def create_folder(self, name: str) -> str:
         return await self.run(self.folders.create, name)
