@@ -95,7 +95,12 @@ class MaildirAccount:
         """After login: create INBOX and the special-use folders if missing."""
 
         def setup() -> list[str]:
-            self.folders.ensure_defaults()
+            try:
+                self.folders.ensure_defaults()
+            except OSError as e:
+                # A full disk must not lock the user out: the folders are
+                # made at a later login; existing mail is readable now.
+                self.log.warn("imap: cannot create the default folders of {user}: {error}", user=self.user, error=e)
             return self.folders.subscriptions()
 
         def done(subscribed: list[str]) -> None:

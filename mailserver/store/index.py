@@ -192,8 +192,15 @@ class FolderIndex:
                 again = self._list()
                 for base in missing & again.keys():
                     listing[base] = again[base]
+            try:
+                self._rebuild(listing, known.uidnext)
+            except BaseException:
+                # No UIDs could be given (disk full, lock timeout): the next
+                # refresh must list again, not trust the old snapshot.
+                self._dir_stamp = None
+                self._suspect = True
+                raise
             self._dir_stamp = stamp
-            self._rebuild(listing, known.uidnext)
             return self.snapshot
 
     def _stat_dirs(self) -> tuple[int, int] | None:
@@ -436,13 +443,21 @@ class FolderIndex:
             tmp = os.path.join(self.path, "tmp", base)
             _write_file(tmp, data)
             when = now if mtime is None else mtime
-            os.utime(tmp, (when, when))
             summary = Summary(when, summary.size, summary.data)
             sub, name = ("cur", f"{base}:{flagmod.make_info(letters)}") if letters else ("new", base)
-            with self.uidlist.locked():
-                os.rename(tmp, os.path.join(self.path, sub, name))
-                fsync_directory(os.path.join(self.path, sub))
-                uidmap = self.uidlist.assign_locked([base])
+            current = tmp
+            try:
+                os.utime(tmp, (when, when))
+                with self.uidlist.locked():
+                    os.rename(tmp, os.path.join(self.path, sub, name))
+                    current = os.path.join(self.path, sub, name)
+                    fsync_directory(os.path.join(self.path, sub))
+                    uidmap = self.uidlist.assign_locked([base])
+            except BaseException:
+                # Without a UID the client hears NO: the message must not
+                # stay, or a retrying client stores it twice.
+                _remove_placed([current])
+                raise
             self.cache.add([(base, summary)])
             uid = uidmap.uids[base]
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
@@ -470,14 +485,46 @@ class FolderIndex:
 
 
 def _write_file(path: str, data: bytes) -> None:
+    """Write and fsync a new file; on failure (ENOSPC) nothing half-written stays."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(path)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_placed(paths: Iterable[str]) -> None:
+    """Undo the placing of messages whose UIDs could not be recorded (best effort)."""
+    directories = set()
+    for path in paths:
+        try:
+            _unlink_quietly(path)
+            directories.add(os.path.dirname(path))
+        except OSError as e:
+            log.error("cannot remove {path} after a failed write: {error}", path=path, error=e)
+    _fsync_quietly(directories)
+
+
+def _fsync_quietly(directories: Iterable[str]) -> None:
+    for directory in directories:
+        try:
+            fsync_directory(directory)
+        except OSError as e:
+            log.error("cannot fsync {path} after a failed write: {error}", path=directory, error=e)
 
 
 def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move: bool) -> list[tuple[int, int]]:
@@ -503,17 +550,22 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
         target._ensure_keywords(all_flags)
         placed: list[tuple[int, str, MessageRecord, str, str]] = []
         with target.uidlist.locked():
-            for record in wanted:
-                done = _place(source, record, target, move)
-                if done is not None:
-                    placed.append(done)
-            if not placed:
-                return []
-            fsync_directory(os.path.join(target.path, "cur"))
-            if move:
-                fsync_directory(os.path.join(source.path, "cur"))
-                fsync_directory(os.path.join(source.path, "new"))
-            uidmap = target.uidlist.assign_locked([p[1] for p in placed])
+            try:
+                for record in wanted:
+                    done = _place(source, record, target, move)
+                    if done is not None:
+                        placed.append(done)
+                if not placed:
+                    return []
+                fsync_directory(os.path.join(target.path, "cur"))
+                if move:
+                    fsync_directory(os.path.join(source.path, "cur"))
+                    fsync_directory(os.path.join(source.path, "new"))
+                uidmap = target.uidlist.assign_locked([p[1] for p in placed])
+            except BaseException:
+                # NO to the client: leave both folders as they were.
+                _unplace(source, target, placed, move)
+                raise
         pairs = []
         target.cache.add((base, Summary(r.mtime, r.size, r.summary)) for _, base, r, _, _ in placed)
         for src_uid, base, record, name, letters in placed:
@@ -527,6 +579,19 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
         if move:
             source._publish()
         return pairs
+
+
+def _unplace(source: FolderIndex, target: FolderIndex, placed: list, move: bool) -> None:
+    """Undo L{_place}s after a failure: copies removed, moved files put back."""
+    if not move:
+        _remove_placed(os.path.join(target.path, "cur", name) for _, _, _, name, _ in placed)
+        return
+    for _, _, record, name, _ in placed:
+        try:
+            os.rename(os.path.join(target.path, "cur", name), os.path.join(source.path, record.subdir, record.name))
+        except OSError as e:
+            log.error("cannot move {name} back after a failed MOVE: {error}", name=name, error=e)
+    _fsync_quietly({os.path.join(source.path, r.subdir) for _, _, r, _, _ in placed})
 
 
 def _place(source: FolderIndex, record: MessageRecord, target: FolderIndex, move: bool):

@@ -6,6 +6,8 @@ matching, mailbox name encodings, commands pipelined behind a disconnect.
 
 from __future__ import annotations
 
+import os
+
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -13,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailserver.imap import listing
 from mailserver.imap.folder_commands import decode_name
 from mailserver.store.folders import FolderNameError, mutf7_decode
+from tests.diskfull import DiskFull
 from tests.imap.support import MemorySession, deliver
 from tests.imap.test_protocol import tagged
 from tests.reactors import ThreadedClock
@@ -125,3 +128,55 @@ class DisconnectTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual([e for e in events if e.get("log_level") is not None and e["log_level"].name in ("error", "critical")], [])
         self.assertEqual(clock.pool.pending, [])
+
+
+class DiskFullSessionTests(SynchronousTestCase):
+    """Issue "Hardening" and issue 13: IMAP after a disk-full episode."""
+
+    def setUp(self) -> None:
+        self.s = MemorySession(self)
+        self.s.output()
+        self.inbox = self.s.maildir()
+
+    def age_directories(self) -> None:
+        """Make new/ and cur/ look settled, so the index trusts their mtimes (as minutes later)."""
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.inbox, sub), (1_600_000_000, 1_600_000_000))
+
+    def test_regression_login_during_enospc(self) -> None:
+        DiskFull().install(self)
+        out = self.s.send(b"L LOGIN alice secret\r\n")
+        self.assertIn(b"L OK", out)
+        self.assertNotIn(b"SERVERBUG", out)
+
+    def test_regression_select_after_enospc_reports_all_messages(self) -> None:
+        self.s.send(b"L LOGIN alice secret\r\n")
+        for n in range(36):
+            deliver(self.inbox, b"Subject: %d\n\nx\n" % n)
+        self.age_directories()
+        disk = DiskFull("dovecot-uidlist").install(self)
+        out = self.s.send(b"S SELECT INBOX\r\n")
+        self.assertIn(b"S NO [SERVERBUG]", out)
+        self.assertFalse(os.path.exists(os.path.join(self.inbox, "dovecot-uidlist.lock")))
+        disk.full = False
+        out = self.s.send(b"S SELECT INBOX\r\n")
+        self.assertIn(b"* 36 EXISTS", out)
+        self.assertIn(b"S OK", out)
+        self.assertNotIn(b"[UIDVALIDITY 0]", out)
+
+    def test_regression_append_enospc_no_then_ok_without_duplicate(self) -> None:
+        self.s.send(b"L LOGIN alice secret\r\n")
+        deliver(self.inbox, b"Subject: old\n\nx\n")
+        self.assertIn(b"S OK", self.s.send(b"S SELECT INBOX\r\n"))
+        self.age_directories()
+        disk = DiskFull("dovecot-uidlist").install(self)
+        message = b"Subject: new\r\n\r\nbody\r\n"
+        append = b"A APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n"
+        self.assertIn(b"A NO [SERVERBUG]", self.s.send(append))
+        disk.full = False
+        out = self.s.send(append)
+        self.assertIn(b"A OK [APPENDUID", out)
+        self.assertNotIn(b"BYE", out)
+        self.assertIn(b"* 2 EXISTS", out)
+        names = os.listdir(os.path.join(self.inbox, "new")) + os.listdir(os.path.join(self.inbox, "cur"))
+        self.assertEqual(len(names), 2)
