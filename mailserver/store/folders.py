@@ -399,7 +399,10 @@ class Folders:
         return result
 
     def subscribe(self, name: str) -> str:
+        """Subscribe to existing folder C{name} (NO for a missing one, as Dovecot)."""
         name = normalize_name(name)
+        if not self.exists(name):
+            raise FolderNotFoundError(f"mailbox {name} does not exist")
         self._change_subscriptions(add=[name])
         return name
 

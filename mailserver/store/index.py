@@ -106,6 +106,9 @@ class Snapshot:
     keywords: tuple[str | None, ...]
     exists: bool = True
     by_uid: dict[int, MessageRecord] = field(default_factory=dict, compare=False)
+    #: UIDs this process put in cur/ (COPY, MOVE, APPEND with flags) that no
+    #: session has claimed yet: \\Recent like the files of new/.
+    unclaimed: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.by_uid:
@@ -120,7 +123,11 @@ class Snapshot:
 
     @property
     def recent(self) -> int:
-        return sum(1 for r in self.records if r.recent)
+        return sum(1 for r in self.records if self.is_recent(r))
+
+    def is_recent(self, record: MessageRecord) -> bool:
+        """Not yet claimed by any session: in new/, or put in cur/ by us and unclaimed."""
+        return record.recent or record.uid in self.unclaimed
 
     @property
     def keyword_names(self) -> list[str]:
@@ -164,6 +171,7 @@ class FolderIndex:
         self._keywords_stamp: tuple[int, int] | None = None
         self._keywords: list[str | None] = []
         self._by_base: dict[str, MessageRecord] = {}
+        self._unclaimed: set[int] = set()
         self.snapshot = Snapshot(0, 1, (), ())
 
     # ------------------------------------------------------------ reading
@@ -276,7 +284,9 @@ class FolderIndex:
         self.cache.compact(by_base.keys())
         self._by_base = by_base
         records = tuple(sorted(by_base.values(), key=lambda r: r.uid))
-        self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords))
+        self.snapshot = Snapshot(
+            uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+        )
 
     def _describe_file(self, sub: str, name: str) -> Summary | None:
         path = os.path.join(self.path, sub, name)
@@ -324,7 +334,9 @@ class FolderIndex:
     def _publish(self) -> None:
         records = tuple(sorted(self._by_base.values(), key=lambda r: r.uid))
         s = self.snapshot
-        self.snapshot = Snapshot(s.uidvalidity, s.uidnext, records, tuple(self._keywords))
+        self.snapshot = Snapshot(
+            s.uidvalidity, s.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+        )
 
     def _ensure_keywords(self, wanted: Iterable[str]) -> None:
         wanted = [f for f in wanted if not flagmod.is_system_flag(f)]
@@ -378,13 +390,16 @@ class FolderIndex:
 
     def claim_recent(self) -> set[int]:
         """
-        Move every message of new/ to cur/; return the UIDs this call moved.
+        Move every message of new/ to cur/; return the UIDs this call moved,
+        and those this process copied, moved or appended into cur/ since
+        the last claim.
 
         Whoever moves a file first saw it first: those messages are
         \\Recent for the calling session only (RFC 3501 2.3.2).
         """
         with self._lock:
-            claimed = set()
+            claimed = {uid for uid in self._unclaimed if uid in self.snapshot.by_uid}
+            self._unclaimed.clear()
             for record in [r for r in self.snapshot.records if r.subdir == "new"]:
                 if self._rename_record(record, record.letters) is not None:
                     claimed.add(record.uid)
@@ -460,6 +475,8 @@ class FolderIndex:
                 raise
             self.cache.add([(base, summary)])
             uid = uidmap.uids[base]
+            if sub == "cur":
+                self._unclaimed.add(uid)
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
             self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, self.snapshot.records, tuple(self._keywords))
             self._publish()
@@ -479,6 +496,7 @@ class FolderIndex:
             self._dir_stamp = None
             self._suspect = True
             self._by_base = {}
+            self._unclaimed = set()
             self._keywords_stamp = None
             self.uidlist.reset()
             self.snapshot = Snapshot(0, 1, (), ())
@@ -572,6 +590,7 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
             uid = uidmap.uids[base]
             target._by_base[base] = MessageRecord(uid, base, "cur", name, letters, record.mtime, record.size, record.summary)
             pairs.append((src_uid, uid))
+            target._unclaimed.add(uid)
             if move:
                 source._by_base.pop(record.base, None)
         target.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, target.snapshot.records, tuple(target._keywords))
