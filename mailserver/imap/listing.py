@@ -36,19 +36,60 @@ class Pattern:
         """Whether C{name} matches, in O(len(name) · tokens) bit operations."""
         if self.literal_length > len(name):
             return False
+        if "%" not in self.tokens or DELIMITER not in name:
+            return _match_stars(self.tokens, name)  # "%" is "*" here
         n = len(name)
         full = (1 << (n + 1)) - 1
+        if not _match_stars(self.tokens, name):
+            return False  # a "%" match is a "*" match: a cheap first filter
+        found: dict[str, int] = {}
+        levels = _level_masks(name)
         state = 1  # bit i set: the tokens so far can end at name position i
         for token in self.tokens:
             if token == "*":
                 state = full & ~((state & -state) - 1)
             elif token == "%":
-                state = _percent(state, name)
+                state = _percent(state, levels)
             else:
-                state = (_occurrences(name, token) & state) << len(token)
+                where = found.get(token)
+                if where is None:
+                    where = found[token] = _occurrences(name, token)
+                state = (where & state) << len(token)
             if not state:
                 return False
         return bool(state >> n & 1)
+
+
+def _match_stars(tokens: list[str], name: str) -> bool:
+    """
+    Tokens whose wildcards all match anything: the first literal must be a
+    prefix, the last a suffix, and the ones between occur in order (the
+    leftmost occurrence of each is the best choice, so no backtracking).
+    """
+    if not tokens:
+        return name == ""
+    if len(tokens) == 1 and tokens[0] not in ("*", "%"):
+        return name == tokens[0]
+    start, end = 0, len(name)
+    pieces = list(tokens)
+    if pieces[0] not in ("*", "%"):
+        if not name.startswith(pieces[0]):
+            return False
+        start = len(pieces[0])
+        pieces = pieces[1:]
+    if pieces[-1] not in ("*", "%"):
+        if not name.endswith(pieces[-1]) or end - len(pieces[-1]) < start:
+            return False
+        end -= len(pieces[-1])
+        pieces = pieces[:-1]
+    for piece in pieces:
+        if piece in ("*", "%"):
+            continue
+        found = name.find(piece, start, end)
+        if found < 0:
+            return False
+        start = found + len(piece)
+    return True
 
 
 def _tokens(joined: str) -> list[str]:
@@ -82,21 +123,37 @@ def _occurrences(name: str, piece: str) -> int:
     return mask
 
 
-def _percent(state: int, name: str) -> int:
-    """Positions reachable from C{state} over characters other than the delimiter."""
-    out = 0
-    start = 0
-    n = len(name)
-    while start <= n:
+def _level_masks(name: str) -> list[tuple[int, int]]:
+    """
+    For L{_percent}: the positions of the even and of the odd hierarchy
+    levels of C{name}, each with a bit just past the end of every level.
+    """
+    masks = [[0, 0], [0, 0]]
+    start, level, n = 0, 0, len(name)
+    while True:
         end = name.find(DELIMITER, start)
         if end < 0:
             end = n
         # positions start..end lie in one level: "%" moves right within it
-        segment = ((1 << (end + 1)) - 1) & ~((1 << start) - 1)
-        here = state & segment
-        if here:
-            out |= segment & ~((here & -here) - 1)
-        start = end + 1
+        masks[level % 2][0] |= ((1 << (end + 1)) - 1) ^ ((1 << start) - 1)
+        masks[level % 2][1] |= 1 << (end + 1)
+        if end == n:
+            return [(levels, ends) for levels, ends in masks]
+        start, level = end + 1, level + 1
+
+
+def _percent(state: int, masks: list[tuple[int, int]]) -> int:
+    """
+    Positions reachable from C{state} over characters other than the
+    delimiter: in each level, every position from its first set bit on.
+    For one level ending at e with bits v, ``(2**(e+1) - v) | v`` is that
+    fill (two's complement keeps the lowest bit and sets all above it);
+    even and odd levels are done apart so a level with no bits, whose
+    ``2**(e+1)`` spills into the next level, spills into a masked-out one.
+    """
+    out = 0
+    for levels, ends in masks:
+        out |= ((ends - (state & levels)) | state) & levels
     return out
 
 
