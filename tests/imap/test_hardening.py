@@ -7,6 +7,8 @@ matching, mailbox name encodings, commands pipelined behind a disconnect.
 from __future__ import annotations
 
 import os
+import random
+import re
 
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -53,6 +55,16 @@ class WildcardTests(SynchronousTestCase):
             ("inbox", "INBOX", True), ("INBOX*", "INBOX/x", True), ("%b", "bb", True), ("b%b%b", "bbb", True),
         ]
         for pattern, name, expected in cases:
+            self.assertEqual(listing.Pattern("", pattern).match(name), expected, (pattern, name))
+
+    def test_matcher_agrees_with_a_regex_on_short_inputs(self) -> None:
+        """Against the old regex translation, on inputs too short for backtracking to hurt."""
+        rng = random.Random(17)
+        for _ in range(5000):
+            name = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 9)))
+            pattern = "".join(rng.choice("ab/*%") for _ in range(rng.randint(0, 7)))
+            regex = "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in pattern)
+            expected = re.fullmatch(regex, name, re.DOTALL) is not None
             self.assertEqual(listing.Pattern("", pattern).match(name), expected, (pattern, name))
 
     def test_regression_list_matching_runs_in_thread_pool(self) -> None:
