@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from twisted.logger import Logger
 
+from mailserver.durable import unlink_quietly, write_and_fsync
 from mailserver.store import flags as flagmod
 from mailserver.store.names import escape_host, parse_name
 from mailserver.store.summaries import Summary, SummaryCache
@@ -507,22 +508,12 @@ def _write_file(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_and_fsync(fd, data)
         finally:
             os.close(fd)
     except BaseException:
-        _unlink_quietly(path)
+        unlink_quietly(path)
         raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _remove_placed(paths: Iterable[str]) -> None:
@@ -530,7 +521,7 @@ def _remove_placed(paths: Iterable[str]) -> None:
     directories = set()
     for path in paths:
         try:
-            _unlink_quietly(path)
+            unlink_quietly(path)
             directories.add(os.path.dirname(path))
         except OSError as e:
             log.error("cannot remove {path} after a failed write: {error}", path=path, error=e)

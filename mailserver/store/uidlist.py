@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from twisted.logger import Logger
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, unlink_quietly, write_and_fsync
 
 FILE_NAME = "dovecot-uidlist"
 LOCK_SUFFIX = ".lock"
@@ -142,29 +142,19 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        write_and_fsync(fd, data)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     try:
         os.rename(tmp, path)
     except OSError:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     fsync_directory(directory)
 
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 #: Lock files this process holds now (to tell them from ones it left behind).
@@ -219,7 +209,7 @@ class DotLock:
                 finally:
                     os.close(fd)
             except BaseException:
-                _unlink_quietly(self.path)  # ENOSPC: never leave a lock behind
+                unlink_quietly(self.path)  # ENOSPC: never leave a lock behind
                 raise
             with _held_guard:
                 _held_locks.add(self.path)
@@ -239,7 +229,7 @@ class DotLock:
         except FileNotFoundError:
             return True
         log.warn("removing stale lock {path} ({reason})", path=self.path, reason=reason)
-        _unlink_quietly(self.path)
+        unlink_quietly(self.path)
         return True
 
     def _dead_holder(self) -> str | None:
@@ -263,7 +253,7 @@ class DotLock:
     def release(self) -> None:
         with _held_guard:
             _held_locks.discard(self.path)
-        _unlink_quietly(self.path)
+        unlink_quietly(self.path)
 
 
 def _process_exists(pid: int) -> bool:
