@@ -470,15 +470,15 @@ class IMAPServer(imap4.IMAP4Server):
     # ------------------------------------------------------------ connection end
 
     def connectionLost(self, reason: Any) -> None:
-        # Commands the client pipelined are dropped quietly, not run against
-        # a session whose mailbox is gone (one traceback each).
-        self.closed = True
-        self.clearLineBuffer()
         if self._idle_unsubscribe is not None:
             self._idle_unsubscribe()
             self._idle_unsubscribe = None
         self.selected = None
         self.mbox = None
+        # Commands the client pipelined are dropped quietly, not run against
+        # a session whose mailbox is gone (one traceback each).
+        self.closed = True
+        self.clearLineBuffer()
         super().connectionLost(reason)
 
 
