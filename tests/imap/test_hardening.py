@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import random
 import re
+import socket
 
-from twisted.logger import globalLogPublisher
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.imap import listing
 from mailserver.imap.folder_commands import decode_name
 from mailserver.store.folders import FolderNameError, mutf7_decode
 from tests.diskfull import DiskFull
-from tests.imap.support import MemorySession, deliver
+from tests.imap.support import LoopbackServer, MemorySession, RawClient, deliver
 from tests.imap.test_protocol import tagged
 from tests.reactors import ThreadedClock
 
@@ -192,3 +195,32 @@ class DiskFullSessionTests(SynchronousTestCase):
         self.assertIn(b"* 2 EXISTS", out)
         names = os.listdir(os.path.join(self.inbox, "new")) + os.listdir(os.path.join(self.inbox, "cur"))
         self.assertEqual(len(names), 2)
+
+
+class LoopbackDisconnectTests(TestCase):
+    timeout = 60
+
+    async def test_regression_pipelined_fetches_then_close_log_nothing(self) -> None:
+        """The probe of issue 18 over TCP: 2,000 pipelined FETCHes, then the client closes."""
+        server = LoopbackServer(self)
+        server.deliver(b"Subject: big\n\n" + b"x" * 20000 + b"\n")
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def session(client: RawClient) -> None:
+            client.login()
+            assert client.command(b"S SELECT INBOX")[-1].startswith(b"S OK")
+            client.send(b"".join(b"f%d FETCH 1 BODY.PEEK[]\r\n" % i for i in range(2000)))
+            client.sock.shutdown(socket.SHUT_RDWR)
+
+        await server.raw(session)
+        for _ in range(500):  # until the server has seen the close and finished its command
+            if server.factory.servers and all(s.lost for s in server.factory.servers):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.1, lambda: None)  # a command still in the thread pool
+        self.assertTrue(all(s.lost for s in server.factory.servers))
+        errors = [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+        self.assertEqual(errors, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
