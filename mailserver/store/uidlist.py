@@ -203,16 +203,18 @@ class DotLock:
                     raise UidListError(errno.ETIMEDOUT, "timed out waiting for lock", self.path)
                 self._sleep(_POLL)
                 continue
+            # Marked held before the pid is written: a thread of ours that
+            # reads our pid in the file must find it held, or it breaks it.
+            with _held_guard:
+                _held_locks.add(self.path)
             try:
                 try:
                     os.write(fd, content)
                 finally:
                     os.close(fd)
             except BaseException:
-                unlink_quietly(self.path)  # ENOSPC: never leave a lock behind
+                self.release()  # ENOSPC: never leave a lock behind
                 raise
-            with _held_guard:
-                _held_locks.add(self.path)
             return
 
     def _break_if_stale(self) -> bool:

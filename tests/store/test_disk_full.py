@@ -188,3 +188,20 @@ class StaleLockTests(SynchronousTestCase):
         with holder.locked():
             self.assertRaises(u.UidListError, self.make().sync, ["a"])
         self.assertFalse(os.path.exists(self.lock))
+
+    def test_lock_being_written_by_this_process_is_not_stale(self) -> None:
+        """Between the O_EXCL create and the pid write, another thread of ours must not break the lock."""
+        first, second = u.DotLock(os.path.join(self.root, "x")), u.DotLock(os.path.join(self.root, "x"))
+        real_write = os.write
+        verdicts = []
+
+        def write(fd: int, data: bytes) -> int:
+            written = real_write(fd, data)
+            verdicts.append(second._break_if_stale())  # pid now in the file
+            return written
+
+        self.patch(os, "write", write)
+        first.acquire()
+        self.assertEqual(verdicts, [False])
+        self.assertTrue(os.path.exists(first.path))
+        first.release()
