@@ -13,8 +13,10 @@ mapping each message's unique base name (the file name before ``:2,``) to
 its UID.  New UIDs are handed out only while holding
 ``dovecot-uidlist.lock``, created with ``O_EXCL`` like Dovecot's dotlock
 (removed when older than C{stale_after} seconds or when its holder's
-process is gone, as a crashed holder left it); the file is rewritten as ``tmp`` + fsync + rename, so two server
-processes (or this one and Dovecot) never give two messages one UID.
+process is gone, as a crashed holder left it); the file is rewritten as
+``tmp`` + fsync + rename, so two server processes (or this one and
+Dovecot) never give two messages one UID.  A write that fails (a full
+disk) leaves the file, the lock and the UIDVALIDITY as they were.
 
 All methods block (file I/O, lock waits): call them from a thread.
 """
@@ -169,11 +171,11 @@ class DotLock:
 
     A lock file is stale, and removed, when it is older than C{stale_after}
     seconds (by its mtime), or when it names a process of this host that no
-    longer runs, or this process without this process holding it (a write
-    that failed half-way, say on a full disk, before the fix that releases
-    it).  C{acquire} waits up to C{timeout} seconds; if writing the lock's
-    content fails the half-made lock is removed before the error is raised.
-    Not re-entrant; pair it with a threading lock.
+    longer runs, or this process while no L{DotLock} of it holds the file
+    (left by an earlier failure).  C{acquire} waits up to C{timeout}
+    seconds; if writing the lock's content fails (ENOSPC) the half-made lock
+    is removed before the error is raised.  Not re-entrant; pair it with a
+    threading lock.
     """
 
     def __init__(
