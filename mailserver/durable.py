@@ -14,3 +14,19 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_and_fsync(fd: int, data: bytes) -> None:
+    """Write all of C{data} to C{fd} (C{os.write} may write less) and fsync it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove C{path} if it exists (cleaning up after a failed write)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -95,7 +95,12 @@ class MaildirAccount:
         """After login: create INBOX and the special-use folders if missing."""
 
         def setup() -> list[str]:
-            self.folders.ensure_defaults()
+            try:
+                self.folders.ensure_defaults()
+            except OSError as e:
+                # A full disk must not lock the user out: the folders are
+                # made at a later login; existing mail is readable now.
+                self.log.warn("imap: cannot create the default folders of {user}: {error}", user=self.user, error=e)
             return self.folders.subscriptions()
 
         def done(subscribed: list[str]) -> None:
@@ -156,11 +161,19 @@ class MaildirAccount:
         return await self._existing(normalize_name(name))
 
     async def list(self, reference: str, pattern: str, subscribed: bool) -> list[tuple[str, list[str]]]:
-        existing = await self.run(self.folders.names)
+        """LIST or LSUB; the directory scan and the matching both run in a thread."""
+
+        def scan_and_match() -> tuple[list[str], list[tuple[str, list[str]]]]:
+            existing = self.folders.names()
+            if not subscribed:
+                return [], listing.list_folders(existing, reference, pattern, self.special_use)
+            names = self.folders.subscriptions()
+            return names, listing.list_subscribed(names, existing, reference, pattern, self.special_use)
+
+        names, entries = await self.run(scan_and_match)
         if subscribed:
-            self._subscribed = await self.run(self.folders.subscriptions)
-            return listing.list_subscribed(self._subscribed, existing, reference, pattern, self.special_use)
-        return listing.list_folders(existing, reference, pattern, self.special_use)
+            self._subscribed = names
+        return entries
 
     async def create_folder(self, name: str) -> str:
         return await self.run(self.folders.create, name)

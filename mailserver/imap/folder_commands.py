@@ -36,14 +36,19 @@ def _disk_path(root: str, name: str) -> str:
     return os.path.join(root, entry) if entry else root
 
 
-def decode_name(raw: bytes, pattern: bool = False) -> str:
-    """A mailbox name from the wire: modified UTF-7 (or UTF-8 from lax clients)."""
+def decode_name(raw: bytes) -> str:
+    """
+    A mailbox name from the wire: canonical modified UTF-7 (or UTF-8 from
+    lax clients).
+
+    @raise FolderNameError: malformed or non-canonical (RFC 3501 5.1.3).
+    """
     if not raw.isascii():
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise FolderNameError("mailbox name is neither modified UTF-7 nor UTF-8") from None
-    return mutf7_decode(raw.decode("ascii"))
+    return mutf7_decode(raw.decode("ascii"), strict=True)
 
 
 def encode_name(name: str) -> bytes:
@@ -143,14 +148,21 @@ async def unsubscribe(server: "IMAPServer", cmd: Command) -> bytes:
 
 
 async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
-    reference = decode_name(cmd.args.astring("reference"))
+    raw_reference = cmd.args.astring("reference")
     cmd.args.sp()
-    pattern = decode_name(cmd.args.list_mailbox(), pattern=True)
+    raw_pattern = cmd.args.list_mailbox()
     cmd.args.end()
     word = b"LSUB" if subscribed else b"LIST"
-    if not pattern and not subscribed:
+    if not raw_pattern and not subscribed:
         server.untagged(b'LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
         return b"LIST completed"
+    try:
+        reference = decode_name(raw_reference)
+        pattern = decode_name(raw_pattern)
+    except FolderNameError:
+        # A pattern no mailbox name can spell (``&`` not starting valid
+        # modified UTF-7) names no mailbox: OK with no matches, as Dovecot.
+        return word + b" completed"
     entries = await server.account.list(reference, pattern, subscribed)
     lines = [
         b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" " + encode_name(name)

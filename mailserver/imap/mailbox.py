@@ -79,7 +79,7 @@ class SelectedMailbox:
 
     async def _claim(self, snap: Snapshot) -> Snapshot:
         known = self.uids[-1] if self.uids else 0
-        fresh = [r.uid for r in snap.records if r.subdir == "new" and r.uid > known]
+        fresh = [r.uid for r in snap.records if snap.is_recent(r) and r.uid > known]
         if not fresh:
             return snap
         if self.readwrite:

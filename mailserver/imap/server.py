@@ -149,6 +149,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.allow_plaintext = allow_plaintext
         self.throttle = throttle
         self.peer_ip: str | None = None
+        self.closed = False
         self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(session_commands.COMMANDS)
         self.commands.update(folder_commands.COMMANDS)
         self.commands.update(message_commands.COMMANDS)
@@ -296,6 +297,8 @@ class IMAPServer(imap4.IMAP4Server):
             self.transport.loseConnection()
 
     def _execute(self, segments: list[bytes]) -> None:
+        if self.closed:
+            return  # pipelined behind a command that outlived the connection
         first = segments[0]
         if not first.strip() and len(segments) == 1:
             self.sendBadResponse(None, b"Empty command line")
@@ -336,7 +339,7 @@ class IMAPServer(imap4.IMAP4Server):
 
     def _finished(self, result: Any) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or self.closed:
             return
         if transport.disconnecting:
             # Closing (LOGOUT, BYE) under implicit TLS: the TLS layer waits
@@ -389,6 +392,8 @@ class IMAPServer(imap4.IMAP4Server):
             log.error("imap: {command} failed: {error}", command=command.name, error=e)
             self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error, see the server log")
         except Exception:  # the session must survive a bug in one command
+            if self.closed:
+                return  # the session ended under the command: nobody to answer
             log.failure("imap: {command} failed", command=command.name)
             self.sendBadResponse(tag, b"Internal server error")
 
@@ -496,6 +501,10 @@ class IMAPServer(imap4.IMAP4Server):
             self._idle_unsubscribe = None
         self.selected = None
         self.mbox = None
+        # Commands the client pipelined are dropped quietly, not run against
+        # a session whose mailbox is gone (one traceback each).
+        self.closed = True
+        self.clearLineBuffer()
         super().connectionLost(reason)
 
 

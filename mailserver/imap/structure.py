@@ -31,17 +31,24 @@ def string(value: bytes | str) -> bytes:
     return wire.string(value)
 
 #: Bump when L{describe}'s output changes: cached summaries are rebuilt.
-DESCRIBE_VERSION = "imap-summary-1"
+DESCRIBE_VERSION = "imap-summary-2"
 
 #: The header fields whose decoded values are cached for SEARCH.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
+#: Of those, the address fields: their addresses are also kept without
+#: comments or spaces, so ``SEARCH FROM user@domain`` finds
+#: ``<user (comment)@ (comment) domain>``.
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
 
 
 # ---------------------------------------------------------------- addresses
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
-    """Lex an address header: (kind, text) with kinds q(uoted) a(tom) s(pecial)."""
+    """
+    Lex an address header: (kind, text) with kinds q(uoted) a(tom)
+    s(pecial) and c(omment), the comment's text without its parentheses.
+    """
     out: list[tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -49,9 +56,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if ch in " \t\r\n":
             i += 1
         elif ch == "(":
-            depth = 0
+            depth, buf = 0, []
             while i < n:
                 if text[i] == "\\":
+                    buf.append(text[i + 1:i + 2])
                     i += 2
                     continue
                 if text[i] == "(":
@@ -61,7 +69,9 @@ def _tokens(text: str) -> list[tuple[str, str]]:
                     if depth == 0:
                         i += 1
                         break
+                buf.append(text[i])
                 i += 1
+            out.append(("c", "".join(buf)[1:]))
         elif ch == '"':
             j, buf = i + 1, []
             while j < n and text[j] != '"':
@@ -105,6 +115,8 @@ def _spec(tokens: list[tuple[str, str]]) -> tuple[str | None, str | None]:
 def _phrase(tokens: list[tuple[str, str]]) -> str | None:
     words, previous_dot = [], False
     for kind, value in tokens:
+        if kind == "c":
+            continue
         if kind == "s" and value == ".":
             if words:
                 words[-1] += "."
@@ -120,6 +132,13 @@ def _phrase(tokens: list[tuple[str, str]]) -> str | None:
 
 
 def _mailbox(tokens: list[tuple[str, str]]) -> tuple[str | None, str | None, str | None, str | None] | None:
+    """
+    (name, route, local part, domain); comments are ignored, except that
+    ``user@domain (Real Name)`` takes its name from the comment, as the
+    old form RFC 822 used and Dovecot reads it.
+    """
+    comments = [value.strip() for kind, value in tokens if kind == "c" and value.strip()]
+    tokens = [token for token in tokens if token[0] != "c"]
     if not tokens:
         return None
     if ("s", "<") in tokens:
@@ -138,7 +157,7 @@ def _mailbox(tokens: list[tuple[str, str]]) -> tuple[str | None, str | None, str
         local, domain = _spec(inner)
         return name, route, local, domain
     local, domain = _spec(tokens)
-    return None, None, local, domain
+    return (comments[-1] if comments else None), None, local, domain
 
 
 def parse_addresses(value: bytes) -> list[tuple]:
@@ -310,6 +329,17 @@ def decode_header(value: bytes) -> str:
         return text
 
 
+def address_text(value: bytes) -> str:
+    """An address header as ``Name <local@domain>, ...``: comments and folding gone."""
+    out = []
+    for name, _route, local, domain in parse_addresses(value):
+        if local is None or domain is None:
+            continue  # group markers
+        spec = f"{local}@{domain}" if domain else local
+        out.append(f"{decode_header(name.encode('latin-1'))} <{spec}>" if name else f"<{spec}>")
+    return ", ".join(out)
+
+
 def _is_utf8(value: bytes) -> bool:
     try:
         value.decode("utf-8")
@@ -344,6 +374,8 @@ def describe(data: bytes) -> dict:
         values = root.headers(name)
         if values:
             fields[name] = " ".join(decode_header(v) for v in values)
+            if name in ADDRESS_FIELDS:
+                fields[name] += "".join("\n" + address_text(v) for v in values)
     return {
         "size": len(data),
         "envelope": envelope(root).decode("latin-1"),

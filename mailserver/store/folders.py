@@ -94,8 +94,23 @@ def mutf7_encode(text: str) -> str:
     return "".join(out)
 
 
-def mutf7_decode(text: str) -> str:
-    """Decode modified UTF-7; raises FolderNameError when malformed."""
+def mutf7_decode(text: str, strict: bool = False) -> str:
+    """
+    Decode modified UTF-7; raises FolderNameError when malformed.
+
+    With C{strict} (names from clients), only the canonical encoding is
+    accepted (RFC 3501 5.1.3): printable ASCII spelled as itself, one
+    ``&...-`` run per run of other characters, no stray base64 bits, so
+    ``&AGEAYgBj-`` is not another spelling of ``abc``, nor ``a&AC8-b`` of
+    ``a/b``.
+    """
+    decoded = _mutf7_decode(text)
+    if strict and mutf7_encode(decoded) != text:
+        raise FolderNameError("mailbox name is not canonical modified UTF-7")
+    return decoded
+
+
+def _mutf7_decode(text: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -384,7 +399,10 @@ class Folders:
         return result
 
     def subscribe(self, name: str) -> str:
+        """Subscribe to existing folder C{name} (NO for a missing one, as Dovecot)."""
         name = normalize_name(name)
+        if not self.exists(name):
+            raise FolderNotFoundError(f"mailbox {name} does not exist")
         self._change_subscriptions(add=[name])
         return name
 

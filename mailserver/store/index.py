@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from twisted.logger import Logger
 
+from mailserver.durable import unlink_quietly, write_and_fsync
 from mailserver.store import flags as flagmod
 from mailserver.store.names import escape_host, parse_name
 from mailserver.store.summaries import Summary, SummaryCache
@@ -106,6 +107,9 @@ class Snapshot:
     keywords: tuple[str | None, ...]
     exists: bool = True
     by_uid: dict[int, MessageRecord] = field(default_factory=dict, compare=False)
+    #: UIDs this process put in cur/ (COPY, MOVE, APPEND with flags) that no
+    #: session has claimed yet: \\Recent like the files of new/.
+    unclaimed: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.by_uid:
@@ -120,7 +124,11 @@ class Snapshot:
 
     @property
     def recent(self) -> int:
-        return sum(1 for r in self.records if r.recent)
+        return sum(1 for r in self.records if self.is_recent(r))
+
+    def is_recent(self, record: MessageRecord) -> bool:
+        """Not yet claimed by any session: in new/, or put in cur/ by us and unclaimed."""
+        return record.recent or record.uid in self.unclaimed
 
     @property
     def keyword_names(self) -> list[str]:
@@ -164,6 +172,7 @@ class FolderIndex:
         self._keywords_stamp: tuple[int, int] | None = None
         self._keywords: list[str | None] = []
         self._by_base: dict[str, MessageRecord] = {}
+        self._unclaimed: set[int] = set()
         self.snapshot = Snapshot(0, 1, (), ())
 
     # ------------------------------------------------------------ reading
@@ -192,8 +201,15 @@ class FolderIndex:
                 again = self._list()
                 for base in missing & again.keys():
                     listing[base] = again[base]
+            try:
+                self._rebuild(listing, known.uidnext)
+            except BaseException:
+                # No UIDs could be given (disk full, lock timeout): the next
+                # refresh must list again, not trust the old snapshot.
+                self._dir_stamp = None
+                self._suspect = True
+                raise
             self._dir_stamp = stamp
-            self._rebuild(listing, known.uidnext)
             return self.snapshot
 
     def _stat_dirs(self) -> tuple[int, int] | None:
@@ -269,7 +285,9 @@ class FolderIndex:
         self.cache.compact(by_base.keys())
         self._by_base = by_base
         records = tuple(sorted(by_base.values(), key=lambda r: r.uid))
-        self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords))
+        self.snapshot = Snapshot(
+            uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+        )
 
     def _describe_file(self, sub: str, name: str) -> Summary | None:
         path = os.path.join(self.path, sub, name)
@@ -317,7 +335,9 @@ class FolderIndex:
     def _publish(self) -> None:
         records = tuple(sorted(self._by_base.values(), key=lambda r: r.uid))
         s = self.snapshot
-        self.snapshot = Snapshot(s.uidvalidity, s.uidnext, records, tuple(self._keywords))
+        self.snapshot = Snapshot(
+            s.uidvalidity, s.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+        )
 
     def _ensure_keywords(self, wanted: Iterable[str]) -> None:
         wanted = [f for f in wanted if not flagmod.is_system_flag(f)]
@@ -371,13 +391,16 @@ class FolderIndex:
 
     def claim_recent(self) -> set[int]:
         """
-        Move every message of new/ to cur/; return the UIDs this call moved.
+        Move every message of new/ to cur/; return the UIDs this call moved,
+        and those this process copied, moved or appended into cur/ since
+        the last claim.
 
         Whoever moves a file first saw it first: those messages are
         \\Recent for the calling session only (RFC 3501 2.3.2).
         """
         with self._lock:
-            claimed = set()
+            claimed = {uid for uid in self._unclaimed if uid in self.snapshot.by_uid}
+            self._unclaimed.clear()
             for record in [r for r in self.snapshot.records if r.subdir == "new"]:
                 if self._rename_record(record, record.letters) is not None:
                     claimed.add(record.uid)
@@ -436,15 +459,25 @@ class FolderIndex:
             tmp = os.path.join(self.path, "tmp", base)
             _write_file(tmp, data)
             when = now if mtime is None else mtime
-            os.utime(tmp, (when, when))
             summary = Summary(when, summary.size, summary.data)
             sub, name = ("cur", f"{base}:{flagmod.make_info(letters)}") if letters else ("new", base)
-            with self.uidlist.locked():
-                os.rename(tmp, os.path.join(self.path, sub, name))
-                fsync_directory(os.path.join(self.path, sub))
-                uidmap = self.uidlist.assign_locked([base])
+            current = tmp
+            try:
+                os.utime(tmp, (when, when))
+                with self.uidlist.locked():
+                    os.rename(tmp, os.path.join(self.path, sub, name))
+                    current = os.path.join(self.path, sub, name)
+                    fsync_directory(os.path.join(self.path, sub))
+                    uidmap = self.uidlist.assign_locked([base])
+            except BaseException:
+                # Without a UID the client hears NO: the message must not
+                # stay, or a retrying client stores it twice.
+                _remove_placed([current])
+                raise
             self.cache.add([(base, summary)])
             uid = uidmap.uids[base]
+            if sub == "cur":
+                self._unclaimed.add(uid)
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
             self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, self.snapshot.records, tuple(self._keywords))
             self._publish()
@@ -464,20 +497,43 @@ class FolderIndex:
             self._dir_stamp = None
             self._suspect = True
             self._by_base = {}
+            self._unclaimed = set()
             self._keywords_stamp = None
             self.uidlist.reset()
             self.snapshot = Snapshot(0, 1, (), ())
 
 
 def _write_file(path: str, data: bytes) -> None:
+    """Write and fsync a new file; on failure (ENOSPC) nothing half-written stays."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            write_and_fsync(fd, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        unlink_quietly(path)
+        raise
+
+
+def _remove_placed(paths: Iterable[str]) -> None:
+    """Undo the placing of messages whose UIDs could not be recorded (best effort)."""
+    directories = set()
+    for path in paths:
+        try:
+            unlink_quietly(path)
+            directories.add(os.path.dirname(path))
+        except OSError as e:
+            log.error("cannot remove {path} after a failed write: {error}", path=path, error=e)
+    _fsync_quietly(directories)
+
+
+def _fsync_quietly(directories: Iterable[str]) -> None:
+    for directory in directories:
+        try:
+            fsync_directory(directory)
+        except OSError as e:
+            log.error("cannot fsync {path} after a failed write: {error}", path=directory, error=e)
 
 
 def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move: bool) -> list[tuple[int, int]]:
@@ -503,23 +559,29 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
         target._ensure_keywords(all_flags)
         placed: list[tuple[int, str, MessageRecord, str, str]] = []
         with target.uidlist.locked():
-            for record in wanted:
-                done = _place(source, record, target, move)
-                if done is not None:
-                    placed.append(done)
-            if not placed:
-                return []
-            fsync_directory(os.path.join(target.path, "cur"))
-            if move:
-                fsync_directory(os.path.join(source.path, "cur"))
-                fsync_directory(os.path.join(source.path, "new"))
-            uidmap = target.uidlist.assign_locked([p[1] for p in placed])
+            try:
+                for record in wanted:
+                    done = _place(source, record, target, move)
+                    if done is not None:
+                        placed.append(done)
+                if not placed:
+                    return []
+                fsync_directory(os.path.join(target.path, "cur"))
+                if move:
+                    fsync_directory(os.path.join(source.path, "cur"))
+                    fsync_directory(os.path.join(source.path, "new"))
+                uidmap = target.uidlist.assign_locked([p[1] for p in placed])
+            except BaseException:
+                # NO to the client: leave both folders as they were.
+                _unplace(source, target, placed, move)
+                raise
         pairs = []
         target.cache.add((base, Summary(r.mtime, r.size, r.summary)) for _, base, r, _, _ in placed)
         for src_uid, base, record, name, letters in placed:
             uid = uidmap.uids[base]
             target._by_base[base] = MessageRecord(uid, base, "cur", name, letters, record.mtime, record.size, record.summary)
             pairs.append((src_uid, uid))
+            target._unclaimed.add(uid)
             if move:
                 source._by_base.pop(record.base, None)
         target.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, target.snapshot.records, tuple(target._keywords))
@@ -527,6 +589,19 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
         if move:
             source._publish()
         return pairs
+
+
+def _unplace(source: FolderIndex, target: FolderIndex, placed: list, move: bool) -> None:
+    """Undo L{_place}s after a failure: copies removed, moved files put back."""
+    if not move:
+        _remove_placed(os.path.join(target.path, "cur", name) for _, _, _, name, _ in placed)
+        return
+    for _, _, record, name, _ in placed:
+        try:
+            os.rename(os.path.join(target.path, "cur", name), os.path.join(source.path, record.subdir, record.name))
+        except OSError as e:
+            log.error("cannot move {name} back after a failed MOVE: {error}", name=name, error=e)
+    _fsync_quietly({os.path.join(source.path, r.subdir) for _, _, r, _, _ in placed})
 
 
 def _place(source: FolderIndex, record: MessageRecord, target: FolderIndex, move: bool):

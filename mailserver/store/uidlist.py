@@ -12,9 +12,11 @@ format::
 mapping each message's unique base name (the file name before ``:2,``) to
 its UID.  New UIDs are handed out only while holding
 ``dovecot-uidlist.lock``, created with ``O_EXCL`` like Dovecot's dotlock
-(removed when older than C{stale_after} seconds, as a crashed holder left
-it); the file is rewritten as ``tmp`` + fsync + rename, so two server
-processes (or this one and Dovecot) never give two messages one UID.
+(removed when older than C{stale_after} seconds or when its holder's
+process is gone, as a crashed holder left it); the file is rewritten as
+``tmp`` + fsync + rename, so two server processes (or this one and
+Dovecot) never give two messages one UID.  A write that fails (a full
+disk) leaves the file, the lock and the UIDVALIDITY as they were.
 
 All methods block (file I/O, lock waits): call them from a thread.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from twisted.logger import Logger
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, unlink_quietly, write_and_fsync
 
 FILE_NAME = "dovecot-uidlist"
 LOCK_SUFFIX = ".lock"
@@ -142,38 +144,38 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        write_and_fsync(fd, data)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     try:
         os.rename(tmp, path)
     except OSError:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     fsync_directory(directory)
 
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+#: Lock files this process holds now (to tell them from ones it left behind).
+_held_locks: set[str] = set()
+_held_guard = threading.Lock()
 
 
 class DotLock:
     """
-    A Dovecot-style dotlock: C{path}.lock made with O_EXCL.
+    A Dovecot-style dotlock: C{path}.lock made with O_EXCL, holding
+    ``<pid>:<host>``.
 
-    A lock file older than C{stale_after} seconds (by its mtime) was left
-    by a crashed process and is removed.  C{acquire} waits up to
-    C{timeout} seconds.  Not re-entrant; pair it with a threading lock.
+    A lock file is stale, and removed, when it is older than C{stale_after}
+    seconds (by its mtime), or when it names a process of this host that no
+    longer runs, or this process while no L{DotLock} of it holds the file
+    (left by an earlier failure).  C{acquire} waits up to C{timeout}
+    seconds; if writing the lock's content fails (ENOSPC) the half-made lock
+    is removed before the error is raised.  Not re-entrant; pair it with a
+    threading lock.
     """
 
     def __init__(
@@ -203,25 +205,69 @@ class DotLock:
                     raise UidListError(errno.ETIMEDOUT, "timed out waiting for lock", self.path)
                 self._sleep(_POLL)
                 continue
+            # Marked held before the pid is written: a thread of ours that
+            # reads our pid in the file must find it held, or it breaks it.
+            with _held_guard:
+                _held_locks.add(self.path)
             try:
-                os.write(fd, content)
-            finally:
-                os.close(fd)
+                try:
+                    os.write(fd, content)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                self.release()  # ENOSPC: never leave a lock behind
+                raise
             return
 
     def _break_if_stale(self) -> bool:
         try:
-            mtime = os.stat(self.path).st_mtime
+            st = os.stat(self.path)
         except FileNotFoundError:
             return True
-        if self._clock() - mtime < self.stale_after:
+        reason = "old" if self._clock() - st.st_mtime >= self.stale_after else self._dead_holder()
+        if reason is None:
             return False
-        log.warn("removing stale lock {path}", path=self.path)
-        _unlink_quietly(self.path)
+        try:
+            if os.stat(self.path).st_ino != st.st_ino:
+                return True  # replaced meanwhile: look again
+        except FileNotFoundError:
+            return True
+        log.warn("removing stale lock {path} ({reason})", path=self.path, reason=reason)
+        unlink_quietly(self.path)
         return True
 
+    def _dead_holder(self) -> str | None:
+        """Why the lock's holder cannot hold it any more, or None if it may."""
+        try:
+            with open(self.path, "rb") as f:
+                text = f.read(256).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return "gone"
+        pid_text, _, host = text.partition(":")
+        if not pid_text.isdigit() or host != socket.gethostname():
+            return None  # being written, or another host's: only age tells
+        pid = int(pid_text)
+        if pid == os.getpid():
+            with _held_guard:
+                return None if self.path in _held_locks else "left by this process"
+        if not _process_exists(pid):
+            return f"process {pid} is gone"
+        return None
+
     def release(self) -> None:
-        _unlink_quietly(self.path)
+        with _held_guard:
+            _held_locks.discard(self.path)
+        unlink_quietly(self.path)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class UidList:
@@ -249,6 +295,9 @@ class UidList:
         self._held = 0
         self._map: UidMap | None = None
         self._stamp: tuple[int, int, int] | None = None
+        # A UIDVALIDITY allocated for a first write that failed (disk
+        # full): the retry uses it instead of consuming another.
+        self._unwritten_uidvalidity = 0
 
     @contextmanager
     def locked(self) -> Iterator[UidMap]:
@@ -333,7 +382,11 @@ class UidList:
         forget_absent: bool,
         listed_before: int | None = None,
     ) -> UidMap:
-        uidvalidity = uidmap.uidvalidity or allocate_uidvalidity(self.root, self._clock())
+        uidvalidity = uidmap.uidvalidity
+        if not uidvalidity:
+            if not self._unwritten_uidvalidity:
+                self._unwritten_uidvalidity = allocate_uidvalidity(self.root, self._clock())
+            uidvalidity = self._unwritten_uidvalidity
         uids = dict(uidmap.uids)
         if forget_absent:
             keep_from = uidmap.uidnext if listed_before is None else listed_before
@@ -348,6 +401,7 @@ class UidList:
             uidnext += 1
         new = UidMap(uidvalidity, uidnext, uids)
         write_atomically(self.path, format_uidlist(new).encode("utf-8", "surrogateescape"))
+        self._unwritten_uidvalidity = 0
         self._map = new
         self._stamp = _stamp(self.path)
         return new
@@ -357,6 +411,7 @@ class UidList:
         with self._mutex:
             self._map = None
             self._stamp = None
+            self._unwritten_uidvalidity = 0
 
 
 def allocate_uidvalidity(root: str, now: float) -> int:

@@ -119,8 +119,16 @@ class StructureTests(SynchronousTestCase):
     def test_address_forms(self) -> None:
         self.assertEqual(
             structure.parse_addresses(b'"a, b" <x@y>, (comment) z@w (c), <@r1,@r2:q@e>, bare'),
-            [("a, b", None, "x", "y"), (None, None, "z", "w"), (None, "@r1,@r2", "q", "e"), (None, None, "bare", "")],
+            [("a, b", None, "x", "y"), ("c", None, "z", "w"), (None, "@r1,@r2", "q", "e"), (None, None, "bare", "")],
         )
+
+    def test_regression_envelope_comment_is_the_name(self) -> None:
+        """``From: user@domain (Real Name)`` had NIL as name: the (last) comment is the name, as in Dovecot."""
+        root = parts.parse(b"From: user@domain (Real Name)\r\nTo: <a (x)@b>, \"Q\" <c@d> (ignored)\r\n\r\nx\r\n")
+        env = structure.envelope(root)
+        self.assertIn(b'(("Real Name" NIL "user" "domain"))', env)
+        self.assertIn(b'((NIL NIL "a" "b") ("Q" NIL "c" "d"))', env)
+        self.assertEqual(structure.parse_addresses(b"a@b (outer (inner) \\) x)"), [("outer (inner) ) x", None, "a", "b")])
 
     def test_bodystructure(self) -> None:
         root = parts.parse(NESTED)

@@ -119,9 +119,15 @@ class FoldersTests(SynchronousTestCase):
         self.assertIn("INBOX/child", self.folders.names())
 
     def test_subscriptions(self) -> None:
-        self.folders.subscribe("not/yet/there")
-        self.assertIn("not/yet/there", self.folders.subscriptions())
-        self.folders.unsubscribe("not/yet/there")
-        self.assertNotIn("not/yet/there", self.folders.subscriptions())
+        self.folders.create("here/now")
+        self.folders.subscribe("here/now")
+        self.assertIn("here/now", self.folders.subscriptions())
+        self.folders.unsubscribe("here/now")
+        self.assertNotIn("here/now", self.folders.subscriptions())
         self.assertRaises(fo.FolderNotFoundError, self.folders.unsubscribe, "never")
         self.assertRaises(fo.FolderNameError, self.folders.subscribe, "../x")
+
+    def test_regression_subscribe_missing_folder_refused(self) -> None:
+        """SUBSCRIBE to a mailbox that does not exist answered OK; Dovecot answers NO."""
+        self.assertRaises(fo.FolderNotFoundError, self.folders.subscribe, "not/yet/there")
+        self.assertNotIn("not/yet/there", self.folders.subscriptions())
