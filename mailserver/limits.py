@@ -28,6 +28,8 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from mailserver.ratelog import RateLimitedLog
+
 log = Logger()
 
 #: The reserve is this share of the descriptor limit, and at least RESERVE_MIN.
@@ -149,35 +151,12 @@ class RefusalLog:
 
     def __init__(self, clock: IReactorTime, interval: float = REFUSAL_LOG_INTERVAL,
                  max_addresses: int = REFUSAL_LOG_ADDRESSES) -> None:
-        self.clock = clock
-        self.interval = interval
-        self.max_addresses = max_addresses
-        self._last: dict[tuple[str, str], float] = {}
-        self._suppressed: Counter[tuple[str, str]] = Counter()
+        self.lines = RateLimitedLog(clock, interval, max_addresses, namespace="mailserver.limits")
 
     def refused(self, protocol: str, ip: str | None, reason: str) -> None:
-        key = (protocol, ip or "unknown")
-        now = self.clock.seconds()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] += 1
-            return
-        if last is None and len(self._last) >= self.max_addresses:
-            self._forget(now)
-        self._last[key] = now
-        more = self._suppressed.pop(key, 0)
-        log.warn("{protocol}: connection refused rip={rip}: {reason} ({more} more refused since the last line)",
-                 protocol=protocol, rip=key[1], reason=reason, more=more)
-
-    def _forget(self, now: float) -> None:
-        """Drop addresses not refused within the interval; everything if the flood is that wide."""
-        stale = [key for key, when in self._last.items() if now - when >= self.interval]
-        for key in stale:
-            del self._last[key]
-            self._suppressed.pop(key, None)
-        if len(self._last) >= self.max_addresses:
-            self._last.clear()
-            self._suppressed.clear()
+        rip = ip or "unknown"
+        self.lines.warn((protocol, rip), "{protocol}: connection refused rip={rip}: {reason}",
+                        protocol=protocol, rip=rip, reason=reason)
 
 
 class LoginLimits:

@@ -121,7 +121,7 @@ class RefusalLogTests(SynchronousTestCase):
         with capturedLogs():
             for n in range(1000):
                 log.refused("imap", f"10.0.{n // 256}.{n % 256}", "busy")
-        self.assertLessEqual(len(log._last), 100)
+        self.assertLessEqual(len(log.lines._last), 100)
 
 
 class LoginLimitsTests(SynchronousTestCase):

@@ -15,10 +15,11 @@ everybody else out.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Hashable, Protocol
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
+from mailserver.ratelog import RateLimitedLog
 
 #: Share of smtpd_max_connections from which the server is under stress.
 STRESS_RATIO = 0.8
@@ -38,42 +39,6 @@ class Slotted(Protocol):
         """Answer 421 with C{reason} and close."""
 
 
-class RateLimitedLog:
-    """
-    One warning per key per C{interval} at most; the lines held back are
-    counted, and the count is logged with the next line let through.
-    Remembers at most C{max_keys} keys.
-    """
-
-    log = Logger(namespace="mailserver.smtp")
-
-    def __init__(self, clock: IReactorTime, interval: float = 60.0, max_keys: int = 4096) -> None:
-        self._clock = clock
-        self.interval = interval
-        self._max_keys = max_keys
-        self._last: dict[Hashable, float] = {}
-        self.suppressed = 0
-
-    def warn(self, key: Hashable, format: str, **fields: Any) -> bool:
-        """Log C{format} unless C{key} was logged within the interval; whether it was logged."""
-        now = self._clock.seconds()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self.suppressed += 1
-            return False
-        if last is None and len(self._last) >= self._max_keys:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
-            if len(self._last) >= self._max_keys:
-                self.suppressed += 1
-                return False
-        self._last[key] = now
-        if self.suppressed:
-            format += " ({suppressed} similar lines suppressed)"
-            fields["suppressed"], self.suppressed = self.suppressed, 0
-        self.log.warn(format, **fields)
-        return True
-
-
 class ConnectionSlots:
     """The connections of one SMTP listener, counted in all and per client address."""
 
@@ -91,7 +56,7 @@ class ConnectionSlots:
         self.stress_level = max(1, int(max_connections * STRESS_RATIO))
         self.sessions: dict[Slotted, str] = {}  # session -> client address, oldest first
         self.per_client: Counter[str] = Counter()
-        self.notices = RateLimitedLog(clock)
+        self.notices = RateLimitedLog(clock, namespace="mailserver.smtp")
 
     def under_stress(self) -> bool:
         return len(self.sessions) >= self.stress_level

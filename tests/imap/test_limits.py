@@ -108,7 +108,7 @@ class ConnectionLimitTests(SynchronousTestCase):
             sessions.reactor.advance(60)
             sessions.connect("192.0.2.5", 42000)
         lines = [e for e in events if "connection refused" in e.get("log_format", "")]
-        self.assertEqual([(e["rip"], e["more"]) for e in lines], [("192.0.2.5", 0), ("192.0.2.6", 0), ("192.0.2.5", 3)])
+        self.assertEqual([(e["rip"], e["suppressed"]) for e in lines], [("192.0.2.5", 0), ("192.0.2.6", 0), ("192.0.2.5", 3)])
         self.assertTrue(all(e["log_level"] == LogLevel.warn for e in lines))
 
 
