@@ -26,11 +26,12 @@ EDIT_IN_MEMORY_LIMIT = 1 << 20
 Edit = tuple[int, int, bytes]
 
 
-def read_header(message: SpooledMessage, limit: int = HEADER_READ_LIMIT) -> bytes | None:
+def read_header(message: SpooledMessage, limit: int | None = None) -> bytes | None:
     """
     The start of C{message} up to and including the line after its header
     block (or all of it); None when the header is longer than C{limit}.
     """
+    limit = HEADER_READ_LIMIT if limit is None else limit
     pieces: list[bytes] = []
     size = 0
     for data in message.chunks():
