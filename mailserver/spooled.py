@@ -87,7 +87,7 @@ class SpooledMessage:
 
     def write_to(self, fd: int, prefix: bytes = b"") -> None:
         """Write C{prefix} and the message to C{fd}, the file part copied in the kernel where it can."""
-        _write_all(fd, prefix, self.head)
+        write_all(fd, prefix, self.head)
         if self.path is None or not self.length:
             return
         source = os.open(self.path, _READ_FLAGS)
@@ -106,10 +106,10 @@ def write_message(fd: int, message: bytes | SpooledMessage, prefix: bytes = b"")
     if isinstance(message, SpooledMessage):
         message.write_to(fd, prefix)
     else:
-        _write_all(fd, prefix, message)
+        write_all(fd, prefix, message)
 
 
-def _write_all(fd: int, *parts: bytes) -> None:
+def write_all(fd: int, *parts: bytes) -> None:
     """Write every part, in order, with as few system calls as the kernel allows."""
     written = os.writev(fd, parts)
     if written == sum(map(len, parts)):
@@ -136,7 +136,7 @@ def _copy_range(source: int, target: int, offset: int, length: int) -> None:
         data = os.pread(source, min(CHUNK, end - position), position)
         if not data:
             raise OSError("spool file is shorter than expected")
-        _write_all(target, data)
+        write_all(target, data)
         position += len(data)
 
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
-from mailserver.spooled import SpooledMessage
+from mailserver.spooled import SpooledMessage, write_all
 
 #: Messages up to this size are held in memory only.
 SPILL_THRESHOLD = 256 * 1024
@@ -96,12 +96,6 @@ def create(path: str) -> int:
     """A new spool file (blocking)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     return os.open(path, _OPEN_FLAGS, 0o600)
-
-
-def _append(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class SpoolWriter:
@@ -203,7 +197,7 @@ class SpoolWriter:
         if self._fd is None:
             assert self.path is not None
             self._fd = create(self.path)
-        _append(self._fd, data)
+        write_all(self._fd, data)
         return len(data)
 
     def _close(self) -> None:

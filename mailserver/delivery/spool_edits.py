@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from mailserver.delivery.checks import apply_edits
 from mailserver.delivery.incoming import create
 from mailserver.delivery.received import add_missing_headers, header_end
-from mailserver.spooled import CHUNK, MessageView, SpooledMessage, _write_all
+from mailserver.spooled import CHUNK, MessageView, SpooledMessage, write_all
 
 #: The longest header block that gets missing Message-ID/Date headers added;
 #: a longer one is left alone rather than held in memory.
@@ -86,13 +86,13 @@ def rewrite(view: MessageView, edits: Sequence[Edit], path: str) -> int:
 
         def copy(start: int, end: int) -> int:
             for low in range(start, end, CHUNK):
-                _write_all(fd, view[low : min(end, low + CHUNK)])
+                write_all(fd, view[low : min(end, low + CHUNK)])
             return max(0, end - start)
 
         position = 0
         for start, end, replacement in edits:
             written += copy(position, start)
-            _write_all(fd, replacement)
+            write_all(fd, replacement)
             written += len(replacement)
             position = max(position, end)
         written += copy(position, len(view))

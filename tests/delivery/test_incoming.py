@@ -213,3 +213,38 @@ class HeaderTests(SpoolCase):
             self.assertEqual(message.virtual_size(), 12)
         split_crlf = self.spooled(b"\nb").prepend(b"a\r")
         self.assertEqual(split_crlf.virtual_size(), 4)
+
+
+class CopyFromSpoolTests(HeaderTests):
+    """The store, the queue and the hold area copy a spooled message from its file, byte for byte."""
+
+    def message(self) -> tuple[SpooledMessage, bytes]:
+        body = b"".join(b"row %d\r\n" % n for n in range(30000))
+        spooled = self.spooled(b"skip" + body).replace_start(4, b"Subject: x\n\n").prepend(b"Received: by us\n")
+        return spooled, b"Received: by us\nSubject: x\n\n" + body
+
+    def test_maildir_store(self) -> None:
+        from mailserver.store.maildir import MaildirStore
+
+        spooled, want = self.message()
+        store = MaildirStore(self.clock, "mx.example.com")
+        base = os.path.abspath(self.mktemp())
+        copies = [(os.path.join(base, "a"), b"Delivered-To: a\n"), (os.path.join(base, "b"), b"Delivered-To: b\n")]
+        names = self.successResultOf(store.deliver(spooled, copies))
+        for (maildir, prefix), name in zip(copies, names):
+            with open(os.path.join(maildir, "new", name), "rb") as handle:
+                self.assertEqual(handle.read(), prefix + want)
+            # CRLF rows count once, the four LF-only lines twice (IMAP RFC822.SIZE)
+            self.assertIn(f",S={len(prefix) + len(want)},W={len(prefix) + len(want) + 4}", name)
+
+    def test_queue_and_hold(self) -> None:
+        from mailserver.queue.spool import SpoolDirectory
+        from mailserver.store.hold import HoldArea
+
+        spooled, want = self.message()
+        queue = SpoolDirectory(os.path.abspath(self.mktemp()))
+        queue_id = queue.store("a@remote.example", ["b@elsewhere.example"], spooled, 1_700_000_000)
+        self.assertEqual(queue.read_message(queue_id), want)
+        hold = HoldArea(os.path.abspath(self.mktemp()))
+        held = hold.hold({"sender": "", "recipients": ["b@example.com"], "reason": "HOLD"}, spooled)
+        self.assertEqual(hold.load(held)[1], want)
