@@ -6,7 +6,7 @@ Prints the messages delivered, the wall time, and the daemon's peak RSS
 (``VmHWM`` in ``/proc/PID/status``); the target is under 300 MB::
 
     PYTHONPATH=. python bench/large_messages.py
-    PYTHONPATH=. python bench/large_messages.py --count 50 --size 20000000
+    PYTHONPATH=. python bench/large_messages.py --count 50 --size 20000000 --rules 100
 """
 
 from __future__ import annotations
@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=150, help=f"messages (at most {MAX_COUNT})")
     parser.add_argument("--size", type=int, default=10 * 1024 * 1024, help="message size in bytes")
     parser.add_argument("--concurrency", type=int, default=150, help="connections at once")
+    parser.add_argument("--rules", type=int, default=0, help="header_checks and body_checks rules (each)")
     args = parser.parse_args(argv)
     if not 1 <= args.count <= MAX_COUNT or not 1 <= args.size <= MAX_SIZE or not 1 <= args.concurrency <= MAX_COUNT:
         parser.error(f"count 1..{MAX_COUNT}, size 1..{MAX_SIZE}, concurrency 1..{MAX_COUNT}")
     scratch = tempfile.mkdtemp(prefix="large-bench-")
-    server = ScratchServer(scratch)
+    server = ScratchServer(scratch, rules=args.rules)
     try:
         idle, _ = peak_rss_kib(server.process.pid)
         start = time.perf_counter()
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         incoming = os.path.join(scratch, "data", "incoming")
         left = len(os.listdir(incoming)) if os.path.isdir(incoming) else 0
         print(
-            f"{args.count} x {args.size / 1e6:.1f} MB at C={args.concurrency}: {accepted} delivered in "
+            f"{args.count} x {args.size / 1e6:.1f} MB at C={args.concurrency}, {args.rules} + {args.rules} rules: "
+            f"{accepted} delivered in "
             f"{elapsed:.1f} s; daemon peak RSS {peak / 1024:.0f} MB (at start {idle / 1024:.0f} MB, "
             f"now {now / 1024:.0f} MB); {left} files left in incoming/",
             flush=True,
