@@ -59,12 +59,15 @@ class SpillTests(SpoolCase):
         self.assertEqual(self.clock.pool.calls, [])
         self.assertEqual(self.files(), [])
 
-    def test_spills_past_threshold_in_order(self) -> None:
+    def test_regression_large_message_not_held_in_memory(self) -> None:
+        """DATA used to be kept whole in memory (9.4 MB of RSS per 9.5 MB message); past the threshold it is on disk."""
         writer = self.spool.writer()
         pieces = [bytes([65 + n]) * 30 for n in range(10)]
         for piece in pieces:
             writer.write(piece)
+            self.assertLessEqual(sum(map(len, writer._memory + writer._queued)), self.spool.threshold)
         self.assertTrue(writer.spilled)
+        self.assertEqual((writer._memory, writer._queued), ([], []))
         message = self.successResultOf(writer.finish())
         self.assertIsNotNone(message.path)
         self.assertEqual(len(message), 300)
