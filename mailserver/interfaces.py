@@ -33,7 +33,9 @@ class IMailStore(Interface):
         """
         Write one message into several mailboxes, durably.
 
-        @param message: the message as bytes, lines ending in LF.
+        @param message: the message as bytes, lines ending in LF, or a
+            L{mailserver.spooled.SpooledMessage} (mostly in a spool file,
+            copied from there, never loaded whole).
         @param copies: a sequence of C{(maildir_path, prefix)}: the Maildir
             directory (created when missing) and the header bytes to put in
             front of C{message} for that copy.
@@ -73,7 +75,9 @@ class IContentCheck(Interface):
         Inspect a whole message.
 
         @param envelope: the L{mailserver.delivery.envelope.Envelope}.
-        @param message: the message bytes, lines ending in LF.
+        @param message: the message bytes, lines ending in LF; for a
+            spooled message a L{mailserver.spooled.MessageView} (C{len},
+            slices, C{find}) over the spool file, valid during the call only.
         @return: a L{mailserver.delivery.checks.ContentVerdict} (what to do:
             reject with a L{MailError}, discard, hold, redirect, bcc, and the
             possibly rewritten message bytes).
@@ -91,4 +95,7 @@ class IOutboundQueue(Interface):
     """The persistent queue of mail for other hosts."""
 
     def enqueue(sender, recipients, message):
-        """Store durably; return a Deferred firing with the queue id."""
+        """
+        Store durably; return a Deferred firing with the queue id.
+        C{message} is bytes or a L{mailserver.spooled.SpooledMessage}.
+        """

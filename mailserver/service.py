@@ -37,6 +37,7 @@ from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
 from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
+from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
@@ -58,6 +59,7 @@ from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
+from mailserver.spooled import SpooledMessage
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
@@ -312,6 +314,13 @@ class Server:
         ]
         self.checks = ReloadingContentChecks(config, reactor)
         self.hold_area = HoldArea(os.path.join(config.data_directory, "hold"))
+        # SMTP DATA past the spill threshold, as it arrives.  Whatever a crash left
+        # there was never acknowledged: removed before anything listens.
+        self.incoming = IncomingSpool(os.path.join(config.data_directory, "incoming"), reactor)
+        removed = self.incoming.clear()
+        if removed:
+            log.info("removed {count} unacknowledged spool files from {directory}",
+                     count=removed, directory=self.incoming.directory)
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
@@ -324,6 +333,7 @@ class Server:
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
             sender_owned_by=self._sender_owned_by,
+            spool=self.incoming,
         )
         self.expander = expander
         self.injector = Injector(self.core)
@@ -412,7 +422,7 @@ class Server:
         d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.expander.expand, sender, delimiter)
         return d.addCallbacks(leads_to_user, lambda failure: False)
 
-    def _hold(self, envelope: Any, message: bytes, reason: str) -> Deferred:
+    def _hold(self, envelope: Any, message: bytes | SpooledMessage, reason: str) -> Deferred:
         """Keep a message in the hold area (content check HOLD); released by C{mailserver hold}."""
         record = {
             "sender": str(envelope.sender) if envelope.sender else "",
@@ -462,6 +472,8 @@ class Server:
             banner=config.smtpd_banner,
             message_size_limit=config.message_size_limit,
             timeout=config.smtpd_timeout,
+            data_time_limit=config.smtpd_data_time_limit,
+            min_data_rate=config.smtpd_min_data_rate,
             hard_error_limit=config.smtpd_hard_error_limit,
             line_length_limit=config.line_length_limit,
             bare_newline=config.smtpd_forbid_bare_newline,

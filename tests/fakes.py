@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.mail.smtp import IMessageDeliveryFactory
 from zope.interface import implementer
 
+from mailserver.spooled import SpooledMessage
 from mailserver.auth.realm import MailRealm
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.delivery.recipients import RecipientSyntax
@@ -53,9 +54,11 @@ class MemoryStore:
         self.error: MailError | None = None
         self.pending: list[Deferred] | None = None  # when a list, deliveries wait
 
-    def deliver(self, message: bytes, copies):
+    def deliver(self, message: bytes | SpooledMessage, copies):
         if self.error is not None:
             return fail(self.error)
+        if isinstance(message, SpooledMessage):
+            message = message.read()  # now: the spool file is gone once the transaction ends
         def write(_=None):
             for maildir, prefix in copies:
                 self.delivered.append((maildir, prefix + message))
@@ -73,6 +76,8 @@ class MemoryQueue:
         self.queued: list[tuple[str, list[str], bytes]] = []
 
     def enqueue(self, sender, recipients, message):
+        if isinstance(message, SpooledMessage):
+            message = message.read()
         self.queued.append((sender, list(recipients), message))
         return succeed(f"Q{len(self.queued)}")
 

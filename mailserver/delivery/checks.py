@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from zope.interface import implementer
 
@@ -61,7 +62,12 @@ class CheckEvent:
 
 @dataclass(frozen=True)
 class ContentVerdict:
-    """What the checks decided, and the (possibly rewritten) message."""
+    """
+    What the checks decided, and the (possibly rewritten) message.  For a
+    message given as a view of a spool file (not C{bytes}), C{message} is
+    that view unchanged and the caller applies C{edits} (C{(start, end,
+    replacement)}, in order) itself, streaming.
+    """
 
     message: bytes
     error: MailError | None = None
@@ -71,6 +77,7 @@ class ContentVerdict:
     bcc: tuple[str, ...] = ()
     events: tuple[CheckEvent, ...] = ()
     hold_reason: str | None = None
+    edits: tuple[tuple[int, int, bytes], ...] = ()
 
 
 @implementer(IContentCheck)
@@ -183,6 +190,7 @@ class _Scan:
             bcc=tuple(self.bcc),
             events=tuple(self.events),
             hold_reason=self.hold_reason,
+            edits=tuple(self.edits),
         )
 
     def _header(self, header: Header, table_name: str, table: RuleTable) -> None:
@@ -262,17 +270,22 @@ class _Scan:
         )
 
     def _rewritten(self) -> bytes:
-        """The message with the edits applied; the input itself when there are none."""
-        if not self.edits:
+        """The message with the edits applied; the input itself when there are none or it is a view."""
+        if not self.edits or not isinstance(self.message, bytes):
             return self.message
-        pieces: list[bytes] = []
-        position = 0
-        for start, end, replacement in self.edits:
-            pieces.append(self.message[position:start])
-            pieces.append(replacement)
-            position = end
-        pieces.append(self.message[position:])
-        return b"".join(pieces)
+        return apply_edits(self.message, self.edits)
+
+
+def apply_edits(data: bytes, edits: Sequence[tuple[int, int, bytes]]) -> bytes:
+    """C{data} with C{(start, end, replacement)} edits (in order) applied."""
+    pieces: list[bytes] = []
+    position = 0
+    for start, end, replacement in edits:
+        pieces.append(data[position:start])
+        pieces.append(replacement)
+        position = end
+    pieces.append(data[position:])
+    return b"".join(pieces)
 
 
 def _reject_error(text: str) -> MailError:

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from mailserver.address import Address, parse_mailbox
 from mailserver.delivery.envelope import Client, Envelope, Recipient
+from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
@@ -41,6 +42,8 @@ class DeliveryCore:
     message_size_limit: int = 10240000
     # reject_sender_login_mismatch: (sasl_user, sender) -> Deferred[bool], None = no check
     sender_owned_by: Callable[[str, Address], Deferred[bool]] | None = None
+    # Where DATA past the spill threshold goes as it arrives; None: memory only.
+    spool: IncomingSpool | None = None
 
 
 @implementer(IMessageDeliveryFactory)

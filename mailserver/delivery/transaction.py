@@ -6,7 +6,7 @@ thread, then commit it durably to the store and the queue before 250.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
@@ -23,10 +23,12 @@ from mailserver.delivery.envelope import (
     RemoteAddress,
 )
 from mailserver.address import parse_mailbox
+from mailserver.delivery import spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
 from mailserver.delivery.routing import route
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue
+from mailserver.spooled import SpooledMessage
 
 if TYPE_CHECKING:
     from mailserver.delivery.pipeline import DeliveryCore
@@ -46,7 +48,7 @@ class Committer:
     queue: IOutboundQueue | None = None
     to_file: Callable[[FileTarget, str, bytes], Deferred] | None = None
     to_command: Callable[[CommandTarget, str, str, bytes], Deferred] | None = None
-    hold: Callable[[Envelope, bytes, str], Deferred] | None = None
+    hold: Callable[[Envelope, bytes | SpooledMessage, str], Deferred] | None = None
 
 
 @implementer(IMessage)
@@ -69,13 +71,18 @@ class _MessageHandle:
 class Transaction:
     """
     The message of one envelope.  The server feeds it dot-unstuffed bytes
-    with LF line ends (L{write}) and calls L{commit} at end of data.
+    with LF line ends (L{write}) and calls L{commit} at end of data.  With
+    an incoming spool (C{core.spool}) a large message goes to a spool file
+    as it arrives; the caller pauses its input while L{behind}.  Spool files
+    are removed when the transaction ends, whatever the outcome.
     """
 
     def __init__(self, core: DeliveryCore, envelope: Envelope) -> None:
         self.core = core
         self.envelope = envelope
+        self._writer = core.spool.writer() if core.spool is not None else None
         self._chunks: list[bytes] = []
+        self._files: list[str] = []  # spool files to remove at the end
         self.size = 0
         self.error: MailError | None = None
 
@@ -86,16 +93,40 @@ class Transaction:
         if 0 < self.core.message_size_limit < self.size:
             self.fail(MailError(552, "5.3.4", "Message size exceeds fixed limit"))
             return
-        self._chunks.append(data)
+        if self._writer is not None:
+            self._writer.write(data)
+        else:
+            self._chunks.append(data)
+
+    @property
+    def behind(self) -> bool:
+        """True while the spool writer is behind: stop reading until L{when_caught_up}."""
+        return self._writer is not None and self._writer.behind
+
+    def when_caught_up(self, callback: Callable[[], object]) -> None:
+        if self._writer is not None:
+            self._writer.when_caught_up(callback)
+        else:
+            callback()
 
     def fail(self, error: MailError) -> None:
-        """Refuse the message at end of data; keep reading until then."""
+        """Refuse the message at end of data; stop storing now, keep reading until then."""
         if self.error is None:
             self.error = error
         self._chunks = []
+        if self._writer is not None:
+            self._writer.discard()
 
     def abort(self) -> None:
         self._chunks = []
+        if self._writer is not None:
+            self._writer.discard()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        files, self._files = self._files, []
+        if files and self.core.spool is not None:
+            self.core.spool.remove(files)
 
     def as_message(self) -> _MessageHandle:
         return _MessageHandle(self)
@@ -109,22 +140,45 @@ class Transaction:
         return Deferred.fromCoroutine(self._commit(run_checks=False))
 
     async def _commit(self, run_checks: bool = True) -> str:
+        try:
+            return await self._commit_message(run_checks)
+        finally:
+            self._remove_files()
+
+    def _in_thread(self, function: Callable, *args: object) -> Deferred:
+        reactor = self.core.reactor
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+    async def _message(self) -> SpooledMessage:
+        """The message as received: from the spool writer, or joined from memory."""
+        if self._writer is None:
+            message = SpooledMessage(b"".join(self._chunks))
+            self._chunks = []
+            return message
+        message = await self._writer.finish()
+        if message.path is not None:
+            self._files.append(message.path)
+        return message
+
+    async def _commit_message(self, run_checks: bool) -> str:
         envelope = self.envelope
+        if self.error is None and self._writer is not None and self._writer.failed:
+            self.error = MailError(451, "4.3.0", "Error: queue file write error")
         if self.error is not None:
             self._log("reject", self.error.reply())
             raise self.error
         core = self.core
         now = core.reactor.seconds()
         submitted = envelope.client.sasl_user is not None and envelope.sender is not None
-        message = add_missing_headers(
-            b"".join(self._chunks), core.hostname, envelope.queue_id, now,
-            sender=str(envelope.sender) if submitted else None,
-        )
-        self._chunks = []
+        message = await self._message()
+        sender = str(envelope.sender) if submitted else None
+        small = message.in_memory()
+        if small is not None:
+            message = SpooledMessage(add_missing_headers(small, core.hostname, envelope.queue_id, now, sender=sender))
+        else:
+            message = await self._in_thread(spool_edits.add_headers, message, core.hostname, envelope.queue_id, now, sender)
         for check in core.checks if run_checks else ():
-            verdict = await threads.deferToThreadPool(
-                core.reactor, core.reactor.getThreadPool(), check.inspect, envelope, message
-            )
+            verdict, message = await self._inspect(check, message)
             for event in verdict.events:
                 log.info("{queue_id}: {check}: {event}", queue_id=envelope.queue_id, check=check.name, event=event)
             if verdict.error is not None:
@@ -133,7 +187,6 @@ class Transaction:
             if verdict.discard:
                 self._log("discarded", "content check DISCARD")
                 return f"2.0.0 Ok: queued as {envelope.queue_id}"
-            message = verdict.message
             if verdict.redirect is not None:
                 envelope.recipients = [await self.resolve(verdict.redirect)]
             for address in verdict.bcc:
@@ -141,7 +194,7 @@ class Transaction:
             if verdict.hold:
                 if core.committer.hold is None:
                     raise MailError(451, "4.3.0", "Error: hold area not available")
-                await core.committer.hold(envelope, message, verdict.hold_reason or "HOLD")
+                await core.committer.hold(envelope, _payload(message), verdict.hold_reason or "HOLD")
                 self._log("hold", verdict.hold_reason or "content check HOLD")
                 return f"2.0.0 Ok: queued as {envelope.queue_id}"
         client = envelope.client
@@ -150,8 +203,21 @@ class Transaction:
             client.helo, client.ip, core.hostname, client.protocol, envelope.queue_id,
             str(single) if single else None, now,
         )
-        await self._deliver(trace + message)
+        await self._deliver(message.prepend(trace))
         return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    async def _inspect(self, check: Any, message: SpooledMessage) -> tuple[Any, SpooledMessage]:
+        """One content check in a thread: over the bytes, or over a view of the spool file."""
+        small = message.in_memory()
+        if small is not None:
+            verdict = await self._in_thread(check.inspect, self.envelope, small)
+            return verdict, SpooledMessage(verdict.message)
+        spool = self.core.spool
+        assert spool is not None
+        path = spool.new_path()
+        self._files.append(path)  # removed at the end if the check made it
+        verdict, message, _ = await self._in_thread(spool_edits.inspect, check, self.envelope, message, lambda: path)
+        return verdict, message
 
     async def resolve(self, text: str) -> Recipient:
         """An address from a check table (REDIRECT, BCC) or the hold area, routed like a RCPT."""
@@ -162,7 +228,7 @@ class Transaction:
         except MailError as error:
             raise MailError(451, "4.3.0", f"Error: delivery target <{address}>: {error.text}") from None
 
-    async def _deliver(self, message: bytes) -> None:
+    async def _deliver(self, spooled: SpooledMessage) -> None:
         """
         Local copies to the store, remote ones to the queue (one queue entry
         per envelope sender: a list with an C{owner-NAME} alias gets its
@@ -170,6 +236,7 @@ class Transaction:
         """
         envelope = self.envelope
         committer = self.core.committer
+        message = _payload(spooled)
         sender = str(envelope.sender) if envelope.sender else ""
         copies: dict[str, bytes] = {}
         remote: dict[str, list[str]] = {}
@@ -198,8 +265,12 @@ class Transaction:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
                 await committer.queue.enqueue(copy_sender, addresses, message)
                 delivered += addresses
+            whole = spooled.in_memory()
+            if targets and whole is None:
+                whole = await self._in_thread(spooled.read)  # alias file and command targets take bytes
             for target, recipient in targets:
-                copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + message
+                assert whole is not None
+                copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + whole
                 if isinstance(target, FileTarget) and committer.to_file is not None:
                     await committer.to_file(target, sender, copy)
                     delivered.append(target.path)
@@ -228,3 +299,9 @@ class Transaction:
             queue_id=envelope.queue_id,
             status=status,
         )
+
+
+def _payload(message: SpooledMessage) -> bytes | SpooledMessage:
+    """What the store, queue and hold area are given: bytes for a message in memory."""
+    small = message.in_memory()
+    return message if small is None else small

@@ -48,6 +48,7 @@ from mailserver.queue.envelope import (
     loads,
 )
 from mailserver.durable import fsync_directory
+from mailserver.spooled import SpooledMessage, write_message
 
 INCOMING = "incoming"
 ACTIVE = "active"
@@ -99,12 +100,6 @@ class _QueueIds:
 
 
 _new_queue_id = _QueueIds()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_file(path: str) -> bytes:
@@ -194,7 +189,7 @@ class SpoolDirectory:
 
     # -- writing ---------------------------------------------------------
 
-    def store(self, sender: str, recipients: Sequence[str], message: bytes, now: float) -> str:
+    def store(self, sender: str, recipients: Sequence[str], message: bytes | SpooledMessage, now: float) -> str:
         """
         Queue a message durably in C{incoming/}; return its queue id.
 
@@ -234,7 +229,7 @@ class SpoolDirectory:
             return queue_id
         raise FileExistsError(errno.EEXIST, "no free queue id", self._dir(DATA))
 
-    def _write_tmp(self, content: bytes) -> str:
+    def _write_tmp(self, content: bytes | SpooledMessage) -> str:
         """Write C{content} to a new file in tmp/, fsynced; return its path."""
         for _ in range(10):
             path = os.path.join(self._dir(TMP), f"{os.getpid()}.{secrets.token_hex(8)}")
@@ -243,7 +238,7 @@ class SpoolDirectory:
             except FileExistsError:
                 continue
             try:
-                _write_all(fd, content)
+                write_message(fd, content)
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
@@ -481,14 +476,14 @@ class Spool:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def enqueue(self, sender: str, recipients: Sequence[str], message: bytes) -> Deferred:
+    def enqueue(self, sender: str, recipients: Sequence[str], message: bytes | SpooledMessage) -> Deferred:
         """
         Queue C{message} from C{sender} (C{""} for the null sender) to
         C{recipients}; fire with the queue id once it is durable, or fail
         with L{MailError} 451 having queued nothing.
         """
-        if not isinstance(sender, str) or not isinstance(message, bytes):
-            raise TypeError("sender must be str and message bytes")
+        if not isinstance(sender, str) or not isinstance(message, (bytes, SpooledMessage)):
+            raise TypeError("sender must be str and message bytes or a SpooledMessage")
         recipients = list(dict.fromkeys(recipients))
         if not recipients or not all(isinstance(r, str) and r for r in recipients):
             raise ValueError("enqueue needs at least one non-empty recipient")

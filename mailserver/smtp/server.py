@@ -26,6 +26,7 @@ from mailserver.delivery.transaction import Transaction
 from mailserver.errors import MailError
 from mailserver.netwrite import write_now, writes_directly
 from mailserver.smtp import auth
+from mailserver.smtp.deadline import DataDeadline
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -56,6 +57,8 @@ class SMTPPolicy:
     tls_required: bool = False  # smtpd_tls_security_level = encrypt
     disable_plaintext_auth: bool = True  # PLAIN/LOGIN only over TLS or loopback
     max_pending_bytes: int = 1 << 20
+    data_time_limit: float = 600  # smtpd_data_time_limit: the whole DATA phase (0: none)
+    min_data_rate: int = 500  # smtpd_min_data_rate: bytes/s, Postfix's deadline rule (0: none)
 
 
 class ESMTPServer(smtp.ESMTP):
@@ -77,7 +80,9 @@ class ESMTPServer(smtp.ESMTP):
         self.host = policy.hostname.encode("ascii", "replace")
         self._buffer = b""
         self._pending: Deferred | None = None
-        self._paused = False
+        self._paused = False  # waiting for a pending reply
+        self._spool_paused = False  # waiting for the spool writer to catch up
+        self._deadline: DataDeadline | None = None
         self._discarding = False  # skipping the rest of an over-long command line
         self._errors = 0
         self._ehlo: str | None = None
@@ -114,6 +119,7 @@ class ESMTPServer(smtp.ESMTP):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
+        self._end_data_phase()
         if self._transaction is not None:
             self._transaction.abort()
             self._transaction = None
@@ -275,6 +281,15 @@ class ESMTPServer(smtp.ESMTP):
         elif bare:
             chunk = _BARE_LF_DOT.sub(b"\n", chunk)
         transaction.write(chunk.replace(b"\r\n.", b"\r\n").replace(b"\r\n", b"\n"))
+        if self._deadline is not None:
+            self._deadline.received(len(chunk))
+        if transaction.behind and not self._spool_paused:
+            # Never more than the writer's high-water mark waits in memory.
+            self._spool_paused = True
+            self.transport.pauseProducing()
+            if self._deadline is not None:
+                self._deadline.pause()
+            transaction.when_caught_up(self._spool_caught_up)
         self._at_line_start = chunk.endswith(b"\r\n")
         self._unstuff_next = chunk.endswith(b"\n") and (self._at_line_start or self.policy.bare_newline != "reject")
 
@@ -286,13 +301,42 @@ class ESMTPServer(smtp.ESMTP):
             self._pending = None
             if self._paused and not self.transport.disconnecting:
                 self._paused = False
-                self.transport.resumeProducing()
+                if not self._spool_paused:
+                    self.transport.resumeProducing()
             if self.transport.connected and not self.transport.disconnecting:
                 self._answer_batch()
             else:
                 self._flush_replies()
 
         d.addErrback(self._internal_error).addBoth(done)
+
+    def _spool_caught_up(self) -> None:
+        self._spool_paused = False
+        if self._deadline is not None:
+            self._deadline.resume()
+        if not self._paused and not self.transport.disconnecting:
+            self.transport.resumeProducing()
+
+    def _data_expired(self, limit: str) -> None:
+        """A DATA deadline passed: 421, nothing delivered, connection closed."""
+        self._deadline = None
+        envelope = self._envelope
+        self.log.info(
+            "{queue_id}: [{ip}]: {limit} exceeded after {size} bytes of DATA; disconnecting",
+            queue_id=envelope.queue_id if envelope else "NOQUEUE", ip=self.peer_ip, limit=limit,
+            size=self._transaction.size if self._transaction is not None else 0,
+        )
+        self._reset()
+        self.mode = smtp.COMMAND
+        self._buffer = b""
+        self.reply(421, "4.4.2", f"{self.policy.hostname} Error: timeout exceeded")
+        self._flush_replies()
+        self.transport.loseConnection()
+
+    def _end_data_phase(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
 
     def _internal_error(self, failure: Failure) -> None:
         self.log.failure("internal error in SMTP session", failure)
@@ -450,6 +494,7 @@ class ESMTPServer(smtp.ESMTP):
     do_ETRN = do_TURN = do_EXPN
 
     def _reset(self) -> None:
+        self._end_data_phase()
         self._envelope = None
         if self._transaction is not None:
             self._transaction.abort()
@@ -541,6 +586,10 @@ class ESMTPServer(smtp.ESMTP):
             return
         assert self._delivery is not None
         self._transaction = self._delivery.open_transaction(self._envelope)
+        policy = self.policy
+        self._deadline = DataDeadline(
+            self.clock, self._data_expired, policy.data_time_limit, policy.timeout, policy.min_data_rate
+        )
         self._at_line_start = self._unstuff_next = True
         self.mode = smtp.DATA
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
@@ -548,6 +597,7 @@ class ESMTPServer(smtp.ESMTP):
     def _end_of_data(self) -> None:
         transaction = self._transaction
         assert transaction is not None
+        self._end_data_phase()
         self.mode = smtp.COMMAND
         self._transaction = None
         self._envelope = None

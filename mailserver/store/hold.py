@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from mailserver.durable import fsync_directory as _fsync_directory
+from mailserver.spooled import SpooledMessage, write_message
 
 ENVELOPE_VERSION = 1
 MESSAGE_FILE = "message"
@@ -99,13 +100,10 @@ def _read_envelope(data: bytes) -> dict[str, Any]:
 
 
 
-def _write_durably(path: str, data: bytes) -> None:
+def _write_durably(path: str, data: bytes | SpooledMessage) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_message(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -136,7 +134,7 @@ class HoldArea:
 
     # -- writing ----------------------------------------------------------
 
-    def hold(self, envelope: dict[str, Any], message: bytes) -> str:
+    def hold(self, envelope: dict[str, Any], message: bytes | SpooledMessage) -> str:
         """Store C{message} durably; return its id.  C{ValueError} for a bad envelope."""
         stored = check_envelope(envelope)
         stored.setdefault("time", self._clock())

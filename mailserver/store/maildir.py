@@ -31,6 +31,7 @@ from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore
 from mailserver.store.names import make_name
 from mailserver.durable import fsync_directory
+from mailserver.spooled import SpooledMessage, write_message
 
 #: The three directories of a Maildir.
 SUBDIRS = ("tmp", "new", "cur")
@@ -119,18 +120,10 @@ def _mkdir(path: str) -> bool:
     return True
 
 
-def _write_all(fd: int, *parts: bytes) -> None:
-    """Write every part, in order, with as few system calls as the kernel allows."""
-    written = os.writev(fd, parts)
-    if written == sum(map(len, parts)):
-        return
-    view = memoryview(b"".join(parts))[written:]
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _virtual_size(data: bytes) -> int:
+def _virtual_size(data: bytes | SpooledMessage) -> int:
     """Size with every line ending as CRLF (IMAP's RFC822.SIZE)."""
+    if isinstance(data, SpooledMessage):
+        return data.virtual_size()
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
@@ -144,7 +137,7 @@ class _Delivery:
 
     def __init__(
         self,
-        message: bytes,
+        message: bytes | SpooledMessage,
         copies: Sequence[tuple[str, bytes]],
         now: float,
         host: str,
@@ -260,7 +253,7 @@ class _Delivery:
         fd = os.open(tmp_path, _OPEN_FLAGS, FILE_MODE)
         self.tmp_files.append(tmp_path)
         try:
-            _write_all(fd, prefix, self.message)
+            write_message(fd, self.message, prefix)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -354,18 +347,19 @@ class MaildirStore:
         self.max_batch = 64
 
     def deliver(
-        self, message: bytes, copies: Sequence[tuple[str, bytes]]
+        self, message: bytes | SpooledMessage, copies: Sequence[tuple[str, bytes]]
     ) -> Deferred[list[str]]:
         """
-        Write C{prefix + message} into each C{(maildir_path, prefix)}.
+        Write C{prefix + message} into each C{(maildir_path, prefix)}; a
+        L{SpooledMessage} is copied from its spool file, never loaded whole.
 
         Fires with the new file names (one per copy, in order) once every
         copy is fsynced in C{new/}; fails with L{MailError} 451 having left
         no file behind.  Wrong argument types raise at once (TypeError,
         ValueError), before any disk work.
         """
-        if not isinstance(message, bytes):
-            raise TypeError("message must be bytes")
+        if not isinstance(message, (bytes, SpooledMessage)):
+            raise TypeError("message must be bytes or a SpooledMessage")
         copies = [(os.fspath(path), prefix) for path, prefix in copies]
         for path, prefix in copies:
             if not isinstance(path, str) or not isinstance(prefix, bytes):

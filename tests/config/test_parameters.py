@@ -417,6 +417,8 @@ mynetworks = 127.0.0.0/8, 192.0.2.0/24 [2001:db8::]/32
 message_size_limit = 20480000
 smtpd_recipient_limit = 100
 smtpd_timeout = 1m
+smtpd_data_time_limit = 20m
+smtpd_min_data_rate = 1000
 smtpd_hard_error_limit = 5
 smtpd_client_connection_count_limit = 10
 smtpd_max_connections = 100
@@ -498,6 +500,8 @@ FULL_EXPECTED = {
     "message_size_limit": 20480000,
     "smtpd_recipient_limit": 100,
     "smtpd_timeout": 60,
+    "smtpd_data_time_limit": 1200,
+    "smtpd_min_data_rate": 1000,
     "smtpd_hard_error_limit": 5,
     "smtpd_client_connection_count_limit": 10,
     "smtpd_max_connections": 100,

@@ -42,7 +42,7 @@ class LayeringTests(SynchronousTestCase):
                 self.assertIn(
                     module,
                     {"mailserver.errors", "mailserver.interfaces", "mailserver.address", "mailserver.durable",
-                     "mailserver.queue.envelope"},
+                     "mailserver.queue.envelope", "mailserver.spooled"},
                 )
 
     def test_queue_never_imports_the_composition_root_or_servers(self) -> None:

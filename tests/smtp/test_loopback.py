@@ -132,6 +132,27 @@ class LoopbackSMTPTests(TestCase):
 
         return deferToThread(send).addCallback(check)
 
+    def test_large_message_spooled_arrives_byte_identical(self):
+        """Past the spill threshold DATA goes through data_directory/incoming/, and nothing is left there."""
+        lines = [b"line %06d " % n + bytes(range(33, 127)) + b"\r\n" for n in range(12000)]
+        raw = b"Subject: big\r\nMessage-ID: <big@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n" + b"".join(lines)
+        raw += b".starts with a dot\r\n"
+
+        def send():
+            with self.smtp() as client:
+                return client.sendmail("sender@remote.example", ["bob@example.com", "alice@example.com"], raw)
+
+        def check(refused):
+            self.assertEqual(refused, {})
+            self.assertGreater(len(raw), 1 << 20)
+            for user in ("alice", "bob"):
+                [stored] = self.server.messages(user)
+                self.assertEqual(body_of(stored), normalise(raw))
+            incoming = os.path.join(self.server.config.data_directory, "incoming")
+            self.assertEqual(os.listdir(incoming), [])
+
+        return deferToThread(send).addCallback(check)
+
     def test_corpus_byte_identical(self):
         files = corpus_files()
         if not files:
