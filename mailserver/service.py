@@ -15,7 +15,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.task import LoopingCall
+from mailserver.periodic import PeriodicTask
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
@@ -156,18 +156,16 @@ class HoldReleaser(Service):
 
     def __init__(self, server: "Server", interval: float = 5.0) -> None:
         self.server = server
-        self.loop = LoopingCall(self.run)
-        self.loop.clock = server.reactor
+        self.loop = PeriodicTask("hold release", self.run, interval, server.reactor)
         self.interval = interval
 
     def startService(self) -> None:
         super().startService()
-        self.loop.start(self.interval, now=True)
+        self.loop.start(now=True)
 
     def stopService(self) -> None:
         super().stopService()
-        if self.loop.running:
-            self.loop.stop()
+        self.loop.stop()
 
     def run(self) -> Deferred:
         return Deferred.fromCoroutine(self._run())

@@ -26,7 +26,7 @@ from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
-from twisted.internet.task import LoopingCall
+from mailserver.periodic import PeriodicTask
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
@@ -90,7 +90,7 @@ class QueueManager(Service):
         self._limit = DeferredSemaphore(max(1, max_parallel))
         self._active: dict[str, Deferred] = {}
         self._listing = False
-        self._loops: list[LoopingCall] = []
+        self._loops: list[PeriodicTask] = []
         self.ready: Deferred | None = None
 
     # -- service -------------------------------------------------------------
@@ -118,23 +118,19 @@ class QueueManager(Service):
     def _start_loops(self) -> None:
         if not self.running:
             return
-        for function, interval in (
-            (self._tick, self.queue_run_delay),
-            (self.check_flush_request, self.flush_check_interval),
+        for name, function, interval in (
+            ("queue run", self._tick, self.queue_run_delay),
+            ("queue flush check", self.check_flush_request, self.flush_check_interval),
         ):
-            loop = LoopingCall(function)
-            loop.clock = self._clock
-            loop.start(interval, now=function == self._tick).addErrback(
-                lambda f: self.log.failure("queue loop stopped", f)
-            )
+            loop = PeriodicTask(name, function, interval, self._clock)
+            loop.start(now=function == self._tick)
             self._loops.append(loop)
 
     def stopService(self):
         """Stop scheduling; attempts in flight finish or are retried after a restart."""
         self.spool.remove_listener(self._enqueued)
         for loop in self._loops:
-            if loop.running:
-                loop.stop()
+            loop.stop()
         self._loops = []
         return super().stopService()
 
@@ -144,9 +140,10 @@ class QueueManager(Service):
         if self.running:
             self._start(queue_id)
 
-    def _tick(self) -> None:
+    def _tick(self) -> Deferred | None:
         if not self._listing:  # a slow listing is not started twice
-            self._scan(False)
+            return self._scan(False)
+        return None
 
     def check_flush_request(self) -> Deferred:
         """

@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
+from mailserver.periodic import PeriodicTask
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -314,7 +314,7 @@ class PickupService(Service):
         self.max_size = max_size
         self._not_before: dict[str, float] = {}
         self._scanning: Deferred | None = None
-        self._loop: LoopingCall | None = None
+        self._loop: PeriodicTask | None = None
         self.ready: Deferred | None = None
 
     def _run(self, function, *args) -> Deferred:
@@ -332,22 +332,20 @@ class PickupService(Service):
     def _start_loop(self):
         if not self.running:
             return None
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda f: self.log.failure("pickup loop stopped", f)
-        )
+        self._loop = PeriodicTask("maildrop pickup", self._tick, self.interval, self._clock)
+        self._loop.start(now=True)
         return self._scanning
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
+        if self._loop is not None:
             self._loop.stop()
         self._loop = None
         return super().stopService()
 
-    def _tick(self) -> None:
+    def _tick(self) -> Deferred | None:
         if self._scanning is None:
-            self.scan()
+            return self.scan()
+        return None
 
     def scan(self) -> Deferred:
         """Pick up every ready file once; fire when done."""
