@@ -83,6 +83,35 @@ class AliasSessionTests(TestCase):
         return self.session("loop1@example.com", "ghost@example.com", "far@example.com").addCallback(check)
 
 
+class MailerDaemonTests(TestCase):
+    """Issue 17 item 4: MAILER-DAEMON follows a configured postmaster alias."""
+
+    timeout = 60
+
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as handle:
+            handle.write("postmaster: harry\n")
+        self.server = RunningServer(self, extra=f"alias_maps = hash:{aliases}\n", users={"harry": "h"})
+        return self.server.start()
+
+    def test_regression_mailer_daemon_routed_like_postmaster(self):
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                return client.sendmail("x@remote.example", ["MAILER-DAEMON@example.com", "postmaster@example.com"],
+                                       b"Subject: md\r\n\r\nhi\r\n")
+
+        def check(refused):
+            self.assertEqual(refused, {})
+            base = self.server.config.virtual_mailbox_base
+            self.assertEqual(len(os.listdir(os.path.join(base, "harry", "new"))), 1)  # one copy for both
+            self.assertFalse(os.path.exists(os.path.join(base, "example.com", "postmaster")))
+
+        return deferToThread(send).addCallback(check)
+
+
 class ListOwnerTests(TestCase):
     """owner-NAME takes the bounces of list NAME: its copies carry owner-NAME as envelope sender."""
 
