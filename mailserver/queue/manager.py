@@ -89,6 +89,9 @@ class QueueManager(Service):
         self.postmaster = postmaster
         self._limit = DeferredSemaphore(max(1, max_parallel))
         self._active: dict[str, Deferred] = {}
+        #: Envelopes whose rewrite failed (a full disk): their progress and
+        #: next attempt, kept here until the disk takes them.
+        self._unsaved: dict[str, QueueEnvelope] = {}
         self._listing = False
         self._loops: list[PeriodicTask] = []
         self.ready: Deferred | None = None
@@ -199,6 +202,9 @@ class QueueManager(Service):
     def _start(self, queue_id: str, due_by: float | None = None) -> None:
         if queue_id in self._active:
             return
+        unsaved = self._unsaved.get(queue_id)
+        if unsaved is not None and due_by is not None and unsaved.next_attempt > due_by:
+            return  # backing off in memory: the envelope on disk could not be rewritten
         d = Deferred.fromCoroutine(self._attempt(queue_id, due_by))
         if not d.called:
             self._active[queue_id] = d
@@ -221,7 +227,9 @@ class QueueManager(Service):
     async def _deliver(self, queue_id: str, due_by: float | None) -> None:
         try:
             envelope, message = await self.spool.activate(queue_id, due_by)
-        except (QueueEntryGone, NotDue):
+        except (QueueEntryGone, NotDue) as gone:
+            if isinstance(gone, QueueEntryGone):
+                self._unsaved.pop(queue_id, None)
             return  # delivered or deleted meanwhile, or retried by another scan
         except EnvelopeError as e:
             self.log.error(
@@ -230,6 +238,8 @@ class QueueManager(Service):
                 error=str(e),
             )
             return
+        # The progress of an attempt whose envelope could not be written.
+        envelope = self._unsaved.get(queue_id, envelope)
         pending = envelope.pending
         if pending:
             started = self._clock.seconds()
@@ -244,20 +254,33 @@ class QueueManager(Service):
         if envelope.pending and expired(envelope.arrival, now, lifetime):
             self._expire(envelope, now)
         await self._send_bounces(envelope, message, now)
+        if envelope.finished or not envelope.pending:
+            envelope.next_attempt = now + self.minimal_backoff_time  # only a bounce or the removal left
+        else:
+            attempts = max(envelope.attempts, 1)
+            envelope.next_attempt = next_attempt(attempts, now, self.minimal_backoff_time, self.maximal_backoff_time)
         try:
             if envelope.finished:
                 await self.spool.remove(queue_id)
                 self.log.info("{queue_id}: removed", queue_id=queue_id)
             else:
-                attempts = max(envelope.attempts, 1)
-                envelope.next_attempt = (
-                    next_attempt(attempts, now, self.minimal_backoff_time, self.maximal_backoff_time)
-                    if envelope.pending
-                    else now + self.minimal_backoff_time  # only a bounce left to hand over
-                )
                 await self.spool.defer(envelope)
         except QueueEntryGone:
             self.log.info("{queue_id}: deleted while being delivered", queue_id=queue_id)
+        except OSError as error:
+            # A full disk: keep the backoff (and the recipients' progress) in
+            # memory, so the message waits its turn instead of being tried
+            # again at every queue scan from active/.
+            self._unsaved[queue_id] = envelope
+            self.log.error(
+                "{queue_id}: cannot write the queue file ({error}); next attempt in {delay:.0f}s, "
+                "state kept in memory",
+                queue_id=queue_id,
+                error=error.strerror or str(error),
+                delay=envelope.next_attempt - now,
+            )
+            return
+        self._unsaved.pop(queue_id, None)
 
     def _record(
         self,
