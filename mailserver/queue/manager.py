@@ -72,6 +72,7 @@ class QueueManager(Service):
         bounce_queue_lifetime: float = 5 * 86400,
         queue_run_delay: float = 300,
         flush_check_interval: float = 5,
+        cleanup_interval: float = 3600,
         postmaster: str | None = "postmaster",
         max_parallel: int = 50,
     ) -> None:
@@ -86,6 +87,7 @@ class QueueManager(Service):
         self.bounce_queue_lifetime = bounce_queue_lifetime
         self.queue_run_delay = queue_run_delay
         self.flush_check_interval = flush_check_interval
+        self.cleanup_interval = cleanup_interval
         self.postmaster = postmaster
         self._limit = DeferredSemaphore(max(1, max_parallel))
         self._active: dict[str, Deferred] = {}
@@ -124,9 +126,10 @@ class QueueManager(Service):
         for name, function, interval in (
             ("queue run", self._tick, self.queue_run_delay),
             ("queue flush check", self.check_flush_request, self.flush_check_interval),
+            ("queue cleanup", self.clean, self.cleanup_interval),
         ):
             loop = PeriodicTask(name, function, interval, self._clock)
-            loop.start(now=function == self._tick)
+            loop.start(now=function != self.check_flush_request)
             self._loops.append(loop)
 
     def stopService(self):
@@ -147,6 +150,19 @@ class QueueManager(Service):
         if not self._listing:  # a slow listing is not started twice
             return self._scan(False)
         return None
+
+    def clean(self) -> Deferred:
+        """Remove crash leftovers (stale tmp/ files, data without an envelope), logging each."""
+
+        def cleaned(removed: list[tuple[str, float]]) -> None:
+            for path, age in removed:
+                self.log.warn(
+                    "removed crash leftover {path} from the queue ({hours:.1f} hours old, no envelope)",
+                    path=path,
+                    hours=age / 3600,
+                )
+
+        return self.spool.clean().addCallback(cleaned)
 
     def check_flush_request(self) -> Deferred:
         """

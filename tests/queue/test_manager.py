@@ -9,7 +9,7 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
@@ -206,6 +206,41 @@ class FullDiskTests(ManagerTestCase):
         await manager.flush()
         self.assertEqual(len(self.relay.calls), 2)
         self.assertEqual(self.entries(), [])
+
+
+class LeftoverTests(ManagerTestCase):
+    async def logged(self, events: list, count: int) -> None:
+        for _ in range(1000):
+            if len([e for e in events if "crash leftover" in e.get("log_format", "")]) >= count:
+                return
+            await deferLater(reactor, 0.001)
+        self.fail("not logged")
+
+    async def test_regression_queue_crash_leftovers_removed_at_start_and_periodically(self) -> None:
+        """Issue 16 item 5: stale tmp/ files and data files with no envelope are removed and logged."""
+        directory = SpoolDirectory(self.path)
+        directory.ensure()
+        old = self.clock.seconds() - 2 * 3600
+        leftovers = [os.path.join(self.path, "tmp", "123.abc"), os.path.join(self.path, "data", "ABCDEF0123456")]
+        for path in leftovers:
+            open(path, "wb").close()
+            os.utime(path, (old, old))
+        with capturedLogs() as events:
+            manager = await self.started(cleanup_interval=3600)
+            await manager.idle()
+            await self.logged(events, 2)  # the cleanup runs in a thread
+            later = os.path.join(self.path, "tmp", "456.def")
+            open(later, "wb").close()
+            os.utime(later, (self.clock.seconds(), self.clock.seconds()))  # young: kept for now
+            await self.advance(manager, 3600)
+            await manager.spool.list()
+            self.assertTrue(os.path.exists(later))
+            await self.advance(manager, 3600)
+            await self.logged(events, 3)
+        self.assertFalse(os.path.exists(later))
+        logged = sorted(e["path"] for e in events if "crash leftover" in e.get("log_format", ""))
+        self.assertEqual(logged, [os.path.join("data", "ABCDEF0123456"), os.path.join("tmp", "123.abc"),
+                                  os.path.join("tmp", "456.def")])
 
 
 class BounceTests(ManagerTestCase):
