@@ -57,12 +57,15 @@ from mailserver.queue.pickup import PickupService
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
 from mailserver.store.hold import HoldArea
+from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
 
 log = Logger(namespace="mailserver.service")
 
 SMTP_LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen")
+#: Seconds after start before the first Maildir tmp/ sweep (the start-up work comes first).
+MAILDIR_CLEANUP_DELAY = 60.0
 
 
 class LazyResolver:
@@ -427,6 +430,18 @@ class Server:
         name = record.name if record is not None else user
         return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
 
+    def known_maildirs(self) -> list[str]:
+        """Every Maildir the server delivers to now: each user's, and postmaster's fallback per local domain."""
+        found = []
+        for record in self.users.users():
+            try:
+                found.append(maildir_for(record.name, record.home, self.config.home_mailbox, self.config.virtual_mailbox_base))
+            except ValueError:
+                continue
+        for domain in sorted(self.local_domains):
+            found.append(os.path.join(self.config.virtual_mailbox_base, domain, "postmaster"))
+        return found
+
     def reload(self) -> None:
         """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
         log.info("reloading tables")
@@ -504,6 +519,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.hashing_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
+    MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)
     _StopHook(getattr(server.resolver, "stop", lambda: None)).setServiceParent(top)
