@@ -6,7 +6,7 @@ import os
 import time
 
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.store.cleanup import TMP_MAX_AGE, MaildirTmpCleaner, sweep, tmp_directories
 from tests.reactors import ThreadedClock
@@ -82,3 +82,20 @@ class CleanerServiceTests(SynchronousTestCase):
         self.assertEqual(paths, [os.path.join(maildir, "tmp", "a"), os.path.join(maildir, "tmp", "b")])
         cleaner.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ServiceWiringTests(TestCase):
+    def test_daemon_sweeps_every_users_maildir(self):
+        from tests.harness import RunningServer
+
+        server = RunningServer(self, users={"alice@example.com": "a", "harry": "h"})
+        [cleaner] = [s for s in server.service if isinstance(s, MaildirTmpCleaner)]
+        base = server.config.virtual_mailbox_base
+        self.assertEqual(
+            sorted(cleaner.maildirs()),
+            sorted([
+                os.path.join(base, "example.com", "alice"),
+                os.path.join(base, "harry"),
+                *(os.path.join(base, domain, "postmaster") for domain in server.service.server.local_domains),
+            ]),
+        )
