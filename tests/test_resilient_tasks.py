@@ -79,33 +79,33 @@ class ResilientTaskTests(SynchronousTestCase):
         releaser.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_regression_table_reload_survives_an_error(self) -> None:
-        path = os.path.abspath(self.mktemp())
+    def written(self, text: str, path: str | None = None) -> str:
+        path = path or os.path.abspath(self.mktemp())
         with open(path, "w") as handle:
-            handle.write("a")
+            handle.write(text)
+        return path
+
+    def test_regression_table_reload_survives_an_error(self) -> None:
+        path = self.written("a")
         clock = Clock()
         watched = WatchedFile(path, lambda p: open(p).read(), clock, interval=2)
         self.patch(loader, "_stamp", failing_first(1, loader._stamp))
         watched.start()
         clock.advance(2)
-        with open(path, "w") as handle:
-            handle.write("bb")
+        self.written("bb", path)
         clock.advance(2)
         self.assertEqual(watched.value, "bb")
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         watched.stop()
 
     def test_regression_passwd_reload_survives_an_error(self) -> None:
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as handle:
-            handle.write("")
+        path = self.written("")
         clock = ThreadedClock()
         db = FileUserDatabase(path, clock, interval=1)
         self.patch(loader, "_stamp", failing_first(1, loader._stamp))
         db.startService()
         clock.advance(1)
-        with open(path, "w") as handle:
-            handle.write("bob@example.com:{PLAIN}x\n")
+        self.written("bob@example.com:{PLAIN}x\n", path)
         clock.advance(1)
         self.assertIsNotNone(db.lookup("bob@example.com"))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)

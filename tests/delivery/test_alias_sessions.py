@@ -23,18 +23,22 @@ owner-staff: harry
 """
 
 
+def server_with_aliases(testcase: TestCase, aliases: str, **options) -> RunningServer:
+    """A server whose C{alias_maps} is a file holding C{aliases}."""
+    directory = os.path.abspath(testcase.mktemp())
+    os.makedirs(directory)
+    path = os.path.join(directory, "aliases")
+    with open(path, "w") as handle:
+        handle.write(aliases)
+    return RunningServer(testcase, extra=f"alias_maps = hash:{path}\n", **options)
+
+
 class AliasSessionTests(TestCase):
     timeout = 60
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write(ALIASES)
-        self.server = RunningServer(
-            self, extra=f"alias_maps = hash:{aliases}\n",
-            users={"alice@example.com": "a", "bob@example.com": "b", "harry": "h"},
+        self.server = server_with_aliases(
+            self, ALIASES, users={"alice@example.com": "a", "bob@example.com": "b", "harry": "h"}
         )
         return self.server.start()
 
@@ -89,12 +93,7 @@ class MailerDaemonTests(TestCase):
     timeout = 60
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write("postmaster: harry\n")
-        self.server = RunningServer(self, extra=f"alias_maps = hash:{aliases}\n", users={"harry": "h"})
+        self.server = server_with_aliases(self, "postmaster: harry\n", users={"harry": "h"})
         return self.server.start()
 
     def test_regression_mailer_daemon_routed_like_postmaster(self):
@@ -118,13 +117,7 @@ class ListOwnerTests(TestCase):
     timeout = 60
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write(ALIASES)
-        self.server = RunningServer(self, extra=f"alias_maps = hash:{aliases}\n",
-                                    users={"alice@example.com": "a", "harry": "h"})
+        self.server = server_with_aliases(self, ALIASES, users={"alice@example.com": "a", "harry": "h"})
         return self.server.start()
 
     def test_list_copies_use_the_owner_as_sender(self):
