@@ -160,15 +160,29 @@ class HoldReleaser(Service):
     def __init__(self, server: "Server", interval: float = 5.0) -> None:
         self.server = server
         self.loop = PeriodicTask("hold release", self.run, interval, server.reactor)
+        self.cleanup = PeriodicTask("hold area tmp/ cleanup", self.purge, 3600.0, server.reactor)
         self.interval = interval
 
     def startService(self) -> None:
         super().startService()
         self.loop.start(now=True)
+        self.cleanup.start(now=True)
 
     def stopService(self) -> None:
         super().stopService()
         self.loop.stop()
+        self.cleanup.stop()
+
+    def purge(self) -> Deferred:
+        """Remove crash leftovers from the hold area's tmp/ (older than a day)."""
+        reactor = self.server.reactor
+        d = deferToThreadPool(reactor, reactor.getThreadPool(), self.server.hold_area.purge_tmp)
+
+        def purged(count: int) -> None:
+            if count:
+                log.warn("removed {count} crash leftover(s) from the hold area's tmp/", count=count)
+
+        return d.addCallback(purged)
 
     def run(self) -> Deferred:
         return Deferred.fromCoroutine(self._run())

@@ -47,6 +47,7 @@ class FakeHoldArea:
     def __init__(self) -> None:
         self.released = [("H1", {"sender": "a@example.com", "recipients": ["b@example.com"]}, b"x\n")]
         self.removed: list[str] = []
+        self.purged = 0
 
     def take_released(self):
         released, self.released = self.released, []
@@ -54,6 +55,10 @@ class FakeHoldArea:
 
     def remove_released(self, message_id: str) -> None:
         self.removed.append(message_id)
+
+    def purge_tmp(self) -> int:
+        self.purged += 1
+        return 1
 
 
 class ResilientTaskTests(SynchronousTestCase):
@@ -76,6 +81,9 @@ class ResilientTaskTests(SynchronousTestCase):
         self.assertEqual(injected, [("a@example.com", ["b@example.com"])])
         self.assertEqual(area.removed, ["H1"])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)  # twice the same error: one log
+        self.assertEqual(area.purged, 1)  # hold tmp/ leftovers: at start, then hourly
+        clock.advance(3600)
+        self.assertEqual(area.purged, 2)
         releaser.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])
 
