@@ -15,7 +15,6 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from mailserver.periodic import PeriodicTask
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
@@ -44,6 +43,7 @@ from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
 from mailserver.imap.server import IMAPFactory
+from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory

@@ -26,10 +26,10 @@ from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
-from mailserver.periodic import PeriodicTask
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
+from mailserver.periodic import PeriodicTask
 from mailserver.queue.bounce import FAILED, RecipientReport, build_dsn
 from mailserver.queue.envelope import BOUNCED, DELIVERED, EnvelopeError, QueueEnvelope, RecipientState
 from mailserver.queue.relay import RecipientResult

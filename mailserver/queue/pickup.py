@@ -35,11 +35,11 @@ from typing import Callable, Mapping, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from mailserver.periodic import PeriodicTask
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
+from mailserver.periodic import PeriodicTask
 
 MAILDROP_VERSION = 1
 MAILDROP_MODE = 0o1733

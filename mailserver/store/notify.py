@@ -15,8 +15,9 @@ import os
 from typing import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
-from mailserver.periodic import PeriodicTask
 from twisted.logger import Logger
+
+from mailserver.periodic import PeriodicTask
 
 Callback = Callable[[str], object]
 

@@ -12,8 +12,9 @@ from typing import Callable, Generic, TypeVar
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from mailserver.periodic import PeriodicTask
 from twisted.logger import Logger
+
+from mailserver.periodic import PeriodicTask
 
 T = TypeVar("T")
 
