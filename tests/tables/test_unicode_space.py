@@ -5,6 +5,8 @@ never an exception, always a problem at file:line (issue 17 item 5).
 
 from __future__ import annotations
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.config.lines import split_lines, strip, unicode_space, words
@@ -88,3 +90,21 @@ class UnicodeSpaceTests(SynchronousTestCase):
         table, problems = parse_regexp_table("/a\u00a0b/ REJECT no\n", "f")
         self.assertEqual(problems, [])
         self.assertIsNotNone(table.match("a\u00a0b"))
+
+
+class DaemonLogTests(SynchronousTestCase):
+    def test_regression_daemon_logs_the_reason_for_a_unicode_space_line(self) -> None:
+        """The daemon's virtual table load logs file:line and the character, not an empty reason."""
+        from twisted.logger import capturedLogs
+
+        from mailserver.tables.aliasdb import load_virtual
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("a@x.test b@y.test\n\u00a0c@x.test d@y.test\n")
+        with capturedLogs() as events:
+            table = load_virtual(path)
+        self.assertEqual(list(table.entries), ["a@x.test"])
+        [event] = [e for e in events if "problem" in e]
+        self.assertIn(f"{path}:2:", event["problem"])
+        self.assertIn("U+00A0", event["problem"])
