@@ -46,8 +46,8 @@ def tmp_directories(maildir: str) -> Iterator[str]:
 
 
 def _age(st: os.stat_result, now: float) -> float:
-    """Seconds since the file was last written, changed or read."""
-    return now - max(st.st_mtime, st.st_ctime, st.st_atime)
+    """Seconds since the file was last written or changed (reads do not count: a backup reads everything)."""
+    return now - max(st.st_mtime, st.st_ctime)
 
 
 def sweep(
