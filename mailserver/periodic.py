@@ -27,7 +27,9 @@ def _signature(failure: Failure) -> tuple[str, str]:
 class PeriodicTask:
     """
     Call C{function} every C{interval} seconds on C{clock}; a run that
-    returns a Deferred is waited for (runs never overlap).
+    returns a Deferred is waited for (runs never overlap) and its result is
+    consumed, so C{function} must return a Deferred of its own, not one it
+    shares with other callers.
 
     @param name: what the log lines call the task.
     @param function: no arguments; may return a Deferred.
