@@ -239,7 +239,8 @@ def classify(item: str, line: int) -> AliasTarget:
         item = strip(item[1:-1])
     unquoted = _dequote(item)
     text = item if unquoted is None else unquoted
-    _refuse_unicode_space(text, "target")
+    if unquoted is None:
+        _refuse_unicode_space(text, "target")  # quoted, it is what the author meant
     if _CONTROL.search(text):
         raise ValueError(f"control character in target {item!r}")
     if text.startswith("|"):
@@ -298,12 +299,13 @@ def _targets(
 def _parse_name(text: str) -> str:
     """The alias name before the colon: dequoted, validated; raises ValueError."""
     name = strip(text)
-    _refuse_unicode_space(name, "alias name")
     unquoted = _dequote(name)
     if unquoted is not None:
         name = unquoted
-    elif has_space(name):
-        raise ValueError(f"alias name {name!r} contains white space (quote it)")
+    else:
+        _refuse_unicode_space(name, "alias name")
+        if has_space(name):
+            raise ValueError(f"alias name {name!r} contains white space (quote it)")
     if not name:
         raise ValueError("empty alias name")
     if _CONTROL.search(name):

@@ -85,6 +85,11 @@ class UnicodeSpaceTests(SynchronousTestCase):
         self.assertEqual(problems, [])
         self.assertEqual([t.value for t in table.entries["a@x.test"].targets], ["b@y.test", "c@y.test"])
 
+    def test_quoted_unicode_space_is_what_the_author_meant(self) -> None:
+        table, problems = parse_aliases('"a\u00a0b": "/var/mail/a\u00a0b"\n', "f")
+        self.assertEqual(problems, [])
+        self.assertEqual([t.value for t in table.entries["a\u00a0b"].targets], ["/var/mail/a\u00a0b"])
+
     def test_regexp_pattern_may_match_unicode_space(self) -> None:
         """Inside a pattern U+00A0 is just a character to match."""
         table, problems = parse_regexp_table("/a\u00a0b/ REJECT no\n", "f")
