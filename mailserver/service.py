@@ -56,8 +56,8 @@ from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
-from mailserver.store.hold import HoldArea
 from mailserver.store.cleanup import MaildirTmpCleaner
+from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
 
