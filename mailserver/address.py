@@ -89,6 +89,37 @@ def parse_mailbox(text: str) -> Address:
     return Address(local, domain)
 
 
+_USER_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*\Z")
+_USER_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+MAX_DOMAIN = 253
+
+
+def user_name_problem(name: str) -> str | None:
+    """
+    Why C{name} cannot be a mail user (a passwd-file name that also names
+    a Maildir directory), or None if it can.
+
+    C{local} or C{local@domain}: the local part an RFC 5321 dot-atom without
+    C{/}, the domain letters, digits and hyphens in dot-separated labels
+    with no trailing dot.  So C{.}, C{..}, C{/} and NUL, which would make the
+    name a path, never pass.
+    """
+    local, at, domain = name.rpartition("@") if "@" in name else (name, "", "")
+    if not _USER_LOCAL.match(local):
+        return (
+            f"user name {name!r}: the local part must be letters, digits and !#$%&'*+=?^_`{{|}}~- "
+            "in dot-separated words (no '/', no leading, trailing or double dot)"
+        )
+    if len(local.encode()) > MAX_LOCAL:
+        return f"user name {name!r}: the local part is longer than {MAX_LOCAL} bytes"
+    if at and (len(domain) > MAX_DOMAIN or not _USER_DOMAIN.match(domain)):
+        return (
+            f"user name {name!r}: the domain must be letters, digits and '-' in dot-separated "
+            "labels (no trailing dot, no '..')"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Path:
     """The argument of MAIL FROM or RCPT TO: an address (None for C{<>}) and parameters."""

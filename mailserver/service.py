@@ -15,7 +15,6 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
@@ -47,6 +46,7 @@ from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
+from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
@@ -60,6 +60,7 @@ from mailserver.queue.pickup import PickupService
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
 from mailserver.spooled import SpooledMessage
+from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
@@ -67,6 +68,8 @@ from mailserver.store.notify import MailboxNotifier
 log = Logger(namespace="mailserver.service")
 
 SMTP_LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen")
+#: Seconds after start before the first Maildir tmp/ sweep (the start-up work comes first).
+MAILDIR_CLEANUP_DELAY = 60.0
 
 
 class LazyResolver:
@@ -160,18 +163,30 @@ class HoldReleaser(Service):
 
     def __init__(self, server: "Server", interval: float = 5.0) -> None:
         self.server = server
-        self.loop = LoopingCall(self.run)
-        self.loop.clock = server.reactor
+        self.loop = PeriodicTask("hold release", self.run, interval, server.reactor)
+        self.cleanup = PeriodicTask("hold area tmp/ cleanup", self.purge, 3600.0, server.reactor)
         self.interval = interval
 
     def startService(self) -> None:
         super().startService()
-        self.loop.start(self.interval, now=True)
+        self.loop.start(now=True)
+        self.cleanup.start(now=True)
 
     def stopService(self) -> None:
         super().stopService()
-        if self.loop.running:
-            self.loop.stop()
+        self.loop.stop()
+        self.cleanup.stop()
+
+    def purge(self) -> Deferred:
+        """Remove crash leftovers from the hold area's tmp/ (older than a day)."""
+        reactor = self.server.reactor
+        d = deferToThreadPool(reactor, reactor.getThreadPool(), self.server.hold_area.purge_tmp)
+
+        def purged(count: int) -> None:
+            if count:
+                log.warn("removed {count} crash leftover(s) from the hold area's tmp/", count=count)
+
+        return d.addCallback(purged)
 
     def run(self) -> Deferred:
         return Deferred.fromCoroutine(self._run())
@@ -451,6 +466,18 @@ class Server:
         name = record.name if record is not None else user
         return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
 
+    def known_maildirs(self) -> list[str]:
+        """Every Maildir the server delivers to now: each user's, and postmaster's fallback per local domain."""
+        found = []
+        for record in self.users.users():
+            try:
+                found.append(maildir_for(record.name, record.home, self.config.home_mailbox, self.config.virtual_mailbox_base))
+            except ValueError:
+                continue
+        for domain in sorted(self.local_domains):
+            found.append(os.path.join(self.config.virtual_mailbox_base, domain, "postmaster"))
+        return found
+
     def reload(self) -> None:
         """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
         log.info("reloading tables")
@@ -549,6 +576,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.hashing_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
+    MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)
     _StopHook(getattr(server.resolver, "stop", lambda: None)).setServiceParent(top)

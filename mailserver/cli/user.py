@@ -25,6 +25,7 @@ from mailserver.auth.schemes import HASH_SCHEMES, hash_password
 from mailserver.tables.passwd import (
     UserRecord,
     check_name,
+    check_user_name,
     format_passwd_line,
     is_entry,
     lookup_key,
@@ -139,7 +140,7 @@ def run_passwd(args: argparse.Namespace, config) -> int:
 
 def run_del(args: argparse.Namespace, config) -> int:
     def delete() -> None:
-        name = _valid_name(args.name)
+        name = _valid_name(args.name, existing=True)
         key = lookup_key(name)
 
         def edit(chunks: list[str]) -> None:
@@ -172,9 +173,13 @@ def run_list(args: argparse.Namespace, config) -> int:
 # --- helpers ----------------------------------------------------------------
 
 
-def _valid_name(name: str) -> str:
+def _valid_name(name: str, existing: bool = False) -> str:
+    """
+    C{name} checked as a new user's name; with C{existing}, only its syntax,
+    so that C{user del} can remove an entry the daemon skips.
+    """
     try:
-        return check_name(name)
+        return check_name(name) if existing else check_user_name(name)
     except ValueError as error:
         raise _Failed(str(error), USAGE_ERROR) from None
 

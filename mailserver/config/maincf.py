@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailserver.config.lines import SPACE, rstrip, split_lines, strip, unicode_space
 from mailserver.errors import Problem
 
 _NAME = re.compile(r"[A-Za-z0-9_]+\Z")
@@ -31,12 +32,11 @@ class RawSetting:
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """Join continuation lines: (first line number, joined text)."""
     logical: list[tuple[int, str]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        stripped = line.strip()
+    for number, line in enumerate(split_lines(text), start=1):
+        stripped = strip(line)
         if not stripped or stripped.startswith("#"):
             continue
-        if line[0].isspace():
+        if line[0] in SPACE:
             if logical:
                 first, sofar = logical[-1]
                 logical[-1] = (first, f"{sofar} {stripped}")
@@ -44,7 +44,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
             # Leading white space with nothing to continue: report below.
             logical.append((number, line))
             continue
-        logical.append((number, line.rstrip()))
+        logical.append((number, rstrip(line)))
     return logical
 
 
@@ -58,27 +58,31 @@ def parse_main_cf(text: str, filename: str) -> tuple[list[RawSetting], list[Prob
     problems: list[Problem] = []
     settings: dict[str, RawSetting] = {}
     for number, line in _logical_lines(text):
-        if line[0].isspace():
+        if line[0] in SPACE:
             problems.append(
                 Problem(filename, number, "continuation line without a setting before it")
             )
             continue
         name, equals, value = line.partition("=")
-        name = name.strip()
+        name = strip(name)
         if not equals:
+            odd = unicode_space(line)
+            hint = f" ({odd} is not white space here: use spaces and tabs)" if odd else ""
             problems.append(
-                Problem(filename, number, f"expected 'name = value', got {line.strip()!r}")
+                Problem(filename, number, f"expected 'name = value', got {strip(line)!r}{hint}")
             )
             continue
         if not name:
             problems.append(Problem(filename, number, "missing parameter name before '='"))
             continue
         if not _NAME.match(name):
+            odd = unicode_space(name)
+            hint = f" ({odd} is not white space here: use spaces and tabs)" if odd else ""
             problems.append(
                 Problem(
                     filename,
                     number,
-                    f"bad parameter name {name!r}: use letters, digits and '_'",
+                    f"bad parameter name {name!r}: use letters, digits and '_'{hint}",
                 )
             )
             continue
@@ -92,5 +96,5 @@ def parse_main_cf(text: str, filename: str) -> tuple[list[RawSetting], list[Prob
                     "warning",
                 )
             )
-        settings[name] = RawSetting(name, value.strip(), filename, number)
+        settings[name] = RawSetting(name, strip(value), filename, number)
     return list(settings.values()), problems

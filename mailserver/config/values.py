@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from mailserver.config.endpoints import parse_endpoint
+from mailserver.config.lines import SPACE
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-_SEPARATORS = re.compile(r"[\s,]+")
+_SEPARATORS = re.compile(f"[{re.escape(SPACE)},]+")  # ASCII white space, as Postfix
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?\Z")
 _TIME = re.compile(r"(\d+)([smhdw]?)\Z", re.IGNORECASE)
@@ -298,7 +299,7 @@ def _allowed_protocols(text: str) -> list[str]:
     """The protocols a Postfix protocol list allows, in ascending order."""
     allowed = list(TLS_PROTOCOLS)
     included: list[str] = []
-    for item in re.split(r"[\s,:]+", text):
+    for item in re.split(f"[{re.escape(SPACE)},:]+", text):
         if not item:
             continue
         name = item.lstrip("!<>=")

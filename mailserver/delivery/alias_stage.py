@@ -46,10 +46,25 @@ class AliasStage:
         self.reactor = reactor
 
     def check(self, envelope: Envelope, recipient: Address) -> Deferred[Verdict]:
-        d = deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self.expander.expand, recipient, self.delimiters
-        )
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._expand, recipient)
         return d.addCallback(self._route, recipient)
+
+    def _expand(self, recipient: Address) -> Expansion:
+        """
+        Expand C{recipient}; an unaliased local C{MAILER-DAEMON} expands as
+        C{postmaster} (as Postfix's stock C{MAILER-DAEMON: postmaster} alias
+        does), so that a configured postmaster alias gets its mail too.
+        """
+        expansion = self.expander.expand(recipient, self.delimiters)
+        if (
+            not expansion.expanded
+            and recipient.base(self.delimiters).local.lower() == "mailer-daemon"
+            and self.is_local_domain(recipient.domain)
+        ):
+            postmaster = self.expander.expand(Address("postmaster", recipient.domain), self.delimiters)
+            if postmaster.expanded:
+                return postmaster
+        return expansion
 
     def _route(self, expansion: Expansion, recipient: Address) -> Verdict:
         if not expansion.expanded:

@@ -26,10 +26,10 @@ from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
+from mailserver.periodic import PeriodicTask
 from mailserver.queue.bounce import FAILED, RecipientReport, build_dsn
 from mailserver.queue.envelope import BOUNCED, DELIVERED, EnvelopeError, QueueEnvelope, RecipientState
 from mailserver.queue.relay import RecipientResult
@@ -72,6 +72,7 @@ class QueueManager(Service):
         bounce_queue_lifetime: float = 5 * 86400,
         queue_run_delay: float = 300,
         flush_check_interval: float = 5,
+        cleanup_interval: float = 3600,
         postmaster: str | None = "postmaster",
         max_parallel: int = 50,
     ) -> None:
@@ -86,11 +87,15 @@ class QueueManager(Service):
         self.bounce_queue_lifetime = bounce_queue_lifetime
         self.queue_run_delay = queue_run_delay
         self.flush_check_interval = flush_check_interval
+        self.cleanup_interval = cleanup_interval
         self.postmaster = postmaster
         self._limit = DeferredSemaphore(max(1, max_parallel))
         self._active: dict[str, Deferred] = {}
+        #: Envelopes whose rewrite failed (a full disk): their progress and
+        #: next attempt, kept here until the disk takes them.
+        self._unsaved: dict[str, QueueEnvelope] = {}
         self._listing = False
-        self._loops: list[LoopingCall] = []
+        self._loops: list[PeriodicTask] = []
         self.ready: Deferred | None = None
 
     # -- service -------------------------------------------------------------
@@ -118,23 +123,20 @@ class QueueManager(Service):
     def _start_loops(self) -> None:
         if not self.running:
             return
-        for function, interval in (
-            (self._tick, self.queue_run_delay),
-            (self.check_flush_request, self.flush_check_interval),
+        for name, function, interval in (
+            ("queue run", self._tick, self.queue_run_delay),
+            ("queue flush check", self.check_flush_request, self.flush_check_interval),
+            ("queue cleanup", self.clean, self.cleanup_interval),
         ):
-            loop = LoopingCall(function)
-            loop.clock = self._clock
-            loop.start(interval, now=function == self._tick).addErrback(
-                lambda f: self.log.failure("queue loop stopped", f)
-            )
+            loop = PeriodicTask(name, function, interval, self._clock)
+            loop.start(now=function != self.check_flush_request)
             self._loops.append(loop)
 
     def stopService(self):
         """Stop scheduling; attempts in flight finish or are retried after a restart."""
         self.spool.remove_listener(self._enqueued)
         for loop in self._loops:
-            if loop.running:
-                loop.stop()
+            loop.stop()
         self._loops = []
         return super().stopService()
 
@@ -144,9 +146,23 @@ class QueueManager(Service):
         if self.running:
             self._start(queue_id)
 
-    def _tick(self) -> None:
+    def _tick(self) -> Deferred | None:
         if not self._listing:  # a slow listing is not started twice
-            self._scan(False)
+            return self._scan(False)
+        return None
+
+    def clean(self) -> Deferred:
+        """Remove crash leftovers (stale tmp/ files, data without an envelope), logging each."""
+
+        def cleaned(removed: list[tuple[str, float]]) -> None:
+            for path, age in removed:
+                self.log.warn(
+                    "removed crash leftover {path} from the queue ({hours:.1f} hours old, no envelope)",
+                    path=path,
+                    hours=age / 3600,
+                )
+
+        return self.spool.clean().addCallback(cleaned)
 
     def check_flush_request(self) -> Deferred:
         """
@@ -202,6 +218,9 @@ class QueueManager(Service):
     def _start(self, queue_id: str, due_by: float | None = None) -> None:
         if queue_id in self._active:
             return
+        unsaved = self._unsaved.get(queue_id)
+        if unsaved is not None and due_by is not None and unsaved.next_attempt > due_by:
+            return  # backing off in memory: the envelope on disk could not be rewritten
         d = Deferred.fromCoroutine(self._attempt(queue_id, due_by))
         if not d.called:
             self._active[queue_id] = d
@@ -224,7 +243,9 @@ class QueueManager(Service):
     async def _deliver(self, queue_id: str, due_by: float | None) -> None:
         try:
             envelope, message = await self.spool.activate(queue_id, due_by)
-        except (QueueEntryGone, NotDue):
+        except (QueueEntryGone, NotDue) as gone:
+            if isinstance(gone, QueueEntryGone):
+                self._unsaved.pop(queue_id, None)
             return  # delivered or deleted meanwhile, or retried by another scan
         except EnvelopeError as e:
             self.log.error(
@@ -233,6 +254,8 @@ class QueueManager(Service):
                 error=str(e),
             )
             return
+        # The progress of an attempt whose envelope could not be written.
+        envelope = self._unsaved.get(queue_id, envelope)
         pending = envelope.pending
         if pending:
             started = self._clock.seconds()
@@ -247,20 +270,33 @@ class QueueManager(Service):
         if envelope.pending and expired(envelope.arrival, now, lifetime):
             self._expire(envelope, now)
         await self._send_bounces(envelope, message, now)
+        if envelope.finished or not envelope.pending:
+            envelope.next_attempt = now + self.minimal_backoff_time  # only a bounce or the removal left
+        else:
+            attempts = max(envelope.attempts, 1)
+            envelope.next_attempt = next_attempt(attempts, now, self.minimal_backoff_time, self.maximal_backoff_time)
         try:
             if envelope.finished:
                 await self.spool.remove(queue_id)
                 self.log.info("{queue_id}: removed", queue_id=queue_id)
             else:
-                attempts = max(envelope.attempts, 1)
-                envelope.next_attempt = (
-                    next_attempt(attempts, now, self.minimal_backoff_time, self.maximal_backoff_time)
-                    if envelope.pending
-                    else now + self.minimal_backoff_time  # only a bounce left to hand over
-                )
                 await self.spool.defer(envelope)
         except QueueEntryGone:
             self.log.info("{queue_id}: deleted while being delivered", queue_id=queue_id)
+        except OSError as error:
+            # A full disk: keep the backoff (and the recipients' progress) in
+            # memory, so the message waits its turn instead of being tried
+            # again at every queue scan from active/.
+            self._unsaved[queue_id] = envelope
+            self.log.error(
+                "{queue_id}: cannot write the queue file ({error}); next attempt in {delay:.0f}s, "
+                "state kept in memory",
+                queue_id=queue_id,
+                error=error.strerror or str(error),
+                delay=envelope.next_attempt - now,
+            )
+            return
+        self._unsaved.pop(queue_id, None)
 
     def _record(
         self,

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from mailserver.config.lines import SPACE, split_lines, strip, unicode_space
 from mailserver.errors import MailError
 
 _HOST = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?\Z")
@@ -108,14 +109,16 @@ def parse_sasl_passwords(text: str, source: str = "smtp_sasl_password_maps") -> 
     @raise ValueError: naming C{source}:line for a malformed line.
     """
     table: dict[str, tuple[str, str]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
+    for number, line in enumerate(split_lines(text), 1):
+        stripped = strip(line)
         if not stripped or stripped.startswith("#"):
             continue
-        parts = stripped.split(None, 1)
+        parts = re.split(f"[{re.escape(SPACE)}]+", stripped, maxsplit=1)
         if len(parts) != 2 or ":" not in parts[1]:
-            raise ValueError(f"{source}:{number}: expected 'host user:password'")
-        user, _, password = parts[1].strip().partition(":")
+            odd = unicode_space(stripped)
+            hint = f" ({odd} is not white space here: use spaces and tabs)" if odd else ""
+            raise ValueError(f"{source}:{number}: expected 'host user:password'{hint}")
+        user, _, password = parts[1].partition(":")
         if not user:
             raise ValueError(f"{source}:{number}: empty user name")
         table[parts[0].lower()] = (user, password)

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
+from mailserver.periodic import PeriodicTask
 
 MAILDROP_VERSION = 1
 MAILDROP_MODE = 0o1733
@@ -313,8 +314,8 @@ class PickupService(Service):
         self.retry_delay = retry_delay
         self.max_size = max_size
         self._not_before: dict[str, float] = {}
-        self._scanning: Deferred | None = None
-        self._loop: LoopingCall | None = None
+        self._waiting: list[Deferred[int]] | None = None  # callers of the scan in progress
+        self._loop: PeriodicTask | None = None
         self.ready: Deferred | None = None
 
     def _run(self, function, *args) -> Deferred:
@@ -332,38 +333,43 @@ class PickupService(Service):
     def _start_loop(self):
         if not self.running:
             return None
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda f: self.log.failure("pickup loop stopped", f)
-        )
-        return self._scanning
+        self._loop = PeriodicTask("maildrop pickup", self._tick, self.interval, self._clock)
+        self._loop.start(now=True)
+        return self.scan() if self._waiting is not None else None
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
+        if self._loop is not None:
             self._loop.stop()
         self._loop = None
         return super().stopService()
 
-    def _tick(self) -> None:
-        if self._scanning is None:
-            self.scan()
+    def _tick(self) -> Deferred | None:
+        if self._waiting is None:
+            return self.scan()
+        return None
 
-    def scan(self) -> Deferred:
-        """Pick up every ready file once; fire when done."""
-        if self._scanning is not None:
-            return self._scanning
+    def scan(self) -> Deferred[int]:
+        """
+        Pick up every ready file once; fire with the number picked up.  A
+        call during a scan waits for that scan; each caller gets a Deferred
+        of its own.
+        """
+        waiter: Deferred[int] = Deferred()
+        if self._waiting is not None:
+            self._waiting.append(waiter)
+            return waiter
+        self._waiting = [waiter]
 
-        async def scan() -> int:
-            try:
-                return await self._scan()
-            finally:
-                self._scanning = None
+        def done(result: object) -> None:
+            waiting, self._waiting = self._waiting or [], None
+            for each in waiting:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(result)
 
-        d = Deferred.fromCoroutine(scan())
-        if not d.called:
-            self._scanning = d
-        return d
+        maybeDeferred(lambda: Deferred.fromCoroutine(self._scan())).addBoth(done)
+        return waiter
 
     async def _scan(self) -> int:
         now = self._clock.seconds()

@@ -62,7 +62,9 @@ FLUSH_TRIGGER = "flush"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
-#: tmp/ and orphaned data/ files older than this are removed by recover().
+#: tmp/ and orphaned data/ files older than this are removed by clean():
+#: far longer than any write of a message (tmp/) or between the content and
+#: its envelope (data/) takes.
 STALE_AGE = 3600.0
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
@@ -152,15 +154,13 @@ class SpoolDirectory:
             fsync_directory(parent)
         self._ensured = True
 
-    def recover(self, now: float | None = None) -> list[str]:
+    def recover(self) -> list[str]:
         """
-        Return messages left in C{active/} by a crash to C{incoming/}; remove
-        stale tmp files and data files no envelope refers to.
+        Return messages left in C{active/} by a crash to C{incoming/}.
 
         Call once at start, before delivering.  Returns the recovered ids.
         """
         self.ensure()
-        now = time.time() if now is None else now
         recovered = []
         for queue_id in self.ids(ACTIVE):
             try:
@@ -171,21 +171,36 @@ class SpoolDirectory:
         if recovered:
             fsync_directory(self._dir(INCOMING))
             fsync_directory(self._dir(ACTIVE))
-        for name in os.listdir(self._dir(TMP)):
-            self._remove_if_stale(os.path.join(self._dir(TMP), name), now)
-        referenced = {queue_id for state in STATES + (CORRUPT,) for queue_id in self.ids(state)}
-        for queue_id in self.ids(DATA):
-            if queue_id not in referenced:
-                self._remove_if_stale(self._file(DATA, queue_id), now)
         return recovered
 
-    @staticmethod
-    def _remove_if_stale(path: str, now: float) -> None:
-        try:
-            if now - os.lstat(path).st_mtime > STALE_AGE:
+    def clean(self, now: float | None = None, limit: int = 10000) -> list[tuple[str, float]]:
+        """
+        Remove crash leftovers older than L{STALE_AGE}: files in C{tmp/} and
+        data files no envelope refers to (envelopes are listed first, so a
+        message being queued meanwhile is young and kept).  At most C{limit}
+        removals per call.  Returns C{(path relative to the spool, age)}.
+        """
+        self.ensure()
+        now = time.time() if now is None else now
+        removed: list[tuple[str, float]] = []
+        referenced = {queue_id for state in STATES + (CORRUPT,) for queue_id in self.ids(state)}
+        candidates = [os.path.join(TMP, name) for name in sorted(os.listdir(self._dir(TMP)))]
+        candidates += [os.path.join(DATA, queue_id) for queue_id in self.ids(DATA) if queue_id not in referenced]
+        for relative in candidates:
+            if len(removed) >= limit:
+                break
+            path = os.path.join(self.path, relative)
+            try:
+                age = now - os.lstat(path).st_mtime
+                if age <= STALE_AGE:
+                    continue
                 os.unlink(path)
-        except FileNotFoundError:
-            pass
+            except FileNotFoundError:
+                continue
+            removed.append((relative, age))
+        for directory in dict.fromkeys(os.path.dirname(r) for r, _ in removed):
+            fsync_directory(self._dir(directory))
+        return removed
 
     # -- writing ---------------------------------------------------------
 
@@ -532,7 +547,10 @@ class Spool:
     # For the queue manager.
 
     def recover(self) -> Deferred:
-        return self._run(self.directory.recover, self._clock.seconds())
+        return self._run(self.directory.recover)
+
+    def clean(self) -> Deferred:
+        return self._run(self.directory.clean, self._clock.seconds())
 
     def due(self, now: float, flush: bool = False, busy: Iterable[str] = ()) -> Deferred:
         return self._run(self.directory.due, now, flush, list(busy))

@@ -15,8 +15,9 @@ import os
 from typing import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from mailserver.periodic import PeriodicTask
 
 Callback = Callable[[str], object]
 
@@ -61,7 +62,7 @@ class MailboxNotifier:
         self._stat = stat
         self._subscribers: dict[str, list[Callback]] = {}
         self._stamps: dict[str, object] = {}
-        self._loop: LoopingCall | None = None
+        self._loop: PeriodicTask | None = None
 
     def subscribe(self, path: str, callback: Callback) -> Callable[[], None]:
         """
@@ -117,15 +118,13 @@ class MailboxNotifier:
                 self.log.failure("mailbox change listener failed for {folder}", folder=key)
 
     def _ensure_polling(self) -> None:
-        if self._loop is None or not self._loop.running:
-            self._loop = LoopingCall(self.poll)
-            self._loop.clock = self._clock
-            self._loop.start(self._interval, now=False)
+        if self._loop is None:
+            self._loop = PeriodicTask("mailbox change poll", self.poll, self._interval, self._clock)
+        self._loop.start()
 
     def _stop_polling(self) -> None:
-        if self._loop is not None and self._loop.running:
+        if self._loop is not None:
             self._loop.stop()
-        self._loop = None
 
     def stop(self) -> None:
         """Stop polling (service shutdown); subscriptions stay."""

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from mailserver.address import MAX_LOCAL, parse_mailbox
+from mailserver.config.lines import SPACE, has_space, lstrip, rstrip, split_lines, strip, unicode_space
 from mailserver.errors import MailError, Problem
 
 
@@ -157,11 +158,11 @@ def logical_lines(text: str, filename: str, problems: list[Problem]) -> Iterator
     parts: list[str] = []
     starts: list[tuple[int, int]] = []
     length = 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
+    for number, raw in enumerate(split_lines(text), 1):
+        stripped = strip(raw)
         if not stripped or stripped.startswith("#"):
             continue
-        if raw[0] in " \t":
+        if raw[0] in SPACE:
             if not parts:
                 problems.append(
                     Problem(filename, number, "continuation line (starts with white space) without an entry before it")
@@ -173,7 +174,7 @@ def logical_lines(text: str, filename: str, problems: list[Problem]) -> Iterator
             continue
         if parts:
             yield LogicalLine(starts[0][1], " ".join(parts), tuple(starts))
-        parts, starts, length = [raw.rstrip()], [(0, number)], len(raw.rstrip())
+        parts, starts, length = [rstrip(raw)], [(0, number)], len(rstrip(raw))
     if parts:
         yield LogicalLine(starts[0][1], " ".join(parts), tuple(starts))
 
@@ -187,7 +188,7 @@ def _split(text: str, separators: str) -> tuple[list[tuple[int, str]], str | Non
 
     def flush(end: int) -> None:
         item = "".join(current)
-        items.append((begin + len(item) - len(item.lstrip()), item.strip()))
+        items.append((begin + len(item) - len(lstrip(item)), strip(item)))
 
     for index, char in enumerate(text):
         if escaped:
@@ -221,6 +222,13 @@ def _dequote(text: str) -> str | None:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _refuse_unicode_space(text: str, what: str) -> None:
+    """Raise ValueError naming a Unicode space (U+00A0...) in C{text}: Postfix separates with ASCII only."""
+    found = unicode_space(text)
+    if found is not None:
+        raise ValueError(f"{what} {text!r} contains {found}, which is not white space here (use spaces and tabs)")
+
+
 def classify(item: str, line: int) -> AliasTarget:
     """
     Classify one target as written (possibly quoted).
@@ -228,25 +236,27 @@ def classify(item: str, line: int) -> AliasTarget:
     @raise ValueError: with the reason, for an unusable target.
     """
     if item.startswith("<") and item.endswith(">"):
-        item = item[1:-1].strip()
+        item = strip(item[1:-1])
     unquoted = _dequote(item)
     text = item if unquoted is None else unquoted
+    if unquoted is None:
+        _refuse_unicode_space(text, "target")  # quoted, it is what the author meant
     if _CONTROL.search(text):
         raise ValueError(f"control character in target {item!r}")
     if text.startswith("|"):
-        command = text[1:].strip()
+        command = strip(text[1:])
         if not command:
             raise ValueError("empty command after '|'")
         return AliasTarget(TargetKind.COMMAND, command, line)
     if text[:9].lower() == ":include:":
-        path = text[9:].strip()
+        path = strip(text[9:])
         if not path.startswith("/"):
             raise ValueError(f":include: needs an absolute path, not {path!r}")
         return AliasTarget(TargetKind.INCLUDE, path, line)
     if text.startswith("/"):
         if text.endswith("/"):
             raise ValueError(f"{text}: delivery to a directory (Maildir) is not supported; name a file")
-        if unquoted is None and re.search(r"\s", text):
+        if unquoted is None and has_space(text):
             raise ValueError(f"{text!r}: quote a file name that contains white space")
         return AliasTarget(TargetKind.FILE, text, line)
     if not text:
@@ -257,7 +267,7 @@ def classify(item: str, line: int) -> AliasTarget:
         return AliasTarget(TargetKind.LOCAL, unquoted, line)
     if unquoted is not None:
         item = unquoted  # "user@example.com"
-    elif re.search(r"\s", item) and not item.startswith('"'):
+    elif has_space(item) and not item.startswith('"'):
         raise ValueError(f"{item!r}: white space inside a target (missing comma?)")
     try:
         address = parse_mailbox(item)
@@ -288,12 +298,14 @@ def _targets(
 
 def _parse_name(text: str) -> str:
     """The alias name before the colon: dequoted, validated; raises ValueError."""
-    name = text.strip()
+    name = strip(text)
     unquoted = _dequote(name)
     if unquoted is not None:
         name = unquoted
-    elif re.search(r"\s", name):
-        raise ValueError(f"alias name {name!r} contains white space (quote it)")
+    else:
+        _refuse_unicode_space(name, "alias name")
+        if has_space(name):
+            raise ValueError(f"alias name {name!r} contains white space (quote it)")
     if not name:
         raise ValueError("empty alias name")
     if _CONTROL.search(name):
@@ -367,8 +379,8 @@ def parse_include(text: str, filename: str) -> tuple[tuple[AliasTarget, ...], li
     """
     problems: list[Problem] = []
     targets: list[AliasTarget] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
+    for number, raw in enumerate(split_lines(text), 1):
+        stripped = strip(raw)
         if not stripped or stripped.startswith("#"):
             continue
         items, error = _split(stripped, ",")
@@ -388,8 +400,12 @@ _NOT_IN_VIRTUAL = {
 }
 
 
+_KEY = re.compile(f"([^{re.escape(SPACE)}]+)[{re.escape(SPACE)}]*")
+
+
 def _virtual_key(text: str) -> str:
     """C{user@domain}, C{@domain} or C{user}, lower-cased; raises ValueError."""
+    _refuse_unicode_space(text, "key")
     if text.endswith(":"):
         raise ValueError(f"{text!r}: virtual(5) keys are followed by white space, not ':'")
     try:
@@ -414,8 +430,10 @@ def parse_virtual(text: str, filename: str) -> tuple[AliasTable, list[Problem]]:
     first_line: dict[str, int] = {}
     for logical in logical_lines(text, filename, problems):
         line = logical.line
-        parts = re.match(r"(\S+)\s*", logical.text)
-        assert parts is not None  # logical lines start with a non-space
+        parts = _KEY.match(logical.text)
+        if parts is None:  # cannot happen: logical lines start with a non-space
+            problems.append(Problem(filename, line, "missing key"))
+            continue
         try:
             key = _virtual_key(parts.group(1))
         except ValueError as error:

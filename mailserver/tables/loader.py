@@ -12,8 +12,9 @@ from typing import Callable, Generic, TypeVar
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from mailserver.periodic import PeriodicTask
 
 T = TypeVar("T")
 
@@ -53,17 +54,19 @@ class WatchedFile(Generic[T]):
         self._stamp = _stamp(path)
         self.value: T = parse(path)
         self.generation = 0
-        self._loop: LoopingCall | None = None
+        self._loop: PeriodicTask | None = None
 
     def start(self) -> None:
         """Poll the file's mtime every C{interval} seconds."""
-        self._loop = LoopingCall(self.reload)
-        if self._reactor is not None:
-            self._loop.clock = self._reactor
-        self._loop.start(self._interval, now=False)
+        clock = self._reactor
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        if self._loop is None:
+            self._loop = PeriodicTask(f"reload of {self.path}", self.reload, self._interval, clock)
+        self._loop.start()
 
     def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
+        if self._loop is not None:
             self._loop.stop()
 
     def reload(self, force: bool = False) -> Deferred[bool]:

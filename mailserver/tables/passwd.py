@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailserver.address import user_name_problem
+from mailserver.config.lines import split_lines, strip, unicode_space, words
 from mailserver.errors import Problem
 
 #: Schemes whose hashes this server can verify; the aliases map onto them.
@@ -70,9 +72,24 @@ def lookup_key(name: str) -> str:
     return f"{local.lower()}@{domain.lower()}"
 
 
+def check_user_name(name: str) -> str:
+    """
+    L{check_name}, and also a name that can be a mail user and a Maildir
+    (see L{mailserver.address.user_name_problem}): what C{user add} accepts.
+
+    @raise ValueError: with the reason.
+    """
+    name = check_name(name)
+    unusable = user_name_problem(name)
+    if unusable is not None:
+        raise ValueError(unusable)
+    return name
+
+
 def check_name(name: str) -> str:
     """
-    Validate a user name and return it with its domain lower-cased.
+    Validate a user name's passwd-file syntax and return it with its domain
+    lower-cased (L{check_user_name} also checks it can be a mail user).
 
     @raise ValueError: empty, a colon, white space or control characters,
         a leading C{#}, more than one C{@}, or an empty local part or domain.
@@ -139,7 +156,9 @@ def _parse_id(text: str, what: str) -> int | None:
 
 def _parse_extra(text: str) -> dict[str, str]:
     extra: dict[str, str] = {}
-    for word in text.split():
+    for word in words(text):
+        if unicode_space(word):
+            raise ValueError(f"bad extra field {word!r}: contains {unicode_space(word)} (separate fields with spaces)")
         key, _, value = word.partition("=")
         if not key:
             raise ValueError(f"bad extra field {word!r}: expected key=value")
@@ -167,15 +186,12 @@ def parse_passwd_line(line: str) -> UserRecord:
 
 def iter_lines(text: str) -> list[str]:
     """Split on LF only (as Dovecot does), dropping a CR before it."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return split_lines(text)
 
 
 def is_entry(line: str) -> bool:
     """False for blank lines and C{#} comments."""
-    stripped = line.strip()
+    stripped = strip(line)
     return bool(stripped) and not stripped.startswith("#")
 
 
@@ -197,6 +213,10 @@ def parse_passwd(text: str, filename: str) -> tuple[dict[str, UserRecord], list[
             record = parse_passwd_line(line)
         except ValueError as error:
             problems.append(Problem(filename, number, str(error)))
+            continue
+        unusable = user_name_problem(record.name)
+        if unusable is not None:
+            problems.append(Problem(filename, number, f"{unusable}; entry skipped", "warning"))
             continue
         key = record.key
         if key in records:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mailserver.address import parse_mailbox
+from mailserver.config.lines import SPACE, lstrip, rstrip, split_lines, strip, unicode_space
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.tables.prefilter import LiteralFilter, required_literals
 
@@ -45,7 +46,7 @@ _MAX_MATCHED = 200
 _HEADERISH = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _IF = re.compile(r"(?i)if(?![A-Za-z0-9])")
 _ENDIF = re.compile(r"(?i)endif(?![A-Za-z0-9])")
-_ACTION = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+_ACTION = re.compile(f"([^{re.escape(SPACE)}]+)[{re.escape(SPACE)}]*(.*)", re.DOTALL)
 _NEVER = re.compile(r"(?!)")
 _POSIX_CLASS = re.compile(r"\[:(?:alnum|alpha|blank|cntrl|digit|graph|lower|print|punct|space|upper|xdigit):\]")
 _GNU_WORD_EDGE = re.compile(r"(?<!\\)(?:\\\\)*\\[<>]")
@@ -178,18 +179,18 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
     A continuation with nothing to continue is returned with number -n.
     """
     result: list[tuple[int, str]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
+    for number, raw in enumerate(split_lines(text), 1):
+        stripped = strip(raw)
         if not stripped or stripped.startswith("#"):
             continue
-        if raw[0] in " \t":
+        if raw[0] in SPACE:
             if result:
                 start, previous = result[-1]
-                result[-1] = (start, previous + raw.rstrip())
+                result[-1] = (start, previous + rstrip(raw))
             else:
                 result.append((-number, stripped))
             continue
-        result.append((number, raw.rstrip()))
+        result.append((number, rstrip(raw)))
     return result
 
 
@@ -203,12 +204,15 @@ def _split_pattern(line: str) -> tuple[bool, str, str, str] | str:
     while position < len(line) and line[position] == "!":
         negate = not negate
         position += 1
-        while position < len(line) and line[position] in " \t":
+        while position < len(line) and line[position] in SPACE:
             position += 1
     if position >= len(line):
         return "missing pattern"
     delimiter = line[position]
-    if delimiter.isalnum() or delimiter in " \t\\":
+    odd = unicode_space(delimiter)
+    if odd is not None:
+        return f"pattern must start with a delimiter such as '/', not {odd} (not white space here: use spaces and tabs)"
+    if delimiter.isalnum() or delimiter in SPACE + "\\":
         return f"pattern must start with a delimiter such as '/', not {delimiter!r}"
     start = position = position + 1
     while position < len(line):
@@ -224,9 +228,9 @@ def _split_pattern(line: str) -> tuple[bool, str, str, str] | str:
     pattern = line[start:position]
     position += 1
     flags_end = position
-    while flags_end < len(line) and line[flags_end] not in " \t":
+    while flags_end < len(line) and line[flags_end] not in SPACE:
         flags_end += 1
-    return negate, pattern, line[position:flags_end], line[flags_end:].strip()
+    return negate, pattern, line[position:flags_end], strip(line[flags_end:])
 
 
 def _compile(pattern: str, flag_text: str) -> tuple[re.Pattern[str], str] | str:
@@ -375,7 +379,7 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
             problem(-number, "logical line must not start with white space; line ignored")
             continue
         if _ENDIF.match(line):
-            if line[5:].strip():
+            if strip(line[5:]):
                 problem(number, "ignoring text after endif", "warning")
             if not open_ifs:
                 problem(number, "endif without a matching if; ignored")
@@ -386,7 +390,7 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
             program[index] = _If(node.condition, len(program))
             continue
         is_if = _IF.match(line) is not None
-        split = _split_pattern(line[2:].lstrip() if is_if else line)
+        split = _split_pattern(lstrip(line[2:]) if is_if else line)
         if isinstance(split, str):
             problem(number, split)
             if is_if:
@@ -453,7 +457,7 @@ def parse_regexp_table(text: str, filename: str) -> tuple[RuleTable, list[Proble
             text=action_text,
             file=filename,
             line=number,
-            source=line.strip()[:500],
+            source=strip(line)[:500],
             regex=regex,
             template=template,
         )

@@ -121,6 +121,21 @@ class UserCommandTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.path))
         self.assertEqual(len(self.stderr.getvalue().splitlines()), 7)
 
+    def test_regression_user_add_refuses_path_like_names(self) -> None:
+        """Issue 17 item 3: names that are paths, or not addresses, are refused (exit 2), the file untouched."""
+        names = ("../x@example.test", "x@../../tmp", "../../../tmp/pwned", "x@example.test.", "a/b@example.test",
+                 "x@exa..mple.test", ".", "..", "x@-bad.test", "a..b@example.test")
+        for name in names:
+            self.assertEqual(self.run_command(["user", "add", name], "pw\n"), 2, name)
+            self.assertEqual(self.run_command(["user", "passwd", name], "pw\n"), 2, name)
+        self.assertFalse(os.path.exists(self.path))
+        self.assertIn("user name '../x@example.test'", self.stderr.getvalue())
+
+    def test_user_del_removes_an_entry_the_daemon_skips(self) -> None:
+        self.write(f"x@example.test.:{{SHA512-CRYPT}}{SHA}\nbob@example.test:{{SHA512-CRYPT}}{SHA}\n".encode())
+        self.assertEqual(self.run_command(["user", "del", "x@example.test."]), 0)
+        self.assertEqual(self.read(), f"bob@example.test:{{SHA512-CRYPT}}{SHA}\n".encode())
+
     def test_argparse_errors_exit_2(self) -> None:
         for argv in (["user"], ["user", "add"], ["user", "add", "a", "--uid", "x"], ["user", "add", "a", "--scheme", "MD5"]):
             with self.assertRaises(SystemExit) as caught:

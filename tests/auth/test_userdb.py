@@ -47,6 +47,17 @@ class FileUserDatabaseTests(SynchronousTestCase):
         self.assertEqual([r.name for r in db.users()], ["Alice@example.com", "bob", "carol@example.org"])
         self.assertEqual(db.domains(), {"example.com", "example.org"})
 
+    def test_regression_daemon_skips_and_logs_unusable_user_names(self) -> None:
+        """Issue 17 item 3: path-like users are not served (no internal errors later), the rest are."""
+        self.write(line("../x@example.test") + line("x@../../tmp") + line("x@example.test.") + line("bob@example.test"))
+        with capturedLogs() as events:
+            db = FileUserDatabase(self.path, self.reactor)
+        self.assertEqual([r.name for r in db.users()], ["bob@example.test"])
+        self.assertIsNone(db.lookup("x@example.test."))
+        skipped = [e["problem"] for e in events if "entry skipped" in e.get("problem", "")]
+        self.assertEqual(len(skipped), 3)
+        self.assertTrue(skipped[0].startswith(f"{self.path}:1: warning:"))
+
     def test_missing_file_means_no_users(self) -> None:
         with capturedLogs() as events:
             db = FileUserDatabase(self.path, self.reactor)

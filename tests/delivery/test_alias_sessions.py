@@ -23,18 +23,22 @@ owner-staff: harry
 """
 
 
+def server_with_aliases(testcase: TestCase, aliases: str, **options) -> RunningServer:
+    """A server whose C{alias_maps} is a file holding C{aliases}."""
+    directory = os.path.abspath(testcase.mktemp())
+    os.makedirs(directory)
+    path = os.path.join(directory, "aliases")
+    with open(path, "w") as handle:
+        handle.write(aliases)
+    return RunningServer(testcase, extra=f"alias_maps = hash:{path}\n", **options)
+
+
 class AliasSessionTests(TestCase):
     timeout = 60
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write(ALIASES)
-        self.server = RunningServer(
-            self, extra=f"alias_maps = hash:{aliases}\n",
-            users={"alice@example.com": "a", "bob@example.com": "b", "harry": "h"},
+        self.server = server_with_aliases(
+            self, ALIASES, users={"alice@example.com": "a", "bob@example.com": "b", "harry": "h"}
         )
         return self.server.start()
 
@@ -83,19 +87,37 @@ class AliasSessionTests(TestCase):
         return self.session("loop1@example.com", "ghost@example.com", "far@example.com").addCallback(check)
 
 
+class MailerDaemonTests(TestCase):
+    """Issue 17 item 4: MAILER-DAEMON follows a configured postmaster alias."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.server = server_with_aliases(self, "postmaster: harry\n", users={"harry": "h"})
+        return self.server.start()
+
+    def test_regression_mailer_daemon_routed_like_postmaster(self):
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                return client.sendmail("x@remote.example", ["MAILER-DAEMON@example.com", "postmaster@example.com"],
+                                       b"Subject: md\r\n\r\nhi\r\n")
+
+        def check(refused):
+            self.assertEqual(refused, {})
+            base = self.server.config.virtual_mailbox_base
+            self.assertEqual(len(os.listdir(os.path.join(base, "harry", "new"))), 1)  # one copy for both
+            self.assertFalse(os.path.exists(os.path.join(base, "example.com", "postmaster")))
+
+        return deferToThread(send).addCallback(check)
+
+
 class ListOwnerTests(TestCase):
     """owner-NAME takes the bounces of list NAME: its copies carry owner-NAME as envelope sender."""
 
     timeout = 60
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write(ALIASES)
-        self.server = RunningServer(self, extra=f"alias_maps = hash:{aliases}\n",
-                                    users={"alice@example.com": "a", "harry": "h"})
+        self.server = server_with_aliases(self, ALIASES, users={"alice@example.com": "a", "harry": "h"})
         return self.server.start()
 
     def test_list_copies_use_the_owner_as_sender(self):

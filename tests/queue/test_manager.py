@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import email
+import errno
 import email.policy
 import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from mailserver.errors import MailError
@@ -159,6 +161,86 @@ class DeliveryTests(ManagerTestCase):
         self.assertEqual(entry.state, DEFERRED)
         self.assertEqual(entry.recipients[0].status, PENDING)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class FullDiskTests(ManagerTestCase):
+    async def test_regression_full_disk_deferral_backs_off_in_memory(self) -> None:
+        """Issue 18 item 4: a deferral that cannot be written waits its backoff, logs one line."""
+        self.relay.script["bob@example.org"] = [LATER, LATER, OK]
+        manager = await self.started()
+        real_defer = manager.spool.defer
+        failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+        def defer(envelope):
+            if failures:
+                return fail(failures.pop())
+            return real_defer(envelope)
+
+        manager.spool.defer = defer
+        with capturedLogs() as events:
+            await manager.spool.enqueue("alice@example.com", ["bob@example.org"], MESSAGE)
+            await manager.idle()
+            [entry] = self.entries()
+            self.assertEqual(entry.state, ACTIVE)  # the envelope could not move
+            for _ in range(5):
+                await self.advance(manager, 50)  # scans before the backoff: no attempt
+            self.assertEqual(len(self.relay.calls), 1)
+            await self.advance(manager, 50)  # 300 s: due
+            self.assertEqual(len(self.relay.calls), 2)
+        [line] = [e for e in events if "cannot write the queue file" in e.get("log_format", "")]
+        self.assertEqual(line["log_level"].name, "error")
+        self.assertNotIn("log_failure", line)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        [entry] = self.entries()
+        self.assertEqual((entry.state, entry.attempts), (DEFERRED, 2))  # the progress kept in memory
+        self.assertEqual(entry.next_attempt, self.clock.seconds() + 600)  # backoff doubled
+        await self.advance(manager, 600)
+        self.assertEqual(self.entries(), [])
+
+    async def test_flush_tries_a_message_backing_off_in_memory(self) -> None:
+        self.relay.script["bob@example.org"] = [LATER, OK]
+        manager = await self.started()
+        manager.spool.defer = lambda envelope: fail(OSError(errno.ENOSPC, "No space left on device"))
+        await manager.spool.enqueue("alice@example.com", ["bob@example.org"], MESSAGE)
+        await manager.idle()
+        await manager.flush()
+        self.assertEqual(len(self.relay.calls), 2)
+        self.assertEqual(self.entries(), [])
+
+
+class LeftoverTests(ManagerTestCase):
+    async def logged(self, events: list, count: int) -> None:
+        for _ in range(1000):
+            if len([e for e in events if "crash leftover" in e.get("log_format", "")]) >= count:
+                return
+            await deferLater(reactor, 0.001)
+        self.fail("not logged")
+
+    async def test_regression_queue_crash_leftovers_removed_at_start_and_periodically(self) -> None:
+        """Issue 16 item 5: stale tmp/ files and data files with no envelope are removed and logged."""
+        directory = SpoolDirectory(self.path)
+        directory.ensure()
+        old = self.clock.seconds() - 2 * 3600
+        leftovers = [os.path.join(self.path, "tmp", "123.abc"), os.path.join(self.path, "data", "ABCDEF0123456")]
+        for path in leftovers:
+            open(path, "wb").close()
+            os.utime(path, (old, old))
+        with capturedLogs() as events:
+            manager = await self.started(cleanup_interval=3600)
+            await manager.idle()
+            await self.logged(events, 2)  # the cleanup runs in a thread
+            later = os.path.join(self.path, "tmp", "456.def")
+            open(later, "wb").close()
+            os.utime(later, (self.clock.seconds(), self.clock.seconds()))  # young: kept for now
+            await self.advance(manager, 3600)
+            await manager.spool.list()
+            self.assertTrue(os.path.exists(later))
+            await self.advance(manager, 3600)
+            await self.logged(events, 3)
+        self.assertFalse(os.path.exists(later))
+        logged = sorted(e["path"] for e in events if "crash leftover" in e.get("log_format", ""))
+        self.assertEqual(logged, [os.path.join("data", "ABCDEF0123456"), os.path.join("tmp", "123.abc"),
+                                  os.path.join("tmp", "456.def")])
 
 
 class BounceTests(ManagerTestCase):

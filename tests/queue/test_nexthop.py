@@ -65,6 +65,17 @@ class SaslPasswordTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, parse_sasl_passwords, "ok user:pw\nbroken\n", "sasl_passwd")
         self.assertIn("sasl_passwd:2", str(error))
 
+    def test_regression_unicode_space_in_sasl_passwd(self) -> None:
+        """A U+00A0 between host and credentials is an error at file:line; inside a password it is kept."""
+        for space in ("\u00a0", "\u3000", "\x1c", "\x1f"):
+            error = self.assertRaises(
+                ValueError, parse_sasl_passwords, f"ok user:pw\n[smtp.example.com]{space}user:pw\n", "sasl_passwd"
+            )
+            self.assertIn("sasl_passwd:2", str(error))
+            self.assertIn(f"U+{ord(space):04X}", str(error))
+            table = parse_sasl_passwords(f"[smtp.example.com] user:pw{space}\n")
+            self.assertEqual(table["[smtp.example.com]"], ("user", f"pw{space}"))
+
     def test_load_strips_map_type(self) -> None:
         path = self.mktemp()
         with open(path, "w") as f:

@@ -151,6 +151,15 @@ class PickupServiceTests(TestCase):
         self.assertEqual(self.inject.calls, [("alice@example.com", ["bob@example.org"], MESSAGE, True)])
         self.assertEqual(self.files(), [])
 
+    async def test_callers_during_a_scan_each_get_its_result(self) -> None:
+        """The periodic task consumes its scan's result; another caller of the same scan still gets it."""
+        self.service.startService()
+        await self.service.ready
+        write_pickup(self.directory, "", ["bob@example.org"], MESSAGE)
+        first, second = self.service.scan(), self.service.scan()
+        self.assertIsNot(first, second)
+        self.assertEqual((await first, await second), (1, 1))
+
     async def test_file_kept_until_inject_fires(self) -> None:
         pending = Deferred()
         self.inject.results = [pending]

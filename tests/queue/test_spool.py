@@ -140,11 +140,11 @@ class SpoolDirectoryTests(SynchronousTestCase):
         queue_id = self.store()
         self.directory.activate(queue_id)
         fresh = SpoolDirectory(self.directory.path)
-        self.assertEqual(fresh.recover(now=2000.0), [queue_id])
+        self.assertEqual(fresh.recover(), [queue_id])
         self.assertEqual(listing(fresh, ACTIVE), [])
         self.assertEqual(listing(fresh, INCOMING), [queue_id])
 
-    def test_recover_removes_only_stale_leftovers(self) -> None:
+    def test_clean_removes_only_stale_leftovers(self) -> None:
         queue_id = self.store(now=1000.0)
         self.directory.ensure()
         tmp_old = os.path.join(self.directory.path, TMP, "old")
@@ -156,7 +156,8 @@ class SpoolDirectoryTests(SynchronousTestCase):
         os.utime(tmp_old, (now - STALE_AGE - 100,) * 2)
         os.utime(orphan, (now - STALE_AGE - 100,) * 2)
         os.utime(os.path.join(self.directory.path, DATA, queue_id), (now - STALE_AGE - 100,) * 2)
-        self.directory.recover(now=now)
+        removed = self.directory.clean(now=now)
+        self.assertEqual(sorted(path for path, _ in removed), [os.path.join(DATA, "ABCDEF0123456"), os.path.join(TMP, "old")])
         self.assertEqual(listing(self.directory, TMP), ["new"])
         self.assertEqual(listing(self.directory, DATA), [queue_id])  # referenced: kept however old
 

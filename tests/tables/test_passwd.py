@@ -96,6 +96,20 @@ class ParseFileTests(SynchronousTestCase):
         self.assertEqual(records["alice@example.com"].password, ARGON)  # no CR kept
         self.assertEqual(records["bob@example.org"].home, "/home/bob")
 
+    def test_regression_unusable_user_names_are_skipped_with_file_and_line(self) -> None:
+        """Issue 17 item 3: path-like names are left out (a warning at file:line), the rest load."""
+        records, problems = self.parse(
+            f"../x@example.test:{{PLAIN}}a\n"
+            f"x@../../tmp:{{PLAIN}}a\n"
+            f"../../../tmp/pwned:{{PLAIN}}a\n"
+            f"x@example.test.:{{PLAIN}}a\n"
+            f"bob@example.test:{{ARGON2ID}}{ARGON}\n"
+        )
+        self.assertEqual(list(records), ["bob@example.test"])
+        skipped = [p for p in problems if "entry skipped" in p.message]
+        self.assertEqual([(p.file, p.line, p.severity) for p in skipped],
+                         [("/etc/mailserver/passwd", n, "warning") for n in (1, 2, 3, 4)])
+
     def test_bad_lines_are_reported_with_file_and_line(self) -> None:
         records, problems = self.parse(
             "# header\n"
