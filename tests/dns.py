@@ -131,10 +131,10 @@ class DNSTestServer:
 
         factory = _Factory(authorities=self._zones)
         factory.noisy = False
-        protocol = dns.DNSDatagramProtocol(controller=factory)
-        protocol.noisy = False
         # Same number on UDP and TCP, as a resolver retries over TCP on truncation.
         for _ in range(20):
+            protocol = dns.DNSDatagramProtocol(controller=factory)
+            protocol.noisy = False
             udp = self.reactor.listenUDP(0, protocol, interface="127.0.0.1")
             port = udp.getHost().port
             try:

@@ -481,10 +481,10 @@ class Spool:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def enqueue(self, sender: str, recipients: Sequence[str], message: bytes) -> Deferred:
+    def enqueue(self, sender: str, recipients: Sequence[str], message: bytes, client: object = None) -> Deferred:
         """
         Queue C{message} from C{sender} (C{""} for the null sender) to
-        C{recipients}; fire with the queue id once it is durable, or fail
+        C{recipients} (C{client}, the origin, is not recorded); fire with the queue id once it is durable, or fail
         with L{MailError} 451 having queued nothing.
         """
         if not isinstance(sender, str) or not isinstance(message, bytes):
