@@ -2,6 +2,8 @@
 The DKIM key store: C{KEY_DIRECTORY/DOMAIN/SELECTOR.rsa.key} (PEM, PKCS#1,
 RSA-2048) and C{SELECTOR.ed25519.key} (base64 of the 32-byte seed, as dkimpy
 and OpenDKIM read it), each 0600 and written atomically (tmp, fsync, rename).
+The RSA key is published at C{SELECTOR._domainkey.DOMAIN}, the Ed25519 key
+at C{SELECTOR-ed25519._domainkey.DOMAIN}.
 
 Blocking file I/O: the daemon calls it from a thread, the CLI directly.
 """
@@ -68,8 +70,17 @@ class SigningKey:
         return base64.b64encode(der).decode("ascii")
 
     @property
+    def dns_selector(self) -> str:
+        """
+        The C{s=} published and signed with: the selector for RSA,
+        C{SELECTOR-ed25519} for Ed25519 (one DNS name holds one key, and
+        both are used side by side).
+        """
+        return self.selector if self.algorithm == "rsa" else f"{self.selector}-{self.algorithm}"
+
+    @property
     def dns_name(self) -> str:
-        return f"{self.selector}._domainkey.{self.domain}"
+        return f"{self.dns_selector}._domainkey.{self.domain}"
 
     @property
     def txt_value(self) -> str:

@@ -58,7 +58,7 @@ def sign_with(message: bytes, keys: Iterable[SigningKey]) -> bytes:
     signatures = []
     for key in keys:
         signature = dkim.sign(
-            message, key.selector.encode(), key.domain.encode(), key.private,
+            message, key.dns_selector.encode(), key.domain.encode(), key.private,
             canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=_ALGORITHM[key.algorithm],
             include_headers=include, linesep=linesep,
         )

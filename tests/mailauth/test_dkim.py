@@ -17,14 +17,6 @@ from mailserver.mailauth.dns import DNSLookup
 from tests.dns import DNSTestServer
 from tests.mailauth.support import MESSAGE, key_records, keys
 
-ED25519_SELECTOR = "ed"
-
-
-def published(rsa, ed) -> dict:
-    """RSA at mail._domainkey, Ed25519 at ed._domainkey (both keys under one selector name on disk)."""
-    ed_name = f"{ED25519_SELECTOR}._domainkey.{ed.domain}"
-    return {rsa.dns_name: [("TXT", rsa.txt_value)], ed_name: [("TXT", ed.txt_value)]}
-
 
 class KeyStoreTests(SynchronousTestCase):
     def test_save_is_0600_and_refuses_to_overwrite(self) -> None:
@@ -71,9 +63,8 @@ class SigningTests(SynchronousTestCase):
 
     def test_dual_signatures_verify_with_dkimpy(self) -> None:
         rsa, ed = keys()
-        ed = ed.__class__(ed.domain, ED25519_SELECTOR, ed.algorithm, ed.private)
         signed = sign_with(MESSAGE, [rsa, ed]) + MESSAGE
-        records = {f"{name}.".encode(): value[0][1].encode() for name, value in published(rsa, ed).items()}
+        records = {f"{name}.".encode(): value[0][1].encode() for name, value in key_records(rsa, ed).items()}
 
         def dnsfunc(name, timeout=5):
             return records.get(name if name.endswith(b".") else name + b".")
@@ -99,14 +90,15 @@ class SigningTests(SynchronousTestCase):
         # No key on disk: unchanged, not an error.
         self.assertEqual(signer.sign_blocking(MESSAGE), MESSAGE)
         store.save(keys()[1])
-        self.assertTrue(signer.sign_blocking(MESSAGE).startswith(b"DKIM-Signature: v=1; a=ed25519-sha256"))
+        signed = signer.sign_blocking(MESSAGE)
+        self.assertTrue(signed.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256"))
+        self.assertIn(b"s=mail-ed25519;", signed)
 
 
 class VerifyTests(TestCase):
     def setUp(self) -> Deferred:
-        self.rsa, ed = keys()
-        self.ed = ed.__class__(ed.domain, ED25519_SELECTOR, ed.algorithm, ed.private)
-        self.dns = DNSTestServer({"example.com": published(self.rsa, self.ed)})
+        self.rsa, self.ed = keys()
+        self.dns = DNSTestServer({"example.com": key_records(self.rsa, self.ed)})
         return self.dns.start(self)
 
     def verifier(self) -> DKIMVerifier:
@@ -114,7 +106,7 @@ class VerifyTests(TestCase):
 
     def test_key_names(self) -> None:
         signed = sign_with(MESSAGE, [self.rsa, self.ed]) + MESSAGE
-        self.assertEqual(key_names(signed), ["mail._domainkey.example.com", "ed._domainkey.example.com"])
+        self.assertEqual(key_names(signed), ["mail._domainkey.example.com", "mail-ed25519._domainkey.example.com"])
 
     async def _verify(self, message: bytes):
         return await self.verifier().verify(message)
