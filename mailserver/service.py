@@ -39,10 +39,13 @@ from mailserver.delivery.inject import Injector
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
-from mailserver.delivery.relay_policy import RelayPolicy
+from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
+from mailserver.mailauth.dkim_keys import KeyStore
+from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
+from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.imap.server import IMAPFactory
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
@@ -89,6 +92,12 @@ class LazyResolver:
 
     def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred:
         return self._get().lookupIPV6Address(name, timeout)
+
+    def lookupText(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupText(name, timeout)
+
+    def lookupPointer(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupPointer(name, timeout)
 
     def stop(self) -> None:
         """Cancel the resolv.conf re-read timer (at service stop)."""
@@ -294,6 +303,11 @@ class Server:
             myorigin=config.myorigin,
         )
         self.spool = Spool(os.path.join(config.data_directory, "queue"), reactor)
+        # Trusted mail (SASL users, mynetworks, sendmail, bounces) is DKIM-signed, in a thread, before spooling.
+        self.signer = DKIMSigner(
+            KeyStore(config.dkim_key_directory), config.dkim_selector, config.dkim_signing_domains, reactor
+        )
+        self.outbound = SigningQueue(self.spool, self.signer, self._trusted_origin)
         queue_available = True
         alias_stage = AliasStage(
             expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
@@ -315,7 +329,7 @@ class Server:
             hostname=config.myhostname,
             stages=stages,
             committer=Committer(
-                store=self.store, queue=self.spool, to_file=self._to_file, to_command=self._to_command,
+                store=self.store, queue=self.outbound, to_file=self._to_file, to_command=self._to_command,
                 hold=self._hold,
             ),
             checks=[self.checks] if self.checks.configured else [],
@@ -326,6 +340,18 @@ class Server:
         self.expander = expander
         self.injector = Injector(self.core)
         self.resolver = resolver or LazyResolver(reactor)
+        # Inbound SPF/DKIM/ARC/DMARC, ready for the SMTP path to call at end of DATA (not wired yet).
+        self.authenticator = Authenticator(
+            self.resolver, reactor,
+            InboundPolicy(
+                authserv_id=config.authserv_id,
+                dmarc_reject_action=config.dmarc_reject_action,
+                dmarc_quarantine_action=config.dmarc_quarantine_action,
+                spf_fail_action=config.spf_fail_action,
+                own_domains=local_domains,
+                own_domain_fail_action=config.dmarc_own_domain_fail_action,
+            ),
+        )
         self.relay = Relay(
             reactor,
             self.resolver,
@@ -378,6 +404,10 @@ class Server:
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
         self.portal = Portal(self.realm, [AllowAnonymousAccess(), self.checker])
+
+    def _trusted_origin(self, client: Any) -> bool:
+        """Mail we vouch for with a DKIM signature: SASL users, mynetworks, sendmail and bounces."""
+        return client.trusted or client.sasl_user is not None or in_networks(client.ip, self.config.mynetworks)
 
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
         """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""
