@@ -110,9 +110,11 @@ class DKIMSigner:
                              domain=domain, selector=self.selector)
                 return message
             return sign_with(message, keys) + message
-        except (dkim.DKIMException, ValueError, OSError) as error:
-            # Unsigned mail still goes out: a broken key must not stop delivery.
-            log.error("DKIM signing for {domain} failed: {error}", domain=domain, error=error)
+        except Exception as error:
+            # Unsigned mail still goes out: a broken key, or a header dkimpy cannot parse
+            # (obsolete "Name : value", a stray unfolded line, an empty message), must not
+            # stop delivery.
+            log.error("DKIM signing for {domain} failed, sent unsigned: {error!r}", domain=domain, error=error)
             return message
 
     def sign(self, message: bytes, sender: str = "") -> Deferred[bytes]:

@@ -117,6 +117,9 @@ def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
         if not tags:
             results.dkim.append(result("permerror", "unparsable signature"))
             continue
+        if algorithm.lower() == "rsa-sha1":
+            results.dkim.append(result("permerror", "rsa-sha1 is not accepted (RFC 8301)"))
+            continue
         # dkimpy reports a missing key and a DNS failure as a plain "False": tell them apart first.
         key_name = f"{selector}._domainkey.{domain}".lower().rstrip(".")
         if key_name in answers.failed:

@@ -160,3 +160,23 @@ class VerifyTests(TestCase):
         d = ensureDeferred(self._verify(sealed))
         d.addCallback(lambda results: self.assertEqual(results.arc.result, "pass", results.arc))
         return d
+
+
+class SigningRobustnessTests(SynchronousTestCase):
+    def test_regression_empty_or_malformed_message_is_sent_unsigned(self) -> None:
+        # dkimpy raises TypeError on an empty message and MessageFormatError on
+        # "To    : x" or a stray unfolded line; the signer must hand the message back.
+        store = KeyStore(self.mktemp())
+        store.save(keys()[1])
+        signer = DKIMSigner(store, "mail", ["example.com"], reactor)
+        for message in (b"", b"From: a@example.com\nTo    : Mary\n\nx\n", b"From: a@example.com\nbroken line\n\nx\n"):
+            self.assertEqual(signer.sign_blocking(message, "a@example.com"), message)
+        self.flushLoggedErrors()
+
+    def test_regression_rsa_sha1_not_accepted(self) -> None:
+        from mailserver.mailauth.dkim_verify import _Answers, verify_blocking
+
+        rsa = keys()[0]
+        signed = dkim.sign(MESSAGE, b"mail", b"example.com", rsa.private, signature_algorithm=b"rsa-sha1") + MESSAGE
+        results = verify_blocking(signed, _Answers({rsa.dns_name: rsa.txt_value.encode()}, set()))
+        self.assertEqual([r.result for r in results.dkim], ["permerror"])
