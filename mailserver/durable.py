@@ -14,3 +14,31 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """C{os.write} until every byte of C{data} is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_new_file(path: str, content: bytes, mode: int) -> None:
+    """
+    Create C{path} (never an existing file or a symlink), write C{content}
+    and fsync it; on failure nothing is left behind.
+
+    @raise FileExistsError: C{path} exists (the caller draws another name).
+    """
+    fd = os.open(path, _NEW_FILE_FLAGS, mode)
+    try:
+        write_all(fd, content)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, write_new_file
 
 ALGORITHMS = ("rsa", "ed25519")
 RSA_BITS = 2048
@@ -128,17 +128,7 @@ class KeyStore:
         if not replace and os.path.exists(path):
             raise FileExistsError(f"{path} exists")
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        try:
-            view = memoryview(key.private)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        write_new_file(tmp, key.private, FILE_MODE)
         os.rename(tmp, path)
         fsync_directory(directory)
         return path

@@ -47,7 +47,7 @@ from mailserver.queue.envelope import (
     is_queue_id,
     loads,
 )
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, write_new_file
 
 INCOMING = "incoming"
 ACTIVE = "active"
@@ -64,7 +64,6 @@ FILE_MODE = 0o600
 #: tmp/ and orphaned data/ files older than this are removed by recover().
 STALE_AGE = 3600.0
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -99,12 +98,6 @@ class _QueueIds:
 
 
 _new_queue_id = _QueueIds()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_file(path: str) -> bytes:
@@ -239,17 +232,9 @@ class SpoolDirectory:
         for _ in range(10):
             path = os.path.join(self._dir(TMP), f"{os.getpid()}.{secrets.token_hex(8)}")
             try:
-                fd = os.open(path, _OPEN_FLAGS, FILE_MODE)
+                write_new_file(path, content, FILE_MODE)
             except FileExistsError:
                 continue
-            try:
-                _write_all(fd, content)
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(path)
-                raise
-            os.close(fd)
             return path
         raise FileExistsError(errno.EEXIST, "no free name", self._dir(TMP))
 
