@@ -123,3 +123,27 @@ class AuthenticateTests(TestCase):
         d = self.authenticate(garbage, mail_from="", ip="2001:db8::1")
         d.addCallback(lambda r: self.assertIn(r.dmarc.result, ("permerror", "none")))
         return d
+
+
+class ServiceAuthenticatorTests(TestCase):
+    """The Authenticator service.py builds from main.cf, over the resolver the server is given."""
+
+    timeout = 30
+
+    def setUp(self) -> Deferred:
+        self.dns = DNSTestServer({"example.com": {}, "example.net": {"example.net": [("TXT", "v=spf1 -all")]}})
+        return self.dns.start(self)
+
+    def test_default_settings_refuse_unauthenticated_mail_from_our_domain(self) -> Deferred:
+        from tests.harness import RunningServer
+
+        server = RunningServer(self, resolver=self.dns.resolver).service.server
+        d = server.authenticator.authenticate("198.51.100.7", "evil.example.net", "x@example.net", MESSAGE)
+
+        def check(results) -> None:
+            self.assertEqual(results.authserv_id, "mx.example.com")
+            self.assertEqual(results.disposition, "reject")
+            self.assertEqual((results.error.code, results.error.enhanced), (550, "5.7.1"))
+            self.assertTrue(results.header.startswith(b"Authentication-Results: mx.example.com;\n\tspf=fail"))
+
+        return d.addCallback(check)
