@@ -45,7 +45,9 @@ from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
 from mailserver.mailauth.dkim_keys import KeyStore
 from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
+from mailserver.mailauth.dns import DNSLookup
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
@@ -362,6 +364,9 @@ class Server:
             tls_security_level=config.smtp_tls_security_level,
             connect_timeout=config.smtp_connect_timeout,
             destination_concurrency_limit=config.default_destination_concurrency_limit,
+            mta_sts=MTASTSPolicies(
+                DNSLookup(self.resolver), https_fetcher(reactor, DNSLookup(self.resolver)), reactor
+            ) if config.smtp_mta_sts else None,
         )
         self.queue_manager = QueueManager(
             self.spool,

@@ -213,6 +213,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtp_sasl_password_maps", HASH_TABLES, "", POSTFIX,
       "tables of destination -> user:password for relaying"),
     # Mail authentication (docs/internet.rst).
+    P("smtp_mta_sts", BOOL, "yes", OWN,
+      "apply destinations' MTA-STS policies (RFC 8461) when relaying by MX: enforce = verified TLS or defer"),
     P("dkim_key_directory", PATH, "$data_directory/dkim", OWN,
       "DKIM private keys: DIRECTORY/DOMAIN/SELECTOR.{rsa,ed25519}.key (mailserver dkim keygen)"),
     P("dkim_selector", Hostname(), "mail", OWN, "DKIM selector that outgoing mail is signed with"),

@@ -476,6 +476,7 @@ smtp_tls_security_level = none
 smtp_connect_timeout = 10s
 smtp_helo_name = out.example.com
 smtp_sasl_password_maps = lmdb:sasl_passwd
+smtp_mta_sts = no
 dkim_key_directory = dkim
 dkim_selector = s2026
 dkim_signing_domains = example.com, example.org
@@ -557,6 +558,7 @@ FULL_EXPECTED = {
     "smtp_connect_timeout": 10,
     "smtp_helo_name": "out.example.com",
     "smtp_sasl_password_maps": (TableRef("lmdb", "/etc/mailserver/sasl_passwd"),),
+    "smtp_mta_sts": False,
     "dkim_key_directory": "/etc/mailserver/dkim",
     "dkim_selector": "s2026",
     "dkim_signing_domains": ("example.com", "example.org"),
