@@ -76,14 +76,24 @@ class Authenticator:
         self.dkim = DKIMVerifier(lookup(), reactor, pool)
         self.dmarc = DMARCEvaluator(lookup(), **({"sample": sample} if sample else {}))
 
-    def authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes) -> Deferred:
-        """Fire with L{AuthenticationResults} (never fails: errors are temperror/permerror results)."""
-        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message))
+    def check_spf(self, client_ip: str, helo: str, mail_from: str) -> Deferred:
+        """SPF alone, for a caller that checks at MAIL FROM (pass the result to L{authenticate})."""
+        return Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
 
-    async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes) -> AuthenticationResults:
-        spf_d = Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
+    def authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                     spf: SPFResult | None = None) -> Deferred:
+        """
+        Fire with L{AuthenticationResults} (never fails: errors are
+        temperror/permerror results).  C{spf}: a result from L{check_spf}
+        at MAIL FROM, so SPF is not evaluated twice.
+        """
+        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message, spf))
+
+    async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                            known_spf: SPFResult | None) -> AuthenticationResults:
+        spf_d = self.check_spf(client_ip, helo, mail_from) if known_spf is None else None
         dkim_d = Deferred.fromCoroutine(self.dkim.verify(message))
-        spf = await spf_d
+        spf = known_spf if spf_d is None else await spf_d
         verification = await dkim_d
         fields, _ = split_headers(message)
         domains = from_domains(fields)

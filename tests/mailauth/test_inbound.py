@@ -106,6 +106,21 @@ class AuthenticateTests(TestCase):
         d.addCallback(lambda r: self.assertEqual(r.disposition, "quarantine"))
         return d
 
+    def test_spf_checked_at_mail_from_is_reused(self) -> Deferred:
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+
+        async def run() -> None:
+            spf = await authenticator.check_spf(SENDER_IP, "client.example.com", "bounce@example.com")
+            self.assertEqual(spf.result, "pass")
+            before = len(self.dns.queries)
+            results = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com",
+                                                       MESSAGE, spf=spf)
+            self.assertIs(results.spf, spf)
+            self.assertNotIn(("example.com", 16), self.dns.queries[before:])
+            self.assertEqual(results.dmarc.result, "pass")
+
+        return ensureDeferred(run())
+
     def test_temperror_is_reported_not_raised(self) -> Deferred:
         self.dns.servfail.update({"example.com", "_dmarc.example.com", self.rsa.dns_name})
         signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE

@@ -14,8 +14,10 @@ from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
 from mailserver.delivery.envelope import Client
+from mailserver.interfaces import IOutboundQueue
 from mailserver.mailauth.dkim_keys import KeyStore
 from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
 from mailserver.mailauth.dkim_verify import DKIMVerifier
@@ -35,6 +37,9 @@ class SigningQueueTests(SynchronousTestCase):
         signer = DKIMSigner(self.store, "mail", ["example.com"], reactor)
         signer.sign = lambda message, sender="": succeed(signer.sign_blocking(message, sender))
         self.outbound = SigningQueue(self.queue, signer, lambda client: client.sasl_user is not None or client.trusted)
+
+    def test_provides_the_queue_interface(self) -> None:
+        verifyObject(IOutboundQueue, self.outbound)
 
     def test_trusted_signed_untrusted_not(self) -> None:
         self.successResultOf(self.outbound.enqueue("a@example.com", ["x@remote"], MESSAGE,
