@@ -5,8 +5,8 @@ twisted.names resolver (C{IResolver}): never a blocking resolver.
 Each look-up returns the answers of the asked type (an empty list when the
 name does not exist or has no such records: "none" for SPF/DKIM/DMARC),
 or raises L{DNSTempError} (time-out, SERVFAIL, refused, any other failure:
-"temperror").  L{DNSLookup.nxdomain} tells a non-existent name from an
-empty answer where the RFCs care (SPF void look-ups, DMARC).
+"temperror").  NXDOMAIN and an empty answer are both "nothing there" for
+SPF (void look-ups), DKIM and DMARC, so they are not told apart.
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ class DNSLookup:
     def __init__(self, resolver: Any, timeout: Sequence[int] = DEFAULT_TIMEOUT) -> None:
         self.resolver = resolver
         self.timeout = tuple(timeout)
-        #: Names that answered NXDOMAIN, as seen by this object (SPF void look-ups).
-        self.nxdomain: set[str] = set()
 
     async def _query(self, method: str, name: str, rtype: int) -> list[Any]:
         name = name.rstrip(".").lower()
         if not name or len(name) > 253 or any(not 0 < len(label) < 64 for label in name.split(".")):
             # An impossible name does not exist; no query goes out.
-            self.nxdomain.add(name)
             return []
         try:
             answers, _authority, _additional = await getattr(self.resolver, method)(name, self.timeout)
         except error.DNSNameError:
-            self.nxdomain.add(name)
             return []
         except (error.DomainError, defer.TimeoutError, error.DNSQueryTimeoutError) as failure:
             raise DNSTempError(f"{name}: {type(failure).__name__}") from None

@@ -180,7 +180,7 @@ class SPFChecker:
 
     async def check_host(self, ip: str, domain: str, sender: str, helo: str, scope: str = "mailfrom") -> SPFResult:
         domain = domain.rstrip(".").lower()
-        evaluation = _Evaluation(DNSLookup(self.lookup.resolver, self.lookup.timeout), ip, sender, helo)
+        evaluation = _Evaluation(self.lookup, ip, sender, helo)
         try:
             result, reason = await evaluation.check_host(domain)
         except _TempError as error:
