@@ -35,6 +35,8 @@ MAX_POLICY_BYTES = 64 * 1024
 #: RFC 8461 3.2: max_age is at most a year.
 MAX_AGE_LIMIT = 31_557_600
 MODES = ("enforce", "testing", "none")
+#: Policies kept in memory at most (expired ones go first, then the oldest).
+MAX_CACHED_POLICIES = 10_000
 
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
@@ -150,8 +152,18 @@ class MTASTSPolicies:
                      error=error)
             await self.report(domain, "sts-policy-fetch-error", str(error))
             return self._cached(domain)
-        self._cache[domain] = _Cached(identifier, policy, self.clock.seconds() + policy.max_age)
+        self._store(domain, _Cached(identifier, policy, self.clock.seconds() + policy.max_age))
         return policy
+
+    def _store(self, domain: str, entry: _Cached) -> None:
+        self._cache.pop(domain, None)
+        self._cache[domain] = entry
+        if len(self._cache) > MAX_CACHED_POLICIES:
+            now = self.clock.seconds()
+            for name in [name for name, cached in self._cache.items() if cached.expires <= now]:
+                del self._cache[name]
+            while len(self._cache) > MAX_CACHED_POLICIES:
+                del self._cache[next(iter(self._cache))]
 
     async def report(self, domain: str, result_type: str, detail: str) -> None:
         """Log a TLS-RPT failure with the domain's C{rua} (reports themselves are not sent yet)."""

@@ -78,6 +78,21 @@ class CacheTests(TestCase):
         self.flushLoggedErrors()
 
 
+class CacheBoundTests(SynchronousTestCase):
+    def test_regression_cache_is_bounded(self) -> None:
+        from mailserver.mailauth import mta_sts
+        from mailserver.mailauth.mta_sts import _Cached
+
+        self.patch(mta_sts, "MAX_CACHED_POLICIES", 3)
+        clock = Clock()
+        policies = MTASTSPolicies(None, None, clock)
+        policy = parse_policy(POLICY.decode())
+        policies._store("expired.example", _Cached("1", policy, 0))
+        for index in range(5):
+            policies._store(f"d{index}.example", _Cached("1", policy, 100))
+        self.assertEqual(list(policies._cache), ["d2.example", "d3.example", "d4.example"])
+
+
 class FetchTests(TestCase):
     async def test_https_fetch_over_loopback_checks_the_certificate(self) -> None:
         server_cert, trust = certificate("mta-sts.remote.example")
