@@ -23,9 +23,10 @@ from mailserver.mailauth.dkim_verify import DKIMVerifier, _Answers, verify_block
 from mailserver.mailauth.dns import DNSLookup
 from tests.dns import DNSTestServer
 from tests.mailauth.support import MESSAGE, key_records, keys
+from tests.store.maildir_harness import corpus_directory
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "corpus", "mail-fixtures")
-CORPUS_CANDIDATES = [CORPUS, "/work/shared/corpus/mail-fixtures"]
+# Beside the repository (CI), or the shared folder seen from a worktree.
+CORPUS_CANDIDATES = [corpus_directory(), "/work/shared/corpus/mail-fixtures"]
 
 
 def corpus_messages() -> list[tuple[str, bytes]]:
