@@ -29,7 +29,3 @@ def key_records(*signing_keys: SigningKey) -> dict[str, list]:
     """Zone entries publishing C{signing_keys} (one name may hold one key here)."""
     return {key.dns_name: [("TXT", key.txt_value)] for key in signing_keys}
 
-
-def ten_kb_message() -> bytes:
-    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\n"
-    return MESSAGE.split(b"\n\n", 1)[0] + b"\n\n" + line * (10240 // len(line))
