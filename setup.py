@@ -20,6 +20,10 @@ setup(
         "cryptography>=42",  # certificate generation and inspection (self-signed default, reload checks)
         "argon2-cffi>=23.1",  # {ARGON2ID} password hashes
         "bcrypt>=4.1",  # {BLF-CRYPT} password hashes
+        "dkimpy>=1.1",  # DKIM signing/verification and ARC verification (RFC 6376, 8463, 8617)
+        "pynacl>=1.5",  # Ed25519 DKIM signatures: dkimpy needs it for ed25519-sha256
+        "authres>=1.2",  # dkimpy's ARC needs it; Authentication-Results parsing
+        "publicsuffixlist>=1.0",  # DMARC organizational domains from the bundled Public Suffix List (offline)
     ],
     entry_points={
         "console_scripts": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0)
 
@@ -18,9 +19,7 @@ def fsync_directory(path: str) -> None:
 
 def write_and_fsync(fd: int, data: bytes) -> None:
     """Write all of C{data} to C{fd} (C{os.write} may write less) and fsync it."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    write_all(fd, data)
     os.fsync(fd)
 
 
@@ -30,3 +29,30 @@ def unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """C{os.write} until every byte of C{data} is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_new_file(path: str, content: Any, mode: int, write: Callable[[int, Any], None] = write_all) -> None:
+    """
+    Create C{path} (never an existing file or a symlink), write C{content}
+    with C{write(fd, content)} (bytes by default) and fsync it; on failure
+    nothing is left behind.
+
+    @raise FileExistsError: C{path} exists (the caller draws another name).
+    """
+    fd = os.open(path, _NEW_FILE_FLAGS, mode)
+    try:
+        write(fd, content)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)

@@ -94,8 +94,11 @@ class ILookupTable(Interface):
 class IOutboundQueue(Interface):
     """The persistent queue of mail for other hosts."""
 
-    def enqueue(sender, recipients, message):
+    def enqueue(sender, recipients, message, client=None):
         """
         Store durably; return a Deferred firing with the queue id.
         C{message} is bytes or a L{mailserver.spooled.SpooledMessage}.
+
+        @param client: the L{mailserver.delivery.envelope.Client} the mail
+            came from, or L{None}; decorators (DKIM signing) decide from it.
         """

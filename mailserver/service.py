@@ -40,10 +40,15 @@ from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
-from mailserver.delivery.relay_policy import RelayPolicy
+from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.imap.account import imap_account_factory
+from mailserver.mailauth.dkim_keys import KeyStore
+from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
+from mailserver.mailauth.dns import DNSLookup
+from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
 from mailserver.periodic import PeriodicTask
@@ -96,6 +101,12 @@ class LazyResolver:
 
     def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred:
         return self._get().lookupIPV6Address(name, timeout)
+
+    def lookupText(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupText(name, timeout)
+
+    def lookupPointer(self, name: str, timeout: Any = None) -> Deferred:
+        return self._get().lookupPointer(name, timeout)
 
     def stop(self) -> None:
         """Cancel the resolv.conf re-read timer (at service stop)."""
@@ -313,6 +324,11 @@ class Server:
             myorigin=config.myorigin,
         )
         self.spool = Spool(os.path.join(config.data_directory, "queue"), reactor)
+        # Trusted mail (SASL users, mynetworks, sendmail, bounces) is DKIM-signed, in a thread, before spooling.
+        self.signer = DKIMSigner(
+            KeyStore(config.dkim_key_directory), config.dkim_selector, config.dkim_signing_domains, reactor
+        )
+        self.outbound = SigningQueue(self.spool, self.signer, self._trusted_origin)
         queue_available = True
         alias_stage = AliasStage(
             expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
@@ -341,7 +357,7 @@ class Server:
             hostname=config.myhostname,
             stages=stages,
             committer=Committer(
-                store=self.store, queue=self.spool, to_file=self._to_file, to_command=self._to_command,
+                store=self.store, queue=self.outbound, to_file=self._to_file, to_command=self._to_command,
                 hold=self._hold,
             ),
             checks=[self.checks] if self.checks.configured else [],
@@ -353,6 +369,18 @@ class Server:
         self.expander = expander
         self.injector = Injector(self.core)
         self.resolver = resolver or LazyResolver(reactor)
+        # Inbound SPF/DKIM/ARC/DMARC, ready for the SMTP path to call at end of DATA (not wired yet).
+        self.authenticator = Authenticator(
+            self.resolver, reactor,
+            InboundPolicy(
+                authserv_id=config.authserv_id,
+                dmarc_reject_action=config.dmarc_reject_action,
+                dmarc_quarantine_action=config.dmarc_quarantine_action,
+                spf_fail_action=config.spf_fail_action,
+                own_domains=local_domains,
+                own_domain_fail_action=config.dmarc_own_domain_fail_action,
+            ),
+        )
         self.relay = Relay(
             reactor,
             self.resolver,
@@ -363,6 +391,9 @@ class Server:
             tls_security_level=config.smtp_tls_security_level,
             connect_timeout=config.smtp_connect_timeout,
             destination_concurrency_limit=config.default_destination_concurrency_limit,
+            mta_sts=MTASTSPolicies(
+                DNSLookup(self.resolver), https_fetcher(reactor, DNSLookup(self.resolver)), reactor
+            ) if config.smtp_mta_sts else None,
         )
         self.queue_manager = QueueManager(
             self.spool,
@@ -415,6 +446,10 @@ class Server:
             )
             for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
         }
+
+    def _trusted_origin(self, client: Any) -> bool:
+        """Mail we vouch for with a DKIM signature: SASL users, mynetworks, sendmail and bounces."""
+        return client.trusted or client.sasl_user is not None or in_networks(client.ip, self.config.mynetworks)
 
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
         """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""

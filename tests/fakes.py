@@ -74,11 +74,13 @@ class MemoryStore:
 class MemoryQueue:
     def __init__(self) -> None:
         self.queued: list[tuple[str, list[str], bytes]] = []
+        self.clients: list = []
 
-    def enqueue(self, sender, recipients, message):
+    def enqueue(self, sender, recipients, message, client=None):
         if isinstance(message, SpooledMessage):
             message = message.read()
         self.queued.append((sender, list(recipients), message))
+        self.clients.append(client)
         return succeed(f"Q{len(self.queued)}")
 
 

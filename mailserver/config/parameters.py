@@ -90,6 +90,7 @@ ENDPOINTS, DOMAINS = Endpoints(), DomainList()
 HASH_TABLES = Tables(("hash", "lmdb", "btree", "dbm", "texthash"), "hash")
 CHECK_TABLES = Tables(("regexp", "pcre"), None)
 TLS_LEVEL = Enum("none", "may", "encrypt")
+AUTH_ACTION = Enum("reject", "quarantine", "header")
 DELIVERY_KINDS = EnumList("alias", "forward", "include")
 
 TLS_HIGH_CIPHERLIST = (
@@ -231,6 +232,24 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtp_helo_name", Hostname(), "$myhostname", POSTFIX, "name sent in EHLO when relaying"),
     P("smtp_sasl_password_maps", HASH_TABLES, "", POSTFIX,
       "tables of destination -> user:password for relaying"),
+    # Mail authentication (docs/internet.rst).
+    P("smtp_mta_sts", BOOL, "yes", OWN,
+      "apply destinations' MTA-STS policies (RFC 8461) when relaying by MX: enforce = verified TLS or defer"),
+    P("dkim_key_directory", PATH, "$data_directory/dkim", OWN,
+      "DKIM private keys: DIRECTORY/DOMAIN/SELECTOR.{rsa,ed25519}.key (mailserver dkim keygen)"),
+    P("dkim_selector", Hostname(), "mail", OWN, "DKIM selector that outgoing mail is signed with"),
+    P("dkim_signing_domains", DOMAINS, "$mydestination, $virtual_mailbox_domains", OWN,
+      "From: domains (and their subdomains) whose trusted outgoing mail is DKIM-signed"),
+    P("authserv_id", Hostname(), "$myhostname", OWN,
+      "authserv-id of the Authentication-Results header; forged ones with this id are removed"),
+    P("dmarc_reject_action", AUTH_ACTION, "reject", OWN,
+      "what a DMARC failure under p=reject gets: reject (550 5.7.1), quarantine (Junk), header"),
+    P("dmarc_quarantine_action", AUTH_ACTION, "quarantine", OWN,
+      "what a DMARC failure under p=quarantine gets: reject, quarantine, header"),
+    P("spf_fail_action", AUTH_ACTION, "header", OWN,
+      "what an SPF fail (-all) gets: reject, quarantine, header"),
+    P("dmarc_own_domain_fail_action", Enum("reject", "quarantine"), "reject", OWN,
+      "unauthenticated mail whose From: is one of our domains, whatever DNS publishes"),
 )  # fmt: skip
 del P
 

@@ -263,7 +263,7 @@ class Transaction:
             for copy_sender, addresses in remote.items():
                 if committer.queue is None:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
-                await committer.queue.enqueue(copy_sender, addresses, message)
+                await committer.queue.enqueue(copy_sender, addresses, message, client=envelope.client)
                 delivered += addresses
             whole = spooled.in_memory()
             if targets and whole is None:

@@ -112,6 +112,11 @@ class Relay:
         secure (required, certificate checked against the host name).
     @param tls_context: a client TLS context factory for none/may/encrypt
         (unverified by default, as Postfix's opportunistic TLS).
+    @param mta_sts: L{mailserver.mailauth.mta_sts.MTASTSPolicies} or None:
+        under an C{enforce} policy only the MX hosts it names are used, with
+        a verified certificate; a failure defers (never a downgrade).
+    @param trust_root: certificate authorities for verified TLS (the
+        platform's when None; tests pass their own).
     """
 
     log = Logger()
@@ -133,6 +138,8 @@ class Relay:
         destination_recipient_limit: int = 50,
         mx_address_limit: int = 5,
         rng: random.Random | None = None,
+        mta_sts=None,
+        trust_root=None,
     ) -> None:
         if tls_security_level not in TLS_LEVELS:
             raise ValueError(f"smtp_tls_security_level: unknown level {tls_security_level!r}")
@@ -153,6 +160,8 @@ class Relay:
         self.mx_address_limit = max(1, mx_address_limit)
         self._random = rng or random.Random()
         self._semaphores: dict[str, DeferredSemaphore] = {}
+        self.mta_sts = mta_sts
+        self._trust_root = trust_root
 
     # -- the public operation ------------------------------------------------
 
@@ -222,15 +231,28 @@ class Relay:
         except _LookupFailed as e:
             status = BOUNCED if e.permanent else DEFERRED
             return {r: _result(r, status, e.enhanced, e.text) for r in recipients}
+        level = self.tls_security_level
+        if self.mta_sts is not None and nexthop.mx and self.relayhost is None:
+            policy = await self.mta_sts.policy_for(nexthop.host)
+            if policy is not None and policy.mode == "enforce":
+                level = level if level in ("verify", "secure") else "verify"
+                hosts = [host for host in hosts if policy.matches(host.name)]
+                if not hosts:
+                    text = f"MTA-STS policy of {nexthop.host}: no MX host matches the policy"
+                    await self.mta_sts.report(nexthop.host, "validation-failure", text)
+                    return {r: _result(r, DEFERRED, "4.7.5", text) for r in recipients}
         results: dict[str, RecipientResult] = {}
         remaining = list(recipients)
         last_failure: tuple[bool, str, str, str] | None = None
         last_host: _Host | None = None
         for host in hosts:
-            outcome = await self._session(host, nexthop, sender, remaining, payload, eight_bit, True)
-            if outcome.tls_failed and self.tls_security_level == "may":
+            outcome = await self._session(host, nexthop, sender, remaining, payload, eight_bit, True, level)
+            if outcome.tls_failed and level != self.tls_security_level and self.mta_sts is not None:
+                await self.mta_sts.report(nexthop.host, "certificate-or-starttls-failure",
+                                          f"{host.label}: {outcome.failure[2] if outcome.failure else 'TLS failed'}")
+            if outcome.tls_failed and level == "may":
                 self.log.info("{host}: TLS failed, trying plain text", host=host.label)
-                outcome = await self._session(host, nexthop, sender, remaining, payload, eight_bit, False)
+                outcome = await self._session(host, nexthop, sender, remaining, payload, eight_bit, False, level)
             if outcome.failure is not None:
                 last_failure, last_host = outcome.failure, host
                 if outcome.failure[0]:  # permanent: a 5xx at HELO
@@ -283,11 +305,11 @@ class Relay:
         payload: bytes,
         eight_bit: bool,
         use_tls: bool,
+        level: str,
     ) -> SessionOutcome:
-        level = self.tls_security_level
         context = self._tls_context
         if level in ("verify", "secure"):
-            context = ssl.optionsForClientTLS(host.name)
+            context = ssl.optionsForClientTLS(host.name, trustRoot=self._trust_root)
         session = RelaySession(
             helo_name=self.helo_name,
             host_label=host.label,

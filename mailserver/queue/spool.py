@@ -47,7 +47,7 @@ from mailserver.queue.envelope import (
     is_queue_id,
     loads,
 )
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, write_new_file
 from mailserver.spooled import SpooledMessage, write_message
 
 INCOMING = "incoming"
@@ -67,7 +67,6 @@ FILE_MODE = 0o600
 #: its envelope (data/) takes.
 STALE_AGE = 3600.0
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -249,17 +248,9 @@ class SpoolDirectory:
         for _ in range(10):
             path = os.path.join(self._dir(TMP), f"{os.getpid()}.{secrets.token_hex(8)}")
             try:
-                fd = os.open(path, _OPEN_FLAGS, FILE_MODE)
+                write_new_file(path, content, FILE_MODE, write=write_message)
             except FileExistsError:
                 continue
-            try:
-                write_message(fd, content)
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(path)
-                raise
-            os.close(fd)
             return path
         raise FileExistsError(errno.EEXIST, "no free name", self._dir(TMP))
 
@@ -491,10 +482,12 @@ class Spool:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def enqueue(self, sender: str, recipients: Sequence[str], message: bytes | SpooledMessage) -> Deferred:
+    def enqueue(
+        self, sender: str, recipients: Sequence[str], message: bytes | SpooledMessage, client: object = None
+    ) -> Deferred:
         """
         Queue C{message} from C{sender} (C{""} for the null sender) to
-        C{recipients}; fire with the queue id once it is durable, or fail
+        C{recipients} (C{client}, the origin, is not recorded); fire with the queue id once it is durable, or fail
         with L{MailError} 451 having queued nothing.
         """
         if not isinstance(sender, str) or not isinstance(message, (bytes, SpooledMessage)):

@@ -486,6 +486,15 @@ smtp_tls_security_level = none
 smtp_connect_timeout = 10s
 smtp_helo_name = out.example.com
 smtp_sasl_password_maps = lmdb:sasl_passwd
+smtp_mta_sts = no
+dkim_key_directory = dkim
+dkim_selector = s2026
+dkim_signing_domains = example.com, example.org
+authserv_id = mx.example.com
+dmarc_reject_action = quarantine
+dmarc_quarantine_action = header
+spf_fail_action = reject
+dmarc_own_domain_fail_action = quarantine
 """
 
 FULL_EXPECTED = {
@@ -569,6 +578,15 @@ FULL_EXPECTED = {
     "smtp_connect_timeout": 10,
     "smtp_helo_name": "out.example.com",
     "smtp_sasl_password_maps": (TableRef("lmdb", "/etc/mailserver/sasl_passwd"),),
+    "smtp_mta_sts": False,
+    "dkim_key_directory": "/etc/mailserver/dkim",
+    "dkim_selector": "s2026",
+    "dkim_signing_domains": ("example.com", "example.org"),
+    "authserv_id": "mx.example.com",
+    "dmarc_reject_action": "quarantine",
+    "dmarc_quarantine_action": "header",
+    "spf_fail_action": "reject",
+    "dmarc_own_domain_fail_action": "quarantine",
 }
 
 

@@ -15,8 +15,8 @@ PURE = ("schedule.py", "bounce.py", "envelope.py", "nexthop.py", "submission.py"
 ALLOWED_OURS = {"mailserver.errors", "mailserver.address", "mailserver.config.lines"}
 
 
-def imports(filename: str) -> list[str]:
-    with open(os.path.join(PACKAGE, filename), encoding="utf-8") as f:
+def imports(filename: str, package: str = PACKAGE) -> list[str]:
+    with open(os.path.join(package, filename), encoding="utf-8") as f:
         tree = ast.parse(f.read())
     found = []
     for node in ast.walk(tree):

@@ -1,0 +1,185 @@
+"""
+DKIM (RFC 6376) and ARC (RFC 8617) verification without blocking DNS.
+
+1. Pure: read the DKIM-Signature / ARC-Message-Signature / ARC-Seal fields
+   to learn the key names (C{s=}, C{d=}) they need.
+2. Async: fetch those TXT records through the injected resolver.
+3. Thread: run dkimpy's verifiers with a C{dnsfunc} answering from the
+   fetched records only.
+
+Every failure becomes a result (permerror, temperror, fail), never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThreadPool
+
+from mailserver.mailauth.dns import DNSLookup, DNSTempError
+from mailserver.mailauth.headers import split_headers
+
+#: Signatures looked at per message (the rest are ignored): bounded work.
+MAX_SIGNATURES = 8
+#: ARC sets verified at most (RFC 8617 5.1.1.2: more than 50 is a fail).
+MAX_ARC_SETS = 50
+
+_SIGNATURE_FIELDS = ("dkim-signature", "arc-message-signature", "arc-seal")
+
+
+@dataclass(frozen=True)
+class DKIMResult:
+    """One signature's outcome, for Authentication-Results and DMARC."""
+
+    result: str  # pass, fail, neutral, temperror, permerror
+    domain: str = ""
+    selector: str = ""
+    algorithm: str = ""
+    header_b: str = ""  # the first characters of b=, to tell signatures apart (RFC 6008)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ARCResult:
+    result: str  # pass, fail, none
+    instances: int = 0
+    reason: str = ""
+
+
+@dataclass
+class VerificationResults:
+    dkim: list[DKIMResult] = field(default_factory=list)
+    arc: ARCResult = field(default_factory=lambda: ARCResult("none"))
+
+
+def _tags(raw: bytes) -> dict[bytes, bytes] | None:
+    try:
+        return parse_tag_value(raw.split(b":", 1)[1])
+    except (InvalidTagValueList, IndexError, ValueError):
+        return None
+
+
+def key_names(message: bytes) -> list[str]:
+    """Pure: the C{SELECTOR._domainkey.DOMAIN} names the signatures of C{message} need, in order."""
+    fields, _ = split_headers(message)
+    names: list[str] = []
+    counts = {name: 0 for name in _SIGNATURE_FIELDS}
+    for name, raw in fields:
+        lowered = name.lower()
+        if lowered not in counts:
+            continue
+        counts[lowered] += 1
+        if counts[lowered] > (MAX_SIGNATURES if lowered == "dkim-signature" else MAX_ARC_SETS):
+            continue
+        tags = _tags(raw)
+        if not tags or b"s" not in tags or b"d" not in tags:
+            continue
+        key = b"%s._domainkey.%s" % (tags[b"s"].strip(), tags[b"d"].strip())
+        text = key.decode("ascii", "replace").lower().rstrip(".")
+        if text not in names:
+            names.append(text)
+    return names
+
+
+class _Answers:
+    """dkimpy's C{dnsfunc}, answering from records fetched beforehand."""
+
+    def __init__(self, records: dict[str, bytes | None], failed: set[str]) -> None:
+        self.records = records
+        self.failed = failed
+
+    def __call__(self, name: bytes | str, timeout: Any = 5) -> bytes | None:
+        text = (name.decode("ascii", "replace") if isinstance(name, bytes) else name).lower().rstrip(".")
+        if text in self.failed:
+            raise dkim.DnsTimeoutError(f"{text}: temporary DNS failure")
+        return self.records.get(text)
+
+
+def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
+    """dkimpy's DKIM and ARC verification (CPU only: every DNS answer is in C{answers})."""
+    results = VerificationResults()
+    fields, _ = split_headers(message)
+    signatures = [raw for name, raw in fields if name.lower() == "dkim-signature"][:MAX_SIGNATURES]
+    for index, raw in enumerate(signatures):
+        tags = _tags(raw) or {}
+        domain = tags.get(b"d", b"").decode("ascii", "replace").strip().lower()
+        selector = tags.get(b"s", b"").decode("ascii", "replace").strip()
+        algorithm = tags.get(b"a", b"").decode("ascii", "replace").strip()
+        header_b = "".join(tags.get(b"b", b"").decode("ascii", "replace").split())[:8]
+
+        def result(outcome: str, reason: str = "") -> DKIMResult:
+            return DKIMResult(outcome, domain, selector, algorithm, header_b, reason)
+
+        if not tags:
+            results.dkim.append(result("permerror", "unparsable signature"))
+            continue
+        if algorithm.lower() == "rsa-sha1":
+            results.dkim.append(result("permerror", "rsa-sha1 is not accepted (RFC 8301)"))
+            continue
+        # dkimpy reports a missing key and a DNS failure as a plain "False": tell them apart first.
+        key_name = f"{selector}._domainkey.{domain}".lower().rstrip(".")
+        if key_name in answers.failed:
+            results.dkim.append(result("temperror", f"{key_name}: temporary DNS failure"))
+            continue
+        if answers.records.get(key_name) is None:
+            results.dkim.append(result("permerror", f"no key at {key_name}"))
+            continue
+        try:
+            verifier = dkim.DKIM(message, minkey=1024)
+            ok = verifier.verify(idx=index, dnsfunc=answers)
+        except dkim.DnsTimeoutError as error:
+            results.dkim.append(result("temperror", str(error)))
+        except dkim.DKIMException as error:
+            results.dkim.append(result("permerror" if "body hash" not in str(error) else "fail", str(error)))
+        except Exception as error:  # dkimpy on hostile input: a result, never a traceback
+            results.dkim.append(result("permerror", f"{type(error).__name__}: {error}"))
+        else:
+            results.dkim.append(result("pass") if ok else result("fail", "signature did not verify"))
+    if any(name.lower() == "arc-seal" for name, _ in fields):
+        try:
+            cv, data, reason = dkim.ARC(message, minkey=1024).verify(dnsfunc=answers)
+        except dkim.DnsTimeoutError as error:
+            results.arc = ARCResult("temperror", 0, str(error))
+        except Exception as error:  # same: malformed ARC sets fail, they do not crash
+            results.arc = ARCResult("fail", 0, f"{type(error).__name__}: {error}")
+        else:
+            outcome = (cv or b"fail").decode("ascii", "replace").lower()
+            results.arc = ARCResult(outcome if outcome in ("pass", "fail", "none") else "fail", len(data), reason)
+    return results
+
+
+class DKIMVerifier:
+    """Fetch keys asynchronously, then verify in a thread."""
+
+    def __init__(self, lookup: DNSLookup, reactor: Any, pool: Any = None) -> None:
+        self.lookup = lookup
+        self.reactor = reactor
+        self.pool = pool
+
+    async def fetch(self, names: list[str]) -> _Answers:
+        records: dict[str, bytes | None] = {}
+        failed: set[str] = set()
+
+        async def one(name: str) -> None:
+            try:
+                found = await self.lookup.txt_bytes(name)
+            except DNSTempError:
+                failed.add(name)
+                return
+            records[name] = found[0] if found else None
+
+        await DeferredList([Deferred.fromCoroutine(one(name)) for name in names], consumeErrors=True)
+        return _Answers(records, failed)
+
+    async def verify(self, message: bytes) -> VerificationResults:
+        names = key_names(message)
+        if not names:
+            return VerificationResults()
+        answers = await self.fetch(names)
+        pool = self.pool or self.reactor.getThreadPool()
+        return await deferToThreadPool(self.reactor, pool, verify_blocking, message, answers)
+

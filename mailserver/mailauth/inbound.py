@@ -1,0 +1,160 @@
+"""
+Inbound mail authentication as one asynchronous step: SPF, DKIM, ARC and
+DMARC for a received message, the Authentication-Results field to prepend
+and what to do with the message (accept, quarantine into Junk, reject).
+
+    results = await authenticator.authenticate(client_ip, helo, mail_from, message)
+    if results.error: raise results.error          # 550 5.7.1 at end of DATA
+    message = results.apply(message)               # forged A-R removed, ours prepended
+    if results.disposition == "quarantine": ...    # deliver into the user's Junk folder
+
+Mail from SASL users and C{mynetworks} is not meant to come here (the
+caller skips it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from mailserver.errors import MailError
+from mailserver.mailauth import authresults
+from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier
+from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
+from mailserver.mailauth.dns import DNSLookup
+from mailserver.mailauth.headers import from_domains, split_headers
+from mailserver.mailauth.spf import SPFChecker, SPFResult
+
+log = Logger(namespace="mailserver.mailauth")
+
+ACTIONS = ("reject", "quarantine", "header")
+
+
+@dataclass(frozen=True)
+class InboundPolicy:
+    """What to do on each failure (main.cf: dmarc_reject_action, ...)."""
+
+    authserv_id: str
+    dmarc_reject_action: str = "reject"  # p=reject failures
+    dmarc_quarantine_action: str = "quarantine"  # p=quarantine failures
+    spf_fail_action: str = "header"  # SPF "fail" (-all)
+    own_domains: frozenset[str] = frozenset()  # our domains: a From: here that fails DMARC...
+    own_domain_fail_action: str = "reject"  # ...gets this, whatever the domain publishes
+
+
+@dataclass
+class AuthenticationResults:
+    spf: SPFResult
+    dkim: list[DKIMResult]
+    arc: ARCResult
+    dmarc: DMARCResult
+    header: bytes
+    authserv_id: str
+    disposition: str = "accept"  # accept, quarantine, reject
+    error: MailError | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def apply(self, message: bytes) -> bytes:
+        """C{message} with forged Authentication-Results (our authserv-id) removed and ours prepended."""
+        cleaned, _ = authresults.remove_forged(message, self.authserv_id)
+        return self.header + cleaned
+
+
+class Authenticator:
+    """Runs the checks concurrently over one injected twisted.names resolver."""
+
+    def __init__(self, resolver: Any, reactor: Any, policy: InboundPolicy, pool: Any = None,
+                 sample: Callable[[], float] | None = None, timeout: tuple[int, ...] | None = None) -> None:
+        def lookup() -> DNSLookup:
+            return DNSLookup(resolver, timeout) if timeout else DNSLookup(resolver)
+
+        self.policy = policy
+        self.spf = SPFChecker(lookup())
+        self.dkim = DKIMVerifier(lookup(), reactor, pool)
+        self.dmarc = DMARCEvaluator(lookup(), **({"sample": sample} if sample else {}))
+
+    def check_spf(self, client_ip: str, helo: str, mail_from: str) -> Deferred:
+        """SPF alone, for a caller that checks at MAIL FROM (pass the result to L{authenticate})."""
+        return Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
+
+    def authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                     spf: SPFResult | None = None) -> Deferred:
+        """
+        Fire with L{AuthenticationResults} (never fails: errors are
+        temperror/permerror results).  C{spf}: a result from L{check_spf}
+        at MAIL FROM, so SPF is not evaluated twice.
+        """
+        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message, spf))
+
+    async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                            known_spf: SPFResult | None) -> AuthenticationResults:
+        spf_d = self.check_spf(client_ip, helo, mail_from) if known_spf is None else None
+        dkim_d = Deferred.fromCoroutine(self.dkim.verify(message))
+        spf = known_spf if spf_d is None else await spf_d
+        verification = await dkim_d
+        fields, _ = split_headers(message)
+        domains = from_domains(fields)
+        # The SPF identity DMARC aligns: MAIL FROM's domain, or HELO's for the null sender.
+        dmarc = await self.dmarc.evaluate(
+            domains, (spf.result, spf.domain), [(r.result, r.domain) for r in verification.dkim]
+        )
+        results = AuthenticationResults(
+            spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
+            header=self._header(spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
+            authserv_id=self.policy.authserv_id,
+        )
+        self._decide(results)
+        return results
+
+    def _header(self, spf: SPFResult, dkim: list[DKIMResult], arc: ARCResult, dmarc: DMARCResult,
+                mail_from: str, helo: str) -> bytes:
+        clauses = []
+        if spf.scope == "mailfrom":
+            clauses.append(authresults.method_result("spf", spf.result, spf.reason, smtp_mailfrom=mail_from))
+        else:
+            clauses.append(authresults.method_result("spf", spf.result, spf.reason, smtp_helo=helo))
+        if dkim:
+            for r in dkim:
+                clauses.append(authresults.method_result(
+                    "dkim", r.result, r.reason, header_d=r.domain, header_s=r.selector, header_a=r.algorithm,
+                    header_b=r.header_b,
+                ))
+        else:
+            clauses.append("dkim=none")
+        clauses.append(authresults.method_result("arc", arc.result, arc.reason if arc.result != "pass" else ""))
+        comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.record else dmarc.reason
+        clauses.append(authresults.method_result("dmarc", dmarc.result, comment, header_from=dmarc.from_domain))
+        return authresults.header(self.policy.authserv_id, clauses)
+
+    def _decide(self, results: AuthenticationResults) -> None:
+        """The disposition: the strictest of what DMARC, SPF and the own-domain rule ask."""
+        policy = self.policy
+        dmarc = results.dmarc
+        wanted: list[tuple[str, str]] = []
+        if dmarc.result == "fail" and dmarc.disposition == "reject":
+            wanted.append((policy.dmarc_reject_action, f"DMARC policy of {dmarc.from_domain} is reject"))
+        elif dmarc.result == "fail" and dmarc.disposition == "quarantine":
+            wanted.append((policy.dmarc_quarantine_action, f"DMARC policy of {dmarc.from_domain} is quarantine"))
+        if results.spf.result == "fail":
+            wanted.append((policy.spf_fail_action, f"SPF of {results.spf.domain} does not allow this host"))
+        if dmarc.result in ("fail", "none") and not dmarc.aligned_with and self._is_own(dmarc.from_domain):
+            # Our own domains never reach the inbox unauthenticated, whatever (if anything) they publish.
+            wanted.append((policy.own_domain_fail_action, f"{dmarc.from_domain} is ours and the message is not authenticated"))
+        for action in ("reject", "quarantine"):
+            for wanted_action, reason in wanted:
+                if wanted_action == action:
+                    results.disposition = action
+                    results.reasons.append(reason)
+            if results.disposition != "accept":
+                break
+        if results.disposition == "reject":
+            results.error = MailError(550, "5.7.1", f"Message rejected: {results.reasons[0]}")
+
+    def _is_own(self, domain: str) -> bool:
+        if not domain:
+            return False
+        own = self.policy.own_domains
+        return domain in own or organizational_domain(domain) in own

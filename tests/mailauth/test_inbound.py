@@ -1,0 +1,164 @@
+"""The inbound authentication step end to end over the loopback DNS server."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.trial.unittest import TestCase
+
+from mailserver.mailauth.dkim_sign import sign_with
+from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from tests.dns import DNSTestServer
+from tests.mailauth.support import MESSAGE, key_records, keys
+
+SENDER_IP = "192.0.2.10"
+
+
+def message_from(address: bytes) -> bytes:
+    return MESSAGE.replace(b"alice@example.com", address)
+
+
+class AuthenticateTests(TestCase):
+    def setUp(self) -> Deferred:
+        self.rsa, self.ed = keys()
+        self.dns = DNSTestServer({
+            "example.com": dict(key_records(self.rsa), **{
+                "example.com": [("TXT", "v=spf1 ip4:192.0.2.0/24 -all")],
+                "_dmarc.example.com": [("TXT", "v=DMARC1; p=reject; rua=mailto:d@example.com")],
+            }),
+            "example.org": {
+                "example.org": [("TXT", "v=spf1 -all")],
+                "_dmarc.example.org": [("TXT", "v=DMARC1; p=quarantine")],
+            },
+            "example.net": {"example.net": [("TXT", "v=spf1 ~all")]},
+            "mydomain.test": {},
+        })
+        return self.dns.start(self)
+
+    def authenticate(self, message: bytes, mail_from: str = "bounce@example.com", ip: str = SENDER_IP,
+                     **policy) -> Deferred:
+        policy.setdefault("own_domains", frozenset({"mydomain.test"}))
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test", **policy))
+        return authenticator.authenticate(ip, "client.example.com", mail_from, message)
+
+    def test_signed_and_spf_pass(self) -> Deferred:
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+        d = self.authenticate(b"Authentication-Results: mx.mydomain.test; dmarc=pass\n" + signed)
+
+        def check(results) -> None:
+            self.assertEqual((results.spf.result, [r.result for r in results.dkim], results.dmarc.result),
+                             ("pass", ["pass"], "pass"))
+            self.assertEqual((results.disposition, results.error), ("accept", None))
+            header = results.header.decode()
+            self.assertTrue(header.startswith("Authentication-Results: mx.mydomain.test;\n\tspf=pass"), header)
+            self.assertIn("smtp.mailfrom=bounce@example.com", header)
+            self.assertIn("dkim=pass header.d=example.com header.s=mail header.a=rsa-sha256 header.b=", header)
+            self.assertIn("arc=none", header)
+            self.assertIn("dmarc=pass (p=reject dis=none) header.from=example.com", header)
+            final = results.apply(b"Authentication-Results: mx.mydomain.test; dmarc=pass\n" + signed)
+            self.assertEqual(final, results.header + signed)
+
+        return d.addCallback(check)
+
+    def test_dmarc_reject_is_550_5_7_1(self) -> Deferred:
+        d = self.authenticate(MESSAGE, mail_from="x@example.net")
+
+        def check(results) -> None:
+            self.assertEqual((results.dmarc.result, results.dmarc.disposition), ("fail", "reject"))
+            self.assertEqual(results.disposition, "reject")
+            self.assertEqual((results.error.code, results.error.enhanced), (550, "5.7.1"))
+            self.assertIn("DMARC policy of example.com is reject", results.error.text)
+
+        return d.addCallback(check)
+
+    def test_dmarc_reject_configurable(self) -> Deferred:
+        d = self.authenticate(MESSAGE, mail_from="x@example.net", dmarc_reject_action="quarantine")
+        d.addCallback(lambda r: self.assertEqual((r.disposition, r.error), ("quarantine", None)))
+        d.addCallback(lambda _: self.authenticate(MESSAGE, mail_from="x@example.net", dmarc_reject_action="header"))
+        d.addCallback(lambda r: self.assertEqual((r.disposition, r.dmarc.result), ("accept", "fail")))
+        return d
+
+    def test_dmarc_quarantine(self) -> Deferred:
+        d = self.authenticate(message_from(b"a@example.org"), mail_from="x@example.net")
+        d.addCallback(lambda r: self.assertEqual(r.disposition, "quarantine"))
+        return d
+
+    def test_spf_fail_action(self) -> Deferred:
+        unknown_from = message_from(b"a@example.net")
+        d = self.authenticate(unknown_from, mail_from="x@example.org")
+        d.addCallback(lambda r: self.assertEqual((r.spf.result, r.disposition), ("fail", "accept")))
+        d.addCallback(lambda _: self.authenticate(unknown_from, mail_from="x@example.org", spf_fail_action="reject"))
+        d.addCallback(lambda r: self.assertEqual((r.error.code, r.error.enhanced), (550, "5.7.1")))
+        return d
+
+    def test_regression_own_domain_without_dmarc_record_never_reaches_inbox(self) -> Deferred:
+        # mydomain.test publishes nothing at all; a From: claiming it still fails.
+        d = self.authenticate(message_from(b"ceo@mydomain.test"), mail_from="x@example.net")
+
+        def check(results) -> None:
+            self.assertEqual(results.dmarc.result, "none")
+            self.assertEqual(results.disposition, "reject")
+            self.assertIn("mydomain.test is ours", results.error.text)
+
+        d.addCallback(check)
+        d.addCallback(lambda _: self.authenticate(message_from(b"ceo@sub.mydomain.test"), mail_from="x@example.net",
+                                                  own_domain_fail_action="quarantine"))
+        d.addCallback(lambda r: self.assertEqual(r.disposition, "quarantine"))
+        return d
+
+    def test_spf_checked_at_mail_from_is_reused(self) -> Deferred:
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+
+        async def run() -> None:
+            spf = await authenticator.check_spf(SENDER_IP, "client.example.com", "bounce@example.com")
+            self.assertEqual(spf.result, "pass")
+            before = len(self.dns.queries)
+            results = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com",
+                                                       MESSAGE, spf=spf)
+            self.assertIs(results.spf, spf)
+            self.assertNotIn(("example.com", 16), self.dns.queries[before:])
+            self.assertEqual(results.dmarc.result, "pass")
+
+        return ensureDeferred(run())
+
+    def test_temperror_is_reported_not_raised(self) -> Deferred:
+        self.dns.servfail.update({"example.com", "_dmarc.example.com", self.rsa.dns_name})
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+        d = self.authenticate(signed)
+
+        def check(results) -> None:
+            self.assertEqual((results.spf.result, results.dkim[0].result, results.dmarc.result),
+                             ("temperror", "temperror", "temperror"))
+            self.assertEqual(results.disposition, "accept")
+
+        return d.addCallback(check)
+
+    def test_regression_garbage_message_gives_results(self) -> Deferred:
+        garbage = b"\x00\xff: x\nFrom: <<<@@@>>>\nDKIM-Signature: \xff\xfe\n\n" + bytes(range(256))
+        d = self.authenticate(garbage, mail_from="", ip="2001:db8::1")
+        d.addCallback(lambda r: self.assertIn(r.dmarc.result, ("permerror", "none")))
+        return d
+
+
+class ServiceAuthenticatorTests(TestCase):
+    """The Authenticator service.py builds from main.cf, over the resolver the server is given."""
+
+    timeout = 30
+
+    def setUp(self) -> Deferred:
+        self.dns = DNSTestServer({"example.com": {}, "example.net": {"example.net": [("TXT", "v=spf1 -all")]}})
+        return self.dns.start(self)
+
+    def test_default_settings_refuse_unauthenticated_mail_from_our_domain(self) -> Deferred:
+        from tests.harness import RunningServer
+
+        server = RunningServer(self, resolver=self.dns.resolver).service.server
+        d = server.authenticator.authenticate("198.51.100.7", "evil.example.net", "x@example.net", MESSAGE)
+
+        def check(results) -> None:
+            self.assertEqual(results.authserv_id, "mx.example.com")
+            self.assertEqual(results.disposition, "reject")
+            self.assertEqual((results.error.code, results.error.enhanced), (550, "5.7.1"))
+            self.assertTrue(results.header.startswith(b"Authentication-Results: mx.example.com;\n\tspf=fail"))
+
+        return d.addCallback(check)
