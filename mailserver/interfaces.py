@@ -84,6 +84,26 @@ class IContentCheck(Interface):
         """
 
 
+class IMessageFilter(Interface):
+    """
+    A step at end of DATA that may wait on the network (mail authentication,
+    milters): asynchronous, run before the content checks.
+    """
+
+    name = Attribute("Short name used in logs.")
+
+    def filter(envelope, message):
+        """
+        Look at (and possibly change) one message.
+
+        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param message: the L{mailserver.spooled.SpooledMessage}, missing
+            Message-ID and Date already added.
+        @return: a Deferred firing with a
+            L{mailserver.delivery.filters.FilterResult}.
+        """
+
+
 class ILookupTable(Interface):
     """A key -> values table (aliases, virtual aliases) that reloads atomically."""
 

@@ -31,6 +31,7 @@ from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.endpoints import with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
+from mailserver.delivery.authentication import InboundAuthentication
 from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
@@ -66,6 +67,7 @@ from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
 from mailserver.spooled import SpooledMessage
 from mailserver.store.cleanup import MaildirTmpCleaner
+from mailserver.store.folders import disk_name, normalize_name
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.notify import MailboxNotifier
@@ -352,6 +354,22 @@ class Server:
         if removed:
             log.info("removed {count} unacknowledged spool files from {directory}",
                      count=removed, directory=self.incoming.directory)
+        self.resolver = resolver or LazyResolver(reactor)
+        # Inbound SPF/DKIM/ARC/DMARC at end of DATA (docs/internet.rst); trusted clients skip it.
+        self.authenticator = Authenticator(
+            self.resolver, reactor,
+            InboundPolicy(
+                authserv_id=config.authserv_id,
+                dmarc_reject_action=config.dmarc_reject_action,
+                dmarc_quarantine_action=config.dmarc_quarantine_action,
+                spf_fail_action=config.spf_fail_action,
+                own_domains=local_domains,
+                own_domain_fail_action=config.dmarc_own_domain_fail_action,
+            ),
+        )
+        filters = []
+        if config.mail_authentication_checks:
+            filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
@@ -365,22 +383,11 @@ class Server:
             message_size_limit=config.message_size_limit,
             sender_owned_by=self._sender_owned_by,
             spool=self.incoming,
+            filters=filters,
+            junk_directory=disk_name(normalize_name(config.junk_folder)),
         )
         self.expander = expander
         self.injector = Injector(self.core)
-        self.resolver = resolver or LazyResolver(reactor)
-        # Inbound SPF/DKIM/ARC/DMARC, ready for the SMTP path to call at end of DATA (not wired yet).
-        self.authenticator = Authenticator(
-            self.resolver, reactor,
-            InboundPolicy(
-                authserv_id=config.authserv_id,
-                dmarc_reject_action=config.dmarc_reject_action,
-                dmarc_quarantine_action=config.dmarc_quarantine_action,
-                spf_fail_action=config.spf_fail_action,
-                own_domains=local_domains,
-                own_domain_fail_action=config.dmarc_own_domain_fail_action,
-            ),
-        )
         self.relay = Relay(
             reactor,
             self.resolver,

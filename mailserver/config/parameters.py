@@ -26,6 +26,7 @@ from mailserver.config.values import (
     Endpoints,
     Enum,
     EnumList,
+    FolderName,
     Hostname,
     Integer,
     Interfaces,
@@ -91,6 +92,7 @@ HASH_TABLES = Tables(("hash", "lmdb", "btree", "dbm", "texthash"), "hash")
 CHECK_TABLES = Tables(("regexp", "pcre"), None)
 TLS_LEVEL = Enum("none", "may", "encrypt")
 AUTH_ACTION = Enum("reject", "quarantine", "header")
+FOLDER = FolderName()
 DELIVERY_KINDS = EnumList("alias", "forward", "include")
 
 TLS_HIGH_CIPHERLIST = (
@@ -250,6 +252,10 @@ PARAMETERS: tuple[Parameter, ...] = (
       "what an SPF fail (-all) gets: reject, quarantine, header"),
     P("dmarc_own_domain_fail_action", Enum("reject", "quarantine"), "reject", OWN,
       "unauthenticated mail whose From: is one of our domains, whatever DNS publishes"),
+    P("mail_authentication_checks", BOOL, "yes", OWN,
+      "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA"),
+    P("junk_folder", FOLDER, "Junk", OWN,
+      "folder of each mailbox that quarantined mail is delivered to (created when missing)"),
 )  # fmt: skip
 del P
 

@@ -103,6 +103,20 @@ class Path(ValueType):
         return _resolve(text, base) if text else ""
 
 
+class FolderName(ValueType):
+    """An IMAP folder name below INBOX, with / between levels (``Junk``, ``Archive/2026``)."""
+
+    name = "folder name"
+
+    def parse(self, text: str, base: str) -> str:
+        parts = text.split("/")
+        if not text or any(part in ("", ".", "..") or part != part.strip() for part in parts):
+            raise ValueError(f"expected a folder name like Junk or Lists/work, got {text!r}")
+        if any(ord(ch) < 32 or ch in "*%" for ch in text) or parts[0].upper() == "INBOX":
+            raise ValueError(f"expected a folder name other than INBOX, without control characters, * or %, got {text!r}")
+        return text
+
+
 class Enum(ValueType):
     """One of fixed words, matched without regard to case."""
 

@@ -19,7 +19,7 @@ from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
-from mailserver.interfaces import IContentCheck, IRecipientStage
+from mailserver.interfaces import IContentCheck, IMessageFilter, IRecipientStage
 
 _queue_counter = itertools.count()
 
@@ -44,6 +44,10 @@ class DeliveryCore:
     sender_owned_by: Callable[[str, Address], Deferred[bool]] | None = None
     # Where DATA past the spill threshold goes as it arrives; None: memory only.
     spool: IncomingSpool | None = None
+    # End-of-DATA steps that may wait on the network (mail authentication), before the checks.
+    filters: Sequence[IMessageFilter] = ()
+    # Maildir++ directory (".Junk") that quarantined mail goes to, inside each recipient's Maildir.
+    junk_directory: str = ".Junk"
 
 
 @implementer(IMessageDeliveryFactory)

@@ -5,6 +5,7 @@ thread, then commit it durably to the store and the queue before 250.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -83,6 +84,7 @@ class Transaction:
         self._writer = core.spool.writer() if core.spool is not None else None
         self._chunks: list[bytes] = []
         self._files: list[str] = []  # spool files to remove at the end
+        self._quarantine: str | None = None  # why a filter sent the message to the junk folder
         self.size = 0
         self.error: MailError | None = None
 
@@ -177,6 +179,14 @@ class Transaction:
             message = SpooledMessage(add_missing_headers(small, core.hostname, envelope.queue_id, now, sender=sender))
         else:
             message = await self._in_thread(spool_edits.add_headers, message, core.hostname, envelope.queue_id, now, sender)
+        for step in core.filters if run_checks else ():
+            result = await step.filter(envelope, message)
+            message = result.message
+            if result.error is not None:
+                self._log("reject", f"{step.name}: {result.error.reply()}")
+                raise result.error
+            if result.quarantine is not None:
+                self._quarantine = result.quarantine
         for check in core.checks if run_checks else ():
             verdict, message = await self._inspect(check, message)
             for event in verdict.events:
@@ -246,8 +256,11 @@ class Transaction:
             copy_sender = str(recipient.owner) if recipient.owner is not None else sender
             for destination in recipient.destinations:
                 if isinstance(destination, LocalMailbox):
-                    if destination.maildir not in copies:
-                        copies[destination.maildir] = delivery_prefix(
+                    maildir = destination.maildir
+                    if self._quarantine is not None:
+                        maildir = os.path.join(maildir, self.core.junk_directory)
+                    if maildir not in copies:
+                        copies[maildir] = delivery_prefix(
                             copy_sender, str(recipient.original), destination.user
                         )
                         delivered.append(destination.user)
@@ -282,7 +295,8 @@ class Transaction:
         except MailError as error:
             self._log("deferred" if error.temporary else "bounced", error.reply())
             raise
-        self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}", size=len(message))
+        where = f" (quarantined: {self._quarantine})" if self._quarantine is not None and copies else ""
+        self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""

@@ -13,7 +13,7 @@ Every failure becomes a result (permerror, temperror, fail), never a traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
@@ -175,11 +175,20 @@ class DKIMVerifier:
         await DeferredList([Deferred.fromCoroutine(one(name)) for name in names], consumeErrors=True)
         return _Answers(records, failed)
 
-    async def verify(self, message: bytes) -> VerificationResults:
+    async def verify(self, message: bytes, load: Callable[[], bytes] | None = None) -> VerificationResults:
+        """
+        Verify C{message}; with C{load}, C{message} is the header block
+        only and C{load()} reads the whole message in the verification
+        thread (a large message is not held while DNS answers are awaited).
+        """
         names = key_names(message)
         if not names:
             return VerificationResults()
         answers = await self.fetch(names)
         pool = self.pool or self.reactor.getThreadPool()
-        return await deferToThreadPool(self.reactor, pool, verify_blocking, message, answers)
+
+        def verify() -> VerificationResults:
+            return verify_blocking(load() if load is not None else message, answers)
+
+        return await deferToThreadPool(self.reactor, pool, verify)
 

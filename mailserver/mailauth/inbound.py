@@ -81,18 +81,21 @@ class Authenticator:
         return Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
 
     def authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
-                     spf: SPFResult | None = None) -> Deferred:
+                     spf: SPFResult | None = None, load: Callable[[], bytes] | None = None) -> Deferred:
         """
         Fire with L{AuthenticationResults} (never fails: errors are
         temperror/permerror results).  C{spf}: a result from L{check_spf}
-        at MAIL FROM, so SPF is not evaluated twice.
+        at MAIL FROM, so SPF is not evaluated twice.  C{load}: for a large
+        message, C{message} is its header block only and C{load()} (called
+        in the verification thread) reads the whole message.
         """
-        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message, spf))
+        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message, spf, load))
 
     async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
-                            known_spf: SPFResult | None) -> AuthenticationResults:
+                            known_spf: SPFResult | None, load: Callable[[], bytes] | None = None,
+                            ) -> AuthenticationResults:
         spf_d = self.check_spf(client_ip, helo, mail_from) if known_spf is None else None
-        dkim_d = Deferred.fromCoroutine(self.dkim.verify(message))
+        dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load))
         spf = known_spf if spf_d is None else await spf_d
         verification = await dkim_d
         fields, _ = split_headers(message)

@@ -495,6 +495,8 @@ dmarc_reject_action = quarantine
 dmarc_quarantine_action = header
 spf_fail_action = reject
 dmarc_own_domain_fail_action = quarantine
+mail_authentication_checks = no
+junk_folder = Spam/Suspect
 """
 
 FULL_EXPECTED = {
@@ -587,6 +589,8 @@ FULL_EXPECTED = {
     "dmarc_quarantine_action": "header",
     "spf_fail_action": "reject",
     "dmarc_own_domain_fail_action": "quarantine",
+    "mail_authentication_checks": False,
+    "junk_folder": "Spam/Suspect",
 }
 
 

@@ -45,12 +45,19 @@ def without_added_headers(stored: bytes, sent: bytes) -> bytes:
 
 
 def body_of(stored: bytes) -> bytes:
-    """The message as sent: strip the prepended delivery headers and our Received block."""
+    """
+    The message as sent: strip the prepended delivery headers, our Received
+    block and our Authentication-Results block (mail authentication).
+    """
     lines = stored.split(b"\n")
     assert lines[0].startswith(b"Return-Path:"), lines[0]
     index = 1
     while not lines[index].startswith(b"Received:"):
         index += 1
+    index += 1
+    while lines[index][:1] in (b" ", b"\t"):
+        index += 1
+    assert lines[index].startswith(b"Authentication-Results: mx.example.com;"), lines[index]
     index += 1
     while lines[index][:1] in (b" ", b"\t"):
         index += 1

@@ -1,0 +1,70 @@
+"""
+Inbound mail authentication at end of DATA (SPF, DKIM, ARC, DMARC) as an
+L{IMessageFilter}: the Authentication-Results header is prepended (forged
+ones for our authserv-id removed), and DMARC/SPF failures are refused or
+quarantined as the policy says.  Mail we trust (SASL users, C{mynetworks},
+sendmail, bounces) is not checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailserver.delivery.envelope import Client, Envelope
+from mailserver.delivery.filters import FilterResult
+from mailserver.delivery.spool_edits import read_header
+from mailserver.interfaces import IMessageFilter
+from mailserver.spooled import SpooledMessage
+
+log = Logger(namespace="mailserver.mailauth")
+
+
+@implementer(IMessageFilter)
+class InboundAuthentication:
+    """
+    Runs L{mailserver.mailauth.inbound.Authenticator} over a message.  Only
+    the header block is held while DNS answers are awaited; a spooled
+    message is read whole only inside the DKIM verification thread.
+    """
+
+    name = "mailauth"
+
+    def __init__(self, authenticator: Any, is_trusted: Callable[[Client], bool], reactor: Any) -> None:
+        self.authenticator = authenticator
+        self.is_trusted = is_trusted
+        self.reactor = reactor
+
+    def filter(self, envelope: Envelope, message: SpooledMessage) -> Deferred:
+        return Deferred.fromCoroutine(self._filter(envelope, message))
+
+    async def _filter(self, envelope: Envelope, message: SpooledMessage) -> FilterResult:
+        client = envelope.client
+        if self.is_trusted(client):
+            return FilterResult(message)
+        small = message.in_memory()
+        if small is not None:
+            header, load = small, None
+        else:
+            pool = self.reactor.getThreadPool()
+            header = await threads.deferToThreadPool(self.reactor, pool, read_header, message)
+            if header is None:  # a header block over 1 MiB: nothing we could check
+                return FilterResult(message)
+            load = message.read
+        mail_from = str(envelope.sender) if envelope.sender else ""
+        results = await self.authenticator.authenticate(client.ip, client.helo, mail_from, header, load=load)
+        for reason in results.reasons:
+            log.info("{queue_id}: mailauth: {disposition}: {reason}",
+                     queue_id=envelope.queue_id, disposition=results.disposition, reason=reason)
+        if results.error is not None:
+            return FilterResult(message, error=results.error)
+        if small is not None:
+            message = SpooledMessage(results.apply(small))
+        else:
+            message = message.replace_start(len(header), results.apply(header))
+        quarantine = "; ".join(results.reasons) if results.disposition == "quarantine" else None
+        return FilterResult(message, quarantine=quarantine)

@@ -1,0 +1,24 @@
+"""
+What an end-of-DATA filter (L{mailserver.interfaces.IMessageFilter})
+decides, and how the transaction applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailserver.errors import MailError
+from mailserver.spooled import SpooledMessage
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """
+    The message after the filter (headers added or removed), and whether
+    it is refused (C{error}) or goes to the recipients' junk folder
+    (C{quarantine}: the reason, logged).
+    """
+
+    message: SpooledMessage
+    error: MailError | None = None
+    quarantine: str | None = None

@@ -1,0 +1,134 @@
+"""
+Inbound mail authentication on the real SMTP path: sessions over loopback,
+DNS from a real twisted.names server on loopback (tests/dns.py).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.dns import DNSTestServer
+from tests.harness import RunningServer
+
+ZONES = {
+    "reject.example": {
+        "reject.example": [("TXT", "v=spf1 -all")],
+        "_dmarc.reject.example": [("TXT", "v=DMARC1; p=reject")],
+    },
+    "quarantine.example": {
+        "quarantine.example": [("TXT", "v=spf1 -all")],
+        "_dmarc.quarantine.example": [("TXT", "v=DMARC1; p=quarantine")],
+    },
+    "good.example": {
+        "good.example": [("TXT", "v=spf1 ip4:127.0.0.1 -all")],
+        "_dmarc.good.example": [("TXT", "v=DMARC1; p=reject")],
+    },
+}
+
+
+def message(sender: str, body: bytes = b"hello\r\n") -> bytes:
+    return (f"From: <{sender}>\r\nTo: <alice@example.com>\r\nSubject: test\r\n"
+            f"Message-ID: <{sender}.1@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n").encode() + body
+
+
+class InboundAuthenticationSessionTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def start(self, extra: str = ""):
+        self.dns = DNSTestServer(ZONES)
+        yield self.dns.start(self)
+        self.server = RunningServer(self, extra=extra, resolver=self.dns.resolver)
+        yield self.server.start()
+
+    def send(self, sender: str, data: bytes):
+        def run():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                client.ehlo("client.example")
+                try:
+                    client.sendmail(sender, ["alice@example.com"], data)
+                except smtplib.SMTPDataError as error:
+                    return error.smtp_code, error.smtp_error
+                return 250, b""
+
+        return deferToThread(run)
+
+    def junk(self) -> list[bytes]:
+        new = os.path.join(self.server.maildir("alice"), ".Junk", "new")
+        return [open(os.path.join(new, name), "rb").read() for name in sorted(os.listdir(new))] if os.path.isdir(new) else []
+
+    @inlineCallbacks
+    def test_dmarc_reject_refused_at_end_of_data(self):
+        yield self.start()
+        code, text = yield self.send("x@reject.example", message("ceo@reject.example"))
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith(b"5.7.1 Message rejected: DMARC policy of reject.example is reject"), text)
+        self.assertEqual(self.server.messages("alice"), [])
+
+    @inlineCallbacks
+    def test_dmarc_quarantine_goes_to_junk(self):
+        yield self.start()
+        code, _ = yield self.send("x@quarantine.example", message("ceo@quarantine.example"))
+        self.assertEqual(code, 250)
+        self.assertEqual(self.server.messages("alice"), [])
+        [stored] = self.junk()
+        self.assertIn(b"dmarc=fail", stored)
+
+    @inlineCallbacks
+    def test_aligned_pass_delivered_with_results_header(self):
+        yield self.start()
+        code, _ = yield self.send("x@good.example", message("ceo@good.example"))
+        self.assertEqual(code, 250)
+        [stored] = self.server.messages("alice")
+        self.assertIn(b"Authentication-Results: mx.example.com;", stored)
+        self.assertIn(b"spf=pass", stored)
+        self.assertIn(b"dmarc=pass", stored)
+
+    @inlineCallbacks
+    def test_regression_forged_results_header_removed(self):
+        yield self.start()
+        forged = b"Authentication-Results: mx.example.com; dmarc=pass header.from=good.example\r\n"
+        code, _ = yield self.send("x@good.example", forged + message("ceo@good.example"))
+        self.assertEqual(code, 250)
+        [stored] = self.server.messages("alice")
+        self.assertEqual(stored.count(b"Authentication-Results: mx.example.com;"), 1)
+        self.assertNotIn(b"dmarc=pass header.from=good.example\n", stored)
+
+    @inlineCallbacks
+    def test_regression_own_domain_spoof_never_reaches_inbox(self):
+        """With the default settings, an unauthenticated From: of our own domain is refused."""
+        yield self.start()
+        code, text = yield self.send("x@good.example", message("boss@example.com"))
+        self.assertEqual(code, 550)
+        self.assertIn(b"example.com is ours", text)
+        self.assertEqual(self.server.messages("alice") + self.junk(), [])
+
+    @inlineCallbacks
+    def test_large_spooled_message_checked_and_kept_intact(self):
+        yield self.start()
+        body = b"".join(b"line %06d of a message spooled to disk\r\n" % n for n in range(20000))
+        code, _ = yield self.send("x@good.example", message("ceo@good.example", body))
+        self.assertEqual(code, 250)
+        [stored] = self.server.messages("alice")
+        self.assertIn(b"dmarc=pass", stored)
+        self.assertTrue(stored.endswith(body.replace(b"\r\n", b"\n")))
+
+    @inlineCallbacks
+    def test_trusted_clients_are_not_checked(self):
+        yield self.start(extra="mynetworks = 127.0.0.0/8\n")
+        code, _ = yield self.send("x@reject.example", message("ceo@reject.example"))
+        self.assertEqual(code, 250)
+        [stored] = self.server.messages("alice")
+        self.assertNotIn(b"Authentication-Results:", stored)
+
+    @inlineCallbacks
+    def test_checks_can_be_turned_off(self):
+        yield self.start(extra="mail_authentication_checks = no\n")
+        code, _ = yield self.send("x@reject.example", message("ceo@reject.example"))
+        self.assertEqual(code, 250)
+        self.assertNotIn(b"Authentication-Results:", self.server.messages("alice")[0])
