@@ -56,6 +56,7 @@ from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build
 from mailserver.queue.manager import QueueManager
 from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
+from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
 from mailserver.store.hold import HoldArea
@@ -343,7 +344,7 @@ class Server:
             self.spool,
             self.relay,
             reactor,
-            inject_bounce=lambda sender, recipients, message: self.injector.inject(sender, recipients, message, False),
+            inject_bounce=self._inject_bounce,
             myhostname=config.myhostname,
             minimal_backoff_time=config.minimal_backoff_time,
             maximal_backoff_time=config.maximal_backoff_time,
@@ -355,7 +356,13 @@ class Server:
         self.pickup = PickupService(
             os.path.join(config.data_directory, "maildrop"),
             reactor,
-            lambda sender, recipients, message, extract: self.injector.inject(sender, recipients, message),
+            PickupDelivery(
+                self.injector.inject_reporting,
+                self._inject_bounce,
+                reactor,
+                myhostname=config.myhostname,
+                postmaster=f"postmaster@{config.myorigin}",
+            ),
             max_size=config.message_size_limit + 65536 if config.message_size_limit else 1 << 40,
         )
         # Failed logins are delayed (growing, per client address) and banned by the throttle,
@@ -390,6 +397,10 @@ class Server:
             )
             for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
         }
+
+    def _inject_bounce(self, sender: str, recipients: Any, message: bytes) -> Deferred:
+        """Deliver a DSN this host wrote: the pipeline without content checks."""
+        return self.injector.inject(sender, recipients, message, False)
 
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
         """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import os
 import io
 import smtplib
 
@@ -90,3 +91,25 @@ class SendmailPickupTests(TestCase):
         self.assertIn(b"\nMessage-ID: <", message)
         self.assertIn(b"\nFrom: ", message)
         self.assertTrue(message.endswith(b"\nhello bob\n"))
+
+    @inlineCallbacks
+    def test_regression_sendmail_unknown_local_recipient_bounces(self):
+        """sendmail to a user that does not exist: a DSN to the sender, not maildrop/corrupt/ and exit 0."""
+        config = self.server.config
+        pickup = self.server.service.server.pickup
+        yield pickup.ready
+        stdin = io.BytesIO(b"Subject: test\n\nhello\n")
+        status = sendmail_run(parse_arguments(["-i", "-f", "alice@example.com", "--", "root", "bob@example.com"]),
+                              config, stdin, io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        yield pickup.scan()
+        [delivered] = self.server.messages("bob")
+        self.assertIn(b"Subject: test\n", delivered)
+        [bounce] = self.server.messages("alice")
+        report = email.message_from_bytes(bounce)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertIn(b"Final-Recipient: rfc822; root@mx.example.com", bounce)
+        self.assertIn(b"Status: 5.1.1", bounce)
+        maildrop = os.path.join(config.data_directory, "maildrop")
+        self.assertEqual(os.listdir(os.path.join(maildrop, "corrupt")), [])
+        self.assertEqual([n for n in os.listdir(maildrop) if n != "corrupt"], [])
