@@ -111,9 +111,21 @@ class Listener(Service):
         self.factory = factory
         self.port: Any = None
         self.listening: Deferred = Deferred()
+        self._listen_called = False
+
+    def privilegedStartService(self) -> None:
+        """Bind now, before twistd's C{--uid}/C{--gid} drop root (ports below 1024)."""
+        super().privilegedStartService()
+        self._listen()
 
     def startService(self) -> None:
         super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listen_called:
+            return
+        self._listen_called = True
 
         def listening(port: Any) -> Any:
             self.port = port
@@ -127,11 +139,14 @@ class Listener(Service):
             )
             if self.reactor.running:
                 self.reactor.stop()
+            else:  # bound at start-up, before twistd runs the reactor
+                self.reactor.callWhenRunning(self.reactor.stop)
 
         self.endpoint.listen(self.factory).addCallbacks(listening, failed)
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        self._listen_called = False
         if self.port is not None:
             return maybeDeferred(self.port.stopListening)
         return None

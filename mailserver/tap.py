@@ -21,6 +21,7 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
+    from mailserver.install import install_default_aliases
     from mailserver.limits import raise_nofile_limit
     from mailserver.locate import EmbeddedRecord, config_path, find_config
     from mailserver.service import build
@@ -31,6 +32,10 @@ def makeService(options: Options):
         raise SystemExit(f"mailserver: configuration error\n{error}") from None
     for warning in warnings:
         print(warning, file=sys.stderr)
+    try:
+        install_default_aliases(config)  # the embedded default's root/postmaster aliases, at first start
+    except OSError as error:
+        raise SystemExit(f"mailserver: cannot create the default aliases: {error}") from None
     raise_nofile_limit()  # before build: the descriptor reserve is computed from the raised limit
     try:
         service = build(config, reactor)

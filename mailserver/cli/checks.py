@@ -31,8 +31,10 @@ def check_files(config) -> list[Problem]:
     from mailserver.tables.regexp import parse_regexp_table
 
     problems = _lint(config.passwd_file, parse_passwd, required=False)
-    for value in config.alias_maps:
-        problems += _lint(_strip_type(value), parse_aliases, required=True)
+    from mailserver.config.parameters import EMBEDDED
+
+    for value in config.alias_maps:  # the embedded default's is created at first start
+        problems += _lint(_strip_type(value), parse_aliases, required=config.path != EMBEDDED)
     for value in config.virtual_alias_maps:
         problems += _lint(_strip_type(value), parse_virtual, required=True)
     seen: set[str] = set()

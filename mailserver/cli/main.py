@@ -50,7 +50,7 @@ def run_reload(args: argparse.Namespace, config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailserver.cli import aliases, hold, postconf, queue, sendmail, user
+    from mailserver.cli import aliases, hold, init, postconf, queue, sendmail, user
 
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
     parser.add_argument("-c", "--config", help="main configuration file (default: $MAILSERVER_CONFIG, else the embedded default)")
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
     commands.add_parser("reload", help="make the daemon re-read its tables (SIGHUP)").set_defaults(func=run_reload)
-    for module in (user, aliases, hold, queue, sendmail, postconf):
+    for module in (user, aliases, hold, queue, sendmail, postconf, init):
         module.register(commands)
     return parser
 
@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mailserver.locate import find_config
 
     args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_config", True):
+        return args.func(args)
     try:
         config, warnings = find_config(args.config)
     except ConfigError as error:

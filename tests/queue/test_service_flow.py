@@ -113,3 +113,30 @@ class SendmailPickupTests(TestCase):
         maildrop = os.path.join(config.data_directory, "maildrop")
         self.assertEqual(os.listdir(os.path.join(maildrop, "corrupt")), [])
         self.assertEqual([n for n in os.listdir(maildrop) if n != "corrupt"], [])
+
+
+class DefaultAliasesTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        from mailserver.config.embedded import DEFAULT_ALIASES
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as handle:
+            handle.write(DEFAULT_ALIASES)
+        self.server = RunningServer(self, extra=f"alias_maps = texthash:{aliases}\n")
+        return self.server.start()
+
+    @inlineCallbacks
+    def test_regression_mail_to_root_reaches_postmaster_mailbox(self):
+        """The README's `mail -s test root`: root had no mailbox by default and the mail was set aside."""
+        pickup = self.server.service.server.pickup
+        yield pickup.ready
+        status = sendmail_run(parse_arguments(["-i", "--", "root"]), self.server.config,
+                              io.BytesIO(b"Subject: test\n\nhello root\n"), io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        yield pickup.scan()
+        [message] = self.server.messages("postmaster", "mx.example.com")
+        self.assertIn(b"hello root", message)
