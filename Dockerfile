@@ -17,7 +17,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
  && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 # The commented samples, installed into an empty /etc/mailserver on first start.
-COPY etc/mailserver.cf etc/aliases etc/header_checks etc/mime_header_checks etc/body_checks /usr/share/mailserver/etc/
+COPY etc/aliases etc/header_checks etc/mime_header_checks etc/body_checks etc/mailserver.cf /usr/share/mailserver/etc/
 COPY docker/entrypoint.sh /usr/local/bin/mailserver-entrypoint
 RUN install -d -m 0755 /etc/mailserver \
  && install -d -o mailserver -g mailserver -m 0750 /var/lib/mailserver
