@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
-from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import TestCase
 
 from mailserver.cli.checks import check_files
-from mailserver.cli.main import main
+from tests.cli.test_main import run
 from mailserver.config.parameters import load_config
 from mailserver.install import SAMPLE_FILES, install_default_aliases
 from mailserver.service import Listener
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 class InitConfigTests(TestCase):

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.trial.unittest import TestCase
 
@@ -15,14 +14,9 @@ from mailserver import locate
 from mailserver.cli.main import main
 from mailserver.cli.queue import mailq_main
 from tests.auth.test_schemes import FAST
-from tests.harness import write_config
+from tests.harness import capture, write_config
 
 
-def run(function, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = function(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 class ConfigPathTests(TestCase):
@@ -72,18 +66,16 @@ class EntryPointTests(TestCase):
 
     def test_regression_mailq_honours_MAILSERVER_CONFIG(self) -> None:
         """mailq read the embedded default's queue while sendmail used $MAILSERVER_CONFIG."""
-        from mailserver.queue.spool import SpoolDirectory  # noqa: F401 (the queue layout)
-
         os.makedirs(os.path.join(self.directory, "data", "queue"))
         seen = []
         from mailserver.cli import queue as queue_cli
 
         self.patch(queue_cli, "list_queue", lambda config, *a: seen.append(config.path) or 0)
-        self.assertEqual(run(mailq_main)[0], 0)
+        self.assertEqual(capture(mailq_main)[0], 0)
         self.assertEqual(seen, [self.path])
 
     def test_mailserver_command_honours_MAILSERVER_CONFIG(self) -> None:
-        status, out, _ = run(main, "status")
+        status, out, _ = capture(main, "status")
         self.assertEqual(status, 3)
         self.assertIn(os.path.join(self.directory, "data", "status.json"), out)
 
@@ -99,6 +91,6 @@ class EntryPointTests(TestCase):
         with open(os.path.join(self.directory, "data", "status.json"), "w") as handle:
             json.dump({"pid": os.getpid(), "listeners": {}}, handle)
         self.patch(sys, "stdin", io.StringIO("a password\n"))
-        status, _, err = run(main, "user", "add", "carol@mx.example.com")
+        status, _, err = capture(main, "user", "add", "carol@mx.example.com")
         self.assertEqual((status, err), (0, ""))
         self.assertEqual(received, [signal.SIGHUP])

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr
 
 from twisted.trial.unittest import TestCase
 
 from mailserver.cli.main import main
+from tests.cli.test_main import run
 from mailserver.config.parameters import PARAMETERS
 from tests.harness import write_config
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 class PostconfTests(TestCase):

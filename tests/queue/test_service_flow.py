@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from mailserver.cli.sendmail import parse_arguments
 from mailserver.cli.sendmail import run as sendmail_run
-from tests.harness import RunningServer
+from tests.harness import RunningServer, write_aliases
 from tests.queue.remote import FakeResolver, ScriptedESMTPFactory
 
 
@@ -121,11 +121,7 @@ class DefaultAliasesTests(TestCase):
     def setUp(self):
         from mailserver.config.embedded import DEFAULT_ALIASES
 
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        aliases = os.path.join(directory, "aliases")
-        with open(aliases, "w") as handle:
-            handle.write(DEFAULT_ALIASES)
+        aliases = write_aliases(self, DEFAULT_ALIASES)
         self.server = RunningServer(self, extra=f"alias_maps = texthash:{aliases}\n")
         return self.server.start()
 
