@@ -41,11 +41,11 @@ def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = (
     return path
 
 
-def write_aliases(testcase, text: str) -> str:
-    """An aliases(5) file holding C{text}, in a directory of its own; its path."""
+def write_table(testcase, text: str, name: str = "aliases") -> str:
+    """A table file (aliases by default) holding C{text}, in a directory of its own; its path."""
     directory = os.path.abspath(testcase.mktemp())
     os.makedirs(directory)
-    path = os.path.join(directory, "aliases")
+    path = os.path.join(directory, name)
     with open(path, "w") as handle:
         handle.write(text)
     return path

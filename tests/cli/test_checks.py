@@ -7,12 +7,12 @@ import os
 from twisted.trial.unittest import TestCase
 
 from tests.cli.test_main import run
-from tests.harness import write_aliases, write_config, write_users
+from tests.harness import write_table, write_config, write_users
 
 
 class PostmasterCheckTests(TestCase):
     def check(self, aliases: str, users: dict[str, str] | None = None) -> tuple[int, str, str]:
-        path = write_aliases(self, aliases)
+        path = write_table(self, aliases)
         config = write_config(self.mktemp(), extra=f"alias_maps = texthash:{path}\n")
         write_users(os.path.dirname(config), users or {})
         status, out, err = run("-c", config, "check")

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from mailserver.cli.sendmail import parse_arguments
 from mailserver.cli.sendmail import run as sendmail_run
-from tests.harness import RunningServer, write_aliases
+from tests.harness import RunningServer, write_table
 from tests.queue.remote import FakeResolver, ScriptedESMTPFactory
 
 
@@ -121,7 +121,7 @@ class DefaultAliasesTests(TestCase):
     def setUp(self):
         from mailserver.config.embedded import DEFAULT_ALIASES
 
-        aliases = write_aliases(self, DEFAULT_ALIASES)
+        aliases = write_table(self, DEFAULT_ALIASES)
         self.server = RunningServer(self, extra=f"alias_maps = texthash:{aliases}\n")
         return self.server.start()
 
@@ -136,3 +136,27 @@ class DefaultAliasesTests(TestCase):
         yield pickup.scan()
         [message] = self.server.messages("postmaster", "mx.example.com")
         self.assertIn(b"hello root", message)
+
+
+class PickupRejectTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        checks = write_table(self, "/^Subject: .*forbidden/ REJECT no forbidden things\n", "header_checks")
+        self.server = RunningServer(self, extra=f"header_checks = regexp:{checks}\n")
+        return self.server.start()
+
+    @inlineCallbacks
+    def test_content_check_reject_bounces_to_the_sender(self):
+        pickup = self.server.service.server.pickup
+        yield pickup.ready
+        status = sendmail_run(parse_arguments(["-i", "-f", "alice@example.com", "--", "bob@example.com"]),
+                              self.server.config, io.BytesIO(b"Subject: forbidden fruit\n\nx\n"),
+                              io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        yield pickup.scan()
+        self.assertEqual(self.server.messages("bob"), [])
+        [bounce] = self.server.messages("alice")
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.com", bounce)
+        self.assertIn(b"Status: 5.7.1", bounce)
+        self.assertIn(b"no forbidden things", bounce)
