@@ -413,10 +413,6 @@ class Server:
             for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
         }
 
-    def _inject_bounce(self, sender: str, recipients: Any, message: bytes) -> Deferred:
-        """Deliver a DSN this host wrote: the pipeline without content checks."""
-        return self.injector.inject(sender, recipients, message, False)
-
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
         """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""
         record = self.users.lookup(user)
@@ -459,6 +455,10 @@ class Server:
         return deliver_to_command(
             self.reactor, target, sender, recipient, message, run_as, self.config.command_time_limit
         )
+
+    def _inject_bounce(self, sender: str, recipients: Any, message: bytes) -> Deferred:
+        """Deliver a DSN this host wrote: the pipeline without content checks."""
+        return self.injector.inject(sender, recipients, message, False)
 
     def maildir_of(self, user: str) -> str:
         """The Maildir of an authenticated user (the passwd-file name)."""

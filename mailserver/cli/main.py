@@ -50,15 +50,19 @@ def run_reload(args: argparse.Namespace, config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mailserver.cli import aliases, hold, init, postconf, queue, sendmail, user
+    from mailserver.cli import aliases, hold, queue, sendmail, user
 
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
     parser.add_argument("-c", "--config", help="main configuration file (default: $MAILSERVER_CONFIG, else the embedded default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from mailserver.cli import init, postconf
+
+    for module in (postconf, init):
+        module.register(commands)
     commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
     commands.add_parser("reload", help="make the daemon re-read its tables (SIGHUP)").set_defaults(func=run_reload)
-    for module in (user, aliases, hold, queue, sendmail, postconf, init):
+    for module in (user, aliases, hold, queue, sendmail):
         module.register(commands)
     return parser
 
