@@ -8,8 +8,10 @@ set -eu
 
 CONFIG="${MAILSERVER_CONFIG:-/etc/mailserver/mailserver.cf}"
 CONFIG_DIR="$(dirname "$CONFIG")"
-DATA_DIR=/var/lib/mailserver
-RUN_AS=mailserver
+# The sample's data_directory and the image's user (other values: a
+# configuration of your own, or tests/test_dockerfile.py).
+DATA_DIR="${MAILSERVER_DATA:-/var/lib/mailserver}"
+RUN_AS="${MAILSERVER_USER:-mailserver}"
 
 if [ "$(id -u)" = 0 ]; then
     if [ ! -e "$CONFIG" ]; then
@@ -18,10 +20,10 @@ if [ "$(id -u)" = 0 ]; then
     # The daemon re-reads the passwd-file as $RUN_AS; `mailserver user add`
     # (docker exec, as root) keeps the file's owner.
     if [ -e "$CONFIG_DIR/passwd" ]; then
-        chown "$RUN_AS:$RUN_AS" "$CONFIG_DIR/passwd"
+        chown "$RUN_AS:" "$CONFIG_DIR/passwd"
         chmod 0600 "$CONFIG_DIR/passwd"
     fi
     mkdir -p "$DATA_DIR"
-    find "$DATA_DIR" ! -user "$RUN_AS" -exec chown "$RUN_AS:$RUN_AS" {} +
+    find "$DATA_DIR" ! -user "$RUN_AS" -exec chown "$RUN_AS:" {} +
 fi
 exec "$@"

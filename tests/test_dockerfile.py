@@ -11,10 +11,13 @@ import fnmatch
 import json
 import os
 import re
+import pwd
 import shlex
 import stat
+import subprocess
+import sys
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mailserver import install
 from mailserver.config.endpoints import parse_endpoint
@@ -72,7 +75,7 @@ class DockerfileTests(SynchronousTestCase):
     def test_data_directory_is_a_volume_owned_by_the_user(self) -> None:
         volumes = arguments(self.one("VOLUME"))
         self.assertIn(self.sample.data_directory, volumes)
-        self.assertIn(f"DATA_DIR={self.sample.data_directory}\n", self.entrypoint)
+        self.assertIn(f'DATA_DIR="${{MAILSERVER_DATA:-{self.sample.data_directory}}}"\n', self.entrypoint)
         self.assertIn(f"-o mailserver -g mailserver -m 0750 {self.sample.data_directory}", " ".join(self.all("RUN")))
 
     def test_exposed_ports_are_the_sample_listeners(self) -> None:
@@ -90,7 +93,7 @@ class DockerfileTests(SynchronousTestCase):
         self.assertEqual(cmd[cmd.index("--gid=mailserver") + 1], "mailserver")  # twistd options, then the plugin
         runs = " ".join(self.all("RUN"))
         self.assertIn("useradd --system --gid mailserver", runs)
-        self.assertIn("RUN_AS=mailserver\n", self.entrypoint)
+        self.assertIn('RUN_AS="${MAILSERVER_USER:-mailserver}"\n', self.entrypoint)
         self.assertEqual(self.all("USER"), [])  # root until twistd has bound the ports
 
     def test_entrypoint_installs_the_samples_into_an_empty_volume(self) -> None:
@@ -140,3 +143,55 @@ class DockerignoreTests(SynchronousTestCase):
         for path in ("setup.py", "README.rst", "mailserver/service.py", "twisted/plugins/mailserver_plugin.py",
                      "docker/entrypoint.sh", *(f"etc/{name}" for name in install.SAMPLE_FILES)):
             self.assertFalse(self.ignored(path), path)
+
+
+class EntrypointTests(SynchronousTestCase):
+    """docker/entrypoint.sh run for real (as root, with nobody standing in for the image's user)."""
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the entry point prepares volumes as root")
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise SkipTest("no user nobody") from None
+        base = os.path.abspath(self.mktemp())
+        self.etc = os.path.join(base, "etc")
+        self.data = os.path.join(base, "data")
+        os.makedirs(self.etc)  # an empty bind mount
+        bin_directory = os.path.join(base, "bin")
+        os.makedirs(bin_directory)
+        shim = os.path.join(bin_directory, "mailserver")
+        with open(shim, "w") as handle:
+            handle.write(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {REPO!r})\n"
+                         "from mailserver.cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
+        os.chmod(shim, 0o755)
+        self.env = dict(os.environ, PATH=bin_directory + os.pathsep + os.environ["PATH"],
+                        MAILSERVER_CONFIG=os.path.join(self.etc, "mailserver.cf"),
+                        MAILSERVER_DATA=self.data, MAILSERVER_USER="nobody")
+
+    def run_entrypoint(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", os.path.join(REPO, "docker", "entrypoint.sh"), "echo", "started"],
+                              env=self.env, capture_output=True, text=True, timeout=120)
+
+    def test_first_start_fills_an_empty_volume_then_runs_the_command(self) -> None:
+        result = self.run_entrypoint()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(result.stdout.endswith("started\n"), result.stdout)
+        self.assertTrue(os.path.exists(os.path.join(self.etc, "aliases.db")))
+        config, _ = load_config(os.path.join(self.etc, "mailserver.cf"))
+        self.assertEqual(config.passwd_file, os.path.join(self.etc, "passwd"))
+        passwd = os.stat(config.passwd_file)
+        self.assertEqual((passwd.st_uid, stat.S_IMODE(passwd.st_mode)), (self.nobody.pw_uid, 0o600))
+        self.assertEqual(os.stat(self.data).st_uid, self.nobody.pw_uid)
+
+    def test_second_start_changes_no_configuration(self) -> None:
+        self.assertEqual(self.run_entrypoint().returncode, 0)
+        main_cf = os.path.join(self.etc, "mailserver.cf")
+        with open(main_cf, "a") as handle:
+            handle.write("myhostname = mine.example\n")
+        result = self.run_entrypoint()
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("installed", result.stdout)
+        with open(main_cf) as handle:
+            self.assertTrue(handle.read().endswith("myhostname = mine.example\n"))
