@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from twisted.internet.defer import Deferred
@@ -103,7 +103,9 @@ class Injector:
         return await (transaction.commit() if run_checks else transaction.commit_checked())
 
     async def _inject_reporting(self, sender: str, recipients: Sequence[str], message: bytes) -> Injected:
-        pipeline = DeliveryPipeline(self.core)
+        # smtpd_recipient_limit is SMTP's (as in Postfix): its 452 would keep a long list forever.
+        limit = max(self.core.recipient_limit, len(recipients))
+        pipeline = DeliveryPipeline(replace(self.core, recipient_limit=limit))
         envelope = pipeline.begin(LOCAL_CLIENT, parse_mailbox(sender) if sender else None)
         accepted, refused = await self._check_all(pipeline, envelope, recipients)
         for _, error in refused:

@@ -160,3 +160,22 @@ class PickupRejectTests(TestCase):
         self.assertIn(b"Final-Recipient: rfc822; bob@example.com", bounce)
         self.assertIn(b"Status: 5.7.1", bounce)
         self.assertIn(b"no forbidden things", bounce)
+
+
+class PickupRecipientLimitTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.server = RunningServer(self, extra="smtpd_recipient_limit = 1\n")
+        return self.server.start()
+
+    @inlineCallbacks
+    def test_regression_sendmail_list_longer_than_smtpd_recipient_limit(self):
+        """The SMTP limit's 452 4.5.3 made a local message to many recipients wait forever."""
+        pickup = self.server.service.server.pickup
+        yield pickup.ready
+        status = sendmail_run(parse_arguments(["-i", "--", "alice@example.com", "bob@example.com"]),
+                              self.server.config, io.BytesIO(b"Subject: all\n\nhello\n"), io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        yield pickup.scan()
+        self.assertEqual((len(self.server.messages("alice")), len(self.server.messages("bob"))), (1, 1))
