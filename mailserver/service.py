@@ -63,6 +63,7 @@ from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build
 from mailserver.queue.manager import QueueManager
 from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
+from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import Spool
 from mailserver.spooled import SpooledMessage
@@ -128,9 +129,21 @@ class Listener(Service):
         self.factory = factory
         self.port: Any = None
         self.listening: Deferred = Deferred()
+        self._listen_called = False
+
+    def privilegedStartService(self) -> None:
+        """Bind now, before twistd's C{--uid}/C{--gid} drop root (ports below 1024)."""
+        super().privilegedStartService()
+        self._listen()
 
     def startService(self) -> None:
         super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listen_called:
+            return
+        self._listen_called = True
 
         def listening(port: Any) -> Any:
             self.port = port
@@ -144,11 +157,14 @@ class Listener(Service):
             )
             if self.reactor.running:
                 self.reactor.stop()
+            else:  # bound at start-up, before twistd runs the reactor
+                self.reactor.callWhenRunning(self.reactor.stop)
 
         self.endpoint.listen(self.factory).addCallbacks(listening, failed)
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        self._listen_called = False
         if self.port is not None:
             return maybeDeferred(self.port.stopListening)
         return None
@@ -406,7 +422,7 @@ class Server:
             self.spool,
             self.relay,
             reactor,
-            inject_bounce=lambda sender, recipients, message: self.injector.inject(sender, recipients, message, False),
+            inject_bounce=self._inject_bounce,
             myhostname=config.myhostname,
             minimal_backoff_time=config.minimal_backoff_time,
             maximal_backoff_time=config.maximal_backoff_time,
@@ -418,7 +434,13 @@ class Server:
         self.pickup = PickupService(
             os.path.join(config.data_directory, "maildrop"),
             reactor,
-            lambda sender, recipients, message, extract: self.injector.inject(sender, recipients, message),
+            PickupDelivery(
+                self.injector.inject_reporting,
+                self._inject_bounce,
+                reactor,
+                myhostname=config.myhostname,
+                postmaster=f"postmaster@{config.myorigin}",
+            ),
             max_size=config.message_size_limit + 65536 if config.message_size_limit else 1 << 40,
         )
         # Failed logins are delayed (growing, per client address) and banned by the throttle,
@@ -500,6 +522,10 @@ class Server:
         return deliver_to_command(
             self.reactor, target, sender, recipient, message, run_as, self.config.command_time_limit
         )
+
+    def _inject_bounce(self, sender: str, recipients: Any, message: bytes) -> Deferred:
+        """Deliver a DSN this host wrote: the pipeline without content checks."""
+        return self.injector.inject(sender, recipients, message, False)
 
     def maildir_of(self, user: str) -> str:
         """The Maildir of an authenticated user (the passwd-file name)."""

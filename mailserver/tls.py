@@ -416,6 +416,10 @@ def ensure_certificate(
     os.makedirs(directory, mode=0o700, exist_ok=True)
     _write_atomically(key_path, key_pem, 0o600)
     _write_atomically(cert_path, cert_pem, 0o644)
+    if os.geteuid() == 0:  # twistd --uid: built as root, reloaded as the data directory's owner
+        owner = os.stat(data_directory)
+        for path in (directory, key_path, cert_path):
+            os.chown(path, owner.st_uid, owner.st_gid)
     log.warn(
         "tls: generated a self-signed certificate for {hostname} ({why}) in {path}, valid "
         "{days} days; clients will warn about it: set smtpd_tls_cert_file and "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Callable, Sequence
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -36,6 +39,24 @@ def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = (
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n" + textwrap.dedent(extra))
     return path
+
+
+def write_table(testcase, text: str, name: str = "aliases") -> str:
+    """A table file (aliases by default) holding C{text}, in a directory of its own; its path."""
+    directory = os.path.abspath(testcase.mktemp())
+    os.makedirs(directory)
+    path = os.path.join(directory, name)
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def capture(command: Callable[[Sequence[str]], int], *argv: str) -> tuple[int, str, str]:
+    """Run a console-script C{command(argv)}: its exit status, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = command(list(argv))
+    return status, out.getvalue(), err.getvalue()
 
 
 def write_users(directory: str, users: dict[str, str]) -> None:

@@ -66,7 +66,8 @@ class RaiseNofileTests(SynchronousTestCase):
     def test_tap_raises_before_building(self) -> None:
         calls: list[str] = []
         with mock.patch.object(limits, "raise_nofile_limit", lambda: calls.append("raise")), \
-                mock.patch("mailserver.config.parameters.load_config", lambda path: (object(), [])), \
+                mock.patch("mailserver.locate.find_config", lambda path: (mock.Mock(path="main.cf"), [])), \
+                mock.patch("mailserver.locate.config_path", lambda path: path or "main.cf"), \
                 mock.patch("mailserver.service.build", lambda config, reactor: calls.append("build")):
             tap.makeService(tap.Options())
         self.assertEqual(calls, ["raise", "build"])

@@ -70,15 +70,15 @@ def newaliases_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="newaliases", description="Validate and compile the aliases(5) files of alias_maps."
     )
-    parser.add_argument("-c", "--config", help="main configuration file (default: the embedded default)")
+    parser.add_argument("-c", "--config", help="main configuration file (default: $MAILSERVER_CONFIG, else the embedded default)")
     parser.add_argument("files", nargs="*", metavar="FILE", help="aliases(5) files (default: alias_maps)")
     args = parser.parse_args(argv)
     if args.files:
         return compile_all((path, True) for path in args.files)
-    from mailserver.config.parameters import load_config
+    from mailserver.locate import find_config
 
     try:
-        config, warnings = load_config(args.config)
+        config, warnings = find_config(args.config)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)

@@ -31,8 +31,10 @@ def check_files(config) -> list[Problem]:
     from mailserver.tables.regexp import parse_regexp_table
 
     problems = _lint(config.passwd_file, parse_passwd, required=False)
-    for value in config.alias_maps:
-        problems += _lint(_strip_type(value), parse_aliases, required=True)
+    from mailserver.config.parameters import EMBEDDED
+
+    for value in config.alias_maps:  # the embedded default's is created at first start
+        problems += _lint(_strip_type(value), parse_aliases, required=config.path != EMBEDDED)
     for value in config.virtual_alias_maps:
         problems += _lint(_strip_type(value), parse_virtual, required=True)
     seen: set[str] = set()
@@ -42,7 +44,73 @@ def check_files(config) -> list[Problem]:
             if path not in seen:
                 seen.add(path)
                 problems += _lint(path, parse_regexp_table, required=True)
+    problems += postmaster_problems(config)
     if not os.path.isdir(os.path.dirname(os.path.abspath(config.data_directory))):
         problems.append(Problem(config.where("data_directory")[0], config.where("data_directory")[1],
                                 f"data_directory: parent of {config.data_directory} does not exist"))
+    return problems
+
+
+def dead_ends(name: str, domain: str, aliases, users: dict, mydestination: frozenset, local: frozenset) -> list:
+    """
+    Pure: the addresses that local C{name@domain} leads to through C{aliases}
+    (an AliasTable) that are neither users (C{users}, keyed by lookup key),
+    aliases, postmaster, nor remote; as (address, AliasEntry that named it).
+    """
+    from mailserver.tables.aliases import TargetKind
+
+    found = []
+    seen: set[tuple[str, bool]] = set()
+    todo = [(name.lower(), domain.lower(), None)]
+    for _ in range(1000):  # bounded: aliases may loop or be large
+        if not todo:
+            break
+        local_part, where, entry = todo.pop()
+        address = f"{local_part}@{where}"
+        alias = aliases.get(local_part) if where in mydestination else None
+        own = alias is not None and entry is not None and alias.name == entry.name  # root: root, ...
+        if (address, own) in seen or where not in local:
+            continue  # remote addresses are the queue's business
+        seen.add((address, own))
+        if alias is not None and not own:
+            for target in alias.targets:
+                if target.kind is TargetKind.LOCAL:
+                    todo.append((target.value.lower(), where, alias))
+                elif target.kind is TargetKind.ADDRESS:
+                    part, _, other = target.value.rpartition("@")
+                    todo.append((part.lower(), other.lower(), alias))
+            continue
+        is_user = address in users or (where in mydestination and local_part in users)
+        if not is_user and local_part not in ("postmaster", "mailer-daemon"):
+            found.append((address, entry))
+    return found
+
+
+def postmaster_problems(config) -> list[Problem]:
+    """A warning when mail to postmaster (or root) would be refused: an alias leads nowhere."""
+    from mailserver.tables.aliases import chain, parse_aliases
+    from mailserver.tables.passwd import parse_passwd
+
+    def parsed(path: str, parse):
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+                return parse(handle.read(), path)[0]
+        except OSError:
+            return None
+
+    tables = [parsed(_strip_type(value), parse_aliases) for value in config.alias_maps]
+    users = parsed(config.passwd_file, parse_passwd) or {}
+    aliases = chain(t for t in tables if t is not None)
+    mydestination = frozenset(d.lower() for d in config.mydestination)
+    local = mydestination | frozenset(d.lower() for d in config.virtual_mailbox_domains)
+    problems = []
+    reported: set[str] = set()
+    for name in ("postmaster", "root"):
+        for address, entry in dead_ends(name, config.myorigin, aliases, users, mydestination, local):
+            if entry is None or address in reported:
+                continue  # root without an alias: no alias to blame (see docs/aliases.rst)
+            reported.add(address)
+            problems.append(Problem(entry.file or aliases.source, entry.line,
+                                    f"{name}: the alias {entry.name} leads to <{address}>, which is neither "
+                                    f"a user nor an alias: mail to {name} would be refused", "warning"))
     return problems

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import Sequence
 
@@ -25,17 +23,14 @@ def run_check(args: argparse.Namespace, config) -> int:
 
 def run_status(args: argparse.Namespace, config) -> int:
     """Whether the daemon runs (status file + live pid) and on which listeners; exit 3 if not."""
-    from mailserver.service import status_path
+    from mailserver.cli.daemon import NotRunning, read_status
 
-    path = status_path(config)
     try:
-        with open(path, encoding="utf-8") as handle:
-            status = json.load(handle)
-        os.kill(int(status["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        print(f"mailserver is not running (no live process in {path})")
+        status = read_status(config)
+    except NotRunning as error:
+        print(f"mailserver is not running ({error})")
         return 3
-    print(f"mailserver is running, pid {status['pid']}")
+    print(f"mailserver is running, pid {status['pid']}, data_directory {config.data_directory}")
     for name, descriptions in sorted(status.get("listeners", {}).items()):
         print(f"  {name}: {', '.join(descriptions)}")
     return 0
@@ -43,15 +38,11 @@ def run_status(args: argparse.Namespace, config) -> int:
 
 def run_reload(args: argparse.Namespace, config) -> int:
     """Like C{postfix reload}: the running daemon re-reads its tables (SIGHUP)."""
-    import signal
-
-    from mailserver.service import status_path
+    from mailserver.cli.daemon import NotRunning, notify
 
     try:
-        with open(status_path(config), encoding="utf-8") as handle:
-            pid = int(json.load(handle)["pid"])
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError, KeyError) as error:
+        pid = notify(config)
+    except NotRunning as error:
         print(f"mailserver reload: daemon not running ({error})", file=sys.stderr)
         return 1
     print(f"mailserver reload: signalled pid {pid}")
@@ -62,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     from mailserver.cli import aliases, dkim, hold, queue, sendmail, user
 
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
-    parser.add_argument("-c", "--config", help="main configuration file (default: the embedded default)")
+    parser.add_argument("-c", "--config", help="main configuration file (default: $MAILSERVER_CONFIG, else the embedded default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from mailserver.cli import init, postconf
+
+    for module in (postconf, init):
+        module.register(commands)
     commands.add_parser("check", help="validate the configuration and the files it names").set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
     commands.add_parser("reload", help="make the daemon re-read its tables (SIGHUP)").set_defaults(func=run_reload)
@@ -73,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mailserver.config.parameters import load_config
+    from mailserver.locate import find_config
 
     args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_config", True):
+        return args.func(args)
     try:
-        config, warnings = load_config(args.config)
+        config, warnings = find_config(args.config)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)

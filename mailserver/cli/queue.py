@@ -162,13 +162,13 @@ def register(subparsers) -> None:
 
 
 def load_configuration(path: str | None, err: TextIO | None = None):
-    """Load the main configuration for a stand-alone command; None on error."""
+    """Load the main configuration for a stand-alone command (L{find_config}); None on error."""
     err = err or sys.stderr
-    from mailserver.config.parameters import load_config  # lazily: keep this module importable
     from mailserver.errors import ConfigError
+    from mailserver.locate import find_config  # lazily: keep this module importable
 
     try:
-        config, warnings = load_config(path)
+        config, warnings = find_config(path)
     except ConfigError as e:
         err.write(f"{e}\n")
         return None

@@ -293,7 +293,7 @@ def sendmail_main(argv: Sequence[str] | None = None) -> int:
         return EX_USAGE
     from mailserver.cli.queue import load_configuration
 
-    config = load_configuration(options.config_path or os.environ.get("MAILSERVER_CONFIG"))
+    config = load_configuration(options.config_path)
     if config is None:
         return EX_CONFIG
     return _guarded(options, config)

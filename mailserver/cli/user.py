@@ -4,7 +4,8 @@ C{mailserver user add|passwd|del|list}: edit the passwd-file safely.
 Edits hold an exclusive C{flock} on C{passwd_file + ".lock"} across
 read-modify-write, write a temporary file in the same directory, fsync it,
 rename it over the old file and fsync the directory, so a running daemon
-(which re-reads the file when it changes) and concurrent editors only ever
+(which re-reads the file when it changes, and at once when the command
+signals it, as C{mailserver reload} does) and concurrent editors only ever
 see a whole file.  Comments and other users' lines are kept byte for byte.
 Passwords are read from the terminal (twice) or from one line of standard
 input, never from the command line.
@@ -80,13 +81,26 @@ def _number(text: str) -> int:
     return int(text)
 
 
-def _reporting(command: str, action: Callable[[], None]) -> int:
+def _reporting(command: str, action: Callable[[], None], config=None) -> int:
+    """Run C{action}; then, if it changed C{config}'s passwd-file, tell the running daemon."""
     try:
         action()
     except _Failed as failure:
         print(f"mailserver user {command}: {failure}", file=sys.stderr)
         return failure.status
+    if config is not None:
+        _notify_daemon(config)
     return 0
+
+
+def _notify_daemon(config) -> None:
+    """SIGHUP the running daemon so the change counts at once (not at its next file poll)."""
+    from mailserver.cli.daemon import NotRunning, notify
+
+    try:
+        notify(config)
+    except NotRunning:
+        pass  # no daemon: it reads the file when it starts
 
 
 # --- the commands -----------------------------------------------------------
@@ -114,7 +128,7 @@ def run_add(args: argparse.Namespace, config) -> int:
 
         _edit(config.passwd_file, edit)
 
-    return _reporting("add", add)
+    return _reporting("add", add, config)
 
 
 def run_passwd(args: argparse.Namespace, config) -> int:
@@ -135,7 +149,7 @@ def run_passwd(args: argparse.Namespace, config) -> int:
 
         _edit(config.passwd_file, edit)
 
-    return _reporting("passwd", change)
+    return _reporting("passwd", change, config)
 
 
 def run_del(args: argparse.Namespace, config) -> int:
@@ -152,7 +166,7 @@ def run_del(args: argparse.Namespace, config) -> int:
 
         _edit(config.passwd_file, edit)
 
-    return _reporting("del", delete)
+    return _reporting("del", delete, config)
 
 
 def run_list(args: argparse.Namespace, config) -> int:

@@ -23,4 +23,21 @@ imaps_listen = tcp:3993
 data_directory = ./mailserver-data
 passwd_file = $data_directory/passwd
 recipient_delimiter = +
+
+# Created with DEFAULT_ALIASES at first start: root and postmaster reach a mailbox.
+alias_maps = texthash:$data_directory/aliases
+"""
+
+DEFAULT_ALIASES = """\
+# aliases(5) of the built-in default configuration, created at first start.
+# Read directly (texthash:): edits count within seconds, no newaliases needed.
+#
+# postmaster always has a mailbox, even with no such user:
+# $virtual_mailbox_base/DOMAIN/postmaster/ (add the user postmaster@DOMAIN
+# to read it over IMAP or POP3), so what is sent to root and the system
+# names ends there.  To send it to a person instead:
+#   postmaster: alice@localhost
+MAILER-DAEMON:  postmaster
+root:           postmaster
+abuse:          postmaster
 """

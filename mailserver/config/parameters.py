@@ -497,16 +497,18 @@ def load_config(
     *,
     overrides: Sequence[tuple[str, str]] = (),
     fqdn: Callable[[], str] = socket.getfqdn,
+    base_directory: str | None = None,
 ) -> tuple[Config, list[Problem]]:
     """
     Read and check the main configuration file; None means the embedded
-    default (loopback only, unprivileged ports, data in ./mailserver-data).
+    default (loopback only, unprivileged ports, data in ./mailserver-data,
+    relative to C{base_directory}, by default the current directory).
     Returns the Config and the warnings; raises ConfigError on any error,
     including a file that cannot be read.
     """
     if path is None:
         return parse_config(
-            EMBEDDED_MAIN_CF, EMBEDDED, base_directory=os.getcwd(),
+            EMBEDDED_MAIN_CF, EMBEDDED, base_directory=base_directory or os.getcwd(),
             overrides=overrides, fqdn=fqdn,
         )  # fmt: skip
     try:

@@ -35,7 +35,9 @@ class UserCommandTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.mkdir(directory)
         self.path = os.path.join(directory, "passwd")
-        self.config = SimpleNamespace(passwd_file=self.path, default_password_scheme="ARGON2ID")
+        self.config = SimpleNamespace(
+            passwd_file=self.path, default_password_scheme="ARGON2ID", data_directory=directory
+        )
         self.patch(schemes, "DEFAULT_PARAMETERS", FAST)
         self.stdout = io.StringIO()
         self.stderr = io.StringIO()
@@ -286,7 +288,7 @@ class UserCommandTests(SynchronousTestCase):
             "from tests.auth.test_schemes import FAST\n"
             "schemes.DEFAULT_PARAMETERS = FAST\n"
             "from mailserver.cli.user import run_add\n"
-            "config = types.SimpleNamespace(passwd_file=sys.argv[1], default_password_scheme='SHA512-CRYPT')\n"
+            "config = types.SimpleNamespace(passwd_file=sys.argv[1], default_password_scheme='SHA512-CRYPT', data_directory=sys.argv[1] + '.data')\n"
             "for n in range(15):\n"
             "    sys.stdin = io.StringIO('pw\\n')\n"
             "    args = types.SimpleNamespace(name=f'u{n}-' + sys.argv[2], home=None, uid=None, gid=None, scheme=None)\n"

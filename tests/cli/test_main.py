@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -13,14 +11,11 @@ from twisted.trial.unittest import TestCase
 
 from mailserver import tap
 from mailserver.cli.main import main
-from tests.harness import write_config
+from tests.harness import capture, write_config
 
 
 def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
+    return capture(main, *argv)
 
 
 class CheckTests(TestCase):
