@@ -16,6 +16,8 @@ from mailserver.config.parameters import (
     load_config,
 )
 from mailserver.config.values import TableRef
+from mailserver.milter.settings import MilterSpec
+from mailserver.policy.dnsbl_sites import parse_sites
 from mailserver.errors import ConfigError
 from tests.config.helpers import build, problems_of
 
@@ -482,6 +484,35 @@ smtp_tls_security_level = none
 smtp_connect_timeout = 10s
 smtp_helo_name = out.example.com
 smtp_sasl_password_maps = lmdb:sasl_passwd
+smtpd_milters = inet:127.0.0.1:11332
+non_smtpd_milters = { unix:/run/opendkim.sock, default_action = accept }
+milter_default_action = quarantine
+milter_protocol = 4
+milter_connect_timeout = 5s
+milter_command_timeout = 10s
+milter_content_timeout = 1m
+milter_macro_daemon_name = mx
+milter_macro_v = ExampleMail 1
+milter_connect_macros = j
+milter_helo_macros = {tls_version}
+milter_mail_macros = i {auth_authen}
+milter_rcpt_macros = i {rcpt_addr}
+milter_data_macros =
+milter_end_of_header_macros = {mail_addr}
+milter_end_of_data_macros = i j
+milter_unknown_command_macros = i
+milter_spam_folder = Spam
+postscreen_dnsbl_sites = zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org*-2
+postscreen_dnsbl_threshold = 2
+postscreen_dnsbl_allowlist_threshold = -1
+postscreen_dnsbl_timeout = 5s
+greylist_delay = 60s
+greylist_retry_window = 1d
+greylist_max_age = 10d
+greylist_auto_whitelist_clients = 3
+smtpd_client_connection_rate_limit = 30
+smtpd_client_message_rate_limit = 100
+anvil_rate_time_unit = 120s
 """
 
 FULL_EXPECTED = {
@@ -561,6 +592,37 @@ FULL_EXPECTED = {
     "smtp_connect_timeout": 10,
     "smtp_helo_name": "out.example.com",
     "smtp_sasl_password_maps": (TableRef("lmdb", "/etc/mailserver/sasl_passwd"),),
+    "smtpd_milters": (MilterSpec("inet", host="127.0.0.1", port=11332),),
+    "non_smtpd_milters": (
+        MilterSpec("unix", path="/run/opendkim.sock", overrides=(("default_action", "accept"),)),
+    ),
+    "milter_default_action": "quarantine",
+    "milter_protocol": "4",
+    "milter_connect_timeout": 5,
+    "milter_command_timeout": 10,
+    "milter_content_timeout": 60,
+    "milter_macro_daemon_name": "mx",
+    "milter_macro_v": "ExampleMail 1",
+    "milter_connect_macros": ("j",),
+    "milter_helo_macros": ("{tls_version}",),
+    "milter_mail_macros": ("i", "{auth_authen}"),
+    "milter_rcpt_macros": ("i", "{rcpt_addr}"),
+    "milter_data_macros": (),
+    "milter_end_of_header_macros": ("{mail_addr}",),
+    "milter_end_of_data_macros": ("i", "j"),
+    "milter_unknown_command_macros": ("i",),
+    "milter_spam_folder": "Spam",
+    "postscreen_dnsbl_sites": parse_sites("zen.spamhaus.org=127.0.0.[2..11]*3 list.dnswl.org*-2"),
+    "postscreen_dnsbl_threshold": 2,
+    "postscreen_dnsbl_allowlist_threshold": -1,
+    "postscreen_dnsbl_timeout": 5,
+    "greylist_delay": 60,
+    "greylist_retry_window": 86400,
+    "greylist_max_age": 864000,
+    "greylist_auto_whitelist_clients": 3,
+    "smtpd_client_connection_rate_limit": 30,
+    "smtpd_client_message_rate_limit": 100,
+    "anvil_rate_time_unit": 120,
 }
 
 
