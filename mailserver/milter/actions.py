@@ -168,3 +168,22 @@ def _change_header(fields: list[_Field], change: codec.ChangeHeader, eol: bytes)
                 return
     if change.value.strip():
         fields.append(_Field(change.name, _field(change.name, change.value, eol)))
+
+
+#: Headers a milter sets to say "spam" (rspamd's milter: X-Spam: Yes on "add header").
+SPAM_HEADERS = ("X-Spam", "X-Spam-Flag")
+
+
+def spam_folder(
+    modifications: Iterable[Any], folder: str, spam_headers: Sequence[str] = SPAM_HEADERS
+) -> str | None:
+    """
+    C{folder} (C{milter_spam_folder}) if a milter marked the message as spam
+    by adding or changing one of C{spam_headers} to yes/true, else None (INBOX).
+    """
+    wanted = {name.casefold() for name in spam_headers}
+    for change in modifications:
+        if isinstance(change, (codec.AddHeader, codec.InsertHeader, codec.ChangeHeader)):
+            if change.name.casefold() in wanted and change.value.strip().lower() in ("yes", "true"):
+                return folder or None
+    return None

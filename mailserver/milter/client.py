@@ -140,6 +140,15 @@ class MilterProtocol(Protocol):
         self._timeout: float = 0.0
         self._timer: IDelayedCall | None = None
         self.lost: Failure | None = None
+        self._closed: list[defer.Deferred[None]] = []
+
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires once the connection is gone."""
+        if self.lost is not None:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._closed.append(d)
+        return d
 
     def send(self, messages: Sequence[Any]) -> None:
         """Send commands that take no reply."""
@@ -205,6 +214,9 @@ class MilterProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
         self._fail(MilterUnavailable(f"connection lost: {reason.getErrorMessage()}"))
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
 
 
 Connector = Callable[[], "defer.Deferred[MilterProtocol]"]
@@ -248,6 +260,8 @@ class MilterSession:
         self._skip_message = False
         self._skip_body = False
         self._quarantine: str | None = None
+        # Stages run one at a time, in call order, over one connection.
+        self._lock = defer.DeferredLock()
 
     @property
     def name(self) -> str:
@@ -318,6 +332,15 @@ class MilterSession:
         return self._skip_connection or self._skip_message
 
     async def _stage(
+        self, command: Any, macros: Mapping[str, str] | None, timeout: float
+    ) -> Verdict:
+        await self._lock.acquire()
+        try:
+            return await self._locked_stage(command, macros, timeout)
+        finally:
+            self._lock.release()
+
+    async def _locked_stage(
         self, command: Any, macros: Mapping[str, str] | None, timeout: float
     ) -> Verdict:
         if self.failed is not None:
@@ -482,12 +505,16 @@ class MilterSession:
             except MilterUnavailable as e:
                 self._failure(str(e))
 
-    def quit(self) -> None:
-        """SMFIC_QUIT and close the milter connection."""
+    def quit(self) -> defer.Deferred[None]:
+        """SMFIC_QUIT and close the milter connection; fires once it is closed."""
         protocol, self.protocol = self.protocol, None
-        if protocol is not None and protocol.lost is None and protocol.transport is not None:
+        if protocol is None or protocol.lost is not None or protocol.transport is None:
+            return defer.succeed(None)
+        closed = protocol.when_closed()
+        if self.failed is None:
             protocol.transport.write(codec.encode(codec.Quit()))
-            protocol.transport.loseConnection()
+        protocol.transport.loseConnection()
+        return closed
 
 
 def family_of(address: str) -> str:

@@ -385,3 +385,28 @@ class ConnectionRefusedErrorish(Exception):
 def _answered(milter: ScriptedMilter, d: defer.Deferred[Verdict], *replies: Any) -> defer.Deferred[Verdict]:
     milter.reply(*replies)
     return d
+
+
+class ConcurrencyTests(Started, SynchronousTestCase):
+    def test_regression_concurrent_calls_share_one_connection(self) -> None:
+        """
+        Stages called before the previous one is answered queue up in order
+        over one milter connection (each used to open its own connection).
+        """
+        milter = ScriptedMilter()
+        session = milter.session()
+        first = session.connect(MACROS, "h")
+        second = session.helo("h")
+        third = session.mail_from(["<a@b>"])
+        self.assertEqual(milter.connects, 1)
+        milter.negotiate()
+        self.assertEqual([type(c) for c in milter.commands()], [codec.OptNeg, codec.Macro, codec.Connect])
+        milter.reply(codec.Continue())
+        self.assertEqual(milter.commands(), [codec.Helo("h")])
+        milter.reply(codec.Continue())
+        self.assertEqual(milter.commands(), [codec.Mail(("<a@b>",))])
+        milter.reply(codec.Reject())
+        self.assertEqual(
+            [self.successResultOf(d).action for d in (first, second, third)], [CONTINUE, CONTINUE, REJECT]
+        )
+        self.assertEqual(milter.connects, 1)
