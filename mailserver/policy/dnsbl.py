@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns, error
 
+from mailserver.errors import MailError
 from mailserver.policy.dnsbl_sites import Score, Site, parse_site, query_name, score
 
 log = Logger()
@@ -85,11 +86,6 @@ async def rbl_client(resolver: Any, clock: IReactorTime, entry: str, address: st
     return tuple(a for a in found if site.matches([a]))
 
 
-def log_line(queue_id: str, client: str, address: str, site: str, sender: str, recipient: str,
-             helo: str, stage: str = "RCPT") -> str:  # fmt: skip
-    """Postfix's reject line for a listed client (C{NOQUEUE: reject: RCPT from ...})."""
-    return (
-        f"{queue_id}: reject: {stage} from {client}[{address}]: 554 5.7.1 Service unavailable;"
-        f" Client host [{address}] blocked using {site}; from=<{sender}> to=<{recipient}>"
-        f" proto=ESMTP helo=<{helo}>"
-    )
+def blocked(address: str, site: str) -> MailError:
+    """Postfix's reply for a listed client (the text of C{reject_rbl_client} and postscreen)."""
+    return MailError(554, "5.7.1", f"Service unavailable; Client host [{address}] blocked using {site}")

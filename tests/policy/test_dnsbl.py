@@ -8,7 +8,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailserver.policy.dnsbl import DnsblScorer, log_line, rbl_client
+from mailserver.policy.dnsbl import DnsblScorer, blocked, rbl_client
+from mailserver.policy.logline import reject_line
 from mailserver.policy.dnsbl_sites import Site, parse_site, parse_sites, query_name, score
 from tests.dns import DNSTestServer
 
@@ -59,7 +60,8 @@ class SiteTests(SynchronousTestCase):
 
     def test_log_line(self) -> None:
         self.assertEqual(
-            log_line("NOQUEUE", "unknown", "192.0.2.99", "zen.example", "a@b.example", "c@d.example", "x"),
+            reject_line(blocked("192.0.2.99", "zen.example"), client="unknown", address="192.0.2.99",
+                        sender="a@b.example", recipient="c@d.example", helo="x"),
             "NOQUEUE: reject: RCPT from unknown[192.0.2.99]: 554 5.7.1 Service unavailable;"
             " Client host [192.0.2.99] blocked using zen.example; from=<a@b.example>"
             " to=<c@d.example> proto=ESMTP helo=<x>",
