@@ -278,6 +278,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtpd_client_message_rate_limit", INT, "0", POSTFIX,
       "messages per client and anvil_rate_time_unit (0: no limit)"),
     P("anvil_rate_time_unit", TIME, "60s", POSTFIX, "the time unit of the client rate limits"),
+    P("smtpd_client_event_limit_exceptions", Networks(), "$mynetworks", POSTFIX,
+      "clients exempt from the client rate limits"),
 )  # fmt: skip
 del P
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from twisted.internet import endpoints
@@ -513,6 +514,7 @@ greylist_auto_whitelist_clients = 3
 smtpd_client_connection_rate_limit = 30
 smtpd_client_message_rate_limit = 100
 anvil_rate_time_unit = 120s
+smtpd_client_event_limit_exceptions = 192.0.2.0/24
 """
 
 FULL_EXPECTED = {
@@ -623,6 +625,7 @@ FULL_EXPECTED = {
     "smtpd_client_connection_rate_limit": 30,
     "smtpd_client_message_rate_limit": 100,
     "anvil_rate_time_unit": 120,
+    "smtpd_client_event_limit_exceptions": (ipaddress.ip_network("192.0.2.0/24"),),
 }
 
 
