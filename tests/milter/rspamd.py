@@ -42,7 +42,7 @@ options {{
     pidfile = "$RUNDIR/rspamd.pid";
     url_tld = "{root}/tld.dat";
     hs_cache_dir = "{cache}";
-    dns {{ nameserver = ["127.0.0.1:1"]; timeout = 0.1s; retransmits = 1; }}
+    dns {{ nameserver = ["127.0.0.1:{dns_port}"]; timeout = 0.1s; retransmits = 1; }}
     .include "$CONFDIR/options.inc"
 }}
 logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }}
@@ -91,7 +91,7 @@ def free_port() -> int:
 class Rspamd:
     """One rspamd process with its configuration under C{root}."""
 
-    def __init__(self, root: str | None = None, workers: int = 1) -> None:
+    def __init__(self, root: str | None = None, workers: int = 1, dns_port: int = 1) -> None:
         self.root = root or tempfile.mkdtemp(prefix="rspamd-test-")
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -101,7 +101,8 @@ class Rspamd:
             with open(path, "w") as f:
                 f.write(text)
         with open(os.path.join(self.root, "rspamd.conf"), "w") as f:
-            f.write(_CONFIG.format(root=self.root, port=self.port, count=workers, cache=_cache_dir()))
+            f.write(_CONFIG.format(root=self.root, port=self.port, count=workers, cache=_cache_dir(),
+                                 dns_port=dns_port))
 
     @property
     def address(self) -> str:
@@ -174,6 +175,22 @@ class Rspamd:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def nxdomain_server() -> None:
+    """
+    Run a loopback DNS server answering NXDOMAIN to everything, print its
+    port, serve until killed (bench/milter.py runs it as a child process so
+    rspamd's look-ups fail at once instead of timing out).
+    """
+    from twisted.internet import reactor
+
+    from tests.dns import DNSTestServer
+
+    server = DNSTestServer({"invalid": {}})
+    server.start()
+    print(server.port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
 
 
 _shared: Rspamd | None = None
