@@ -15,25 +15,18 @@ MAILSERVER_TEST_SPAMMY symbol (score 8), so rspamd answers "add header"
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from typing import Any
 
-from twisted.internet import defer, task
-from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Protocol, Factory
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet import defer
+
+from tests.milter.daemon import Daemon, Shared
 
 RSPAMD = shutil.which("rspamd")
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 ADD_HEADER_MARK = "mailserver-test-add-header-marker"
-START_TIMEOUT = 90.0
 
 _CONFIG = """\
 .include "$CONFDIR/common.conf"
@@ -82,19 +75,14 @@ def _cache_dir() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Rspamd:
+class Rspamd(Daemon):
     """One rspamd process with its configuration under C{root}."""
 
+    name = "rspamd"
+    log_file = "rspamd.log"
+
     def __init__(self, root: str | None = None, workers: int = 1, dns_port: int = 1) -> None:
-        self.root = root or tempfile.mkdtemp(prefix="rspamd-test-")
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(root)
         for name, text in _LOCAL.items():
             path = os.path.join(self.root, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -104,77 +92,12 @@ class Rspamd:
             f.write(_CONFIG.format(root=self.root, port=self.port, count=workers, cache=_cache_dir(),
                                  dns_port=dns_port))
 
-    @property
-    def address(self) -> str:
-        return f"inet:127.0.0.1:{self.port}"
-
-    def spawn(self) -> None:
+    def argv(self) -> list[str]:
         assert RSPAMD is not None
         variables = []
         for name in ("LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"):
             variables += ["--var", f"{name}={self.root}"]
-        with open(os.path.join(self.root, "stdout.log"), "wb") as out:
-            self.process = subprocess.Popen(
-                [RSPAMD, "-f", "-i", "-c", os.path.join(self.root, "rspamd.conf"), *variables],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        try:
-            with open(os.path.join(self.root, "rspamd.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
-
-    def _exited(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"rspamd exited with {self.process.returncode}:\n{self.log()}")
-
-    async def ready(self, reactor: Any, timeout: float = START_TIMEOUT) -> "Rspamd":
-        """Spawn and wait until the milter port accepts connections (polling, bounded)."""
-        self.spawn()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=1)
-        for _ in range(int(timeout / 0.2)):
-            self._exited()
-            try:
-                protocol = await endpoint.connect(Factory.forProtocol(Protocol))
-            except ConnectError:
-                await task.deferLater(reactor, 0.2, lambda: None)
-                continue
-            protocol.transport.abortConnection()
-            await task.deferLater(reactor, 0, lambda: None)
-            return self
-        self.stop()
-        raise RuntimeError(f"rspamd did not listen on {self.port} within {timeout}s:\n{self.log()}")
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> "Rspamd":
-        """Blocking variant of L{ready} for scripts (bench/)."""
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._exited()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"rspamd did not listen within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        """Stop rspamd (its process group: the main process and its workers) and remove root."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.root, ignore_errors=True)
+        return [RSPAMD, "-f", "-i", "-c", os.path.join(self.root, "rspamd.conf"), *variables]
 
 
 def nxdomain_server() -> None:
@@ -193,31 +116,9 @@ def nxdomain_server() -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-_shared: Rspamd | None = None
-_starting: defer.Deferred[Rspamd] | None = None
+_shared = Shared(Rspamd)
 
 
 def shared(reactor: Any) -> defer.Deferred[Rspamd]:
     """The process-wide rspamd, started on first use and stopped at exit."""
-    global _shared, _starting
-    if _shared is not None and _shared.process is not None and _shared.process.poll() is None:
-        return defer.succeed(_shared)
-    if _starting is None:
-        instance = Rspamd()
-        atexit.register(instance.stop)
-
-        def started(result: Rspamd) -> Rspamd:
-            global _shared, _starting
-            _shared, _starting = result, None
-            return result
-
-        def failed(failure: Any) -> Any:
-            global _starting
-            _starting = None
-            return failure
-
-        _starting = defer.Deferred.fromCoroutine(instance.ready(reactor))
-        _starting.addCallbacks(started, failed)
-    waiting: defer.Deferred[Rspamd] = defer.Deferred()
-    _starting.addBoth(lambda result: (waiting.callback(result), result)[1])
-    return waiting
+    return _shared.get(reactor)
