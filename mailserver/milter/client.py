@@ -494,6 +494,10 @@ class MilterSession:
         self._skip_message = False
         return verdict
 
+    def unknown(self, command: str, macros: Mapping[str, str] | None = None) -> defer.Deferred[Verdict]:
+        """SMFIC_UNKNOWN: an SMTP command the server does not know (it is refused anyway)."""
+        return self._run(self._stage(codec.Unknown(command), macros, self.settings.command_timeout))
+
     def abort(self) -> None:
         """SMFIC_ABORT: the current message is abandoned (RSET, or after a final reply)."""
         self._skip_message = False

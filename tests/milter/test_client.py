@@ -253,6 +253,14 @@ class ReplyTests(Started, SynchronousTestCase):
         milter.reply(codec.Continue())
         self.successResultOf(d)
 
+    def test_unknown_command(self) -> None:
+        """SMFIC_UNKNOWN carries the command line; a milter may answer it with its own reply."""
+        milter, session = self.start()
+        d = session.unknown("XFOO bar")
+        self.assertEqual(milter.commands(), [codec.Unknown("XFOO bar")])
+        milter.reply(codec.ReplyCode("502 5.5.2 No"))
+        self.assertEqual(str(self.successResultOf(d).error), "502 5.5.2 No")
+
     def test_bad_replycode(self) -> None:
         """A SMFIR_REPLYCODE that is not a 4xx/5xx reply fails the milter."""
         milter, session = self.start()

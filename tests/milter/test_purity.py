@@ -14,6 +14,7 @@ ROOT = os.path.dirname(mailserver.__file__)
 PURE = {
     "milter/codec.py": set(),
     "milter/settings.py": set(),
+    "milter/macros.py": set(),
     "milter/actions.py": {"mailserver.milter", "mailserver.milter.codec"},
     "policy/dnsbl_sites.py": set(),
     "policy/logline.py": {"mailserver.errors"},
