@@ -403,7 +403,7 @@ class MilterSession:
             self._skip_message = True
         elif action in (REJECT, TEMPFAIL) and stage in (b"C", b"H"):
             self._skip_connection = stage == b"C"
-        elif action in (REJECT, TEMPFAIL) and stage not in (b"R",):
+        elif action in (REJECT, TEMPFAIL) and stage not in (b"R", b"U"):
             self._skip_message = True
         return Verdict(action, error, tuple(kept), quarantine, skip_body=self._skip_body)
 

@@ -6,6 +6,7 @@ actions, verifies.  Skipped where OpenDKIM is not installed.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -33,9 +34,7 @@ class OpenDKIMTests(TestCase):
     def setUp(self) -> Any:
         if opendkim.OPENDKIM is None or opendkim.GENKEY is None:
             raise self.skipTest("OpenDKIM is not installed (apt-get install opendkim opendkim-tools)")
-        try:
-            import dkim  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("dkim") is None:
             raise self.skipTest("dkimpy is not installed")
         d = opendkim.shared(reactor)
         d.addCallback(lambda server: setattr(self, "server", server))

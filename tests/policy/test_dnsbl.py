@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.policy.dnsbl import DnsblScorer, blocked, rbl_client
 from mailserver.policy.logline import reject_line
-from mailserver.policy.dnsbl_sites import Site, parse_site, parse_sites, query_name, score
+from mailserver.policy.dnsbl_sites import parse_site, parse_sites, query_name, score
 from tests.dns import DNSTestServer
 
 
