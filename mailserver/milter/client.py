@@ -63,6 +63,10 @@ _STEP_FLAGS: dict[bytes, tuple[int, int]] = {
     b"U": (codec.SMFIP_NOUNKNOWN, codec.SMFIP_NR_UNKN),
     b"E": (0, 0),
 }
+# Protocol steps each older version knows (version 6: all of OFFERED_PROTOCOL).
+_VERSION_STEPS = {2: 0x7F, 3: 0x17F, 4: 0x3FF}
+# Commands older milters do not know: SMFIC_UNKNOWN (before 3), SMFIC_DATA (before 4).
+_SINCE_VERSION = {b"U": 3, b"T": 4}
 _SMFIM_STAGE = {
     codec.SMFIM_CONNECT: b"C", codec.SMFIM_HELO: b"H", codec.SMFIM_ENVFROM: b"M",
     codec.SMFIM_ENVRCPT: b"R", codec.SMFIM_DATA: b"T", codec.SMFIM_EOM: b"E",
@@ -303,7 +307,8 @@ class MilterSession:
         except Exception as e:  # connection refused, no such socket, DNS failure...
             raise MilterUnavailable(f"cannot connect: {e}") from e
         self.protocol = protocol
-        offer = codec.OptNeg(self.settings.protocol, codec.SMFIF_ALL, OFFERED_PROTOCOL)
+        offered = OFFERED_PROTOCOL & _VERSION_STEPS.get(self.settings.protocol, -1)
+        offer = codec.OptNeg(self.settings.protocol, codec.SMFIF_ALL, offered)
         replies = await protocol.exchange([offer], self.settings.connect_timeout)
         reply = replies[-1]
         if not isinstance(reply, codec.OptNeg):
@@ -312,7 +317,7 @@ class MilterSession:
             raise MilterUnavailable(f"milter protocol version {reply.version} not supported")
         if reply.actions & ~codec.SMFIF_ALL:
             raise MilterUnavailable(f"milter asks for unknown actions {reply.actions:#x}")
-        if reply.protocol & ~OFFERED_PROTOCOL & ~(codec.SMFIP_MDS_256K | codec.SMFIP_MDS_1M):
+        if reply.protocol & ~offered & ~(codec.SMFIP_MDS_256K | codec.SMFIP_MDS_1M):
             raise MilterUnavailable(f"milter asks for unsupported protocol steps {reply.protocol:#x}")
         self.version, self.actions, self.steps = reply.version, reply.actions, reply.protocol
         for stage, names in reply.macros:
@@ -352,7 +357,7 @@ class MilterSession:
                 await self._open()
             assert self.protocol is not None
             skip, no_reply = _STEP_FLAGS[command.code]
-            if self.steps & skip:
+            if self.steps & skip or self.version < _SINCE_VERSION.get(command.code, 0):
                 return CONTINUE_VERDICT
             messages = self._macro(command.code, macros) + [command]
             if self.steps & no_reply:

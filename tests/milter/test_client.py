@@ -418,3 +418,31 @@ class ConcurrencyTests(Started, SynchronousTestCase):
             [self.successResultOf(d).action for d in (first, second, third)], [CONTINUE, CONTINUE, REJECT]
         )
         self.assertEqual(milter.connects, 1)
+
+
+class VersionTests(SynchronousTestCase):
+    def test_older_milter(self) -> None:
+        """milter_protocol = 2 offers only version-2 steps; DATA and unknown commands are not sent."""
+        milter = ScriptedMilter()
+        session = milter.session(protocol=2)
+        d = session.connect(MACROS, "h")
+        self.assertEqual(milter.commands(), [codec.OptNeg(2, codec.SMFIF_ALL, 0x7F)])
+        milter.reply(codec.OptNeg(2, codec.SMFIF_ADDHDRS, 0))
+        milter.commands()
+        milter.reply(codec.Continue())
+        self.successResultOf(d)
+        self.assertEqual(self.successResultOf(session.data()), Verdict())
+        self.assertEqual(self.successResultOf(session.unknown("XFOO")), Verdict())
+        self.assertEqual(milter.commands(), [])
+
+    def test_version_6_offer_to_older_milter(self) -> None:
+        """A version-2 milter answering our version-6 offer is used at version 2."""
+        milter = ScriptedMilter()
+        session = milter.session()
+        d = session.connect(MACROS, "h")
+        milter.reply(codec.OptNeg(2, codec.SMFIF_ADDHDRS, codec.SMFIP_NOHELO))
+        milter.commands()
+        milter.reply(codec.Continue())
+        self.successResultOf(d)
+        self.assertEqual(self.successResultOf(session.data()), Verdict())
+        self.assertEqual(milter.commands(), [])
