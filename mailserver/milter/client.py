@@ -395,14 +395,13 @@ class MilterSession:
         quarantine = self._quarantine
         kept = []
         for change in modifications:
-            if isinstance(change, codec.Quarantine):
-                if self.actions & codec.SMFIF_QUARANTINE:
-                    quarantine = change.reason or "milter quarantine"
-            elif self._allowed(change):
-                kept.append(self._leading_space(change))
-            else:
+            if not self._allowed(change):
                 return self._failure(f"{type(change).__name__} was not negotiated")
-        if action == ACCEPT and stage in (b"C", b"H"):
+            if isinstance(change, codec.Quarantine):
+                quarantine = change.reason or "milter quarantine"
+            else:
+                kept.append(self._leading_space(change))
+        if action == SHUTDOWN or (action == ACCEPT and stage in (b"C", b"H")):
             self._skip_connection = True
         elif action in (ACCEPT, DISCARD):
             self._skip_message = True
@@ -418,7 +417,7 @@ class MilterSession:
             codec.ChangeHeader: codec.SMFIF_CHGHDRS, codec.AddRecipient: codec.SMFIF_ADDRCPT,
             codec.AddRecipientPar: codec.SMFIF_ADDRCPT_PAR,
             codec.DeleteRecipient: codec.SMFIF_DELRCPT, codec.ChangeFrom: codec.SMFIF_CHGFROM,
-            codec.ReplaceBody: codec.SMFIF_CHGBODY,
+            codec.ReplaceBody: codec.SMFIF_CHGBODY, codec.Quarantine: codec.SMFIF_QUARANTINE,
         }[type(change)]  # fmt: skip
         return bool(self.actions & need)
 

@@ -446,3 +446,19 @@ class VersionTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.successResultOf(session.data()), Verdict())
         self.assertEqual(milter.commands(), [])
+
+
+class MoreReplyTests(Started, SynchronousTestCase):
+    def test_quarantine_needs_negotiation(self) -> None:
+        """SMFIR_QUARANTINE without SMFIF_QUARANTINE fails the milter like any other change."""
+        milter, session = self.start(actions=codec.SMFIF_ADDHDRS)
+        d = session.eom()
+        milter.reply(codec.Quarantine("x"), codec.Accept())
+        self.assertTrue(self.successResultOf(d).default)
+
+    def test_shutdown_ends_the_connection_for_the_milter(self) -> None:
+        milter, session = self.start()
+        self.assertEqual(self.successResultOf(_answered(milter, session.helo("h"), codec.Shutdown())).action, SHUTDOWN)
+        milter.commands()
+        self.assertEqual(self.successResultOf(session.mail_from(["<a@b>"])), Verdict())
+        self.assertEqual(milter.commands(), [])
