@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer
+from zope.interface import implementer
 
+from mailserver.interfaces import IMilterSession
 from mailserver.milter.client import CONTINUE, MilterSession, Verdict
 
 _FINAL = ("reject", "tempfail", "discard", "shutdown")
 
 
+@implementer(IMilterSession)
 class MilterChain:
     """The milters of one SMTP connection, in configuration order."""
 

@@ -24,8 +24,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailserver.errors import MailError
+from mailserver.interfaces import IMilterSession
 from mailserver.milter import codec
 from mailserver.milter.actions import milter_body, milter_headers
 from mailserver.milter.settings import MilterSettings, MilterSpec
@@ -240,6 +242,7 @@ def endpoint_connector(spec: MilterSpec, reactor: Any) -> Connector:
     return connect
 
 
+@implementer(IMilterSession)
 class MilterSession:
     """
     One SMTP connection's conversation with one milter.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from zope.interface.verify import verifyObject
+
+from mailserver.interfaces import IMilterSession
 from mailserver.milter import codec
 from mailserver.milter.chain import MilterChain
 from mailserver.milter.client import CONTINUE, REJECT
@@ -45,6 +48,12 @@ class ChainTests(SynchronousTestCase):
         verdict = self.successResultOf(d)
         self.assertEqual((verdict.action, str(verdict.error)), (REJECT, "554 5.7.1 No"))
         self.assertEqual(second.commands(), [])
+
+    def test_interface(self) -> None:
+        """Both the one-milter session and the chain provide IMilterSession."""
+        milter = ScriptedMilter()
+        verifyObject(IMilterSession, milter.session())
+        verifyObject(IMilterSession, MilterChain([milter.session()]))
 
     def test_quit_all(self) -> None:
         first, second = ScriptedMilter(), ScriptedMilter()
