@@ -187,3 +187,30 @@ def spam_folder(
             if change.name.casefold() in wanted and change.value.strip().lower() in ("yes", "true"):
                 return folder or None
     return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """
+    What the end-of-message verdict means for the transaction: refuse with
+    C{error}, drop (C{discard}), or deliver C{applied} -- into the hold area
+    if C{hold} is a reason, local copies into C{folder} if it is set.
+    """
+
+    error: Any = None  # MailError
+    discard: bool = False
+    applied: Applied | None = None
+    hold: str | None = None
+    folder: str | None = None
+
+
+def outcome(verdict: Any, message: bytes, sender: str, recipients: Sequence[str], folder: str) -> Outcome:
+    """Turn a L{mailserver.milter.client.Verdict} at end of message into an L{Outcome}."""
+    if verdict.error is not None:
+        return Outcome(error=verdict.error)
+    if verdict.action == "discard":
+        return Outcome(discard=True)
+    applied = apply(message, sender, recipients, verdict.modifications, verdict.quarantine)
+    return Outcome(
+        applied=applied, hold=applied.quarantine, folder=spam_folder(verdict.modifications, folder)
+    )

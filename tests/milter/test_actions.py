@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailserver.errors import MailError
 from mailserver.milter import codec
-from mailserver.milter.actions import apply, milter_body, milter_headers
+from mailserver.milter.actions import apply, milter_body, milter_headers, outcome
+from mailserver.milter.client import Verdict
 
 MESSAGE = (
     b"Received: from client by mx\n\tfor <b@example.org>\n"
@@ -112,3 +114,20 @@ class BodyAndEnvelopeTests(SynchronousTestCase):
 
     def test_not_a_modification(self) -> None:
         self.assertRaises(TypeError, apply, MESSAGE, "a", ["b"], [codec.Continue()])
+
+
+class OutcomeTests(SynchronousTestCase):
+    def test_outcomes(self) -> None:
+        """Refuse, discard, hold, spam folder or plain delivery from an end-of-message verdict."""
+        error = MailError(554, "5.7.1", "Spam")
+        self.assertEqual(outcome(Verdict("reject", error), MESSAGE, "a", ["b"], "Junk").error, error)
+        self.assertTrue(outcome(Verdict("discard"), MESSAGE, "a", ["b"], "Junk").discard)
+        held = outcome(Verdict("accept", quarantine="looks bad"), MESSAGE, "a", ["b"], "Junk")
+        self.assertEqual((held.hold, held.folder, held.applied.message), ("looks bad", None, MESSAGE))
+        spam = outcome(Verdict("accept", modifications=(codec.AddHeader("X-Spam", " Yes"),)),
+                       MESSAGE, "a", ["b"], "Junk")  # fmt: skip
+        self.assertEqual((spam.folder, spam.hold), ("Junk", None))
+        self.assertIn(b"X-Spam: Yes", spam.applied.message)
+        self.assertIsNone(outcome(Verdict("accept", modifications=(codec.AddHeader("X-Spam", " Yes"),)),
+                                  MESSAGE, "a", ["b"], "").folder)  # fmt: skip
+        self.assertIsNone(outcome(Verdict(), MESSAGE, "a", ["b"], "Junk").folder)

@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial.unittest import TestCase
 
 from mailserver.milter import codec
-from mailserver.milter.actions import apply, spam_folder
+from mailserver.milter.actions import apply, outcome, spam_folder
 from mailserver.milter.client import ACCEPT, CONTINUE, REJECT, MilterSession, Verdict, check_message, endpoint_connector
 from mailserver.milter.settings import MilterSettings, parse_address
 from mailserver.store.folders import Folders, ensure_maildir
@@ -97,9 +97,10 @@ class RspamdTests(TestCase):
         msg = message(f"Cheap offer {rspamd.ADD_HEADER_MARK}\n", subject="Offer")
         _, verdict = yield defer.Deferred.fromCoroutine(self._scan(msg))
         self.assertIn(verdict.action, (ACCEPT, CONTINUE))
-        folder = spam_folder(verdict.modifications, "Junk")
-        self.assertEqual(folder, "Junk")
-        result = apply(msg, "alice@example.com", ["bob@example.org"], verdict.modifications)
+        result = outcome(verdict, msg, "alice@example.com", ["bob@example.org"], "Junk")
+        self.assertEqual((result.error, result.discard, result.hold, result.folder), (None, False, None, "Junk"))
+        folder = result.folder
+        result = result.applied
         self.assertIn(b"\nX-Spam: Yes\n", result.message)
         self.assertIn(b"MAILSERVER_TEST_SPAMMY(8.00)", result.message)
         # Delivery into the user's spam folder through the real store.
