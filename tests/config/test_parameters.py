@@ -507,6 +507,10 @@ postscreen_dnsbl_sites = zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org*-2
 postscreen_dnsbl_threshold = 2
 postscreen_dnsbl_allowlist_threshold = -1
 postscreen_dnsbl_timeout = 5s
+postscreen_greet_wait = 3s
+postscreen_greet_action = drop
+postscreen_greet_banner = welcome
+postscreen_greet_ttl = 2d
 greylist_delay = 60s
 greylist_retry_window = 1d
 greylist_max_age = 10d
@@ -618,6 +622,10 @@ FULL_EXPECTED = {
     "postscreen_dnsbl_threshold": 2,
     "postscreen_dnsbl_allowlist_threshold": -1,
     "postscreen_dnsbl_timeout": 5,
+    "postscreen_greet_wait": 3,
+    "postscreen_greet_action": "drop",
+    "postscreen_greet_banner": "welcome",
+    "postscreen_greet_ttl": 172800,
     "greylist_delay": 60,
     "greylist_retry_window": 86400,
     "greylist_max_age": 864000,
