@@ -22,6 +22,12 @@ from typing import Any, Iterable, Sequence
 from mailserver.milter import codec
 
 _HEADER_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_FIELD_NAME = re.compile(r"[!-9;-~]{1,997}\Z")
+
+
+def valid_header_name(name: str) -> bool:
+    """RFC 5322 field name: printable US-ASCII but the colon, no space (and bounded)."""
+    return bool(_FIELD_NAME.match(name))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from zope.interface import implementer
 from mailserver.errors import MailError
 from mailserver.interfaces import IMilterSession
 from mailserver.milter import codec
-from mailserver.milter.actions import milter_body, milter_headers
+from mailserver.milter.actions import milter_body, milter_headers, valid_header_name
 from mailserver.milter.settings import MilterSettings, MilterSpec
 
 log = Logger()
@@ -79,6 +79,9 @@ _FINAL = {
     codec.Reject: REJECT, codec.Tempfail: TEMPFAIL, codec.Shutdown: SHUTDOWN,
     codec.ConnectionFail: TEMPFAIL, codec.Skip: CONTINUE, codec.ReplyCode: REJECT,
 }  # fmt: skip
+
+
+_HEADER_CHANGES = (codec.AddHeader, codec.InsertHeader, codec.ChangeHeader)
 
 
 class MilterUnavailable(Exception):
@@ -400,6 +403,8 @@ class MilterSession:
         for change in modifications:
             if not self._allowed(change):
                 return self._failure(f"{type(change).__name__} was not negotiated")
+            if isinstance(change, _HEADER_CHANGES) and not valid_header_name(change.name):
+                return self._failure(f"{type(change).__name__}: bad header name {change.name!r}")
             if isinstance(change, codec.Quarantine):
                 quarantine = change.reason or "milter quarantine"
             else:
@@ -426,7 +431,7 @@ class MilterSession:
 
     def _leading_space(self, change: Any) -> Any:
         """Header values as written after the colon: a space added unless SMFIP_HDR_LEADSPC."""
-        if isinstance(change, (codec.AddHeader, codec.InsertHeader, codec.ChangeHeader)):
+        if isinstance(change, _HEADER_CHANGES):
             if not self.steps & codec.SMFIP_HDR_LEADSPC and change.value:
                 return replace(change, value=" " + change.value)
         return change

@@ -456,6 +456,20 @@ class MoreReplyTests(Started, SynchronousTestCase):
         milter.reply(codec.Quarantine("x"), codec.Accept())
         self.assertTrue(self.successResultOf(d).default)
 
+    def test_regression_header_name_injection(self) -> None:
+        """
+        A header name with a line break, space or colon (which would write
+        extra header lines or end the header section) fails the milter
+        instead of reaching the message.
+        """
+        for name in ("X-A\nInjected: yes", "X A", "X:A", "", "X-\u00e9"):
+            milter, session = self.start()
+            d = session.eom()
+            milter.reply(codec.AddHeader(name, "v"), codec.Accept())
+            verdict = self.successResultOf(d)
+            self.assertEqual((verdict.action, verdict.default), (TEMPFAIL, True), name)
+            self.assertEqual(verdict.modifications, ())
+
     def test_shutdown_ends_the_connection_for_the_milter(self) -> None:
         milter, session = self.start()
         self.assertEqual(self.successResultOf(_answered(milter, session.helo("h"), codec.Shutdown())).action, SHUTDOWN)
