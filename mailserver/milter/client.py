@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailserver.address import parse_mailbox
 from mailserver.errors import MailError
 from mailserver.interfaces import IMilterSession
 from mailserver.milter import codec
@@ -84,6 +85,27 @@ _FINAL = {
 _HEADER_CHANGES = (codec.AddHeader, codec.InsertHeader, codec.ChangeHeader)
 
 
+def _bad_change(change: Any) -> str | None:
+    """Why a change cannot be applied safely (a header name, address or argument), or None."""
+    if isinstance(change, _HEADER_CHANGES):
+        return None if valid_header_name(change.name) else f"bad header name {change.name!r}"
+    address = getattr(change, "recipient", getattr(change, "sender", None))
+    if address is None:
+        return None
+    args = getattr(change, "args", "")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in args):
+        return f"control character in {args!r}"
+    bare = address.strip()
+    bare = bare[1:-1] if bare.startswith("<") and bare.endswith(">") else bare
+    if bare == "" and isinstance(change, codec.ChangeFrom):
+        return None  # the null sender
+    try:
+        parse_mailbox(bare)
+    except MailError:
+        return f"bad address {address!r}"
+    return None
+
+
 class MilterUnavailable(Exception):
     """The milter could not be reached, went away, timed out or broke the protocol."""
 
@@ -119,6 +141,8 @@ def reply_error(text: str) -> MailError | None:
     code, enhanced, message = 0, "", ""
     lines = []
     for line in first:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+            return None
         if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
             return None
         code = int(line[:3])
@@ -403,8 +427,9 @@ class MilterSession:
         for change in modifications:
             if not self._allowed(change):
                 return self._failure(f"{type(change).__name__} was not negotiated")
-            if isinstance(change, _HEADER_CHANGES) and not valid_header_name(change.name):
-                return self._failure(f"{type(change).__name__}: bad header name {change.name!r}")
+            problem = _bad_change(change)
+            if problem:
+                return self._failure(f"{type(change).__name__}: {problem}")
             if isinstance(change, codec.Quarantine):
                 quarantine = change.reason or "milter quarantine"
             else:

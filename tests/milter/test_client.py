@@ -470,6 +470,32 @@ class MoreReplyTests(Started, SynchronousTestCase):
             self.assertEqual((verdict.action, verdict.default), (TEMPFAIL, True), name)
             self.assertEqual(verdict.modifications, ())
 
+    def test_regression_envelope_injection(self) -> None:
+        """
+        Recipients, senders and their arguments with line breaks or bad
+        syntax (which could smuggle commands into a later SMTP relay) fail
+        the milter; the null sender is a valid new sender.
+        """
+        bad = [
+            codec.AddRecipient("<a@b>\r\nRCPT TO:<x@y>"), codec.AddRecipient("<a b@c>"),
+            codec.AddRecipientPar("<a@b>", "NOTIFY=NEVER\r\nDATA"), codec.DeleteRecipient("<\x01@b>"),
+            codec.ChangeFrom("<s@x>\nRSET"), codec.ChangeFrom("<s@x>", "SIZE=1\r"),
+        ]  # fmt: skip
+        for change in bad:
+            milter, session = self.start()
+            d = session.eom()
+            milter.reply(change, codec.Accept())
+            self.assertTrue(self.successResultOf(d).default, change)
+        milter, session = self.start()
+        d = session.eom()
+        milter.reply(codec.ChangeFrom("<>"), codec.AddRecipient("b@example.org"), codec.Accept())
+        self.assertEqual(len(self.successResultOf(d).modifications), 2)
+
+    def test_regression_reply_text_control_characters(self) -> None:
+        """A SMFIR_REPLYCODE with a bare CR or other control character is refused."""
+        self.assertIsNone(reply_error("550 5.7.1 a\rb"))
+        self.assertIsNone(reply_error("550 5.7.1 a\x00b"))
+
     def test_shutdown_ends_the_connection_for_the_milter(self) -> None:
         milter, session = self.start()
         self.assertEqual(self.successResultOf(_answered(milter, session.helo("h"), codec.Shutdown())).action, SHUTDOWN)
