@@ -23,7 +23,9 @@ from typing import Any, Iterable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import directlyProvides, providedBy
 
 log = Logger()
 
@@ -47,14 +49,14 @@ class PregreetGuard(ProtocolWrapper):
         self.violation = False
 
     def makeConnection(self, transport: Any) -> None:
-        host = getattr(transport.getPeer(), "host", "")
-        if self.factory.trusted(host):
-            super().makeConnection(transport)
-            return
-        # Do not start the wrapped protocol yet: ProtocolWrapper.makeConnection would.
-        self.connected = 1
-        self.transport = transport
+        # As ProtocolWrapper.makeConnection (the wrapper offers what the transport
+        # offers, e.g. ITLSTransport for STARTTLS), but the SMTP session starts later.
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
+        if self.factory.trusted(getattr(transport.getPeer(), "host", "")):
+            self.wrappedProtocol.makeConnection(self)
+            return
         self._started_at = self.factory.clock.seconds()
         transport.write(b"220-" + self.factory.banner.encode() + b"\r\n")
         self._timer = self.factory.clock.callLater(self.factory.wait, self._greet)
