@@ -220,6 +220,14 @@ class Greylist:
         self._save_soon()
         return decision
 
+    def expire(self) -> int:
+        """Forget old entries now (call it periodically); saves if anything went."""
+        gone = self.state.expire(self.clock.seconds())
+        if gone:
+            self._dirty = True
+            self._save_soon()
+        return gone
+
     def _save_soon(self) -> None:
         if self._writing is None and self._dirty:
             self._dirty = False

@@ -153,6 +153,19 @@ class PersistenceTests(SynchronousTestCase):
             state.load_json(f.read())
         self.assertEqual(len(state.triplets), 5)
 
+    def test_expire_saves(self) -> None:
+        directory = self.mktemp()
+        os.mkdir(directory)
+        clock = Clock()
+        greylist = Greylist(SETTINGS, directory, clock, synchronously)
+        greylist.check("192.0.2.1", "a@x", "b@y")
+        self.assertEqual(greylist.expire(), 0)
+        clock.advance(3 * DAY)
+        self.assertEqual(greylist.expire(), 1)
+        self.successResultOf(greylist.flush())
+        with open(os.path.join(directory, STATE_FILE), "rb") as f:
+            self.assertEqual(json.loads(f.read())["triplets"], {})
+
     def test_damaged_file_ignored(self) -> None:
         directory = self.mktemp()
         os.mkdir(directory)
