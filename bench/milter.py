@@ -72,21 +72,29 @@ async def worker(reactor: Any, spec: Any, todo: list[int], per_connection: int, 
         await session.quit()
 
 
-def start_dns() -> tuple[subprocess.Popen[bytes], int]:
-    """A child process answering NXDOMAIN to every query (rspamd's SPF, DMARC, RBL look-ups)."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from tests.milter.rspamd import nxdomain_server; nxdomain_server()"],
-        stdout=subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
-    assert child.stdout is not None
-    return child, int(child.stdout.readline())
+def child(code: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A Python child process that prints the port it serves on."""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT)
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
-    dns_child, dns_port = start_dns() if args.dns else (None, 1)
-    server = Rspamd(workers=args.workers, dns_port=dns_port).wait_ready()
+    children = []
+    server: Any = None
+    if args.null:
+        null, port = child("from tests.milter.nullmilter import main; main()")
+        children.append(null)
+        address = f"inet:127.0.0.1:{port}"
+    else:
+        dns_port = 1
+        if args.dns:  # rspamd's SPF, DMARC, RBL look-ups answered NXDOMAIN at once
+            dns, dns_port = child("from tests.milter.rspamd import nxdomain_server; nxdomain_server()")
+            children.append(dns)
+        server = Rspamd(workers=args.workers, dns_port=dns_port).wait_ready()
+        address = server.address
     try:
-        spec = parse_address(server.address)
+        spec = parse_address(address)
         # Warm up (rspamd compiles and caches on first use).
         await worker(reactor, spec, list(range(20)), 10, args.size, [], {})
         todo = list(range(args.count))
@@ -100,13 +108,16 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         ])  # fmt: skip
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        server.stop()
-        if dns_child is not None:
-            dns_child.terminate()
-            dns_child.wait()
+        if server is not None:
+            server.stop()
+        for process in children:
+            process.terminate()
+            process.wait()
     latencies.sort()
     done = len(latencies)
-    print(f"rspamd milter, {args.workers} worker(s), DNS {'NXDOMAIN server' if args.dns else 'time-outs'}; C = {args.concurrency}, {done} messages of"
+    what = ("null milter (client cost alone)" if args.null else
+            f"rspamd milter, {args.workers} worker(s), DNS {'NXDOMAIN server' if args.dns else 'time-outs'}")
+    print(f"{what}; C = {args.concurrency}, {done} messages of"
           f" {args.size} bytes, {args.per_connection} per milter connection")  # fmt: skip
     print(f"  throughput      {done / wall:8.1f} msg/s  ({wall:.2f} s)")
     print(f"  latency         p50 {statistics.median(latencies) * 1000:.1f} ms,"
@@ -126,6 +137,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="rspamd proxy (self_scan) workers")
     parser.add_argument("--no-dns", dest="dns", action="store_false",
                         help="no loopback DNS: rspamd's look-ups time out (0.1 s each)")
+    parser.add_argument("--null", action="store_true",
+                        help="a null milter (tests/milter/nullmilter.py) instead of rspamd")
     args = parser.parse_args()
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, args)))
 

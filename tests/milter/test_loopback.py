@@ -7,39 +7,13 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
 from mailserver.milter import codec
 from mailserver.milter.client import ACCEPT, TEMPFAIL, MilterSession, check_message, endpoint_connector
 from mailserver.milter.settings import MilterSettings, MilterSpec
-
-
-class TinyMilter(Protocol):
-    """Continue to everything; at end of message add a header and accept."""
-
-    def connectionMade(self) -> None:
-        self.decoder = codec.Decoder()
-        self.factory.connections.append(self)  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        for packet in self.decoder.feed(data):
-            command = codec.decode_command(packet)
-            if isinstance(command, codec.OptNeg):
-                replies: list[Any] = [codec.OptNeg(6, codec.SMFIF_ADDHDRS, codec.SMFIP_NR_HDR)]
-            elif isinstance(command, codec.EndOfMessage):
-                replies = [codec.AddHeader("X-Tiny", "seen"), codec.Accept()]
-            elif isinstance(command, (codec.Macro, codec.Header, codec.Abort)):
-                replies = []
-            elif isinstance(command, codec.Quit):
-                self.transport.loseConnection()
-                return
-            else:
-                replies = [codec.Continue()]
-            self.transport.write(b"".join(codec.encode(r) for r in replies))
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.factory.closed.append(self)  # type: ignore[attr-defined]
+from tests.milter.nullmilter import NullMilter
 
 
 MESSAGE = b"Subject: hi\n\nbody\n"
@@ -47,7 +21,7 @@ MESSAGE = b"Subject: hi\n\nbody\n"
 
 class LoopbackTests(TestCase):
     def serve(self, endpoint: Any) -> defer.Deferred[Any]:
-        factory = Factory.forProtocol(TinyMilter)
+        factory = Factory.forProtocol(NullMilter)
         factory.connections, factory.closed = [], []  # type: ignore[attr-defined]
         self.factory = factory
         d = endpoint.listen(factory)
