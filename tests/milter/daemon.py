@@ -7,6 +7,7 @@ Subclasses give the command line (L{Daemon.argv}) and the log file name.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
@@ -117,28 +118,28 @@ class Shared:
     def __init__(self, make: Any) -> None:
         self.make = make
         self.instance: Daemon | None = None
-        self._starting: Any = None
+        self._starting = False
+        self._waiters: list[Any] = []
 
     def get(self, reactor: Any) -> Any:
-        import atexit
-
-        from twisted.internet import defer
-
+        """A Deferred firing with the running daemon (or failing if it cannot start)."""
         instance = self.instance
         if instance is not None and instance.process is not None and instance.process.poll() is None:
             return defer.succeed(instance)
-        if self._starting is None:
+        waiting: Any = defer.Deferred()
+        self._waiters.append(waiting)
+        if not self._starting:
+            self._starting = True
             fresh = self.make()
             atexit.register(fresh.stop)
 
-            def done(result: Any) -> Any:
-                self._starting = None
+            def done(result: Any) -> None:
+                self._starting = False
                 if isinstance(result, Daemon):
                     self.instance = result
-                return result
+                waiters, self._waiters = self._waiters, []
+                for waiter in waiters:
+                    waiter.callback(result)  # a Failure errbacks each waiter
 
-            self._starting = defer.Deferred.fromCoroutine(fresh.ready(reactor))
-            self._starting.addBoth(done)
-        waiting: Any = defer.Deferred()
-        self._starting.addBoth(lambda result: (waiting.callback(result), result)[1])
+            defer.Deferred.fromCoroutine(fresh.ready(reactor)).addBoth(done)
         return waiting
