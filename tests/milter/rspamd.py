@@ -69,7 +69,7 @@ _LOCAL = {
 
 
 def _cache_dir() -> str:
-    """Compiled hyperscan databases, kept between runs (a fresh start compiles for ~20 s)."""
+    """Compiled hyperscan databases, kept between runs (shared by the test processes)."""
     path = os.path.join(tempfile.gettempdir(), f"mailserver-rspamd-hs-{os.getuid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
