@@ -122,3 +122,47 @@ class IOutboundQueue(Interface):
         @param client: the L{mailserver.delivery.envelope.Client} the mail
             came from, or L{None}; decorators (DKIM signing) decide from it.
         """
+
+
+class IMilterSession(Interface):
+    """
+    One SMTP connection's milters (one milter, or several in order): each
+    stage returns a Deferred L{mailserver.milter.client.Verdict} and never
+    fails; a broken milter gives C{milter_default_action}'s verdict.
+    """
+
+    def connect(macros, hostname, family, port, address):
+        """The client connected (opens the milter connection)."""
+
+    def helo(name, macros):
+        """HELO/EHLO."""
+
+    def mail_from(args, macros):
+        """MAIL FROM: C{["<sender>", "ESMTP=arg", ...]}; starts a message."""
+
+    def rcpt(args, macros):
+        """RCPT TO: a reject refuses this recipient only."""
+
+    def data(macros):
+        """DATA."""
+
+    def header(name, value):
+        """One header: the text after the colon, folded lines joined by LF."""
+
+    def eoh(macros):
+        """End of headers."""
+
+    def body(chunk):
+        """Body bytes, CRLF lines."""
+
+    def eom(macros):
+        """End of message: the final verdict with the modifications."""
+
+    def unknown(command, macros):
+        """An unknown SMTP command."""
+
+    def abort():
+        """The current message is abandoned (RSET, or after its final reply)."""
+
+    def quit():
+        """Close the milter connection(s); a Deferred firing once closed."""

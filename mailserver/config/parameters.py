@@ -19,6 +19,7 @@ from mailserver.config.embedded import EMBEDDED_MAIN_CF
 from mailserver.config.endpoints import bind_to, parse_endpoint
 from mailserver.config.expand import ExpansionError, expand
 from mailserver.config.maincf import RawSetting, parse_main_cf
+from mailserver.config.policy_values import DnsblSites, Milters, SignedInteger, Words
 from mailserver.config.values import (
     Boolean,
     Delimiter,
@@ -94,6 +95,7 @@ TLS_LEVEL = Enum("none", "may", "encrypt")
 AUTH_ACTION = Enum("reject", "quarantine", "header")
 FOLDER = FolderName()
 DELIVERY_KINDS = EnumList("alias", "forward", "include")
+MILTERS, WORDS = Milters(), Words()
 
 TLS_HIGH_CIPHERLIST = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -256,6 +258,69 @@ PARAMETERS: tuple[Parameter, ...] = (
       "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each mailbox that quarantined mail is delivered to (created when missing)"),
+    # Milters (docs/spam.rst).
+    P("smtpd_milters", MILTERS, "", POSTFIX,
+      "milters for mail received over SMTP: inet:host:port, unix:/path, { address, name = value }"),
+    P("non_smtpd_milters", MILTERS, "", POSTFIX,
+      "milters for mail submitted with sendmail (pickup) and bounces"),
+    P("milter_default_action", Enum("tempfail", "accept", "reject", "quarantine"), "tempfail",
+      POSTFIX, "what an unreachable, timed-out or broken milter means"),
+    P("milter_protocol", Enum("2", "3", "4", "6"), "6", POSTFIX,
+      "milter protocol version offered"),
+    P("milter_connect_timeout", TIME, "30s", POSTFIX,
+      "time to connect to a milter and negotiate options"),
+    P("milter_command_timeout", TIME, "30s", POSTFIX,
+      "time for a milter to answer an SMTP command (connect, HELO, MAIL, RCPT, DATA)"),
+    P("milter_content_timeout", TIME, "300s", POSTFIX,
+      "time for a milter to answer message content (headers, body, end of message)"),
+    P("milter_macro_daemon_name", TEXT, "$myhostname", POSTFIX, "the {daemon_name} macro"),
+    P("milter_macro_v", TEXT, "$mail_name", POSTFIX, "the v macro (server name and version)"),
+    P("milter_connect_macros", WORDS, "j {daemon_name} {daemon_addr} v _", POSTFIX,
+      "macros sent with the connection"),
+    P("milter_helo_macros", WORDS,
+      "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}", POSTFIX,
+      "macros sent with HELO/EHLO"),
+    P("milter_mail_macros", WORDS,
+      "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
+      POSTFIX, "macros sent with MAIL FROM"),
+    P("milter_rcpt_macros", WORDS, "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", POSTFIX,
+      "macros sent with RCPT TO"),
+    P("milter_data_macros", WORDS, "i", POSTFIX, "macros sent with DATA"),
+    P("milter_end_of_header_macros", WORDS, "i", POSTFIX, "macros sent at the end of the headers"),
+    P("milter_end_of_data_macros", WORDS, "i", POSTFIX, "macros sent at the end of the message"),
+    P("milter_unknown_command_macros", WORDS, "", POSTFIX,
+      "macros sent with an unknown SMTP command"),
+    # Built-in checks (docs/spam.rst; not yet wired into the SMTP session).
+    P("postscreen_dnsbl_sites", DnsblSites(), "", POSTFIX,
+      "DNS block/allow lists: domain[=filter][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3"),
+    P("postscreen_dnsbl_threshold", SignedInteger(), "1", POSTFIX,
+      "DNSBL score at which a client is rejected"),
+    P("postscreen_dnsbl_allowlist_threshold", SignedInteger(), "0", POSTFIX,
+      "DNSBL score (when negative) at or below which a client skips the other tests"),
+    P("postscreen_dnsbl_timeout", TIME, "10s", POSTFIX, "time allowed for the DNSBL look-ups"),
+    P("postscreen_greet_wait", TIME, "6s", POSTFIX,
+      "time a client must stay silent after the first greeting line (pregreet test)"),
+    P("postscreen_greet_action", Enum("ignore", "drop"), "ignore", POSTFIX,
+      "a client talking before the greeting: ignore (log only) or drop (521, disconnect)"),
+    P("postscreen_greet_ttl", TIME, "1d", POSTFIX,
+      "how long a client that passed the pregreet test is greeted without waiting"),
+    P("postscreen_greet_banner", TEXT, "$smtpd_banner", POSTFIX,
+      "text of the first greeting line (220-) sent before the wait"),
+    P("greylist_delay", TIME, "300s", OWN,
+      "how long a new (client, sender, recipient) triplet is deferred (Postgrey --delay)"),
+    P("greylist_retry_window", TIME, "2d", OWN,
+      "how long after the delay a retry still passes (Postgrey --retry-window)"),
+    P("greylist_max_age", TIME, "35d", OWN,
+      "triplets and clients unseen this long are forgotten (Postgrey --max-age)"),
+    P("greylist_auto_whitelist_clients", INT, "5", OWN,
+      "passes after which a client is no longer greylisted (0: never; Postgrey)"),
+    P("smtpd_client_connection_rate_limit", INT, "0", POSTFIX,
+      "connections per client and anvil_rate_time_unit (0: no limit)"),
+    P("smtpd_client_message_rate_limit", INT, "0", POSTFIX,
+      "messages per client and anvil_rate_time_unit (0: no limit)"),
+    P("anvil_rate_time_unit", TIME, "60s", POSTFIX, "the time unit of the client rate limits"),
+    P("smtpd_client_event_limit_exceptions", Networks(), "$mynetworks", POSTFIX,
+      "clients exempt from the client rate limits"),
 )  # fmt: skip
 del P
 

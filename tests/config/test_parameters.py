@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from twisted.internet import endpoints
@@ -16,6 +17,8 @@ from mailserver.config.parameters import (
     load_config,
 )
 from mailserver.config.values import TableRef
+from mailserver.milter.settings import MilterSpec
+from mailserver.policy.dnsbl_sites import parse_sites
 from mailserver.errors import ConfigError
 from tests.config.helpers import build, problems_of
 
@@ -497,6 +500,39 @@ spf_fail_action = reject
 dmarc_own_domain_fail_action = quarantine
 mail_authentication_checks = no
 junk_folder = Spam/Suspect
+smtpd_milters = inet:127.0.0.1:11332
+non_smtpd_milters = { unix:/run/opendkim.sock, default_action = accept }
+milter_default_action = quarantine
+milter_protocol = 4
+milter_connect_timeout = 5s
+milter_command_timeout = 10s
+milter_content_timeout = 1m
+milter_macro_daemon_name = mx
+milter_macro_v = ExampleMail 1
+milter_connect_macros = j
+milter_helo_macros = {tls_version}
+milter_mail_macros = i {auth_authen}
+milter_rcpt_macros = i {rcpt_addr}
+milter_data_macros =
+milter_end_of_header_macros = {mail_addr}
+milter_end_of_data_macros = i j
+milter_unknown_command_macros = i
+postscreen_dnsbl_sites = zen.spamhaus.org=127.0.0.[2..11]*3, list.dnswl.org*-2
+postscreen_dnsbl_threshold = 2
+postscreen_dnsbl_allowlist_threshold = -1
+postscreen_dnsbl_timeout = 5s
+postscreen_greet_wait = 3s
+postscreen_greet_action = drop
+postscreen_greet_banner = welcome
+postscreen_greet_ttl = 2d
+greylist_delay = 60s
+greylist_retry_window = 1d
+greylist_max_age = 10d
+greylist_auto_whitelist_clients = 3
+smtpd_client_connection_rate_limit = 30
+smtpd_client_message_rate_limit = 100
+anvil_rate_time_unit = 120s
+smtpd_client_event_limit_exceptions = 192.0.2.0/24
 """
 
 FULL_EXPECTED = {
@@ -591,6 +627,41 @@ FULL_EXPECTED = {
     "dmarc_own_domain_fail_action": "quarantine",
     "mail_authentication_checks": False,
     "junk_folder": "Spam/Suspect",
+    "smtpd_milters": (MilterSpec("inet", host="127.0.0.1", port=11332),),
+    "non_smtpd_milters": (
+        MilterSpec("unix", path="/run/opendkim.sock", overrides=(("default_action", "accept"),)),
+    ),
+    "milter_default_action": "quarantine",
+    "milter_protocol": "4",
+    "milter_connect_timeout": 5,
+    "milter_command_timeout": 10,
+    "milter_content_timeout": 60,
+    "milter_macro_daemon_name": "mx",
+    "milter_macro_v": "ExampleMail 1",
+    "milter_connect_macros": ("j",),
+    "milter_helo_macros": ("{tls_version}",),
+    "milter_mail_macros": ("i", "{auth_authen}"),
+    "milter_rcpt_macros": ("i", "{rcpt_addr}"),
+    "milter_data_macros": (),
+    "milter_end_of_header_macros": ("{mail_addr}",),
+    "milter_end_of_data_macros": ("i", "j"),
+    "milter_unknown_command_macros": ("i",),
+    "postscreen_dnsbl_sites": parse_sites("zen.spamhaus.org=127.0.0.[2..11]*3 list.dnswl.org*-2"),
+    "postscreen_dnsbl_threshold": 2,
+    "postscreen_dnsbl_allowlist_threshold": -1,
+    "postscreen_dnsbl_timeout": 5,
+    "postscreen_greet_wait": 3,
+    "postscreen_greet_action": "drop",
+    "postscreen_greet_banner": "welcome",
+    "postscreen_greet_ttl": 172800,
+    "greylist_delay": 60,
+    "greylist_retry_window": 86400,
+    "greylist_max_age": 864000,
+    "greylist_auto_whitelist_clients": 3,
+    "smtpd_client_connection_rate_limit": 30,
+    "smtpd_client_message_rate_limit": 100,
+    "anvil_rate_time_unit": 120,
+    "smtpd_client_event_limit_exceptions": (ipaddress.ip_network("192.0.2.0/24"),),
 }
 
 

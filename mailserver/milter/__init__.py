@@ -1,0 +1,1 @@
+"""The milter client: the MTA side of the Sendmail milter protocol, version 6."""

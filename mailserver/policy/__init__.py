@@ -1,0 +1,1 @@
+"""Built-in spam and abuse checks: DNSBL scoring, greylisting, rate limits."""
