@@ -16,10 +16,12 @@ from zope.interface import implementer
 
 from mailserver.address import parse_mailbox
 from mailserver.delivery.mime import (
+    NESTING_LIMIT,
     BodyLine,
     BodyText,
     Header,
     HeaderKind,
+    NestingExceeded,
     body_lines,
     decode_header_text,
     line_end,
@@ -60,6 +62,21 @@ class CheckEvent:
 
 
 @dataclass(frozen=True)
+class MimeErrorEvent:
+    """A message the checks cannot inspect (Postfix's C{mime-error} reject)."""
+
+    error: str  # Postfix's text, e.g. "MIME nesting exceeds safety limit"
+    context: str  # the header where it was found, truncated
+
+    def __str__(self) -> str:
+        return f"reject: mime-error {self.error}: {self.context}"
+
+
+#: Postfix mime_state.c's text for MIME_ERR_NESTING; cleanup replies 550 5.6.0.
+NESTING_ERROR = "MIME nesting exceeds safety limit"
+
+
+@dataclass(frozen=True)
 class ContentVerdict:
     """What the checks decided, and the (possibly rewritten) message."""
 
@@ -69,7 +86,7 @@ class ContentVerdict:
     hold: bool = False
     redirect: str | None = None
     bcc: tuple[str, ...] = ()
-    events: tuple[CheckEvent, ...] = ()
+    events: tuple[CheckEvent | MimeErrorEvent, ...] = ()
     hold_reason: str | None = None
 
 
@@ -83,6 +100,10 @@ class ContentChecks:
     C{mime_header_checks}; without it, primary MIME headers go to
     C{header_checks} and those of attached messages to
     C{nested_header_checks}.
+
+    While any table is configured, a message whose MIME structure nests
+    deeper than C{mime_nesting_limit} is refused (C{550 5.6.0}): its inner
+    parts would otherwise pass unchecked.
     """
 
     name = "cleanup"
@@ -96,6 +117,7 @@ class ContentChecks:
         body_checks_size_limit: int = DEFAULT_BODY_CHECKS_SIZE_LIMIT,
         decode_headers: bool = True,
         header_size_limit: int = DEFAULT_HEADER_SIZE_LIMIT,
+        mime_nesting_limit: int = NESTING_LIMIT,
     ) -> None:
         self.header_checks = _configured(header_checks)
         self.mime_header_checks = _configured(mime_header_checks)
@@ -104,6 +126,7 @@ class ContentChecks:
         self.body_checks_size_limit = max(0, body_checks_size_limit)
         self.decode_headers = decode_headers
         self.header_size_limit = header_size_limit
+        self.mime_nesting_limit = max(0, mime_nesting_limit)
 
     def __repr__(self) -> str:
         tables = (self.header_checks, self.mime_header_checks, self.nested_header_checks, self.body_checks)
@@ -146,7 +169,7 @@ class _Scan:
         self.checks = checks
         self.message = message
         self.edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in order
-        self.events: list[CheckEvent] = []
+        self.events: list[CheckEvent | MimeErrorEvent] = []
         self.error: MailError | None = None
         self.discard = False
         self.hold_reason: str | None = None
@@ -157,7 +180,7 @@ class _Scan:
         checks = self.checks
         body = checks.body_checks
         limit = checks.body_checks_size_limit if body is not None else 0
-        for event in walk(self.message, limit):
+        for event in walk(self.message, limit, checks.mime_nesting_limit):
             if isinstance(event, Header):
                 chosen = checks.table_for(event)
                 if chosen is not None:
@@ -172,6 +195,9 @@ class _Scan:
                             break
             elif isinstance(event, BodyLine) and body is not None:
                 self._body(event, body, limit)
+            elif isinstance(event, NestingExceeded):
+                self.error = MailError(550, "5.6.0", NESTING_ERROR)
+                self.events.append(MimeErrorEvent(NESTING_ERROR, _UNPRINTABLE.sub("?", event.text[:100])))
             if self.error is not None or self.discard:
                 break
         return ContentVerdict(

@@ -138,7 +138,24 @@ class HeaderEnd(NamedTuple):
     end: int
 
 
-Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom
+class NestingExceeded(NamedTuple):
+    """
+    A header block that would open a multipart or attached message deeper
+    than the nesting limit (Postfix's C{mime_nesting_limit}).  Its content
+    is walked as body text: a caller that must see every part's headers
+    refuses the message.  C{text} is the Content-Type header that opened
+    it (empty for a digest part's implicit message/rfc822).  It spans
+    nothing (C{start == end}, after the block's L{HeaderEnd}), so the
+    events still tile the message.
+    """
+
+    text: str
+    start: int
+    end: int
+    depth: int
+
+
+Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom | NestingExceeded
 
 
 class _Block(NamedTuple):
@@ -164,7 +181,7 @@ def _strip_eol(line: bytes) -> bytes:
     return line
 
 
-def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
+def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NESTING_LIMIT) -> Iterator[Event]:
     """
     The events of C{message}, in order: L{Header}s, L{HeaderEnd}s, body
     text as L{BodyText} runs (split them with L{body_lines}), boundary lines
@@ -172,7 +189,9 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
     spans tile the message exactly.  With it, body lines that start at or
     after C{body_limit} bytes into their body segment are left out (quickly:
     only boundary lines are still looked for), which keeps a huge message
-    cheap; C{body_limit=0} yields no body text at all.
+    cheap; C{body_limit=0} yields no body text at all.  A multipart or
+    attached message that would sit more than C{nesting_limit} levels
+    deep yields one L{NestingExceeded} (the first only) and is body text.
     """
     length = len(message)
     position = 0
@@ -186,6 +205,8 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
     header_start = 0
     block_type: list[bytes] = []  # Content-Type values of the block
     block_encoding: list[bytes] = []
+    type_header: list[Header] = []  # the block's last Content-Type header
+    exceeded = False
     segment_start = 0
 
     def flush() -> Header | None:
@@ -202,7 +223,10 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
         end = header_start + sum(len(line) for line in lines)
         lines.clear()
         assert kind is not None
-        return Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
+        header = Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
+        if lower == b"content-type":
+            type_header[:] = [header]
+        return header
 
     while position < length:
         newline = message.find(b"\n", position)
@@ -231,6 +255,7 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
                     kind, default_nested = HeaderKind.MULTIPART, digest
                     block_type.clear()
                     block_encoding.clear()
+                    type_header.clear()
                 continue
 
         if kind is not None:
@@ -266,12 +291,22 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
             block_type.clear()
             block_encoding.clear()
             segment_start = position
-            if block.nested and depth < NESTING_LIMIT:
+            opens = block.nested or block.multipart_boundary is not None
+            if opens and depth >= nesting_limit:
+                if not exceeded:
+                    exceeded = True
+                    text = type_header[0].text if type_header else ""
+                    yield NestingExceeded(text, position, position, depth + 1)
+                type_header.clear()
+                kind = None
+                continue
+            type_header.clear()
+            if block.nested:
                 kind, default_nested, fresh = HeaderKind.NESTED, False, True
                 depth += 1
                 continue
             kind = None
-            if block.multipart_boundary is not None and depth < NESTING_LIMIT:
+            if block.multipart_boundary is not None:
                 depth += 1
                 stack.append((b"--" + block.multipart_boundary, block.digest, depth))
             continue

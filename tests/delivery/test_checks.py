@@ -8,7 +8,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mailserver.delivery.checks import CheckEvent, ContentChecks, ContentVerdict
+from mailserver.delivery.checks import CheckEvent, ContentChecks, ContentVerdict, MimeErrorEvent
 from mailserver.delivery.mime import Header, HeaderKind, walk
 from mailserver.errors import MailError
 from mailserver.interfaces import IContentCheck
@@ -333,3 +333,59 @@ class CorpusTests(SynchronousTestCase):
 class ErrorTypeTests(SynchronousTestCase):
     def test_verdict_error_is_a_mail_error(self) -> None:
         self.assertIsInstance(inspect(PLAIN, header="/^To:/ REJECT\n").error, MailError)
+
+
+def nested_exe(levels: int, crlf: bool = False) -> bytes:
+    """An C{.exe} attachment inside C{levels} nested multiparts (the issue's probe)."""
+    head = [b"From: alice@example.org\nSubject: nested\nMIME-Version: 1.0\n"]
+    for level in range(levels):
+        head.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
+    head.append(b'Content-Type: application/octet-stream; name="evil.exe"\n\nTVqQAAMAAAAEAAAA\n')
+    for level in reversed(range(levels)):
+        head.append(b"--b%d--\n" % level)
+    message = b"".join(head)
+    return message.replace(b"\n", b"\r\n") if crlf else message
+
+
+class NestingLimitTests(SynchronousTestCase):
+    """Issue 16 item 1: the attachment filter could be skipped by nesting past 100 levels."""
+
+    def test_regression_mime_nesting_beyond_limit_refused(self) -> None:
+        checks = ContentChecks(mime_header_checks=sample("mime_header_checks"))
+        for levels in (1, 50, 100):
+            verdict = checks.inspect(None, nested_exe(levels))
+            self.assertEqual((verdict.error.code, verdict.error.enhanced), (550, "5.7.1"), levels)
+            self.assertIn("evil.exe", verdict.error.text)
+        for levels in (101, 200, 1000, 5000):
+            verdict = checks.inspect(None, nested_exe(levels))
+            self.assertEqual(
+                (verdict.error.code, verdict.error.enhanced, verdict.error.text),
+                (550, "5.6.0", "MIME nesting exceeds safety limit"),
+                levels,
+            )
+            [event] = verdict.events
+            self.assertIsInstance(event, MimeErrorEvent)
+            self.assertEqual(
+                str(event), 'reject: mime-error MIME nesting exceeds safety limit: '
+                'Content-Type: multipart/mixed; boundary="b100"'
+            )
+
+    def test_attached_messages_count_as_levels(self) -> None:
+        message = b"Subject: a\n" + b"Content-Type: message/rfc822\n\nSubject: b\n" * 3 + b"\nbody\n"
+        verdict = inspect(message, header="/^X-Never:/ REJECT\n", mime_nesting_limit=2)
+        self.assertEqual(verdict.error.enhanced, "5.6.0")
+        self.assertIsNone(inspect(message, header="/^X-Never:/ REJECT\n", mime_nesting_limit=3).error)
+
+    def test_enforced_with_any_table_configured(self) -> None:
+        message = nested_exe(101)
+        for tables in ({"header": "/^X-Never:/ WARN\n"}, {"body": "/^never$/ REJECT\n"}, {"nested": "/^X/ WARN\n"}):
+            self.assertEqual(inspect(message, **tables).error.enhanced, "5.6.0", tables)
+
+    def test_not_enforced_without_checks(self) -> None:
+        verdict = ContentChecks().inspect(None, nested_exe(101))
+        self.assertIsNone(verdict.error)
+
+    def test_configured_limit(self) -> None:
+        checks = ContentChecks(mime_header_checks=sample("mime_header_checks"), mime_nesting_limit=10)
+        self.assertEqual(checks.inspect(None, nested_exe(10)).error.enhanced, "5.7.1")
+        self.assertEqual(checks.inspect(None, nested_exe(11)).error.enhanced, "5.6.0")

@@ -261,6 +261,20 @@ class WalkTests(SynchronousTestCase):
         depths = [e.depth for e in walk(message) if isinstance(e, Header)]
         self.assertLessEqual(max(depths), mime_module.NESTING_LIMIT)
 
+    def test_nesting_exceeded_is_reported_once(self) -> None:
+        parts = []
+        for level in range(103):
+            parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
+        message = b"".join(parts) + b"\ntext\n"
+        assert_tiles(self, message)
+        [found] = [e for e in walk(message) if isinstance(e, mime_module.NestingExceeded)]
+        self.assertEqual(found.depth, mime_module.NESTING_LIMIT + 1)
+        self.assertEqual(found.text, 'Content-Type: multipart/mixed; boundary="b100"')
+        self.assertEqual(found.start, found.end)
+        shallow = b"".join(parts[:100]) + b"\ntext\n"
+        self.assertFalse([e for e in walk(shallow) if isinstance(e, mime_module.NestingExceeded)])
+        self.assertTrue([e for e in walk(shallow, nesting_limit=99) if isinstance(e, mime_module.NestingExceeded)])
+
     def test_corpus(self) -> None:
         files = corpus_files()
         if not files:
