@@ -38,6 +38,11 @@ _HEADER_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _STATUS = re.compile(r"([45])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)(.*)", re.DOTALL)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _MAX_REPLY = 400
+# Hostile messages repeat the same boundary and part header lines thousands
+# of times: one inspection remembers the verdict of this many distinct short
+# lines per table (matching is a pure function of the text).
+_MEMO_ENTRIES = 4096
+_MEMO_TEXT_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ class _Scan:
         self.hold_reason: str | None = None
         self.redirect: str | None = None
         self.bcc: list[str] = []
+        self.memo: dict[tuple[str, str], tuple[Match | None, bool]] = {}
 
     def run(self) -> ContentVerdict:
         checks = self.checks
@@ -213,20 +219,36 @@ class _Scan:
 
     def _header(self, header: Header, table_name: str, table: RuleTable) -> None:
         text = header.text[: self.checks.header_size_limit]
-        found = table.match(text)
-        decoded = False
-        if found is None and self.checks.decode_headers:
-            plain = decode_header_text(text)
-            if plain != text:
-                found = table.match(plain)
-                decoded = True
+        key = (table_name, text)
+        remembered = self.memo.get(key)
+        if remembered is None:
+            found = table.match(text)
+            decoded = False
+            if found is None and self.checks.decode_headers:
+                plain = decode_header_text(text)
+                if plain != text:
+                    found = table.match(plain)
+                    decoded = True
+            self._remember(key, found, decoded)
+        else:
+            found, decoded = remembered
         if found is not None:
             self._act(found, table_name, decoded, header.start, header.end, is_header=True)
+
+    def _remember(self, key: tuple[str, str], found: Match | None, decoded: bool) -> None:
+        if len(key[1]) <= _MEMO_TEXT_LIMIT and len(self.memo) < _MEMO_ENTRIES:
+            self.memo[key] = (found, decoded)
 
     def _body(self, line: BodyLine, table: RuleTable, limit: int) -> None:
         text = line.text
         if len(text) <= LINE_LENGTH_LIMIT:
-            found = table.match(text)
+            key = ("body_checks", text)
+            remembered = self.memo.get(key)
+            if remembered is None:
+                found = table.match(text)
+                self._remember(key, found, False)
+            else:
+                found = remembered[0]
         else:
             # Postfix checks a long line as line_length_limit-sized records.
             found = None

@@ -26,6 +26,8 @@ from urllib.parse import unquote_to_bytes
 NESTING_LIMIT = 100
 BOUNDARY_LENGTH_LIMIT = 2048
 _CONTENT_TYPE_LIMIT = 16384  # bytes of a Content-Type value that are parsed
+_MEMO_ENTRIES = 256  # distinct header blocks whose interpretation one walk remembers
+_MEMO_KEY_LIMIT = 1024  # longest Content-Type value remembered
 
 _HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # Headers Postfix treats as MIME headers (header_opts.c HDR_OPT_MIME).
@@ -208,6 +210,8 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
     type_header: list[Header] = []  # the block's last Content-Type header
     exceeded = False
     segment_start = 0
+    # A hostile message repeats the same part headers thousands of times.
+    blocks: dict[tuple[bytes | None, bytes | None, bool], _Block] = {}
 
     def flush() -> Header | None:
         if not lines:
@@ -287,7 +291,14 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
             yield HeaderEnd(position, end if blank else position)
             if blank:
                 position = end
-            block = _block(block_type, block_encoding, default_nested)
+            media = block_type[-1] if block_type else None
+            encoding = block_encoding[-1] if block_encoding else None
+            key = (media, encoding, default_nested)
+            block = blocks.get(key)
+            if block is None:
+                block = _block(block_type, block_encoding, default_nested)
+                if len(blocks) < _MEMO_ENTRIES and len(media or b"") + len(encoding or b"") <= _MEMO_KEY_LIMIT:
+                    blocks[key] = block
             block_type.clear()
             block_encoding.clear()
             segment_start = position
