@@ -20,6 +20,7 @@ from mailserver.delivery.mime import (
     BodyLine,
     BodyText,
     Header,
+    HeaderEnd,
     HeaderKind,
     NestingExceeded,
     body_lines,
@@ -187,6 +188,8 @@ class _Scan:
         body = checks.body_checks
         limit = checks.body_checks_size_limit if body is not None else 0
         for event in walk(self.message, limit, checks.mime_nesting_limit):
+            if isinstance(event, HeaderEnd):
+                continue  # the most frequent event in hostile input, and nothing to check
             if isinstance(event, Header):
                 chosen = checks.table_for(event)
                 if chosen is not None:

@@ -199,6 +199,8 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
     position = 0
     # Open multiparts, innermost last: (b"--" + boundary, digest, depth of its parts).
     stack: list[tuple[bytes, bool, int]] = []
+    marker = b"\n--"  # b"\n" + what every open delimiter starts with; see _marker
+    open_levels = 0  # len(stack) when marker was computed
     kind: HeaderKind | None = HeaderKind.PRIMARY  # None: in a body segment
     default_nested = False  # the header block being read defaults to message/rfc822
     fresh = True  # at the first line of a primary or nested header block
@@ -212,11 +214,13 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
     segment_start = 0
     # A hostile message repeats the same part headers thousands of times.
     blocks: dict[tuple[bytes | None, bytes | None, bool], _Block] = {}
+    # Lines starting with "--" -> (stack level or -1, closing, text), for the current stack.
+    delimiters: dict[bytes, tuple[int, bool, str]] = {}
 
     def flush() -> Header | None:
         if not lines:
             return None
-        raw = b"".join(_strip_eol(line) for line in lines)
+        raw = _strip_eol(lines[0]) if len(lines) == 1 else b"".join(_strip_eol(line) for line in lines)
         name = _HEADER_NAME.match(raw)
         assert name is not None
         lower = name.group(1).lower()
@@ -224,7 +228,7 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
             block_type.append(raw[name.end() :])
         elif lower == b"content-transfer-encoding":
             block_encoding.append(raw[name.end() :])
-        end = header_start + sum(len(line) for line in lines)
+        end = position  # flushed at the start of the line after the header
         lines.clear()
         assert kind is not None
         header = Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
@@ -239,27 +243,35 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
 
         # A boundary of an open multipart ends whatever we are in.
         if stack and line.startswith(b"--"):
-            found = _boundary(stack, _strip_eol(line).rstrip(b" \t"))
-            if found is not None:
-                level, closing = found
+            found = delimiters.get(line)
+            if found is None:
+                level_closing = _boundary(stack, _strip_eol(line).rstrip(b" \t"))
+                found = (-1, False, "") if level_closing is None else (*level_closing, _text(line))
+                if len(delimiters) < _MEMO_ENTRIES and len(line) <= _MEMO_KEY_LIMIT:
+                    delimiters[line] = found
+            level, closing, text = found
+            if level >= 0:
                 if kind is not None:
-                    header = flush()
-                    if header is not None:
-                        yield header
+                    if lines:
+                        yield flush()
                     yield HeaderEnd(position, position)
                 _, digest, depth = stack[level]
-                del stack[level + 1 :]
-                yield BodyLine(_text(line), position, end, 0, True)
+                yield BodyLine(text, position, end, 0, True)
                 position = segment_start = end
                 if closing:
-                    stack.pop()
+                    del stack[level:]
                     depth -= 1
                     kind = None
                 else:
+                    del stack[level + 1 :]
                     kind, default_nested = HeaderKind.MULTIPART, digest
                     block_type.clear()
                     block_encoding.clear()
                     type_header.clear()
+                if len(stack) != open_levels:
+                    open_levels = len(stack)
+                    marker = _marker(stack)
+                    delimiters.clear()
                 continue
 
         if kind is not None:
@@ -320,6 +332,9 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
             if block.multipart_boundary is not None:
                 depth += 1
                 stack.append((b"--" + block.multipart_boundary, block.digest, depth))
+                open_levels = len(stack)
+                marker = _marker(stack)
+                delimiters.clear()
             continue
 
         # Body text: a run of lines up to the next possible boundary line
@@ -328,7 +343,7 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
         if body_limit is not None and offset >= body_limit:
             if not stack:
                 return  # nothing after this can be a header or a boundary
-            following = message.find(b"\n--", position)
+            following = message.find(marker, position)
             if following < 0:
                 return
             position = following + 1
@@ -338,7 +353,7 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
             cut = message.find(b"\n", segment_start + body_limit - 1)
             stop = length if cut < 0 else cut + 1
         if stack:
-            following = message.find(b"\n--", position, stop)
+            following = message.find(marker, position, stop)
             if following >= 0:
                 stop = following + 1
         yield BodyText(position, stop, offset)
@@ -353,6 +368,28 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
 
 def _text(line: bytes) -> str:
     return _strip_eol(line).decode("utf-8", "replace")
+
+
+def _marker(stack: list[tuple[bytes, bool, int]]) -> bytes:
+    """
+    C{b"\\n"} + the longest common prefix of the open delimiters: body runs
+    end only at lines that start with it, so lines that merely look like
+    boundaries (C{--} and something else) cost nothing.
+    """
+    if not stack:
+        return b"\n--"
+    low = min(entry[0] for entry in stack)
+    high = max(entry[0] for entry in stack)
+    # The common prefix of all is that of the least and greatest; find its
+    # length by bisection (slice comparisons run in C).
+    short, long = 0, min(len(low), len(high))
+    while short < long:
+        middle = (short + long + 1) // 2
+        if low[:middle] == high[:middle]:
+            short = middle
+        else:
+            long = middle - 1
+    return b"\n" + low[:short]
 
 
 def _boundary(stack: list[tuple[bytes, bool, int]], line: bytes) -> tuple[int, bool] | None:
