@@ -21,6 +21,10 @@ setup(
         "argon2-cffi>=23.1",  # {ARGON2ID} password hashes
         "bcrypt>=4.1",  # {BLF-CRYPT} password hashes
     ],
+    extras_require={
+        # Property tests (tests/fuzz): hypothesis generates hostile input for every pure parser.
+        "test": ["hypothesis>=6"],
+    },
     entry_points={
         "console_scripts": [
             "mailserver = mailserver.cli.main:main",

@@ -1,4 +1,8 @@
-"""Fuzz: addresses and SMTP paths; the MIME walk, Content-Type and RFC 2047/2231 decoding, the content checks."""
+"""
+Fuzz: addresses and SMTP paths; the MIME walk, Content-Type and RFC
+2047/2231 decoding, the content checks; IMAP's MIME tree and message
+description.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from mailserver.address import parse_mailbox, parse_path
 from mailserver.delivery.checks import ContentChecks
 from mailserver.delivery.mime import BodyText, body_lines, decode_header_text, parse_content_type, walk
 from mailserver.errors import MailError
+from mailserver.imap.parts import parse as parse_parts
+from mailserver.imap.structure import describe
 from mailserver.tables.regexp import compile_regexp_table
 from tests.fuzz.bounds import bounded
 from tests.fuzz.strategies import salted, salted_bytes
@@ -85,3 +91,15 @@ class MimeTests(SynchronousTestCase):
                 self.assertIsInstance(verdict.error, MailError)
                 self.assertIn(verdict.error.code, (451, 550))
             self.assertIs(verdict.message, message)  # the sample tables only REJECT: nothing is rewritten
+
+
+class ImapStructureTests(SynchronousTestCase):
+    """The IMAP side of MIME: the part tree with offsets, ENVELOPE, BODYSTRUCTURE, search fields."""
+
+    @given(salted_bytes(MIME_TOKENS + [b"Date: ", b"Mon, 1 Jan 2024 00:00:00 +0000", b"To: ", b"a@b, c <d@e>",
+                                       b"undisclosed-recipients:;", b"From: \"x\" <y@z>"]))
+    def test_describe_never_raises(self, message: bytes) -> None:
+        crlf = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        bounded(parse_parts, crlf)
+        description = bounded(describe, crlf)
+        self.assertIsInstance(description, dict)
