@@ -547,7 +547,7 @@ def _rfc2231(text: str) -> str:
             if extended:
                 if index == ordered[0] and value.count("'") >= 2:
                     charset, _language, value = value.split("'", 2)
-                data += unquote_to_bytes(value)
+                data += unquote_to_bytes(value.encode("utf-8", "replace"))
             else:
                 data += value.encode("utf-8", "replace")
         decoded = _charset_decode(bytes(data), charset or "us-ascii")

@@ -337,6 +337,12 @@ class DecodeTests(SynchronousTestCase):
             ).endswith('; name="evil.exe"')
         )
 
+    def test_regression_rfc2231_lone_surrogate_never_raises(self) -> None:
+        # Found by tests/fuzz (HYPOTHESIS_PROFILE=long): a str with a lone
+        # surrogate in an RFC 2231 value raised UnicodeEncodeError.
+        decoded = decode_header_text("Content-Type: x; name*=\udc80a%2Eexe")
+        self.assertTrue(decoded.endswith('; name="?a.exe"'), decoded)
+
 
 class PurityTests(SynchronousTestCase):
     def test_stdlib_only(self) -> None:
