@@ -65,6 +65,12 @@ def assert_tiles(case: SynchronousTestCase, message: bytes) -> None:
     case.assertEqual(position, len(message))
 
 
+def nested_multiparts(levels: int) -> bytes:
+    """C{levels} multiparts, each the first part of the one before."""
+    parts = [b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level) for level in range(levels)]
+    return b"".join(parts) + b"\ntext\n"
+
+
 MULTIPART = b"""\
 From: a@example.com
 Subject: report
@@ -253,25 +259,19 @@ class WalkTests(SynchronousTestCase):
             summary(sample, body_limit=3)
 
     def test_deep_nesting_is_bounded(self) -> None:
-        parts = []
-        for level in range(300):
-            parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
-        message = b"".join(parts) + b"\ntext\n"
+        message = nested_multiparts(300)
         assert_tiles(self, message)
         depths = [e.depth for e in walk(message) if isinstance(e, Header)]
         self.assertLessEqual(max(depths), mime_module.NESTING_LIMIT)
 
     def test_nesting_exceeded_is_reported_once(self) -> None:
-        parts = []
-        for level in range(103):
-            parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
-        message = b"".join(parts) + b"\ntext\n"
+        message = nested_multiparts(103)
         assert_tiles(self, message)
         [found] = [e for e in walk(message) if isinstance(e, mime_module.NestingExceeded)]
         self.assertEqual(found.depth, mime_module.NESTING_LIMIT + 1)
         self.assertEqual(found.text, 'Content-Type: multipart/mixed; boundary="b100"')
         self.assertEqual(found.start, found.end)
-        shallow = b"".join(parts[:100]) + b"\ntext\n"
+        shallow = nested_multiparts(100)
         self.assertFalse([e for e in walk(shallow) if isinstance(e, mime_module.NestingExceeded)])
         self.assertTrue([e for e in walk(shallow, nesting_limit=99) if isinstance(e, mime_module.NestingExceeded)])
 

@@ -1,10 +1,15 @@
-"""Input generators shared by the fuzz modules: random text salted with the tokens a parser cares about."""
+"""Inputs shared by the fuzz modules: random text salted with the tokens a parser cares about; the sample tables."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from hypothesis import strategies as st
+
+from mailserver.tables.regexp import RuleTable, compile_regexp_table
+
+ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
 
 #: Most generated inputs stay well under tests.fuzz.bounds.SMALL_INPUT.
 MAX_PIECES = 120
@@ -27,3 +32,9 @@ def salted_bytes(tokens: Sequence[bytes]) -> st.SearchStrategy[bytes]:
 NOT_SPACE = st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs"))
 #: Printable ASCII, space, tab and line feed: the plain configuration file alphabet.
 ASCII_TEXT = st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from(["\t", "\n"])
+
+
+def sample_table(name: str) -> RuleTable:
+    """One of the sample check tables shipped in C{etc/}."""
+    with open(os.path.join(ETC, name), encoding="utf-8") as handle:
+        return compile_regexp_table(handle.read(), name)

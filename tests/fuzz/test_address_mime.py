@@ -6,8 +6,6 @@ description.
 
 from __future__ import annotations
 
-import os
-
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,11 +15,8 @@ from mailserver.delivery.mime import BodyText, body_lines, decode_header_text, p
 from mailserver.errors import MailError
 from mailserver.imap.parts import parse as parse_parts
 from mailserver.imap.structure import describe
-from mailserver.tables.regexp import compile_regexp_table
 from tests.fuzz.bounds import bounded
-from tests.fuzz.strategies import salted, salted_bytes
-
-ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
+from tests.fuzz.strategies import salted, salted_bytes, sample_table
 ADDRESS_TOKENS = ["@", ".", '"', "\\", "<", ">", ":", ",", " ", "[", "]", "IPv6:", "::1", "192.0.2.1", "@a.example:",
                   "bob", "example.com", "-", "+", "=", "SIZE=100", "BODY=8BITMIME", "é", "\x00", "a" * 64, "b" * 255]
 MIME_TOKENS = [b"\n", b"\r\n", b" ", b"\t", b":", b";", b"=", b'"', b"(", b")", b"\\", b"--", b"--b", b"--b--",
@@ -32,14 +27,11 @@ MIME_TOKENS = [b"\n", b"\r\n", b" ", b"\t", b":", b";", b"=", b'"', b"(", b")", 
                b"MIME-Version: 1.0", b".exe", b"lottery", b"I love you"]
 
 
-def sample(name: str):
-    with open(os.path.join(ETC, name), encoding="utf-8") as handle:
-        return compile_regexp_table(handle.read(), name)
-
-
-CHECKS = ContentChecks(header_checks=sample("header_checks"), mime_header_checks=sample("mime_header_checks"),
-                       nested_header_checks=sample("header_checks"), body_checks=sample("body_checks"))
-SHALLOW_CHECKS = ContentChecks(mime_header_checks=sample("mime_header_checks"), body_checks=sample("body_checks"),
+CHECKS = ContentChecks(header_checks=sample_table("header_checks"),
+                       mime_header_checks=sample_table("mime_header_checks"),
+                       nested_header_checks=sample_table("header_checks"), body_checks=sample_table("body_checks"))
+SHALLOW_CHECKS = ContentChecks(mime_header_checks=sample_table("mime_header_checks"),
+                               body_checks=sample_table("body_checks"),
                                body_checks_size_limit=10, mime_nesting_limit=2)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,9 +11,7 @@ from mailserver.tables.aliases import classify, parse_aliases, parse_include, pa
 from mailserver.tables.passwd import check_name, parse_passwd, parse_passwd_line, split_password
 from mailserver.tables.regexp import compile_regexp_table, parse_regexp_table, table_reference
 from tests.fuzz.bounds import bounded
-from tests.fuzz.strategies import ASCII_TEXT, NOT_SPACE, salted
-
-ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
+from tests.fuzz.strategies import ASCII_TEXT, NOT_SPACE, salted, sample_table
 
 # Unicode white space other than space/tab/newline in aliases is another
 # change's subject (tables/aliases.py); until it lands the generators leave
@@ -32,13 +28,7 @@ PASSWD_TOKENS = ["\n", ":", "#", " ", "=", "@", "{PLAIN}", "{SHA512-CRYPT}", "{A
                  "/home/a", "userdb_quota_rule=*:storage=1G", "nopassword", "\\"]
 
 
-def sample(name: str) -> str:
-    with open(os.path.join(ETC, name), encoding="utf-8") as handle:
-        return handle.read()
-
-
-SAMPLE_TABLES = {name: compile_regexp_table(sample(name), name)
-                 for name in ("header_checks", "body_checks", "mime_header_checks")}
+SAMPLE_TABLES = {name: sample_table(name) for name in ("header_checks", "body_checks", "mime_header_checks")}
 
 
 class AliasTests(SynchronousTestCase):
