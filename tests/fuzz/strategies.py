@@ -28,6 +28,8 @@ def salted_bytes(tokens: Sequence[bytes]) -> st.SearchStrategy[bytes]:
     )
 
 
+#: Digits to str.isdigit() that int() refuses ("²") or that only \\d and int() take ("٣").
+UNICODE_DIGITS = ["²", "٣", "₁"]
 #: Characters that are not white space in any sense (Unicode Z*, C0/C1 controls).
 NOT_SPACE = st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs"))
 #: Printable ASCII, space, tab and line feed: the plain configuration file alphabet.

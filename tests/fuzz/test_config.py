@@ -19,7 +19,7 @@ MAIN_CF_TOKENS = ["\n", " ", "\t", " = ", "=", "#", "$", "${", "}", "$(", ")", "
 VALUE_TOKENS = [" ", ",", "\t", "$", "${", "}", "?", ":", "[", "]", "/", ".", "-", "0", "1", "65535", "99999999999",
                 "s", "m", "h", "d", "w", "yes", "no", "tcp:", "ssl:", "unix:", "port=", "interface=", "::",
                 "127.0.0.1", "192.0.2.0/24", "fe80::/10", "all", "loopback-only", "ipv4", "ipv6", "regexp:", "pcre:",
-                "hash:", "TLSv1.2", ">=", "!", "\\", "=", "example.com", "*"]
+                "hash:", "TLSv1.2", ">=", "!", "\\", "=", "example.com", "*", "²", "٣"]
 
 
 class MainCfTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from mailserver.tables.aliases import classify, parse_aliases, parse_include, pa
 from mailserver.tables.passwd import check_name, parse_passwd, parse_passwd_line, split_password
 from mailserver.tables.regexp import compile_regexp_table, parse_regexp_table, table_reference
 from tests.fuzz.bounds import bounded
-from tests.fuzz.strategies import ASCII_TEXT, NOT_SPACE, salted, sample_table
+from tests.fuzz.strategies import ASCII_TEXT, NOT_SPACE, UNICODE_DIGITS, salted, sample_table
 
 # Unicode white space other than space/tab/newline in aliases is another
 # change's subject (tables/aliases.py); until it lands the generators leave
@@ -22,10 +22,10 @@ ALIAS_TOKENS = ["\n", " ", "\t", ",", ":", '"', "#", "|", "/", "@", ":include:",
 REGEXP_TOKENS = ["\n", " ", "\t", "/", "!", "if ", "endif", "^", "$", ".*", "(", ")", "[", "]", "\\", "|", "?",
                  "+", "*", "{2}", "i", "m", "s", "x", "REJECT", "WARN", "HOLD", "DISCARD", "IGNORE", "PREPEND",
                  "REPLACE", "REDIRECT", "BCC", "DUNNO", "OK", "$1", "${2}", "$$", "Subject:", "#", "(?P<n>a)",
-                 "(?i)", "%", "="]
+                 "(?i)", "%", "=", "${", "$(", "}"] + UNICODE_DIGITS
 PASSWD_TOKENS = ["\n", ":", "#", " ", "=", "@", "{PLAIN}", "{SHA512-CRYPT}", "{ARGON2ID}", "{BLF-CRYPT}", "{X}",
                  "$6$", "$2y$", "$5$", "$argon2id$", "alice", "example.com", "1000", "4294967296", "-1",
-                 "/home/a", "userdb_quota_rule=*:storage=1G", "nopassword", "\\"]
+                 "/home/a", "userdb_quota_rule=*:storage=1G", "nopassword", "\\"] + UNICODE_DIGITS
 
 
 SAMPLE_TABLES = {name: sample_table(name) for name in ("header_checks", "body_checks", "mime_header_checks")}
