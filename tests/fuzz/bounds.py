@@ -5,10 +5,13 @@ second of CPU for an input under 10 KB, bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
+import threading
 import time
 import tracemalloc
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -16,6 +19,9 @@ T = TypeVar("T")
 SMALL_INPUT = 10 * 1024
 #: CPU seconds one call on a small input may take.
 CPU_LIMIT = 1.0
+#: CPU seconds after which a call is interrupted (an endless loop would
+#: otherwise hang the suite, and may eat the machine's memory on the way).
+CPU_HARD_LIMIT = 3.0
 #: Peak bytes allocated while parsing a small input.
 MEMORY_LIMIT = 64 * 1024 * 1024
 #: Memory is traced on one call in this many (tracing slows Python down).
@@ -37,7 +43,34 @@ def size_of(value: Any) -> int:
     return 0
 
 
-def bounded(call: Callable[..., T], *args: Any, allowed: tuple[type[BaseException], ...] = ()) -> T | None:
+@contextlib.contextmanager
+def cpu_alarm(seconds: float) -> Iterator[None]:
+    """
+    Raise L{BoundExceeded} in the main thread once this process has used
+    C{seconds} more CPU time (SIGPROF); a no-op off the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise BoundExceeded(f"interrupted after {seconds} s of CPU: an endless loop?")
+
+    previous = signal.signal(signal.SIGPROF, expired)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def bounded(
+    call: Callable[..., T],
+    *args: Any,
+    allowed: tuple[type[BaseException], ...] = (),
+    hard_limit: float = CPU_HARD_LIMIT,
+) -> T | None:
     """
     C{call(*args)}; an exception in C{allowed} gives None, any other
     propagates (hypothesis reports and shrinks it).  Raises
@@ -45,6 +78,7 @@ def bounded(call: Callable[..., T], *args: Any, allowed: tuple[type[BaseExceptio
 
     The time bound is on process CPU time, and a call over it is timed a
     second time before failing, so a loaded machine does not make it flaky.
+    A call on a small input is interrupted after C{hard_limit} CPU seconds.
     """
     size = size_of(args)
     small = size < SMALL_INPUT
@@ -53,7 +87,8 @@ def bounded(call: Callable[..., T], *args: Any, allowed: tuple[type[BaseExceptio
         tracemalloc.start()
     try:
         started = time.process_time()
-        result = _call(call, args, allowed)
+        with cpu_alarm(hard_limit) if small else contextlib.nullcontext():
+            result = _call(call, args, allowed)
         spent = time.process_time() - started
         if traced:
             peak = tracemalloc.get_traced_memory()[1]
@@ -64,7 +99,8 @@ def bounded(call: Callable[..., T], *args: Any, allowed: tuple[type[BaseExceptio
             tracemalloc.stop()
     if small and spent > CPU_LIMIT:
         started = time.process_time()
-        _call(call, args, allowed)
+        with cpu_alarm(hard_limit):
+            _call(call, args, allowed)
         again = time.process_time() - started
         if again > CPU_LIMIT:
             raise BoundExceeded(f"{call.__qualname__}: {spent:.2f} s, then {again:.2f} s of CPU for a {size}-byte input")
