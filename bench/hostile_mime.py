@@ -8,7 +8,7 @@ above the plain-text one.
 
 Importing this module has no side effects; run it to print the figures::
 
-    python bench/hostile_mime.py [--size-mb 10] [--profile SHAPE]
+    PYTHONPATH=. python bench/hostile_mime.py [--size-mb 10] [--profile SHAPE]
 
 ``--profile SHAPE`` runs that shape once under cProfile and prints the 25
 costliest functions (cumulative).
