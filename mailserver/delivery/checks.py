@@ -22,7 +22,7 @@ from mailserver.delivery.mime import (
     Header,
     HeaderEnd,
     HeaderKind,
-    NestingExceeded,
+    Uninspectable,
     body_lines,
     decode_header_text,
     line_end,
@@ -71,15 +71,11 @@ class CheckEvent:
 class MimeErrorEvent:
     """A message the checks cannot inspect (Postfix's C{mime-error} reject)."""
 
-    error: str  # Postfix's text, e.g. "MIME nesting exceeds safety limit"
+    error: str  # Postfix's text, e.g. mime.NESTING_ERROR
     context: str  # the header where it was found, truncated
 
     def __str__(self) -> str:
         return f"reject: mime-error {self.error}: {self.context}"
-
-
-#: Postfix mime_state.c's text for MIME_ERR_NESTING; cleanup replies 550 5.6.0.
-NESTING_ERROR = "MIME nesting exceeds safety limit"
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,9 @@ class ContentChecks:
     C{nested_header_checks}.
 
     While any table is configured, a message whose MIME structure nests
-    deeper than C{mime_nesting_limit} is refused (C{550 5.6.0}): its inner
-    parts would otherwise pass unchecked.
+    deeper than C{mime_nesting_limit}, or whose multipart Content-Type is
+    too long to parse, is refused (C{550 5.6.0}): its inner parts would
+    otherwise pass unchecked.
     """
 
     name = "cleanup"
@@ -204,9 +201,10 @@ class _Scan:
                             break
             elif isinstance(event, BodyLine) and body is not None:
                 self._body(event, body, limit)
-            elif isinstance(event, NestingExceeded):
-                self.error = MailError(550, "5.6.0", NESTING_ERROR)
-                self.events.append(MimeErrorEvent(NESTING_ERROR, _UNPRINTABLE.sub("?", event.text[:100])))
+            elif isinstance(event, Uninspectable):
+                # Postfix's cleanup answers 550 with mime_state.c's 5.6.0 text.
+                self.error = MailError(550, "5.6.0", event.error)
+                self.events.append(MimeErrorEvent(event.error, _UNPRINTABLE.sub("?", event.text[:100])))
             if self.error is not None or self.discard:
                 break
         return ContentVerdict(

@@ -22,10 +22,15 @@ import re
 from typing import Iterator, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-# Postfix's limits: mime_nesting_limit and mime_boundary_length_limit.
+# Postfix's mime_nesting_limit default.
 NESTING_LIMIT = 100
-BOUNDARY_LENGTH_LIMIT = 2048
-_CONTENT_TYPE_LIMIT = 16384  # bytes of a Content-Type value that are parsed
+# Postfix's header_size_limit: the part of a Content-Type value that is
+# parsed.  Boundaries are honoured whatever their length (Postfix compares
+# only the first mime_boundary_length_limit = 2048 bytes).
+CONTENT_TYPE_LIMIT = 102400
+# Postfix's texts (mime_state.c) for what the checks cannot inspect.
+NESTING_ERROR = "MIME nesting exceeds safety limit"
+HEADER_LENGTH_ERROR = "message header length exceeds safety limit"
 _MEMO_ENTRIES = 256  # distinct header blocks whose interpretation one walk remembers
 _MEMO_KEY_LIMIT = 1024  # longest Content-Type value remembered
 
@@ -140,24 +145,27 @@ class HeaderEnd(NamedTuple):
     end: int
 
 
-class NestingExceeded(NamedTuple):
+class Uninspectable(NamedTuple):
     """
-    A header block that would open a multipart or attached message deeper
-    than the nesting limit (Postfix's C{mime_nesting_limit}).  Its content
-    is walked as body text: a caller that must see every part's headers
-    refuses the message.  C{text} is the Content-Type header that opened
-    it (empty for a digest part's implicit message/rfc822).  It spans
-    nothing (C{start == end}, after the block's L{HeaderEnd}), so the
-    events still tile the message.
+    A header block whose parts the walk cannot follow: a multipart or
+    attached message deeper than the nesting limit (Postfix's
+    C{mime_nesting_limit}, C{error} is L{NESTING_ERROR}), or a multipart
+    Content-Type longer than L{CONTENT_TYPE_LIMIT} (L{HEADER_LENGTH_ERROR}).
+    What follows is walked as body text: a caller that must see every
+    part's headers refuses the message.  C{text} is the Content-Type header
+    (empty for a digest part's implicit message/rfc822).  It spans nothing
+    (C{start == end}, after the block's L{HeaderEnd}), so the events still
+    tile the message.
     """
 
+    error: str
     text: str
     start: int
     end: int
     depth: int
 
 
-Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom | NestingExceeded
+Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom | Uninspectable
 
 
 class _Block(NamedTuple):
@@ -166,6 +174,7 @@ class _Block(NamedTuple):
     multipart_boundary: bytes | None
     digest: bool
     nested: bool  # message/rfc822 or message/global in 7bit/8bit/binary
+    too_long: bool = False  # a multipart or message Content-Type cut at CONTENT_TYPE_LIMIT
 
 
 def line_end(message: bytes, end: int) -> bytes:
@@ -193,7 +202,8 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
     only boundary lines are still looked for), which keeps a huge message
     cheap; C{body_limit=0} yields no body text at all.  A multipart or
     attached message that would sit more than C{nesting_limit} levels
-    deep yields one L{NestingExceeded} (the first only) and is body text.
+    deep, or whose Content-Type is too long to parse, yields one
+    L{Uninspectable} (the first only) and is body text.
     """
     length = len(message)
     position = 0
@@ -315,11 +325,12 @@ def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NES
             block_encoding.clear()
             segment_start = position
             opens = block.nested or block.multipart_boundary is not None
-            if opens and depth >= nesting_limit:
+            if block.too_long or (opens and depth >= nesting_limit):
                 if not exceeded:
                     exceeded = True
-                    text = type_header[0].text if type_header else ""
-                    yield NestingExceeded(text, position, position, depth + 1)
+                    text = type_header[0].text[:200] if type_header else ""
+                    error = HEADER_LENGTH_ERROR if block.too_long else NESTING_ERROR
+                    yield Uninspectable(error, text, position, position, depth + 1)
                 type_header.clear()
                 kind = None
                 continue
@@ -409,11 +420,15 @@ def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> 
     """Interpret a header block's (last) Content-Type and Content-Transfer-Encoding."""
     if not types:
         return _Block(None, False, default_nested)
-    media, params = parse_content_type(types[-1][:_CONTENT_TYPE_LIMIT])
+    value = types[-1]
+    media, params = parse_content_type(value[:CONTENT_TYPE_LIMIT])
     top, _, sub = media.partition("/")
+    if len(value) > CONTENT_TYPE_LIMIT and top in ("multipart", "message"):
+        # Its boundary may be past the cut: its parts could not be told apart.
+        return _Block(None, False, False, too_long=True)
     if top == "multipart":
         boundary = params.get("boundary", b"")
-        if boundary and len(boundary) <= BOUNDARY_LENGTH_LIMIT:
+        if boundary:
             return _Block(boundary, sub == "digest", False)
         return _Block(None, False, False)
     if top == "message" and sub in ("rfc822", "global"):
@@ -422,6 +437,7 @@ def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> 
     return _Block(None, False, False)
 
 
+_COMMENT_TOKENS = re.compile(rb'\\.|[\\"()]|[^\\"()]+', re.DOTALL)
 _PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)', re.DOTALL)
 
 
@@ -440,33 +456,26 @@ def parse_content_type(value: bytes) -> tuple[str, dict[str, bytes]]:
 
 
 def _strip_comments(value: bytes) -> bytes:
-    """Drop RFC 5322 (comments) outside quoted strings."""
+    """Drop RFC 5322 (comments) outside quoted strings (token by token: a run of plain bytes is one)."""
     if b"(" not in value:
         return value
     out = bytearray()
     depth = 0
-    quoted = escaped = False
-    for byte in value:
-        char = bytes((byte,))
-        if escaped:
-            escaped = False
+    quoted = False
+    for token in _COMMENT_TOKENS.findall(value):
+        if token[:1] == b"\\":  # an escaped byte (or a final lone backslash): kept outside comments
             if depth == 0:
-                out += char
-            continue
-        if char == b"\\":
-            escaped = True
-            if depth == 0:
-                out += char
+                out += token
         elif quoted:
-            quoted = char != b'"'
-            out += char
-        elif char == b"(":
+            quoted = token != b'"'
+            out += token
+        elif token == b"(":
             depth += 1
-        elif char == b")" and depth:
+        elif token == b")" and depth:
             depth -= 1
         elif depth == 0:
-            quoted = char == b'"'
-            out += char
+            quoted = token == b'"'
+            out += token
     return bytes(out)
 
 

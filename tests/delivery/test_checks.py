@@ -389,3 +389,46 @@ class NestingLimitTests(SynchronousTestCase):
         checks = ContentChecks(mime_header_checks=sample("mime_header_checks"), mime_nesting_limit=10)
         self.assertEqual(checks.inspect(None, nested_exe(10)).error.enhanced, "5.7.1")
         self.assertEqual(checks.inspect(None, nested_exe(11)).error.enhanced, "5.6.0")
+
+
+def exe_in_multipart(boundary: bytes, padding: bytes = b"") -> bytes:
+    """An C{.exe} attachment in a multipart with this boundary (and C{padding} parameters before it)."""
+    return (
+        b"Subject: files\nMIME-Version: 1.0\nContent-Type: multipart/mixed; " + padding + b'boundary="' + boundary
+        + b'"\n\n--' + boundary + b'\nContent-Type: application/octet-stream; name="evil.exe"\n\nTVqQ\n--'
+        + boundary + b"--\n"
+    )
+
+
+class ContentTypeLimitTests(SynchronousTestCase):
+    """Found while documenting Postfix's other MIME limits: two more ways around an attachment filter."""
+
+    def setUp(self) -> None:
+        self.checks = ContentChecks(mime_header_checks=sample("mime_header_checks"))
+
+    def test_regression_long_boundary_still_splits_parts(self) -> None:
+        # A boundary over 2048 bytes (Postfix's mime_boundary_length_limit)
+        # made the multipart one opaque body: the .exe header went unchecked.
+        for length in (70, 2048, 2049, 5000, 60000):
+            verdict = self.checks.inspect(None, exe_in_multipart(b"b" * length))
+            self.assertEqual((verdict.error.enhanced, "evil.exe" in verdict.error.text), ("5.7.1", True), length)
+
+    def test_regression_padded_content_type_still_splits_parts(self) -> None:
+        # Only the first 16 KB of a Content-Type were parsed: a boundary
+        # parameter after 16 KB of padding was never seen.
+        verdict = self.checks.inspect(None, exe_in_multipart(b"b1", b'x="' + b"a" * 16400 + b'"; '))
+        self.assertEqual(verdict.error.enhanced, "5.7.1")
+        self.assertIn("evil.exe", verdict.error.text)
+
+    def test_regression_content_type_past_header_size_limit_refused(self) -> None:
+        # Past header_size_limit (102400) the boundary cannot be looked for:
+        # refused with Postfix's text rather than passed unchecked.
+        verdict = self.checks.inspect(None, exe_in_multipart(b"b1", b'x="' + b"a" * 102400 + b'"; '))
+        self.assertEqual((verdict.error.code, verdict.error.enhanced, verdict.error.text),
+                         (550, "5.6.0", "message header length exceeds safety limit"))
+        self.assertTrue(str(verdict.events[0]).startswith(
+            "reject: mime-error message header length exceeds safety limit: Content-Type: multipart/mixed;"))
+
+    def test_long_plain_content_type_is_not_refused(self) -> None:
+        message = b"Content-Type: text/plain; x=" + b"a" * 200000 + b"\n\nbody\n"
+        self.assertIsNone(self.checks.inspect(None, message).error)

@@ -267,13 +267,14 @@ class WalkTests(SynchronousTestCase):
     def test_nesting_exceeded_is_reported_once(self) -> None:
         message = nested_multiparts(103)
         assert_tiles(self, message)
-        [found] = [e for e in walk(message) if isinstance(e, mime_module.NestingExceeded)]
+        [found] = [e for e in walk(message) if isinstance(e, mime_module.Uninspectable)]
+        self.assertEqual(found.error, "MIME nesting exceeds safety limit")
         self.assertEqual(found.depth, mime_module.NESTING_LIMIT + 1)
         self.assertEqual(found.text, 'Content-Type: multipart/mixed; boundary="b100"')
         self.assertEqual(found.start, found.end)
         shallow = nested_multiparts(100)
-        self.assertFalse([e for e in walk(shallow) if isinstance(e, mime_module.NestingExceeded)])
-        self.assertTrue([e for e in walk(shallow, nesting_limit=99) if isinstance(e, mime_module.NestingExceeded)])
+        self.assertFalse([e for e in walk(shallow) if isinstance(e, mime_module.Uninspectable)])
+        self.assertTrue([e for e in walk(shallow, nesting_limit=99) if isinstance(e, mime_module.Uninspectable)])
 
     def test_corpus(self) -> None:
         files = corpus_files()
