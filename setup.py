@@ -25,6 +25,10 @@ setup(
         "authres>=1.2",  # dkimpy's ARC needs it; Authentication-Results parsing
         "publicsuffixlist>=1.0",  # DMARC organizational domains from the bundled Public Suffix List (offline)
     ],
+    extras_require={
+        # Property tests (tests/fuzz): hypothesis generates hostile input for every pure parser.
+        "test": ["hypothesis>=6"],
+    },
     entry_points={
         "console_scripts": [
             "mailserver = mailserver.cli.main:main",

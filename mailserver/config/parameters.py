@@ -187,6 +187,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("body_checks", CHECK_TABLES, "", POSTFIX, "tables for body lines"),
     P("body_checks_size_limit", SIZE, "51200", POSTFIX, "bytes of each body part checked"),
     P("header_checks_decode", BOOL, "yes", OWN, "decode RFC 2047 words before header checks"),
+    P("mime_nesting_limit", INT, "100", POSTFIX,
+      "deepest MIME nesting the content checks inspect; deeper is refused (550 5.6.0)"),
     # IMAP and POP3.
     P("imap_timeout", TIME, "30m", OWN, "idle time before an IMAP client is dropped"),
     P("pop3_timeout", TIME, "10m", OWN, "idle time before a POP3 client is dropped"),

@@ -62,6 +62,7 @@ class ReloadingContentChecks:
                 tables["header_checks"], tables["mime_header_checks"], tables["nested_header_checks"],
                 tables["body_checks"], body_checks_size_limit=self._config.body_checks_size_limit,
                 decode_headers=self._config.header_checks_decode,
+                mime_nesting_limit=self._config.mime_nesting_limit,
             )
             self._checks, self._stamp = checks, stamp
         return checks

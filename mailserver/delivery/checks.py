@@ -17,10 +17,13 @@ from zope.interface import implementer
 
 from mailserver.address import parse_mailbox
 from mailserver.delivery.mime import (
+    NESTING_LIMIT,
     BodyLine,
     BodyText,
     Header,
+    HeaderEnd,
     HeaderKind,
+    Uninspectable,
     body_lines,
     decode_header_text,
     line_end,
@@ -37,6 +40,11 @@ _HEADER_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _STATUS = re.compile(r"([45])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)(.*)", re.DOTALL)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _MAX_REPLY = 400
+# Hostile messages repeat the same boundary and part header lines thousands
+# of times: one inspection remembers the verdict of this many distinct short
+# lines per table (matching is a pure function of the text).
+_MEMO_ENTRIES = 4096
+_MEMO_TEXT_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,17 @@ class CheckEvent:
 
 
 @dataclass(frozen=True)
+class MimeErrorEvent:
+    """A message the checks cannot inspect (Postfix's C{mime-error} reject)."""
+
+    error: str  # Postfix's text, e.g. mime.NESTING_ERROR
+    context: str  # the header where it was found, truncated
+
+    def __str__(self) -> str:
+        return f"reject: mime-error {self.error}: {self.context}"
+
+
+@dataclass(frozen=True)
 class ContentVerdict:
     """
     What the checks decided, and the (possibly rewritten) message.  For a
@@ -75,7 +94,7 @@ class ContentVerdict:
     hold: bool = False
     redirect: str | None = None
     bcc: tuple[str, ...] = ()
-    events: tuple[CheckEvent, ...] = ()
+    events: tuple[CheckEvent | MimeErrorEvent, ...] = ()
     hold_reason: str | None = None
     edits: tuple[tuple[int, int, bytes], ...] = ()
 
@@ -90,6 +109,11 @@ class ContentChecks:
     C{mime_header_checks}; without it, primary MIME headers go to
     C{header_checks} and those of attached messages to
     C{nested_header_checks}.
+
+    While any table is configured, a message whose MIME structure nests
+    deeper than C{mime_nesting_limit}, or whose multipart Content-Type is
+    too long to parse, is refused (C{550 5.6.0}): its inner parts would
+    otherwise pass unchecked.
     """
 
     name = "cleanup"
@@ -103,6 +127,7 @@ class ContentChecks:
         body_checks_size_limit: int = DEFAULT_BODY_CHECKS_SIZE_LIMIT,
         decode_headers: bool = True,
         header_size_limit: int = DEFAULT_HEADER_SIZE_LIMIT,
+        mime_nesting_limit: int = NESTING_LIMIT,
     ) -> None:
         self.header_checks = _configured(header_checks)
         self.mime_header_checks = _configured(mime_header_checks)
@@ -111,6 +136,7 @@ class ContentChecks:
         self.body_checks_size_limit = max(0, body_checks_size_limit)
         self.decode_headers = decode_headers
         self.header_size_limit = header_size_limit
+        self.mime_nesting_limit = max(0, mime_nesting_limit)
 
     def __repr__(self) -> str:
         tables = (self.header_checks, self.mime_header_checks, self.nested_header_checks, self.body_checks)
@@ -153,18 +179,21 @@ class _Scan:
         self.checks = checks
         self.message = message
         self.edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in order
-        self.events: list[CheckEvent] = []
+        self.events: list[CheckEvent | MimeErrorEvent] = []
         self.error: MailError | None = None
         self.discard = False
         self.hold_reason: str | None = None
         self.redirect: str | None = None
         self.bcc: list[str] = []
+        self.memo: dict[tuple[str, str], tuple[Match | None, bool]] = {}
 
     def run(self) -> ContentVerdict:
         checks = self.checks
         body = checks.body_checks
         limit = checks.body_checks_size_limit if body is not None else 0
-        for event in walk(self.message, limit):
+        for event in walk(self.message, limit, checks.mime_nesting_limit):
+            if isinstance(event, HeaderEnd):
+                continue  # the most frequent event in hostile input, and nothing to check
             if isinstance(event, Header):
                 chosen = checks.table_for(event)
                 if chosen is not None:
@@ -179,6 +208,10 @@ class _Scan:
                             break
             elif isinstance(event, BodyLine) and body is not None:
                 self._body(event, body, limit)
+            elif isinstance(event, Uninspectable):
+                # Postfix's cleanup answers 550 with mime_state.c's 5.6.0 text.
+                self.error = MailError(550, "5.6.0", event.error)
+                self.events.append(MimeErrorEvent(event.error, _UNPRINTABLE.sub("?", event.text[:100])))
             if self.error is not None or self.discard:
                 break
         return ContentVerdict(
@@ -195,20 +228,36 @@ class _Scan:
 
     def _header(self, header: Header, table_name: str, table: RuleTable) -> None:
         text = header.text[: self.checks.header_size_limit]
-        found = table.match(text)
-        decoded = False
-        if found is None and self.checks.decode_headers:
-            plain = decode_header_text(text)
-            if plain != text:
-                found = table.match(plain)
-                decoded = True
+        key = (table_name, text)
+        remembered = self.memo.get(key)
+        if remembered is None:
+            found = table.match(text)
+            decoded = False
+            if found is None and self.checks.decode_headers:
+                plain = decode_header_text(text)
+                if plain != text:
+                    found = table.match(plain)
+                    decoded = True
+            self._remember(key, found, decoded)
+        else:
+            found, decoded = remembered
         if found is not None:
             self._act(found, table_name, decoded, header.start, header.end, is_header=True)
+
+    def _remember(self, key: tuple[str, str], found: Match | None, decoded: bool) -> None:
+        if len(key[1]) <= _MEMO_TEXT_LIMIT and len(self.memo) < _MEMO_ENTRIES:
+            self.memo[key] = (found, decoded)
 
     def _body(self, line: BodyLine, table: RuleTable, limit: int) -> None:
         text = line.text
         if len(text) <= LINE_LENGTH_LIMIT:
-            found = table.match(text)
+            key = ("body_checks", text)
+            remembered = self.memo.get(key)
+            if remembered is None:
+                found = table.match(text)
+                self._remember(key, found, False)
+            else:
+                found = remembered[0]
         else:
             # Postfix checks a long line as line_length_limit-sized records.
             found = None

@@ -22,10 +22,17 @@ import re
 from typing import Iterator, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-# Postfix's limits: mime_nesting_limit and mime_boundary_length_limit.
+# Postfix's mime_nesting_limit default.
 NESTING_LIMIT = 100
-BOUNDARY_LENGTH_LIMIT = 2048
-_CONTENT_TYPE_LIMIT = 16384  # bytes of a Content-Type value that are parsed
+# Postfix's header_size_limit: the part of a Content-Type value that is
+# parsed.  Boundaries are honoured whatever their length (Postfix compares
+# only the first mime_boundary_length_limit = 2048 bytes).
+CONTENT_TYPE_LIMIT = 102400
+# Postfix's texts (mime_state.c) for what the checks cannot inspect.
+NESTING_ERROR = "MIME nesting exceeds safety limit"
+HEADER_LENGTH_ERROR = "message header length exceeds safety limit"
+_MEMO_ENTRIES = 256  # distinct header blocks whose interpretation one walk remembers
+_MEMO_KEY_LIMIT = 1024  # longest Content-Type value remembered
 
 _HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # Headers Postfix treats as MIME headers (header_opts.c HDR_OPT_MIME).
@@ -138,7 +145,27 @@ class HeaderEnd(NamedTuple):
     end: int
 
 
-Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom
+class Uninspectable(NamedTuple):
+    """
+    A header block whose parts the walk cannot follow: a multipart or
+    attached message deeper than the nesting limit (Postfix's
+    C{mime_nesting_limit}, C{error} is L{NESTING_ERROR}), or a multipart
+    Content-Type longer than L{CONTENT_TYPE_LIMIT} (L{HEADER_LENGTH_ERROR}).
+    What follows is walked as body text: a caller that must see every
+    part's headers refuses the message.  C{text} is the Content-Type header
+    (empty for a digest part's implicit message/rfc822).  It spans nothing
+    (C{start == end}, after the block's L{HeaderEnd}), so the events still
+    tile the message.
+    """
+
+    error: str
+    text: str
+    start: int
+    end: int
+    depth: int
+
+
+Event = Header | BodyLine | BodyText | HeaderEnd | UnixFrom | Uninspectable
 
 
 class _Block(NamedTuple):
@@ -147,6 +174,7 @@ class _Block(NamedTuple):
     multipart_boundary: bytes | None
     digest: bool
     nested: bool  # message/rfc822 or message/global in 7bit/8bit/binary
+    too_long: bool = False  # a multipart or message Content-Type cut at CONTENT_TYPE_LIMIT
 
 
 def line_end(message: bytes, end: int) -> bytes:
@@ -164,7 +192,7 @@ def _strip_eol(line: bytes) -> bytes:
     return line
 
 
-def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
+def walk(message: bytes, body_limit: int | None = None, nesting_limit: int = NESTING_LIMIT) -> Iterator[Event]:
     """
     The events of C{message}, in order: L{Header}s, L{HeaderEnd}s, body
     text as L{BodyText} runs (split them with L{body_lines}), boundary lines
@@ -172,12 +200,17 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
     spans tile the message exactly.  With it, body lines that start at or
     after C{body_limit} bytes into their body segment are left out (quickly:
     only boundary lines are still looked for), which keeps a huge message
-    cheap; C{body_limit=0} yields no body text at all.
+    cheap; C{body_limit=0} yields no body text at all.  A multipart or
+    attached message that would sit more than C{nesting_limit} levels
+    deep, or whose Content-Type is too long to parse, yields one
+    L{Uninspectable} (the first only) and is body text.
     """
     length = len(message)
     position = 0
     # Open multiparts, innermost last: (b"--" + boundary, digest, depth of its parts).
     stack: list[tuple[bytes, bool, int]] = []
+    marker = b"\n--"  # b"\n" + what every open delimiter starts with; see _marker
+    open_levels = 0  # len(stack) when marker was computed
     kind: HeaderKind | None = HeaderKind.PRIMARY  # None: in a body segment
     default_nested = False  # the header block being read defaults to message/rfc822
     fresh = True  # at the first line of a primary or nested header block
@@ -186,12 +219,18 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
     header_start = 0
     block_type: list[bytes] = []  # Content-Type values of the block
     block_encoding: list[bytes] = []
+    type_header: list[Header] = []  # the block's last Content-Type header
+    exceeded = False
     segment_start = 0
+    # A hostile message repeats the same part headers thousands of times.
+    blocks: dict[tuple[bytes | None, bytes | None, bool], _Block] = {}
+    # Lines starting with "--" -> (stack level or -1, closing, text), for the current stack.
+    delimiters: dict[bytes, tuple[int, bool, str]] = {}
 
     def flush() -> Header | None:
         if not lines:
             return None
-        raw = b"".join(_strip_eol(line) for line in lines)
+        raw = _strip_eol(lines[0]) if len(lines) == 1 else b"".join(_strip_eol(line) for line in lines)
         name = _HEADER_NAME.match(raw)
         assert name is not None
         lower = name.group(1).lower()
@@ -199,10 +238,13 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
             block_type.append(raw[name.end() :])
         elif lower == b"content-transfer-encoding":
             block_encoding.append(raw[name.end() :])
-        end = header_start + sum(len(line) for line in lines)
+        end = position  # flushed at the start of the line after the header
         lines.clear()
         assert kind is not None
-        return Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
+        header = Header(kind, name.group(1).decode("ascii"), raw.decode("utf-8", "replace"), header_start, end, depth)
+        if lower == b"content-type":
+            type_header[:] = [header]
+        return header
 
     while position < length:
         newline = message.find(b"\n", position)
@@ -211,26 +253,35 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
 
         # A boundary of an open multipart ends whatever we are in.
         if stack and line.startswith(b"--"):
-            found = _boundary(stack, _strip_eol(line).rstrip(b" \t"))
-            if found is not None:
-                level, closing = found
+            found = delimiters.get(line)
+            if found is None:
+                level_closing = _boundary(stack, _strip_eol(line).rstrip(b" \t"))
+                found = (-1, False, "") if level_closing is None else (*level_closing, _text(line))
+                if len(delimiters) < _MEMO_ENTRIES and len(line) <= _MEMO_KEY_LIMIT:
+                    delimiters[line] = found
+            level, closing, text = found
+            if level >= 0:
                 if kind is not None:
-                    header = flush()
-                    if header is not None:
-                        yield header
+                    if lines:
+                        yield flush()
                     yield HeaderEnd(position, position)
                 _, digest, depth = stack[level]
-                del stack[level + 1 :]
-                yield BodyLine(_text(line), position, end, 0, True)
+                yield BodyLine(text, position, end, 0, True)
                 position = segment_start = end
                 if closing:
-                    stack.pop()
+                    del stack[level:]
                     depth -= 1
                     kind = None
                 else:
+                    del stack[level + 1 :]
                     kind, default_nested = HeaderKind.MULTIPART, digest
                     block_type.clear()
                     block_encoding.clear()
+                    type_header.clear()
+                if len(stack) != open_levels:
+                    open_levels = len(stack)
+                    marker = _marker(stack)
+                    delimiters.clear()
                 continue
 
         if kind is not None:
@@ -262,18 +313,39 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
             yield HeaderEnd(position, end if blank else position)
             if blank:
                 position = end
-            block = _block(block_type, block_encoding, default_nested)
+            media = block_type[-1] if block_type else None
+            encoding = block_encoding[-1] if block_encoding else None
+            key = (media, encoding, default_nested)
+            block = blocks.get(key)
+            if block is None:
+                block = _block(block_type, block_encoding, default_nested)
+                if len(blocks) < _MEMO_ENTRIES and len(media or b"") + len(encoding or b"") <= _MEMO_KEY_LIMIT:
+                    blocks[key] = block
             block_type.clear()
             block_encoding.clear()
             segment_start = position
-            if block.nested and depth < NESTING_LIMIT:
+            opens = block.nested or block.multipart_boundary is not None
+            if block.too_long or (opens and depth >= nesting_limit):
+                if not exceeded:
+                    exceeded = True
+                    text = type_header[0].text[:200] if type_header else ""
+                    error = HEADER_LENGTH_ERROR if block.too_long else NESTING_ERROR
+                    yield Uninspectable(error, text, position, position, depth + 1)
+                type_header.clear()
+                kind = None
+                continue
+            type_header.clear()
+            if block.nested:
                 kind, default_nested, fresh = HeaderKind.NESTED, False, True
                 depth += 1
                 continue
             kind = None
-            if block.multipart_boundary is not None and depth < NESTING_LIMIT:
+            if block.multipart_boundary is not None:
                 depth += 1
                 stack.append((b"--" + block.multipart_boundary, block.digest, depth))
+                open_levels = len(stack)
+                marker = _marker(stack)
+                delimiters.clear()
             continue
 
         # Body text: a run of lines up to the next possible boundary line
@@ -282,7 +354,7 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
         if body_limit is not None and offset >= body_limit:
             if not stack:
                 return  # nothing after this can be a header or a boundary
-            following = message.find(b"\n--", position)
+            following = message.find(marker, position)
             if following < 0:
                 return
             position = following + 1
@@ -292,7 +364,7 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
             cut = message.find(b"\n", segment_start + body_limit - 1)
             stop = length if cut < 0 else cut + 1
         if stack:
-            following = message.find(b"\n--", position, stop)
+            following = message.find(marker, position, stop)
             if following >= 0:
                 stop = following + 1
         yield BodyText(position, stop, offset)
@@ -307,6 +379,28 @@ def walk(message: bytes, body_limit: int | None = None) -> Iterator[Event]:
 
 def _text(line: bytes) -> str:
     return _strip_eol(line).decode("utf-8", "replace")
+
+
+def _marker(stack: list[tuple[bytes, bool, int]]) -> bytes:
+    """
+    C{b"\\n"} + the longest common prefix of the open delimiters: body runs
+    end only at lines that start with it, so lines that merely look like
+    boundaries (C{--} and something else) cost nothing.
+    """
+    if not stack:
+        return b"\n--"
+    low = min(entry[0] for entry in stack)
+    high = max(entry[0] for entry in stack)
+    # The common prefix of all is that of the least and greatest; find its
+    # length by bisection (slice comparisons run in C).
+    short, long = 0, min(len(low), len(high))
+    while short < long:
+        middle = (short + long + 1) // 2
+        if low[:middle] == high[:middle]:
+            short = middle
+        else:
+            long = middle - 1
+    return b"\n" + low[:short]
 
 
 def _boundary(stack: list[tuple[bytes, bool, int]], line: bytes) -> tuple[int, bool] | None:
@@ -326,11 +420,15 @@ def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> 
     """Interpret a header block's (last) Content-Type and Content-Transfer-Encoding."""
     if not types:
         return _Block(None, False, default_nested)
-    media, params = parse_content_type(types[-1][:_CONTENT_TYPE_LIMIT])
+    value = types[-1]
+    media, params = parse_content_type(value[:CONTENT_TYPE_LIMIT])
     top, _, sub = media.partition("/")
+    if len(value) > CONTENT_TYPE_LIMIT and top in ("multipart", "message"):
+        # Its boundary may be past the cut: its parts could not be told apart.
+        return _Block(None, False, False, too_long=True)
     if top == "multipart":
         boundary = params.get("boundary", b"")
-        if boundary and len(boundary) <= BOUNDARY_LENGTH_LIMIT:
+        if boundary:
             return _Block(boundary, sub == "digest", False)
         return _Block(None, False, False)
     if top == "message" and sub in ("rfc822", "global"):
@@ -339,6 +437,7 @@ def _block(types: list[bytes], encodings: list[bytes], default_nested: bool) -> 
     return _Block(None, False, False)
 
 
+_COMMENT_TOKENS = re.compile(rb'\\.|[\\"()]|[^\\"()]+', re.DOTALL)
 _PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)', re.DOTALL)
 
 
@@ -357,33 +456,26 @@ def parse_content_type(value: bytes) -> tuple[str, dict[str, bytes]]:
 
 
 def _strip_comments(value: bytes) -> bytes:
-    """Drop RFC 5322 (comments) outside quoted strings."""
+    """Drop RFC 5322 (comments) outside quoted strings (token by token: a run of plain bytes is one)."""
     if b"(" not in value:
         return value
     out = bytearray()
     depth = 0
-    quoted = escaped = False
-    for byte in value:
-        char = bytes((byte,))
-        if escaped:
-            escaped = False
+    quoted = False
+    for token in _COMMENT_TOKENS.findall(value):
+        if token[:1] == b"\\":  # an escaped byte (or a final lone backslash): kept outside comments
             if depth == 0:
-                out += char
-            continue
-        if char == b"\\":
-            escaped = True
-            if depth == 0:
-                out += char
+                out += token
         elif quoted:
-            quoted = char != b'"'
-            out += char
-        elif char == b"(":
+            quoted = token != b'"'
+            out += token
+        elif token == b"(":
             depth += 1
-        elif char == b")" and depth:
+        elif token == b")" and depth:
             depth -= 1
         elif depth == 0:
-            quoted = char == b'"'
-            out += char
+            quoted = token == b'"'
+            out += token
     return bytes(out)
 
 
@@ -464,7 +556,7 @@ def _rfc2231(text: str) -> str:
             if extended:
                 if index == ordered[0] and value.count("'") >= 2:
                     charset, _language, value = value.split("'", 2)
-                data += unquote_to_bytes(value)
+                data += unquote_to_bytes(value.encode("utf-8", "replace"))
             else:
                 data += value.encode("utf-8", "replace")
         decoded = _charset_decode(bytes(data), charset or "us-ascii")

@@ -81,6 +81,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
                 j += 1
             out.append(("q", "".join(buf)))
             i = j + 1
+        elif ch == ")":
+            i += 1  # a stray ")" outside a comment is dropped (it stops atoms, so it must be consumed here)
         elif ch in "<>,:;@.[]":
             if ch == "[":
                 j = text.find("]", i)

@@ -166,7 +166,7 @@ def parse_keywords(text: str) -> list[str | None]:
     table: list[str | None] = []
     for line in text.splitlines():
         number, _, keyword = line.strip().partition(" ")
-        if not number.isdigit() or not is_valid_keyword(keyword):
+        if not (number.isascii() and number.isdigit()) or not is_valid_keyword(keyword):
             continue
         index = int(number)
         if index >= MAX_KEYWORDS:

@@ -48,7 +48,7 @@ _POLL = 0.05
 _MAX_UID = 2**32 - 1
 
 log = Logger()
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")  # ASCII: \d and str.isdigit() also take "٣" and "²"
 
 
 class UidListError(OSError):
@@ -80,11 +80,11 @@ def parse_uidlist(text: str) -> UidMap | None:
     if version == "3":
         for item in header[1:]:
             key, value = item[:1], item[1:]
-            if key == "V" and value.isdigit():
+            if key == "V" and _is_number(value):
                 uidvalidity = int(value)
-            elif key == "N" and value.isdigit():
+            elif key == "N" and _is_number(value):
                 uidnext = int(value)
-    elif version == "1" and len(header) >= 3 and header[1].isdigit() and header[2].isdigit():
+    elif version == "1" and len(header) >= 3 and _is_number(header[1]) and _is_number(header[2]):
         uidvalidity, uidnext = int(header[1]), int(header[2])
     else:
         return None
@@ -95,7 +95,7 @@ def parse_uidlist(text: str) -> UidMap | None:
         if not line:
             continue
         number, _, rest = line.partition(" ")
-        if not number.isdigit():
+        if not _is_number(number):
             continue
         if version == "3":
             _, colon, base = rest.partition(":")
@@ -112,12 +112,19 @@ def parse_uidlist(text: str) -> UidMap | None:
     return UidMap(uidvalidity, uidnext, uids)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only (C{str.isdigit} accepts "²", which C{int} refuses), and not absurdly long."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def delivery_order(base: str) -> list:
     """
     Sort key for new base names: digit runs compare as numbers, so
     ``<sec>.M<usec>P<pid>Q<n>`` names sort by delivery time and counter.
     """
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(base) if part]
+    # split() with a group alternates text and digit runs: odd indexes are digits.
+    pieces = _DIGITS.split(base)
+    return [(0, int(part), "") if index % 2 else (1, 0, part) for index, part in enumerate(pieces) if part]
 
 
 def format_uidlist(uidmap: UidMap) -> str:

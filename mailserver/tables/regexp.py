@@ -344,7 +344,8 @@ def _template(text: str, groups: int, negate: bool) -> tuple[tuple[str | int, ..
         if name is not None:
             return (), f"non-numeric replacement ${name} (use $1, ${{1}} or $$)"
         index_text = number if number is not None else (braced if braced is not None else parened)
-        if not index_text.strip().isdigit():
+        index_text = index_text.strip()
+        if not (index_text.isascii() and index_text.isdigit()):  # str.isdigit() is true for "²"
             return (), f"non-numeric replacement index in {found.group(0)!r}"
         index = int(index_text)
         if negate:

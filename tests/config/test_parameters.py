@@ -455,6 +455,7 @@ nested_header_checks =
 body_checks = regexp:body_checks
 body_checks_size_limit = 1024
 header_checks_decode = no
+mime_nesting_limit = 20
 imap_timeout = 1h
 pop3_timeout = 5m
 imap_literal_limit = 1000000
@@ -582,6 +583,7 @@ FULL_EXPECTED = {
     "body_checks": (TableRef("regexp", "/etc/mailserver/body_checks"),),
     "body_checks_size_limit": 1024,
     "header_checks_decode": False,
+    "mime_nesting_limit": 20,
     "imap_timeout": 3600,
     "pop3_timeout": 300,
     "imap_literal_limit": 1000000,

@@ -9,8 +9,10 @@ import smtplib
 import time
 
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from tests.delivery.test_checks import nested_exe
 from tests.harness import RunningServer
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
@@ -89,6 +91,24 @@ class CheckSessionTests(TestCase):
             self.assertEqual(len(self.server.messages("bob")), 1)
 
         return self.send(attachment("invoice.exe")).addCallback(pdf).addCallback(delivered)
+
+    def test_regression_mime_nesting_beyond_limit_refused_over_smtp(self):
+        lines: list[str] = []
+
+        def observe(event):
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+        def check(reply):
+            self.assertEqual(reply, (550, b"5.6.0 MIME nesting exceeds safety limit"))
+            self.assertEqual(self.server.messages("bob") + self.server.messages("alice"), [])
+            [mime_error] = [line for line in lines if "mime-error" in line]
+            self.assertIn(": cleanup: reject: mime-error MIME nesting exceeds safety limit: Content-Type:", mime_error)
+            self.assertTrue([line for line in lines if "status=reject (5.6.0 MIME nesting" in line], lines)
+
+        return self.send(nested_exe(101, crlf=True)).addCallback(check)
 
     def test_hold_keeps_message_out_of_mailboxes(self):
         area = self.server.service.server.hold_area

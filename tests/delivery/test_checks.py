@@ -8,7 +8,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mailserver.delivery.checks import CheckEvent, ContentChecks, ContentVerdict
+from mailserver.delivery.checks import CheckEvent, ContentChecks, ContentVerdict, MimeErrorEvent
 from mailserver.delivery.mime import Header, HeaderKind, walk
 from mailserver.errors import MailError
 from mailserver.interfaces import IContentCheck
@@ -333,3 +333,102 @@ class CorpusTests(SynchronousTestCase):
 class ErrorTypeTests(SynchronousTestCase):
     def test_verdict_error_is_a_mail_error(self) -> None:
         self.assertIsInstance(inspect(PLAIN, header="/^To:/ REJECT\n").error, MailError)
+
+
+def nested_exe(levels: int, crlf: bool = False) -> bytes:
+    """An C{.exe} attachment inside C{levels} nested multiparts (the issue's probe)."""
+    head = [b"From: alice@example.org\nSubject: nested\nMIME-Version: 1.0\n"]
+    for level in range(levels):
+        head.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
+    head.append(b'Content-Type: application/octet-stream; name="evil.exe"\n\nTVqQAAMAAAAEAAAA\n')
+    for level in reversed(range(levels)):
+        head.append(b"--b%d--\n" % level)
+    message = b"".join(head)
+    return message.replace(b"\n", b"\r\n") if crlf else message
+
+
+class NestingLimitTests(SynchronousTestCase):
+    """Issue 16 item 1: the attachment filter could be skipped by nesting past 100 levels."""
+
+    def test_regression_mime_nesting_beyond_limit_refused(self) -> None:
+        checks = ContentChecks(mime_header_checks=sample("mime_header_checks"))
+        for levels in (1, 50, 100):
+            verdict = checks.inspect(None, nested_exe(levels))
+            self.assertEqual((verdict.error.code, verdict.error.enhanced), (550, "5.7.1"), levels)
+            self.assertIn("evil.exe", verdict.error.text)
+        for levels in (101, 200, 1000, 5000):
+            verdict = checks.inspect(None, nested_exe(levels))
+            self.assertEqual(
+                (verdict.error.code, verdict.error.enhanced, verdict.error.text),
+                (550, "5.6.0", "MIME nesting exceeds safety limit"),
+                levels,
+            )
+            [event] = verdict.events
+            self.assertIsInstance(event, MimeErrorEvent)
+            self.assertEqual(
+                str(event), 'reject: mime-error MIME nesting exceeds safety limit: '
+                'Content-Type: multipart/mixed; boundary="b100"'
+            )
+
+    def test_attached_messages_count_as_levels(self) -> None:
+        message = b"Subject: a\n" + b"Content-Type: message/rfc822\n\nSubject: b\n" * 3 + b"\nbody\n"
+        verdict = inspect(message, header="/^X-Never:/ REJECT\n", mime_nesting_limit=2)
+        self.assertEqual(verdict.error.enhanced, "5.6.0")
+        self.assertIsNone(inspect(message, header="/^X-Never:/ REJECT\n", mime_nesting_limit=3).error)
+
+    def test_enforced_with_any_table_configured(self) -> None:
+        message = nested_exe(101)
+        for tables in ({"header": "/^X-Never:/ WARN\n"}, {"body": "/^never$/ REJECT\n"}, {"nested": "/^X/ WARN\n"}):
+            self.assertEqual(inspect(message, **tables).error.enhanced, "5.6.0", tables)
+
+    def test_not_enforced_without_checks(self) -> None:
+        verdict = ContentChecks().inspect(None, nested_exe(101))
+        self.assertIsNone(verdict.error)
+
+    def test_configured_limit(self) -> None:
+        checks = ContentChecks(mime_header_checks=sample("mime_header_checks"), mime_nesting_limit=10)
+        self.assertEqual(checks.inspect(None, nested_exe(10)).error.enhanced, "5.7.1")
+        self.assertEqual(checks.inspect(None, nested_exe(11)).error.enhanced, "5.6.0")
+
+
+def exe_in_multipart(boundary: bytes, padding: bytes = b"") -> bytes:
+    """An C{.exe} attachment in a multipart with this boundary (and C{padding} parameters before it)."""
+    return (
+        b"Subject: files\nMIME-Version: 1.0\nContent-Type: multipart/mixed; " + padding + b'boundary="' + boundary
+        + b'"\n\n--' + boundary + b'\nContent-Type: application/octet-stream; name="evil.exe"\n\nTVqQ\n--'
+        + boundary + b"--\n"
+    )
+
+
+class ContentTypeLimitTests(SynchronousTestCase):
+    """Found while documenting Postfix's other MIME limits: two more ways around an attachment filter."""
+
+    def setUp(self) -> None:
+        self.checks = ContentChecks(mime_header_checks=sample("mime_header_checks"))
+
+    def test_regression_long_boundary_still_splits_parts(self) -> None:
+        # A boundary over 2048 bytes (Postfix's mime_boundary_length_limit)
+        # made the multipart one opaque body: the .exe header went unchecked.
+        for length in (70, 2048, 2049, 5000, 60000):
+            verdict = self.checks.inspect(None, exe_in_multipart(b"b" * length))
+            self.assertEqual((verdict.error.enhanced, "evil.exe" in verdict.error.text), ("5.7.1", True), length)
+
+    def test_regression_padded_content_type_still_splits_parts(self) -> None:
+        # Only the first 16 KB of a Content-Type were parsed: a boundary
+        # parameter after 16 KB of padding was never seen.
+        verdict = self.checks.inspect(None, exe_in_multipart(b"b1", b'x="' + b"a" * 16400 + b'"; '))
+        self.assertEqual(verdict.error.enhanced, "5.7.1")
+        self.assertIn("evil.exe", verdict.error.text)
+
+    def test_regression_content_type_past_header_size_limit_refused(self) -> None:
+        # Past header_size_limit (102400) the boundary cannot be looked for:
+        # refused with Postfix's text rather than passed unchecked.
+        verdict = self.checks.inspect(None, exe_in_multipart(b"b1", b'x="' + b"a" * 102400 + b'"; '))
+        self.assertEqual((verdict.error.code, verdict.error.enhanced, verdict.error.text),
+                         (550, "5.6.0", "message header length exceeds safety limit"))
+        self.assertTrue(str(verdict.events[0]).startswith(
+            "reject: mime-error message header length exceeds safety limit: Content-Type: multipart/mixed;"))
+
+    def test_long_plain_content_type_is_not_refused(self) -> None:
+        message = b"Content-Type: text/plain; x=" + b"a" * 200000 + b"\n\nbody\n"
+        self.assertIsNone(self.checks.inspect(None, message).error)

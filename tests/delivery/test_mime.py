@@ -65,6 +65,12 @@ def assert_tiles(case: SynchronousTestCase, message: bytes) -> None:
     case.assertEqual(position, len(message))
 
 
+def nested_multiparts(levels: int) -> bytes:
+    """C{levels} multiparts, each the first part of the one before."""
+    parts = [b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level) for level in range(levels)]
+    return b"".join(parts) + b"\ntext\n"
+
+
 MULTIPART = b"""\
 From: a@example.com
 Subject: report
@@ -253,13 +259,22 @@ class WalkTests(SynchronousTestCase):
             summary(sample, body_limit=3)
 
     def test_deep_nesting_is_bounded(self) -> None:
-        parts = []
-        for level in range(300):
-            parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level))
-        message = b"".join(parts) + b"\ntext\n"
+        message = nested_multiparts(300)
         assert_tiles(self, message)
         depths = [e.depth for e in walk(message) if isinstance(e, Header)]
         self.assertLessEqual(max(depths), mime_module.NESTING_LIMIT)
+
+    def test_nesting_exceeded_is_reported_once(self) -> None:
+        message = nested_multiparts(103)
+        assert_tiles(self, message)
+        [found] = [e for e in walk(message) if isinstance(e, mime_module.Uninspectable)]
+        self.assertEqual(found.error, "MIME nesting exceeds safety limit")
+        self.assertEqual(found.depth, mime_module.NESTING_LIMIT + 1)
+        self.assertEqual(found.text, 'Content-Type: multipart/mixed; boundary="b100"')
+        self.assertEqual(found.start, found.end)
+        shallow = nested_multiparts(100)
+        self.assertFalse([e for e in walk(shallow) if isinstance(e, mime_module.Uninspectable)])
+        self.assertTrue([e for e in walk(shallow, nesting_limit=99) if isinstance(e, mime_module.Uninspectable)])
 
     def test_corpus(self) -> None:
         files = corpus_files()
@@ -322,6 +337,12 @@ class DecodeTests(SynchronousTestCase):
                 "Content-Type: application/x; name*0*=us-ascii'en'ev; name*1=\"il.e\"; name*2*=%78e"
             ).endswith('; name="evil.exe"')
         )
+
+    def test_regression_rfc2231_lone_surrogate_never_raises(self) -> None:
+        # Found by tests/fuzz (HYPOTHESIS_PROFILE=long): a str with a lone
+        # surrogate in an RFC 2231 value raised UnicodeEncodeError.
+        decoded = decode_header_text("Content-Type: x; name*=\udc80a%2Eexe")
+        self.assertTrue(decoded.endswith('; name="?a.exe"'), decoded)
 
 
 class PurityTests(SynchronousTestCase):

@@ -222,3 +222,16 @@ class FetchTests(SynchronousTestCase):
         self.assertIsNone(get(part=(1, 1), text="HEADER"))
         self.assertIsNone(get(part=(9,)))
         self.assertTrue(get(text="TEXT").startswith(b"preamble\r\n--outer"))
+
+
+class AddressLexerRegressionTests(SynchronousTestCase):
+    def test_regression_stray_parenthesis_in_address_terminates(self) -> None:
+        # Found by tests/fuzz (long profile): a ")" outside a comment made the
+        # address lexer loop for ever, appending empty tokens until the
+        # process ran out of memory; any sender could put one in From:.
+        from mailserver.imap.structure import parse_addresses
+        from tests.fuzz.bounds import bounded
+
+        self.assertEqual(bounded(parse_addresses, b'"x" <y@z>)', hard_limit=0.5), [("x", None, "y", "z")])
+        self.assertEqual(bounded(parse_addresses, b"a@b.example), c@d.example", hard_limit=0.5),
+                         [(None, None, "a", "b.example"), (None, None, "c", "d.example")])

@@ -137,3 +137,18 @@ class ListingTests(SynchronousTestCase):
         self.assertEqual(out, [("Sent", []), ("a", ["\\Noselect"]), ("gone", ["\\Noselect"])])
         out = listing.list_subscribed(subscribed, self.existing, "", "*", {})
         self.assertEqual([n for n, _ in out], ["Sent", "a/b/c", "gone"])
+
+
+class WildcardTests(SynchronousTestCase):
+    def test_same_answers_as_a_regex(self) -> None:
+        import itertools
+        import re
+
+        names = ["", "a", "b", "/", "a/", "/a", "ab", "a/b", "aa/b", "a/ba", "INBOX", "INBOX/x", "xa/ab/b"]
+        for length in range(5):
+            for pattern in map("".join, itertools.product("ab/*%", repeat=length)):
+                regex = re.compile("".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c)
+                                           for c in pattern) + r"\Z", re.DOTALL)
+                wildcard = listing.Pattern("", pattern)
+                for name in names:
+                    self.assertEqual(wildcard.match(name), bool(regex.match(name)), (pattern, name))

@@ -54,6 +54,11 @@ class KeywordTableTests(SynchronousTestCase):
         self.assertEqual(table, ["$Forwarded", None, "Work"])
         self.assertEqual(f.format_keywords(table), "0 $Forwarded\n2 Work\n")
 
+    def test_regression_keywords_unicode_digit_line_skipped(self) -> None:
+        # Found by reviewing str.isdigit() uses while fuzzing: "²" is a
+        # digit to str.isdigit() but not to int(), which raised ValueError.
+        self.assertEqual(f.parse_keywords("² Work\n0 Done\n"), ["Done"])
+
     def test_add_fills_holes_and_keeps_positions(self) -> None:
         table = f.add_keywords(["A", None, "C"], ["B", "a", "\\Seen", "D"])
         self.assertEqual(table, ["A", "B", "C", "D"])

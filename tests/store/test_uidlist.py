@@ -32,6 +32,18 @@ class FormatTests(SynchronousTestCase):
         self.assertIsNone(u.parse_uidlist("7 V1 N1\n"))
         self.assertIsNone(u.parse_uidlist("3 N5\n"))
 
+    def test_regression_uidlist_unicode_digits_ignored(self) -> None:
+        # str.isdigit() accepts "²"; int() then raised ValueError (found while fuzzing).
+        parsed = u.parse_uidlist("3 V5 N2\n² :x\n4 :y\n")
+        self.assertEqual(parsed.uids, {"y": 4})
+        self.assertIsNone(u.parse_uidlist("3 V² N2\n"))
+        self.assertIsNone(u.parse_uidlist("1 ² 5\n"))
+
+    def test_regression_delivery_order_unicode_digit_name(self) -> None:
+        # A file named "1²2" in new/ made delivery_order raise ValueError.
+        names = ["1²2", "10.M1", "9.M1"]
+        self.assertEqual(sorted(names, key=u.delivery_order), ["1²2", "9.M1", "10.M1"])
+
     def test_version_1(self) -> None:
         parsed = u.parse_uidlist("1 77 5\n3 name\n")
         self.assertEqual((parsed.uidvalidity, parsed.uidnext, parsed.uids), (77, 5, {"name": 3}))

@@ -86,6 +86,15 @@ class SyntaxTests(SynchronousTestCase):
         parsed = table("\n".join(lines) + "\n")
         self.assertEqual(sorted(r.action for r in parsed.rules), sorted(ACTIONS))
 
+    def test_regression_replacement_index_unicode_digit_is_a_problem(self) -> None:
+        # "${²}" passed str.isdigit() and int() raised ValueError out of the
+        # parser, instead of a file:line problem (found while fuzzing).
+        for action in ("REJECT ${²}", "REJECT $(²)", "WARN ${ ٣ }"):
+            table, problems = parse_regexp_table(f"/(a)/ {action}\n", "t")
+            self.assertEqual(len(table), 0, action)
+            self.assertEqual([(p.line, p.message[:33]) for p in problems],
+                             [(1, "non-numeric replacement index in ")], action)
+
     def test_table_reference(self) -> None:
         self.assertEqual(table_reference("regexp:/etc/mailserver/header_checks"), "/etc/mailserver/header_checks")
         self.assertEqual(table_reference("pcre:/etc/x"), "/etc/x")
