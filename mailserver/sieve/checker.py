@@ -39,7 +39,7 @@ _TAG_EXTENSION = {
 }
 #: Mutually exclusive tag groups.
 _EXCLUSIVE = (set(_MATCH), set(_ADDRESS), {"raw", "content", "text"}, {"zone", "originalzone"},
-              {"personal", "global"}, {"days", "seconds"})
+              {"personal", "global"}, {"days", "seconds"}, {"over", "under"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ def compile_script(text: bytes | str) -> Script:
                 if name.lower() not in EXTENSIONS:
                     raise SieveError(command.line, f"unsupported extension {name!r}")
                 required.add(name.lower())
+                if name.lower() == "vacation-seconds":
+                    required.add("vacation")  # RFC 6131: it implies vacation
             continue
         seen_other = True
     checked = _block([c for c in commands if c.name != "require"], required, top=True)
@@ -259,6 +261,8 @@ def _check_values(node: Node, required: set[str]) -> None:
             raise SieveError(node.line, f"unknown date part {part!r}")
     if node.name == "set" and not _VARIABLE_NAME.match(str(node.args[0])):
         raise SieveError(node.line, f"bad variable name {node.args[0]!r}")
+    if node.name == "size" and not ("over" in node.tags) ^ ("under" in node.tags):
+        raise SieveError(node.line, "size needs :over or :under")
     if "last" in node.tags and "index" not in node.tags:
         raise SieveError(node.line, ":last needs :index")
 
