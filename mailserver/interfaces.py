@@ -38,7 +38,9 @@ class IMailStore(Interface):
             copied from there, never loaded whole).
         @param copies: a sequence of C{(maildir_path, prefix)}: the Maildir
             directory (created when missing) and the header bytes to put in
-            front of C{message} for that copy.
+            front of C{message} for that copy; or C{(maildir_path, prefix,
+            info)} with Maildir info letters (C{"S"}, C{"FS"}): that copy is
+            stored in C{cur/} already flagged (Sieve :flags).
         @return: a Deferred firing with the list of file names written (one
             per copy) once every copy is fsynced and renamed into C{new/} and
             the directories are fsynced; or failing with L{MailError} 451

@@ -43,7 +43,10 @@ from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.delivery.transaction import Committer
+from mailserver.sieve.interpreter import Limits as SieveLimits
+from mailserver.sieve.scripts import ScriptCache
 from mailserver.imap.account import imap_account_factory
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
@@ -327,7 +330,7 @@ class Server:
             stages=stages,
             committer=Committer(
                 store=self.store, queue=self.spool, to_file=self._to_file, to_command=self._to_command,
-                hold=self._hold,
+                hold=self._hold, sieve=self.sieve_filter(),
             ),
             checks=[self.checks] if self.checks.configured else [],
             recipient_limit=config.smtpd_recipient_limit,
@@ -494,6 +497,27 @@ class Server:
             challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
             throttle=self.throttle,
+        )
+
+    def sieve_filter(self) -> SieveFilter:
+        """Sieve at final delivery: global scripts from main.cf, per-user scripts in each home."""
+        config = self.config
+        limits = SieveLimits(
+            max_actions=config.sieve_max_actions,
+            max_redirects=config.sieve_max_redirects,
+            vacation_min_period=config.sieve_vacation_min_period,
+            vacation_default_period=config.sieve_vacation_default_period,
+            vacation_max_period=config.sieve_vacation_max_period,
+        )
+        return SieveFilter(
+            before=config.sieve_before.replace(",", " ").split(),
+            after=config.sieve_after.replace(",", " ").split(),
+            global_dir=config.sieve_global,
+            recipient_delimiter=config.recipient_delimiter,
+            hostname=config.myhostname,
+            limits=limits,
+            autocreate=config.lda_mailbox_autocreate,
+            cache=ScriptCache(max_size=config.sieve_max_script_size or 1 << 20),
         )
 
     def pop3_factory(self) -> POP3Factory:

@@ -26,6 +26,7 @@ from mailserver.address import parse_mailbox
 from mailserver.delivery import spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
 from mailserver.delivery.routing import route
+from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue
 from mailserver.spooled import SpooledMessage
@@ -49,6 +50,7 @@ class Committer:
     to_file: Callable[[FileTarget, str, bytes], Deferred] | None = None
     to_command: Callable[[CommandTarget, str, str, bytes], Deferred] | None = None
     hold: Callable[[Envelope, bytes | SpooledMessage, str], Deferred] | None = None
+    sieve: SieveFilter | None = None  # Sieve at final delivery (None: every copy to INBOX)
 
 
 @implementer(IMessage)
@@ -239,6 +241,7 @@ class Transaction:
         message = _payload(spooled)
         sender = str(envelope.sender) if envelope.sender else ""
         copies: dict[str, bytes] = {}
+        mailboxes: dict[str, tuple[LocalMailbox, str]] = {}  # maildir -> (mailbox, RCPT address)
         remote: dict[str, list[str]] = {}
         targets: list[tuple[FileTarget | CommandTarget, Recipient]] = []
         delivered: list[str] = []
@@ -250,6 +253,7 @@ class Transaction:
                         copies[destination.maildir] = delivery_prefix(
                             copy_sender, str(recipient.original), destination.user
                         )
+                        mailboxes[destination.maildir] = (destination, str(recipient.original))
                         delivered.append(destination.user)
                 elif isinstance(destination, RemoteAddress):
                     addresses = remote.setdefault(copy_sender, [])
@@ -258,8 +262,22 @@ class Transaction:
                 elif isinstance(destination, (FileTarget, CommandTarget)):
                     targets.append((destination, recipient))
         try:
-            if copies:
-                await committer.store.deliver(message, list(copies.items()))
+            filtered = await self._filter(spooled, mailboxes, copies)
+            if filtered is not None:
+                stored, outgoing, memory = filtered
+            else:
+                stored, outgoing, memory = list(copies.items()), [], []
+            if stored:
+                await committer.store.deliver(message, stored)
+            for copy_sender, addresses, data in outgoing:
+                assert committer.queue is not None
+                await committer.queue.enqueue(copy_sender, addresses, data)
+            if memory:
+                try:
+                    await self._in_thread(write_memory, memory)
+                except OSError as error:  # the mail is safe; at worst a second vacation reply
+                    log.error("{queue_id}: sieve: vacation memory not written: {error}",
+                              queue_id=envelope.queue_id, error=error)
             for copy_sender, addresses in remote.items():
                 if committer.queue is None:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
@@ -283,6 +301,37 @@ class Transaction:
             self._log("deferred" if error.temporary else "bounced", error.reply())
             raise
         self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}", size=len(message))
+
+    async def _filter(
+        self, spooled: SpooledMessage, mailboxes: dict[str, tuple[LocalMailbox, str]], copies: dict[str, bytes]
+    ) -> tuple[list[tuple], list[tuple[str, list[str], bytes | SpooledMessage]], list[tuple[str, bytes]]] | None:
+        """
+        Sieve for each local mailbox, in a thread, before anything is
+        written: the store copies (folder, flags), the messages to queue
+        (redirect, reject notice, vacation reply) and the vacation memory
+        to write once they are queued.  None when Sieve is not configured.
+        """
+        sieve = self.core.committer.sieve
+        if sieve is None or not mailboxes:
+            return None
+        envelope = self.envelope
+        sender = str(envelope.sender) if envelope.sender else ""
+        can_send = self.core.committer.queue is not None
+        now = self.core.reactor.seconds()
+        stored: list[tuple] = []
+        outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
+        memory: list[tuple[str, bytes]] = []
+        for maildir, (mailbox, original) in mailboxes.items():
+            outcome = await self._in_thread(sieve.evaluate, mailbox, sender, original, spooled, can_send, now)
+            for event in outcome.events:
+                log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=mailbox.user, event=event)
+            prefix = copies[maildir]
+            stored += [(path, prefix, info) if info else (path, prefix) for path, info in outcome.copies]
+            for item in outcome.outgoing:
+                data = item.message if item.message is not None else _payload(spooled.prepend(item.prefix))
+                outgoing.append((item.sender, list(item.recipients), data))
+            memory += outcome.memory
+        return stored, outgoing, memory
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""

@@ -80,15 +80,30 @@ class _State:
 
 def run(script: Script, env: Environment) -> list[Action]:
     """The actions of C{script}, implicit keep included; raise L{SieveRuntimeError} on an error."""
+    return run_sequence([script], env)
+
+
+def run_sequence(scripts: Sequence[Script], env: Environment) -> list[Action]:
+    """
+    Run global-before, personal and global-after scripts as one (Pigeonhole's
+    multiscript): actions add up; the next script runs only while the
+    message is still kept (implicit or explicit keep); ``stop`` ends all.
+    """
     state = _State(env)
-    try:
-        _Run(script, state).block(script.commands)
-    except (_Stop, _Return):
-        pass
-    except SieveRuntimeError:
-        raise
-    except SieveError as error:
-        raise SieveRuntimeError(error.line, error.message) from None
+    for index, script in enumerate(scripts):
+        try:
+            _Run(script, state).block(script.commands)
+        except _Stop:
+            break
+        except _Return:
+            pass
+        except SieveRuntimeError:
+            raise
+        except SieveError as error:
+            raise SieveRuntimeError(error.line, error.message) from None
+        kept = state.implicit_keep or any(isinstance(a, FileInto) and a.folder == INBOX for a in state.actions)
+        if not kept:
+            break
     actions = state.actions
     if state.implicit_keep:
         actions = [FileInto(INBOX, tuple(state.flags))] + actions

@@ -28,6 +28,7 @@ LISTENER_PORTS = {
     "pop3s_listen": 3995,
     "imap_listen": 3143,
     "imaps_listen": 3993,
+    "managesieve_listen": 34190,
 }
 
 
@@ -395,7 +396,7 @@ class ListenEndpointsTests(SynchronousTestCase):
         self.assertEqual(self.endpoints("submission_listen =\n", "submission_listen"), [])
 
     def test_listeners(self) -> None:
-        """LISTENERS names the seven endpoint parameters; others are refused."""
+        """LISTENERS names the eight endpoint parameters; others are refused."""
         self.assertEqual(LISTENERS, tuple(LISTENER_PORTS))
         config, _ = build("")
         self.assertRaises(KeyError, listen_endpoints, config, "myhostname")
@@ -486,6 +487,20 @@ smtp_tls_security_level = none
 smtp_connect_timeout = 10s
 smtp_helo_name = out.example.com
 smtp_sasl_password_maps = lmdb:sasl_passwd
+sieve_before = /etc/mailserver/sieve/before.sieve
+sieve_after = /etc/mailserver/sieve/after.d
+sieve_global = sieve/global
+sieve_max_script_size = 65536
+sieve_max_actions = 10
+sieve_max_redirects = 2
+sieve_quota_max_scripts = 5
+sieve_quota_max_storage = 1048576
+sieve_vacation_min_period = 1h
+sieve_vacation_default_period = 3d
+sieve_vacation_max_period = 30d
+lda_mailbox_autocreate = yes
+managesieve_listen = tcp:4190:interface=127.0.0.1
+managesieve_timeout = 5m
 """
 
 FULL_EXPECTED = {
@@ -569,6 +584,20 @@ FULL_EXPECTED = {
     "smtp_connect_timeout": 10,
     "smtp_helo_name": "out.example.com",
     "smtp_sasl_password_maps": (TableRef("lmdb", "/etc/mailserver/sasl_passwd"),),
+    "sieve_before": "/etc/mailserver/sieve/before.sieve",
+    "sieve_after": "/etc/mailserver/sieve/after.d",
+    "sieve_global": "/etc/mailserver/sieve/global",
+    "sieve_max_script_size": 65536,
+    "sieve_max_actions": 10,
+    "sieve_max_redirects": 2,
+    "sieve_quota_max_scripts": 5,
+    "sieve_quota_max_storage": 1048576,
+    "sieve_vacation_min_period": 3600,
+    "sieve_vacation_default_period": 3 * 86400,
+    "sieve_vacation_max_period": 30 * 86400,
+    "lda_mailbox_autocreate": True,
+    "managesieve_listen": ("tcp:4190:interface=127.0.0.1",),
+    "managesieve_timeout": 300,
 }
 
 
