@@ -101,3 +101,35 @@ class IOutboundQueue(Interface):
         Store durably; return a Deferred firing with the queue id.
         C{message} is bytes or a L{mailserver.spooled.SpooledMessage}.
         """
+
+
+class ISieveScripts(Interface):
+    """
+    The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
+    protocol calls them in a thread) and raise
+    L{mailserver.managesieve.account.ScriptRefused} with a response code.
+    """
+
+    def list():
+        """C{[(name, active)]} in name order."""
+
+    def get(name):
+        """The script's bytes; refused with NONEXISTENT."""
+
+    def check(data):
+        """Compile C{data}; refused with the parser's C{line N: ...} message."""
+
+    def put(name, data):
+        """Check, then store atomically within the quotas (QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE)."""
+
+    def have_space(name, size):
+        """Would a script of C{size} bytes named C{name} fit the quotas?"""
+
+    def set_active(name):
+        """Make C{name} active; None or "" deactivates."""
+
+    def delete(name):
+        """Remove a script (not the active one: ACTIVE)."""
+
+    def rename(old, new):
+        """Rename (ALREADYEXISTS, NONEXISTENT); the active link follows."""

@@ -44,6 +44,10 @@ from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.sieve_filter import SieveFilter
+from mailserver.interfaces import ISieveScripts
+from mailserver.managesieve.account import Quotas as SieveQuotas
+from mailserver.managesieve.account import sieve_account_factory
+from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
 from mailserver.sieve.interpreter import Limits as SieveLimits
 from mailserver.sieve.scripts import ScriptCache
@@ -389,6 +393,11 @@ class Server:
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
                 imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor),
+                ISieveScripts: sieve_account_factory(self.home_of, SieveQuotas(
+                    max_script_size=config.sieve_max_script_size or 1 << 20,
+                    max_scripts=config.sieve_quota_max_scripts,
+                    max_storage=config.sieve_quota_max_storage,
+                )),
             },
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
@@ -453,6 +462,13 @@ class Server:
         home = record.home if record is not None else None
         name = record.name if record is not None else user
         return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
+
+    def home_of(self, user: str) -> str:
+        """Where a user's Sieve scripts live: the passwd-file home, else the Maildir (as delivery finds them)."""
+        record = self.users.lookup(user)
+        if record is not None and record.home:
+            return record.home
+        return self.maildir_of(user)
 
     def reload(self) -> None:
         """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
@@ -535,6 +551,12 @@ class Server:
         factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
         factories["imap_listen"] = self.imap_factory()
         factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
+        factories["managesieve_listen"] = ManageSieveFactory(
+            self.portal, self.reactor, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
+            throttle=self.throttle, timeout=self.config.managesieve_timeout,
+            max_literal=self.config.sieve_max_script_size or 1 << 20,
+            max_redirects=self.config.sieve_max_redirects,
+        )
         return factories
 
     def imap_factory(self) -> IMAPFactory:
