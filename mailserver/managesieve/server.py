@@ -56,6 +56,7 @@ class ManageSieveServer(LineReceiver, TimeoutMixin):
     def __init__(self, factory: ManageSieveFactory) -> None:
         self.factory = factory
         self.MAX_LENGTH = factory.max_line
+        self.callLater = factory.reactor.callLater  # TimeoutMixin on the injected clock
         self.account: Any = None
         self._logout: Callable[[], None] = lambda: None
         self._args: list[bytes | _Literal] = []
