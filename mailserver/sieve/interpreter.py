@@ -471,38 +471,30 @@ class _Run:
         return moment.astimezone(datetime.timezone(offset if match.group(1) == "+" else -offset))
 
 
+#: RFC 5260 2.4.2 date parts as strftime formats ("zone", "julian", "iso8601", "std11" are computed).
+_DATE_FORMATS = {
+    "year": "%Y", "month": "%m", "day": "%d", "date": "%Y-%m-%d", "hour": "%H", "minute": "%M",
+    "second": "%S", "time": "%H:%M:%S",
+}
+
+
 def _date_part(moment: datetime.datetime, part: str) -> str:
     part = part.lower()
     offset = moment.utcoffset() or datetime.timedelta(0)
     minutes = int(offset.total_seconds()) // 60
     zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-    if part == "year":
-        return f"{moment.year:04d}"
-    if part == "month":
-        return f"{moment.month:02d}"
-    if part == "day":
-        return f"{moment.day:02d}"
-    if part == "date":
-        return moment.strftime("%Y-%m-%d")
-    if part == "julian":
-        return str((moment.date() - datetime.date(1858, 11, 17)).days)
-    if part == "hour":
-        return f"{moment.hour:02d}"
-    if part == "minute":
-        return f"{moment.minute:02d}"
-    if part == "second":
-        return f"{moment.second:02d}"
-    if part == "time":
-        return moment.strftime("%H:%M:%S")
-    if part == "iso8601":
-        return moment.strftime("%Y-%m-%dT%H:%M:%S") + zone[:3] + ":" + zone[3:]
-    if part == "std11":
-        return email.utils.format_datetime(moment)
-    if part == "zone":
-        return zone
-    if part == "weekday":
-        return str((moment.weekday() + 1) % 7)
-    raise SieveRuntimeError(0, f"unknown date part {part!r}")
+    if part in _DATE_FORMATS:
+        return f"{moment.year:04d}" if part == "year" else moment.strftime(_DATE_FORMATS[part])
+    computed = {
+        "julian": lambda: str((moment.date() - datetime.date(1858, 11, 17)).days),
+        "iso8601": lambda: moment.strftime("%Y-%m-%dT%H:%M:%S") + zone[:3] + ":" + zone[3:],
+        "std11": lambda: email.utils.format_datetime(moment),
+        "zone": lambda: zone,
+        "weekday": lambda: str((moment.weekday() + 1) % 7),
+    }.get(part)
+    if computed is None:
+        raise SieveRuntimeError(0, f"unknown date part {part!r}")
+    return computed()
 
 
 _WILDCARDS = re.compile(r"([*?\\])")
