@@ -26,11 +26,13 @@ class _SieveServer(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.server = RunningServer(self, extra=self.extra())
+        self.server = RunningServer(self, extra=self.extra(), listeners=self.listeners)
         yield self.server.start()
         self.queue = MemoryQueue()
         self.server.service.server.core.committer.queue = self.queue
         self.scripts = UserScripts(self.server.maildir("alice"))
+
+    listeners = ("smtpd_listen",)
 
     def extra(self) -> str:
         return ""
@@ -139,3 +141,32 @@ class GlobalScriptTests(_SieveServer):
         yield self.send()
         self.assertEqual(len(self.folder_files(".Junk", "new")), 1)
         self.assertEqual(self.folder_files(".", "new"), [])  # the user's discard ran
+
+
+class SieveThenIMAPTests(_SieveServer):
+    """What Sieve filed with flags is seen over IMAP with those flags."""
+
+    listeners = ("smtpd_listen", "imap_listen")
+
+    @inlineCallbacks
+    def test_filed_flagged_message_read_over_imap(self):
+        import imaplib
+
+        self.install('require ["fileinto", "imap4flags", "mailbox"]; fileinto :create :flags "\\\\Flagged" "Reports";')
+        yield self.send()
+
+        def read():
+            client = imaplib.IMAP4("127.0.0.1", self.server.ports["imap_listen"], timeout=30)
+            try:
+                client.login("alice@example.com", "secret")
+                typ, data = client.select("Reports")
+                count = int(data[0])
+                typ, flags = client.fetch("1", "(FLAGS)")
+                return count, flags[0]
+            finally:
+                client.logout()
+
+        count, flags = yield deferToThread(read)
+        self.assertEqual(count, 1)
+        self.assertIn(b"\\Flagged", flags)
+        self.assertNotIn(b"\\Seen", flags)
