@@ -67,6 +67,52 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+_STAR, _ONE = object(), object()
+
+
+def _glob_tokens(pattern: str) -> list[object]:
+    tokens: list[object] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            index += 1
+            tokens.append(pattern[index])
+        else:
+            tokens.append(_STAR if char == "*" else _ONE if char == "?" else char)
+        index += 1
+    return tokens
+
+
+def glob_match(pattern: str, value: str) -> bool:
+    """
+    Whether C{value} matches the :matches C{pattern}, in O(len(pattern) x
+    len(value)) steps: on a mismatch only the last ``*`` takes one more
+    character (a backtracking regex is exponential in the number of stars).
+    """
+    tokens = _glob_tokens(pattern)
+    text = position = 0
+    star, mark = -1, 0
+    while text < len(value):
+        if position < len(tokens) and tokens[position] is not _STAR and (
+            tokens[position] is _ONE or tokens[position] == value[text]
+        ):
+            text += 1
+            position += 1
+        elif position < len(tokens) and tokens[position] is _STAR:
+            star, mark = position, text
+            position += 1
+        elif star >= 0:
+            position = star + 1
+            mark += 1
+            text = mark
+        else:
+            return False
+    while position < len(tokens) and tokens[position] is _STAR:
+        position += 1
+    return position == len(tokens)
+
+
 def check_regex(pattern: str, line: int = 0) -> re.Pattern[str]:
     """Compile a :regex key (POSIX ERE, used as Python re); refuse what could backtrack badly."""
     if len(pattern) > MAX_REGEX_PATTERN:
@@ -113,7 +159,10 @@ class Matcher:
             return fold(key, comparator) in fold(value, comparator)
         flags = re.IGNORECASE if comparator == "i;ascii-casemap" else 0
         if kind == "matches":
-            found = re.fullmatch(glob_to_regex(key), value[:MAX_GLOB_INPUT], flags | re.DOTALL | re.ASCII)
+            value = value[:MAX_GLOB_INPUT]
+            if not glob_match(fold(key, comparator), fold(value, comparator)):
+                return False  # decided in linear steps; the regex below only fills the match variables
+            found = re.fullmatch(glob_to_regex(key), value, flags | re.DOTALL | re.ASCII)
             if found is not None:
                 self.captures = [found.group(0)] + list(found.groups())
             return found is not None

@@ -235,3 +235,24 @@ class ExtensionTests(SynchronousTestCase):
         [_, vacation] = sieve('require "vacation-seconds"; vacation :seconds 0 "x";')
         self.assertEqual(vacation.period, 0)
         self.assertRaises(SieveRuntimeError, sieve, 'require ["vacation", "reject"]; vacation "x"; reject "y";')
+
+
+class MatchBoundsTests(SynchronousTestCase):
+    def test_glob_match(self):
+        from mailserver.sieve.match import glob_match
+
+        for pattern, value, expected in [
+            ("*", "", True), ("a*b", "axxb", True), ("a?b", "ab", False), ("*a*a*b", "xaxab", True),
+            ("\\*x", "*x", True), ("\\*x", "ax", False), ("*.com", "example.org", False), ("", "", True),
+        ]:
+            self.assertEqual(glob_match(pattern, value), expected, (pattern, value))
+
+    def test_regression_matches_many_wildcards_linear(self):
+        """
+        :matches with many stars against a long value that does not match
+        is decided in linear steps; the lazy regex alone backtracked
+        polynomially in the value length (O(n^stars)) and never finished.
+        """
+        script = 'if header :matches "subject" "*a*a*a*a*a*a*a*b" { discard; }'
+        message = b"Subject: " + b"a" * 60000 + b"\n\n"
+        self.assertEqual(sieve(script, message=message), [KEEP])
