@@ -20,6 +20,7 @@ setup(
         "cryptography>=42",  # certificate generation and inspection (self-signed default, reload checks)
         "argon2-cffi>=23.1",  # {ARGON2ID} password hashes
         "bcrypt>=4.1",  # {BLF-CRYPT} password hashes
+        "google-re2>=1.1",  # Sieve :regex and :matches in linear time (no catastrophic backtracking on user patterns)
     ],
     entry_points={
         "console_scripts": [

@@ -8,18 +8,18 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+import re2  # google-re2: linear-time matching for :regex
+
 from mailserver.sieve.parser import SieveError
 
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
-#: Longest :regex pattern, and the longest value a :regex is run against.
+#: Longest :regex pattern, and the longest value a :regex is run against (RE2 is
+#: linear in it; the bound keeps a script with many tests cheap too).
 MAX_REGEX_PATTERN = 512
 MAX_REGEX_INPUT = 4096
 #: Longest value a :matches glob runs against (its backtracking is bounded by this).
 MAX_GLOB_INPUT = 65536
-# A quantified group whose body is itself quantified: (a+)+, (a*)*, (a|aa)+ ...
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{]")
-_BACKREFERENCE = re.compile(r"\\[1-9]")
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -113,16 +113,31 @@ def glob_match(pattern: str, value: str) -> bool:
     return position == len(tokens)
 
 
-def check_regex(pattern: str, line: int = 0) -> re.Pattern[str]:
-    """Compile a :regex key (POSIX ERE, used as Python re); refuse what could backtrack badly."""
-    if len(pattern) > MAX_REGEX_PATTERN:
-        raise SieveError(line, f"regex longer than {MAX_REGEX_PATTERN} characters")
-    if _NESTED_QUANTIFIER.search(pattern) or _BACKREFERENCE.search(pattern):
-        raise SieveError(line, f"regex {pattern!r} has nested quantifiers or back-references")
+def _options(case_sensitive: bool) -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a bad user pattern is our SieveError, not a line on stderr
+    options.dot_nl = True
+    options.case_sensitive = case_sensitive
+    options.max_mem = 8 << 20  # RE2's bound on the compiled program
+    return options
+
+
+_CASE_SENSITIVE, _CASE_INSENSITIVE = _options(True), _options(False)
+
+
+def check_regex(pattern: str, line: int = 0, case_sensitive: bool = True, limit: int = MAX_REGEX_PATTERN) -> re2._Regexp:
+    """
+    Compile a :regex key (POSIX ERE) with RE2, which matches in time linear
+    in the input (no backtracking); back-references and look-arounds, which
+    RE2 lacks, are refused as errors.
+    """
+    if len(pattern) > limit:
+        raise SieveError(line, f"regex longer than {limit} characters")
     try:
-        return re.compile(pattern, re.DOTALL)
-    except re.error as error:
-        raise SieveError(line, f"bad regex {pattern!r}: {error}") from None
+        return re2.compile(pattern, _CASE_SENSITIVE if case_sensitive else _CASE_INSENSITIVE)
+    except re2.error as error:
+        detail = error.args[0].decode("utf-8", "replace") if error.args and isinstance(error.args[0], bytes) else error
+        raise SieveError(line, f"bad regex {pattern!r}: {detail}") from None
 
 
 class Matcher:
@@ -157,17 +172,16 @@ class Matcher:
             raise SieveError(0, f"comparator i;ascii-numeric does not support :{kind}")
         if kind == "contains":
             return fold(key, comparator) in fold(value, comparator)
-        flags = re.IGNORECASE if comparator == "i;ascii-casemap" else 0
+        sensitive = comparator != "i;ascii-casemap"
         if kind == "matches":
             value = value[:MAX_GLOB_INPUT]
             if not glob_match(fold(key, comparator), fold(value, comparator)):
                 return False  # decided in linear steps; the regex below only fills the match variables
-            found = re.fullmatch(glob_to_regex(key), value, flags | re.DOTALL | re.ASCII)
+            found = check_regex(glob_to_regex(key), case_sensitive=sensitive, limit=8 * MAX_GLOB_INPUT).fullmatch(value)
             if found is not None:
-                self.captures = [found.group(0)] + list(found.groups())
+                self.captures = [found.group(0)] + [group or "" for group in found.groups()]
             return found is not None
-        compiled = check_regex(key)
-        found = re.compile(compiled.pattern, compiled.flags | flags).search(value[:MAX_REGEX_INPUT])
+        found = check_regex(key, case_sensitive=sensitive).search(value[:MAX_REGEX_INPUT])
         if found is not None:
             self.captures = [found.group(0)] + [group or "" for group in found.groups()]
         return found is not None

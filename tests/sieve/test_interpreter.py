@@ -256,3 +256,13 @@ class MatchBoundsTests(SynchronousTestCase):
         script = 'if header :matches "subject" "*a*a*a*a*a*a*a*b" { discard; }'
         message = b"Subject: " + b"a" * 60000 + b"\n\n"
         self.assertEqual(sieve(script, message=message), [KEEP])
+
+    def test_regression_regex_nested_quantifiers_linear(self):
+        """
+        :regex "(a+)+b" or "a*a*a*a*b" over a long run of "a" was exponential
+        or polynomial with Python's backtracking re; RE2 matches in linear time.
+        """
+        message = b"Subject: " + b"a" * 4000 + b"\n\n"
+        for pattern in ("(a+)+b", "a*a*a*a*a*a*a*b", "(a|aa)+b"):
+            script = 'require "regex"; if header :regex "subject" "%s" { discard; }' % pattern
+            self.assertEqual(sieve(script, message=message), [KEEP])
