@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -82,6 +83,10 @@ class SieveFilter:
         self.limits = limits
         self.autocreate = autocreate
         self.cache = cache or ScriptCache()
+        # Replies decided but whose memory file is not written yet (it is written once
+        # they are queued): a second delivery in parallel must not reply too.
+        self._pending: dict[tuple[str, str], float] = {}
+        self._pending_lock = threading.Lock()
 
     def evaluate(
         self, mailbox: LocalMailbox, sender: str, recipient: str, message: SpooledMessage,
@@ -234,8 +239,12 @@ class SieveFilter:
                     memory = vacation_policy.load_memory(handle.read(1 << 22))
             except FileNotFoundError:
                 pass
-            if vacation_policy.is_remembered(memory, key, now):
-                reason = "already replied in this period"
+            with self._pending_lock:
+                pending = self._pending.get((memory_path, key), 0.0) > now
+                if vacation_policy.is_remembered(memory, key, now) or pending:
+                    reason = "already replied in this period"
+                else:
+                    self._reserve((memory_path, key), now + action.period, now)
         if reason is not None:
             outcome.events.append(f"vacation: no reply to <{sender}> ({reason})")
             return
@@ -244,6 +253,15 @@ class SieveFilter:
         if action.period > 0:
             outcome.memory.append((memory_path, vacation_policy.remember(memory, key, now + action.period, now)))
         outcome.events.append(f"vacation: reply to <{sender}>")
+
+
+    def _reserve(self, key: tuple[str, str], until: float, now: float) -> None:
+        """Remember a reply in memory (lock held); expired entries go when there are many."""
+        if len(self._pending) >= vacation_policy.MAX_MEMORY:
+            self._pending = {k: v for k, v in self._pending.items() if v > now}
+            if len(self._pending) >= vacation_policy.MAX_MEMORY:
+                self._pending.pop(next(iter(self._pending)))
+        self._pending[key] = until
 
 
 def write_memory(files: list[tuple[str, bytes]]) -> None:
