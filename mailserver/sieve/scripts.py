@@ -108,7 +108,11 @@ class UserScripts:
             if error.errno == errno.EINVAL:  # a regular file
                 return self.link
             raise
-        return os.path.join(self.home, target)
+        path = os.path.join(self.home, target)
+        real_home = os.path.realpath(self.home)
+        if os.path.commonpath([os.path.realpath(path), real_home]) != real_home:
+            raise ScriptNameError(f"{self.link} points outside {self.home}")
+        return path
 
     def active_name(self) -> str | None:
         path = self.active_path()
@@ -187,7 +191,7 @@ class UserScripts:
             size = os.path.getsize(self.log_path)
         except OSError:
             size = 0
-        if size + len(line) > MAX_LOG:
+        if size + len(line) > MAX_LOG and not os.path.islink(self.log_path):
             with open(self.log_path, "rb") as handle:
                 handle.seek(max(0, size - MAX_LOG // 2))
                 kept = handle.read()
@@ -197,8 +201,12 @@ class UserScripts:
             os.rename(self.log_path + ".tmp", self.log_path)
             return
         os.makedirs(self.home, mode=0o700, exist_ok=True)
-        with open(self.log_path, "ab") as handle:
-            handle.write(line)
+        # O_NOFOLLOW: a link planted in the home must not make us append elsewhere.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 def script_files(path: str) -> list[str]:

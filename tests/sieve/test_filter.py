@@ -67,3 +67,29 @@ class FilterTests(SynchronousTestCase):
         outcome = self.evaluate()
         self.assertEqual(outcome.copies, [(self.maildir, "")])
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(self.maildir), "etc")))
+
+
+class HomeSafetyTests(SynchronousTestCase):
+    def setUp(self):
+        self.home = os.path.abspath(self.mktemp())
+        os.makedirs(self.home)
+        self.outside = os.path.abspath(self.mktemp())
+        with open(self.outside, "w") as handle:
+            handle.write("secret-token;\n")
+
+    def test_active_link_outside_home_not_followed(self):
+        os.symlink(self.outside, os.path.join(self.home, ".dovecot.sieve"))
+        maildir = os.path.join(self.home, "Maildir")
+        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir, self.home), "", "alice@example.com",
+                                         MESSAGE, True, 0.0)
+        self.assertEqual(outcome.copies, [(maildir, "")])
+        with open(os.path.join(self.home, ".dovecot.sieve.log")) as handle:
+            text = handle.read()
+        self.assertIn("points outside", text)
+        self.assertNotIn("secret-token", text)
+
+    def test_log_link_not_followed(self):
+        os.symlink(self.outside, os.path.join(self.home, ".dovecot.sieve.log"))
+        self.assertRaises(OSError, UserScripts(self.home).log_error, "x")
+        with open(self.outside) as handle:
+            self.assertEqual(handle.read(), "secret-token;\n")
