@@ -410,7 +410,10 @@ class Server:
                 protocol, client_limit, config.login_per_ip_limit, config.mail_max_userip_connections,
                 config.login_timeout, self.descriptors, refusals,
             )
-            for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
+            for protocol, client_limit in (
+                ("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit),
+                ("managesieve", config.pop3_client_limit),
+            )
         }
 
     def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
@@ -555,7 +558,7 @@ class Server:
             self.portal, self.reactor, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
             throttle=self.throttle, timeout=self.config.managesieve_timeout,
             max_literal=self.config.sieve_max_script_size or 1 << 20,
-            max_redirects=self.config.sieve_max_redirects,
+            max_redirects=self.config.sieve_max_redirects, limits=self.login_limits["managesieve"],
         )
         return factories
 

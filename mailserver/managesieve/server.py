@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.interfaces import ISieveScripts
+from mailserver.limits import Connection, LoginLimits
 from mailserver.sieve.checker import EXTENSIONS
 from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
@@ -67,17 +68,32 @@ class ManageSieveServer(LineReceiver, TimeoutMixin):
         self._bad = 0
         self._guard: AuthGuard | None = None
         self._lost = False
+        self.connection: Connection | None = None
 
     # -- connection ------------------------------------------------------
     def connectionMade(self) -> None:
-        self.setTimeout(self.factory.timeout)
         address = peer_ip(self.transport)
+        limits = self.factory.limits
+        if limits is not None:
+            self.connection = limits.connect(str(address) if address else None)
+            if self.connection.refusal is not None:
+                greeting = b"BYE (TRYLATER) " + quote(self.connection.refusal) + b"\r\n"
+                self.connection.refuse(self.transport, greeting, self.factory.reactor)
+                return
+            self.connection.start_login_timer(self.factory.reactor, self._login_expired)
+        self.setTimeout(self.factory.timeout)
         self._guard = AuthGuard(self.factory.portal, self.factory.throttle, "managesieve",
                                 str(address) if address else None, self.factory.reactor)
         self.send_capabilities()
 
+    def _login_expired(self) -> None:
+        self.transport.write(b'BYE "Login timeout."\r\n')
+        self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = True
+        if self.connection is not None:
+            self.connection.close()
         self.setTimeout(None)
         self._logout()
         self._logout = lambda: None
@@ -309,6 +325,10 @@ class ManageSieveServer(LineReceiver, TimeoutMixin):
         if self._lost:
             logout()
             return
+        if self.connection is not None and not self.connection.login(account.user.lower()):
+            logout()
+            self.reply("NO", self.connection.userip_refusal())
+            return
         self.account, self._logout = account, logout
         log.info("managesieve login user={user}", user=account.user)
         self.reply("OK", "Logged in.")
@@ -322,6 +342,8 @@ class ManageSieveServer(LineReceiver, TimeoutMixin):
 
     def do_UNAUTHENTICATE(self) -> None:
         self._logout()
+        if self.connection is not None:
+            self.connection.logout()
         self.account, self._logout = None, lambda: None
         self.reply("OK", "Unauthenticated.")
 
@@ -374,6 +396,7 @@ class ManageSieveFactory(ServerFactory):
     @param reactor: the clock (timeouts, throttle) and the thread pool.
     @param context_factory: TLS for STARTTLS (None: not offered).
     @param allow_plaintext: C{f(transport)}: may PLAIN be used here (TLS or loopback by default)?
+    @param limits: connections per address, user+IP sessions, login deadline (C{mailserver.limits}).
     """
 
     noisy = False
@@ -383,7 +406,9 @@ class ManageSieveFactory(ServerFactory):
         allow_plaintext: Callable[[Any], bool] = PlaintextPolicy(), throttle: AuthThrottle | None = None,
         timeout: float = 600, max_literal: int = 1 << 20, max_line: int = 8192, max_redirects: int = 4,
         max_bad_commands: int = 10, run_in_thread: RunInThread | None = None, implementation: str = "mailserver",
+        limits: LoginLimits | None = None,
     ) -> None:
+        self.limits = limits
         self.portal = portal
         self.reactor = reactor
         self.context_factory = context_factory

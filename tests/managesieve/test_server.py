@@ -234,3 +234,40 @@ class LoopbackTests(TestCase):
             self.assertEqual(UserScripts(self.server.maildir("alice")).active_name(), "main")
 
         return deferToThread(run).addCallback(check)
+
+
+class LimitTests(SynchronousTestCase):
+    def factory(self, **limits):
+        from mailserver.limits import LoginLimits
+
+        clock = task.Clock()
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{"alice@example.com": b"secret"})
+        home = os.path.abspath(self.mktemp())
+        realm = MailRealm({ISieveScripts: sieve_account_factory(lambda user: home, Quotas())})
+        return clock, ManageSieveFactory(
+            Portal(realm, [checker]), clock, allow_plaintext=lambda t: True, run_in_thread=run_now,
+            throttle=AuthThrottle(clock, base_delay=0), limits=LoginLimits("managesieve", **limits),
+        )
+
+    def connect(self, factory):
+        from twisted.internet.address import IPv4Address
+
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 5000))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_per_ip_limit(self):
+        _, factory = self.factory(per_ip_limit=1)
+        first, _ = self.connect(factory)
+        _, transport = self.connect(factory)
+        self.assertTrue(transport.value().startswith(b"BYE (TRYLATER)"))
+        first.connectionLost(None)
+        _, transport = self.connect(factory)
+        self.assertIn(b"OK", transport.value())
+
+    def test_login_timeout(self):
+        clock, factory = self.factory(login_timeout=60)
+        _, transport = self.connect(factory)
+        clock.advance(61)
+        self.assertIn(b'BYE "Login timeout."', transport.value())
