@@ -108,6 +108,24 @@ class SieveDeliveryTests(_SieveServer):
         self.assertEqual(self.folder_files(".", "new"), [])
 
     @inlineCallbacks
+    def test_sendmail_pickup_is_filtered_too(self):
+        import io
+        import time
+
+        from mailserver.cli.sendmail import parse_arguments
+        from mailserver.cli.sendmail import run as sendmail_run
+
+        self.install('require ["fileinto", "mailbox"]; fileinto :create "Local";')
+        status = sendmail_run(parse_arguments(["-i", "-f", "root", "--", "alice@example.com"]), self.server.config,
+                              io.BytesIO(b"Subject: cron\n\noutput\n"), io.StringIO(), io.StringIO())
+        self.assertEqual(status, 0)
+        for _ in range(100):
+            if self.folder_files(".Local", "new"):
+                break
+            yield deferToThread(time.sleep, 0.05)
+        self.assertEqual(len(self.folder_files(".Local", "new")), 1)
+
+    @inlineCallbacks
     def test_broken_script_keeps_message_and_logs(self):
         self.install('require "fileinto"; fileinto ;')
         yield self.send()
