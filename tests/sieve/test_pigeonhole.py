@@ -34,6 +34,22 @@ SCRIPTS = [
     'require "reject"; reject "go away";',
     'require "fileinto"; if size :over 100 { fileinto "big"; } if not exists "x-nothere" { fileinto "b"; }',
     'require ["variables", "fileinto"]; set :upperfirst :lower "v" "HELLO"; fileinto "${v}";',
+    'require ["encoded-character", "fileinto"]; fileinto "${hex:41 42}${unicode:43}";',
+    'require ["index", "date", "fileinto"]; if header :index 1 :last :contains "received" "a" { fileinto "i"; }',
+    'require ["relational", "comparator-i;ascii-numeric", "fileinto"]; '
+    'if header :value "gt" :comparator "i;ascii-numeric" "x-caffeine" "7" { fileinto "num"; }',
+    'require "fileinto"; if header :is "subject" "I HAVE A PRESENT FOR YOU" { fileinto "casemap"; }',
+    'require "fileinto"; if header :comparator "i;octet" :is "subject" "I HAVE A PRESENT FOR YOU" { fileinto "octet"; }',
+    'require "fileinto"; if address :localpart :contains ["to", "cc"] "bob" { fileinto "bob"; }',
+    'require ["fileinto", "subaddress"]; if address :user "cc" "bob" { fileinto "user"; }',
+    'require ["fileinto", "subaddress"]; if address :detail "cc" "friends" { fileinto "detail"; }',
+    'require ["fileinto", "variables"]; if address :matches "from" "*@*.*" { fileinto "${2}-${3}"; }',
+    'require ["fileinto", "envelope"]; if envelope :all :is "from" "COYOTE@desert.example.org" { fileinto "env"; }',
+    'require ["body", "fileinto"]; if body :raw :contains "anvil thing" { fileinto "raw"; }',
+    'require ["fileinto", "imap4flags"]; setflag "\\Seen"; removeflag "\\seen"; addflag "$a"; keep;',
+    'require ["fileinto", "copy"]; fileinto :copy "c"; fileinto "d"; fileinto "d";',
+    'if anyof (false, allof (true, not false)) { discard; } keep;',
+    'require ["fileinto", "variables", "relational"]; set "a" "x"; set "b" "${a}${a}"; if string :count "eq" ["${b}", ""] "1" { fileinto "one"; }',
 ]
 
 
