@@ -92,7 +92,17 @@ class SieveFilter:
         self, mailbox: LocalMailbox, sender: str, recipient: str, message: SpooledMessage,
         can_send: bool, now: float,
     ) -> SieveOutcome:
-        """The outcome for C{mailbox}; blocking, never raises for a script problem."""
+        """The outcome for C{mailbox}; blocking, never raises: on any failure the copy goes to INBOX."""
+        try:
+            return self._evaluate(mailbox, sender, recipient, message, can_send, now)
+        except Exception as error:  # a bug here must not bounce or defer the mail: INBOX, logged
+            log.failure("sieve: {user}: evaluation failed", user=mailbox.user)
+            return self._failed(SieveOutcome(), mailbox, UserScripts(mailbox.home or mailbox.maildir), error, now)
+
+    def _evaluate(
+        self, mailbox: LocalMailbox, sender: str, recipient: str, message: SpooledMessage,
+        can_send: bool, now: float,
+    ) -> SieveOutcome:
         home = mailbox.home or mailbox.maildir
         user_scripts = UserScripts(home)
         outcome = SieveOutcome()

@@ -93,3 +93,18 @@ class HomeSafetyTests(SynchronousTestCase):
         self.assertRaises(OSError, UserScripts(self.home).log_error, "x")
         with open(self.outside) as handle:
             self.assertEqual(handle.read(), "secret-token;\n")
+
+
+class RobustnessTests(SynchronousTestCase):
+    def test_unexpected_error_keeps_message(self):
+        """Whatever fails inside the filter, the copy goes to INBOX and the failure is logged."""
+        maildir = os.path.abspath(self.mktemp())
+        sieve_filter = SieveFilter()
+
+        def broken(*args):
+            raise RuntimeError("boom")
+
+        sieve_filter._scripts = broken
+        outcome = sieve_filter.evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
+        self.assertEqual(outcome.copies, [(maildir, "")])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
