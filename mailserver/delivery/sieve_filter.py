@@ -29,8 +29,10 @@ from mailserver.sieve.message import MAX_BODY, SieveEnvelope, SieveMessage
 from mailserver.sieve.parser import SieveError
 from mailserver.sieve.scripts import ScriptCache, ScriptNameError, UserScripts, check_name, script_files
 from mailserver.spooled import SpooledMessage
-from mailserver.store.folders import FolderError, FolderExistsError, Folders, is_inbox
-from mailserver.store.uidlist import write_atomically
+from mailserver.store import flags as flagmod
+from mailserver.store.folders import FolderError, FolderExistsError, Folders, ensure_maildir, is_inbox
+from mailserver.store.index import KEYWORDS_FILE
+from mailserver.store.uidlist import UidList, write_atomically
 
 log = Logger(namespace="mailserver.sieve")
 
@@ -38,7 +40,6 @@ log = Logger(namespace="mailserver.sieve")
 VACATION_MEMORY = "sieve-vacation.json"
 #: Header that marks a message we redirected (a redirect loop stops there).
 REDIRECTED = "X-Sieve-Redirected-From"
-_SYSTEM_FLAGS = {"\\answered": "R", "\\deleted": "T", "\\draft": "D", "\\flagged": "F", "\\seen": "S"}
 
 
 @dataclass(frozen=True)
@@ -205,10 +206,6 @@ class SieveFilter:
             outcome.copies.append((mailbox.maildir, ""))
 
     def _file_into(self, action: FileInto, outcome: SieveOutcome, mailbox: LocalMailbox, folders: Folders) -> None:
-        info = "".join(sorted({_SYSTEM_FLAGS[f.lower()] for f in action.flags if f.lower() in _SYSTEM_FLAGS}))
-        keywords = [f for f in action.flags if f.lower() not in _SYSTEM_FLAGS]
-        if keywords:
-            outcome.events.append(f"keywords not stored at delivery: {' '.join(keywords)}")
         path = mailbox.maildir
         if not is_inbox(action.folder):
             try:
@@ -224,6 +221,7 @@ class SieveFilter:
                 outcome.events.append(f"fileinto {action.folder}")
             except FolderError as error:
                 outcome.events.append(f"fileinto {action.folder!r} failed ({error}): INBOX")
+        info = _info_letters(path, action.flags, outcome.events) if action.flags else ""
         for index, (existing, _) in enumerate(outcome.copies):
             if existing == path:
                 outcome.copies[index] = (path, info)
@@ -272,6 +270,40 @@ class SieveFilter:
             if len(self._pending) >= vacation_policy.MAX_MEMORY:
                 self._pending.pop(next(iter(self._pending)))
         self._pending[key] = until
+
+
+def _info_letters(maildir: str, flags: Sequence[str], events: list[str]) -> str:
+    """
+    Maildir info letters for IMAP C{flags}: system flags as ``DFRST``,
+    keywords as the folder's ``dovecot-keywords`` letters, added to that
+    file under the folder's UID-list lock as IMAP STORE does.
+    """
+    wanted = []
+    for flag in flags:
+        if flagmod.is_system_flag(flag) and flagmod.canonical_flag(flag) not in flagmod.SYSTEM_FLAGS:
+            events.append(f"flag {flag} cannot be stored")
+        else:
+            wanted.append(flagmod.canonical_flag(flag))
+    keywords = [f for f in wanted if not flagmod.is_system_flag(f)]
+    table: list[str | None] = []
+    if keywords:
+        ensure_maildir(maildir)
+        path = os.path.join(maildir, KEYWORDS_FILE)
+        try:
+            with UidList(maildir).locked():
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as handle:
+                        table = flagmod.parse_keywords(handle.read(1 << 16))
+                except FileNotFoundError:
+                    table = []
+                grown = flagmod.add_keywords(table, keywords)
+                if grown != table:
+                    write_atomically(path, flagmod.format_keywords(grown).encode("utf-8"))
+                table = grown
+        except flagmod.FlagError as error:
+            events.append(f"keywords not stored: {error}")
+            wanted = [f for f in wanted if flagmod.is_system_flag(f)]
+    return flagmod.flags_to_letters(wanted, table)
 
 
 def write_memory(files: list[tuple[str, bytes]]) -> None:

@@ -170,7 +170,7 @@ class SieveThenIMAPTests(_SieveServer):
     def test_filed_flagged_message_read_over_imap(self):
         import imaplib
 
-        self.install('require ["fileinto", "imap4flags", "mailbox"]; fileinto :create :flags "\\\\Flagged" "Reports";')
+        self.install('require ["fileinto", "imap4flags", "mailbox"]; fileinto :create :flags ["\\\\Flagged", "$Work"] "Reports";')
         yield self.send()
 
         def read():
@@ -187,4 +187,5 @@ class SieveThenIMAPTests(_SieveServer):
         count, flags = yield deferToThread(read)
         self.assertEqual(count, 1)
         self.assertIn(b"\\Flagged", flags)
+        self.assertIn(b"$Work", flags)
         self.assertNotIn(b"\\Seen", flags)

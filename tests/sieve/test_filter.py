@@ -56,11 +56,13 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(self.evaluate().copies, [])
         self.assertEqual(self.filter.cache.compiled, 2)
 
-    def test_keywords_not_stored_system_flags_are(self):
-        self.install('require ["imap4flags"]; addflag ["\\\\Seen", "$Label1"];')
+    def test_keywords_get_letters_of_the_folder(self):
+        self.install('require ["imap4flags"]; addflag ["\\\\Seen", "$Label1", "\\\\Recent", "\\\\Nonsense"];')
         outcome = self.evaluate()
-        self.assertEqual(outcome.copies, [(self.maildir, "S")])
-        self.assertTrue(any("$Label1" in event for event in outcome.events))
+        self.assertEqual(outcome.copies, [(self.maildir, "Sa")])
+        with open(os.path.join(self.maildir, "dovecot-keywords")) as handle:
+            self.assertEqual(handle.read(), "0 $Label1\n")
+        self.assertTrue(any("\\Nonsense" in event for event in outcome.events))
 
     def test_folder_name_outside_refused(self):
         self.install('require ["fileinto", "mailbox"]; fileinto :create "../../etc";')
