@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from mailserver.delivery.envelope import LocalMailbox
 from mailserver.sieve import vacation as vacation_policy
-from mailserver.sieve.actions import INBOX, Action, Discard, FileInto, Redirect, Reject, Vacation
+from mailserver.sieve.actions import Action, Discard, FileInto, Redirect, Reject, Vacation
 from mailserver.sieve.checker import Script
 from mailserver.sieve.interpreter import Environment, Limits, run_sequence
 from mailserver.sieve.message import MAX_BODY, SieveEnvelope, SieveMessage

@@ -9,7 +9,7 @@ import subprocess
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
-from twisted.internet import reactor, task
+from twisted.internet import task
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.interfaces import ISieveScripts
-from mailserver.managesieve.account import Quotas, SieveAccount, sieve_account_factory
+from mailserver.managesieve.account import Quotas, sieve_account_factory
 from mailserver.managesieve.server import ManageSieveFactory, run_now
 from mailserver.sieve.scripts import UserScripts
 from tests.harness import RunningServer
