@@ -215,6 +215,7 @@ class SieveFilter:
                         raise FolderError(f"folder {action.folder!r} does not exist")
                     try:
                         folders.create(action.folder)
+                        folders.subscribe(action.folder)  # clients that list subscribed folders see it
                     except FolderExistsError:
                         pass
                 path = candidate

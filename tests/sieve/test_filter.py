@@ -110,3 +110,17 @@ class RobustnessTests(SynchronousTestCase):
         outcome = sieve_filter.evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
         self.assertEqual(outcome.copies, [(maildir, "")])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class FolderTests(SynchronousTestCase):
+    def test_created_folder_is_subscribed(self):
+        from mailserver.store.folders import Folders
+
+        maildir = os.path.abspath(self.mktemp())
+        os.makedirs(maildir)
+        scripts = UserScripts(maildir)
+        scripts.write("main", b'require ["fileinto", "mailbox"]; fileinto :create "Lists/Twisted";')
+        scripts.set_active("main")
+        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
+        self.assertEqual(outcome.copies, [(os.path.join(maildir, ".Lists.Twisted"), "")])
+        self.assertIn("Lists/Twisted", Folders(maildir).subscriptions())
