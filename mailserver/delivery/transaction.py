@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessage
 from zope.interface import implementer
@@ -321,8 +321,11 @@ class Transaction:
         stored: list[tuple] = []
         outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
         memory: list[tuple[str, bytes]] = []
-        for maildir, (mailbox, original) in mailboxes.items():
-            outcome = await self._in_thread(sieve.evaluate, mailbox, sender, original, spooled, can_send, now)
+        outcomes = await gatherResults([
+            self._in_thread(sieve.evaluate, mailbox, sender, original, spooled, can_send, now)
+            for mailbox, original in mailboxes.values()
+        ])  # the mailboxes in parallel (evaluate never raises)
+        for (maildir, (mailbox, _)), outcome in zip(mailboxes.items(), outcomes):
             for event in outcome.events:
                 log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=mailbox.user, event=event)
             prefix = copies[maildir]

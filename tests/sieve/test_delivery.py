@@ -63,6 +63,17 @@ class SieveDeliveryTests(_SieveServer):
         self.assertEqual(self.folder_files(".", "new"), [])
 
     @inlineCallbacks
+    def test_each_recipient_own_script(self):
+        self.install('discard;')
+        bob = UserScripts(self.server.maildir("bob"))
+        bob.write("b", b'require ["fileinto", "mailbox"]; fileinto :create "FromCarol";')
+        bob.set_active("b")
+        yield self.send(recipients=("alice@example.com", "bob@example.com", "postmaster@example.com"))
+        self.assertEqual(self.folder_files(".", "new"), [])
+        self.assertEqual(len(os.listdir(os.path.join(self.server.maildir("bob"), ".FromCarol", "new"))), 1)
+        self.assertEqual(len(self.server.messages("postmaster")), 1)
+
+    @inlineCallbacks
     def test_missing_folder_without_create_goes_to_inbox(self):
         self.install('require "fileinto"; fileinto "Nowhere";')
         yield self.send()
