@@ -23,7 +23,7 @@ RUN install -d -m 0755 /etc/mailserver \
  && install -d -o mailserver -g mailserver -m 0750 /var/lib/mailserver
 ENV MAILSERVER_CONFIG=/etc/mailserver/mailserver.cf
 VOLUME ["/etc/mailserver", "/var/lib/mailserver"]
-EXPOSE 25 587 465 110 995 143 993
+EXPOSE 25 587 465 110 995 143 993 4190
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["mailserver", "status"]
 ENTRYPOINT ["/usr/local/bin/mailserver-entrypoint"]
 # twistd binds the ports as root, then runs as mailserver (--uid/--gid).

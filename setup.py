@@ -24,6 +24,7 @@ setup(
         "pynacl>=1.5",  # Ed25519 DKIM signatures: dkimpy needs it for ed25519-sha256
         "authres>=1.2",  # dkimpy's ARC needs it; Authentication-Results parsing
         "publicsuffixlist>=1.0",  # DMARC organizational domains from the bundled Public Suffix List (offline)
+        "google-re2>=1.1",  # Sieve :regex and :matches in linear time (no catastrophic backtracking on user patterns)
     ],
     extras_require={
         # Property tests (tests/fuzz): hypothesis generates hostile input for every pure parser.

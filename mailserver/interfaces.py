@@ -38,7 +38,9 @@ class IMailStore(Interface):
             copied from there, never loaded whole).
         @param copies: a sequence of C{(maildir_path, prefix)}: the Maildir
             directory (created when missing) and the header bytes to put in
-            front of C{message} for that copy.
+            front of C{message} for that copy; or C{(maildir_path, prefix,
+            info)} with Maildir info letters (C{"S"}, C{"FS"}): that copy is
+            stored in C{cur/} already flagged (Sieve :flags).
         @return: a Deferred firing with the list of file names written (one
             per copy) once every copy is fsynced and renamed into C{new/} and
             the directories are fsynced; or failing with L{MailError} 451
@@ -166,3 +168,33 @@ class IMilterSession(Interface):
 
     def quit():
         """Close the milter connection(s); a Deferred firing once closed."""
+class ISieveScripts(Interface):
+    """
+    The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
+    protocol calls them in a thread) and raise
+    L{mailserver.managesieve.account.ScriptRefused} with a response code.
+    """
+
+    def list():
+        """C{[(name, active)]} in name order."""
+
+    def get(name):
+        """The script's bytes; refused with NONEXISTENT."""
+
+    def check(data):
+        """Compile C{data}; refused with the parser's C{line N: ...} message."""
+
+    def put(name, data):
+        """Check, then store atomically within the quotas (QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE)."""
+
+    def have_space(name, size):
+        """Would a script of C{size} bytes named C{name} fit the quotas?"""
+
+    def set_active(name):
+        """Make C{name} active; None or "" deactivates."""
+
+    def delete(name):
+        """Remove a script (not the active one: ACTIVE)."""
+
+    def rename(old, new):
+        """Rename (ALREADYEXISTS, NONEXISTENT); the active link follows."""

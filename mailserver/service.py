@@ -43,7 +43,14 @@ from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.sieve_filter import SieveFilter
+from mailserver.interfaces import ISieveScripts
+from mailserver.managesieve.account import Quotas as SieveQuotas
+from mailserver.managesieve.account import sieve_account_factory
+from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
+from mailserver.sieve.interpreter import Limits as SieveLimits
+from mailserver.sieve.scripts import ScriptCache
 from mailserver.imap.account import imap_account_factory
 from mailserver.mailauth.dkim_keys import KeyStore
 from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
@@ -392,7 +399,7 @@ class Server:
             stages=stages,
             committer=Committer(
                 store=self.store, queue=self.outbound, to_file=self._to_file, to_command=self._to_command,
-                hold=self._hold,
+                hold=self._hold, sieve=self.sieve_filter(),
             ),
             checks=[self.checks] if self.checks.configured else [],
             recipient_limit=config.smtpd_recipient_limit,
@@ -461,6 +468,11 @@ class Server:
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
                 imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor),
+                ISieveScripts: sieve_account_factory(self.home_of, SieveQuotas(
+                    max_script_size=config.sieve_max_script_size or 1 << 20,
+                    max_scripts=config.sieve_quota_max_scripts,
+                    max_storage=config.sieve_quota_max_storage,
+                )),
             },
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )
@@ -473,7 +485,10 @@ class Server:
                 protocol, client_limit, config.login_per_ip_limit, config.mail_max_userip_connections,
                 config.login_timeout, self.descriptors, refusals,
             )
-            for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
+            for protocol, client_limit in (
+                ("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit),
+                ("managesieve", config.pop3_client_limit),
+            )
         }
 
     def _trusted_origin(self, client: Any) -> bool:
@@ -545,6 +560,12 @@ class Server:
         for domain in sorted(self.local_domains):
             found.append(os.path.join(self.config.virtual_mailbox_base, domain, "postmaster"))
         return found
+    def home_of(self, user: str) -> str:
+        """Where a user's Sieve scripts live: the passwd-file home, else the Maildir (as delivery finds them)."""
+        record = self.users.lookup(user)
+        if record is not None and record.home:
+            return record.home
+        return self.maildir_of(user)
 
     def reload(self) -> None:
         """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
@@ -591,6 +612,27 @@ class Server:
             throttle=self.throttle,
         )
 
+    def sieve_filter(self) -> SieveFilter:
+        """Sieve at final delivery: global scripts from main.cf, per-user scripts in each home."""
+        config = self.config
+        limits = SieveLimits(
+            max_actions=config.sieve_max_actions,
+            max_redirects=config.sieve_max_redirects,
+            vacation_min_period=config.sieve_vacation_min_period,
+            vacation_default_period=config.sieve_vacation_default_period,
+            vacation_max_period=config.sieve_vacation_max_period,
+        )
+        return SieveFilter(
+            before=config.sieve_before.replace(",", " ").split(),
+            after=config.sieve_after.replace(",", " ").split(),
+            global_dir=config.sieve_global,
+            recipient_delimiter=config.recipient_delimiter,
+            hostname=config.myhostname,
+            limits=limits,
+            autocreate=config.lda_mailbox_autocreate,
+            cache=ScriptCache(max_size=config.sieve_max_script_size or 1 << 20),
+        )
+
     def pop3_factory(self) -> POP3Factory:
         # The checker already delays failed passwords (auth_failure_delay).
         return POP3Factory(
@@ -606,6 +648,12 @@ class Server:
         factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
         factories["imap_listen"] = self.imap_factory()
         factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
+        factories["managesieve_listen"] = ManageSieveFactory(
+            self.portal, self.reactor, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
+            throttle=self.throttle, timeout=self.config.managesieve_timeout,
+            max_literal=self.config.sieve_max_script_size or 1 << 20,
+            max_redirects=self.config.sieve_max_redirects, limits=self.login_limits["managesieve"],
+        )
         return factories
 
     def imap_factory(self) -> IMAPFactory:

@@ -17,7 +17,7 @@ from mailserver.service import build
 from tests.queue.remote import FakeResolver
 
 LISTENERS = ("smtpd_listen", "submission_listen", "smtps_listen", "pop3_listen", "pop3s_listen",
-             "imap_listen", "imaps_listen")
+             "imap_listen", "imaps_listen", "managesieve_listen")
 
 
 def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = ("smtpd_listen",)) -> str:

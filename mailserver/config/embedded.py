@@ -18,6 +18,7 @@ pop3_listen = tcp:3110
 pop3s_listen = tcp:3995
 imap_listen = tcp:3143
 imaps_listen = tcp:3993
+managesieve_listen = tcp:34190
 
 # Relative to the current directory.
 data_directory = ./mailserver-data

@@ -323,6 +323,24 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("anvil_rate_time_unit", TIME, "60s", POSTFIX, "the time unit of the client rate limits"),
     P("smtpd_client_event_limit_exceptions", Networks(), "$mynetworks", POSTFIX,
       "clients exempt from the client rate limits"),
+    # Sieve at delivery and ManageSieve (Pigeonhole's names).
+    P("sieve_before", TEXT, "", DOVECOT,
+      "global scripts (files, or directories of *.sieve) run before the user's script"),
+    P("sieve_after", TEXT, "", DOVECOT, "global scripts run after the user's script"),
+    P("sieve_global", PATH, "", DOVECOT, "directory of the scripts include :global names"),
+    P("sieve_max_script_size", SIZE, "1048576", DOVECOT, "largest Sieve script"),
+    P("sieve_max_actions", INT, "32", DOVECOT, "most actions one Sieve run may take"),
+    P("sieve_max_redirects", INT, "4", DOVECOT, "most redirects one Sieve run may do"),
+    P("sieve_quota_max_scripts", INT, "100", DOVECOT, "most scripts per user (ManageSieve; 0: no limit)"),
+    P("sieve_quota_max_storage", SIZE, "10485760", DOVECOT,
+      "bytes of scripts per user (ManageSieve; 0: no limit)"),
+    P("sieve_vacation_min_period", TIME, "1d", DOVECOT, "shortest vacation :days period"),
+    P("sieve_vacation_default_period", TIME, "7d", DOVECOT, "vacation period without :days"),
+    P("sieve_vacation_max_period", TIME, "60d", DOVECOT, "longest vacation period"),
+    P("lda_mailbox_autocreate", BOOL, "no", DOVECOT,
+      "fileinto creates a missing folder even without :create (no: the message goes to INBOX)"),
+    P("managesieve_listen", ENDPOINTS, "tcp:4190", OWN, "ManageSieve (RFC 5804) listeners"),
+    P("managesieve_timeout", TIME, "10m", OWN, "idle time before a ManageSieve client is dropped"),
 )  # fmt: skip
 del P
 

@@ -27,6 +27,7 @@ class LocalMailbox:
 
     user: str  # the passwd-file name, e.g. alice@example.com
     maildir: str  # absolute path of the Maildir directory
+    home: str | None = None  # the user's home from the passwd-file (Sieve scripts live there)
 
 
 @dataclass(frozen=True)

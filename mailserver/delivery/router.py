@@ -50,7 +50,7 @@ class LocalRouter:
                 if record is not None:
                     path = maildir_for(record.name, record.home, self.home_mailbox, self.virtual_mailbox_base)
                     qualified = record.name if "@" in record.name else f"{record.name}@{candidate.domain}"
-                    return LocalMailbox(qualified, path)
+                    return LocalMailbox(qualified, path, record.home or None)
         if base.local.lower() in ("postmaster", "mailer-daemon"):
             if base.local.lower() == "mailer-daemon":
                 return self.resolve(Address("postmaster", address.domain))

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessage
 from zope.interface import implementer
 
 from mailserver.delivery.envelope import (
+    Client,
     CommandTarget,
     Envelope,
     FileTarget,
@@ -27,6 +28,7 @@ from mailserver.address import parse_mailbox
 from mailserver.delivery import spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
 from mailserver.delivery.routing import route
+from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue
 from mailserver.spooled import SpooledMessage
@@ -50,6 +52,11 @@ class Committer:
     to_file: Callable[[FileTarget, str, bytes], Deferred] | None = None
     to_command: Callable[[CommandTarget, str, str, bytes], Deferred] | None = None
     hold: Callable[[Envelope, bytes | SpooledMessage, str], Deferred] | None = None
+    sieve: SieveFilter | None = None  # Sieve at final delivery (None: every copy to INBOX)
+
+
+#: The origin of the messages Sieve makes (vacation replies, reject notices, redirects).
+_OURSELVES = Client(ip="127.0.0.1", protocol="local", trusted=True)
 
 
 @implementer(IMessage)
@@ -249,6 +256,7 @@ class Transaction:
         message = _payload(spooled)
         sender = str(envelope.sender) if envelope.sender else ""
         copies: dict[str, bytes] = {}
+        mailboxes: dict[str, tuple[LocalMailbox, str]] = {}  # maildir -> (mailbox, RCPT address)
         remote: dict[str, list[str]] = {}
         targets: list[tuple[FileTarget | CommandTarget, Recipient]] = []
         delivered: list[str] = []
@@ -263,6 +271,7 @@ class Transaction:
                         copies[maildir] = delivery_prefix(
                             copy_sender, str(recipient.original), destination.user
                         )
+                        mailboxes[maildir] = (destination, str(recipient.original))
                         delivered.append(destination.user)
                 elif isinstance(destination, RemoteAddress):
                     addresses = remote.setdefault(copy_sender, [])
@@ -271,8 +280,23 @@ class Transaction:
                 elif isinstance(destination, (FileTarget, CommandTarget)):
                     targets.append((destination, recipient))
         try:
-            if copies:
-                await committer.store.deliver(message, list(copies.items()))
+            filtered = await self._filter(spooled, mailboxes, copies)
+            if filtered is not None:
+                stored, outgoing, memory = filtered
+            else:
+                stored, outgoing, memory = list(copies.items()), [], []
+            if stored:
+                await committer.store.deliver(message, stored)
+            for copy_sender, addresses, data in outgoing:
+                assert committer.queue is not None
+                # Made here (vacation, reject notice, redirect): signed when its From: is ours.
+                await committer.queue.enqueue(copy_sender, addresses, data, client=_OURSELVES)
+            if memory:
+                try:
+                    await self._in_thread(write_memory, memory)
+                except OSError as error:  # the mail is safe; at worst a second vacation reply
+                    log.error("{queue_id}: sieve: vacation memory not written: {error}",
+                              queue_id=envelope.queue_id, error=error)
             for copy_sender, addresses in remote.items():
                 if committer.queue is None:
                     raise MailError(451, "4.3.0", "Outbound queue not available")
@@ -297,6 +321,40 @@ class Transaction:
             raise
         where = f" (quarantined: {self._quarantine})" if self._quarantine is not None and copies else ""
         self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
+
+    async def _filter(
+        self, spooled: SpooledMessage, mailboxes: dict[str, tuple[LocalMailbox, str]], copies: dict[str, bytes]
+    ) -> tuple[list[tuple], list[tuple[str, list[str], bytes | SpooledMessage]], list[tuple[str, bytes]]] | None:
+        """
+        Sieve for each local mailbox, in a thread, before anything is
+        written: the store copies (folder, flags), the messages to queue
+        (redirect, reject notice, vacation reply) and the vacation memory
+        to write once they are queued.  None when Sieve is not configured.
+        """
+        sieve = self.core.committer.sieve
+        if sieve is None or not mailboxes or self._quarantine is not None:
+            return None  # quarantined mail goes to the junk folder, no vacation replies to it
+        envelope = self.envelope
+        sender = str(envelope.sender) if envelope.sender else ""
+        can_send = self.core.committer.queue is not None
+        now = self.core.reactor.seconds()
+        stored: list[tuple] = []
+        outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
+        memory: list[tuple[str, bytes]] = []
+        outcomes = await gatherResults([
+            self._in_thread(sieve.evaluate, mailbox, sender, original, spooled, can_send, now)
+            for mailbox, original in mailboxes.values()
+        ])  # the mailboxes in parallel (evaluate never raises)
+        for (maildir, (mailbox, _)), outcome in zip(mailboxes.items(), outcomes):
+            for event in outcome.events:
+                log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=mailbox.user, event=event)
+            prefix = copies[maildir]
+            stored += [(path, prefix, info) if info else (path, prefix) for path, info in outcome.copies]
+            for item in outcome.outgoing:
+                data = item.message if item.message is not None else _payload(spooled.prepend(item.prefix))
+                outgoing.append((item.sender, list(item.recipients), data))
+            memory += outcome.memory
+        return stored, outgoing, memory
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""

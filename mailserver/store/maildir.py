@@ -138,12 +138,12 @@ class _Delivery:
     def __init__(
         self,
         message: bytes | SpooledMessage,
-        copies: Sequence[tuple[str, bytes]],
+        copies: Sequence[tuple[str, bytes, str]],
         now: float,
         host: str,
     ) -> None:
         self.message = message
-        self.copies = copies
+        self.copies = copies  # (Maildir, prefix, Maildir info letters or "")
         self.now = now
         self.host = host
         self.tmp_files: list[str] = []
@@ -180,7 +180,7 @@ class _Delivery:
         sizes: dict[bytes, tuple[int, int]] = {}
         placed: list[tuple[str, str]] = []  # (tmp path, final name)
         message_size, message_vsize = len(self.message), _virtual_size(self.message)
-        for maildir, prefix in self.copies:
+        for maildir, prefix, _ in self.copies:
             if prefix not in sizes:
                 sizes[prefix] = (len(prefix) + message_size, _virtual_size(prefix) + message_vsize)
             size, vsize = sizes[prefix]
@@ -190,9 +190,10 @@ class _Delivery:
             placed.append((tmp_path, name))
         # 2. every copy into new/, then each new/ fsynced once.
         new_dirs: dict[str, None] = {}
-        for (maildir, _), (tmp_path, name) in zip(self.copies, placed):
-            new_dir = os.path.join(maildir, "new")
-            new_path = os.path.join(new_dir, name)
+        for (maildir, _, info), (tmp_path, name) in zip(self.copies, placed):
+            # Flagged copies (Sieve :flags) go straight to cur/ with their info, as Dovecot's LDA does.
+            new_dir = os.path.join(maildir, "cur" if info else "new")
+            new_path = os.path.join(new_dir, name + (":2," + info if info else ""))
             try:
                 os.rename(tmp_path, new_path)
             except FileNotFoundError:  # new/ removed behind our back
@@ -352,6 +353,8 @@ class MaildirStore:
         """
         Write C{prefix + message} into each C{(maildir_path, prefix)}; a
         L{SpooledMessage} is copied from its spool file, never loaded whole.
+        A copy C{(maildir_path, prefix, info)} with Maildir info letters
+        (C{"FS"}, from Sieve's :flags) goes into C{cur/} as C{name:2,info}.
 
         Fires with the new file names (one per copy, in order) once every
         copy is fsynced in C{new/}; fails with L{MailError} 451 having left
@@ -360,15 +363,18 @@ class MaildirStore:
         """
         if not isinstance(message, (bytes, SpooledMessage)):
             raise TypeError("message must be bytes or a SpooledMessage")
-        copies = [(os.fspath(path), prefix) for path, prefix in copies]
-        for path, prefix in copies:
+        copies = [(os.fspath(copy[0]), *copy[1:]) for copy in copies]
+        for path, prefix, *info in copies:
             if not isinstance(path, str) or not isinstance(prefix, bytes):
                 raise TypeError("copies must be (str path, bytes prefix) pairs")
             if not path or "\0" in path:
                 raise ValueError(f"bad Maildir path {path!r}")
+            if info and not (len(info) == 1 and isinstance(info[0], str) and info[0].isalpha()):
+                raise ValueError(f"bad Maildir info {info!r}")
         if not copies:
             return succeed([])
-        delivery = _Delivery(message, copies, self._reactor.seconds(), self._hostname)
+        planned = [(path, prefix, info[0] if info else "") for path, prefix, *info in copies]
+        delivery = _Delivery(message, planned, self._reactor.seconds(), self._hostname)
         d: Deferred[list[str]] = Deferred()
         self._waiting.append((delivery, d))
         self._start_writers()
@@ -405,9 +411,9 @@ class MaildirStore:
             )
         return result
 
-    def _delivered(self, names: list[str], copies: list[tuple[str, bytes]]) -> list[str]:
+    def _delivered(self, names: list[str], copies: list[tuple]) -> list[str]:
         if self._on_delivered is not None:
-            maildirs = list(dict.fromkeys(path for path, _ in copies))
+            maildirs = list(dict.fromkeys(copy[0] for copy in copies))
             try:
                 self._on_delivered(maildirs)
             except Exception:

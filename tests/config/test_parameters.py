@@ -31,6 +31,7 @@ LISTENER_PORTS = {
     "pop3s_listen": 3995,
     "imap_listen": 3143,
     "imaps_listen": 3993,
+    "managesieve_listen": 34190,
 }
 
 
@@ -398,7 +399,7 @@ class ListenEndpointsTests(SynchronousTestCase):
         self.assertEqual(self.endpoints("submission_listen =\n", "submission_listen"), [])
 
     def test_listeners(self) -> None:
-        """LISTENERS names the seven endpoint parameters; others are refused."""
+        """LISTENERS names the eight endpoint parameters; others are refused."""
         self.assertEqual(LISTENERS, tuple(LISTENER_PORTS))
         config, _ = build("")
         self.assertRaises(KeyError, listen_endpoints, config, "myhostname")
@@ -534,6 +535,20 @@ smtpd_client_connection_rate_limit = 30
 smtpd_client_message_rate_limit = 100
 anvil_rate_time_unit = 120s
 smtpd_client_event_limit_exceptions = 192.0.2.0/24
+sieve_before = /etc/mailserver/sieve/before.sieve
+sieve_after = /etc/mailserver/sieve/after.d
+sieve_global = sieve/global
+sieve_max_script_size = 65536
+sieve_max_actions = 10
+sieve_max_redirects = 2
+sieve_quota_max_scripts = 5
+sieve_quota_max_storage = 1048576
+sieve_vacation_min_period = 1h
+sieve_vacation_default_period = 3d
+sieve_vacation_max_period = 30d
+lda_mailbox_autocreate = yes
+managesieve_listen = tcp:4190:interface=127.0.0.1
+managesieve_timeout = 5m
 """
 
 FULL_EXPECTED = {
@@ -664,6 +679,20 @@ FULL_EXPECTED = {
     "smtpd_client_message_rate_limit": 100,
     "anvil_rate_time_unit": 120,
     "smtpd_client_event_limit_exceptions": (ipaddress.ip_network("192.0.2.0/24"),),
+    "sieve_before": "/etc/mailserver/sieve/before.sieve",
+    "sieve_after": "/etc/mailserver/sieve/after.d",
+    "sieve_global": "/etc/mailserver/sieve/global",
+    "sieve_max_script_size": 65536,
+    "sieve_max_actions": 10,
+    "sieve_max_redirects": 2,
+    "sieve_quota_max_scripts": 5,
+    "sieve_quota_max_storage": 1048576,
+    "sieve_vacation_min_period": 3600,
+    "sieve_vacation_default_period": 3 * 86400,
+    "sieve_vacation_max_period": 30 * 86400,
+    "lda_mailbox_autocreate": True,
+    "managesieve_listen": ("tcp:4190:interface=127.0.0.1",),
+    "managesieve_timeout": 300,
 }
 
 

@@ -132,3 +132,28 @@ class InboundAuthenticationSessionTests(TestCase):
         code, _ = yield self.send("x@reject.example", message("ceo@reject.example"))
         self.assertEqual(code, 250)
         self.assertNotIn(b"Authentication-Results:", self.server.messages("alice")[0])
+
+    @inlineCallbacks
+    def test_regression_quarantine_with_sieve_configured_goes_to_junk(self):
+        """Sieve is skipped for quarantined mail: the copy goes to Junk, no vacation reply is made."""
+        script = os.path.abspath(self.mktemp())
+        with open(script, "w") as handle:
+            handle.write('require ["fileinto", "vacation"];\nvacation "away";\nfileinto "Elsewhere";\n')
+        yield self.start(extra=f"sieve_before = {script}\n")
+        code, _ = yield self.send("x@quarantine.example", message("ceo@quarantine.example"))
+        self.assertEqual(code, 250)
+        [stored] = self.junk()
+        self.assertIn(b"dmarc=fail", stored)
+        self.assertFalse(os.path.isdir(os.path.join(self.server.maildir("alice"), ".Elsewhere")))
+
+    @inlineCallbacks
+    def test_sieve_applies_to_authenticated_mail(self):
+        script = os.path.abspath(self.mktemp())
+        with open(script, "w") as handle:
+            handle.write('require ["fileinto", "mailbox"];\nfileinto :create "Filed";\n')
+        yield self.start(extra=f"sieve_before = {script}\n")
+        code, _ = yield self.send("x@good.example", message("ceo@good.example"))
+        self.assertEqual(code, 250)
+        filed = os.path.join(self.server.maildir("alice"), ".Filed")
+        names = [n for sub in ("new", "cur") for n in os.listdir(os.path.join(filed, sub))]
+        self.assertEqual(len(names), 1)

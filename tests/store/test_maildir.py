@@ -183,6 +183,19 @@ class DeliverTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertEqual(self.reactor.pool.calls, [])
         self.assertEqual(self.delivered, [])
 
+    def test_flagged_copy_goes_to_cur(self) -> None:
+        """A copy with Maildir info (Sieve :flags) lands in cur/ as name:2,info; others in new/ as before."""
+        plain, flagged = self.maildir("plain"), self.maildir("flagged")
+        names = self.deliver(MESSAGE, [(plain, PREFIX), (flagged, PREFIX, "FS")])
+        self.assertEqual(files(os.path.join(plain, "new")), [names[0]])
+        [stored] = files(os.path.join(flagged, "cur"))
+        self.assertEqual(stored, names[1] + ":2,FS")
+        self.assertEqual(parse_name(stored).info, "2,FS")
+        self.assertEqual(files(os.path.join(flagged, "new")), [])
+        with open(os.path.join(flagged, "cur", stored), "rb") as f:
+            self.assertEqual(f.read(), PREFIX + MESSAGE)
+        self.assertRaises(ValueError, self.store.deliver, MESSAGE, [(plain, PREFIX, "../x")])
+
     def test_bad_arguments(self) -> None:
         """Wrong types are refused before any disk work."""
         a = self.maildir("a")

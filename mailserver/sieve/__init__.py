@@ -1,0 +1,1 @@
+"""Sieve (RFC 5228 and extensions): parser, interpreter, scripts on disk, vacation."""
