@@ -24,6 +24,7 @@ setup(
         "pynacl>=1.5",  # Ed25519 DKIM signatures: dkimpy needs it for ed25519-sha256
         "authres>=1.2",  # dkimpy's ARC needs it; Authentication-Results parsing
         "publicsuffixlist>=1.0",  # DMARC organizational domains from the bundled Public Suffix List (offline)
+        "prometheus_client>=0.20",  # /metrics (metrics_listen): registry, collectors, text exposition format
     ],
     entry_points={
         "console_scripts": [

@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
+from prometheus_client import CollectorRegistry
 from twisted.mail import imap4, pop3
 from twisted.names import client as dns
 from twisted.mail.smtp import IMessageDeliveryFactory
@@ -52,6 +53,9 @@ from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
+from mailserver.metrics.collectors import GaugeCollector, QueueSizes, count_entries
+from mailserver.metrics.events import EventMetrics
+from mailserver.metrics.http import MetricsPage, metrics_site
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
@@ -65,7 +69,7 @@ from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
 from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
-from mailserver.queue.spool import Spool
+from mailserver.queue.spool import CORRUPT, STATES as SPOOL_STATES, Spool
 from mailserver.spooled import SpooledMessage
 from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.folders import disk_name, normalize_name
@@ -620,6 +624,75 @@ class Server:
         )
 
 
+class LogObserverService(Service):
+    """Keeps C{observer} on the global log publisher while the server runs (the event metrics)."""
+
+    def __init__(self, observer: Any, publisher: Any = globalLogPublisher) -> None:
+        self.observer = observer
+        self.publisher = publisher
+
+    def startService(self) -> None:
+        super().startService()
+        self.publisher.addObserver(self.observer)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.publisher.removeObserver(self.observer)
+
+
+def _smtp_sessions(factory: Any) -> Any:
+    """Open sessions of an SMTP listener's factory (under implicit TLS, of the wrapped one)."""
+    slots = getattr(getattr(factory, "wrappedFactory", factory), "slots")
+    return lambda: len(slots.sessions)
+
+
+def metrics_registry(server: Server, factories: dict[str, Any]) -> tuple[CollectorRegistry, EventMetrics, QueueSizes]:
+    """The server's metrics (docs/metrics.rst): event counters, live gauges and queue sizes."""
+    registry = CollectorRegistry(auto_describe=True)
+    events = EventMetrics(registry)
+    connections: dict[str, Any] = {
+        name.removesuffix("_listen"): _smtp_sessions(factories[name]) for name in SMTP_LISTENERS
+    }
+    for protocol, limits in server.login_limits.items():
+        connections[protocol] = lambda limits=limits: sum(limits.connections.values())
+    registry.register(GaugeCollector(
+        "mailserver_connections", "Open connections: per SMTP listener, IMAP and POP3 (both listeners each)",
+        "protocol", connections,
+    ))
+    registry.register(GaugeCollector(
+        "mailserver_sessions", "Logged-in IMAP and POP3 sessions", "protocol",
+        {protocol: (lambda limits=limits: sum(limits.sessions.values()))
+         for protocol, limits in server.login_limits.items()},
+    ))
+    registry.register(GaugeCollector(
+        "mailserver_imap_idle_sessions", "IMAP sessions in IDLE", None,
+        {"": lambda: server.notifier.subscriptions},
+    ))
+    spool = server.spool.directory.path
+    config = server.config
+    queues = QueueSizes({
+        **{state: (lambda state=state: count_entries(os.path.join(spool, state)))
+           for state in (*SPOOL_STATES, CORRUPT)},
+        "hold": lambda: count_entries(server.hold_area.directory, frozenset({"tmp", "released"})),
+        "maildrop": lambda: count_entries(os.path.join(config.data_directory, "maildrop"), frozenset({"corrupt"})),
+    }, server.reactor)
+    registry.register(queues)
+    return registry, events, queues
+
+
+def add_metrics(top: MultiService, server: Server, factories: dict[str, Any]) -> None:
+    """C{/metrics} on every C{metrics_listen} endpoint, for clients in C{metrics_allow}."""
+    config = server.config
+    registry, events, queues = metrics_registry(server, factories)
+    top.metrics = registry  # type: ignore[attr-defined]
+    LogObserverService(events).setServiceParent(top)
+    page = MetricsPage(registry, lambda ip: in_networks(ip, config.metrics_allow), queues.refresh)
+    site = metrics_site(page)
+    for description in config.metrics_listen:
+        endpoint = serverFromString(server.reactor, description)
+        Listener("metrics_listen", description, endpoint, site, server.reactor).setServiceParent(top)
+
+
 def listen_backlog(configured: int, somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
     """
     C{listen_backlog}, or for 0 the kernel's limit (a larger backlog is cut
@@ -652,11 +725,14 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     backlog = listen_backlog(config.listen_backlog)
-    for name, factory in server.factories().items():
+    factories = server.factories()
+    for name, factory in factories.items():
         for description in listen_endpoints(config, name):
             endpoint = serverFromString(reactor, with_backlog(description, backlog))
             Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
             listeners.setdefault(name, []).append(description)
+    if config.metrics_listen:
+        add_metrics(top, server, factories)
     StatusFile(status_path(config), listeners).setServiceParent(top)
     log.info("mailserver for {domains} with listeners {listeners}", domains=sorted(server.local_domains), listeners=listeners)
     return top

@@ -35,6 +35,7 @@ from mailserver.config.values import (
     Path,
     Protocols,
     Relayhost,
+    ServiceEndpoints,
     Size,
     Tables,
     Text,
@@ -256,6 +257,11 @@ PARAMETERS: tuple[Parameter, ...] = (
       "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each mailbox that quarantined mail is delivered to (created when missing)"),
+    # Observability (docs/metrics.rst).
+    P("metrics_listen", ServiceEndpoints(), "", OWN,
+      "Prometheus /metrics listeners, e.g. tcp:9154:interface=127.0.0.1 (empty: off)"),
+    P("metrics_allow", Networks(), "127.0.0.0/8 [::1]/128", OWN,
+      "clients allowed to scrape /metrics; others get 403"),
 )  # fmt: skip
 del P
 
