@@ -70,7 +70,7 @@ class QueueSizes(Collector):
         self.threadpool = threadpool
         self.sizes: dict[str, int] = {}
         self.scanned_at: float | None = None
-        self._scanning: Deferred | None = None
+        self._waiting: list[Deferred] = []  # scrapes waiting for the scan under way
 
     def _scan(self) -> dict[str, int]:
         return {queue: count() for queue, count in self.counters.items()}
@@ -80,22 +80,26 @@ class QueueSizes(Collector):
         now = self.reactor.seconds()
         if self.scanned_at is not None and now - self.scanned_at < self.max_age:
             return succeed(None)
-        if self._scanning is None:
-            pool = self.threadpool or self.reactor.getThreadPool()
-            self._scanning = deferToThreadPool(self.reactor, pool, self._scan)
-            self._scanning.addCallbacks(self._scanned, self._failed)
         waiting: Deferred = Deferred()
-        self._scanning.addBoth(lambda result: (waiting.callback(None), result)[1])
+        self._waiting.append(waiting)
+        if len(self._waiting) == 1:  # no scan under way: start one
+            pool = self.threadpool or self.reactor.getThreadPool()
+            deferToThreadPool(self.reactor, pool, self._scan).addCallbacks(self._scanned, self._failed)
         return waiting
 
     def _scanned(self, sizes: dict[str, int]) -> None:
         self.sizes = sizes
         self.scanned_at = self.reactor.seconds()
-        self._scanning = None
+        self._wake()
 
     def _failed(self, failure: Any) -> None:
-        self._scanning = None
         self.log.failure("queue size scan failed", failure)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
