@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from ipaddress import ip_network
 
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
@@ -497,6 +498,8 @@ spf_fail_action = reject
 dmarc_own_domain_fail_action = quarantine
 mail_authentication_checks = no
 junk_folder = Spam/Suspect
+metrics_listen = tcp:9154:interface=127.0.0.1
+metrics_allow = 10.0.0.0/8, [::1]/128
 """
 
 FULL_EXPECTED = {
@@ -591,6 +594,8 @@ FULL_EXPECTED = {
     "dmarc_own_domain_fail_action": "quarantine",
     "mail_authentication_checks": False,
     "junk_folder": "Spam/Suspect",
+    "metrics_listen": ("tcp:9154:interface=127.0.0.1",),
+    "metrics_allow": (ip_network("10.0.0.0/8"), ip_network("::1/128")),
 }
 
 
