@@ -19,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, globalLogPublisher
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from twisted.mail import imap4, pop3
 from twisted.names import client as dns
 from twisted.mail.smtp import IMessageDeliveryFactory
@@ -53,6 +53,7 @@ from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
+from mailserver.metrics.catalogue import BY_NAME as METRICS
 from mailserver.metrics.collectors import GaugeCollector, QueueSizes, count_entries
 from mailserver.metrics.events import EventMetrics
 from mailserver.metrics.http import MetricsPage, metrics_site
@@ -648,6 +649,8 @@ def _smtp_sessions(factory: Any) -> Any:
 
 def metrics_registry(server: Server, factories: dict[str, Any]) -> tuple[CollectorRegistry, EventMetrics, QueueSizes]:
     """The server's metrics (docs/metrics.rst): event counters, live gauges and queue sizes."""
+    # No *_created series: Prometheus does not need them and they double the family count.
+    disable_created_metrics()
     registry = CollectorRegistry(auto_describe=True)
     events = EventMetrics(registry)
     connections: dict[str, Any] = {
@@ -655,19 +658,13 @@ def metrics_registry(server: Server, factories: dict[str, Any]) -> tuple[Collect
     }
     for protocol, limits in server.login_limits.items():
         connections[protocol] = lambda limits=limits: sum(limits.connections.values())
+    registry.register(GaugeCollector(METRICS["mailserver_connections"], connections))
     registry.register(GaugeCollector(
-        "mailserver_connections", "Open connections: per SMTP listener, IMAP and POP3 (both listeners each)",
-        "protocol", connections,
-    ))
-    registry.register(GaugeCollector(
-        "mailserver_sessions", "Logged-in IMAP and POP3 sessions", "protocol",
+        METRICS["mailserver_sessions"],
         {protocol: (lambda limits=limits: sum(limits.sessions.values()))
          for protocol, limits in server.login_limits.items()},
     ))
-    registry.register(GaugeCollector(
-        "mailserver_imap_idle_sessions", "IMAP sessions in IDLE", None,
-        {"": lambda: server.notifier.subscriptions},
-    ))
+    registry.register(GaugeCollector(METRICS["mailserver_imap_idle_sessions"], {"": lambda: server.notifier.subscriptions}))
     spool = server.spool.directory.path
     config = server.config
     queues = QueueSizes({

@@ -15,21 +15,24 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from mailserver.metrics.catalogue import BY_NAME, Metric
+
+QUEUE_METRIC = BY_NAME["mailserver_queue_messages"]
+
 #: Seconds a queue scan is reused: a scrape every second never rescans every second.
 QUEUE_CACHE_SECONDS = 5.0
 
 
 class GaugeCollector(Collector):
     """
-    One gauge, each label value read from its own callable at scrape time
-    (C{readers}: label value -> reader); no label when C{label} is None.
+    One gauge of the catalogue, each value of its one label (if any) read
+    from its own callable at scrape time (C{readers}: label value -> reader).
     """
 
-    def __init__(self, name: str, documentation: str, label: str | None,
-                 readers: Mapping[str, Callable[[], float]]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.label = label
+    def __init__(self, metric: Metric, readers: Mapping[str, Callable[[], float]]) -> None:
+        self.name = metric.name
+        self.documentation = metric.help
+        self.label = metric.label_names[0] if metric.labels else None
         self.readers = dict(readers)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -102,13 +105,10 @@ class QueueSizes(Collector):
             waiter.callback(None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "mailserver_queue_messages", "Messages in each queue directory (scanned at most every few seconds)",
-            labels=["queue"],
-        )
+        family = GaugeMetricFamily(QUEUE_METRIC.name, QUEUE_METRIC.help, labels=QUEUE_METRIC.label_names)
         for queue in self.counters:
             family.add_metric([queue], float(self.sizes.get(queue, 0)))
         yield family
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("mailserver_queue_messages", "", labels=["queue"])
+        yield GaugeMetricFamily(QUEUE_METRIC.name, QUEUE_METRIC.help, labels=QUEUE_METRIC.label_names)

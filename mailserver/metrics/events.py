@@ -22,16 +22,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from twisted.logger import ILogObserver
 from zope.interface import implementer
 
+from mailserver.metrics.catalogue import (
+    AUTH_SERVICES,
+    BY_NAME,
+    MESSAGE_STATUSES,
+    REFUSING_PROTOCOLS,
+    RELAY_STATUSES,
+)
+
 #: Seconds, MAIL FROM to 250: from a local fsync to a slow content check or DNS.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-#: Label values we pass through; anything else is counted as "other" (bounded cardinality).
-MESSAGE_STATUSES = frozenset({"delivered", "queued", "deferred", "bounced", "reject", "discarded", "hold"})
-RELAY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
-SERVICES = frozenset({"smtp", "submission", "imap", "pop3"})
 
 
-def _label(value: Any, allowed: frozenset[str]) -> str:
+def _label(value: Any, allowed: tuple[str, ...]) -> str:
     return value if isinstance(value, str) and value in allowed else "other"
 
 
@@ -41,33 +45,29 @@ def enhanced_code(text: Any) -> str:
     return match.group(1) if match else "other"
 
 
+def _counter(name: str, registry: CollectorRegistry, *known: tuple[str, ...]) -> Counter:
+    """The catalogue's counter C{name}; the series of C{known} label values start at 0."""
+    metric = BY_NAME[name]
+    counter = Counter(name, metric.help, metric.label_names, registry=registry)
+    for values in known:
+        for value in values:
+            counter.labels(value)
+    return counter
+
+
 @implementer(ILogObserver)
 class EventMetrics:
     """The event-fed metrics, registered in C{registry}; an ILogObserver."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "mailserver_messages", "Messages at end of DATA (SMTP, sendmail, bounces) by outcome",
-            ["status"], registry=registry,
-        )
-        self.rejects = Counter(
-            "mailserver_rejects", "Refusals by phase (rcpt, data) and enhanced status code",
-            ["phase", "code"], registry=registry,
-        )
-        self.outbound = Counter(
-            "mailserver_outbound_deliveries", "Outbound queue delivery attempts per recipient by outcome",
-            ["status"], registry=registry,
-        )
+        self.messages = _counter("mailserver_messages", registry, MESSAGE_STATUSES)
+        self.rejects = _counter("mailserver_rejects", registry)
+        self.outbound = _counter("mailserver_outbound_deliveries", registry, RELAY_STATUSES)
+        self.auth_failures = _counter("mailserver_auth_failures", registry, AUTH_SERVICES)
+        self.refused = _counter("mailserver_connections_refused", registry, REFUSING_PROTOCOLS)
         self.latency = Histogram(
-            "mailserver_delivery_latency_seconds", "Seconds from MAIL FROM to the durable 250 (delivered or queued)",
+            "mailserver_delivery_latency_seconds", BY_NAME["mailserver_delivery_latency_seconds"].help,
             buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.auth_failures = Counter(
-            "mailserver_auth_failures", "Failed logins by service", ["service"], registry=registry,
-        )
-        self.refused = Counter(
-            "mailserver_connections_refused", "Connections refused by a connection limit, by protocol",
-            ["protocol"], registry=registry,
         )
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -78,11 +78,11 @@ class EventMetrics:
         elif "reject" in event:
             self.rejects.labels("rcpt", enhanced_code(event.get("reply"))).inc()
         elif event.get("auth_failure") is True:
-            self.auth_failures.labels(_label(event.get("service"), SERVICES)).inc()
+            self.auth_failures.labels(_label(event.get("service"), AUTH_SERVICES)).inc()
         elif "refused" in event:
             suppressed = event.get("suppressed", 0)
             count = 1 + (suppressed if isinstance(suppressed, int) and suppressed > 0 else 0)
-            self.refused.labels(_label(event["refused"], frozenset({"smtp", "imap", "pop3"}))).inc(count)
+            self.refused.labels(_label(event["refused"], REFUSING_PROTOCOLS)).inc(count)
 
     def _message(self, event: dict[str, Any]) -> None:
         status = _label(event.get("status"), MESSAGE_STATUSES)

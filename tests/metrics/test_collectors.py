@@ -9,6 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailserver.metrics.catalogue import BY_NAME
 from mailserver.metrics.collectors import GaugeCollector, QueueSizes, count_entries
 
 
@@ -16,15 +17,14 @@ class GaugeCollectorTests(SynchronousTestCase):
     def test_readers_called_at_scrape_time(self) -> None:
         open_sessions = {"smtpd": 2}
         registry = CollectorRegistry()
-        registry.register(GaugeCollector("mailserver_connections", "doc", "protocol",
-                                         {"smtpd": lambda: open_sessions["smtpd"]}))
+        registry.register(GaugeCollector(BY_NAME["mailserver_connections"], {"smtpd": lambda: open_sessions["smtpd"]}))
         self.assertEqual(registry.get_sample_value("mailserver_connections", {"protocol": "smtpd"}), 2)
         open_sessions["smtpd"] = 5
         self.assertEqual(registry.get_sample_value("mailserver_connections", {"protocol": "smtpd"}), 5)
 
     def test_unlabelled(self) -> None:
         registry = CollectorRegistry()
-        registry.register(GaugeCollector("mailserver_imap_idle_sessions", "doc", None, {"": lambda: 3}))
+        registry.register(GaugeCollector(BY_NAME["mailserver_imap_idle_sessions"], {"": lambda: 3}))
         self.assertEqual(registry.get_sample_value("mailserver_imap_idle_sessions"), 3)
 
 

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from mailserver.metrics.catalogue import COMMAND, CONNECTION_PROTOCOLS, METRICS, QUEUES, reference
 from tests.harness import RunningServer
 
 
@@ -83,3 +84,36 @@ class ScrapeTests(TestCase):
             return 200
 
         self.assertEqual(await deferToThread(fetch), 404)
+
+    async def test_scrape_matches_catalogue(self) -> None:
+        """Every family scraped is in the catalogue (docs/metrics.rst) with its type, labels and values."""
+        await self.start()
+
+        def scrape() -> str:
+            with urllib.request.urlopen(self.url(), timeout=30) as response:
+                return response.read().decode()
+
+        families = {f.name: f for f in text_string_to_metric_families(await deferToThread(scrape))}
+        self.assertEqual(set(families), {m.name for m in METRICS})
+        for metric in METRICS:
+            family = families[metric.name]
+            self.assertEqual(family.type, metric.type, metric.name)
+            self.assertEqual(family.documentation, metric.help, metric.name)
+            for sample in family.samples:
+                names = set(sample.labels) - {"le"}
+                self.assertEqual(names, set(metric.label_names), metric.name)
+                for label, value in sample.labels.items():
+                    if label != "le" and metric.name != "mailserver_rejects":
+                        self.assertIn(value, dict(metric.labels)[label].split(", "), metric.name)
+        protocols = {s.labels["protocol"] for s in families["mailserver_connections"].samples}
+        self.assertEqual(protocols, set(CONNECTION_PROTOCOLS))
+        queues = {s.labels["queue"] for s in families["mailserver_queue_messages"].samples}
+        self.assertEqual(queues, set(QUEUES))
+
+    def test_regression_metrics_page_matches_catalogue(self) -> None:
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "docs", "metrics.rst"), encoding="utf-8") as handle:
+            written = handle.read()
+        self.assertTrue(written == reference(), f"docs/metrics.rst is out of date: run `{COMMAND}`")
