@@ -23,6 +23,15 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+def status_of(url: str) -> int:
+    """The HTTP status of a GET of C{url} (blocks: run it in a thread)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 class ScrapeTests(TestCase):
     timeout = 60
 
@@ -63,27 +72,11 @@ class ScrapeTests(TestCase):
 
     async def test_client_outside_metrics_allow_gets_403(self) -> None:
         await self.start(allow="192.0.2.0/24")
-
-        def scrape() -> int:
-            try:
-                urllib.request.urlopen(self.url(), timeout=30)
-            except urllib.error.HTTPError as error:
-                return error.code
-            return 200
-
-        self.assertEqual(await deferToThread(scrape), 403)
+        self.assertEqual(await deferToThread(status_of, self.url()), 403)
 
     async def test_other_paths_not_found(self) -> None:
         await self.start()
-
-        def fetch() -> int:
-            try:
-                urllib.request.urlopen(self.url("/"), timeout=30)
-            except urllib.error.HTTPError as error:
-                return error.code
-            return 200
-
-        self.assertEqual(await deferToThread(fetch), 404)
+        self.assertEqual(await deferToThread(status_of, self.url("/")), 404)
 
     async def test_scrape_matches_catalogue(self) -> None:
         """Every family scraped is in the catalogue (docs/metrics.rst) with its type, labels and values."""
