@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, Union
 
 from mailserver.config.embedded import EMBEDDED_MAIN_CF
@@ -75,7 +75,6 @@ class Parameter:
     default: DefaultValue
     origin: str
     doc: str
-    section: str = ""  # set from SECTIONS below
 
 
 def _config_directory(d: _Defaults) -> str:
@@ -179,6 +178,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("pop3s_listen", ENDPOINTS, "tcp:995", OWN, "POP3 over implicit TLS"),
     P("imap_listen", ENDPOINTS, "tcp:143", OWN, "IMAP4 listeners"),
     P("imaps_listen", ENDPOINTS, "tcp:993", OWN, "IMAP4 over implicit TLS"),
+    # Observability (docs/metrics.rst).
+    P("metrics_listen", ServiceEndpoints(), "", OWN,
+      "Prometheus /metrics listeners, e.g. tcp:9154:interface=127.0.0.1 (empty: off)"),
+    P("metrics_allow", Networks(), "127.0.0.0/8 [::1]/128", OWN,
+      "clients allowed to scrape /metrics; others get 403"),
     # Aliases and checks.
     P("alias_maps", HASH_TABLES, "", POSTFIX, "aliases(5) files for local domains"),
     P("virtual_alias_maps", HASH_TABLES, "", POSTFIX, "address rewriting tables for all domains"),
@@ -277,41 +281,8 @@ PARAMETERS: tuple[Parameter, ...] = (
       "Authentication-Results"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each recipient's mailbox that quarantined mail is delivered to (created when missing)"),
-    # Observability (docs/metrics.rst).
-    P("metrics_listen", ServiceEndpoints(), "", OWN,
-      "Prometheus /metrics listeners, e.g. tcp:9154:interface=127.0.0.1 (empty: off)"),
-    P("metrics_allow", Networks(), "127.0.0.0/8 [::1]/128", OWN,
-      "clients allowed to scrape /metrics; others get 403"),
 )  # fmt: skip
 del P
-
-#: The sections of the parameter reference (docs/parameters.rst): title and
-#: first parameter; a section runs to the next one's first parameter.
-SECTIONS: tuple[tuple[str, str], ...] = (
-    ("Site and domains", "config_directory"),
-    ("Network", "inet_interfaces"),
-    ("SMTP server limits", "message_size_limit"),
-    ("Mailboxes and users", "home_mailbox"),
-    ("Listeners", "listen_backlog"),
-    ("Aliases and content checks", "alias_maps"),
-    ("IMAP and POP3", "imap_timeout"),
-    ("TLS and authentication", "smtpd_tls_cert_file"),
-    ("Outbound queue", "relayhost"),
-    ("Mail authentication", "smtp_mta_sts"),
-    ("Observability", "metrics_listen"),
-)
-
-
-def _sectioned(parameters: tuple[Parameter, ...]) -> tuple[Parameter, ...]:
-    starts = dict((first, title) for title, first in SECTIONS)
-    section, out = "", []
-    for parameter in parameters:
-        section = starts.get(parameter.name, section)
-        out.append(replace(parameter, section=section))
-    return tuple(out)
-
-
-PARAMETERS = _sectioned(PARAMETERS)
 
 DECLARED: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 # Parameters whose value is derived and cannot be set.

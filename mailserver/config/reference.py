@@ -9,11 +9,13 @@ C{tests/config/test_reference.py} fails when the file and the code drift.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from typing import Iterable
 
-from mailserver.config.parameters import PARAMETERS, SECTIONS, Parameter
+from mailserver.config import parameters
+from mailserver.config.parameters import PARAMETERS, Parameter
 
 COMMAND = "python -m mailserver.config.reference > docs/parameters.rst"
 
@@ -35,6 +37,9 @@ listeners are explained in `configuration.rst <configuration.rst>`_;
 """
 
 
+#: A section comment in the PARAMETERS table and the parameter it heads:
+#: C{    # Listeners (endpoint descriptions).} then C{    P("listen_backlog", ...}.
+_SECTION = re.compile(r'^    # (?P<title>[^(\n]+?)\.?(?: \([^\n]*\))?\.?[ \t]*\n    P\("(?P<first>\w+)"', re.M)
 _MARKUP = re.compile(r"([\\*`|]|_(?=\W|$))")
 
 
@@ -73,16 +78,27 @@ def _rows(parameters: Iterable[Parameter]) -> list[str]:
     return lines
 
 
+def sections() -> list[tuple[str, list[Parameter]]]:
+    """
+    The parameters grouped as declared: a comment line in the PARAMETERS
+    table of parameters.py names the section of the parameters below it.
+    """
+    source = inspect.getsource(parameters)
+    starts = {m["first"]: m["title"].strip() for m in _SECTION.finditer(source)}
+    grouped: list[tuple[str, list[Parameter]]] = []
+    for parameter in PARAMETERS:
+        title = starts.get(parameter.name)
+        if title is not None or not grouped:
+            grouped.append((title or "General", []))
+        grouped[-1][1].append(parameter)
+    return grouped
+
+
 def reference() -> str:
     """The text of docs/parameters.rst."""
     out = [HEADER]
-    titles = [title for title, _ in SECTIONS]
-    for title in titles + [t for t in dict.fromkeys(p.section for p in PARAMETERS) if t not in titles]:
-        members = [p for p in PARAMETERS if p.section == title]
-        if not members:
-            continue
-        heading = title or "Other"
-        out += [heading, "-" * len(heading), "", *_rows(members), ""]
+    for title, members in sections():
+        out += [title, "-" * len(title), "", *_rows(members), ""]
     return "\n".join(out)
 
 
