@@ -18,8 +18,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger, globalLogPublisher
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from twisted.logger import Logger
 from twisted.mail import imap4, pop3
 from twisted.names import client as dns
 from twisted.mail.smtp import IMessageDeliveryFactory
@@ -53,10 +52,8 @@ from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
-from mailserver.metrics.catalogue import BY_NAME as METRICS
-from mailserver.metrics.collectors import GaugeCollector, QueueSizes, count_entries
-from mailserver.metrics.events import EventMetrics
-from mailserver.metrics.http import MetricsPage, metrics_site
+from mailserver.metrics.collectors import count_entries
+from mailserver.metrics.wiring import Sources as MetricSources, build_metrics
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
@@ -625,69 +622,40 @@ class Server:
         )
 
 
-class LogObserverService(Service):
-    """Keeps C{observer} on the global log publisher while the server runs (the event metrics)."""
-
-    def __init__(self, observer: Any, publisher: Any = globalLogPublisher) -> None:
-        self.observer = observer
-        self.publisher = publisher
-
-    def startService(self) -> None:
-        super().startService()
-        self.publisher.addObserver(self.observer)
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.publisher.removeObserver(self.observer)
-
-
 def _smtp_sessions(factory: Any) -> Any:
     """Open sessions of an SMTP listener's factory (under implicit TLS, of the wrapped one)."""
     slots = getattr(getattr(factory, "wrappedFactory", factory), "slots")
     return lambda: len(slots.sessions)
 
 
-def metrics_registry(server: Server, factories: dict[str, Any]) -> tuple[CollectorRegistry, EventMetrics, QueueSizes]:
-    """The server's metrics (docs/metrics.rst): event counters, live gauges and queue sizes."""
-    # No *_created series: Prometheus does not need them and they double the family count.
-    disable_created_metrics()
-    registry = CollectorRegistry(auto_describe=True)
-    events = EventMetrics(registry)
-    connections: dict[str, Any] = {
-        name.removesuffix("_listen"): _smtp_sessions(factories[name]) for name in SMTP_LISTENERS
-    }
+def metrics_sources(server: Server, factories: dict[str, Any]) -> MetricSources:
+    """What the gauges of docs/metrics.rst read: live counters and queue directories."""
+    config = server.config
+    connections: dict[str, Any] = {name.removesuffix("_listen"): _smtp_sessions(factories[name]) for name in SMTP_LISTENERS}
+    sessions: dict[str, Any] = {}
     for protocol, limits in server.login_limits.items():
         connections[protocol] = lambda limits=limits: sum(limits.connections.values())
-    registry.register(GaugeCollector(METRICS["mailserver_connections"], connections))
-    registry.register(GaugeCollector(
-        METRICS["mailserver_sessions"],
-        {protocol: (lambda limits=limits: sum(limits.sessions.values()))
-         for protocol, limits in server.login_limits.items()},
-    ))
-    registry.register(GaugeCollector(METRICS["mailserver_imap_idle_sessions"], {"": lambda: server.notifier.subscriptions}))
+        sessions[protocol] = lambda limits=limits: sum(limits.sessions.values())
     spool = server.spool.directory.path
-    config = server.config
-    queues = QueueSizes({
-        **{state: (lambda state=state: count_entries(os.path.join(spool, state)))
-           for state in (*SPOOL_STATES, CORRUPT)},
-        "hold": lambda: count_entries(server.hold_area.directory, frozenset({"tmp", "released"})),
-        "maildrop": lambda: count_entries(os.path.join(config.data_directory, "maildrop"), frozenset({"corrupt"})),
-    }, server.reactor)
-    registry.register(queues)
-    return registry, events, queues
+    queues: dict[str, Any] = {
+        state: (lambda state=state: count_entries(os.path.join(spool, state))) for state in (*SPOOL_STATES, CORRUPT)
+    }
+    queues["hold"] = lambda: count_entries(server.hold_area.directory, frozenset({"tmp", "released"}))
+    queues["maildrop"] = lambda: count_entries(os.path.join(config.data_directory, "maildrop"), frozenset({"corrupt"}))
+    return MetricSources(connections, sessions, lambda: server.notifier.subscriptions, queues)
 
 
 def add_metrics(top: MultiService, server: Server, factories: dict[str, Any]) -> None:
     """C{/metrics} on every C{metrics_listen} endpoint, for clients in C{metrics_allow}."""
     config = server.config
-    registry, events, queues = metrics_registry(server, factories)
-    top.metrics = registry  # type: ignore[attr-defined]
-    LogObserverService(events).setServiceParent(top)
-    page = MetricsPage(registry, lambda ip: in_networks(ip, config.metrics_allow), queues.refresh)
-    site = metrics_site(page)
+    metrics = build_metrics(
+        metrics_sources(server, factories), lambda ip: in_networks(ip, config.metrics_allow), server.reactor
+    )
+    top.metrics = metrics  # type: ignore[attr-defined]
+    metrics.observer_service().setServiceParent(top)
     for description in config.metrics_listen:
         endpoint = serverFromString(server.reactor, description)
-        Listener("metrics_listen", description, endpoint, site, server.reactor).setServiceParent(top)
+        Listener("metrics_listen", description, endpoint, metrics.site, server.reactor).setServiceParent(top)
 
 
 def listen_backlog(configured: int, somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
@@ -730,6 +698,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
             listeners.setdefault(name, []).append(description)
     if config.metrics_listen:
         add_metrics(top, server, factories)
+        listeners["metrics_listen"] = list(config.metrics_listen)
     StatusFile(status_path(config), listeners).setServiceParent(top)
     log.info("mailserver for {domains} with listeners {listeners}", domains=sorted(server.local_domains), listeners=listeners)
     return top
