@@ -106,7 +106,9 @@ per outbound attempt, per failed login, per refused connection), so they
 count what the log shows, including refusals the log rate-limits.  Gauges are
 read when scraped: open connections and sessions from the listeners, queue
 sizes from the queue directories (counted in a thread, cached for 5 seconds,
-never on the event loop).  Counters start at 0 when the process starts.
+never on the event loop).  Counters start at 0 when the process starts;
+the series of the label values listed below (but the rejection codes) exist
+from the start, and a value outside those lists is counted as ``other``.
 
 Metric names for Grafana
 ------------------------
@@ -139,7 +141,7 @@ Useful queries
 
 def reference() -> str:
     """The text of docs/metrics.rst."""
-    lines = [HEADER]
+    lines = [HEADER.rstrip("\n")]
     for m in METRICS:
         labels = "; ".join(f"``{label}``: {values}" for label, values in m.labels) or "none"
         lines += [f"   * - ``{m.exposed}``", f"     - {m.type}", f"     - {labels}", f"     - {m.help}"]
