@@ -25,10 +25,11 @@ setup(
         "authres>=1.2",  # dkimpy's ARC needs it; Authentication-Results parsing
         "publicsuffixlist>=1.0",  # DMARC organizational domains from the bundled Public Suffix List (offline)
         "google-re2>=1.1",  # Sieve :regex and :matches in linear time (no catastrophic backtracking on user patterns)
+        "prometheus_client>=0.20",  # /metrics (metrics_listen): registry, collectors, text exposition format
     ],
     extras_require={
         # Property tests (tests/fuzz): hypothesis generates hostile input for every pure parser.
-        "test": ["hypothesis>=6"],
+        "test": ["hypothesis>=6", "docutils>=0.20"],  # fuzzing; every .rst page parses (tests/test_docs.py)
     },
     entry_points={
         "console_scripts": [

@@ -156,7 +156,7 @@ class RefusalLog:
     def refused(self, protocol: str, ip: str | None, reason: str) -> None:
         rip = ip or "unknown"
         self.lines.warn((protocol, rip), "{protocol}: connection refused rip={rip}: {reason}",
-                        protocol=protocol, rip=rip, reason=reason)
+                        protocol=protocol, rip=rip, reason=reason, refused=protocol)
 
 
 class LoginLimits:

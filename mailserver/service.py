@@ -59,6 +59,8 @@ from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
+from mailserver.metrics.collectors import count_entries
+from mailserver.metrics.wiring import Sources as MetricSources, build_metrics
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
@@ -72,7 +74,7 @@ from mailserver.queue.nexthop import load_sasl_passwords
 from mailserver.queue.pickup import PickupService
 from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
-from mailserver.queue.spool import Spool
+from mailserver.queue.spool import CORRUPT, STATES as SPOOL_STATES, Spool
 from mailserver.spooled import SpooledMessage
 from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.folders import disk_name, normalize_name
@@ -668,6 +670,42 @@ class Server:
         )
 
 
+def _smtp_sessions(factory: Any) -> Any:
+    """Open sessions of an SMTP listener's factory (under implicit TLS, of the wrapped one)."""
+    slots = getattr(getattr(factory, "wrappedFactory", factory), "slots")
+    return lambda: len(slots.sessions)
+
+
+def metrics_sources(server: Server, factories: dict[str, Any]) -> MetricSources:
+    """What the gauges of docs/metrics.rst read: live counters and queue directories."""
+    config = server.config
+    connections: dict[str, Any] = {name.removesuffix("_listen"): _smtp_sessions(factories[name]) for name in SMTP_LISTENERS}
+    sessions: dict[str, Any] = {}
+    for protocol, limits in server.login_limits.items():
+        connections[protocol] = lambda limits=limits: sum(limits.connections.values())
+        sessions[protocol] = lambda limits=limits: sum(limits.sessions.values())
+    spool = server.spool.directory.path
+    queues: dict[str, Any] = {
+        state: (lambda state=state: count_entries(os.path.join(spool, state))) for state in (*SPOOL_STATES, CORRUPT)
+    }
+    queues["hold"] = lambda: count_entries(server.hold_area.directory, frozenset({"tmp", "released"}))
+    queues["maildrop"] = lambda: count_entries(os.path.join(config.data_directory, "maildrop"), frozenset({"corrupt"}))
+    return MetricSources(connections, sessions, lambda: server.notifier.subscriptions, queues)
+
+
+def add_metrics(top: MultiService, server: Server, factories: dict[str, Any]) -> None:
+    """C{/metrics} on every C{metrics_listen} endpoint, for clients in C{metrics_allow}."""
+    config = server.config
+    metrics = build_metrics(
+        metrics_sources(server, factories), lambda ip: in_networks(ip, config.metrics_allow), server.reactor
+    )
+    top.metrics = metrics  # type: ignore[attr-defined]
+    metrics.observer_service().setServiceParent(top)
+    for description in config.metrics_listen:
+        endpoint = serverFromString(server.reactor, description)
+        Listener("metrics_listen", description, endpoint, metrics.site, server.reactor).setServiceParent(top)
+
+
 def listen_backlog(configured: int, somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
     """
     C{listen_backlog}, or for 0 the kernel's limit (a larger backlog is cut
@@ -700,11 +738,15 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     HangupReload(server).setServiceParent(top)
     listeners: dict[str, list[str]] = {}
     backlog = listen_backlog(config.listen_backlog)
-    for name, factory in server.factories().items():
+    factories = server.factories()
+    for name, factory in factories.items():
         for description in listen_endpoints(config, name):
             endpoint = serverFromString(reactor, with_backlog(description, backlog))
             Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
             listeners.setdefault(name, []).append(description)
+    if config.metrics_listen:
+        add_metrics(top, server, factories)
+        listeners["metrics_listen"] = list(config.metrics_listen)
     StatusFile(status_path(config), listeners).setServiceParent(top)
     log.info("mailserver for {domains} with listeners {listeners}", domains=sorted(server.local_domains), listeners=listeners)
     return top

@@ -36,6 +36,7 @@ from mailserver.config.values import (
     Path,
     Protocols,
     Relayhost,
+    ServiceEndpoints,
     Size,
     Tables,
     Text,
@@ -77,12 +78,19 @@ class Parameter:
     doc: str
 
 
+def _config_directory(d: _Defaults) -> str:
+    """the main file's directory"""
+    return d.config_directory
+
+
 def _myhostname(d: _Defaults) -> str:
+    """the host's FQDN (with .localdomain if it has no dot)"""
     name = d.fqdn().rstrip(".")
     return name if "." in name else f"{name}.localdomain"
 
 
 def _mydomain(d: _Defaults) -> str:
+    """myhostname minus its first label"""
     _, dot, parent = d.get("myhostname").partition(".")
     return parent if dot and parent else "localdomain"
 
@@ -107,7 +115,7 @@ TLS_HIGH_CIPHERLIST = (
 P = Parameter
 PARAMETERS: tuple[Parameter, ...] = (
     # Site and domains.
-    P("config_directory", PATH, lambda d: d.config_directory, POSTFIX,
+    P("config_directory", PATH, _config_directory, POSTFIX,
       "directory of the main configuration file (derived, not settable)"),
     P("mail_name", TEXT, "mailserver", POSTFIX, "the server's name in the banner"),
     P("myhostname", Hostname(), _myhostname, POSTFIX,
@@ -133,14 +141,16 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("smtpd_data_time_limit", TIME, "600s", OWN,
       "longest DATA phase, 354 to end of data (0: no limit); then 421 4.4.2"),
     P("smtpd_min_data_rate", INT, "500", POSTFIX,
-      "bytes/s a DATA phase must keep up: each N bytes extend its smtpd_timeout deadline by N/rate s (0: off)"),
+      "bytes/s a DATA phase must keep up: each N bytes extend its smtpd_timeout deadline by N/rate s "
+      "(0: off)"),
     P("smtpd_hard_error_limit", INT, "20", POSTFIX, "errors before a client is disconnected"),
     P("smtpd_client_connection_count_limit", INT, "50", POSTFIX,
       "simultaneous connections per client IP (0: no limit)"),
     P("smtpd_max_connections", INT, "500", OWN, "simultaneous SMTP connections in all"),
     P("smtpd_stress_timeout", TIME, "10s", OWN,
       "idle time allowed outside a mail transaction once SMTP connections reach 80% of "
-      "smtpd_max_connections (Postfix's smtpd_timeout under stress)"),
+      "smtpd_max_connections (Postfix's smtpd_timeout under stress); such idle sessions are also "
+      "closed to make room for new ones"),
     P("line_length_limit", INT, "2048", POSTFIX,
       "longest SMTP command line (message lines are bounded by message_size_limit)"),
     P("smtpd_forbid_bare_newline", Enum("normalize", "reject"), "normalize", POSTFIX,
@@ -152,7 +162,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("home_mailbox", MaildirPath(), "Maildir/", POSTFIX,
       "Maildir relative to a user's home (must end in /; mbox is not supported)"),
     P("data_directory", PATH, "/var/lib/mailserver", POSTFIX,
-      "state: queue, generated TLS key, mailboxes of users without a home"),
+      "state: queue, hold area, incoming/ (DATA being received), generated TLS key, mailboxes of "
+      "users without a home"),
     P("virtual_mailbox_base", PATH, "$data_directory/mail", POSTFIX,
       "Maildirs of users without a home: base/domain/user/"),
     P("passwd_file", PATH, "$config_directory/passwd", OWN, "Dovecot passwd-file of the users"),
@@ -169,6 +180,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("pop3s_listen", ENDPOINTS, "tcp:995", OWN, "POP3 over implicit TLS"),
     P("imap_listen", ENDPOINTS, "tcp:143", OWN, "IMAP4 listeners"),
     P("imaps_listen", ENDPOINTS, "tcp:993", OWN, "IMAP4 over implicit TLS"),
+    # Observability (docs/metrics.rst).
+    P("metrics_listen", ServiceEndpoints(), "", OWN,
+      "Prometheus /metrics listeners, e.g. tcp:9154:interface=127.0.0.1 (empty: off)"),
+    P("metrics_allow", Networks(), "127.0.0.0/8 [::1]/128", OWN,
+      "clients allowed to scrape /metrics; others get 403"),
     # Aliases and checks.
     P("alias_maps", HASH_TABLES, "", POSTFIX, "aliases(5) files for local domains"),
     P("virtual_alias_maps", HASH_TABLES, "", POSTFIX, "address rewriting tables for all domains"),
@@ -194,14 +210,17 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("pop3_timeout", TIME, "10m", OWN, "idle time before a POP3 client is dropped"),
     P("imap_literal_limit", SIZE, "$message_size_limit", OWN, "largest IMAP literal (APPEND)"),
     P("mail_max_userip_connections", INT, "10", DOVECOT,
-      "logged-in sessions per user and client IP, IMAP and POP3 counted apart (0: no limit)"),
+      "logged-in sessions per user and client IP, IMAP and POP3 counted apart (0: no limit); over it: "
+      "NO [LIMIT] / -ERR [IN-USE]"),
     P("imap_client_limit", INT, "1000", OWN,
-      "simultaneous IMAP connections, IMAP and IMAPS together (0: no limit)"),
+      "simultaneous IMAP connections, IMAP and IMAPS together, before and after login (0: no limit); "
+      "over it: * BYE [UNAVAILABLE]"),
     P("pop3_client_limit", INT, "500", OWN,
-      "simultaneous POP3 connections, POP3 and POP3S together (0: no limit)"),
+      "simultaneous POP3 connections, POP3 and POP3S together (0: no limit); over it: -ERR [SYS/TEMP]"),
     P("login_per_ip_limit", INT, "50", OWN,
       "simultaneous IMAP (and, apart, POP3) connections from one client IP (0: no limit)"),
-    P("login_timeout", TIME, "60s", OWN, "time an IMAP or POP3 client has to log in (0: only the idle timeouts)"),
+    P("login_timeout", TIME, "60s", OWN,
+      "time an IMAP or POP3 client has from connecting to logging in (0: only the idle timeouts)"),
     P("imap_literal_deadline", TIME, "1h", OWN, "time an IMAP literal (APPEND) may take in all"),
     P("imap_literal_min_rate", INT, "500", OWN,
       "octets per second an IMAP literal must keep up after its first minute (0: no minimum)"),
@@ -240,26 +259,32 @@ PARAMETERS: tuple[Parameter, ...] = (
       "tables of destination -> user:password for relaying"),
     # Mail authentication (docs/internet.rst).
     P("smtp_mta_sts", BOOL, "yes", OWN,
-      "apply destinations' MTA-STS policies (RFC 8461) when relaying by MX: enforce = verified TLS or defer"),
+      "apply destinations' MTA-STS policies (RFC 8461) when relaying by MX: under mode: enforce only "
+      "the MX hosts the policy names, with a verified certificate, else the mail is deferred"),
     P("dkim_key_directory", PATH, "$data_directory/dkim", OWN,
-      "DKIM private keys: DIRECTORY/DOMAIN/SELECTOR.{rsa,ed25519}.key (mailserver dkim keygen)"),
-    P("dkim_selector", Hostname(), "mail", OWN, "DKIM selector that outgoing mail is signed with"),
+      "DKIM private keys, DIRECTORY/DOMAIN/SELECTOR.rsa.key and .ed25519.key (0600), written by "
+      "mailserver dkim keygen"),
+    P("dkim_selector", Hostname(), "mail", OWN,
+      "selector outgoing mail is signed with (SELECTOR._domainkey.DOMAIN)"),
     P("dkim_signing_domains", DOMAINS, "$mydestination, $virtual_mailbox_domains", OWN,
-      "From: domains (and their subdomains) whose trusted outgoing mail is DKIM-signed"),
+      "From: domains (and their subdomains) whose mail from SASL users, mynetworks, sendmail and "
+      "bounces is DKIM-signed when a key exists"),
     P("authserv_id", Hostname(), "$myhostname", OWN,
-      "authserv-id of the Authentication-Results header; forged ones with this id are removed"),
+      "authserv-id of the Authentication-Results header; incoming ones with this id are removed as forged"),
     P("dmarc_reject_action", AUTH_ACTION, "reject", OWN,
-      "what a DMARC failure under p=reject gets: reject (550 5.7.1), quarantine (Junk), header"),
+      "DMARC failure under p=reject: 550 5.7.1 at end of DATA, the user's Junk folder, or only the header"),
     P("dmarc_quarantine_action", AUTH_ACTION, "quarantine", OWN,
       "what a DMARC failure under p=quarantine gets: reject, quarantine, header"),
     P("spf_fail_action", AUTH_ACTION, "header", OWN,
-      "what an SPF fail (-all) gets: reject, quarantine, header"),
+      "what an SPF fail (-all) of the MAIL FROM (or HELO) domain gets: reject, quarantine, header"),
     P("dmarc_own_domain_fail_action", Enum("reject", "quarantine"), "reject", OWN,
-      "unauthenticated mail whose From: is one of our domains, whatever DNS publishes"),
+      "mail whose From: is one of our domains without an aligned SPF or DKIM pass, even if the domain "
+      "publishes no DMARC record"),
     P("mail_authentication_checks", BOOL, "yes", OWN,
-      "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA"),
+      "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA and prepend "
+      "Authentication-Results"),
     P("junk_folder", FOLDER, "Junk", OWN,
-      "folder of each mailbox that quarantined mail is delivered to (created when missing)"),
+      "folder of each recipient's mailbox that quarantined mail is delivered to (created when missing)"),
     # Milters (docs/spam.rst).
     P("smtpd_milters", MILTERS, "", POSTFIX,
       "milters for mail received over SMTP: inet:host:port, unix:/path, { address, name = value }"),

@@ -178,6 +178,18 @@ class Endpoints(ValueType):
         return tuple(parse_endpoint(item).description for item in split_list(text))
 
 
+class ServiceEndpoints(ValueType):
+    """
+    Endpoint descriptions of an auxiliary service (metrics), used as given:
+    not a mail listener, never bound to C{inet_interfaces}; empty disables it.
+    """
+
+    name = "service endpoint list"
+
+    def parse(self, text: str, base: str) -> tuple[str, ...]:
+        return Endpoints().parse(text, base)
+
+
 def _address(text: str) -> str:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]

@@ -75,6 +75,7 @@ class Envelope:
     queue_id: str = ""
     size_declared: int | None = None
     body_8bit: bool = False
+    started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
 
 
 class Outcome(enum.Enum):

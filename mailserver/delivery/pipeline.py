@@ -84,6 +84,7 @@ class DeliveryPipeline:
             sender=sender,
             queue_id=new_queue_id(core.reactor.seconds()),
             size_declared=size,
+            started=core.reactor.seconds(),
         )
 
     async def check_sender(self, sender: Address | None) -> None:

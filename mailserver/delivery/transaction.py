@@ -320,7 +320,9 @@ class Transaction:
             self._log("deferred" if error.temporary else "bounced", error.reply())
             raise
         where = f" (quarantined: {self._quarantine})" if self._quarantine is not None and copies else ""
-        self._log("sent", f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
+        # Postfix's words: delivered here, or queued for the outbound queue (then sent by it).
+        status = "queued" if remote else "delivered"
+        self._log(status, f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
 
     async def _filter(
         self, spooled: SpooledMessage, mailboxes: dict[str, tuple[LocalMailbox, str]], copies: dict[str, bytes]
@@ -370,6 +372,9 @@ class Transaction:
             ),
             queue_id=envelope.queue_id,
             status=status,
+            detail=detail,
+            # Seconds from MAIL FROM to this outcome (the delivery latency metric).
+            delay=self.core.reactor.seconds() - envelope.started if envelope.started else None,
         )
 
 

@@ -339,6 +339,7 @@ class QueueManager(Service):
                 tries=state.attempts,
                 dsn=result.enhanced,
                 status=status,
+                relay_status=status,
                 text=result.text,
             )
 
@@ -355,6 +356,7 @@ class QueueManager(Service):
                 queue_id=envelope.queue_id,
                 to=state.address,
                 text=reason,
+                relay_status="expired",
             )
 
     # -- bounces ---------------------------------------------------------------

@@ -74,7 +74,7 @@ class ConnectionSlots:
         if refusal is not None:
             self.notices.warn(
                 ("refused", ip), "connection refused: rip={rip} reason={reason} connections={count}",
-                rip=ip, reason=refusal.removeprefix("Error: "), count=len(self.sessions),
+                rip=ip, reason=refusal.removeprefix("Error: "), count=len(self.sessions), refused="smtp",
             )
             return refusal
         self.sessions[session] = ip

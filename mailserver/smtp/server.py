@@ -569,7 +569,7 @@ class ESMTPServer(smtp.ESMTP):
             self.log.info(
                 "{queue_id}: reject: RCPT from [{ip}]: {code} {reply}; from=<{sender}> to=<{rcpt}>",
                 queue_id=envelope.queue_id, ip=self.peer_ip, code=error.code, reply=error.reply(),
-                sender=str(envelope.sender or ""), rcpt=str(path.address),
+                sender=str(envelope.sender or ""), rcpt=str(path.address), reject="rcpt",
             )
             raise
         self.reply(250, "2.1.5", "Ok")

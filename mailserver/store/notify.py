@@ -133,3 +133,8 @@ class MailboxNotifier:
     @property
     def watched(self) -> list[str]:
         return list(self._subscribers)
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscribers in all (IMAP sessions in IDLE)."""
+        return sum(len(callbacks) for callbacks in self._subscribers.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from ipaddress import ip_network
 
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
@@ -549,6 +550,8 @@ sieve_vacation_max_period = 30d
 lda_mailbox_autocreate = yes
 managesieve_listen = tcp:4190:interface=127.0.0.1
 managesieve_timeout = 5m
+metrics_listen = tcp:9154:interface=127.0.0.1
+metrics_allow = 10.0.0.0/8, [::1]/128
 """
 
 FULL_EXPECTED = {
@@ -693,6 +696,8 @@ FULL_EXPECTED = {
     "lda_mailbox_autocreate": True,
     "managesieve_listen": ("tcp:4190:interface=127.0.0.1",),
     "managesieve_timeout": 300,
+    "metrics_listen": ("tcp:9154:interface=127.0.0.1",),
+    "metrics_allow": (ip_network("10.0.0.0/8"), ip_network("::1/128")),
 }
 
 

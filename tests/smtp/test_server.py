@@ -90,7 +90,7 @@ class ServerTestCase(SynchronousTestCase):
                                                      b"X-Original-To: alice@example.com\n"
                                                      b"Delivered-To: alice@example.com\n")
         self.assertEqual(line, f"{queue_id}: from=<x@remote.example>, to=<alice@example.com>,<bob@example.com>, "
-                               f"client=[192.0.2.1], size={size}, status=sent "
+                               f"client=[192.0.2.1], size={size}, status=delivered "
                                f"(delivered to alice@example.com, bob@example.com)")
 
     def test_unknown_user(self) -> None:
