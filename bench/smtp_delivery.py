@@ -39,9 +39,13 @@ def free_port() -> int:
 
 
 class ScratchServer:
-    """A twistd child on 127.0.0.1 with one user, in a scratch directory."""
+    """
+    A twistd child on 127.0.0.1 with one user, in a scratch directory;
+    C{extra} is main.cf text appended to the base configuration (a
+    parameter set again there keeps the later value).
+    """
 
-    def __init__(self, root: str, rules: int = 0) -> None:
+    def __init__(self, root: str, rules: int = 0, extra: str = "") -> None:
         self.root = root
         self.port = free_port()
         self.maildir = os.path.join(root, "data", "mail", "example.com", "bench")
@@ -53,7 +57,7 @@ class ScratchServer:
                 f"smtpd_listen = tcp:{self.port}:interface=127.0.0.1\n"
                 "submission_listen =\nsmtps_listen =\npop3_listen =\npop3s_listen =\n"
                 "imap_listen =\nimaps_listen =\nsmtpd_client_connection_count_limit = 0\n"
-                "message_size_limit = 0\nsmtpd_timeout = 3600s\n"
+                "message_size_limit = 0\nsmtpd_timeout = 3600s\n" + extra
             )
         with open(os.path.join(root, "passwd"), "w") as handle:
             handle.write(f"{RECIPIENT}:{{PLAIN}}x::::::\n")
@@ -82,8 +86,13 @@ class ScratchServer:
             raise RuntimeError("server did not start:\n" + log.read()[-3000:])
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if the reactor thread is too busy to stop within 10 s."""
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 def message(size: int, n: int) -> bytes:

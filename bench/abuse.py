@@ -1,0 +1,641 @@
+"""
+Abuse benchmark: floods against a running server, one fresh server per
+scenario, loopback only.
+
+Each scenario starts ``twistd -n mailserver`` (``smtp_delivery.ScratchServer``)
+in a scratch directory with SMTP and IMAP on free loopback ports, the
+default limits, the sample ``etc/`` tables and one user (``bench@example.com``,
+password ``x``); runs one bounded flood (clients bound to 127.0.0.2 ..
+127.0.0.101 where many source addresses are simulated) while a probe session
+sends an SMTP ``NOOP`` every 20 ms (and, for IMAP scenarios, an IMAP ``NOOP``);
+then prints one row: scenario, parameters, outcome, peak RSS of the server
+(``VmHWM``), the probe's worst reply time and the bytes the server logged::
+
+    python bench/abuse.py --list
+    python bench/abuse.py --quick                      # every scenario, smaller counts
+    python bench/abuse.py --scenario slow-data --scenario deep-mime-5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from smtp_delivery import RECIPIENT, ScratchServer, free_port, send, wait_for  # noqa: E402
+
+ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc")
+PASSWORD = "x"  # ScratchServer's passwd entry is {PLAIN}x
+#: Source addresses simulating many clients: all on this machine's loopback.
+SOURCES = [f"127.0.0.{n}" for n in range(2, 102)]
+PROBE_INTERVAL = 0.02
+#: No flood runs longer than this, whatever its parameters.
+SCENARIO_LIMIT = 150.0
+EXE_LEAF = (b'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
+            b'Content-Disposition: attachment; filename="invoice.exe"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n")
+
+
+@dataclass
+class Context:
+    """The server of one scenario and its ports."""
+
+    server: ScratchServer
+    smtp: int
+    imap: int
+    root: str
+
+
+@dataclass
+class Scenario:
+    name: str
+    #: (quick) -> (parameters text, flood coroutine factory)
+    flood: Callable[[Context, bool], tuple[str, Callable[[], Awaitable[str]]]]
+    imap_probe: bool = False
+    #: synchronous preparation before the log is measured (e.g. filling the mailbox)
+    setup: Callable[[Context, bool], None] | None = None
+
+
+def server_config(imap_port: int) -> str:
+    """Defaults for the limits (ScratchServer lifts some for throughput), IMAP on, sample tables."""
+    return (
+        f"imap_listen = tcp:{imap_port}:interface=127.0.0.1\n"
+        "smtpd_client_connection_count_limit = 50\nmessage_size_limit = 10240000\nsmtpd_timeout = 300s\n"
+        f"header_checks = regexp:{ETC}/header_checks\nmime_header_checks = regexp:{ETC}/mime_header_checks\n"
+        f"body_checks = regexp:{ETC}/body_checks\n"
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (servers started later inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# -- client helpers ---------------------------------------------------------
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(port: int, source: str = "127.0.0.1") -> Connection:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def smtp_reply(reader: asyncio.StreamReader) -> bytes:
+    """The last line of one (multi-line) SMTP reply; b"" if the server closed."""
+    for _ in range(100):
+        line = await reader.readline()
+        if not line or line[3:4] != b"-":
+            return line.rstrip()
+    return b"(reply longer than 100 lines)"
+
+
+async def imap_tagged(reader: asyncio.StreamReader, tag: bytes, limit: int = 1_000_000) -> bytes:
+    """Read until the tagged reply of C{tag} (or a continuation when tag is b"+"); b"" if closed."""
+    for _ in range(limit):
+        line = await reader.readline()
+        if not line or line.startswith(tag + b" ") or line.startswith(b"* BYE"):
+            return line.rstrip()
+    return b"(no tagged reply)"
+
+
+async def greeting(port: int, source: str, timeout: float, imap: bool = False) -> tuple[str, Connection | None]:
+    """Connect and read the banner: ("220", conn), ("421", conn), ("closed"|"timeout"|"refused", None)."""
+    try:
+        reader, writer = await asyncio.wait_for(connect(port, source), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return "refused", None
+    try:
+        line = await asyncio.wait_for(reader.readline() if imap else smtp_reply(reader), timeout)
+    except (OSError, asyncio.TimeoutError):
+        writer.close()
+        return "timeout", None
+    if not line:
+        writer.close()
+        return "closed", None
+    return line[:4].decode(errors="replace").strip() if imap else line[:3].decode(errors="replace"), (reader, writer)
+
+
+def close_all(conns: list[Connection | None]) -> None:
+    for conn in conns:
+        if conn is not None:
+            conn[1].transport.abort()
+
+
+def tally(codes: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for code in codes:
+        counts[code] = counts.get(code, 0) + 1
+    return ", ".join(f"{n} {code}" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+async def newcomer(ctx: Context) -> str:
+    """Whether a new SMTP client from 127.0.0.1 still gets its banner, and how fast."""
+    start = time.perf_counter()
+    code, conn = await greeting(ctx.smtp, "127.0.0.1", 10)
+    close_all([conn])
+    return f"new client: {code} in {(time.perf_counter() - start) * 1000:.0f} ms"
+
+
+async def smtp_envelope(port: int, source: str = "127.0.0.1") -> tuple[Connection | None, bytes]:
+    """Banner, EHLO, MAIL, RCPT, DATA; the connection after 354, or None and the failing reply."""
+    try:
+        reader, writer = await connect(port, source)
+    except OSError as e:
+        return None, str(e).encode()
+    line = await smtp_reply(reader)
+    for command in (b"EHLO abuse.example", b"MAIL FROM:<abuse@remote.example>", f"RCPT TO:<{RECIPIENT}>".encode(),
+                    b"DATA"):
+        if not line.startswith((b"2", b"3")):
+            writer.transport.abort()
+            return None, line
+        writer.write(command + b"\r\n")
+        line = await smtp_reply(reader)
+    if not line.startswith(b"354"):
+        writer.transport.abort()
+        return None, line
+    return (reader, writer), line
+
+
+def verdict(line: bytes) -> str:
+    """A reply at the end of data, as an outcome word."""
+    if not line:
+        return "connection closed"
+    if line.startswith(b"250"):
+        return "accepted 250"
+    return "refused " + line[:9].decode(errors="replace").strip()
+
+
+# -- probes -------------------------------------------------------------------
+
+class Probe:
+    """A session sending NOOP every 20 ms; remembers the worst reply time (a reply never given counts)."""
+
+    def __init__(self, port: int, imap: bool) -> None:
+        self.port = port
+        self.imap = imap
+        self.worst = 0.0
+        self.reconnects = -1
+        self._sent = 0.0
+
+    async def _open(self) -> Connection:
+        self.reconnects += 1
+        reader, writer = await connect(self.port)
+        if not self.imap:
+            await smtp_reply(reader)
+            return reader, writer
+        await reader.readline()
+        writer.write(f"p0 LOGIN {RECIPIENT} {PASSWORD}\r\n".encode())
+        await imap_tagged(reader, b"p0")
+        return reader, writer
+
+    async def run(self) -> None:
+        start = time.perf_counter()
+        self._sent = start
+        conn = await self._open()
+        self.worst = time.perf_counter() - start
+        for n in range(1, 1_000_000):
+            reader, writer = conn
+            self._sent = time.perf_counter()
+            if self.imap:
+                writer.write(b"p%d NOOP\r\n" % n)
+                line = await imap_tagged(reader, b"p%d" % n)
+            else:
+                writer.write(b"NOOP\r\n")
+                line = await smtp_reply(reader)
+            if not line:
+                writer.transport.abort()
+                conn = await self._open()
+            self.worst = max(self.worst, time.perf_counter() - self._sent)
+            self._sent = 0.0
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    def pending(self) -> float:
+        """The worst reply time, counting a NOOP still unanswered now."""
+        return max(self.worst, time.perf_counter() - self._sent if self._sent else 0.0)
+
+
+# -- scenarios ------------------------------------------------------------------
+
+def idle_smtp(ctx: Context, quick: bool):
+    per, hold = (3, 10) if quick else (10, 30)
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(greeting(ctx.smtp, source, 15) for source in SOURCES for _ in range(per)))
+        await asyncio.sleep(hold)
+        try:
+            return f"{tally([code for code, _ in results])}; after {hold} s {await newcomer(ctx)}"
+        finally:
+            close_all([conn for _, conn in results])
+
+    return f"{per * len(SOURCES)} idle pre-MAIL conns from 100 addrs, held {hold} s", flood
+
+
+def burst(ctx: Context, quick: bool):
+    count = 500 if quick else 1500
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(greeting(ctx.smtp, SOURCES[n % len(SOURCES)], 15) for n in range(count)))
+        close_all([conn for _, conn in results])
+        return "banners: " + tally([code for code, _ in results])
+
+    return f"{count} connects at once from 100 addrs, 15 s for a banner", flood
+
+
+async def drip(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, seconds: int,
+               byte: bytes) -> tuple[float | None, bytes]:
+    """One byte a second for C{seconds}; (seconds until the server closed or answered, its line) or (None, b"")."""
+    start = time.perf_counter()
+    answer = asyncio.ensure_future(reader.readline())
+    try:
+        for _ in range(seconds):
+            try:
+                writer.write(byte)
+                await writer.drain()
+            except OSError:
+                break
+            done, _ = await asyncio.wait([answer], timeout=1)
+            if done:
+                break
+        if answer.done():
+            return time.perf_counter() - start, answer.result().rstrip()
+        return None, b""
+    finally:
+        answer.cancel()
+        writer.transport.abort()
+
+
+def cut_summary(results: list[tuple[float | None, bytes]], seconds: int) -> str:
+    cut = sorted((t, line) for t, line in results if t is not None)
+    if not cut:
+        return f"none of {len(results)} cut within {seconds} s (bench limit)"
+    first, line = cut[0]
+    return (f"{len(cut)}/{len(results)} cut, first after {first:.0f} s, last after {cut[-1][0]:.0f} s "
+            f"({line[:40].decode(errors='replace') or 'closed'})")
+
+
+def slow_data(ctx: Context, quick: bool):
+    clients, seconds = (5, 20) if quick else (20, 60)
+
+    async def one(n: int) -> tuple[float | None, bytes]:
+        conn, line = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
+        if conn is None:
+            return 0.0, line
+        conn[1].write(b"Subject: slow\r\n\r\n")
+        return await drip(conn[1], conn[0], seconds, b"x")
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(one(n) for n in range(clients)))
+        return cut_summary(results, seconds)
+
+    return f"{clients} clients in DATA sending 1 byte/s for up to {seconds} s", flood
+
+
+def slowloris(ctx: Context, quick: bool):
+    clients, seconds = (100, 20) if quick else (400, 60)
+
+    async def one(n: int) -> tuple[float | None, bytes]:
+        code, conn = await greeting(ctx.smtp, SOURCES[n % len(SOURCES)], 15)
+        if conn is None or code != "220":
+            close_all([conn])
+            return 0.0, code.encode()
+        conn[1].write(b"NOOP ")
+        return await drip(conn[1], conn[0], seconds, b"x")
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(one(n) for n in range(clients)))
+        return cut_summary(results, seconds)
+
+    return f"{clients} conns from 100 addrs, a command line at 1 byte/s for up to {seconds} s", flood
+
+
+def smtp_pipeline(ctx: Context, quick: bool):
+    clients, commands = (4, 50_000) if quick else (10, 200_000)
+    chunk = b"NOOP\r\n" * 1000
+
+    async def one(n: int) -> str:
+        code, conn = await greeting(ctx.smtp, SOURCES[n], 15)
+        if conn is None:
+            return code
+        reader, writer = conn
+        sent = 0
+        try:
+            for _ in range(commands // 1000):
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 20)
+                sent += 1000
+        except (OSError, asyncio.TimeoutError):
+            pass
+        replies, last = 0, b""
+        try:
+            for _ in range(commands + 10):
+                line = await asyncio.wait_for(reader.readline(), 10)
+                if not line:
+                    break
+                replies += 1
+                if not line.startswith(b"250"):
+                    last = line.rstrip()
+        except (OSError, asyncio.TimeoutError):
+            pass
+        writer.transport.abort()
+        return f"{sent} sent/{replies} replies" + (f" ({last[:40].decode(errors='replace')})" if last else "")
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(one(n) for n in range(clients)))
+        return "; ".join(sorted(set(results)))
+
+    return f"{clients} clients each writing {commands} NOOPs without reading", flood
+
+
+def literal_bomb(ctx: Context, quick: bool):
+    clients, size = (20, 10_000_000) if quick else (100, 10_000_000)
+    block = b"x" * 65536
+
+    async def one(n: int) -> str:
+        try:
+            reader, writer = await connect(ctx.imap, SOURCES[n % len(SOURCES)])
+            await reader.readline()
+            writer.write(b"a APPEND INBOX {%d}\r\n" % size)
+            line = await asyncio.wait_for(reader.readline(), 15)
+        except (OSError, asyncio.TimeoutError):
+            return "no answer"
+        if not line.startswith(b"+"):
+            writer.transport.abort()
+            return "refused " + line[2:12].decode(errors="replace").strip()
+        left = size - 1  # all but the last byte: the literal stays pending in the server
+        try:
+            while left > 0:
+                writer.write(block[:left])
+                left -= min(left, len(block))
+                await asyncio.wait_for(writer.drain(), 30)
+        except (OSError, asyncio.TimeoutError):
+            return "cut while sending"
+        await asyncio.sleep(3)
+        closed = reader.at_eof()
+        writer.transport.abort()
+        return "literal sent, cut" if closed else "literal sent, held"
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(one(n) for n in range(clients)))
+        return "before login: " + tally(results)
+
+    return f"{clients} unauthenticated APPEND {{{size // 1_000_000} MB}} literals, all but 1 byte", flood
+
+
+def fill_mailbox(ctx: Context, quick: bool) -> None:
+    """Messages of 100 KB for the FETCH flood, delivered over SMTP."""
+    count = 10 if quick else 20
+    send(ctx.smtp, count, 100_000, 2)
+    wait_for(ctx.server.maildir, count)
+
+
+def imap_fetch_flood(ctx: Context, quick: bool):
+    messages, fetches = (10, 200) if quick else (20, 1000)
+
+    async def flood() -> str:
+        reader, writer = await connect(ctx.imap)
+        await reader.readline()
+        writer.write(f"a LOGIN {RECIPIENT} {PASSWORD}\r\nb SELECT INBOX\r\n".encode())
+        await imap_tagged(reader, b"b")
+        writer.write(b"".join(b"f%d FETCH 1:* BODY[]\r\n" % n for n in range(fetches)))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.transport.abort()
+        log = os.path.join(ctx.root, "twistd.log")
+        sizes = [os.path.getsize(log)]
+        for _ in range(15):
+            await asyncio.sleep(1)
+            sizes.append(os.path.getsize(log))
+        growing = sum(1 for a, b in zip(sizes, sizes[1:]) if b > a)
+        return f"disconnected after 1 s; log grew during {growing} of the next 15 s"
+
+    return f"{fetches} pipelined FETCH 1:* BODY[] ({messages} x 100 KB), then disconnect", flood
+
+
+def idle_imap(ctx: Context, quick: bool):
+    count, hold = (500, 10) if quick else (2000, 20)
+
+    async def flood() -> str:
+        results = await asyncio.gather(*(greeting(ctx.imap, SOURCES[n % len(SOURCES)], 15, imap=True)
+                                         for n in range(count)))
+        await asyncio.sleep(hold)
+        try:
+            return f"greetings: {tally([code for code, _ in results])}; after {hold} s SMTP {await newcomer(ctx)}"
+        finally:
+            close_all([conn for _, conn in results])
+
+    return f"{count} idle unauthenticated IMAP conns from 100 addrs, held {hold} s", flood
+
+
+def big_messages(ctx: Context, quick: bool):
+    count, size = (30, 10_000_000) if quick else (150, 10_000_000)
+    line = b"x" * 76 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * (size // len(line)) + b".\r\n"
+
+    async def one(n: int) -> str:
+        conn, reply = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
+        if conn is None:
+            return verdict(reply)
+        reader, writer = conn
+        try:
+            for offset in range(0, len(body), 1 << 20):
+                writer.write(body[offset:offset + (1 << 20)])
+                await writer.drain()
+            return verdict(await smtp_reply(reader))
+        except OSError:
+            return "connection closed"
+        finally:
+            writer.transport.abort()
+
+    async def flood() -> str:
+        return tally(await asyncio.gather(*(one(n) for n in range(count))))
+
+    return f"{count} x {size // 1_000_000} MB messages at once from 100 addrs", flood
+
+
+def deep_mime(depth: int):
+    def scenario(ctx: Context, quick: bool):
+        head = (f"From: <abuse@remote.example>\r\nTo: <{RECIPIENT}>\r\nSubject: deep\r\n"
+                "MIME-Version: 1.0\r\n").encode()
+        opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+                           for n in range(depth))
+        closing = b"".join(b"--b%d--\r\n" % n for n in reversed(range(depth)))
+        content = head + opening + EXE_LEAF + closing + b".\r\n"
+
+        async def flood() -> str:
+            conn, reply = await smtp_envelope(ctx.smtp)
+            if conn is None:
+                return verdict(reply)
+            conn[1].write(content)
+            try:
+                return verdict(await asyncio.wait_for(smtp_reply(conn[0]), 60))
+            except asyncio.TimeoutError:
+                return "no reply in 60 s"
+            finally:
+                conn[1].transport.abort()
+
+        return f"{depth} nested multiparts, .exe leaf, sample mime_header_checks", flood
+    return scenario
+
+
+def list_wildcards(pairs: int):
+    def scenario(ctx: Context, quick: bool):
+        name = "a" * 200
+        pattern = "*%" * pairs + "b"
+
+        async def flood() -> str:
+            reader, writer = await connect(ctx.imap)
+            await reader.readline()
+            writer.write(f"a LOGIN {RECIPIENT} {PASSWORD}\r\nb CREATE {name}\r\n".encode())
+            created = await imap_tagged(reader, b"b")
+            start = time.perf_counter()
+            writer.write(f'c LIST "" "{pattern}"\r\n'.encode())
+            try:
+                line = await asyncio.wait_for(imap_tagged(reader, b"c"), 30)
+                return f"CREATE {created[2:4].decode()}; LIST {line[2:4].decode()} after {time.perf_counter() - start:.1f} s"
+            except asyncio.TimeoutError:
+                return f"CREATE {created[2:4].decode()}; LIST: no reply in 30 s (server killed)"
+            finally:
+                writer.transport.abort()
+
+        return f'LIST "" "{pattern}" ({2 * pairs} wildcards), 200-char folder', flood
+    return scenario
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario("idle-smtp", idle_smtp),
+    Scenario("burst", burst),
+    Scenario("slowloris", slowloris),
+    Scenario("slow-data", slow_data),
+    Scenario("smtp-pipeline", smtp_pipeline),
+    Scenario("big-messages", big_messages),
+    Scenario("deep-mime-101", deep_mime(101)),
+    Scenario("deep-mime-1000", deep_mime(1000)),
+    Scenario("deep-mime-5000", deep_mime(5000)),
+    Scenario("idle-imap", idle_imap, imap_probe=True),
+    Scenario("literal-bomb", literal_bomb, imap_probe=True),
+    Scenario("imap-fetch-flood", imap_fetch_flood, imap_probe=True, setup=fill_mailbox),
+    Scenario("list-wildcards-4", list_wildcards(2), imap_probe=True),
+    Scenario("list-wildcards-6", list_wildcards(3), imap_probe=True),
+)}
+
+
+# -- driver ---------------------------------------------------------------------
+
+@dataclass
+class Row:
+    scenario: str
+    parameters: str
+    outcome: str
+    rss_mb: float
+    probe_ms: list[float] = field(default_factory=list)
+    log_bytes: int = 0
+    seconds: float = 0.0
+
+
+async def drive(ctx: Context, scenario: Scenario, quick: bool) -> tuple[str, str, list[float]]:
+    parameters, flood = scenario.flood(ctx, quick)
+    probes = [Probe(ctx.smtp, imap=False)] + ([Probe(ctx.imap, imap=True)] if scenario.imap_probe else [])
+    tasks = [asyncio.ensure_future(probe.run()) for probe in probes]
+    await asyncio.sleep(0.5)
+    try:
+        outcome = await asyncio.wait_for(flood(), SCENARIO_LIMIT)
+    except asyncio.TimeoutError:
+        outcome = f"bench limit of {SCENARIO_LIMIT:.0f} s hit"
+    except OSError as e:
+        outcome = f"client error: {e}"
+    worst = [probe.pending() * 1000 for probe in probes]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    reconnects = sum(max(0, probe.reconnects) for probe in probes)
+    if reconnects:
+        outcome += f" [probe reconnected {reconnects}x]"
+    return parameters, outcome, worst
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def run_scenario(scenario: Scenario, quick: bool, scratch: str) -> Row:
+    root = tempfile.mkdtemp(prefix=scenario.name + "-", dir=scratch)
+    imap_port = free_port()
+    server = ScratchServer(root, extra=server_config(imap_port))
+    try:
+        wait_port(imap_port)
+        ctx = Context(server, server.port, imap_port, root)
+        if scenario.setup is not None:
+            scenario.setup(ctx, quick)
+        log = os.path.join(root, "twistd.log")
+        logged = os.path.getsize(log)
+        start = time.perf_counter()
+        parameters, outcome, worst = asyncio.run(drive(ctx, scenario, quick))
+        seconds = time.perf_counter() - start
+        rss = peak_rss_mb(server.process.pid)
+        return Row(scenario.name, parameters, outcome, rss, worst, os.path.getsize(log) - logged, seconds)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_row(row: Row) -> None:
+    probe = " / ".join(f"{ms:.0f}" for ms in row.probe_ms)
+    print(f"| {row.scenario} | {row.parameters} | {row.outcome} | {row.rss_mb:.0f} | {probe} | "
+          f"{row.log_bytes:,} | {row.seconds:.0f} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), metavar="NAME",
+                        help="run this scenario (repeatable; default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller counts and shorter holds")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for scenario in SCENARIOS.values():
+            ctx = Context(None, 0, 0, "")  # type: ignore[arg-type]
+            print(f"{scenario.name:18} {scenario.flood(ctx, args.quick)[0]}")
+        return
+    nofile = raise_nofile()
+    if len(SOURCES) and nofile < 5000:
+        print(f"warning: RLIMIT_NOFILE hard limit is {nofile}; the bigger floods will fail in the client")
+    scratch = tempfile.mkdtemp(prefix="abuse-bench-")
+    print(f"RLIMIT_NOFILE {nofile} (servers inherit it); probe: SMTP NOOP every {PROBE_INTERVAL * 1000:.0f} ms"
+          " (/ IMAP NOOP); peak RSS = server VmHWM\n")
+    print("| scenario | parameters | outcome | peak RSS MB | probe worst ms | log bytes | s |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    try:
+        for name in args.scenario or list(SCENARIOS):
+            print_row(run_scenario(SCENARIOS[name], args.quick, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
