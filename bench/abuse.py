@@ -65,14 +65,14 @@ class Scenario:
     setup: Callable[[Context, bool], None] | None = None
 
 
-def server_config(imap_port: int) -> str:
-    """Defaults for the limits (ScratchServer lifts some for throughput), IMAP on, sample tables."""
-    return (
-        f"imap_listen = tcp:{imap_port}:interface=127.0.0.1\n"
-        "smtpd_client_connection_count_limit = 50\nmessage_size_limit = 10240000\nsmtpd_timeout = 300s\n"
-        f"header_checks = regexp:{ETC}/header_checks\nmime_header_checks = regexp:{ETC}/mime_header_checks\n"
-        f"body_checks = regexp:{ETC}/body_checks\n"
-    )
+def server_config(imap_port: int) -> dict[str, str]:
+    """Default limits (ScratchServer lifts some for throughput), IMAP on, the sample tables."""
+    return {
+        "imap_listen": f"tcp:{imap_port}:interface=127.0.0.1", "smtpd_client_connection_count_limit": "50",
+        "message_size_limit": "10240000", "smtpd_timeout": "300s",
+        "header_checks": f"regexp:{ETC}/header_checks", "mime_header_checks": f"regexp:{ETC}/mime_header_checks",
+        "body_checks": f"regexp:{ETC}/body_checks",
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -527,6 +527,7 @@ SCENARIOS = {s.name: s for s in (
     Scenario("slow-data", slow_data),
     Scenario("smtp-pipeline", smtp_pipeline),
     Scenario("big-messages", big_messages),
+    Scenario("deep-mime-1", deep_mime(1)),
     Scenario("deep-mime-101", deep_mime(101)),
     Scenario("deep-mime-1000", deep_mime(1000)),
     Scenario("deep-mime-5000", deep_mime(5000)),
@@ -586,7 +587,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def run_scenario(scenario: Scenario, quick: bool, scratch: str) -> Row:
     root = tempfile.mkdtemp(prefix=scenario.name + "-", dir=scratch)
     imap_port = free_port()
-    server = ScratchServer(root, extra=server_config(imap_port))
+    server = ScratchServer(root, settings=server_config(imap_port))
     try:
         wait_port(imap_port)
         ctx = Context(server, server.port, imap_port, root)
