@@ -471,14 +471,19 @@ def big_messages(ctx: Context, quick: bool):
     return f"{count} x {size // 1_000_000} MB messages at once from 100 addrs", flood
 
 
+def deep_mime_message(depth: int) -> bytes:
+    """A message of C{depth} nested multiparts whose innermost part is an .exe attachment, dot-terminated."""
+    head = (f"From: <abuse@remote.example>\r\nTo: <{RECIPIENT}>\r\nSubject: deep\r\n"
+            "MIME-Version: 1.0\r\n").encode()
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+                       for n in range(depth))
+    closing = b"".join(b"\r\n--b%d--\r\n" % n for n in reversed(range(depth)))
+    return head + opening + EXE_LEAF + closing + b".\r\n"
+
+
 def deep_mime(depth: int):
     def scenario(ctx: Context, quick: bool):
-        head = (f"From: <abuse@remote.example>\r\nTo: <{RECIPIENT}>\r\nSubject: deep\r\n"
-                "MIME-Version: 1.0\r\n").encode()
-        opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
-                           for n in range(depth))
-        closing = b"".join(b"--b%d--\r\n" % n for n in reversed(range(depth)))
-        content = head + opening + EXE_LEAF + closing + b".\r\n"
+        content = deep_mime_message(depth)
 
         async def flood() -> str:
             conn, reply = await smtp_envelope(ctx.smtp)

@@ -39,6 +39,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_environment() -> dict[str, str]:
+    """The environment of a server child: this checkout's mailserver and plugin first, not an installed copy."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (CHECKOUT, os.environ.get("PYTHONPATH"))))}
+
+
 class ScratchServer:
     """
     A twistd child on 127.0.0.1 with one user, in a scratch directory;
@@ -74,8 +79,7 @@ class ScratchServer:
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
              "--logfile", os.path.join(root, "twistd.log"), "mailserver", "--config", config],
             cwd=root,
-            # This checkout's mailserver and twisted/plugins, not an installed copy.
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (CHECKOUT, os.environ.get("PYTHONPATH"))))},
+            env=server_environment(),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
