@@ -3,12 +3,13 @@ Abuse benchmark: floods against a running server, one fresh server per
 scenario, loopback only.
 
 Each scenario starts ``twistd -n mailserver`` (``smtp_delivery.ScratchServer``)
-in a scratch directory with SMTP and IMAP on free loopback ports, the
-default limits, the sample ``etc/`` tables and one user (``bench@example.com``,
-password ``x``); runs one bounded flood (clients bound to 127.0.0.2 ..
-127.0.0.101 where many source addresses are simulated) while a probe session
-sends an SMTP ``NOOP`` every 20 ms (and, for IMAP scenarios, an IMAP ``NOOP``);
-then prints one row: scenario, parameters, outcome, peak RSS of the server
+in a scratch directory with SMTP and IMAP on free loopback ports, the default
+limits, the sample ``etc/`` tables, no client in ``mynetworks`` and one user
+(``bench@example.com``, password ``x``).  It runs one flood, bounded in count
+and time (clients bound to 127.0.0.2 .. 127.0.0.101 where many source
+addresses are simulated), while a probe session in its own process sends an
+SMTP ``NOOP`` every 20 ms (and, for IMAP scenarios, another an IMAP ``NOOP``).
+One row per scenario: parameters, outcome, the server's peak RSS
 (``VmHWM``), the probe's worst reply time and the bytes the server logged::
 
     python bench/abuse.py --list
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import resource
 import shutil
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smtp_delivery import RECIPIENT, ScratchServer, free_port, send, wait_for  # noqa: E402
@@ -66,12 +68,14 @@ class Scenario:
 
 
 def server_config(imap_port: int) -> dict[str, str]:
-    """Default limits (ScratchServer lifts some for throughput), IMAP on, the sample tables."""
+    """Default limits (ScratchServer lifts some for throughput), IMAP on, the sample tables, no trusted client."""
     return {
         "imap_listen": f"tcp:{imap_port}:interface=127.0.0.1", "smtpd_client_connection_count_limit": "50",
         "message_size_limit": "10240000", "smtpd_timeout": "300s",
         "header_checks": f"regexp:{ETC}/header_checks", "mime_header_checks": f"regexp:{ETC}/mime_header_checks",
         "body_checks": f"regexp:{ETC}/body_checks",
+        # Loopback clients (the probe too) play outside clients: not in mynetworks.
+        "mynetworks": "192.0.2.0/24",
     }
 
 
@@ -284,12 +288,19 @@ async def drip(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, secon
 
 
 def cut_summary(results: list[tuple[float | None, bytes]], seconds: int) -> str:
-    cut = sorted((t, line) for t, line in results if t is not None)
+    """Results of L{drip}; a negative time marks a client that never got to drip (its reply says why)."""
+    failed = [line for t, line in results if t is not None and t < 0]
+    cut = sorted((t, line) for t, line in results if t is not None and t >= 0)
+    dripping = len(results) - len(failed)
     if not cut:
-        return f"none of {len(results)} cut within {seconds} s (bench limit)"
-    first, line = cut[0]
-    return (f"{len(cut)}/{len(results)} cut, first after {first:.0f} s, last after {cut[-1][0]:.0f} s "
-            f"({line[:40].decode(errors='replace') or 'closed'})")
+        summary = f"none of {dripping} cut within {seconds} s (bench limit)"
+    else:
+        first, line = cut[0]
+        summary = (f"{len(cut)}/{dripping} cut, first after {first:.0f} s, last after {cut[-1][0]:.0f} s "
+                   f"({line[:40].decode(errors='replace') or 'closed'})")
+    if failed:
+        summary += f"; {len(failed)} did not start ({failed[0][:40].decode(errors='replace')})"
+    return summary
 
 
 def slow_data(ctx: Context, quick: bool):
@@ -298,7 +309,7 @@ def slow_data(ctx: Context, quick: bool):
     async def one(n: int) -> tuple[float | None, bytes]:
         conn, line = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
         if conn is None:
-            return 0.0, line
+            return -1.0, line or b"closed"
         conn[1].write(b"Subject: slow\r\n\r\n")
         return await drip(conn[1], conn[0], seconds, b"x")
 
@@ -316,7 +327,7 @@ def slowloris(ctx: Context, quick: bool):
         code, conn = await greeting(ctx.smtp, SOURCES[n % len(SOURCES)], 15)
         if conn is None or code != "220":
             close_all([conn])
-            return 0.0, code.encode()
+            return -1.0, b"banner: " + code.encode()
         conn[1].write(b"NOOP ")
         return await drip(conn[1], conn[0], seconds, b"x")
 
@@ -557,25 +568,54 @@ class Row:
     seconds: float = 0.0
 
 
-async def drive(ctx: Context, scenario: Scenario, quick: bool) -> tuple[str, str, list[float]]:
+def _probe_main(port: int, imap: bool, ready: Any, stop: Any, results: Any) -> None:
+    """A probe process: its own interpreter and event loop, so the flood's clients cannot delay it."""
+    async def main() -> None:
+        probe = Probe(port, imap)
+        task = asyncio.ensure_future(probe.run())
+        for _ in range(int(SCENARIO_LIMIT * 40)):
+            if probe.reconnects == 0 and probe.worst and not ready.is_set():
+                ready.set()
+            if stop.is_set() or task.done():
+                break
+            await asyncio.sleep(0.025)
+        error = task.exception() if task.done() and not task.cancelled() else None
+        results.put((probe.pending(), max(0, probe.reconnects), f"{error!r}" if error else ""))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+class ProbeProcess:
+    """L{Probe} in a child process; L{finish} gives its worst reply time."""
+
+    def __init__(self, port: int, imap: bool) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.ready, self.stop, self.results = context.Event(), context.Event(), context.Queue()
+        self.process = context.Process(target=_probe_main, args=(port, imap, self.ready, self.stop, self.results),
+                                       daemon=True)
+        self.process.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("the probe session did not start")
+
+    def finish(self) -> tuple[float, int, str]:
+        """(worst reply time in ms, reconnections, the probe's own error if it died)."""
+        self.stop.set()
+        worst, reconnects, error = self.results.get(timeout=30)
+        self.process.join(10)
+        return worst * 1000, reconnects, error
+
+
+async def drive(ctx: Context, scenario: Scenario, quick: bool) -> tuple[str, str]:
     parameters, flood = scenario.flood(ctx, quick)
-    probes = [Probe(ctx.smtp, imap=False)] + ([Probe(ctx.imap, imap=True)] if scenario.imap_probe else [])
-    tasks = [asyncio.ensure_future(probe.run()) for probe in probes]
-    await asyncio.sleep(0.5)
     try:
         outcome = await asyncio.wait_for(flood(), SCENARIO_LIMIT)
     except asyncio.TimeoutError:
         outcome = f"bench limit of {SCENARIO_LIMIT:.0f} s hit"
     except OSError as e:
         outcome = f"client error: {e}"
-    worst = [probe.pending() * 1000 for probe in probes]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    reconnects = sum(max(0, probe.reconnects) for probe in probes)
-    if reconnects:
-        outcome += f" [probe reconnected {reconnects}x]"
-    return parameters, outcome, worst
+    return parameters, outcome
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -600,9 +640,20 @@ def run_scenario(scenario: Scenario, quick: bool, scratch: str) -> Row:
             scenario.setup(ctx, quick)
         log = os.path.join(root, "twistd.log")
         logged = os.path.getsize(log)
+        probes = [ProbeProcess(ctx.smtp, imap=False)]
+        if scenario.imap_probe:
+            probes.append(ProbeProcess(ctx.imap, imap=True))
         start = time.perf_counter()
-        parameters, outcome, worst = asyncio.run(drive(ctx, scenario, quick))
+        parameters, outcome = asyncio.run(drive(ctx, scenario, quick))
         seconds = time.perf_counter() - start
+        worst = []
+        for probe in probes:
+            ms, reconnects, error = probe.finish()
+            worst.append(ms)
+            if reconnects:
+                outcome += f" [probe reconnected {reconnects}x]"
+            if error:
+                outcome += f" [probe failed: {error[:60]}]"
         rss = peak_rss_mb(server.process.pid)
         with open(log, "rb") as handle:
             handle.seek(logged)
