@@ -87,6 +87,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full (all sockets of this host)."""
+    try:
+        with open("/proc/net/netstat") as netstat:
+            lines = netstat.read().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(fields.get("ListenOverflows", 0))
+    return 0
+
+
 def raise_nofile() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (servers started later inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -643,9 +657,12 @@ def run_scenario(scenario: Scenario, quick: bool, scratch: str) -> Row:
         probes = [ProbeProcess(ctx.smtp, imap=False)]
         if scenario.imap_probe:
             probes.append(ProbeProcess(ctx.imap, imap=True))
-        start = time.perf_counter()
+        start, overflows = time.perf_counter(), listen_overflows()
         parameters, outcome = asyncio.run(drive(ctx, scenario, quick))
         seconds = time.perf_counter() - start
+        overflows = listen_overflows() - overflows
+        if overflows:
+            outcome += f"; accept queue overflowed {overflows}x"
         worst = []
         for probe in probes:
             ms, reconnects, error = probe.finish()
