@@ -253,18 +253,23 @@ class Probe:
 
 # -- scenarios ------------------------------------------------------------------
 
-def idle_smtp(ctx: Context, quick: bool):
-    per, hold = (3, 10) if quick else (10, 30)
-
+def idle_flood(ctx: Context, count: int, hold: int, imap: bool) -> Callable[[], Awaitable[str]]:
+    """C{count} connections from the 100 addresses that wait for their greeting, then idle C{hold} s."""
     async def flood() -> str:
-        results = await asyncio.gather(*(greeting(ctx.smtp, source, 15) for source in SOURCES for _ in range(per)))
+        port = ctx.imap if imap else ctx.smtp
+        results = await asyncio.gather(*(greeting(port, SOURCES[n % len(SOURCES)], 15, imap) for n in range(count)))
         await asyncio.sleep(hold)
         try:
-            return f"{tally([code for code, _ in results])}; after {hold} s {await newcomer(ctx)}"
+            return f"greetings: {tally([code for code, _ in results])}; after {hold} s SMTP {await newcomer(ctx)}"
         finally:
             close_all([conn for _, conn in results])
 
-    return f"{per * len(SOURCES)} idle pre-MAIL conns from 100 addrs, held {hold} s", flood
+    return flood
+
+
+def idle_smtp(ctx: Context, quick: bool):
+    count, hold = (300, 10) if quick else (1000, 30)
+    return f"{count} idle pre-MAIL conns from 100 addrs, held {hold} s", idle_flood(ctx, count, hold, imap=False)
 
 
 def burst(ctx: Context, quick: bool):
@@ -317,39 +322,47 @@ def cut_summary(results: list[tuple[float | None, bytes]], seconds: int) -> str:
     return summary
 
 
-def slow_data(ctx: Context, quick: bool):
-    clients, seconds = (5, 20) if quick else (20, 60)
-
+def drip_flood(clients: int, seconds: int,
+               start: Callable[[int], Awaitable[tuple[Connection | None, bytes]]]) -> Callable[[], Awaitable[str]]:
+    """C{clients} sessions set up by C{start(n)} (a connection, or None and why), each dripping 1 byte/s."""
     async def one(n: int) -> tuple[float | None, bytes]:
-        conn, line = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
+        conn, why = await start(n)
         if conn is None:
-            return -1.0, line or b"closed"
-        conn[1].write(b"Subject: slow\r\n\r\n")
+            return -1.0, why
         return await drip(conn[1], conn[0], seconds, b"x")
 
     async def flood() -> str:
-        results = await asyncio.gather(*(one(n) for n in range(clients)))
-        return cut_summary(results, seconds)
+        return cut_summary(await asyncio.gather(*(one(n) for n in range(clients))), seconds)
 
-    return f"{clients} clients in DATA sending 1 byte/s for up to {seconds} s", flood
+    return flood
+
+
+def slow_data(ctx: Context, quick: bool):
+    clients, seconds = (5, 20) if quick else (20, 60)
+
+    async def start(n: int) -> tuple[Connection | None, bytes]:
+        conn, line = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
+        if conn is None:
+            return None, line or b"closed"
+        conn[1].write(b"Subject: slow\r\n\r\n")
+        return conn, b""
+
+    return f"{clients} clients in DATA sending 1 byte/s for up to {seconds} s", drip_flood(clients, seconds, start)
 
 
 def slowloris(ctx: Context, quick: bool):
     clients, seconds = (100, 20) if quick else (400, 60)
 
-    async def one(n: int) -> tuple[float | None, bytes]:
+    async def start(n: int) -> tuple[Connection | None, bytes]:
         code, conn = await greeting(ctx.smtp, SOURCES[n % len(SOURCES)], 15)
         if conn is None or code != "220":
             close_all([conn])
-            return -1.0, b"banner: " + code.encode()
+            return None, b"banner: " + code.encode()
         conn[1].write(b"NOOP ")
-        return await drip(conn[1], conn[0], seconds, b"x")
+        return conn, b""
 
-    async def flood() -> str:
-        results = await asyncio.gather(*(one(n) for n in range(clients)))
-        return cut_summary(results, seconds)
-
-    return f"{clients} conns from 100 addrs, a command line at 1 byte/s for up to {seconds} s", flood
+    return (f"{clients} conns from 100 addrs, a command line at 1 byte/s for up to {seconds} s",
+            drip_flood(clients, seconds, start))
 
 
 def smtp_pipeline(ctx: Context, quick: bool):
@@ -457,17 +470,8 @@ def imap_fetch_flood(ctx: Context, quick: bool):
 
 def idle_imap(ctx: Context, quick: bool):
     count, hold = (500, 10) if quick else (2000, 20)
-
-    async def flood() -> str:
-        results = await asyncio.gather(*(greeting(ctx.imap, SOURCES[n % len(SOURCES)], 15, imap=True)
-                                         for n in range(count)))
-        await asyncio.sleep(hold)
-        try:
-            return f"greetings: {tally([code for code, _ in results])}; after {hold} s SMTP {await newcomer(ctx)}"
-        finally:
-            close_all([conn for _, conn in results])
-
-    return f"{count} idle unauthenticated IMAP conns from 100 addrs, held {hold} s", flood
+    return (f"{count} idle unauthenticated IMAP conns from 100 addrs, held {hold} s",
+            idle_flood(ctx, count, hold, imap=True))
 
 
 def big_messages(ctx: Context, quick: bool):
