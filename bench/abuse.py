@@ -40,8 +40,9 @@ PASSWORD = "x"  # ScratchServer's passwd entry is {PLAIN}x
 #: Source addresses simulating many clients: all on this machine's loopback.
 SOURCES = [f"127.0.0.{n}" for n in range(2, 102)]
 PROBE_INTERVAL = 0.02
-#: No flood runs longer than this, whatever its parameters.
+#: No flood runs longer than this (plus --drip-seconds), whatever its parameters.
 SCENARIO_LIMIT = 150.0
+MAX_DRIP_SECONDS = 3600
 EXE_LEAF = (b'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
             b'Content-Disposition: attachment; filename="invoice.exe"\r\n'
             b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n")
@@ -55,6 +56,11 @@ class Context:
     smtp: int
     imap: int
     root: str
+    #: --drip-seconds: how long slow clients drip (0: the scenario's default)
+    drip_seconds: int = 0
+
+    def time_limit(self) -> float:
+        return SCENARIO_LIMIT + self.drip_seconds
 
 
 @dataclass
@@ -339,6 +345,7 @@ def drip_flood(clients: int, seconds: int,
 
 def slow_data(ctx: Context, quick: bool):
     clients, seconds = (5, 20) if quick else (20, 60)
+    seconds = ctx.drip_seconds or seconds
 
     async def start(n: int) -> tuple[Connection | None, bytes]:
         conn, line = await smtp_envelope(ctx.smtp, SOURCES[n % len(SOURCES)])
@@ -352,6 +359,7 @@ def slow_data(ctx: Context, quick: bool):
 
 def slowloris(ctx: Context, quick: bool):
     clients, seconds = (100, 20) if quick else (400, 60)
+    seconds = ctx.drip_seconds or seconds
 
     async def start(n: int) -> tuple[Connection | None, bytes]:
         code, conn = await greeting(ctx.smtp, SOURCES[n % len(SOURCES)], 15)
@@ -586,12 +594,12 @@ class Row:
     seconds: float = 0.0
 
 
-def _probe_main(port: int, imap: bool, ready: Any, stop: Any, results: Any) -> None:
+def _probe_main(port: int, imap: bool, limit: float, ready: Any, stop: Any, results: Any) -> None:
     """A probe process: its own interpreter and event loop, so the flood's clients cannot delay it."""
     async def main() -> None:
         probe = Probe(port, imap)
         task = asyncio.ensure_future(probe.run())
-        for _ in range(int(SCENARIO_LIMIT * 40)):
+        for _ in range(int((limit + 60) * 40)):
             if probe.reconnects == 0 and probe.worst and not ready.is_set():
                 ready.set()
             if stop.is_set() or task.done():
@@ -608,10 +616,10 @@ def _probe_main(port: int, imap: bool, ready: Any, stop: Any, results: Any) -> N
 class ProbeProcess:
     """L{Probe} in a child process; L{finish} gives its worst reply time."""
 
-    def __init__(self, port: int, imap: bool) -> None:
+    def __init__(self, port: int, imap: bool, limit: float) -> None:
         context = multiprocessing.get_context("spawn")
         self.ready, self.stop, self.results = context.Event(), context.Event(), context.Queue()
-        self.process = context.Process(target=_probe_main, args=(port, imap, self.ready, self.stop, self.results),
+        self.process = context.Process(target=_probe_main, args=(port, imap, limit, self.ready, self.stop, self.results),
                                        daemon=True)
         self.process.start()
         if not self.ready.wait(30):
@@ -628,9 +636,9 @@ class ProbeProcess:
 async def drive(ctx: Context, scenario: Scenario, quick: bool) -> tuple[str, str]:
     parameters, flood = scenario.flood(ctx, quick)
     try:
-        outcome = await asyncio.wait_for(flood(), SCENARIO_LIMIT)
+        outcome = await asyncio.wait_for(flood(), ctx.time_limit())
     except asyncio.TimeoutError:
-        outcome = f"bench limit of {SCENARIO_LIMIT:.0f} s hit"
+        outcome = f"bench limit of {ctx.time_limit():.0f} s hit"
     except OSError as e:
         outcome = f"client error: {e}"
     return parameters, outcome
@@ -647,20 +655,20 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def run_scenario(scenario: Scenario, quick: bool, scratch: str) -> Row:
+def run_scenario(scenario: Scenario, quick: bool, scratch: str, drip_seconds: int = 0) -> Row:
     root = tempfile.mkdtemp(prefix=scenario.name + "-", dir=scratch)
     imap_port = free_port()
     server = ScratchServer(root, settings=server_config(imap_port))
     try:
         wait_port(imap_port)
-        ctx = Context(server, server.port, imap_port, root)
+        ctx = Context(server, server.port, imap_port, root, drip_seconds)
         if scenario.setup is not None:
             scenario.setup(ctx, quick)
         log = os.path.join(root, "twistd.log")
         logged = os.path.getsize(log)
-        probes = [ProbeProcess(ctx.smtp, imap=False)]
+        probes = [ProbeProcess(ctx.smtp, imap=False, limit=ctx.time_limit())]
         if scenario.imap_probe:
-            probes.append(ProbeProcess(ctx.imap, imap=True))
+            probes.append(ProbeProcess(ctx.imap, imap=True, limit=ctx.time_limit()))
         start, overflows = time.perf_counter(), listen_overflows()
         parameters, outcome = asyncio.run(drive(ctx, scenario, quick))
         seconds = time.perf_counter() - start
@@ -700,14 +708,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="run this scenario (repeatable; default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter holds")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--drip-seconds", type=int, default=0, metavar="S",
+                        help=f"slowloris and slow-data drip for S seconds (default 60, or 20 with --quick; "
+                             f"at most {MAX_DRIP_SECONDS}) to see when a slow client is cut")
     args = parser.parse_args(argv)
+    if not 0 <= args.drip_seconds <= MAX_DRIP_SECONDS:
+        parser.error(f"--drip-seconds must be 0..{MAX_DRIP_SECONDS}")
     if args.list:
         for scenario in SCENARIOS.values():
-            ctx = Context(None, 0, 0, "")  # type: ignore[arg-type]
+            ctx = Context(None, 0, 0, "", args.drip_seconds)  # type: ignore[arg-type]
             print(f"{scenario.name:18} {scenario.flood(ctx, args.quick)[0]}")
         return
     nofile = raise_nofile()
-    if len(SOURCES) and nofile < 5000:
+    if nofile < 5000:
         print(f"warning: RLIMIT_NOFILE hard limit is {nofile}; the bigger floods will fail in the client")
     scratch = tempfile.mkdtemp(prefix="abuse-bench-")
     print(f"RLIMIT_NOFILE {nofile} (servers inherit it); probe: SMTP NOOP every {PROBE_INTERVAL * 1000:.0f} ms"
@@ -716,7 +729,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|", flush=True)
     try:
         for name in args.scenario or list(SCENARIOS):
-            print_row(run_scenario(SCENARIOS[name], args.quick, scratch))
+            print_row(run_scenario(SCENARIOS[name], args.quick, scratch, args.drip_seconds))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
