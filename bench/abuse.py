@@ -65,8 +65,10 @@ class Context:
 
 @dataclass
 class Scenario:
+    """A named flood; its server is started and measured by L{run_scenario}."""
+
     name: str
-    #: (quick) -> (parameters text, flood coroutine factory)
+    #: (context, quick) -> (parameters text, the flood: a coroutine function giving the outcome text)
     flood: Callable[[Context, bool], tuple[str, Callable[[], Awaitable[str]]]]
     imap_probe: bool = False
     #: synchronous preparation before the log is measured (e.g. filling the mailbox)
@@ -86,6 +88,7 @@ def server_config(imap_port: int) -> dict[str, str]:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
@@ -110,8 +113,9 @@ def listen_overflows() -> int:
 def raise_nofile() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (servers started later inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+    return target
 
 
 # -- client helpers ---------------------------------------------------------
@@ -120,6 +124,7 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def connect(port: int, source: str = "127.0.0.1") -> Connection:
+    """A connection to 127.0.0.1:C{port} from the loopback address C{source}."""
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
 
 
@@ -142,10 +147,15 @@ async def imap_tagged(reader: asyncio.StreamReader, tag: bytes, limit: int = 1_0
 
 
 async def greeting(port: int, source: str, timeout: float, imap: bool = False) -> tuple[str, Connection | None]:
-    """Connect and read the banner: ("220", conn), ("421", conn), ("closed"|"timeout"|"refused", None)."""
+    """
+    Connect and read the banner within C{timeout} seconds: ("220", conn),
+    ("421", conn), ("* OK", conn) for IMAP, or ("closed"|"timeout"|"refused", None).
+    """
     try:
         reader, writer = await asyncio.wait_for(connect(port, source), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except asyncio.TimeoutError:
+        return "timeout", None
+    except OSError:
         return "refused", None
     try:
         line = await asyncio.wait_for(reader.readline() if imap else smtp_reply(reader), timeout)
@@ -159,12 +169,14 @@ async def greeting(port: int, source: str, timeout: float, imap: bool = False) -
 
 
 def close_all(conns: list[Connection | None]) -> None:
+    """Reset every connection (no QUIT: an abusive client just goes)."""
     for conn in conns:
         if conn is not None:
             conn[1].transport.abort()
 
 
 def tally(codes: list[str]) -> str:
+    """Counts of each outcome, the most frequent first: "499 220, 501 421"."""
     counts: dict[str, int] = {}
     for code in codes:
         counts[code] = counts.get(code, 0) + 1
