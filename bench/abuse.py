@@ -446,10 +446,15 @@ def literal_bomb(ctx: Context, quick: bool):
                 await asyncio.wait_for(writer.drain(), 30)
         except (OSError, asyncio.TimeoutError):
             return "cut while sending"
-        await asyncio.sleep(3)
-        closed = reader.at_eof()
-        writer.transport.abort()
-        return "literal sent, cut" if closed else "literal sent, held"
+        try:
+            said = await asyncio.wait_for(reader.readline(), 3)
+        except asyncio.TimeoutError:
+            return "literal sent, held"
+        except OSError:
+            said = b""
+        finally:
+            writer.transport.abort()
+        return "literal sent, then " + (said[:30].decode(errors="replace").strip() or "closed")
 
     async def flood() -> str:
         results = await asyncio.gather(*(one(n) for n in range(clients)))
