@@ -14,13 +14,14 @@ BENCH = os.path.join(REPO_ROOT, "bench")
 def load_bench(name: str) -> ModuleType:
     """
     bench/C{name}.py as module C{name} (registered in sys.modules, as
-    dataclasses need); bench/ stays on sys.path only while it is executed.
+    dataclasses need); bench/ is on sys.path only while it is executed.
     """
     spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, name + ".py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved = list(sys.path)
     sys.modules[name] = module
+    sys.path.insert(0, BENCH)  # the scripts import each other by name
     try:
         spec.loader.exec_module(module)
     finally:

@@ -53,15 +53,16 @@ class AbuseTests(SynchronousTestCase):
 
     def test_summaries(self) -> None:
         """Tallies count by outcome, most frequent first; cut-off summaries name first and last."""
-        self.assertEqual(self.abuse.tally(["220", "421", "220"]), "2 220, 1 421")
+        clients = load_bench("abuse_clients")
+        self.assertEqual(clients.tally(["220", "421", "220"]), "2 220, 1 421")
         self.assertEqual(self.abuse.cut_summary([(None, b""), (None, b"")], 60),
                          "none of 2 cut within 60 s (bench limit)")
         self.assertEqual(self.abuse.cut_summary([(300.2, b"421 4.4.2 timeout"), (None, b""), (310.0, b"")], 600),
                          "2/3 cut, first after 300 s, last after 310 s (421 4.4.2 timeout)")
         self.assertEqual(self.abuse.cut_summary([(None, b""), (-1.0, b"banner: 421")], 60),
                          "none of 1 cut within 60 s (bench limit); 1 did not start (banner: 421)")
-        self.assertEqual(self.abuse.verdict(b"550 5.7.1 Attachment refused"), "refused 550 5.7.1")
-        self.assertEqual(self.abuse.verdict(b""), "connection closed")
+        self.assertEqual(clients.verdict(b"550 5.7.1 Attachment refused"), "refused 550 5.7.1")
+        self.assertEqual(clients.verdict(b""), "connection closed")
 
     def test_bench_directory_left_off_sys_path(self) -> None:
         """Loading a benchmark does not leave bench/ on sys.path for the rest of the suite."""
