@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for backlog in args.backlog or [50, 0]:
         with tempfile.TemporaryDirectory(prefix="burst-") as root:
-            server = ScratchServer(root, extra=f"listen_backlog = {backlog}\nsmtpd_max_connections = {args.count * 2}\n")
+            server = ScratchServer(root, settings={"listen_backlog": str(backlog), "smtpd_max_connections": str(args.count * 2)})
             try:
                 outcome, seconds = burst(server.port, args.count, args.timeout)
             finally:

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disk_limit import MAX_COUNT, measure_raw_disk  # noqa: E402
 
 RECIPIENT = "bench@example.com"
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -38,23 +39,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ScratchServer:
-    """A twistd child on 127.0.0.1 with one user, in a scratch directory."""
+def server_environment() -> dict[str, str]:
+    """The environment of a server child: this checkout's mailserver and plugin first, not an installed copy."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (CHECKOUT, os.environ.get("PYTHONPATH"))))}
 
-    def __init__(self, root: str, rules: int = 0, extra: str = "") -> None:
+
+class ScratchServer:
+    """
+    A twistd child on 127.0.0.1 with one user, in a scratch directory;
+    C{settings} replace or add main.cf parameters of the base configuration.
+    """
+
+    def __init__(self, root: str, rules: int = 0, settings: dict[str, str] | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.maildir = os.path.join(root, "data", "mail", "example.com", "bench")
         config = os.path.join(root, "main.cf")
+        base = {
+            "myhostname": "mx.example.com", "mydestination": "$myhostname, example.com",
+            "data_directory": f"{root}/data", "passwd_file": f"{root}/passwd",
+            "smtpd_listen": f"tcp:{self.port}:interface=127.0.0.1",
+            "submission_listen": "", "smtps_listen": "", "pop3_listen": "", "pop3s_listen": "",
+            "imap_listen": "", "imaps_listen": "", "smtpd_client_connection_count_limit": "0",
+            "message_size_limit": "0", "smtpd_timeout": "3600s",
+        }
         with open(config, "w") as handle:
-            handle.write(
-                f"myhostname = mx.example.com\nmydestination = $myhostname, example.com\n"
-                f"data_directory = {root}/data\npasswd_file = {root}/passwd\n"
-                f"smtpd_listen = tcp:{self.port}:interface=127.0.0.1\n"
-                "submission_listen =\nsmtps_listen =\npop3_listen =\npop3s_listen =\n"
-                "imap_listen =\nimaps_listen =\nsmtpd_client_connection_count_limit = 0\n"
-                "message_size_limit = 0\nsmtpd_timeout = 3600s\n" + extra
-            )
+            handle.writelines(f"{name} = {value}\n" for name, value in {**base, **(settings or {})}.items())
         with open(os.path.join(root, "passwd"), "w") as handle:
             handle.write(f"{RECIPIENT}:{{PLAIN}}x::::::\n")
         if rules:
@@ -69,6 +79,7 @@ class ScratchServer:
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
              "--logfile", os.path.join(root, "twistd.log"), "mailserver", "--config", config],
             cwd=root,
+            env=server_environment(),
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -82,8 +93,13 @@ class ScratchServer:
             raise RuntimeError("server did not start:\n" + log.read()[-3000:])
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if the reactor thread is too busy to stop within 10 s."""
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 def message(size: int, n: int) -> bytes:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from types import ModuleType
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.bench_loader import load_bench
+
 
 def load_disk_limit() -> ModuleType:
     """Import bench/disk_limit.py by path, as the SMTP benchmark does."""
-    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(repo_root, "bench", "disk_limit.py")
-    spec = importlib.util.spec_from_file_location("disk_limit", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("disk_limit")
 
 
 class MeasureRawDiskTests(SynchronousTestCase):
