@@ -122,3 +122,19 @@ class IOutboundQueue(Interface):
         @param client: the L{mailserver.delivery.envelope.Client} the mail
             came from, or L{None}; decorators (DKIM signing) decide from it.
         """
+
+
+class IQuota(Interface):
+    """Per-user storage and message-count quotas (L{mailserver.store.quota})."""
+
+    def usage(user, maildir):
+        """A Deferred firing with C{(Usage, QuotaLimits)} of C{user}'s Maildir C{maildir}."""
+
+    def check(user, maildir, size):
+        """
+        A Deferred firing with L{None} if one more message of C{size} bytes
+        fits in C{user}'s quota, else with the L{MailError} (552 5.2.2) to give.
+        """
+
+    def delivered(user, maildir, size):
+        """After a delivery of C{size} bytes: warn the user once past the warning level."""
