@@ -18,7 +18,7 @@ from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.errors import MailError
-from mailserver.interfaces import IMailStore, IOutboundQueue, IUserDatabase
+from mailserver.interfaces import IMailStore, IOutboundQueue, IQuota, IUserDatabase
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,34 @@ class MemoryStore:
             self.pending.append(d)
             return d.addCallback(write)
         return succeed(write())
+
+
+@implementer(IQuota)
+class MemoryQuota:
+    """Quotas by user name: C{limits[user]} and C{used[user]}, checked synchronously."""
+
+    def __init__(self) -> None:
+        from mailserver.quota_rule import UNLIMITED
+
+        self.unlimited = UNLIMITED
+        self.limits: dict = {}
+        self.used: dict = {}
+        self.warned: list[tuple[str, int]] = []
+
+    def usage(self, user, maildir):
+        from mailserver.store.quota import Usage
+
+        return succeed((self.used.get(user, Usage()), self.limits.get(user, self.unlimited)))
+
+    def check(self, user, maildir, size):
+        from mailserver.store.quota import over_quota
+
+        usage, limits = self.usage(user, maildir).result
+        return succeed(over_quota(user) if usage.exceeds(limits, size, 1) else None)
+
+    def delivered(self, user, maildir, size):
+        self.warned.append((user, size))
+        return succeed(None)
 
 
 @implementer(IOutboundQueue)
