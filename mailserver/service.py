@@ -6,6 +6,7 @@ everything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -55,7 +56,9 @@ from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
+from mailserver.quota_rule import QuotaLimits, user_limits
 from mailserver.smtp.factory import SMTPFactory
+from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
@@ -71,6 +74,7 @@ from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.folders import disk_name, normalize_name
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
+from mailserver.store.quota import MaildirQuota
 from mailserver.store.notify import MailboxNotifier
 
 log = Logger(namespace="mailserver.service")
@@ -319,6 +323,7 @@ class Server:
         self.users = FileUserDatabase(config.passwd_file, reactor)
         self.notifier = MailboxNotifier(reactor)
         self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
+        self.quota = MaildirQuota(reactor, self.quota_limits, self.store, config.myhostname, config.quota_warning)
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
         self.router = LocalRouter(
@@ -401,6 +406,7 @@ class Server:
             spool=self.incoming,
             filters=filters,
             junk_directory=disk_name(normalize_name(config.junk_folder)),
+            quota=self.quota,
         )
         self.expander = expander
         self.injector = Injector(self.core)
@@ -527,6 +533,15 @@ class Server:
         """Deliver a DSN this host wrote: the pipeline without content checks."""
         return self.injector.inject(sender, recipients, message, False)
 
+    def quota_limits(self, user: str) -> QuotaLimits:
+        """C{user}'s quota: the passwd-file's C{userdb_quota_rule} extra field, else C{quota_rule}."""
+        record = self.users.lookup(user)
+        try:
+            return user_limits(self.config.quota_rule, getattr(record, "extra", None) or {})
+        except ValueError as error:
+            log.warn("{user}: bad quota rule in passwd-file, using quota_rule: {error}", user=user, error=error)
+            return self.config.quota_rule
+
     def maildir_of(self, user: str) -> str:
         """The Maildir of an authenticated user (the passwd-file name)."""
         record = self.users.lookup(user)
@@ -606,7 +621,32 @@ class Server:
         factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
         factories["imap_listen"] = self.imap_factory()
         factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
+        factories["lmtp_listen"] = self.lmtp_factory()
         return factories
+
+    def lmtp_factory(self) -> LMTPFactory:
+        """LMTP: the SMTP pipeline (aliases, checks per lmtp_content_checks, quotas) for a local MTA."""
+        config = self.config
+        filters = []
+        if config.lmtp_mail_authentication_checks:
+            filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, self.reactor))
+        core = dataclasses.replace(
+            self.core, checks=self.core.checks if config.lmtp_content_checks else [], filters=filters
+        )
+        policy = LMTPPolicy(
+            hostname=config.myhostname,
+            banner=f"{config.myhostname} LMTP {config.mail_name}",
+            message_size_limit=config.message_size_limit,
+            timeout=config.smtpd_timeout,
+            data_time_limit=config.smtpd_data_time_limit,
+            min_data_rate=config.smtpd_min_data_rate,
+            hard_error_limit=config.smtpd_hard_error_limit,
+            line_length_limit=config.line_length_limit,
+            bare_newline=config.smtpd_forbid_bare_newline,
+            local_domains=self.local_domains,
+        )
+        tls = self.tls.smtpd if config.lmtp_tls_security_level == "may" else None
+        return LMTPFactory(DeliveryAgent(core, None), policy, self.reactor, context_factory=tls)
 
     def imap_factory(self) -> IMAPFactory:
         config = self.config

@@ -31,6 +31,7 @@ from mailserver.config.values import (
     Integer,
     Interfaces,
     MaildirPath,
+    QuotaRule,
     Networks,
     Path,
     Protocols,
@@ -167,6 +168,20 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("pop3s_listen", ENDPOINTS, "tcp:995", OWN, "POP3 over implicit TLS"),
     P("imap_listen", ENDPOINTS, "tcp:143", OWN, "IMAP4 listeners"),
     P("imaps_listen", ENDPOINTS, "tcp:993", OWN, "IMAP4 over implicit TLS"),
+    P("lmtp_listen", ENDPOINTS, "", OWN,
+      "LMTP listeners for a local MTA, e.g. unix:/run/mailserver/lmtp:mode=660 (empty: none; docs/lmtp.rst)"),
+    # LMTP (docs/lmtp.rst) and quotas (docs/quota.rst).
+    P("lmtp_tls_security_level", Enum("none", "may"), "none", OWN,
+      "offer STARTTLS on tcp LMTP listeners (may) or not (none)"),
+    P("lmtp_content_checks", BOOL, "yes", OWN,
+      "apply header_checks, body_checks and the other content checks to mail received by LMTP"),
+    P("lmtp_mail_authentication_checks", BOOL, "no", OWN,
+      "check SPF, DKIM, ARC and DMARC of mail received by LMTP (the handing MTA usually did)"),
+    P("quota_rule", QuotaRule(), "", DOVECOT,
+      "default quota of every user: *:storage=SIZE[:messages=N] (units B k M G T; empty: none); "
+      "a passwd-file extra field userdb_quota_rule= overrides it per user"),
+    P("quota_warning", INT, "90", OWN,
+      "percent of a quota at which a notice is delivered once into the user's INBOX (0: none)"),
     # Aliases and checks.
     P("alias_maps", HASH_TABLES, "", POSTFIX, "aliases(5) files for local domains"),
     P("virtual_alias_maps", HASH_TABLES, "", POSTFIX, "address rewriting tables for all domains"),

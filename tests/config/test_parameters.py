@@ -17,6 +17,7 @@ from mailserver.config.parameters import (
 )
 from mailserver.config.values import TableRef
 from mailserver.errors import ConfigError
+from mailserver.quota_rule import QuotaLimits
 from tests.config.helpers import build, problems_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +29,7 @@ LISTENER_PORTS = {
     "pop3s_listen": 3995,
     "imap_listen": 3143,
     "imaps_listen": 3993,
+    "lmtp_listen": 3024,
 }
 
 
@@ -330,7 +332,10 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         self.assertEqual(config.where("inet_interfaces")[0], "<embedded>")
 
     def test_greenmail_ports_on_loopback(self) -> None:
+        self.assertEqual(self.config.lmtp_listen, ())  # LMTP only when asked for
         for name, port in LISTENER_PORTS.items():
+            if name == "lmtp_listen":
+                continue
             self.assertEqual(getattr(self.config, name), (f"tcp:{port}",))
             self.assertEqual(
                 listen_endpoints(self.config, name),
@@ -497,6 +502,12 @@ spf_fail_action = reject
 dmarc_own_domain_fail_action = quarantine
 mail_authentication_checks = no
 junk_folder = Spam/Suspect
+lmtp_listen = unix:/run/mailserver/lmtp:mode=660
+lmtp_tls_security_level = may
+lmtp_content_checks = no
+lmtp_mail_authentication_checks = yes
+quota_rule = *:storage=1G:messages=10000
+quota_warning = 80
 """
 
 FULL_EXPECTED = {
@@ -591,6 +602,12 @@ FULL_EXPECTED = {
     "dmarc_own_domain_fail_action": "quarantine",
     "mail_authentication_checks": False,
     "junk_folder": "Spam/Suspect",
+    "lmtp_listen": ("unix:/run/mailserver/lmtp:mode=660",),
+    "lmtp_tls_security_level": "may",
+    "lmtp_content_checks": False,
+    "lmtp_mail_authentication_checks": True,
+    "quota_rule": QuotaLimits(storage=1 << 30, messages=10000),
+    "quota_warning": 80,
 }
 
 
