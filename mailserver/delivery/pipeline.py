@@ -105,7 +105,7 @@ class DeliveryPipeline:
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
         recipient = await route(self.core.stages, envelope, address)
-        error = await over_quota(self.core.quota, recipient, envelope.size_declared or 0)
+        error = await over_quota(self.core.quota, recipient, envelope.size_declared or 1)  # no message is empty
         if error is not None:
             raise error
         envelope.recipients.append(recipient)
