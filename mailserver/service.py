@@ -466,7 +466,7 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
-                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor),
+                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor, quota=self.quota),
             },
             anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
         )

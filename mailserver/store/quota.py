@@ -76,12 +76,13 @@ def quota_root(maildir: str) -> str:
     return maildir
 
 
-def _message_size(directory: str, entry: str) -> int:
-    size = parse_name(entry).size
+def file_size(path: str) -> int:
+    """A message file's size: its ``,S=`` field, else C{stat()} (0 if it is gone)."""
+    size = parse_name(os.path.basename(path)).size
     if size is not None:
         return size
     try:
-        return os.stat(os.path.join(directory, entry)).st_size
+        return os.stat(path).st_size
     except FileNotFoundError:  # expunged meanwhile
         return 0
 
@@ -108,7 +109,7 @@ def calculate_blocking(root: str) -> Usage:
                 continue
             for name in names:
                 if not name.startswith("."):
-                    storage += _message_size(directory, name)
+                    storage += file_size(os.path.join(directory, name))
                     messages += 1
     return Usage(storage, messages)
 
