@@ -29,7 +29,7 @@ from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
-from mailserver.config.endpoints import with_backlog
+from mailserver.config.endpoints import parse_endpoint, with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.authentication import InboundAuthentication
@@ -58,6 +58,7 @@ from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.quota_rule import QuotaLimits, user_limits
 from mailserver.smtp.factory import SMTPFactory
+from mailserver.stale_socket import remove_stale_socket
 from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
@@ -164,6 +165,9 @@ class Listener(Service):
             else:  # bound at start-up, before twistd runs the reactor
                 self.reactor.callWhenRunning(self.reactor.stop)
 
+        unix = parse_endpoint(self.description)
+        if unix.type == "unix" and remove_stale_socket(unix.arguments["address"]):
+            log.info("{name}: removed the stale socket {path}", name=self.name, path=unix.arguments["address"])
         self.endpoint.listen(self.factory).addCallbacks(listening, failed)
 
     def stopService(self) -> Deferred | None:

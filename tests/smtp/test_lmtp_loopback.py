@@ -82,3 +82,45 @@ class LMTPLoopbackTests(TestCase):
         self.assertTrue(replies[1][1].startswith(b"5.2.2"), replies)
         self.assertEqual(len(server.messages("alice")), 1)
         self.assertEqual(server.messages("bob"), [])
+
+
+class StaleSocketTests(TestCase):
+    def socket_path(self) -> str:
+        directory = tempfile.mkdtemp(prefix="lmtp-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, "lmtp")
+
+    @inlineCallbacks
+    def test_regression_stale_lmtp_socket_replaced(self):
+        """A socket left by a killed daemon no longer stops the next start (EADDRINUSE)."""
+        import socket
+
+        path = self.socket_path()
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()  # the file stays, nobody listens: what kill -9 leaves
+        server = RunningServer(self, extra=f"lmtp_listen = unix:{path}\n", listeners=())
+        yield server.start()
+
+        def talk():
+            client = smtplib.LMTP(path, timeout=30)
+            try:
+                return client.ehlo()[0]
+            finally:
+                client.quit()
+
+        self.assertEqual((yield deferToThread(talk)), 250)
+
+    def test_live_socket_left_alone(self) -> None:
+        import socket
+
+        from mailserver.stale_socket import remove_stale_socket
+
+        path = self.socket_path()
+        live = socket.socket(socket.AF_UNIX)
+        live.bind(path)
+        live.listen(1)
+        self.addCleanup(live.close)
+        self.assertFalse(remove_stale_socket(path))
+        self.assertTrue(os.path.exists(path))
+        self.assertFalse(remove_stale_socket(path + ".missing"))
