@@ -579,11 +579,11 @@ class Server:
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
 
-    def smtp_factory(self, listener: str) -> SMTPFactory:
+    def _session_limits(self) -> dict[str, Any]:
+        """The SMTP limits that SMTP and LMTP sessions share (smtpd_* parameters)."""
         config = self.config
-        policy = SMTPPolicy(
+        return dict(
             hostname=config.myhostname,
-            banner=config.smtpd_banner,
             message_size_limit=config.message_size_limit,
             timeout=config.smtpd_timeout,
             data_time_limit=config.smtpd_data_time_limit,
@@ -591,6 +591,13 @@ class Server:
             hard_error_limit=config.smtpd_hard_error_limit,
             line_length_limit=config.line_length_limit,
             bare_newline=config.smtpd_forbid_bare_newline,
+        )
+
+    def smtp_factory(self, listener: str) -> SMTPFactory:
+        config = self.config
+        policy = SMTPPolicy(
+            banner=config.smtpd_banner,
+            **self._session_limits(),
             auth_required=listener != "smtpd_listen",
             tls_required=config.smtpd_tls_security_level == "encrypt" and listener != "smtps_listen",
             disable_plaintext_auth=config.disable_plaintext_auth,
@@ -638,15 +645,8 @@ class Server:
             self.core, checks=self.core.checks if config.lmtp_content_checks else [], filters=filters
         )
         policy = LMTPPolicy(
-            hostname=config.myhostname,
             banner=f"{config.myhostname} LMTP {config.mail_name}",
-            message_size_limit=config.message_size_limit,
-            timeout=config.smtpd_timeout,
-            data_time_limit=config.smtpd_data_time_limit,
-            min_data_rate=config.smtpd_min_data_rate,
-            hard_error_limit=config.smtpd_hard_error_limit,
-            line_length_limit=config.line_length_limit,
-            bare_newline=config.smtpd_forbid_bare_newline,
+            **self._session_limits(),
             local_domains=self.local_domains,
         )
         tls = self.tls.smtpd if config.lmtp_tls_security_level == "may" else None

@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailserver.durable import write_and_fsync
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IQuota
 from mailserver.quota_rule import QuotaLimits
@@ -141,8 +142,7 @@ def _rewrite(root: str, limits: QuotaLimits, usage: Usage) -> None:
     except FileNotFoundError:  # no tmp/: not a Maildir yet, nothing to remember
         return
     try:
-        os.write(fd, text.encode("ascii"))
-        os.fsync(fd)
+        write_and_fsync(fd, text.encode("ascii"))
     finally:
         os.close(fd)
     os.rename(tmp, os.path.join(root, MAILDIRSIZE))

@@ -16,17 +16,19 @@ from tests.harness import RunningServer
 MESSAGE = b"From: s@remote.example\r\nSubject: lmtp\r\n\r\nhello over LMTP\r\n"
 
 
+def socket_path(testcase: TestCase) -> str:
+    """A unix socket path, short as AF_UNIX wants (108 bytes): not under trial's deep temp directory."""
+    directory = tempfile.mkdtemp(prefix="lmtp-")
+    testcase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, "lmtp")
+
+
 class LMTPLoopbackTests(TestCase):
-    def socket_path(self) -> str:
-        # AF_UNIX paths are short (108 bytes): not under trial's deep temp directory.
-        directory = tempfile.mkdtemp(prefix="lmtp-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        return os.path.join(directory, "lmtp")
 
     @inlineCallbacks
     def test_unix_socket_per_recipient_replies(self):
         """smtplib.LMTP over unix: alice fits, bob is over his passwd-file quota, nobody is unknown."""
-        path = self.socket_path()
+        path = socket_path(self)
         server = RunningServer(
             self, extra=f"lmtp_listen = unix:{path}\n", listeners=(),
             user_extra={"bob@example.com": "userdb_quota_rule=*:storage=10"},
@@ -85,17 +87,13 @@ class LMTPLoopbackTests(TestCase):
 
 
 class StaleSocketTests(TestCase):
-    def socket_path(self) -> str:
-        directory = tempfile.mkdtemp(prefix="lmtp-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        return os.path.join(directory, "lmtp")
 
     @inlineCallbacks
     def test_regression_stale_lmtp_socket_replaced(self):
         """A socket left by a killed daemon no longer stops the next start (EADDRINUSE)."""
         import socket
 
-        path = self.socket_path()
+        path = socket_path(self)
         stale = socket.socket(socket.AF_UNIX)
         stale.bind(path)
         stale.close()  # the file stays, nobody listens: what kill -9 leaves
@@ -116,7 +114,7 @@ class StaleSocketTests(TestCase):
 
         from mailserver.stale_socket import remove_stale_socket
 
-        path = self.socket_path()
+        path = socket_path(self)
         live = socket.socket(socket.AF_UNIX)
         live.bind(path)
         live.listen(1)
