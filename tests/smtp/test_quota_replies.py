@@ -56,3 +56,20 @@ class SMTPQuotaTests(SynchronousTestCase):
                                     b"small\r\n.\r\n")
         self.assertTrue(replies[-1].startswith("250 2.0.0 Ok: queued as"), replies)
         self.assertEqual([user for user, _ in self.quota.warned], ["bob@example.com"])
+
+
+class LocalSubmissionQuotaTests(SynchronousTestCase):
+    def test_sendmail_delivers_to_those_it_fits_and_reports_the_full_mailbox(self) -> None:
+        """Local submission (pickup) is reported per recipient, like LMTP: no 452 loop in the maildrop."""
+        from mailserver.delivery.inject import Injector
+
+        store, quota = MemoryStore(), MemoryQuota()
+        quota.limits["bob@example.com"] = QuotaLimits(storage=1000)
+        quota.used["bob@example.com"] = Usage(990, 1)
+        injector = Injector(build_core(MemoryReactorClock(), store=store, quota=quota))
+        result = self.successResultOf(injector.inject_reporting(
+            "root@mx.example.com", ["alice@example.com", "bob@example.com"], b"Subject: x\n\n" + b"y" * 100 + b"\n"))
+        self.assertEqual(result.delivered, ("alice@example.com",))
+        [(who, error)] = result.refused
+        self.assertEqual((who, error.code, error.enhanced), ("bob@example.com", 552, "5.2.2"))
+        self.assertEqual([maildir for maildir, _ in store.delivered], ["/mail/example.com/alice"])
