@@ -83,6 +83,12 @@ class LMTPServer(ESMTPServer):
             raise MailError(550, "5.1.2", f"<{path.address}>: {NOT_LOCAL}")
         await super()._rcpt(argument)
 
+    def do_DATA(self, rest: bytes) -> None:
+        if self._envelope is not None and not self._envelope.recipients:
+            self.reply(503, "5.5.1", "Error: no valid recipients")  # RFC 2033 4.2: 503, not SMTP's 554
+            return
+        super().do_DATA(rest)
+
     def _end_of_data(self) -> None:
         """RFC 2033 section 4.2: one reply per accepted recipient, all from one delivery."""
         transaction = self._transaction

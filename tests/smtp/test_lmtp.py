@@ -72,6 +72,11 @@ class LMTPTestCase(SynchronousTestCase):
         replies = s.send(b"DATA\r\nSubject: x\r\n\r\nx\r\n.\r\n")
         self.assertEqual(len([r for r in replies if r.startswith("250 ")]), 1, replies)
 
+    def test_data_without_recipients_is_503(self) -> None:
+        s = self.session()
+        s.send(b"LHLO mta\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<nobody@example.com>\r\n")
+        self.assertEqual(s.send(b"DATA\r\n"), ["503 5.5.1 Error: no valid recipients"])
+
     def test_recipient_over_quota_refused_at_rcpt(self) -> None:
         self.quota.limits["bob@example.com"] = QuotaLimits(storage=1000)
         self.quota.used["bob@example.com"] = Usage(1001, 3)
