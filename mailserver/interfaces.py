@@ -136,5 +136,9 @@ class IQuota(Interface):
         fits in C{user}'s quota, else with the L{MailError} (552 5.2.2) to give.
         """
 
-    def delivered(user, maildir, size):
-        """After a delivery of C{size} bytes: warn the user once past the warning level."""
+    def warn(user, maildir, before, size):
+        """
+        After a delivery of C{size} bytes to a mailbox whose usage was
+        C{before} (a L{mailserver.store.quota.Usage}): deliver the warning
+        notice if this delivery crossed the warning level.  Reads nothing.
+        """

@@ -1,5 +1,5 @@
 """
-Pure: Dovecot-style quota rules -> limits.
+Pure: Dovecot-style quota rules -> limits; usage against limits.
 
 A rule is C{*:storage=SIZE}, C{*:messages=N} or both joined by C{:}
 (C{*:storage=1G:messages=50000}); C{bytes=} is a synonym of C{storage=}.
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from mailserver.errors import MailError
 
 _SIZE = re.compile(r"(\d+)\s*([bkmgt]?)b?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -79,3 +81,30 @@ def user_limits(default: QuotaLimits, extra: dict[str, str]) -> QuotaLimits:
         if field in extra:
             return parse_quota_rule(extra[field])
     return default
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Bytes and messages used."""
+
+    storage: int = 0
+    messages: int = 0
+
+    def percent(self, limits: QuotaLimits) -> int:
+        """The larger of the storage and message percentages (0 without limits)."""
+        shares = [0]
+        if limits.storage:
+            shares.append(self.storage * 100 // limits.storage)
+        if limits.messages:
+            shares.append(self.messages * 100 // limits.messages)
+        return max(shares)
+
+    def exceeds(self, limits: QuotaLimits, size: int = 0, count: int = 0) -> bool:
+        """True if adding C{size} bytes in C{count} messages goes past a limit."""
+        if limits.storage and self.storage + size > limits.storage:
+            return True
+        return bool(limits.messages and self.messages + count > limits.messages)
+
+
+def over_quota(user: str) -> MailError:
+    return MailError(552, "5.2.2", f"<{user}>: Mailbox full, over quota")

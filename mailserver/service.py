@@ -327,7 +327,12 @@ class Server:
         self.users = FileUserDatabase(config.passwd_file, reactor)
         self.notifier = MailboxNotifier(reactor)
         self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
-        self.quota = MaildirQuota(reactor, self.quota_limits, self.store, config.myhostname, config.quota_warning)
+        # Quota reads (small files) get threads of their own: in the reactor's pool they would
+        # queue behind the store's fsyncs and hold up every pipelined RCPT.
+        self.quota_pool = ThreadPool(minthreads=0, maxthreads=2, name="quota")
+        self.quota = MaildirQuota(
+            reactor, self.quota_limits, self.store, config.myhostname, config.quota_warning, threadpool=self.quota_pool
+        )
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
         self.router = LocalRouter(
@@ -686,6 +691,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
     _PoolService(server.hashing_pool).setServiceParent(top)
+    _PoolService(server.quota_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.mail.smtp import IMessageDeliveryFactory
 from zope.interface import implementer
 
+from mailserver.quota_rule import UNLIMITED, Usage, over_quota
 from mailserver.spooled import SpooledMessage
 from mailserver.auth.realm import MailRealm
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
@@ -75,26 +76,19 @@ class MemoryQuota:
     """Quotas by user name: C{limits[user]} and C{used[user]}, checked synchronously."""
 
     def __init__(self) -> None:
-        from mailserver.quota_rule import UNLIMITED
-
-        self.unlimited = UNLIMITED
         self.limits: dict = {}
         self.used: dict = {}
-        self.warned: list[tuple[str, int]] = []
+        self.warned: list[tuple[str, Usage, int]] = []  # every warn() call: (user, usage before, size)
 
     def usage(self, user, maildir):
-        from mailserver.store.quota import Usage
-
-        return succeed((self.used.get(user, Usage()), self.limits.get(user, self.unlimited)))
+        return succeed((self.used.get(user, Usage()), self.limits.get(user, UNLIMITED)))
 
     def check(self, user, maildir, size):
-        from mailserver.store.quota import over_quota
-
         usage, limits = self.usage(user, maildir).result
         return succeed(over_quota(user) if usage.exceeds(limits, size, 1) else None)
 
-    def delivered(self, user, maildir, size):
-        self.warned.append((user, size))
+    def warn(self, user, maildir, before, size):
+        self.warned.append((user, before, size))
         return succeed(None)
 
 

@@ -16,42 +16,57 @@ from twisted.logger import Logger
 from mailserver.delivery.envelope import LocalMailbox, Recipient
 from mailserver.errors import MailError
 from mailserver.interfaces import IQuota
+from mailserver.quota_rule import Usage, over_quota as over_quota_error
 
 log = Logger(namespace="mailserver.quota")
 
 
-async def over_quota(quota: IQuota | None, recipient: Recipient, size: int) -> MailError | None:
-    """The quota refusal for C{recipient} if one of its mailboxes cannot take C{size} more bytes."""
+async def over_quota(
+    quota: IQuota | None, recipient: Recipient, size: int, seen: list[tuple[LocalMailbox, Usage]] | None = None
+) -> MailError | None:
+    """
+    The quota refusal for C{recipient} if one of its mailboxes cannot take
+    C{size} more bytes; the usage read of each mailbox is added to C{seen}.
+    """
     if quota is None:
         return None
     for destination in recipient.destinations:
         if isinstance(destination, LocalMailbox):
-            error = await quota.check(destination.user, destination.maildir, size)
-            if error is not None:
-                return error
+            usage, limits = await quota.usage(destination.user, destination.maildir)
+            if seen is not None and limits.limited:
+                seen.append((destination, usage))
+            if usage.exceeds(limits, size, 1):
+                return over_quota_error(destination.user)
     return None
 
 
-async def refused(quota: IQuota | None, recipients: Sequence[Recipient], size: int) -> dict[int, MailError]:
-    """Index (in C{recipients}) -> refusal, for each recipient a message of C{size} bytes does not fit."""
+async def refused(
+    quota: IQuota | None, recipients: Sequence[Recipient], size: int
+) -> tuple[dict[int, MailError], list[tuple[LocalMailbox, Usage]]]:
+    """
+    Index (in C{recipients}) -> refusal for each recipient a message of
+    C{size} bytes does not fit, and the usage of every limited mailbox read.
+    """
     found: dict[int, MailError] = {}
+    seen: list[tuple[LocalMailbox, Usage]] = []
     for index, recipient in enumerate(recipients):
-        error = await over_quota(quota, recipient, size)
+        error = await over_quota(quota, recipient, size, seen)
         if error is not None:
             found[index] = error
-    return found
+    return found, seen
 
 
-async def warn(quota: IQuota | None, recipients: Sequence[Recipient], size: int) -> None:
-    """After a delivery: each local mailbox past its warning level gets its notice (failures only logged)."""
+async def warn(quota: IQuota | None, seen: Sequence[tuple[LocalMailbox, Usage]], delivered: Sequence[Recipient],
+               size: int) -> None:
+    """After a delivery: each delivered mailbox that crossed its warning level gets its notice (failures logged)."""
     if quota is None:
         return
-    seen: set[str] = set()
-    for recipient in recipients:
-        for destination in recipient.destinations:
-            if isinstance(destination, LocalMailbox) and destination.maildir not in seen:
-                seen.add(destination.maildir)
-                try:
-                    await quota.delivered(destination.user, destination.maildir, size)
-                except Exception:  # the mail itself is delivered: a failed notice is not the client's problem
-                    log.failure("quota: warning for {user} failed", user=destination.user)
+    maildirs = {d.maildir for r in delivered for d in r.destinations if isinstance(d, LocalMailbox)}
+    done: set[str] = set()
+    for destination, before in seen:
+        if destination.maildir in maildirs and destination.maildir not in done:
+            done.add(destination.maildir)
+            try:
+                await quota.warn(destination.user, destination.maildir, before, size)
+            except Exception:  # the mail itself is delivered: a failed notice is not the client's problem
+                log.failure("quota: warning for {user} failed", user=destination.user)

@@ -87,6 +87,7 @@ class Transaction:
         self._quarantine: str | None = None  # why a filter sent the message to the junk folder
         self.size = 0
         self.error: MailError | None = None
+        self._quota_seen: list = []  # (mailbox, usage before) read at end of data, for the warning
 
     def write(self, data: bytes) -> None:
         if self.error is not None:
@@ -152,7 +153,7 @@ class Transaction:
     async def _quota_refusals(self) -> dict[int, MailError]:
         if self.core.quota is None or self.error is not None:
             return {}
-        refusals = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
+        refusals, self._quota_seen = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
         for index, error in refusals.items():
             log.info(
                 "{queue_id}: to=<{rcpt}>, status=bounced ({reply})", queue_id=self.envelope.queue_id,
@@ -169,7 +170,7 @@ class Transaction:
                 raise MailError(452, "4.2.2", "Mailbox full: some recipients are over quota, try again later")
             raise next(iter(refusals.values())) if len(refusals) == 1 else MailError(552, "5.2.2", "Mailbox full")
         reply = await self._commit()
-        Deferred.fromCoroutine(quota_gate.warn(self.core.quota, recipients, self.size))
+        Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
         return reply
 
     async def _commit_each(self) -> list[tuple[Recipient, str | MailError]]:
@@ -184,7 +185,7 @@ class Transaction:
             except MailError as error:
                 outcome = error
             else:
-                Deferred.fromCoroutine(quota_gate.warn(self.core.quota, accepted, self.size))
+                Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
         else:
             self.abort()
         return [(r, refusals.get(index, outcome)) for index, r in enumerate(recipients)]

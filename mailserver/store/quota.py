@@ -21,7 +21,6 @@ from __future__ import annotations
 import email.utils
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -30,9 +29,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.durable import write_and_fsync
-from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IQuota
-from mailserver.quota_rule import QuotaLimits
+from mailserver.quota_rule import QuotaLimits, Usage, over_quota
 from mailserver.store.names import parse_name
 
 MAILDIRSIZE = "maildirsize"
@@ -44,29 +42,6 @@ STALE_AFTER = 15 * 60
 MAX_FOLDERS = 100_000
 
 log = Logger(namespace="mailserver.quota")
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Bytes and messages used."""
-
-    storage: int = 0
-    messages: int = 0
-
-    def percent(self, limits: QuotaLimits) -> int:
-        """The larger of the storage and message percentages (0 without limits)."""
-        shares = [0]
-        if limits.storage:
-            shares.append(self.storage * 100 // limits.storage)
-        if limits.messages:
-            shares.append(self.messages * 100 // limits.messages)
-        return max(shares)
-
-    def exceeds(self, limits: QuotaLimits, size: int = 0, count: int = 0) -> bool:
-        """True if adding C{size} bytes in C{count} messages goes past a limit."""
-        if limits.storage and self.storage + size > limits.storage:
-            return True
-        return bool(limits.messages and self.messages + count > limits.messages)
 
 
 def quota_root(maildir: str) -> str:
@@ -274,22 +249,13 @@ class MaildirQuota:
 
         return self.usage(user, maildir).addCallback(decide)
 
-    def delivered(self, user: str, maildir: str, size: int) -> Deferred:
-        """After a delivery of C{size} bytes: the warning, if this one crossed the threshold."""
-        if not self.warning_percent or self._store is None:
+    def warn(self, user: str, maildir: str, before: Usage, size: int) -> Deferred:
+        """The notice, if going from C{before} to C{before} + this message crossed C{warning_percent}."""
+        limits = self.limits_of(user)
+        after = Usage(before.storage + size, before.messages + 1)
+        level = self.warning_percent
+        if not level or self._store is None or not before.percent(limits) < level <= after.percent(limits):
             return succeed(None)
-        return self.usage(user, maildir).addCallback(self._maybe_warn, user, maildir, size)
-
-    def _maybe_warn(self, result: tuple[Usage, QuotaLimits], user: str, maildir: str, size: int) -> Any:
-        usage, limits = result
-        before = Usage(max(usage.storage - size, 0), max(usage.messages - 1, 0))
-        if not limits.limited or not before.percent(limits) < self.warning_percent <= usage.percent(limits):
-            return None
-        log.info("quota: {user} at {percent}% of quota, warning delivered", user=user, percent=usage.percent(limits))
-        assert self._store is not None
-        notice = warning_message(user, self._hostname, usage, limits, self._reactor.seconds())
+        log.info("quota: {user} at {percent}% of quota, warning delivered", user=user, percent=after.percent(limits))
+        notice = warning_message(user, self._hostname, after, limits, self._reactor.seconds())
         return self._store.deliver(notice, [(quota_root(maildir), b"")])
-
-
-def over_quota(user: str) -> MailError:
-    return MailError(552, "5.2.2", f"<{user}>: Mailbox full, over quota")

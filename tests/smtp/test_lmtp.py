@@ -8,9 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.delivery.pipeline import DeliveryAgent
 from mailserver.errors import MailError
-from mailserver.quota_rule import QuotaLimits
+from mailserver.quota_rule import QuotaLimits, Usage
 from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
-from mailserver.store.quota import Usage
 from tests.fakes import MemoryQuota, MemoryStore, build_core
 from tests.smtp.test_server import Session
 
@@ -87,6 +86,7 @@ class LMTPTestCase(SynchronousTestCase):
 
     def test_per_recipient_quota_at_end_of_data(self) -> None:
         """The message fits alice, not bob: 250 for alice, 552 5.2.2 for bob, alice gets it."""
+        self.quota.limits["alice@example.com"] = QuotaLimits(storage=10**6)
         self.quota.limits["bob@example.com"] = QuotaLimits(storage=1000)
         self.quota.used["bob@example.com"] = Usage(990, 3)
         s = self.session()
@@ -98,7 +98,8 @@ class LMTPTestCase(SynchronousTestCase):
         self.assertTrue(replies[-2].startswith("250 2.0.0") and replies[-2].endswith("<alice@example.com>"), replies)
         self.assertEqual(replies[-1], "552 5.2.2 <bob@example.com>: Mailbox full, over quota")
         self.assertEqual([m for m, _ in self.store.delivered], ["/mail/example.com/alice"])
-        self.assertEqual([user for user, _ in self.quota.warned], ["alice@example.com"])
+        # alice's warning level is checked from the usage read at end of data; bob got nothing.
+        self.assertEqual([(user, before) for user, before, _ in self.quota.warned], [("alice@example.com", Usage())])
 
     def test_store_failure_reported_for_every_recipient(self) -> None:
         self.store.error = MailError(451, "4.3.0", "Error: mail store write error")

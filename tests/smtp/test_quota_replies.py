@@ -5,10 +5,9 @@ from __future__ import annotations
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailserver.quota_rule import QuotaLimits
+from mailserver.quota_rule import QuotaLimits, Usage
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
-from mailserver.store.quota import Usage
 from tests.fakes import MemoryQuota, MemoryStore, anonymous_portal, build_core
 from tests.smtp.test_server import Session
 
@@ -55,7 +54,7 @@ class SMTPQuotaTests(SynchronousTestCase):
         replies = self.session.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
                                     b"small\r\n.\r\n")
         self.assertTrue(replies[-1].startswith("250 2.0.0 Ok: queued as"), replies)
-        self.assertEqual([user for user, _ in self.quota.warned], ["bob@example.com"])
+        self.assertEqual([user for user, _, _ in self.quota.warned], ["bob@example.com"])
 
 
 class LocalSubmissionQuotaTests(SynchronousTestCase):

@@ -8,11 +8,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from mailserver.interfaces import IQuota
-from mailserver.quota_rule import QuotaLimits, parse_quota_rule, user_limits
+from mailserver.quota_rule import QuotaLimits, Usage, parse_quota_rule, user_limits
 from mailserver.store.quota import (
     MAILDIRSIZE,
     MaildirQuota,
-    Usage,
     add_usage_blocking,
     calculate_blocking,
     quota_root,
@@ -122,18 +121,17 @@ class MaildirQuotaTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (552, "5.2.2"))
         self.assertIsNone(self.successResultOf(self.quota.check("alice@example.com", box, 10**9)))
 
-    def test_warning_delivered_once_when_crossing(self) -> None:
+    def test_warning_only_when_crossing(self) -> None:
         box = self.maildir("bob")
-        self.successResultOf(self.quota.check("bob@example.com", box, 0))  # writes maildirsize
-        body = b"x" * 400
-        self.deliver(body, [(box, b"")])
-        self.successResultOf(self.quota.delivered("bob@example.com", box, 400))
-        self.assertEqual(len(os.listdir(os.path.join(box, "new"))), 1)  # 40%: no warning
-        self.deliver(body, [(box, b"")])
-        self.successResultOf(self.quota.delivered("bob@example.com", box, 400))
-        notices = [n for n in os.listdir(os.path.join(box, "new"))
-                   if b"Subject: Your mailbox is" in open(os.path.join(box, "new", n), "rb").read()]
-        self.assertEqual(len(notices), 1)
-        self.deliver(b"x" * 10, [(box, b"")])
-        self.successResultOf(self.quota.delivered("bob@example.com", box, 10))
-        self.assertEqual(len(os.listdir(os.path.join(box, "new"))), 4)  # 3 messages + 1 notice, no second
+        warn = self.quota.warn
+        self.successResultOf(warn("bob@example.com", box, Usage(0, 0), 400))  # 0% -> 40%
+        self.successResultOf(warn("bob@example.com", box, Usage(600, 2), 100))  # 60% -> 70%: past it already
+        self.successResultOf(warn("alice@example.com", box, Usage(0, 0), 10**6))  # no limits
+        self.assertFalse(os.path.exists(os.path.join(box, "new")))
+        self.successResultOf(warn("bob@example.com", box, Usage(400, 1), 400))  # 40% -> 80%
+        [notice] = os.listdir(os.path.join(box, "new"))
+        with open(os.path.join(box, "new", notice), "rb") as handle:
+            text = handle.read()
+        self.assertIn(b"Subject: Your mailbox is 80% full\n", text)
+        self.assertIn(b"From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\n", text)
+        self.assertIn(b"Auto-Submitted: auto-generated\n", text)
