@@ -26,17 +26,24 @@ async def over_quota(
 ) -> MailError | None:
     """
     The quota refusal for C{recipient} if one of its mailboxes cannot take
-    C{size} more bytes; the usage read of each mailbox is added to C{seen}.
+    C{size} more bytes.  Without C{seen} (RCPT) L{IQuota.check} decides; with
+    it (end of DATA) usage is read now and each limited mailbox's is added.
     """
     if quota is None:
         return None
     for destination in recipient.destinations:
-        if isinstance(destination, LocalMailbox):
-            usage, limits = await quota.usage(destination.user, destination.maildir)
-            if seen is not None and limits.limited:
-                seen.append((destination, usage))
-            if usage.exceeds(limits, size, 1):
-                return over_quota_error(destination.user)
+        if not isinstance(destination, LocalMailbox):
+            continue
+        if seen is None:  # RCPT: a recent read will do
+            error = await quota.check(destination.user, destination.maildir, size)
+            if error is not None:
+                return error
+            continue
+        usage, limits = await quota.usage(destination.user, destination.maildir)
+        if limits.limited:
+            seen.append((destination, usage))
+        if usage.exceeds(limits, size, 1):
+            return over_quota_error(destination.user)
     return None
 
 

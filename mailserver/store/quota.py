@@ -41,6 +41,10 @@ STALE_AFTER = 15 * 60
 #: Folders of a Maildir scanned at most (a bound on the recalculation loop).
 MAX_FOLDERS = 100_000
 
+#: RCPT checks may use a usage read this recently (seconds), and how many such reads are kept.
+RECENT_SECONDS = 2.0
+RECENT_LIMIT = 10_000
+
 log = Logger(namespace="mailserver.quota")
 
 
@@ -225,21 +229,41 @@ class MaildirQuota:
         self._hostname = hostname
         self.warning_percent = warning_percent
         self._threadpool = threadpool
+        self._recent: dict[str, tuple[float, Usage, QuotaLimits]] = {}  # maildir -> (when read, usage, limits)
 
     def _in_thread(self, function: Callable, *args: Any) -> Deferred:
         pool = self._threadpool or self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, function, *args)
 
     def usage(self, user: str, maildir: str) -> Deferred:
-        """Fires with C{(Usage, QuotaLimits)}."""
+        """Fires with C{(Usage, QuotaLimits)}, read now (end of DATA, IMAP)."""
         limits = self.limits_of(user)
         if not limits.limited:
             return succeed((Usage(), limits))
         now = self._reactor.seconds()
-        return self._in_thread(read_usage_blocking, maildir, limits, now).addCallback(lambda usage: (usage, limits))
+
+        def read(usage: Usage) -> tuple[Usage, QuotaLimits]:
+            if len(self._recent) >= RECENT_LIMIT:
+                self._recent.clear()
+            self._recent[maildir] = (now, usage, limits)
+            return usage, limits
+
+        return self._in_thread(read_usage_blocking, maildir, limits, now).addCallback(read)
+
+    def _recent_usage(self, user: str, maildir: str) -> Deferred:
+        """A usage read less than L{RECENT_SECONDS} ago with the same limits, else a new read."""
+        seen = self._recent.get(maildir)
+        if seen is not None and self._reactor.seconds() - seen[0] < RECENT_SECONDS and seen[2] == self.limits_of(user):
+            return succeed((seen[1], seen[2]))
+        return self.usage(user, maildir)
 
     def check(self, user: str, maildir: str, size: int) -> Deferred:
-        """None if a message of C{size} bytes fits, else the L{MailError} 552 5.2.2."""
+        """
+        None if a message of C{size} bytes fits, else the L{MailError} 552
+        5.2.2.  For RCPT: it may answer from a read of the last
+        L{RECENT_SECONDS} (end of DATA reads again, so a stale answer only
+        moves a refusal from RCPT to the end of DATA).
+        """
 
         def decide(result: tuple[Usage, QuotaLimits]) -> MailError | None:
             usage, limits = result
@@ -247,7 +271,7 @@ class MaildirQuota:
                 return over_quota(user)
             return None
 
-        return self.usage(user, maildir).addCallback(decide)
+        return self._recent_usage(user, maildir).addCallback(decide)
 
     def warn(self, user: str, maildir: str, before: Usage, size: int) -> Deferred:
         """The notice, if going from C{before} to C{before} + this message crossed C{warning_percent}."""

@@ -121,6 +121,18 @@ class MaildirQuotaTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (552, "5.2.2"))
         self.assertIsNone(self.successResultOf(self.quota.check("alice@example.com", box, 10**9)))
 
+    def test_rcpt_check_may_use_a_recent_read_end_of_data_reads_again(self) -> None:
+        box = self.maildir("bob")
+        self.deliver(b"x" * 100, [(box, b"")])
+        self.assertEqual(self.successResultOf(self.quota.usage("bob@example.com", box))[0], Usage(100, 1))
+        add_usage_blocking(box, 900, 1)  # another delivery meanwhile: now full
+        self.assertIsNone(self.successResultOf(self.quota.check("bob@example.com", box, 1)))  # read 0 s ago
+        self.assertEqual(self.successResultOf(self.quota.usage("bob@example.com", box))[0], Usage(1000, 2))
+        self.assertIsNotNone(self.successResultOf(self.quota.check("bob@example.com", box, 1)))
+        add_usage_blocking(box, -900, -1)
+        self.reactor.advance(3)
+        self.assertIsNone(self.successResultOf(self.quota.check("bob@example.com", box, 1)))  # old: read again
+
     def test_warning_only_when_crossing(self) -> None:
         box = self.maildir("bob")
         warn = self.quota.warn
