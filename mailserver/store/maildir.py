@@ -154,8 +154,8 @@ class _Delivery:
 
     def record_usage(self) -> None:
         """Add each durable copy to its Maildir's ``maildirsize`` (when it has one)."""
-        for (maildir, _), size in zip(self.copies, self.sizes):
-            add_usage_blocking(maildir, size, 1)
+        for copy, size in zip(self.copies, self.sizes):
+            add_usage_blocking(copy[0], size, 1)  # copy: (Maildir, prefix, ...)
 
     def run(self) -> list[str]:
         done = False
