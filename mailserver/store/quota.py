@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.durable import write_and_fsync
+from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IQuota
 from mailserver.quota_rule import QuotaLimits, Usage, over_quota
 from mailserver.store.names import parse_name
