@@ -75,6 +75,18 @@ def parse_quota_rule(text: str) -> QuotaLimits:
     return QuotaLimits(storage, messages)
 
 
+def user_rule_problem(extra: dict[str, str]) -> str | None:
+    """What is wrong with a user's own quota rule (passwd-file extra field), or None."""
+    for field in USER_FIELDS:
+        if field in extra:
+            try:
+                parse_quota_rule(extra[field])
+            except ValueError as error:
+                return f"{field}: {error}"
+            return None
+    return None
+
+
 def user_limits(default: QuotaLimits, extra: dict[str, str]) -> QuotaLimits:
     """A user's limits: their passwd-file rule if any, else C{default}."""
     for field in USER_FIELDS:

@@ -147,3 +147,16 @@ class MaildirQuotaTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertIn(b"Subject: Your mailbox is 80% full\n", text)
         self.assertIn(b"From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\n", text)
         self.assertIn(b"Auto-Submitted: auto-generated\n", text)
+
+
+class PasswdFileTests(SynchronousTestCase):
+    def test_bad_user_rule_is_a_warning_of_mailserver_check(self) -> None:
+        from mailserver.tables.passwd import parse_passwd
+
+        records, problems = parse_passwd(
+            "bob@example.com:{BLF-CRYPT}$2y$05$abc::::::userdb_quota_rule=*:storage=lots\n"
+            "carol@example.com:{BLF-CRYPT}$2y$05$abc::::::userdb_quota_rule=*:storage=1G\n", "passwd")
+        self.assertEqual(len(records), 2)
+        [problem] = problems
+        self.assertEqual((problem.line, problem.severity), (1, "warning"))
+        self.assertIn("userdb_quota_rule: bad quota size 'lots'", problem.message)
