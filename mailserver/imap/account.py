@@ -33,6 +33,7 @@ from mailserver.store.folders import (
     normalize_name,
 )
 from mailserver.store.index import FolderIndex, FolderRegistry, Snapshot
+from mailserver.store.quota import forget_usage_blocking
 from mailserver.store.notify import MailboxNotifier
 
 
@@ -185,6 +186,7 @@ class MaildirAccount:
         name = normalize_name(name)
         path = await self.run(self.folders.path, name)
         done = await self.run(self.folders.delete, name)
+        await self.run(forget_usage_blocking, self.root)  # its messages are gone: recount at the next read
         self._paths.clear()
         self.registry.forget(path)
         self.changed_path(path)

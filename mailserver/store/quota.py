@@ -182,6 +182,11 @@ def _forget(path: str) -> None:
         pass
 
 
+def forget_usage_blocking(maildir: str) -> None:
+    """Remove C{maildir}'s ``maildirsize`` (a folder was deleted): the next read recalculates."""
+    _forget(os.path.join(quota_root(maildir), MAILDIRSIZE))
+
+
 def warning_message(user: str, hostname: str, usage: Usage, limits: QuotaLimits, now: float) -> bytes:
     """The notice delivered into the INBOX when usage crosses C{quota_warning} percent."""
     percent = usage.percent(limits)

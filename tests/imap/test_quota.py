@@ -63,3 +63,14 @@ class IMAPQuotaTests(SynchronousTestCase):
         lines = self.usage_file().splitlines()
         self.assertEqual(lines[1:], ["200 2", "100 1", "-100 -1"])
         self.assertIn(b"MESSAGE 2 3", self.s.send(b"q GETQUOTAROOT INBOX\r\n"))
+
+    def test_regression_deleted_folder_frees_its_quota(self) -> None:
+        """DELETE of a full folder is counted at once, not after Maildir++'s 15 minutes."""
+        self.s.send(b"c CREATE Archive\r\n")
+        for _ in range(3):
+            deliver(os.path.join(self.s.maildir(), ".Archive"), b"a" * 100)
+        self.assertIn(b"MESSAGE 3 3", self.s.send(b"q GETQUOTAROOT INBOX\r\n"))
+        self.assertIn(b"a1 NO [OVERQUOTA]", self.s.send(b"a1 APPEND INBOX {2+}\r\nhi\r\n"))
+        self.assertIn(b"d OK", self.s.send(b"d DELETE Archive\r\n"))
+        self.assertIn(b"MESSAGE 0 3", self.s.send(b"q GETQUOTAROOT INBOX\r\n"))
+        self.assertIn(b"a2 OK", self.s.send(b"a2 APPEND INBOX {2+}\r\nhi\r\n"))
