@@ -153,7 +153,12 @@ class Transaction:
     async def _quota_refusals(self) -> dict[int, MailError]:
         if self.core.quota is None or self.error is not None:
             return {}
-        refusals, self._quota_seen = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
+        try:
+            refusals, self._quota_seen = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
+        except OSError as error:  # an unreadable Maildir: try again later, nothing half done
+            log.error("{queue_id}: quota lookup failed: {error}", queue_id=self.envelope.queue_id, error=error)
+            self.abort()
+            raise MailError(451, "4.3.0", "Error: quota lookup failed, try again later") from None
         for index, error in refusals.items():
             log.info(
                 "{queue_id}: to=<{rcpt}>, status=bounced ({reply})", queue_id=self.envelope.queue_id,

@@ -109,9 +109,13 @@ class LMTPServer(ESMTPServer):
                     self.sendCode(250, f"{outcome} <{recipient.original}>".encode())
 
         def failed(failure: Failure) -> None:
-            self.log.failure("internal error in LMTP delivery", failure)
+            if failure.check(MailError):
+                error = failure.value
+            else:
+                self.log.failure("internal error in LMTP delivery", failure)
+                error = MailError(451, "4.3.0", "Error: internal error, try again later")
             for _ in range(count):
-                self.reply(451, "4.3.0", "Error: internal error, try again later")
+                self.reply_error(error)
 
         done: Deferred = transaction.commit_each().addBoth(self._hold_replies)
         done.addCallbacks(sent, failed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import fail, succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -130,3 +131,22 @@ class LMTPTestCase(SynchronousTestCase):
         protocol.dataReceived(b"LHLO mta\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nx\r\n.\r\n")
         self.assertIn(b"250 2.0.0 Ok: queued as", transport.value())
         self.assertIn(b"Received: from mta (unknown [127.0.0.1])", self.store.delivered[0][1])
+
+    def test_unreadable_quota_is_451_for_every_recipient(self) -> None:
+        class Broken(MemoryQuota):
+            """RCPT answered from an earlier read; the end-of-data read fails."""
+
+            def check(self, user, maildir, size):
+                return succeed(None)
+
+            def usage(self, user, maildir):
+                return fail(PermissionError(13, "Permission denied", maildir))
+
+        self.core.quota = Broken()
+        s = self.session()
+        replies = s.send(
+            b"LHLO mta\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\n"
+            b"RCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n"
+        )
+        self.assertEqual(replies[-2:], ["451 4.3.0 Error: quota lookup failed, try again later"] * 2)
+        self.assertEqual(self.store.delivered, [])
