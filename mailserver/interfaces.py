@@ -198,3 +198,21 @@ class ISieveScripts(Interface):
 
     def rename(old, new):
         """Rename (ALREADYEXISTS, NONEXISTENT); the active link follows."""
+class IQuota(Interface):
+    """Per-user storage and message-count quotas (L{mailserver.store.quota})."""
+
+    def usage(user, maildir):
+        """A Deferred firing with C{(Usage, QuotaLimits)} of C{user}'s Maildir C{maildir}."""
+
+    def check(user, maildir, size):
+        """
+        A Deferred firing with L{None} if one more message of C{size} bytes
+        fits in C{user}'s quota, else with the L{MailError} (552 5.2.2) to give.
+        """
+
+    def warn(user, maildir, before, size):
+        """
+        After a delivery of C{size} bytes to a mailbox whose usage was
+        C{before} (a L{mailserver.store.quota.Usage}): deliver the warning
+        notice if this delivery crossed the warning level.  Reads nothing.
+        """

@@ -6,6 +6,7 @@ everything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
-from mailserver.config.endpoints import with_backlog
+from mailserver.config.endpoints import parse_endpoint, with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.authentication import InboundAuthentication
@@ -64,7 +65,10 @@ from mailserver.metrics.wiring import Sources as MetricSources, build_metrics
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
+from mailserver.quota_rule import QuotaLimits, user_limits
 from mailserver.smtp.factory import SMTPFactory
+from mailserver.stale_socket import remove_stale_socket
+from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
@@ -80,6 +84,7 @@ from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.folders import disk_name, normalize_name
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
+from mailserver.store.quota import MaildirQuota
 from mailserver.store.notify import MailboxNotifier
 
 log = Logger(namespace="mailserver.service")
@@ -169,6 +174,9 @@ class Listener(Service):
             else:  # bound at start-up, before twistd runs the reactor
                 self.reactor.callWhenRunning(self.reactor.stop)
 
+        unix = parse_endpoint(self.description)
+        if unix.type == "unix" and remove_stale_socket(unix.arguments["address"]):
+            log.info("{name}: removed the stale socket {path}", name=self.name, path=unix.arguments["address"])
         self.endpoint.listen(self.factory).addCallbacks(listening, failed)
 
     def stopService(self) -> Deferred | None:
@@ -328,6 +336,12 @@ class Server:
         self.users = FileUserDatabase(config.passwd_file, reactor)
         self.notifier = MailboxNotifier(reactor)
         self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
+        # Quota reads (small files) get threads of their own: in the reactor's pool they would
+        # queue behind the store's fsyncs and hold up every pipelined RCPT.
+        self.quota_pool = ThreadPool(minthreads=0, maxthreads=2, name="quota")
+        self.quota = MaildirQuota(
+            reactor, self.quota_limits, self.store, config.myhostname, config.quota_warning, threadpool=self.quota_pool
+        )
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
         self.router = LocalRouter(
@@ -410,6 +424,7 @@ class Server:
             spool=self.incoming,
             filters=filters,
             junk_directory=disk_name(normalize_name(config.junk_folder)),
+            quota=self.quota,
         )
         self.expander = expander
         self.injector = Injector(self.core)
@@ -469,7 +484,7 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
-                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor),
+                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor, quota=self.quota),
                 ISieveScripts: sieve_account_factory(self.home_of, SieveQuotas(
                     max_script_size=config.sieve_max_script_size or 1 << 20,
                     max_scripts=config.sieve_quota_max_scripts,
@@ -544,6 +559,15 @@ class Server:
         """Deliver a DSN this host wrote: the pipeline without content checks."""
         return self.injector.inject(sender, recipients, message, False)
 
+    def quota_limits(self, user: str) -> QuotaLimits:
+        """C{user}'s quota: the passwd-file's C{userdb_quota_rule} extra field, else C{quota_rule}."""
+        record = self.users.lookup(user)
+        try:
+            return user_limits(self.config.quota_rule, getattr(record, "extra", None) or {})
+        except ValueError as error:
+            log.warn("{user}: bad quota rule in passwd-file, using quota_rule: {error}", user=user, error=error)
+            return self.config.quota_rule
+
     def maildir_of(self, user: str) -> str:
         """The Maildir of an authenticated user (the passwd-file name)."""
         record = self.users.lookup(user)
@@ -583,11 +607,11 @@ class Server:
     def _delivery_avatar(self, user: Any) -> DeliveryAgent:
         return DeliveryAgent(self.core, None if user is ANONYMOUS else user)
 
-    def smtp_factory(self, listener: str) -> SMTPFactory:
+    def _session_limits(self) -> dict[str, Any]:
+        """The SMTP limits that SMTP and LMTP sessions share (smtpd_* parameters)."""
         config = self.config
-        policy = SMTPPolicy(
+        return dict(
             hostname=config.myhostname,
-            banner=config.smtpd_banner,
             message_size_limit=config.message_size_limit,
             timeout=config.smtpd_timeout,
             data_time_limit=config.smtpd_data_time_limit,
@@ -595,6 +619,13 @@ class Server:
             hard_error_limit=config.smtpd_hard_error_limit,
             line_length_limit=config.line_length_limit,
             bare_newline=config.smtpd_forbid_bare_newline,
+        )
+
+    def smtp_factory(self, listener: str) -> SMTPFactory:
+        config = self.config
+        policy = SMTPPolicy(
+            banner=config.smtpd_banner,
+            **self._session_limits(),
             auth_required=listener != "smtpd_listen",
             tls_required=config.smtpd_tls_security_level == "encrypt" and listener != "smtps_listen",
             disable_plaintext_auth=config.disable_plaintext_auth,
@@ -656,7 +687,25 @@ class Server:
             max_literal=self.config.sieve_max_script_size or 1 << 20,
             max_redirects=self.config.sieve_max_redirects, limits=self.login_limits["managesieve"],
         )
+        factories["lmtp_listen"] = self.lmtp_factory()
         return factories
+
+    def lmtp_factory(self) -> LMTPFactory:
+        """LMTP: the SMTP pipeline (aliases, checks per lmtp_content_checks, quotas) for a local MTA."""
+        config = self.config
+        filters = []
+        if config.lmtp_mail_authentication_checks:
+            filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, self.reactor))
+        core = dataclasses.replace(
+            self.core, checks=self.core.checks if config.lmtp_content_checks else [], filters=filters
+        )
+        policy = LMTPPolicy(
+            banner=f"{config.myhostname} LMTP {config.mail_name}",
+            **self._session_limits(),
+            local_domains=self.local_domains,
+        )
+        tls = self.tls.smtpd if config.lmtp_tls_security_level == "may" else None
+        return LMTPFactory(DeliveryAgent(core, None), policy, self.reactor, context_factory=tls)
 
     def imap_factory(self) -> IMAPFactory:
         config = self.config
@@ -728,6 +777,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     top.server = server  # type: ignore[attr-defined]
     server.users.setServiceParent(top)
     _PoolService(server.hashing_pool).setServiceParent(top)
+    _PoolService(server.quota_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.mail.smtp import IMessageDeliveryFactory
 from zope.interface import implementer
 
+from mailserver.quota_rule import UNLIMITED, Usage, over_quota
 from mailserver.spooled import SpooledMessage
 from mailserver.auth.realm import MailRealm
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
@@ -18,7 +19,7 @@ from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.transaction import Committer
 from mailserver.errors import MailError
-from mailserver.interfaces import IMailStore, IOutboundQueue, IUserDatabase
+from mailserver.interfaces import IMailStore, IOutboundQueue, IQuota, IUserDatabase
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ class MemoryStore:
             self.pending.append(d)
             return d.addCallback(write)
         return succeed(write())
+
+
+@implementer(IQuota)
+class MemoryQuota:
+    """Quotas by user name: C{limits[user]} and C{used[user]}, checked synchronously."""
+
+    def __init__(self) -> None:
+        self.limits: dict = {}
+        self.used: dict = {}
+        self.warned: list[tuple[str, Usage, int]] = []  # every warn() call: (user, usage before, size)
+
+    def usage(self, user, maildir):
+        return succeed((self.used.get(user, Usage()), self.limits.get(user, UNLIMITED)))
+
+    def check(self, user, maildir, size):
+        usage, limits = self.usage(user, maildir).result
+        return succeed(over_quota(user) if usage.exceeds(limits, size, 1) else None)
+
+    def warn(self, user, maildir, before, size):
+        self.warned.append((user, before, size))
+        return succeed(None)
 
 
 @implementer(IOutboundQueue)

@@ -59,21 +59,22 @@ def capture(command: Callable[[Sequence[str]], int], *argv: str) -> tuple[int, s
     return status, out.getvalue(), err.getvalue()
 
 
-def write_users(directory: str, users: dict[str, str]) -> None:
-    """A passwd-file with PLAIN-hashed users (fast; the schemes have their own tests)."""
+def write_users(directory: str, users: dict[str, str], extra: dict[str, str] | None = None) -> None:
+    """A passwd-file with PLAIN-hashed users (fast; the schemes have their own tests), C{extra} fields per user."""
+    extra = extra or {}
     with open(os.path.join(directory, "passwd"), "w") as handle:
         for name, password in users.items():
-            handle.write(f"{name}:{hash_password('PLAIN', password.encode())}::::::\n")
+            handle.write(f"{name}:{hash_password('PLAIN', password.encode())}::::::{extra.get(name, '')}\n")
 
 
 class RunningServer:
     """Start with L{start}; C{ports[name]} is the bound port of each listener."""
 
     def __init__(self, testcase, extra: str = "", listeners=("smtpd_listen",), users=None,
-                 resolver=None, relay_port: int = 25) -> None:
+                 resolver=None, relay_port: int = 25, user_extra: dict[str, str] | None = None) -> None:
         self.directory = os.path.abspath(testcase.mktemp())
         self.config_path = write_config(self.directory, extra, listeners)
-        write_users(self.directory, users or {"alice@example.com": "secret", "bob@example.com": "hunter2"})
+        write_users(self.directory, users or {"alice@example.com": "secret", "bob@example.com": "hunter2"}, user_extra)
         self.config, _ = load_config(self.config_path)
         # Never real DNS in tests: every name is unknown unless the test says otherwise.
         self.resolver = resolver or FakeResolver()
@@ -87,7 +88,7 @@ class RunningServer:
         listeners = [s for s in self.service if hasattr(s, "listening")]
         ports = yield gatherResults([s.listening for s in listeners])
         for listener, port in zip(listeners, ports):
-            self.ports[listener.name.split()[0]] = port.getHost().port
+            self.ports[listener.name.split()[0]] = getattr(port.getHost(), "port", 0)  # 0: a unix socket
         return self
 
     def stop(self):

@@ -32,6 +32,7 @@ from mailserver.config.values import (
     Integer,
     Interfaces,
     MaildirPath,
+    QuotaRule,
     Networks,
     Path,
     Protocols,
@@ -180,11 +181,26 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("pop3s_listen", ENDPOINTS, "tcp:995", OWN, "POP3 over implicit TLS"),
     P("imap_listen", ENDPOINTS, "tcp:143", OWN, "IMAP4 listeners"),
     P("imaps_listen", ENDPOINTS, "tcp:993", OWN, "IMAP4 over implicit TLS"),
+    P("managesieve_listen", ENDPOINTS, "tcp:4190", OWN, "ManageSieve (RFC 5804) listeners"),
+    P("lmtp_listen", ENDPOINTS, "", OWN,
+      "LMTP listeners for a local MTA, e.g. unix:/run/mailserver/lmtp:mode=660 (empty: none; docs/lmtp.rst)"),
     # Observability (docs/metrics.rst).
     P("metrics_listen", ServiceEndpoints(), "", OWN,
       "Prometheus /metrics listeners, e.g. tcp:9154:interface=127.0.0.1 (empty: off)"),
     P("metrics_allow", Networks(), "127.0.0.0/8 [::1]/128", OWN,
       "clients allowed to scrape /metrics; others get 403"),
+    # LMTP (docs/lmtp.rst) and quotas (docs/quota.rst).
+    P("lmtp_tls_security_level", Enum("none", "may"), "none", OWN,
+      "offer STARTTLS on tcp LMTP listeners (may) or not (none)"),
+    P("lmtp_content_checks", BOOL, "yes", OWN,
+      "apply header_checks, body_checks and the other content checks to mail received by LMTP"),
+    P("lmtp_mail_authentication_checks", BOOL, "no", OWN,
+      "check SPF, DKIM, ARC and DMARC of mail received by LMTP (the handing MTA usually did)"),
+    P("quota_rule", QuotaRule(), "", DOVECOT,
+      "default quota of every user: *:storage=SIZE[:messages=N] (units B k M G T; empty: none); "
+      "a passwd-file extra field userdb_quota_rule= overrides it per user"),
+    P("quota_warning", INT, "90", OWN,
+      "percent of a quota at which a notice is delivered once into the user's INBOX (0: none)"),
     # Aliases and checks.
     P("alias_maps", HASH_TABLES, "", POSTFIX, "aliases(5) files for local domains"),
     P("virtual_alias_maps", HASH_TABLES, "", POSTFIX, "address rewriting tables for all domains"),
@@ -364,7 +380,6 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("sieve_vacation_max_period", TIME, "60d", DOVECOT, "longest vacation period"),
     P("lda_mailbox_autocreate", BOOL, "no", DOVECOT,
       "fileinto creates a missing folder even without :create (no: the message goes to INBOX)"),
-    P("managesieve_listen", ENDPOINTS, "tcp:4190", OWN, "ManageSieve (RFC 5804) listeners"),
     P("managesieve_timeout", TIME, "10m", OWN, "idle time before a ManageSieve client is dropped"),
 )  # fmt: skip
 del P

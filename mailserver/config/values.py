@@ -76,6 +76,17 @@ class Size(Integer):
     name = "size (bytes)"
 
 
+class QuotaRule(ValueType):
+    """A Dovecot quota rule (C{*:storage=1G:messages=10000}) -> QuotaLimits."""
+
+    name = "quota rule"
+
+    def parse(self, text: str, base: str) -> Any:
+        from mailserver.quota_rule import parse_quota_rule
+
+        return parse_quota_rule(text)
+
+
 class Time(ValueType):
     """A duration with Postfix's units s, m, h, d, w (default s) -> seconds."""
 

@@ -115,12 +115,18 @@ class Injector:
             return Injected(envelope.queue_id, (), tuple(refused))
         transaction = pipeline.open_transaction(envelope)
         transaction.write(message)
-        try:
-            if transaction.error is not None:
+        if transaction.error is not None:
+            if transaction.error.temporary:
                 raise transaction.error
-            await transaction.commit()
-        except MailError as error:
-            if error.temporary:
-                raise
-            return Injected(envelope.queue_id, (), tuple(refused) + tuple((r, error) for r in accepted))
-        return Injected(envelope.queue_id, tuple(accepted), tuple(refused))
+            return Injected(envelope.queue_id, (), tuple(refused) + tuple((r, transaction.error) for r in accepted))
+        # Per recipient, as LMTP: the ones the message fits get it, the full mailboxes a DSN.
+        outcomes = await transaction.commit_each()
+        delivered: list[str] = []
+        for text, (_, outcome) in zip(accepted, outcomes):
+            if not isinstance(outcome, MailError):
+                delivered.append(text)
+            elif outcome.temporary:
+                raise outcome
+            else:
+                refused.append((text, outcome))
+        return Injected(envelope.queue_id, tuple(delivered), tuple(refused))

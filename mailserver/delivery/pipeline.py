@@ -16,10 +16,11 @@ from zope.interface import implementer
 from mailserver.address import Address, parse_mailbox
 from mailserver.delivery.envelope import Client, Envelope, Recipient
 from mailserver.delivery.incoming import IncomingSpool
+from mailserver.delivery.quota_gate import over_quota
 from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
-from mailserver.interfaces import IContentCheck, IMessageFilter, IRecipientStage
+from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage
 
 _queue_counter = itertools.count()
 
@@ -48,6 +49,8 @@ class DeliveryCore:
     filters: Sequence[IMessageFilter] = ()
     # Maildir++ directory (".Junk") that quarantined mail goes to, inside each recipient's Maildir.
     junk_directory: str = ".Junk"
+    # Per-user quotas (store/quota.py): 552 5.2.2 at RCPT when over, at end of DATA when this message won't fit.
+    quota: IQuota | None = None
 
 
 @implementer(IMessageDeliveryFactory)
@@ -103,6 +106,9 @@ class DeliveryPipeline:
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
         recipient = await route(self.core.stages, envelope, address)
+        error = await over_quota(self.core.quota, recipient, envelope.size_declared or 1)  # no message is empty
+        if error is not None:
+            raise error
         envelope.recipients.append(recipient)
         return recipient
 

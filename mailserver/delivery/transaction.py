@@ -25,7 +25,7 @@ from mailserver.delivery.envelope import (
     RemoteAddress,
 )
 from mailserver.address import parse_mailbox
-from mailserver.delivery import spool_edits
+from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
 from mailserver.delivery.routing import route
 from mailserver.delivery.sieve_filter import SieveFilter, write_memory
@@ -94,6 +94,7 @@ class Transaction:
         self._quarantine: str | None = None  # why a filter sent the message to the junk folder
         self.size = 0
         self.error: MailError | None = None
+        self._quota_seen: list = []  # (mailbox, usage before) read at end of data, for the warning
 
     def write(self, data: bytes) -> None:
         if self.error is not None:
@@ -141,8 +142,65 @@ class Transaction:
         return _MessageHandle(self)
 
     def commit(self) -> Deferred[str]:
-        """Deliver durably; fire with the 250 reply text or fail with L{MailError}."""
-        return Deferred.fromCoroutine(self._commit())
+        """
+        Deliver durably; fire with the 250 reply text or fail with L{MailError}.
+        One reply for all recipients: if the message fits nobody's quota,
+        552 5.2.2; if it fits only some, 452 4.2.2 and nothing is delivered
+        (the client retries; no recipient is dropped silently).
+        """
+        return Deferred.fromCoroutine(self._commit_all())
+
+    def commit_each(self) -> Deferred[list[tuple[Recipient, str | MailError]]]:
+        """
+        LMTP: deliver once to every recipient the message fits, and fire with
+        each recipient's outcome in RCPT order: the 250 text or a L{MailError}.
+        """
+        return Deferred.fromCoroutine(self._commit_each())
+
+    async def _quota_refusals(self) -> dict[int, MailError]:
+        if self.core.quota is None or self.error is not None:
+            return {}
+        try:
+            refusals, self._quota_seen = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
+        except OSError as error:  # an unreadable Maildir: try again later, nothing half done
+            log.error("{queue_id}: quota lookup failed: {error}", queue_id=self.envelope.queue_id, error=error)
+            self.abort()
+            raise MailError(451, "4.3.0", "Error: quota lookup failed, try again later") from None
+        for index, error in refusals.items():
+            log.info(
+                "{queue_id}: to=<{rcpt}>, status=bounced ({reply})", queue_id=self.envelope.queue_id,
+                rcpt=str(self.envelope.recipients[index].original), reply=error.reply(),
+            )
+        return refusals
+
+    async def _commit_all(self) -> str:
+        recipients = self.envelope.recipients
+        refusals = await self._quota_refusals()
+        if refusals:
+            self.abort()
+            if len(refusals) < len(recipients):
+                raise MailError(452, "4.2.2", "Mailbox full: some recipients are over quota, try again later")
+            raise next(iter(refusals.values())) if len(refusals) == 1 else MailError(552, "5.2.2", "Mailbox full")
+        reply = await self._commit()
+        Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
+        return reply
+
+    async def _commit_each(self) -> list[tuple[Recipient, str | MailError]]:
+        recipients = list(self.envelope.recipients)
+        refusals = await self._quota_refusals()
+        accepted = [r for index, r in enumerate(recipients) if index not in refusals]
+        outcome: str | MailError = MailError(552, "5.2.2", "Mailbox full")
+        if accepted:
+            self.envelope.recipients = accepted
+            try:
+                outcome = await self._commit()
+            except MailError as error:
+                outcome = error
+            else:
+                Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
+        else:
+            self.abort()
+        return [(r, refusals.get(index, outcome)) for index, r in enumerate(recipients)]
 
     def commit_checked(self) -> Deferred[str]:
         """Deliver a message whose content checks already ran (released from hold)."""

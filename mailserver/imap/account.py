@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from mailserver.imap import listing
 from mailserver.imap.mailbox import SelectedMailbox
+from mailserver.imap.replies import Refused
 from mailserver.imap.structure import DESCRIBE_VERSION, describe
 from mailserver.store.folders import (
     DEFAULT_SPECIAL_USE,
@@ -32,6 +33,7 @@ from mailserver.store.folders import (
     normalize_name,
 )
 from mailserver.store.index import FolderIndex, FolderRegistry, Snapshot
+from mailserver.store.quota import forget_usage_blocking
 from mailserver.store.notify import MailboxNotifier
 
 
@@ -73,8 +75,10 @@ class MaildirAccount:
         reactor: Any,
         special_use: dict[str, str] | None = None,
         threadpool: Any = None,
+        quota: Any = None,
     ) -> None:
         self.user = user
+        self.quota = quota  # IQuota, or None: no quotas
         self.root = os.path.abspath(root)
         self.folders = Folders(self.root, DEFAULT_SPECIAL_USE if special_use is None else special_use)
         self.registry = registry
@@ -182,6 +186,7 @@ class MaildirAccount:
         name = normalize_name(name)
         path = await self.run(self.folders.path, name)
         done = await self.run(self.folders.delete, name)
+        await self.run(forget_usage_blocking, self.root)  # its messages are gone: recount at the next read
         self._paths.clear()
         self.registry.forget(path)
         self.changed_path(path)
@@ -209,9 +214,23 @@ class MaildirAccount:
         await self.run(self.folders.unsubscribe, name)
         self._subscribed = await self.run(self.folders.subscriptions)
 
+    async def quota_usage(self) -> Any:
+        """C{(Usage, QuotaLimits)} of this user, or None when the user has no limits."""
+        if self.quota is None:
+            return None
+        usage, limits = await self.quota.usage(self.user, self.root)
+        return (usage, limits) if limits.limited else None
+
+    async def check_quota(self, size: int, count: int = 1) -> None:
+        """NO [OVERQUOTA] if C{count} more messages of C{size} bytes in all do not fit."""
+        result = await self.quota_usage()
+        if result is not None and result[0].exceeds(result[1], size, count):
+            raise Refused("Quota exceeded (mailbox for user is full)", "OVERQUOTA")
+
     async def append(self, name: str, data: bytes, flags: list[str], date: float | None) -> tuple[int, int]:
         name = normalize_name(name)
         index = await self._existing(name)
+        await self.check_quota(len(data))
         result = await self.run(index.append, data, flags, date)
         self.changed(name)
         return result
@@ -283,6 +302,7 @@ def imap_account_factory(
     special_use: dict[str, str] | None = None,
     registry: FolderRegistry | None = None,
     threadpool: Any = None,
+    quota: Any = None,
 ) -> Callable[[str], MaildirAccount]:
     """
     The realm's factory for C{imap4.IAccount} avatars.
@@ -297,6 +317,6 @@ def imap_account_factory(
     registry = registry or default_registry()
 
     def factory(user: str) -> MaildirAccount:
-        return MaildirAccount(user, maildir_of(user), registry, notifier, reactor, special_use, threadpool)
+        return MaildirAccount(user, maildir_of(user), registry, notifier, reactor, special_use, threadpool, quota)
 
     return factory

@@ -217,6 +217,8 @@ async def _transfer(server: "IMAPServer", cmd: Command, move: bool) -> bytes:
     word = b"MOVE" if move else b"COPY"
     if not chosen:
         return word + b" completed"
+    if not move:  # a MOVE stays within the account: its usage does not change
+        await account.check_quota(*mailbox.index.size_of([uid for _, uid in chosen]))
     try:
         pairs = await account.run(transfer, mailbox.index, [uid for _, uid in chosen], target, move)
     except FileNotFoundError:

@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
-from mailserver.imap import folder_commands, message_commands, session_commands
+from mailserver.imap import folder_commands, message_commands, quota_commands, session_commands
 from mailserver.imap.literal import LiteralReader
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
 from mailserver.imap.replies import Refused, reply_text as _text
@@ -153,6 +153,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(session_commands.COMMANDS)
         self.commands.update(folder_commands.COMMANDS)
         self.commands.update(message_commands.COMMANDS)
+        self.commands.update(quota_commands.COMMANDS)
 
     # ------------------------------------------------------------ capabilities
 
@@ -186,7 +187,7 @@ class IMAPServer(imap4.IMAP4Server):
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT",
-                b"APPENDLIMIT=%d" % self.literal_limit]
+                b"APPENDLIMIT=%d" % self.literal_limit, *quota_commands.CAPABILITIES]
         if self.state == "unauth":
             # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
             # again afterwards and then sees the mechanisms instead.

@@ -27,6 +27,7 @@ from zope.interface import implementer
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
 from mailserver.pop3.wire import VirtualSize, uidl_for
 from mailserver.store.names import parse_name, virtual_size
+from mailserver.store.quota import add_usage_blocking, file_size
 from mailserver.store.uidlist import delivery_order
 from mailserver.durable import fsync_directory as _fsync_directory
 
@@ -375,20 +376,24 @@ def _mark_seen(maildir: str, path: str, unique: str) -> str | None:
 
 def _delete_messages(maildir: str, messages: list[Message]) -> int:
     """Unlink each message wherever it now is; a file already gone counts as deleted."""
-    removed = 0
+    removed = freed = 0
     for message in messages:
         path: str | None = message.path
         for _ in range(3):
             if path is None:
                 break
             try:
+                size = file_size(path)
                 os.unlink(path)
                 removed += 1
+                freed += size
                 break
             except FileNotFoundError:
                 path = find_message(maildir, message.unique)
     for sub in ("cur", "new"):
         _fsync_directory(os.path.join(maildir, sub))
+    if removed:
+        add_usage_blocking(maildir, -freed, -removed)
     return removed
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 from twisted.logger import Logger
 
 from mailserver.durable import unlink_quietly, write_and_fsync
+from mailserver.store.quota import add_usage_blocking
 from mailserver.store import flags as flagmod
 from mailserver.store.names import escape_host, parse_name
 from mailserver.store.summaries import Summary, SummaryCache
@@ -435,7 +436,15 @@ class FolderIndex:
             if removed:
                 self._publish()
                 fsync_directory(os.path.join(self.path, "cur"))
+                size, count = self.size_of(removed, snap)
+                add_usage_blocking(self.path, -size, -count)
             return removed
+
+    def size_of(self, uids: Iterable[int], snap: Snapshot | None = None) -> tuple[int, int]:
+        """Bytes and count of the messages C{uids} that exist (for quotas)."""
+        snap = snap or self.snapshot
+        records = [snap.by_uid[uid] for uid in uids if uid in snap.by_uid]
+        return sum(record.size for record in records), len(records)
 
     def append(self, data: bytes, flags: Iterable[str], mtime: float | None) -> tuple[int, int]:
         """
@@ -481,6 +490,7 @@ class FolderIndex:
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
             self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, self.snapshot.records, tuple(self._keywords))
             self._publish()
+            add_usage_blocking(self.path, len(data), 1)
             return uidmap.uidvalidity, uid
 
     def _require_folder(self) -> None:
@@ -588,6 +598,8 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
         target._publish()
         if move:
             source._publish()
+        else:
+            add_usage_blocking(target.path, sum(r.size for _, _, r, _, _ in placed), len(placed))
         return pairs
 
 

@@ -30,6 +30,7 @@ from zope.interface import implementer
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore
 from mailserver.store.names import make_name
+from mailserver.store.quota import add_usage_blocking
 from mailserver.durable import fsync_directory
 from mailserver.spooled import SpooledMessage, write_message
 
@@ -149,6 +150,12 @@ class _Delivery:
         self.tmp_files: list[str] = []
         self.new_files: list[str] = []
         self.cleanup_errors: list[OSError] = []
+        self.sizes: list[int] = []  # file size of each copy, for the quota files
+
+    def record_usage(self) -> None:
+        """Add each durable copy to its Maildir's ``maildirsize`` (when it has one)."""
+        for copy, size in zip(self.copies, self.sizes):
+            add_usage_blocking(copy[0], size, 1)  # copy: (Maildir, prefix, ...)
 
     def run(self) -> list[str]:
         done = False
@@ -157,6 +164,7 @@ class _Delivery:
             for new_dir in new_dirs:
                 fsync_directory(new_dir)
             done = True
+            self.record_usage()
             return names
         finally:
             if not done:
@@ -186,6 +194,7 @@ class _Delivery:
             size, vsize = sizes[prefix]
             source = written.get(prefix)
             tmp_path, name = self._place(maildir, pid, size, vsize, prefix, source)
+            self.sizes.append(size)
             written.setdefault(prefix, tmp_path)
             placed.append((tmp_path, name))
         # 2. every copy into new/, then each new/ fsynced once.
@@ -308,6 +317,9 @@ def _run_batch(deliveries: list[_Delivery]) -> list[list[str] | Exception]:
                 if not isinstance(results[index], Exception):
                     deliveries[index]._clean_up()
                     results[index] = error
+    for delivery, result in zip(deliveries, results):
+        if not isinstance(result, Exception):
+            delivery.record_usage()
     return results
 
 

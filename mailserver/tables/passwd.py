@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from mailserver.address import user_name_problem
 from mailserver.config.lines import split_lines, strip, unicode_space, words
 from mailserver.errors import Problem
+from mailserver.quota_rule import user_rule_problem
 
 #: Schemes whose hashes this server can verify; the aliases map onto them.
 SCHEMES = frozenset({"ARGON2ID", "ARGON2I", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "PLAIN"})
@@ -228,6 +229,9 @@ def parse_passwd(text: str, filename: str) -> tuple[dict[str, UserRecord], list[
             problems.append(
                 Problem(filename, number, f"plaintext password for {record.name!r}", severity="warning")
             )
+        bad_quota = user_rule_problem(record.extra)
+        if bad_quota is not None:
+            problems.append(Problem(filename, number, f"{bad_quota}; quota_rule applies to {record.name!r}", "warning"))
         records[key] = record
         first_seen[key] = number
     return records, problems

@@ -21,6 +21,7 @@ from mailserver.config.values import TableRef
 from mailserver.milter.settings import MilterSpec
 from mailserver.policy.dnsbl_sites import parse_sites
 from mailserver.errors import ConfigError
+from mailserver.quota_rule import QuotaLimits
 from tests.config.helpers import build, problems_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,6 +34,7 @@ LISTENER_PORTS = {
     "imap_listen": 3143,
     "imaps_listen": 3993,
     "managesieve_listen": 34190,
+    "lmtp_listen": 3024,
 }
 
 
@@ -335,7 +337,10 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         self.assertEqual(config.where("inet_interfaces")[0], "<embedded>")
 
     def test_greenmail_ports_on_loopback(self) -> None:
+        self.assertEqual(self.config.lmtp_listen, ())  # LMTP only when asked for
         for name, port in LISTENER_PORTS.items():
+            if name == "lmtp_listen":
+                continue
             self.assertEqual(getattr(self.config, name), (f"tcp:{port}",))
             self.assertEqual(
                 listen_endpoints(self.config, name),
@@ -552,6 +557,12 @@ managesieve_listen = tcp:4190:interface=127.0.0.1
 managesieve_timeout = 5m
 metrics_listen = tcp:9154:interface=127.0.0.1
 metrics_allow = 10.0.0.0/8, [::1]/128
+lmtp_listen = unix:/run/mailserver/lmtp:mode=660
+lmtp_tls_security_level = may
+lmtp_content_checks = no
+lmtp_mail_authentication_checks = yes
+quota_rule = *:storage=1G:messages=10000
+quota_warning = 80
 """
 
 FULL_EXPECTED = {
@@ -698,6 +709,12 @@ FULL_EXPECTED = {
     "managesieve_timeout": 300,
     "metrics_listen": ("tcp:9154:interface=127.0.0.1",),
     "metrics_allow": (ip_network("10.0.0.0/8"), ip_network("::1/128")),
+    "lmtp_listen": ("unix:/run/mailserver/lmtp:mode=660",),
+    "lmtp_tls_security_level": "may",
+    "lmtp_content_checks": False,
+    "lmtp_mail_authentication_checks": True,
+    "quota_rule": QuotaLimits(storage=1 << 30, messages=10000),
+    "quota_warning": 80,
 }
 
 

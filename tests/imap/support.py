@@ -207,12 +207,13 @@ class MemorySession:
         base: str | None = None,
         transport: StringTransport | None = None,
         reactor: ThreadedClock | None = None,
+        quota: Any = None,
         **factory_args: Any,
     ) -> None:
         self.reactor = reactor if reactor is not None else ThreadedClock()
         self.base = base or os.path.abspath(testcase.mktemp())
         self.notifier = MailboxNotifier(self.reactor)
-        accounts = imap_account_factory(lambda u: os.path.join(self.base, u), self.notifier, self.reactor)
+        accounts = imap_account_factory(lambda u: os.path.join(self.base, u), self.notifier, self.reactor, quota=quota)
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=PASSWORD.encode())
         portal = Portal(MailRealm({IAccount: accounts}), [checker])
         self.factory = IMAPFactory(portal, self.reactor, self.notifier, **{"login_failure_delay": 0, **factory_args})

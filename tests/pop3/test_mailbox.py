@@ -201,6 +201,18 @@ class MailboxTests(SynchronousTestCase):
         self.assertEqual(files(self.maildir, "cur"), [])
         self.assertEqual(files(self.maildir, "new"), [c])
 
+    def test_sync_subtracts_deleted_from_maildirsize(self) -> None:
+        """POP3 DELE at QUIT: the quota file gets one negative line for what was removed."""
+        deliver(self.maildir, b"aaaa\n")
+        deliver(self.maildir, b"bb\n")
+        with open(os.path.join(self.maildir, "maildirsize"), "w") as handle:
+            handle.write("1000S,0C\n8 2\n")
+        mailbox = self.opened()
+        mailbox.deleteMessage(0)
+        self.assertEqual(self.successResultOf(mailbox.sync()), 1)
+        with open(os.path.join(self.maildir, "maildirsize")) as handle:
+            self.assertEqual(handle.read(), "1000S,0C\n8 2\n-5 -1\n")
+
     def test_sync_without_deletions(self) -> None:
         deliver(self.maildir, b"a\n")
         self.assertEqual(self.successResultOf(self.opened().sync()), 0)

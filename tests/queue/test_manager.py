@@ -6,6 +6,7 @@ import email
 import errno
 import email.policy
 import os
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
@@ -210,10 +211,12 @@ class FullDiskTests(ManagerTestCase):
 
 class LeftoverTests(ManagerTestCase):
     async def logged(self, events: list, count: int) -> None:
-        for _ in range(1000):
+        """Wait (30 s at most: a loaded machine's thread pool is slow) for C{count} leftover lines."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if len([e for e in events if "crash leftover" in e.get("log_format", "")]) >= count:
                 return
-            await deferLater(reactor, 0.001)
+            await deferLater(reactor, 0.005)
         self.fail("not logged")
 
     async def test_regression_queue_crash_leftovers_removed_at_start_and_periodically(self) -> None:

@@ -1,0 +1,79 @@
+"""
+Quota decisions of the delivery pipeline: at RCPT (already over, or over
+with the declared SIZE) and at end of DATA (over with this message).
+
+A recipient is over quota when any of its local mailboxes is (an alias
+expanding to several users is refused as a whole: nothing is silently
+dropped for one member).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.logger import Logger
+
+from mailserver.delivery.envelope import LocalMailbox, Recipient
+from mailserver.errors import MailError
+from mailserver.interfaces import IQuota
+from mailserver.quota_rule import Usage, over_quota as over_quota_error
+
+log = Logger(namespace="mailserver.quota")
+
+
+async def over_quota(
+    quota: IQuota | None, recipient: Recipient, size: int, seen: list[tuple[LocalMailbox, Usage]] | None = None
+) -> MailError | None:
+    """
+    The quota refusal for C{recipient} if one of its mailboxes cannot take
+    C{size} more bytes.  Without C{seen} (RCPT) L{IQuota.check} decides; with
+    it (end of DATA) usage is read now and each limited mailbox's is added.
+    """
+    if quota is None:
+        return None
+    for destination in recipient.destinations:
+        if not isinstance(destination, LocalMailbox):
+            continue
+        if seen is None:  # RCPT: a recent read will do
+            error = await quota.check(destination.user, destination.maildir, size)
+            if error is not None:
+                return error
+            continue
+        usage, limits = await quota.usage(destination.user, destination.maildir)
+        if limits.limited:
+            seen.append((destination, usage))
+        if usage.exceeds(limits, size, 1):
+            return over_quota_error(destination.user)
+    return None
+
+
+async def refused(
+    quota: IQuota | None, recipients: Sequence[Recipient], size: int
+) -> tuple[dict[int, MailError], list[tuple[LocalMailbox, Usage]]]:
+    """
+    Index (in C{recipients}) -> refusal for each recipient a message of
+    C{size} bytes does not fit, and the usage of every limited mailbox read.
+    """
+    found: dict[int, MailError] = {}
+    seen: list[tuple[LocalMailbox, Usage]] = []
+    for index, recipient in enumerate(recipients):
+        error = await over_quota(quota, recipient, size, seen)
+        if error is not None:
+            found[index] = error
+    return found, seen
+
+
+async def warn(quota: IQuota | None, seen: Sequence[tuple[LocalMailbox, Usage]], delivered: Sequence[Recipient],
+               size: int) -> None:
+    """After a delivery: each delivered mailbox that crossed its warning level gets its notice (failures logged)."""
+    if quota is None:
+        return
+    maildirs = {d.maildir for r in delivered for d in r.destinations if isinstance(d, LocalMailbox)}
+    done: set[str] = set()
+    for destination, before in seen:
+        if destination.maildir in maildirs and destination.maildir not in done:
+            done.add(destination.maildir)
+            try:
+                await quota.warn(destination.user, destination.maildir, before, size)
+            except Exception:  # the mail itself is delivered: a failed notice is not the client's problem
+                log.failure("quota: warning for {user} failed", user=destination.user)
