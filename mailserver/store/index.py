@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from mailserver.durable import unlink_quietly, write_and_fsync
 from mailserver.store import flags as flagmod
+from mailserver.store.modseq import ModseqState
 from mailserver.store.names import escape_host, parse_name
 from mailserver.store.summaries import Summary, SummaryCache
 from mailserver.store.uidlist import UidList, fsync_directory, write_atomically
@@ -110,10 +111,16 @@ class Snapshot:
     #: UIDs this process put in cur/ (COPY, MOVE, APPEND with flags) that no
     #: session has claimed yet: \\Recent like the files of new/.
     unclaimed: frozenset[int] = frozenset()
+    #: uid -> MODSEQ of its last change (RFC 7162), and the folder's highest.
+    modseqs: dict[int, int] = field(default_factory=dict, compare=False)
+    highestmodseq: int = 0
 
     def __post_init__(self) -> None:
         if not self.by_uid:
             self.by_uid.update((r.uid, r) for r in self.records)
+
+    def modseq(self, uid: int) -> int:
+        return self.modseqs.get(uid, self.highestmodseq)
 
     def flags(self, record: MessageRecord) -> frozenset[str]:
         return flagmod.letters_to_flags(record.letters, self.keywords)
@@ -166,6 +173,7 @@ class FolderIndex:
         self._clock = clock
         self.uidlist = uidlist or UidList(self.path, root=root, clock=clock)
         self.cache = SummaryCache(self.path, describe_version)
+        self.modseq = ModseqState(self.path)
         self._lock = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
         self._suspect = True
@@ -284,10 +292,7 @@ class FolderIndex:
         self.cache.add(described)
         self.cache.compact(by_base.keys())
         self._by_base = by_base
-        records = tuple(sorted(by_base.values(), key=lambda r: r.uid))
-        self.snapshot = Snapshot(
-            uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
-        )
+        self._publish(uidmap.uidvalidity, uidmap.uidnext)
 
     def _describe_file(self, sub: str, name: str) -> Summary | None:
         path = os.path.join(self.path, sub, name)
@@ -332,12 +337,29 @@ class FolderIndex:
         self._by_base[record.base] = updated
         return updated
 
-    def _publish(self) -> None:
+    def _publish(self, uidvalidity: int | None = None, uidnext: int | None = None) -> None:
+        """
+        Make the records the new snapshot, after giving every new, changed
+        or vanished message the next MODSEQ (persisted first).
+        """
         records = tuple(sorted(self._by_base.values(), key=lambda r: r.uid))
         s = self.snapshot
+        uidvalidity = s.uidvalidity if uidvalidity is None else uidvalidity
+        uidnext = s.uidnext if uidnext is None else uidnext
+        modseq = self.modseq
+        if modseq.update(uidvalidity, ((r.uid, r.letters) for r in records)) or not s.modseqs and records:
+            modseqs = dict(modseq.modseqs)
+        else:
+            modseqs = s.modseqs
         self.snapshot = Snapshot(
-            s.uidvalidity, s.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+            uidvalidity, uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed),
+            modseqs=modseqs, highestmodseq=modseq.highest,
         )
+
+    def vanished_since(self, modseq: int) -> tuple[list[int], bool]:
+        """UIDs expunged after C{modseq}; False with them if older expunges were forgotten."""
+        with self._lock:
+            return self.modseq.expunged_since(modseq)
 
     def _ensure_keywords(self, wanted: Iterable[str]) -> None:
         wanted = [f for f in wanted if not flagmod.is_system_flag(f)]
@@ -479,8 +501,7 @@ class FolderIndex:
             if sub == "cur":
                 self._unclaimed.add(uid)
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
-            self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, self.snapshot.records, tuple(self._keywords))
-            self._publish()
+            self._publish(uidmap.uidvalidity, uidmap.uidnext)
             return uidmap.uidvalidity, uid
 
     def _require_folder(self) -> None:
@@ -500,6 +521,7 @@ class FolderIndex:
             self._unclaimed = set()
             self._keywords_stamp = None
             self.uidlist.reset()
+            self.modseq.reset()
             self.snapshot = Snapshot(0, 1, (), ())
 
 
@@ -584,8 +606,7 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
             target._unclaimed.add(uid)
             if move:
                 source._by_base.pop(record.base, None)
-        target.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, target.snapshot.records, tuple(target._keywords))
-        target._publish()
+        target._publish(uidmap.uidvalidity, uidmap.uidnext)
         if move:
             source._publish()
         return pairs
