@@ -34,8 +34,10 @@ def sets_seen(items: Iterable[FetchItem]) -> bool:
 class Renderer:
     """Renders FETCH responses for one command (keeps the parsed MIME tree per message)."""
 
-    def __init__(self, items: list[FetchItem], uid_command: bool) -> None:
+    def __init__(self, items: list[FetchItem], uid_command: bool, modseq: bool = False) -> None:
+        """C{modseq}: CONDSTORE is on, so MODSEQ goes with implicit FLAGS (and CHANGEDSINCE)."""
         self.items = list(items)
+        self.modseq = modseq
         if uid_command and not any(i.name == "UID" for i in self.items):
             self.items.insert(0, FetchItem("UID"))
 
@@ -46,6 +48,7 @@ class Renderer:
         flags: Iterable[str],
         data: bytes | None,
         add_flags: bool = False,
+        modseq: int = 0,
     ) -> bytes:
         """``* seq FETCH (...)``; C{data} is None for a message whose file is gone."""
         out: list[bytes] = []
@@ -60,12 +63,16 @@ class Renderer:
         items = self.items
         if add_flags and not any(i.name == "FLAGS" for i in items):
             items = items + [FetchItem("FLAGS")]
+        if add_flags and self.modseq and not any(i.name == "MODSEQ" for i in items):
+            items = items + [FetchItem("MODSEQ")]
         for item in items:
             name = item.name
             if name == "UID":
                 out.append(b"UID %d" % record.uid)
             elif name == "FLAGS":
                 out.append(b"FLAGS " + flag_list(flags))
+            elif name == "MODSEQ":
+                out.append(b"MODSEQ (%d)" % modseq)
             elif name == "RFC822.SIZE":
                 out.append(b"RFC822.SIZE %d" % record.vsize)
             elif name == "INTERNALDATE":

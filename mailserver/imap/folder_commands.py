@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from mailserver.imap import condstore
 from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, ParseError
 from mailserver.imap.wire import astring, flag_list, quoted
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 AUTHED = frozenset({"auth", "select"})
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
 def _disk_path(root: str, name: str) -> str:
@@ -64,7 +65,12 @@ def read_mailbox(cmd: Command) -> str:
 
 async def _select(server: "IMAPServer", cmd: Command, readwrite: bool) -> bytes:
     name = read_mailbox(cmd)
+    params = condstore.parse_select_params(cmd.args)
     cmd.args.end()
+    if params.qresync is not None and "QRESYNC" not in server.enabled:
+        raise ParseError("QRESYNC is not enabled")
+    if params.condstore:
+        condstore.enable(server, ["CONDSTORE"])
     if server.selected is not None:
         server.set_selected(None)
         server.untagged(b"OK [CLOSED] Previous mailbox closed")
@@ -80,7 +86,10 @@ async def _select(server: "IMAPServer", cmd: Command, readwrite: bool) -> bytes:
         server.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
     server.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.uidvalidity)
     server.untagged(b"OK [UIDNEXT %d] Predicted next UID" % mailbox.getUIDNext())
+    server.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % mailbox.highestmodseq)
     server.set_selected(mailbox)
+    if params.qresync is not None:
+        await condstore.resync_on_select(server, mailbox, params.qresync)
     mode = b"READ-WRITE" if readwrite else b"READ-ONLY"
     return b"[" + mode + b"] " + cmd.name.encode() + b" completed"
 
@@ -199,6 +208,7 @@ async def status(server: "IMAPServer", cmd: Command) -> bytes:
         "UIDNEXT": snap.uidnext,
         "UIDVALIDITY": snap.uidvalidity,
         "UNSEEN": snap.unseen,
+        "HIGHESTMODSEQ": snap.highestmodseq,
     }
     pairs = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in dict.fromkeys(items))
     server.untagged(b"STATUS " + encode_name(name) + b" (" + pairs + b")")

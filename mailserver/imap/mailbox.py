@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import ParseError, SequenceSet
-from mailserver.imap.wire import flag_list
+from mailserver.imap.wire import flag_list, sequence_set
 from mailserver.store import flags as flagmod
 from mailserver.store.folders import DELIMITER, FolderNotFoundError
 from mailserver.store.index import FolderIndex, MessageRecord, Snapshot
@@ -62,6 +62,10 @@ class SelectedMailbox:
         self._keywords: tuple[str | None, ...] = ()
         self._seen_snapshot: Snapshot | None = None
         self._listeners: list[Any] = []
+        #: MODSEQ of each message as last reported (RFC 7162).
+        self.modseqs: dict[int, int] = {}
+        #: The session's enabled extensions (shared with the server): CONDSTORE, QRESYNC.
+        self.enabled: set[str] = set()
 
     # ------------------------------------------------------------ opening and syncing
 
@@ -74,8 +78,14 @@ class SelectedMailbox:
         self._keywords = snap.keywords
         self.uids = [r.uid for r in snap.records]
         self.records = dict(snap.by_uid)
+        self.modseqs = {u: snap.modseq(u) for u in self.uids}
         self._reported = {r.uid: (r.letters, r.uid in self.recent) for r in snap.records}
         self._seen_snapshot = snap
+
+    @property
+    def highestmodseq(self) -> int:
+        """HIGHESTMODSEQ of the view (the folder's when the view was last brought up to date)."""
+        return self._seen_snapshot.highestmodseq if self._seen_snapshot is not None else 0
 
     async def _claim(self, snap: Snapshot) -> Snapshot:
         known = self.uids[-1] if self.uids else 0
@@ -106,22 +116,29 @@ class SelectedMailbox:
             return lines
         if allow_expunge:
             gone = [i for i, uid in enumerate(self.uids) if uid not in current]
+            vanished = []
             for i in reversed(gone):
                 uid = self.uids.pop(i)
                 self.records.pop(uid, None)
+                self.modseqs.pop(uid, None)
                 self._reported.pop(uid, None)
                 self.recent.discard(uid)
-                lines.append(b"* %d EXPUNGE" % (i + 1))
+                vanished.append(uid)
+                if "QRESYNC" not in self.enabled:
+                    lines.append(b"* %d EXPUNGE" % (i + 1))
+            if vanished and "QRESYNC" in self.enabled:
+                lines.append(b"* VANISHED " + sequence_set(sorted(vanished)))
         lines += self.adopt_keywords(snap.keywords)
         for seq, uid in enumerate(self.uids, 1):
             record = current.get(uid)
             if record is None:
                 continue
             self.records[uid] = record
+            self.modseqs[uid] = snap.modseq(uid)
             state = (record.letters, uid in self.recent)
             if state != self._reported.get(uid):
                 self._reported[uid] = state
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
+                lines.append(self.flags_response(seq, uid))
         last = self.uids[-1] if self.uids else 0
         start = bisect.bisect_right([r.uid for r in snap.records], last) if snap.records else 0
         new = snap.records[start:]
@@ -129,6 +146,7 @@ class SelectedMailbox:
             for record in new:
                 self.uids.append(record.uid)
                 self.records[record.uid] = record
+                self.modseqs[record.uid] = snap.modseq(record.uid)
                 self._reported[record.uid] = (record.letters, record.uid in self.recent)
             lines.append(b"* %d EXISTS" % len(self.uids))
             lines.append(b"* %d RECENT" % self.recent_count)
@@ -155,8 +173,17 @@ class SelectedMailbox:
         for seq, uid in enumerate(self.uids, 1):
             record = self.records[uid]
             if slots.intersection(record.letters) and self._reported.get(uid) == (record.letters, uid in self.recent):
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
+                lines.append(self.flags_response(seq, uid))
         return lines
+
+    def flags_response(self, seq: int, uid: int, with_uid: bool = True) -> bytes:
+        """``* seq FETCH (UID u FLAGS (...))``, with MODSEQ once CONDSTORE is enabled."""
+        uid_part = b"UID %d " % uid if with_uid else b""
+        return b"* %d FETCH (%sFLAGS %s%s)" % (seq, uid_part, flag_list(self.flags(uid)), self.modseq_item(uid))
+
+    def modseq_item(self, uid: int) -> bytes:
+        """`` MODSEQ (n)`` when CONDSTORE is enabled, else nothing."""
+        return b" MODSEQ (%d)" % self.modseqs.get(uid, 0) if "CONDSTORE" in self.enabled else b""
 
     def _ghosts(self, current: dict[int, MessageRecord], allow_expunge: bool) -> bool:
         return allow_expunge and len(current) != len(self.uids)
@@ -180,9 +207,12 @@ class SelectedMailbox:
 
     def note_reported(self, uid: int) -> None:
         """The client was just told this message's flags (a STORE or FETCH response)."""
-        record = self.index.snapshot.by_uid.get(uid) or self.records.get(uid)
+        snap = self.index.snapshot
+        record = snap.by_uid.get(uid) or self.records.get(uid)
         if record is not None:
             self.records[uid] = record
+            if uid in snap.by_uid:
+                self.modseqs[uid] = snap.modseq(uid)
             self._reported[uid] = (record.letters, uid in self.recent)
 
     def seq_of(self, uid: int) -> int | None:

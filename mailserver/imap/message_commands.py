@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mailserver.imap import condstore
 from mailserver.imap import fetch as fetching
 from mailserver.imap import search as searching
 from mailserver.imap.folder_commands import check_flags, read_mailbox
 from mailserver.imap.replies import Refused
-from mailserver.imap.syntax import Command, ParseError, parse_fetch_items
-from mailserver.imap.wire import flag_list, sequence_set
+from mailserver.imap.syntax import Command, FetchItem, ParseError, parse_fetch_items
+from mailserver.imap.wire import sequence_set
 from mailserver.store.folders import FolderNotFoundError
 from mailserver.store.index import transfer
 
@@ -80,11 +81,12 @@ async def search(server: "IMAPServer", cmd: Command) -> bytes:
     mailbox = server.selected
     index = mailbox.index
     facts = []
+    modseqs = mailbox.modseqs
     for seq, uid in enumerate(mailbox.uids, 1):
         record = mailbox.records[uid]
         facts.append(
             searching.Facts(seq, uid, mailbox.flags(uid), record.mtime, record.vsize, record.summary,
-                            (lambda u=uid: index.read(u)))
+                            (lambda u=uid: index.read(u)), modseqs.get(uid, 0))
         )
     ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0)
     if searching.needs_content(tree):
@@ -92,7 +94,12 @@ async def search(server: "IMAPServer", cmd: Command) -> bytes:
     else:
         found = searching.search(tree, facts, ctx)
     numbers = [f.uid if cmd.uid else f.seq for f in found]
-    server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+    tail = b""
+    if searching.uses_modseq(tree):
+        condstore.enable(server, ["CONDSTORE"])
+        if found:
+            tail = b" (MODSEQ %d)" % max(f.modseq for f in found)
+    server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
     return b"SEARCH completed"
 
 
@@ -103,9 +110,22 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     messages = cmd.args.seqset()
     cmd.args.sp()
     items = parse_fetch_items(cmd.args)
+    changedsince, vanished = condstore.parse_fetch_modifiers(cmd.args)
     cmd.args.end()
+    if vanished and not (cmd.uid and "QRESYNC" in server.enabled):
+        raise ParseError("VANISHED needs UID FETCH and QRESYNC enabled")
+    if changedsince is not None or any(i.name == "MODSEQ" for i in items):
+        condstore.enable(server, ["CONDSTORE"])
     mailbox = server.selected
     chosen = mailbox.select(messages, cmd.uid)
+    if vanished:
+        line = await condstore.vanished_earlier(server, mailbox, changedsince, messages)
+        if line is not None:
+            server.send_lines([line])
+    if changedsince is not None:
+        chosen = [(seq, uid) for seq, uid in chosen if mailbox.modseqs.get(uid, 0) > changedsince]
+        if not any(i.name == "MODSEQ" for i in items):
+            items.append(FetchItem("MODSEQ"))
     marked: set[int] = set()
     if fetching.sets_seen(items) and mailbox.readwrite:
         unseen = [uid for _, uid in chosen if uid in mailbox.records and "S" not in mailbox.records[uid].letters]
@@ -113,7 +133,8 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
             changed = await server.account.run(mailbox.index.store, unseen, ["\\Seen"], 1)
             marked = set(changed)
             server.account.changed(mailbox.name)
-    renderer = fetching.Renderer(items, cmd.uid)
+    # With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
+    renderer = fetching.Renderer(items, cmd.uid or "QRESYNC" in server.enabled, "CONDSTORE" in server.enabled)
     content = fetching.needs_content(items)
     throttle = server.start_throttle()
     missing = False
@@ -131,7 +152,8 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
                 if content and data is None:
                     missing = True
                     continue
-                out.append(renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked) + b"\r\n")
+                out.append(renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
+                                           modseq=mailbox.modseqs.get(uid, 0)) + b"\r\n")
             server.transport.writeSequence(out)
             server.resetTimeout()
             await throttle.wait()
@@ -169,6 +191,7 @@ def _read_batch(index, uids: list[int]) -> dict[int, bytes | None]:
 async def store(server: "IMAPServer", cmd: Command) -> bytes:
     messages = cmd.args.seqset()
     cmd.args.sp()
+    unchangedsince = condstore.parse_store_modifiers(cmd.args)
     action = cmd.args.atom("store action").upper()
     silent = action.endswith(".SILENT")
     base = action[:-7] if silent else action
@@ -181,19 +204,32 @@ async def store(server: "IMAPServer", cmd: Command) -> bytes:
     mailbox = server.selected
     chosen = mailbox.select(messages, cmd.uid)
     _writable(server)
+    if unchangedsince is not None:
+        condstore.enable(server, ["CONDSTORE"])
     if not chosen:
         return b"STORE completed"
-    changed = await server.account.run(mailbox.index.store, [uid for _, uid in chosen], flags, modes[base])
+    changed, modified = await server.account.run(
+        mailbox.index.conditional_store, [uid for _, uid in chosen], flags, modes[base], unchangedsince
+    )
     lines = mailbox.adopt_keywords(mailbox.index.snapshot.keywords)
+    with_uid = cmd.uid or "QRESYNC" in server.enabled
     for seq, uid in chosen:
         if uid not in changed:
             continue
+        before = mailbox.modseqs.get(uid)
         mailbox.note_reported(uid)
         if not silent:
-            uid_part = b"UID %d " % uid if cmd.uid else b""
-            lines.append(b"* %d FETCH (%sFLAGS %s)" % (seq, uid_part, flag_list(mailbox.flags(uid))))
+            lines.append(mailbox.flags_response(seq, uid, with_uid=with_uid))
+        elif "CONDSTORE" in server.enabled and mailbox.modseqs.get(uid) != before:
+            # RFC 7162 3.1.3: the new MODSEQ is sent even for .SILENT.
+            uid_part = b"UID %d " % uid if with_uid else b""
+            lines.append(b"* %d FETCH (%sMODSEQ (%d))" % (seq, uid_part, mailbox.modseqs[uid]))
     server.send_lines(lines)
     server.account.changed(mailbox.name)
+    if modified:
+        refused = set(modified)
+        failed = [uid if cmd.uid else seq for seq, uid in chosen if uid in refused]
+        return b"[MODIFIED " + sequence_set(failed) + b"] Conditional STORE failed"
     return b"STORE completed"
 
 

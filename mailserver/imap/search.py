@@ -120,6 +120,17 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
         return ("size", ">" if word == "LARGER" else "<", reader.number("size"))
     if word == "UID":
         return ("uid", reader.seqset())
+    if word == "MODSEQ":
+        # RFC 7162: [entry-name entry-type-req] mod-sequence-valzer; we keep
+        # one MODSEQ per message, so the entry only has to be well formed.
+        if reader.peek() == b'"':
+            reader.string("entry name")
+            reader.sp()
+            kind = reader.atom("entry type").lower()
+            if kind not in ("priv", "shared", "all"):
+                raise ParseError(f"bad MODSEQ entry type {kind}")
+            reader.sp()
+        return ("modseq", reader.modseq())
     if word == "NOT":
         return ("not", _key(reader, charset, depth + 1))
     if word == "OR":
@@ -145,6 +156,18 @@ def needs_content(node: Node) -> bool:
     return False
 
 
+def uses_modseq(node: Node) -> bool:
+    """True if C{node} has a MODSEQ key (the response then carries the highest MODSEQ found)."""
+    kind = node[0]
+    if kind == "and":
+        return any(uses_modseq(n) for n in node[1])
+    if kind == "or":
+        return uses_modseq(node[1]) or uses_modseq(node[2])
+    if kind == "not":
+        return uses_modseq(node[1])
+    return kind == "modseq"
+
+
 @dataclass
 class Facts:
     """What one message offers the evaluator."""
@@ -156,6 +179,7 @@ class Facts:
     size: int
     summary: dict[str, Any]
     content: Callable[[], bytes | None] = lambda: None
+    modseq: int = 0
 
 
 @dataclass
@@ -184,6 +208,8 @@ def matches(node: Node, facts: Facts, ctx: Context, cache: dict | None = None) -
         return node[1].contains(facts.seq, ctx.last_seq)
     if kind == "uid":
         return node[1].contains(facts.uid, ctx.last_uid)
+    if kind == "modseq":
+        return facts.modseq >= node[1]
     if kind == "size":
         return facts.size > node[2] if node[1] == ">" else facts.size < node[2]
     if kind == "date":

@@ -140,6 +140,8 @@ class IMAPServer(imap4.IMAP4Server):
         self.limits: LoginLimits | None = None  # set by the factory
         self.connection: Connection | None = None
         self.selected: SelectedMailbox | None = None
+        #: Extensions the client turned on (ENABLE, or implicitly): CONDSTORE, QRESYNC.
+        self.enabled: set[str] = set()
         self._segments: list[bytes] = []
         self._command_size = 0
         self._line_waiter: Deferred | None = None
@@ -185,7 +187,7 @@ class IMAPServer(imap4.IMAP4Server):
 
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT",
+                b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT", b"CONDSTORE", b"QRESYNC",
                 b"APPENDLIMIT=%d" % self.literal_limit]
         if self.state == "unauth":
             # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
@@ -420,6 +422,8 @@ class IMAPServer(imap4.IMAP4Server):
     def set_selected(self, mailbox: SelectedMailbox | None) -> None:
         self.selected = mailbox
         self.mbox = mailbox
+        if mailbox is not None:
+            mailbox.enabled = self.enabled
         self.state = "select" if mailbox is not None else "auth"
 
     # ------------------------------------------------------------ IDLE

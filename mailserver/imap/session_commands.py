@@ -19,6 +19,7 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import IAccount
 
 import mailserver
+from mailserver.imap import condstore
 from mailserver.imap.replies import Refused, printable
 from mailserver.imap.syntax import Command, ParseError
 
@@ -77,11 +78,12 @@ async def _id(server: "IMAPServer", cmd: Command) -> bytes:
 
 
 async def _enable(server: "IMAPServer", cmd: Command) -> bytes:
-    cmd.args.atom("capability")
+    names = [cmd.args.atom("capability")]
     while not cmd.args.at_end():
         cmd.args.sp()
-        cmd.args.atom("capability")
-    server.untagged(b"ENABLED")
+        names.append(cmd.args.atom("capability"))
+    newly = condstore.enable(server, names)
+    server.untagged(b"ENABLED" + b"".join(b" " + n.encode() for n in newly))
     return b"ENABLE completed"
 
 

@@ -177,6 +177,20 @@ class Reader:
             raise ParseError(f"{what} out of range")
         return value
 
+    def modseq(self, what: str = "mod-sequence") -> int:
+        """A mod-sequence value (RFC 7162): up to 2^63 - 1."""
+        text = self._text()
+        if text is None:
+            raise ParseError(f"expected {what}")
+        k = self._j
+        while k < len(text) and 0x30 <= text[k] <= 0x39:
+            k += 1
+        digits = text[self._j:k]
+        if not digits or len(digits) > 19 or int(digits) >= 2**63:
+            raise ParseError(f"expected {what}")
+        self._advance(k - self._j)
+        return int(digits)
+
     def seqset(self) -> "SequenceSet":
         text = self._run(frozenset(b"0123456789:,*"))
         return SequenceSet.parse(text)
@@ -316,7 +330,7 @@ _MACROS = {
 }
 _SIMPLE = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
-    "RFC822.TEXT", "UID", "BODYSTRUCTURE", "BODY",
+    "RFC822.TEXT", "UID", "BODYSTRUCTURE", "BODY", "MODSEQ",
 }
 _FETCH_NAME = frozenset(_ATOM_SET - {ord("[")})
 

@@ -387,12 +387,28 @@ class FolderIndex:
 
         @raise flags.FlagError: a bad keyword, or too many keywords.
         """
+        return self.conditional_store(uids, flags, mode, None)[0]
+
+    def conditional_store(
+        self, uids: Iterable[int], flags: Iterable[str], mode: int, unchangedsince: int | None
+    ) -> tuple[dict[int, MessageRecord], list[int]]:
+        """
+        L{store}, but messages whose MODSEQ is above C{unchangedsince} (when
+        given) are left alone and returned second (RFC 7162 UNCHANGEDSINCE).
+        """
         flags = [flagmod.canonical_flag(f) for f in flags]
         with self._lock:
+            if unchangedsince is not None:
+                self.refresh()
             if mode >= 0:
                 self._ensure_keywords(flags)
             changed: dict[int, MessageRecord] = {}
+            modified: list[int] = []
             for uid in uids:
+                if unchangedsince is not None and self.snapshot.modseq(uid) > unchangedsince:
+                    if uid in self.snapshot.by_uid:
+                        modified.append(uid)
+                    continue
                 for attempt in range(3):
                     snap = self.snapshot if attempt == 0 else self.refresh(force=True)
                     record = snap.by_uid.get(uid)
@@ -409,7 +425,7 @@ class FolderIndex:
                         changed[uid] = updated
                         break
             self._publish()
-            return changed
+            return changed, modified
 
     def claim_recent(self) -> set[int]:
         """
