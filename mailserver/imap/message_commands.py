@@ -76,8 +76,8 @@ async def expunge(server: "IMAPServer", cmd: Command) -> bytes:
 # ---------------------------------------------------------------- SEARCH
 
 
-async def search(server: "IMAPServer", cmd: Command) -> bytes:
-    _, tree = searching.parse_search(cmd.args)
+async def matching(server: "IMAPServer", tree: searching.Node) -> list[searching.Facts]:
+    """The messages of the selected mailbox that C{tree} matches (in a thread if it reads text)."""
     mailbox = server.selected
     index = mailbox.index
     facts = []
@@ -90,9 +90,13 @@ async def search(server: "IMAPServer", cmd: Command) -> bytes:
         )
     ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0)
     if searching.needs_content(tree):
-        found = await server.account.run(searching.search, tree, facts, ctx)
-    else:
-        found = searching.search(tree, facts, ctx)
+        return await server.account.run(searching.search, tree, facts, ctx)
+    return searching.search(tree, facts, ctx)
+
+
+async def search(server: "IMAPServer", cmd: Command) -> bytes:
+    _, tree = searching.parse_search(cmd.args)
+    found = await matching(server, tree)
     numbers = [f.uid if cmd.uid else f.seq for f in found]
     tail = b""
     if searching.uses_modseq(tree):

@@ -63,17 +63,28 @@ def parse_search(reader: Reader) -> tuple[str, Node]:
         word = reader.atom("search key").upper()
         if word == "CHARSET":
             reader.sp()
-            charset = reader.astring("charset").decode("ascii", "replace").upper()
-            if charset not in CHARSETS:
-                raise BadCharset(charset)
+            charset = parse_charset(reader)
             reader.sp()
         else:
             reader._i, reader._j = mark
+    return charset, parse_keys(reader, charset)
+
+
+def parse_keys(reader: Reader, charset: str) -> Node:
+    """``search-key *(SP search-key)`` to the end of the command (SORT and THREAD name the charset first)."""
     keys = [_key(reader, charset, 0)]
     while not reader.at_end():
         reader.sp()
         keys.append(_key(reader, charset, 0))
-    return charset, ("and", keys) if len(keys) > 1 else keys[0]
+    return ("and", keys) if len(keys) > 1 else keys[0]
+
+
+def parse_charset(reader: Reader) -> str:
+    """SORT's and THREAD's mandatory charset; L{BadCharset} if we do not know it."""
+    charset = reader.astring("charset").decode("ascii", "replace").upper()
+    if charset not in CHARSETS:
+        raise BadCharset(charset)
+    return charset
 
 
 def _text(reader: Reader, charset: str) -> str:

@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
-from mailserver.imap import folder_commands, message_commands, session_commands
+from mailserver.imap import folder_commands, message_commands, ordering_commands, session_commands
 from mailserver.imap.literal import LiteralReader
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
 from mailserver.imap.replies import Refused, reply_text as _text
@@ -155,6 +155,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.commands: dict[str, tuple[Handler, frozenset[str]]] = dict(session_commands.COMMANDS)
         self.commands.update(folder_commands.COMMANDS)
         self.commands.update(message_commands.COMMANDS)
+        self.commands.update(ordering_commands.COMMANDS)
 
     # ------------------------------------------------------------ capabilities
 
@@ -188,6 +189,7 @@ class IMAPServer(imap4.IMAP4Server):
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT", b"CONDSTORE", b"QRESYNC",
+                b"SORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES",
                 b"APPENDLIMIT=%d" % self.literal_limit]
         if self.state == "unauth":
             # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
@@ -319,7 +321,7 @@ class IMAPServer(imap4.IMAP4Server):
         if name == "UID":
             try:
                 sub = reader.atom("UID command").upper()
-                if sub not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+                if sub not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
                     raise ParseError(f"unknown UID command {sub}")
                 if not reader.at_end():
                     reader.sp()
@@ -360,7 +362,7 @@ class IMAPServer(imap4.IMAP4Server):
             if text is None:
                 return
             if self.selected is not None and command.name not in _NO_SYNC:
-                allow = command.uid or command.name not in ("FETCH", "STORE", "SEARCH")
+                allow = command.uid or command.name not in ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
                 self.send_lines(await self.selected.sync(allow_expunge=allow))
             self.sendPositiveResponse(tag, text)
         except ParseError as e:

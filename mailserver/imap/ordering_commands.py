@@ -1,0 +1,66 @@
+"""
+SORT and THREAD (RFC 5256), also as UID commands: the search keys are
+matched as for SEARCH, then ordered by L{sorting} or threaded by
+L{threads} from the fields the folder index caches, so neither opens a
+message file unless a search key needs its text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailserver.imap import search as searching
+from mailserver.imap import sorting, threads
+from mailserver.imap.message_commands import SELECTED, matching
+from mailserver.imap.syntax import Command, ParseError
+
+if TYPE_CHECKING:
+    from mailserver.imap.server import IMAPServer
+
+
+def _sortable(server: "IMAPServer", found: list[searching.Facts]) -> list[sorting.Sortable]:
+    return [sorting.Sortable(f.seq, f.uid, f.internal, f.size, f.summary.get("sort") or {}) for f in found]
+
+
+async def sort(server: "IMAPServer", cmd: Command) -> bytes:
+    args = cmd.args
+    args.expect(b"(")
+    words = [args.atom("sort criterion")]
+    while not args.maybe(b")"):
+        args.sp()
+        words.append(args.atom("sort criterion"))
+    try:
+        criteria = sorting.parse_criteria(words)
+    except ValueError as e:
+        raise ParseError(str(e)) from None
+    args.sp()
+    charset = searching.parse_charset(args)
+    args.sp()
+    tree = searching.parse_keys(args, charset)
+    found = await matching(server, tree)
+    ordered = sorting.sort(_sortable(server, found), criteria)
+    numbers = [m.uid if cmd.uid else m.seq for m in ordered]
+    server.untagged(b"SORT" + b"".join(b" %d" % n for n in numbers))
+    return b"SORT completed"
+
+
+async def thread(server: "IMAPServer", cmd: Command) -> bytes:
+    args = cmd.args
+    algorithm = args.atom("thread algorithm").upper()
+    if algorithm not in threads.ALGORITHMS:
+        raise ParseError(f"unknown thread algorithm {algorithm}")
+    args.sp()
+    charset = searching.parse_charset(args)
+    args.sp()
+    tree = searching.parse_keys(args, charset)
+    found = _sortable(server, await matching(server, tree))
+    roots = threads.references(found) if algorithm == "REFERENCES" else threads.ordered_subject(found)
+    data = threads.render(roots, cmd.uid)
+    server.untagged(b"THREAD" + (b" " + data if data else b""))
+    return b"THREAD completed"
+
+
+COMMANDS = {
+    "SORT": (sort, SELECTED),
+    "THREAD": (thread, SELECTED),
+}
