@@ -32,7 +32,7 @@ def string(value: bytes | str) -> bytes:
     return wire.string(value)
 
 #: Bump when L{describe}'s output changes: cached summaries are rebuilt.
-DESCRIBE_VERSION = "imap-summary-3"
+DESCRIBE_VERSION = "imap-summary-4"
 
 #: The header fields whose decoded values are cached for SEARCH.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
@@ -390,8 +390,8 @@ def describe(data: bytes) -> dict:
 
 def first_mailbox(value: bytes) -> str:
     """SORT's FROM/TO/CC key: the local part of the first address (RFC 5256 addr-mailbox)."""
-    for _name, _route, local, domain in parse_addresses(value):
-        if local is not None and domain is not None:
+    for _name, _route, local, _domain in parse_addresses(value):
+        if local is not None:  # a group's name counts, as in the ENVELOPE
             return local
     return ""
 

@@ -116,12 +116,13 @@ def references(messages: Sequence[Sortable]) -> list[Node]:
             ):
                 previous.add(ref_node)
             previous = ref_node
-        # (1C) the last reference is the parent, replacing any earlier guess
-        if previous is not None and previous is not node and not node.is_ancestor_of(previous):
-            previous.add(node)
-        elif previous is None and node.parent is not None:
+        # (1C) the last reference is the parent: an earlier message's guess
+        # is dropped even when this one cannot be linked without a loop
+        if node.parent is not None:
             node.parent.children.remove(node)
             node.parent = None
+        if previous is not None and previous is not node and not node.is_ancestor_of(previous):
+            previous.add(node)
     # (2) the root set
     roots = [n for n in containers if n.parent is None]
     roots = list(dict.fromkeys(roots))

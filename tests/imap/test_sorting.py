@@ -223,3 +223,22 @@ class SortLoopbackTests(TestCase):
         sort, thread = await self.server.imap(session)
         self.assertEqual(sort, [b"2 1 3"])
         self.assertEqual(thread, [b"(1 2)(3)"])
+
+
+class ImaptestRegressionTests(SynchronousTestCase):
+    def test_regression_thread_earlier_guess_dropped_on_loop(self) -> None:
+        """imaptest thread: a message's own references replace a parent guessed from another's, even with no new link."""
+        messages = [
+            msg(1, 3, "", "<a@b>"),
+            msg(2, 1, "", "<b@b>", ("<a@b>", "<c@b>")),
+            msg(3, 2, "", "<c@b>", ("<b@b>",)),
+        ]
+        self.assertEqual(render(threads.references(messages)), b"(3 2)(1)")
+
+    def test_regression_sort_cc_group_name_is_the_mailbox(self) -> None:
+        """imaptest sort-addresses: a group's name is the first address's mailbox, as in the ENVELOPE."""
+        from mailserver.imap.structure import first_mailbox
+
+        self.assertEqual(first_mailbox(b"user2: blah@domain1.org;"), "user2")
+        self.assertEqual(first_mailbox(b"Foo <x@y>, z@w"), "x")
+        self.assertEqual(first_mailbox(b""), "")
