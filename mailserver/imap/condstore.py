@@ -41,13 +41,20 @@ class SelectParams:
 
 
 def enable(server: "IMAPServer", names: list[str]) -> list[str]:
-    """Enable what we know of C{names}; return the names newly enabled (for ``* ENABLED``)."""
+    """
+    Enable what we know of C{names}; return the names newly enabled (for
+    ``* ENABLED``).  CONDSTORE turned on while a mailbox is selected sends
+    its HIGHESTMODSEQ.
+    """
     newly = []
     for name in names:
         for ext in ENABLEABLE.get(name.upper(), ()):
             if ext not in server.enabled:
                 server.enabled.add(ext)
                 newly.append(ext)
+    if "CONDSTORE" in newly and server.selected is not None:
+        # RFC 7162 3.1: the first CONDSTORE-enabling command in the selected state
+        server.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % server.selected.highestmodseq)
     return newly
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 AUTHED = frozenset({"auth", "select"})
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
 
 
 def _disk_path(root: str, name: str) -> str:
@@ -69,11 +69,11 @@ async def _select(server: "IMAPServer", cmd: Command, readwrite: bool) -> bytes:
     cmd.args.end()
     if params.qresync is not None and "QRESYNC" not in server.enabled:
         raise ParseError("QRESYNC is not enabled")
-    if params.condstore:
-        condstore.enable(server, ["CONDSTORE"])
     if server.selected is not None:
         server.set_selected(None)
         server.untagged(b"OK [CLOSED] Previous mailbox closed")
+    if params.condstore:
+        condstore.enable(server, ["CONDSTORE"])
     mailbox = await server.account.select_folder(name, readwrite)
     flags = mailbox.known_flags()
     server.untagged(b"FLAGS " + flag_list(flags))
@@ -209,6 +209,7 @@ async def status(server: "IMAPServer", cmd: Command) -> bytes:
         "UIDVALIDITY": snap.uidvalidity,
         "UNSEEN": snap.unseen,
         "HIGHESTMODSEQ": snap.highestmodseq,
+        "SIZE": sum(r.vsize for r in snap.records),  # RFC 8438
     }
     pairs = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in dict.fromkeys(items))
     server.untagged(b"STATUS " + encode_name(name) + b" (" + pairs + b")")

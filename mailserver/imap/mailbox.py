@@ -64,6 +64,8 @@ class SelectedMailbox:
         self._listeners: list[Any] = []
         #: MODSEQ of each message as last reported (RFC 7162).
         self.modseqs: dict[int, int] = {}
+        #: UIDs kept by SEARCH RETURN (SAVE) for ``$`` (RFC 5182), in order.
+        self.saved: list[int] = []
         #: The session's enabled extensions (shared with the server): CONDSTORE, QRESYNC.
         self.enabled: set[str] = set()
 
@@ -245,8 +247,12 @@ class SelectedMailbox:
         (seq, uid) of the messages a set names, in sequence order.
 
         A sequence number beyond EXISTS is an error (BAD); UIDs that are not
-        in the view are skipped, as RFC 3501 says.
+        in the view are skipped, as RFC 3501 says.  ``$`` names the saved
+        search result (messages expunged since are left out).
         """
+        if messages.saved:
+            found = ((self.seq_of(u), u) for u in self.saved)
+            return [(seq, u) for seq, u in found if seq is not None]
         if uid:
             largest = self.uids[-1] if self.uids else 0
             chosen: set[int] = set()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailserver.imap import condstore
+from mailserver.imap import condstore, esearch
 from mailserver.imap import fetch as fetching
 from mailserver.imap import search as searching
 from mailserver.imap.folder_commands import check_flags, read_mailbox
@@ -88,21 +88,35 @@ async def matching(server: "IMAPServer", tree: searching.Node) -> list[searching
             searching.Facts(seq, uid, mailbox.flags(uid), record.mtime, record.vsize, record.summary,
                             (lambda u=uid: index.read(u)), modseqs.get(uid, 0))
         )
-    ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0)
+    ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0, frozenset(mailbox.saved))
     if searching.needs_content(tree):
         return await server.account.run(searching.search, tree, facts, ctx)
     return searching.search(tree, facts, ctx)
 
 
 async def search(server: "IMAPServer", cmd: Command) -> bytes:
-    _, tree = searching.parse_search(cmd.args)
-    found = await matching(server, tree)
-    numbers = [f.uid if cmd.uid else f.seq for f in found]
-    tail = b""
-    if searching.uses_modseq(tree):
+    options = esearch.parse_return(cmd.args)
+    try:
+        _, tree = searching.parse_search(cmd.args)
+        found = await matching(server, tree)
+    except Exception:
+        if options is not None and "SAVE" in options:
+            server.selected.saved = []  # RFC 5182: a failed SAVE empties $
+        raise
+    with_modseq = searching.uses_modseq(tree)
+    if with_modseq:
         condstore.enable(server, ["CONDSTORE"])
-        if found:
-            tail = b" (MODSEQ %d)" % max(f.modseq for f in found)
+    if options is not None:
+        result = esearch.respond(
+            cmd.tag, cmd.uid, options, [esearch.Found(f.seq, f.uid, f.modseq) for f in found], with_modseq
+        )
+        if result.saved is not None:
+            server.selected.saved = result.saved
+        if result.line is not None:
+            server.send_lines([result.line])
+        return b"SEARCH completed"
+    numbers = [f.uid if cmd.uid else f.seq for f in found]
+    tail = b" (MODSEQ %d)" % max(f.modseq for f in found) if with_modseq and found else b""
     server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
     return b"SEARCH completed"
 

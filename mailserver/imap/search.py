@@ -105,7 +105,7 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
             keys.append(_key(reader, charset, depth + 1))
         return ("and", keys)
     first = reader.peek()
-    if first.isdigit() or first == b"*":
+    if first.isdigit() or first in (b"*", b"$"):
         return ("seq", reader.seqset())
     word = reader.atom("search key").upper()
     if word == "ALL":
@@ -199,6 +199,8 @@ class Context:
 
     last_seq: int
     last_uid: int
+    #: UIDs of the saved search result, for ``$``.
+    saved: frozenset[int] = frozenset()
 
 
 def matches(node: Node, facts: Facts, ctx: Context, cache: dict | None = None) -> bool:
@@ -215,6 +217,8 @@ def matches(node: Node, facts: Facts, ctx: Context, cache: dict | None = None) -
     if kind == "flag":
         folded = node[1].lower()
         return any(f.lower() == folded for f in facts.flags) == node[2]
+    if kind in ("seq", "uid") and node[1].saved:
+        return facts.uid in ctx.saved
     if kind == "seq":
         return node[1].contains(facts.seq, ctx.last_seq)
     if kind == "uid":

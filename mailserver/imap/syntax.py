@@ -192,6 +192,9 @@ class Reader:
         return int(digits)
 
     def seqset(self) -> "SequenceSet":
+        if self.peek() == b"$" and self._text() is not None:
+            self._advance(1)
+            return SequenceSet((), saved=True)  # SEARCHRES (RFC 5182): the saved result
         text = self._run(frozenset(b"0123456789:,*"))
         return SequenceSet.parse(text)
 
@@ -248,6 +251,8 @@ class SequenceSet:
     """A sequence set: ranges with C{None} standing for ``*``."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    #: ``$``: the UIDs the last SEARCH RETURN (SAVE) kept; the session resolves it.
+    saved: bool = False
 
     @classmethod
     def parse(cls, text: bytes) -> "SequenceSet":
