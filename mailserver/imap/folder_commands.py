@@ -9,15 +9,17 @@ L{syntax.ParseError} gives BAD, L{Refused} or a C{FolderError} gives NO.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
-from mailserver.imap import condstore
+from mailserver.imap import condstore, list_extended
 from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, ParseError
 from mailserver.imap.wire import astring, flag_list, quoted
 from mailserver.store import flags as flagmod
+from mailserver.store.index import Snapshot
 from mailserver.store.folders import (
     DELIMITER,
+    FolderError,
     FolderNameError,
     FolderNotFoundError,
     disk_name,
@@ -156,28 +158,50 @@ async def unsubscribe(server: "IMAPServer", cmd: Command) -> bytes:
     return b"UNSUBSCRIBE completed"
 
 
+def _list_line(word: bytes, name: str, attrs: list[str], childinfo: bool = False) -> bytes:
+    line = b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" " + encode_name(name)
+    return line + (b' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else b"")
+
+
 async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
-    raw_reference = cmd.args.astring("reference")
-    cmd.args.sp()
-    raw_pattern = cmd.args.list_mailbox()
-    cmd.args.end()
+    if subscribed:
+        raw_reference = cmd.args.astring("reference")
+        cmd.args.sp()
+        command = list_extended.ListCommand(raw_reference, (cmd.args.list_mailbox(),))
+        cmd.args.end()
+    else:
+        command = list_extended.parse(cmd.args)
     word = b"LSUB" if subscribed else b"LIST"
-    if not raw_pattern and not subscribed:
+    if command.patterns == (b"",) and not subscribed and not command.selection:
         server.untagged(b'LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
         return b"LIST completed"
+    for item in command.status_items:
+        if item not in _STATUS_ITEMS:
+            raise ParseError(f"unknown STATUS item {item}")
     try:
-        reference = decode_name(raw_reference)
-        pattern = decode_name(raw_pattern)
+        reference = decode_name(command.reference)
+        patterns = [decode_name(p) for p in command.patterns]
     except FolderNameError:
         # A pattern no mailbox name can spell (``&`` not starting valid
         # modified UTF-7) names no mailbox: OK with no matches, as Dovecot.
         return word + b" completed"
-    entries = await server.account.list(reference, pattern, subscribed)
-    lines = [
-        b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" " + encode_name(name)
-        for name, attrs in entries
-    ]
-    server.send_lines(lines)
+    if not command.extended:
+        entries = [
+            list_extended.Entry(name, attrs)
+            for name, attrs in await server.account.list(reference, patterns[0], subscribed)
+        ]
+    else:
+        entries = await server.account.list_extended(reference, patterns, command.selection, command.returns)
+    for entry in entries:
+        server.send_lines([_list_line(word, entry.name, entry.attributes, entry.childinfo)])
+        selectable = not {"\\Noselect", "\\NonExistent"} & set(entry.attributes)
+        if command.status_items and selectable:
+            # LIST-STATUS (RFC 5819); a folder gone meanwhile is just left out
+            try:
+                snap = await server.account.status(entry.name)
+            except FolderError:
+                continue
+            server.untagged(_status_line(entry.name, snap, command.status_items))
     return word + b" completed"
 
 
@@ -187,6 +211,20 @@ async def list_(server: "IMAPServer", cmd: Command) -> bytes:
 
 async def lsub(server: "IMAPServer", cmd: Command) -> bytes:
     return await _list(server, cmd, True)
+
+
+def _status_line(name: str, snap: Snapshot, items: Iterable[str]) -> bytes:
+    values = {
+        "MESSAGES": lambda: len(snap.records),
+        "RECENT": lambda: snap.recent,
+        "UIDNEXT": lambda: snap.uidnext,
+        "UIDVALIDITY": lambda: snap.uidvalidity,
+        "UNSEEN": lambda: snap.unseen,
+        "HIGHESTMODSEQ": lambda: snap.highestmodseq,
+        "SIZE": lambda: sum(r.vsize for r in snap.records),  # RFC 8438
+    }
+    pairs = b" ".join(b"%s %d" % (item.encode(), values[item]()) for item in dict.fromkeys(items))
+    return b"STATUS " + encode_name(name) + b" (" + pairs + b")"
 
 
 async def status(server: "IMAPServer", cmd: Command) -> bytes:
@@ -202,17 +240,7 @@ async def status(server: "IMAPServer", cmd: Command) -> bytes:
         if item not in _STATUS_ITEMS:
             raise ParseError(f"unknown STATUS item {item}")
     snap = await server.account.status(name)
-    values = {
-        "MESSAGES": len(snap.records),
-        "RECENT": snap.recent,
-        "UIDNEXT": snap.uidnext,
-        "UIDVALIDITY": snap.uidvalidity,
-        "UNSEEN": snap.unseen,
-        "HIGHESTMODSEQ": snap.highestmodseq,
-        "SIZE": sum(r.vsize for r in snap.records),  # RFC 8438
-    }
-    pairs = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in dict.fromkeys(items))
-    server.untagged(b"STATUS " + encode_name(name) + b" (" + pairs + b")")
+    server.untagged(_status_line(name, snap, items))
     return b"STATUS completed"
 
 

@@ -190,7 +190,7 @@ class IMAPServer(imap4.IMAP4Server):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT", b"CONDSTORE", b"QRESYNC",
                 b"SORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"ESEARCH", b"SEARCHRES",
-                b"STATUS=SIZE",
+                b"STATUS=SIZE", b"LIST-EXTENDED", b"LIST-STATUS",
                 b"APPENDLIMIT=%d" % self.literal_limit]
         if self.state == "unauth":
             # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
