@@ -30,6 +30,7 @@ small FETCH items come straight from the folder index.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any, Awaitable, Callable
 
 from twisted.cred.error import UnauthorizedLogin
@@ -43,6 +44,7 @@ from zope.interface import implementer
 from mailserver.auth.challengers import CHALLENGERS
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.imap import folder_commands, message_commands, ordering_commands, session_commands
+from mailserver.imap.compress import DeflateTransport, Inflater
 from mailserver.imap.literal import LiteralReader
 from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
 from mailserver.imap.replies import Refused, reply_text as _text
@@ -142,6 +144,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.selected: SelectedMailbox | None = None
         #: Extensions the client turned on (ENABLE, or implicitly): CONDSTORE, QRESYNC.
         self.enabled: set[str] = set()
+        self._inflater: Inflater | None = None
         self._segments: list[bytes] = []
         self._command_size = 0
         self._line_waiter: Deferred | None = None
@@ -178,7 +181,31 @@ class IMAPServer(imap4.IMAP4Server):
     def dataReceived(self, data: bytes) -> None:
         if self.connection is not None and self.connection.refusal is not None:
             return  # refused: nothing the client sends is read
-        super().dataReceived(data)
+        if self._inflater is None or not data:
+            # b"": LineReceiver.resumeProducing asking for its buffered lines
+            super().dataReceived(data)
+            return
+        try:
+            for piece in self._inflater.feed(data):
+                if self.closed or self.transport.disconnecting:
+                    return
+                super().dataReceived(piece)
+        except zlib.error:
+            log.info("imap: broken DEFLATE stream rip={rip}", rip=self.peer_ip)
+            self.transport.loseConnection()
+
+    @property
+    def compressing(self) -> bool:
+        return self._inflater is not None
+
+    def start_compression(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978), after its tagged OK: both directions deflated from here."""
+        discarded = len(self.clearLineBuffer())
+        if discarded:
+            log.warn("imap: discarded {count} bytes sent before COMPRESS was answered rip={rip}",
+                     count=discarded, rip=self.peer_ip)
+        self.transport = DeflateTransport(self.transport)
+        self._inflater = Inflater()
 
     def _login_expired(self) -> None:
         if self.state == "unauth" and self.transport is not None and not self.transport.disconnecting:
@@ -192,6 +219,8 @@ class IMAPServer(imap4.IMAP4Server):
                 b"SORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"ESEARCH", b"SEARCHRES",
                 b"STATUS=SIZE", b"LIST-EXTENDED", b"LIST-STATUS",
                 b"APPENDLIMIT=%d" % self.literal_limit]
+        if self.state != "unauth" and not self.compressing:
+            caps.append(b"COMPRESS=DEFLATE")
         if self.state == "unauth":
             # RFC 3501 6.2.1: STARTTLS only before TLS; the client asks
             # again afterwards and then sees the mechanisms instead.

@@ -206,6 +206,18 @@ async def _starttls(server: "IMAPServer", cmd: Command) -> None:
     return None
 
 
+async def _compress(server: "IMAPServer", cmd: Command) -> None:
+    mechanism = cmd.args.atom("compression mechanism").upper()
+    cmd.args.end()
+    if mechanism != "DEFLATE":
+        raise ParseError(f"unknown compression mechanism {mechanism}")
+    if server.compressing:
+        raise Refused("DEFLATE is already active", "COMPRESSIONACTIVE")
+    server.sendPositiveResponse(cmd.tag, b"DEFLATE active")
+    server.start_compression()
+    return None
+
+
 COMMANDS = {
     "CAPABILITY": (_capability, ANY),
     "NOOP": (_noop, ANY),
@@ -217,4 +229,5 @@ COMMANDS = {
     "ENABLE": (_enable, frozenset({"auth"})),
     "NAMESPACE": (_namespace, AUTHED),
     "IDLE": (_idle, AUTHED),
+    "COMPRESS": (_compress, AUTHED),
 }
