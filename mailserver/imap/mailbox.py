@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+#: Most distinct flag sets remembered per session.
+_FLAG_SET_CACHE = 4096
+
+
 class MailboxReset(Exception):
     """The folder's UIDVALIDITY changed or the folder vanished: the session must end."""
 
@@ -60,6 +64,8 @@ class SelectedMailbox:
         self.recent: set[int] = set()
         self.uidvalidity = 0
         self._keywords: tuple[str | None, ...] = ()
+        #: (letters, recent) -> flags, for the current keyword table: few distinct values per folder.
+        self._flag_sets: dict[tuple[str, bool], frozenset[str]] = {}
         self._seen_snapshot: Snapshot | None = None
         self._listeners: list[Any] = []
         #: MODSEQ of each message as last reported (RFC 7162).
@@ -78,6 +84,7 @@ class SelectedMailbox:
         snap = await self._claim(snap)
         self.uidvalidity = snap.uidvalidity
         self._keywords = snap.keywords
+        self._flag_sets = {}
         self.uids = [r.uid for r in snap.records]
         self.records = dict(snap.by_uid)
         self.modseqs = {u: snap.modseq(u) for u in self.uids}
@@ -91,7 +98,8 @@ class SelectedMailbox:
 
     async def _claim(self, snap: Snapshot) -> Snapshot:
         known = self.uids[-1] if self.uids else 0
-        fresh = [r.uid for r in snap.records if snap.is_recent(r) and r.uid > known]
+        start = bisect.bisect_right(snap.records, known, key=lambda r: r.uid)
+        fresh = [r.uid for r in snap.records[start:] if snap.is_recent(r)]
         if not fresh:
             return snap
         if self.readwrite:
@@ -164,6 +172,7 @@ class SelectedMailbox:
             return []
         old = self._keywords
         self._keywords = keywords
+        self._flag_sets = {}
         slots = {
             chr(ord("a") + i)
             for i in range(max(len(old), len(keywords)))
@@ -201,10 +210,14 @@ class SelectedMailbox:
         return sum(1 for uid in self.recent if uid in self.records)
 
     def flags(self, uid: int) -> frozenset[str]:
-        record = self.records[uid]
-        flags = flagmod.letters_to_flags(record.letters, self._keywords)
-        if uid in self.recent:
-            flags = flags | {flagmod.RECENT}
+        key = (self.records[uid].letters, uid in self.recent)
+        flags = self._flag_sets.get(key)
+        if flags is None:
+            flags = flagmod.letters_to_flags(key[0], self._keywords)
+            if key[1]:
+                flags = flags | {flagmod.RECENT}
+            if len(self._flag_sets) < _FLAG_SET_CACHE:
+                self._flag_sets[key] = flags
         return flags
 
     def note_reported(self, uid: int) -> None:
@@ -266,10 +279,15 @@ class SelectedMailbox:
                 return []  # "1:*" or "*" in an empty mailbox: nothing, not an error
             raise ParseError("no messages in this mailbox")
         largest = len(self.uids)
-        chosen = set()
-        for low, high in messages.resolve(largest):
+        ranges = messages.resolve(largest)
+        for low, high in ranges:
             if high > largest:
                 raise ParseError(f"invalid message sequence number {high} (mailbox has {largest})")
+        if len(ranges) == 1:  # "1:*" and the like: no set needed
+            low, high = ranges[0]
+            return list(zip(range(low, high + 1), self.uids[low - 1:high]))
+        chosen = set()
+        for low, high in ranges:
             chosen.update(range(low - 1, high))
         return [(i + 1, self.uids[i]) for i in sorted(chosen)]
 

@@ -86,7 +86,7 @@ async def matching(server: "IMAPServer", tree: searching.Node) -> list[searching
         record = mailbox.records[uid]
         facts.append(
             searching.Facts(seq, uid, mailbox.flags(uid), record.mtime, record.vsize, record.summary,
-                            (lambda u=uid: index.read(u)), modseqs.get(uid, 0))
+                            index.read, modseqs.get(uid, 0))
         )
     ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0, frozenset(mailbox.saved))
     if searching.needs_content(tree):

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 
-def _sortable(server: "IMAPServer", found: list[searching.Facts]) -> list[sorting.Sortable]:
-    return [sorting.Sortable(f.seq, f.uid, f.internal, f.size, f.summary.get("sort") or {}) for f in found]
-
-
 async def sort(server: "IMAPServer", cmd: Command) -> bytes:
     args = cmd.args
     args.expect(b"(")
@@ -38,7 +34,7 @@ async def sort(server: "IMAPServer", cmd: Command) -> bytes:
     args.sp()
     tree = searching.parse_keys(args, charset)
     found = await matching(server, tree)
-    ordered = sorting.sort(_sortable(server, found), criteria)
+    ordered = sorting.sort(found, criteria)
     numbers = [m.uid if cmd.uid else m.seq for m in ordered]
     server.untagged(b"SORT" + b"".join(b" %d" % n for n in numbers))
     return b"SORT completed"
@@ -53,7 +49,7 @@ async def thread(server: "IMAPServer", cmd: Command) -> bytes:
     charset = searching.parse_charset(args)
     args.sp()
     tree = searching.parse_keys(args, charset)
-    found = _sortable(server, await matching(server, tree))
+    found = await matching(server, tree)
     roots = threads.references(found) if algorithm == "REFERENCES" else threads.ordered_subject(found)
     data = threads.render(roots, cmd.uid)
     server.untagged(b"THREAD" + (b" " + data if data else b""))

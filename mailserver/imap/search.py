@@ -189,7 +189,8 @@ class Facts:
     internal: float
     size: int
     summary: dict[str, Any]
-    content: Callable[[], bytes | None] = lambda: None
+    #: C{content(uid)}: the message text (one reader shared by all facts of a search).
+    content: Callable[[int], bytes | None] = lambda uid: None
     modseq: int = 0
 
 
@@ -281,7 +282,7 @@ def _header_matches(name: str, needle: str, facts: Facts, cache: dict) -> bool:
 
 def _content(facts: Facts, cache: dict) -> bytes | None:
     if "content" not in cache:
-        cache["content"] = facts.content()
+        cache["content"] = facts.content(facts.uid)
     return cache["content"]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 CRITERIA = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
 
@@ -143,34 +143,49 @@ def parse_criteria(words: Sequence[str]) -> list[Criterion]:
     return out
 
 
-@dataclass(frozen=True)
-class Sortable:
-    """One message as SORT and THREAD see it."""
+class Message(Protocol):
+    """What SORT and THREAD read of a message (C{search.Facts} has it, and L{Sortable})."""
 
     seq: int
     uid: int
-    arrival: float
+    internal: float  # INTERNALDATE: arrival
     size: int
-    fields: dict[str, Any]
-
-    @property
-    def sent(self) -> float:
-        """The sent date, or the internal date when the Date: field is missing or broken."""
-        value = self.fields.get("date")
-        return self.arrival if value is None else value
+    summary: dict[str, Any]  # its "sort" entry comes from L{sort_fields}
 
 
-def _key(criterion: str) -> Callable[[Sortable], Any]:
+@dataclass(frozen=True)
+class Sortable:
+    """A L{Message} made from parts (tests, and callers without search facts)."""
+
+    seq: int
+    uid: int
+    internal: float
+    size: int
+    summary: dict[str, Any]
+
+
+def fields_of(message: Message) -> dict[str, Any]:
+    return message.summary.get("sort") or {}
+
+
+def sent_of(message: Message) -> float:
+    """The sent date, or the internal date when the Date: field is missing or broken."""
+    value = fields_of(message).get("date")
+    return message.internal if value is None else value
+
+
+def _key(criterion: str) -> Callable[[Message], Any]:
     if criterion == "ARRIVAL":
-        return lambda m: m.arrival
+        return lambda m: m.internal
     if criterion == "DATE":
-        return lambda m: m.sent
+        return sent_of
     if criterion == "SIZE":
         return lambda m: m.size
-    return lambda m: m.fields.get(criterion.lower()) or ""
+    name = criterion.lower()
+    return lambda m: fields_of(m).get(name) or ""
 
 
-def sort(messages: Sequence[Sortable], criteria: Sequence[Criterion]) -> list[Sortable]:
+def sort(messages: Sequence[Message], criteria: Sequence[Criterion]) -> list[Message]:
     """Messages in the order C{criteria} give; ties in sequence order."""
     ordered = sorted(messages, key=lambda m: m.seq)
     for criterion in reversed(criteria):

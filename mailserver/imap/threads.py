@@ -1,7 +1,7 @@
 """
 Pure: THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256).
 
-Both take L{sorting.Sortable}s (sent date, base subject, Message-ID and
+Both take L{sorting.Message}s (sent date, base subject, Message-ID and
 references cached in the folder index) and return a forest of
 L{Node}s; L{render} turns it into the THREAD response's text.  Nothing
 here recurses, so a reference chain as long as the folder cannot
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mailserver.imap.sorting import Sortable
+from mailserver.imap.sorting import Message, fields_of, sent_of
 
 ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
@@ -22,7 +22,7 @@ class Node:
 
     __slots__ = ("message", "parent", "children")
 
-    def __init__(self, message: Sortable | None = None) -> None:
+    def __init__(self, message: Message | None = None) -> None:
         self.message = message
         self.parent: Node | None = None
         self.children: list[Node] = []
@@ -41,7 +41,7 @@ class Node:
             node = node.parent
         return False
 
-    def first_message(self) -> Sortable | None:
+    def first_message(self) -> Message | None:
         """This message, or for a dummy its first child's (after sorting)."""
         node: Node | None = self
         while node is not None and node.message is None:
@@ -51,7 +51,7 @@ class Node:
 
 def _date_key(node: Node) -> tuple[float, int]:
     message = node.first_message()
-    return (message.sent, message.seq) if message is not None else (0.0, 0)
+    return (sent_of(message), message.seq) if message is not None else (0.0, 0)
 
 
 def _sort_all(roots: list[Node]) -> None:
@@ -67,14 +67,14 @@ def _sort_all(roots: list[Node]) -> None:
     roots.sort(key=_date_key)
 
 
-def ordered_subject(messages: Sequence[Sortable]) -> list[Node]:
+def ordered_subject(messages: Sequence[Message]) -> list[Node]:
     """Threads of messages sharing a base subject: the first is the parent of all others."""
-    ordered = sorted(messages, key=lambda m: (m.fields.get("subject") or "", m.sent, m.seq))
+    ordered = sorted(messages, key=lambda m: (fields_of(m).get("subject") or "", sent_of(m), m.seq))
     roots: list[Node] = []
     current: Node | None = None
     subject = None
     for message in ordered:
-        base = message.fields.get("subject") or ""
+        base = fields_of(message).get("subject") or ""
         node = Node(message)
         if current is not None and base == subject:
             current.add(node)
@@ -85,13 +85,14 @@ def ordered_subject(messages: Sequence[Sortable]) -> list[Node]:
     return roots
 
 
-def references(messages: Sequence[Sortable]) -> list[Node]:
+def references(messages: Sequence[Message]) -> list[Node]:
     """The REFERENCES algorithm (RFC 5256 section 3, after JWZ)."""
     table: dict[str, Node] = {}
     containers: list[Node] = []
     for message in sorted(messages, key=lambda m: m.seq):
         # (1A) the message's container; no or a duplicate Message-ID: its own
-        msgid = message.fields.get("id")
+        fields = fields_of(message)
+        msgid = fields.get("id")
         node = table.get(msgid) if msgid else None
         if node is None or node.message is not None:
             node = Node(message)
@@ -101,7 +102,7 @@ def references(messages: Sequence[Sortable]) -> list[Node]:
             node.message = message
         containers.append(node)
         # (1B) link the references in order, never making a loop
-        refs = list(message.fields.get("refs") or ())
+        refs = list(fields.get("refs") or ())
         previous: Node | None = None
         for ref in refs:
             ref_node = table.get(ref)
@@ -175,7 +176,8 @@ def _subject_of(node: Node) -> tuple[str, bool, bool]:
     message = node.first_message()
     if message is None:
         return "", False, node.message is None
-    return message.fields.get("subject") or "", bool(message.fields.get("reply")), node.message is None
+    fields = fields_of(message)
+    return fields.get("subject") or "", bool(fields.get("reply")), node.message is None
 
 
 def _group_by_subject(roots: list[Node]) -> list[Node]:

@@ -40,8 +40,16 @@ from mailserver.store.summaries import Summary, SummaryCache
 from mailserver.store.uidlist import UidList, fsync_directory, write_atomically
 
 KEYWORDS_FILE = "dovecot-keywords"
-#: A directory mtime this close to now may still change within the same tick.
+#: A directory mtime this close to now may still change within the same tick:
+#: seconds where the filesystem keeps whole seconds, a few jiffies where its
+#: times have sub-second parts (ext4, XFS, tmpfs, btrfs).
 _MTIME_TRUST = 2.0
+_MTIME_TRUST_FINE = 0.05
+
+
+def _trust_window(stamp: tuple[int, ...]) -> float:
+    """How old a directory mtime must be to be trusted, from its granularity."""
+    return _MTIME_TRUST_FINE if any(ns % 1_000_000_000 for ns in stamp) else _MTIME_TRUST
 
 Describe = Callable[[bytes], dict[str, Any]]
 
@@ -181,6 +189,8 @@ class FolderIndex:
         self._keywords: list[str | None] = []
         self._by_base: dict[str, MessageRecord] = {}
         self._unclaimed: set[int] = set()
+        #: The UID map the records were last matched with (to skip an idle re-listing's rebuild).
+        self._listed_uids: Any = None
         self.snapshot = Snapshot(0, 1, (), ())
 
     # ------------------------------------------------------------ reading
@@ -199,7 +209,8 @@ class FolderIndex:
             if not force and not self._suspect and stamp == self._dir_stamp and not keywords_changed:
                 return self.snapshot
             now = self._clock()
-            self._suspect = any(now - ns / 1e9 < _MTIME_TRUST for ns in stamp)
+            window = _trust_window(stamp)
+            self._suspect = any(now - ns / 1e9 < window for ns in stamp)
             known = self.uidlist.current()
             listing = self._list()
             missing = (self._by_base.keys() | known.uids.keys()) - listing.keys()
@@ -209,6 +220,10 @@ class FolderIndex:
                 again = self._list()
                 for base in missing & again.keys():
                     listing[base] = again[base]
+            if not keywords_changed and known is self._listed_uids and self._matches_records(listing):
+                # Only looked again because the mtime was too fresh to trust: nothing moved.
+                self._dir_stamp = stamp
+                return self.snapshot
             try:
                 self._rebuild(listing, known.uidnext)
             except BaseException:
@@ -218,7 +233,19 @@ class FolderIndex:
                 self._suspect = True
                 raise
             self._dir_stamp = stamp
+            self._listed_uids = self.uidlist.current()
             return self.snapshot
+
+    def _matches_records(self, listing: dict[str, tuple[str, str, str]]) -> bool:
+        """Whether a listing shows exactly the records we hold (our own changes included)."""
+        by_base = self._by_base
+        if len(listing) != len(by_base):
+            return False
+        for base, entry in listing.items():
+            record = by_base.get(base)
+            if record is None or (record.subdir, record.name, record.letters) != entry:
+                return False
+        return True
 
     def _stat_dirs(self) -> tuple[int, int] | None:
         try:
@@ -257,12 +284,16 @@ class FolderIndex:
                 names = os.listdir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
+            known = self._by_base
             for name in names:
-                if name.startswith(".") or not name.isprintable():
-                    continue
-                parsed = parse_name(name)
-                letters = flagmod.info_letters(parsed.info)
                 base = name.partition(":")[0]
+                record = known.get(base)
+                if record is not None and record.name == name and record.subdir == sub:
+                    letters = record.letters  # unchanged since the last listing: no parsing
+                elif name.startswith(".") or not name.isprintable():
+                    continue
+                else:
+                    letters = flagmod.info_letters(parse_name(name).info)
                 if base in found and sub == "new":
                     continue
                 found[base] = (sub, name, letters)
@@ -535,6 +566,7 @@ class FolderIndex:
             self._suspect = True
             self._by_base = {}
             self._unclaimed = set()
+            self._listed_uids = None
             self._keywords_stamp = None
             self.uidlist.reset()
             self.modseq.reset()

@@ -58,7 +58,7 @@ def msg(seq: int, sent: float = 0.0, subject: str = "", msgid: str | None = None
         reply: bool = False, size: int = 0, arrival: float | None = None, **fields: str) -> Sortable:
     data = {"date": sent, "subject": subject.upper(), "reply": reply, "id": msgid, "refs": list(refs)}
     data.update(fields)
-    return Sortable(seq, seq * 10, sent if arrival is None else arrival, size, data)
+    return Sortable(seq, seq * 10, sent if arrival is None else arrival, size, {"sort": data})
 
 
 class SortTests(SynchronousTestCase):
@@ -80,7 +80,7 @@ class SortTests(SynchronousTestCase):
 
     def test_date_falls_back_to_arrival(self) -> None:
         a = msg(1, arrival=50)
-        a.fields["date"] = None
+        a.summary["sort"]["date"] = None
         b = msg(2, 40)
         self.assertEqual([m.seq for m in sorting.sort([a, b], parse_criteria(["DATE"]))], [2, 1])
 

@@ -75,9 +75,39 @@ class IndexTests(SynchronousTestCase):
 
     def test_recent_mtime_is_not_trusted(self) -> None:
         idx = self.index()
-        self.now[0] = os.stat(os.path.join(self.root, "new")).st_mtime + 0.5
+        self.now[0] = os.stat(os.path.join(self.root, "new")).st_mtime + 0.01
         idx.refresh()
         self.assertTrue(idx._suspect)
+
+    def test_whole_second_mtimes_trusted_after_two_seconds(self) -> None:
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), (1_700_000_000, 1_700_000_000))
+        idx = self.index()
+        self.now[0] = 1_700_000_000.5
+        idx.refresh()
+        self.assertTrue(idx._suspect)
+        self.now[0] = 1_700_000_002.5
+        idx.refresh(force=True)
+        self.assertFalse(idx._suspect)
+
+    def test_regression_fine_mtimes_trusted_after_a_tick(self) -> None:
+        """Sub-second mtimes are trusted after 50 ms, not 2 s: a change no longer makes every command re-list."""
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), ns=(1_700_000_000_123_456_789,) * 2)
+        idx = self.index()
+        self.now[0] = 1_700_000_000.5
+        idx.refresh()
+        self.assertFalse(idx._suspect)
+
+    def test_idle_relisting_keeps_the_snapshot(self) -> None:
+        deliver(self.root, b"a\n", 1)
+        idx = self.index()
+        first = idx.refresh()
+        self.assertIs(idx.refresh(force=True), first)
+        idx.store([1], ["\\Seen"], 1)
+        changed = idx.snapshot
+        self.assertIsNot(changed, first)
+        self.assertIsNot(idx.refresh(force=True), first)
 
     def test_summaries_persist_across_restarts(self) -> None:
         for n in range(5):
