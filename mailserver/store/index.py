@@ -206,10 +206,16 @@ class FolderIndex:
                     self.snapshot = Snapshot(self.snapshot.uidvalidity, self.snapshot.uidnext, (), (), exists=False)
                 self._dir_stamp = None
                 return self.snapshot
-            if not force and not self._suspect and stamp == self._dir_stamp and not keywords_changed:
-                return self.snapshot
             now = self._clock()
             window = _trust_window(stamp)
+            if not force and stamp == self._dir_stamp and not keywords_changed:
+                if not self._suspect:
+                    return self.snapshot
+                if any(now - ns / 1e9 < window for ns in stamp):
+                    # Still within the mtime's tick: listing now would prove
+                    # nothing more than the last listing did; the first
+                    # refresh after the tick lists again and settles it.
+                    return self.snapshot
             self._suspect = any(now - ns / 1e9 < window for ns in stamp)
             known = self.uidlist.current()
             listing = self._list()

@@ -99,6 +99,24 @@ class IndexTests(SynchronousTestCase):
         idx.refresh()
         self.assertFalse(idx._suspect)
 
+    def test_regression_no_relisting_within_the_mtime_tick(self) -> None:
+        """A fresh mtime is listed once per tick, not at every command of the tick; the first refresh after it lists again."""
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), ns=(1_700_000_000_000_000_001,) * 2)
+        idx = self.index()
+        self.now[0] = 1_700_000_000.01
+        idx.refresh()
+        self.assertTrue(idx._suspect)
+        listings = []
+        original = idx._list
+        idx._list = lambda: listings.append(1) or original()
+        idx.refresh()
+        self.assertEqual(listings, [])
+        self.now[0] = 1_700_000_000.2
+        idx.refresh()
+        self.assertEqual(listings, [1])
+        self.assertFalse(idx._suspect)
+
     def test_idle_relisting_keeps_the_snapshot(self) -> None:
         deliver(self.root, b"a\n", 1)
         idx = self.index()
