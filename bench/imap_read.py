@@ -117,15 +117,23 @@ def single(port: int, count: int) -> dict[str, float]:
     out["uid_search_unseen"] = t
     t, _ = timed(lambda: check(client.uid("SEARCH", "FROM", "sender7")))
     out["uid_search_from"] = t
-    status = check(client.status("INBOX", "(HIGHESTMODSEQ)"))[0]
-    modseq = int(status.split(b"HIGHESTMODSEQ ")[1].split(b")")[0])
-    check(client.store(str(count // 2), "+FLAGS", "(\\Flagged)"))
-    t, data = timed(lambda: check(client.fetch("1:*", f"(FLAGS) (CHANGEDSINCE {modseq})")))
-    assert len(data) == 1, data
-    out["fetch_changedsince"] = t
-    t, data = timed(lambda: check(client.sort("(DATE)", "UTF-8", "ALL")))
-    assert len(data[0].split()) == count
-    out["sort_date"] = t
+    changedsince = []
+    for n in range(7):  # the median of several: one figure on a shared machine is noise
+        status = check(client.status("INBOX", "(HIGHESTMODSEQ)"))[0]
+        modseq = int(status.split(b"HIGHESTMODSEQ ")[1].split(b")")[0])
+        check(client.store(str(1 + (count // 7) * n), "+FLAGS", "(\\Flagged)"))
+        t, data = timed(lambda: check(client.fetch("1:*", f"(FLAGS) (CHANGEDSINCE {modseq})")))
+        assert len(data) == 1, data
+        changedsince.append(t)
+    out["fetch_changedsince"] = sorted(changedsince)[len(changedsince) // 2]
+    out["fetch_changedsince_min"] = min(changedsince)
+    sorts = []
+    for _ in range(5):
+        t, data = timed(lambda: check(client.sort("(DATE)", "UTF-8", "ALL")))
+        assert len(data[0].split()) == count
+        sorts.append(t)
+    out["sort_date"] = sorted(sorts)[len(sorts) // 2]
+    out["sort_date_min"] = min(sorts)
     t, _ = timed(lambda: check(client.thread("REFERENCES", "UTF-8", "ALL")))
     out["thread_references"] = t
     client.logout()
@@ -196,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FETCH 1:* BODY.PEEK[]                {r['fetch_bodies']:8.3f} s   {mb / r['fetch_bodies']:.1f} MB/s, {count / r['fetch_bodies']:.0f} msg/s")
             print(f"UID SEARCH UNSEEN                    {r['uid_search_unseen']:8.3f} s")
             print(f"UID SEARCH FROM sender7              {r['uid_search_from']:8.3f} s")
-            print(f"FETCH 1:* (FLAGS) (CHANGEDSINCE m), one change {r['fetch_changedsince'] * 1000:8.1f} ms   (target < 20 ms)")
-            print(f"SORT (DATE) UTF-8 ALL                {r['sort_date']:8.3f} s   (target < 0.2 s)")
+            print(f"FETCH 1:* (FLAGS) (CHANGEDSINCE m), one change: median {r['fetch_changedsince'] * 1000:.1f} ms,"
+                  f" best {r['fetch_changedsince_min'] * 1000:.1f} ms of 7   (target < 20 ms)")
+            print(f"SORT (DATE) UTF-8 ALL: median {r['sort_date']:.3f} s, best {r['sort_date_min']:.3f} s of 5"
+                  f"   (target < 0.2 s)")
             print(f"THREAD REFERENCES UTF-8 ALL          {r['thread_references']:8.3f} s")
             server.terminate()
             server.join(5)

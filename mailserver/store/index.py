@@ -191,6 +191,8 @@ class FolderIndex:
         self._unclaimed: set[int] = set()
         #: The UID map the records were last matched with (to skip an idle re-listing's rebuild).
         self._listed_uids: Any = None
+        #: The file names of the records in new/ and cur/ (None: to be computed).
+        self._expected_names: tuple[frozenset[str], frozenset[str]] | None = None
         self.snapshot = Snapshot(0, 1, (), ())
 
     # ------------------------------------------------------------ reading
@@ -217,6 +219,9 @@ class FolderIndex:
                     # refresh after the tick lists again and settles it.
                     return self.snapshot
             self._suspect = any(now - ns / 1e9 < window for ns in stamp)
+            if not keywords_changed and self._names_unchanged():
+                self._dir_stamp = stamp
+                return self.snapshot
             known = self.uidlist.current()
             listing = self._list()
             missing = (self._by_base.keys() | known.uids.keys()) - listing.keys()
@@ -241,6 +246,27 @@ class FolderIndex:
             self._dir_stamp = stamp
             self._listed_uids = self.uidlist.current()
             return self.snapshot
+
+    def _names_unchanged(self) -> bool:
+        """
+        Whether ``new/`` and ``cur/`` hold exactly the files of our records
+        (our own renames included): two listings compared as sets, no
+        per-name work, so re-checking a big folder after a change is cheap.
+        """
+        if self._listed_uids is None or self._listed_uids is not self.uidlist.current():
+            return False
+        if self._expected_names is None:
+            new = frozenset(r.name for r in self._by_base.values() if r.subdir == "new")
+            self._expected_names = (new, frozenset(r.name for r in self._by_base.values() if r.subdir == "cur"))
+        try:
+            return all(
+                len(names) == len(expected) and expected.issuperset(names)
+                for names, expected in zip(
+                    (os.listdir(os.path.join(self.path, sub)) for sub in ("new", "cur")), self._expected_names
+                )
+            )
+        except FileNotFoundError:
+            return False
 
     def _matches_records(self, listing: dict[str, tuple[str, str, str]]) -> bool:
         """Whether a listing shows exactly the records we hold (our own changes included)."""
@@ -379,6 +405,7 @@ class FolderIndex:
         Make the records the new snapshot, after giving every new, changed
         or vanished message the next MODSEQ (persisted first).
         """
+        self._expected_names = None
         records = tuple(sorted(self._by_base.values(), key=lambda r: r.uid))
         s = self.snapshot
         uidvalidity = s.uidvalidity if uidvalidity is None else uidvalidity
@@ -573,6 +600,7 @@ class FolderIndex:
             self._by_base = {}
             self._unclaimed = set()
             self._listed_uids = None
+            self._expected_names = None
             self._keywords_stamp = None
             self.uidlist.reset()
             self.modseq.reset()

@@ -107,15 +107,36 @@ class IndexTests(SynchronousTestCase):
         self.now[0] = 1_700_000_000.01
         idx.refresh()
         self.assertTrue(idx._suspect)
+        looks = []
+        original = idx._names_unchanged
+        idx._names_unchanged = lambda: looks.append(1) or original()
+        idx.refresh()
+        self.assertEqual(looks, [])
+        self.now[0] = 1_700_000_000.2
+        idx.refresh()
+        self.assertEqual(looks, [1])
+        self.assertFalse(idx._suspect)
+
+    def test_regression_unchanged_names_skip_the_listing(self) -> None:
+        """Re-checking a folder whose files are exactly our records compares two name sets, no per-name work."""
+        deliver(self.root, b"a\n", 1)
+        deliver(self.root, b"b\n", 2)
+        idx = self.index()
+        idx.refresh()
+        idx.store([1], ["\\Seen"], 1)  # our own rename changes cur/'s mtime
         listings = []
         original = idx._list
         idx._list = lambda: listings.append(1) or original()
-        idx.refresh()
+        before = idx.snapshot
+        self.assertIs(idx.refresh(force=True), before)
         self.assertEqual(listings, [])
-        self.now[0] = 1_700_000_000.2
-        idx.refresh()
+        # a file renamed by someone else is noticed
+        cur = os.path.join(self.root, "cur")
+        name = [n for n in os.listdir(cur) if n.endswith(":2,S")][0]
+        os.rename(os.path.join(cur, name), os.path.join(cur, name[:-1] + "FS"))
+        snap = idx.refresh(force=True)
         self.assertEqual(listings, [1])
-        self.assertFalse(idx._suspect)
+        self.assertIn("F", snap.by_uid[1].letters)
 
     def test_idle_relisting_keeps_the_snapshot(self) -> None:
         deliver(self.root, b"a\n", 1)
