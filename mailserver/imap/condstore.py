@@ -63,15 +63,9 @@ def parse_select_params(reader: Reader) -> SelectParams:
     if reader.at_end():
         return SelectParams()
     reader.sp()
-    reader.expect(b"(")
     condstore = False
     qresync = None
-    first = True
-    while not reader.maybe(b")"):
-        if not first:
-            reader.sp()
-        first = False
-        name = reader.atom("select parameter").upper()
+    for name in reader.names("select parameter"):
         if name == "CONDSTORE":
             condstore = True
         elif name == "QRESYNC":
@@ -114,15 +108,9 @@ def parse_fetch_modifiers(reader: Reader) -> tuple[int | None, bool]:
     if reader.at_end():
         return None, False
     reader.sp()
-    reader.expect(b"(")
     changedsince = None
     vanished = False
-    first = True
-    while not reader.maybe(b")"):
-        if not first:
-            reader.sp()
-        first = False
-        name = reader.atom("fetch modifier").upper()
+    for name in reader.names("fetch modifier"):
         if name == "CHANGEDSINCE":
             reader.sp()
             changedsince = reader.modseq()

@@ -27,15 +27,10 @@ def parse_return(reader: Reader) -> frozenset[str] | None:
         reader._i, reader._j = mark
         return None
     reader.sp()
-    reader.expect(b"(")
-    options: list[str] = []
-    while not reader.maybe(b")"):
-        if options:
-            reader.sp()
-        option = reader.atom("search return option").upper()
+    options = list(reader.names("search return option"))
+    for option in options:
         if option not in OPTIONS:
             raise ParseError(f"unknown search return option {option}")
-        options.append(option)
     reader.sp()
     return frozenset(options or ["ALL"])
 

@@ -42,12 +42,8 @@ class Entry:
 
 
 def _options(reader: Reader, allowed: frozenset[str], what: str) -> list[str]:
-    reader.expect(b"(")
     options: list[str] = []
-    while not reader.maybe(b")"):
-        if options:
-            reader.sp()
-        option = reader.atom(what).upper()
+    for option in reader.names(what):
         if option not in allowed:
             raise ParseError(f"unknown {what} {option}")
         options.append(option)

@@ -151,32 +151,27 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
     raise ParseError(f"unknown search key {word}")
 
 
-def needs_content(node: Node) -> bool:
-    """True if evaluating C{node} needs the message text."""
+def _any_key(node: Node, test) -> bool:
+    """Whether C{test} holds for a key of the tree (depth bounded by the parser)."""
     kind = node[0]
     if kind == "and":
-        return any(needs_content(n) for n in node[1])
+        return any(_any_key(n, test) for n in node[1])
     if kind == "or":
-        return needs_content(node[1]) or needs_content(node[2])
+        return _any_key(node[1], test) or _any_key(node[2], test)
     if kind == "not":
-        return needs_content(node[1])
-    if kind == "string":
-        return node[1] in ("body", "text")
-    if kind == "header":
-        return node[1] not in SEARCH_FIELDS
-    return False
+        return _any_key(node[1], test)
+    return test(node)
+
+
+def needs_content(node: Node) -> bool:
+    """True if evaluating C{node} needs the message text."""
+    return _any_key(node, lambda key: (key[0] == "string" and key[1] in ("body", "text"))
+                    or (key[0] == "header" and key[1] not in SEARCH_FIELDS))
 
 
 def uses_modseq(node: Node) -> bool:
     """True if C{node} has a MODSEQ key (the response then carries the highest MODSEQ found)."""
-    kind = node[0]
-    if kind == "and":
-        return any(uses_modseq(n) for n in node[1])
-    if kind == "or":
-        return uses_modseq(node[1]) or uses_modseq(node[2])
-    if kind == "not":
-        return uses_modseq(node[1])
-    return kind == "modseq"
+    return _any_key(node, lambda key: key[0] == "modseq")
 
 
 @dataclass

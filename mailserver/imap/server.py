@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
@@ -174,6 +174,11 @@ class IMAPServer(imap4.IMAP4Server):
                 return
             if self.clock is not None:
                 self.connection.start_login_timer(self.clock, self._login_expired)
+        if ITCPTransport.providedBy(self.transport):  # also the TLS layer of IMAPS
+            # Untagged data and the tagged OK are often written on either side
+            # of a thread-pool round trip: Nagle + delayed ACK stalled the
+            # second write by 40 ms (a CHANGEDSINCE resync took 52 ms, not 10).
+            self.transport.setTcpNoDelay(True)
         if self.portal is not None and self.throttle is not None and not isinstance(self.portal, AuthGuard):
             self.portal = AuthGuard(self.portal, self.throttle, "imap", self.peer_ip, self.clock)
         super().connectionMade()  # the greeting lists the capabilities

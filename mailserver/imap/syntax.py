@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import datetime as _dt
+from typing import Iterator
 
 from mailserver.imap import wire
 
@@ -161,7 +162,7 @@ class Reader:
             raise ParseError("bad mailbox pattern")
         return value
 
-    def number(self, what: str = "number") -> int:
+    def _digits(self, what: str, longest: int) -> int:
         text = self._text()
         if text is None:
             raise ParseError(f"expected {what}")
@@ -169,27 +170,36 @@ class Reader:
         while k < len(text) and 0x30 <= text[k] <= 0x39:
             k += 1
         digits = text[self._j:k]
-        if not digits or len(digits) > 10:
+        if not digits or len(digits) > longest:
             raise ParseError(f"expected {what}")
         self._advance(k - self._j)
-        value = int(digits)
+        return int(digits)
+
+    def number(self, what: str = "number") -> int:
+        value = self._digits(what, 10)
         if value > 0xFFFFFFFF:
             raise ParseError(f"{what} out of range")
         return value
 
     def modseq(self, what: str = "mod-sequence") -> int:
         """A mod-sequence value (RFC 7162): up to 2^63 - 1."""
-        text = self._text()
-        if text is None:
-            raise ParseError(f"expected {what}")
-        k = self._j
-        while k < len(text) and 0x30 <= text[k] <= 0x39:
-            k += 1
-        digits = text[self._j:k]
-        if not digits or len(digits) > 19 or int(digits) >= 2**63:
-            raise ParseError(f"expected {what}")
-        self._advance(k - self._j)
-        return int(digits)
+        value = self._digits(what, 19)
+        if value >= 2**63:
+            raise ParseError(f"{what} out of range")
+        return value
+
+    def names(self, what: str) -> Iterator[str]:
+        """
+        ``(NAME NAME ...)``, each upper-cased, yielded as it is read so the
+        caller can read a name's own arguments before the next.
+        """
+        self.expect(b"(")
+        first = True
+        while not self.maybe(b")"):
+            if not first:
+                self.sp()
+            first = False
+            yield self.atom(what).upper()
 
     def seqset(self) -> "SequenceSet":
         if self.peek() == b"$" and self._text() is not None:

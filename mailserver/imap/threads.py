@@ -54,15 +54,20 @@ def _date_key(node: Node) -> tuple[float, int]:
     return (sent_of(message), message.seq) if message is not None else (0.0, 0)
 
 
-def _sort_all(roots: list[Node]) -> None:
-    """Sort every sibling set by sent date, deepest first (a dummy sorts as its first child)."""
+def _preorder(roots: list[Node]) -> list[Node]:
+    """Every node under C{roots}, each before its children (no recursion)."""
     order: list[Node] = []
     stack = list(roots)
     while stack:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
-    for node in reversed(order):
+    return order
+
+
+def _sort_all(roots: list[Node]) -> None:
+    """Sort every sibling set by sent date, deepest first (a dummy sorts as its first child)."""
+    for node in reversed(_preorder(roots)):
         node.children.sort(key=_date_key)
     roots.sort(key=_date_key)
 
@@ -138,14 +143,8 @@ def references(messages: Sequence[Message]) -> list[Node]:
 
 
 def _prune(roots: list[Node]) -> list[Node]:
-    order: list[Node] = []
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        order.append(node)
-        stack.extend(node.children)
     top: list[Node] = list(roots)
-    for node in reversed(order):  # children before their parents
+    for node in reversed(_preorder(roots)):  # children before their parents
         if node.message is not None:
             continue
         parent = node.parent
