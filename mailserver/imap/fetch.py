@@ -35,11 +35,15 @@ class Renderer:
     """Renders FETCH responses for one command (keeps the parsed MIME tree per message)."""
 
     def __init__(self, items: list[FetchItem], uid_command: bool, modseq: bool = False) -> None:
-        """C{modseq}: CONDSTORE is on, so MODSEQ goes with implicit FLAGS (and CHANGEDSINCE)."""
+        """C{modseq}: CONDSTORE is on, so MODSEQ goes with every FLAGS, asked for or implicit."""
         self.items = list(items)
         self.modseq = modseq
         if uid_command and not any(i.name == "UID" for i in self.items):
             self.items.insert(0, FetchItem("UID"))
+        names = {i.name for i in self.items}
+        if modseq and "FLAGS" in names and "MODSEQ" not in names:
+            # RFC 7162 3.1: with CONDSTORE on, FLAGS go with their MODSEQ (as Dovecot; IMAPClient expects it)
+            self.items.append(FetchItem("MODSEQ"))
 
     def render(
         self,

@@ -212,3 +212,17 @@ class NoDelayTests(SynchronousTestCase):
         transport = TCPTransport(peerAddress=_Address("127.0.0.1", 40000))
         MemorySession(self, transport=transport)
         self.assertTrue(transport.nodelay)
+
+
+class FetchModseqTests(SynchronousTestCase):
+    def test_regression_flags_carry_modseq_once_enabled(self) -> None:
+        """IMAPClient's live test_fetch: with CONDSTORE on, a FETCH of FLAGS also answers MODSEQ."""
+        s = MemorySession(self)
+        s.output()
+        deliver(s.maildir(), b"Subject: x\n\ny\n")
+        s.send(b"a LOGIN alice secret\r\ns SELECT INBOX\r\n")
+        self.assertNotIn(b"MODSEQ", s.send(b"f FETCH 1 (FLAGS)\r\n"))
+        s.send(b"n NOOP\r\n")
+        s.send(b"u UNSELECT\r\ne ENABLE CONDSTORE\r\ns SELECT INBOX\r\n")
+        self.assertRegex(s.send(b"f FETCH 1 (FLAGS INTERNALDATE)\r\n"), rb"\* 1 FETCH \(FLAGS \([^)]*\) INTERNALDATE \"[^\"]+\" MODSEQ \(\d+\)\)")
+        self.assertNotIn(b"MODSEQ", s.send(b"f FETCH 1 (UID)\r\n"))
