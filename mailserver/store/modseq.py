@@ -54,6 +54,8 @@ class ModseqState:
         self._lines = 0
         self._stamp: tuple[int, int, int] | None = None
         self._loaded = False
+        #: A write failed (disk full): memory is ahead of the file, which is rewritten next time.
+        self._dirty = False
 
     # ------------------------------------------------------------ loading
 
@@ -67,8 +69,8 @@ class ModseqState:
     def _load(self) -> None:
         """(Re)read the file if another process changed it since we last wrote."""
         stamp = self._file_stamp()
-        if self._loaded and stamp == self._stamp:
-            return
+        if self._loaded and (stamp == self._stamp or self._dirty):
+            return  # unchanged, or our unwritten memory is newer than the file
         highest = self.highest
         self.modseqs, self.letters, self.expunged = {}, {}, []
         self.uidvalidity = self.floor = self._lines = 0
@@ -133,7 +135,7 @@ class ModseqState:
         current = dict(present)
         changed = [(u, l) for u, l in current.items() if self.letters.get(u) != l or u not in self.modseqs]
         vanished = [u for u in self.modseqs if u not in current]
-        if not changed and not vanished and not fresh_file:
+        if not changed and not vanished and not fresh_file and not self._dirty:
             return False
         modseq = self.highest + 1
         lines = []
@@ -152,10 +154,23 @@ class ModseqState:
             self.floor = max(self.floor, self.expunged[overflow - 1][0])
             del self.expunged[:overflow]
         self._lines += len(lines)
-        if fresh_file or overflow > 0 or self._lines > 2 * (len(self.modseqs) + len(self.expunged)) + _COMPACT_SLACK:
-            self._rewrite()
-        else:
-            self._append("".join(lines))
+        try:
+            if (
+                fresh_file
+                or self._dirty
+                or overflow > 0
+                or self._lines > 2 * (len(self.modseqs) + len(self.expunged)) + _COMPACT_SLACK
+            ):
+                self._rewrite()
+            else:
+                self._append("".join(lines))
+        except OSError as e:
+            # The change happened (a file was renamed): keep serving it from
+            # memory, and write the whole state once the disk allows.
+            self._dirty = True
+            log.error("cannot write {path}: {error}; MODSEQs kept in memory", path=self.path, error=e)
+            return True
+        self._dirty = False
         return True
 
     def _append(self, text: str) -> None:
@@ -178,6 +193,7 @@ class ModseqState:
         """The folder was renamed or deleted: re-read the file next time."""
         self._loaded = False
         self._stamp = None
+        self._dirty = False
 
     # ------------------------------------------------------------ queries
 
