@@ -1,8 +1,8 @@
 """
 SORT and THREAD (RFC 5256), also as UID commands: the search keys are
 matched as for SEARCH, then ordered by L{sorting} or threaded by
-L{threads} from the fields the folder index caches, so neither opens a
-message file unless a search key needs its text.
+L{threads} (in the thread pool) from the fields the folder index caches,
+so neither opens a message file unless a search key needs its text.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ async def sort(server: "IMAPServer", cmd: Command) -> bytes:
     args.sp()
     tree = searching.parse_keys(args, charset)
     found = await matching(server, tree)
-    ordered = sorting.sort(found, criteria)
+    # Sorting and threading a big folder is CPU work: the thread pool, not the reactor.
+    ordered = await server.account.run(sorting.sort, found, criteria)
     numbers = [m.uid if cmd.uid else m.seq for m in ordered]
     server.untagged(b"SORT" + b"".join(b" %d" % n for n in numbers))
     return b"SORT completed"
@@ -50,8 +51,8 @@ async def thread(server: "IMAPServer", cmd: Command) -> bytes:
     args.sp()
     tree = searching.parse_keys(args, charset)
     found = await matching(server, tree)
-    roots = threads.references(found) if algorithm == "REFERENCES" else threads.ordered_subject(found)
-    data = threads.render(roots, cmd.uid)
+    build = threads.references if algorithm == "REFERENCES" else threads.ordered_subject
+    data = await server.account.run(lambda: threads.render(build(found), cmd.uid))
     server.untagged(b"THREAD" + (b" " + data if data else b""))
     return b"THREAD completed"
 

@@ -34,6 +34,8 @@ class Node:
         self.children.append(child)
 
     def is_ancestor_of(self, other: "Node") -> bool:
+        if not self.children:
+            return other is self  # a leaf: the common case, no walk up a long chain
         node = other
         while node is not None:  # bounded: parent links never form a loop
             if node is self:
