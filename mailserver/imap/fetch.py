@@ -2,16 +2,18 @@
 Pure: one message's FETCH response from its index record and, when the
 items need it, its text (CRLF line ends).
 
-ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE and UID
-come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
+ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE, UID and
+MODSEQ come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
 ENVELOPE)`` never opens a file.  Sections are sliced out of the message
-bytes exactly as stored (LF -> CRLF only).
+bytes exactly as stored (LF -> CRLF only); BINARY[...] decodes them
+(C{binary.py}; literal8 when the result holds NUL).
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+from mailserver.imap import binary
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import FetchItem, Section
 from mailserver.imap.wire import NIL, flag_list, internal_date, literal
@@ -93,6 +95,17 @@ class Renderer:
                 out.append(b"RFC822.HEADER " + _value(None if data is None else mime.header_bytes(data, root())))
             elif name == "RFC822.TEXT":
                 out.append(b"RFC822.TEXT " + _value(None if data is None else data[root().body_start:]))
+            elif name == "BINARY.SIZE":
+                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                part = ".".join(str(p) for p in item.section.part).encode("ascii")
+                out.append(b"BINARY.SIZE[" + part + b"] %d" % len(content or b""))
+            elif name == "BINARY":
+                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                if content is not None and item.section.partial is not None:
+                    start, length = item.section.partial
+                    content = content[start:start + length]
+                out.append(item.section.label() + b" " + (_value(content) if content is None or b"\0" not in content
+                                                          else b"~{%d}\r\n" % len(content) + content))
             elif item.section is not None:
                 section = item.section
                 if data is None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-from mailserver.imap import condstore, list_extended
+from mailserver.imap import binary, condstore, list_extended
 from mailserver.imap.replies import Refused
-from mailserver.imap.syntax import Command, ParseError
+from mailserver.imap.syntax import Command, Literal8, ParseError
 from mailserver.imap.wire import astring, flag_list, quoted
 from mailserver.store import flags as flagmod
 from mailserver.store.index import Snapshot
@@ -281,6 +281,8 @@ async def append(server: "IMAPServer", cmd: Command) -> bytes:
     args.end()
     if not data:
         raise Refused("Empty messages are not stored", "CANNOT")
+    if isinstance(data, Literal8):
+        data = binary.encode_binary_parts(data)  # RFC 3516: stored 7-bit clean, BINARY[] decodes
     try:
         uidvalidity, uid = await server.account.append(name, data, flags, date)
     except FolderNotFoundError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailserver.imap import condstore, esearch
+from mailserver.imap import binary, condstore, esearch
 from mailserver.imap import fetch as fetching
 from mailserver.imap import search as searching
 from mailserver.imap.folder_commands import check_flags, read_mailbox
@@ -170,8 +170,13 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
                 if content and data is None:
                     missing = True
                     continue
-                out.append(renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
-                                           modseq=mailbox.modseqs.get(uid, 0)) + b"\r\n")
+                try:
+                    line = renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
+                                           modseq=mailbox.modseqs.get(uid, 0))
+                except binary.UnknownCte as e:
+                    server.transport.writeSequence(out)
+                    raise Refused(str(e), "UNKNOWN-CTE") from None
+                out.append(line + b"\r\n")
             server.transport.writeSequence(out)
             server.resetTimeout()
             await throttle.wait()

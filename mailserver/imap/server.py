@@ -50,7 +50,7 @@ from mailserver.imap.mailbox import MailboxReset, SelectedMailbox
 from mailserver.imap.replies import Refused, reply_text as _text
 from mailserver.imap.search import BadCharset, CHARSETS
 from mailserver.imap.session_commands import PLAINTEXT_MECHANISMS
-from mailserver.imap.syntax import Command, Literal, ParseError, Reader
+from mailserver.imap.syntax import Command, Literal, Literal8, ParseError, Reader
 from mailserver.limits import Connection, LoginLimits
 from mailserver.store.flags import FlagError
 from mailserver.store.folders import FolderError
@@ -58,7 +58,7 @@ from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
 log = Logger()
 
-_LITERAL = re.compile(rb"\{(\d{1,12})(\+?)\}\Z")
+_LITERAL = re.compile(rb"(~?)\{(\d{1,12})(\+?)\}\Z")  # ~: literal8 (RFC 3516)
 _TAG_BAD = frozenset(b'(){ %*"\\+') | frozenset(range(0x20)) | {0x7F}
 
 #: Default limits (Dovecot's imap_max_line_length is 64k; APPEND up to 50 MiB).
@@ -222,7 +222,7 @@ class IMAPServer(imap4.IMAP4Server):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT", b"CONDSTORE", b"QRESYNC",
                 b"SORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"ESEARCH", b"SEARCHRES",
-                b"STATUS=SIZE", b"LIST-EXTENDED", b"LIST-STATUS",
+                b"STATUS=SIZE", b"LIST-EXTENDED", b"LIST-STATUS", b"BINARY",
                 b"APPENDLIMIT=%d" % self.literal_limit]
         if self.state != "unauth" and not self.compressing:
             caps.append(b"COMPRESS=DEFLATE")
@@ -293,8 +293,9 @@ class IMAPServer(imap4.IMAP4Server):
             self._execute(self._segments)
             return
         self._segments.append(line[:match.start()])
-        size = int(match.group(1))
-        synchronizing = not match.group(2)
+        size = int(match.group(2))
+        synchronizing = not match.group(3)
+        kind = Literal8 if match.group(1) else Literal
         first = self._segments[0]
         words = first.split(b" ", 3)
         tag = words[0]
@@ -317,7 +318,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.parseState = "literal"
 
         def done(data: bytes) -> None:
-            self._segments.append(Literal(data))
+            self._segments.append(kind(data))
 
         self._pendingLiteral = LiteralReader(
             size, done, self.clock, self.literal_deadline, self.literal_min_rate, self._literal_expired

@@ -23,6 +23,10 @@ class Literal(bytes):
     """The data of a literal, as a segment of a command."""
 
 
+class Literal8(Literal):
+    """A ``~{n}`` literal (RFC 3516): may hold any octet, NUL included."""
+
+
 # ATOM-CHAR: any CHAR except atom-specials (RFC 3501 9).
 _ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0x20)) | {0x7F}
 _ATOM = bytes(b for b in range(1, 0x80) if b not in _ATOM_SPECIALS)
@@ -251,9 +255,12 @@ class Reader:
         return not self.at_end() and self._text() is None
 
     def take_literal(self) -> bytes:
+        """The next literal's data (a L{Literal8} if it was sent as ``~{n}``)."""
         if not self.is_literal_next():
             raise ParseError("expected a literal")
-        return self._literal()
+        binary = isinstance(self._segments[self._i], Literal8)
+        data = self._literal()
+        return Literal8(data) if binary else data
 
 
 @dataclass(frozen=True)
@@ -315,13 +322,14 @@ class Section:
     text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
     fields: tuple[bytes, ...] = ()
     partial: tuple[int, int] | None = None
+    kind: str = "BODY"  # or BINARY (RFC 3516): part numbers only, decoded
 
     def label(self, origin: bool = True) -> bytes:
-        """The response name: ``BODY[1.HEADER.FIELDS (To)]<0>``."""
+        """The response name: ``BODY[1.HEADER.FIELDS (To)]<0>``, ``BINARY[1]``."""
         section = ".".join(str(p) for p in self.part)
         if self.text:
             section = f"{section}.{self.text}" if section else self.text
-        out = b"BODY[" + section.encode("ascii")
+        out = self.kind.encode("ascii") + b"[" + section.encode("ascii")
         if self.fields:
             out += b" (" + b" ".join(wire.astring(f) for f in self.fields) + b")"
         out += b"]"
@@ -373,17 +381,20 @@ def _fetch_att(reader: Reader, name: str | None = None) -> FetchItem:
         reader.expect(b"[")
         section = _section(reader, peek=name == "BODY.PEEK")
         return FetchItem("BODY", section)
-    if name == "BINARY" or name.startswith("BINARY."):
-        raise ParseError("BINARY is not supported")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and reader.peek() == b"[":
+        reader.expect(b"[")
+        part = _part_numbers(reader)
+        reader.expect(b"]")
+        partial = _partial(reader) if name != "BINARY.SIZE" else None
+        section = Section(name != "BINARY", part, "", (), partial, kind="BINARY")
+        return FetchItem("BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY", section)
     if name not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {name}")
     return FetchItem(name)
 
 
-def _section(reader: Reader, peek: bool) -> Section:
+def _part_numbers(reader: Reader) -> tuple[int, ...]:
     part: list[int] = []
-    text = ""
-    fields: list[bytes] = []
     while reader.peek().isdigit():
         n = reader.number("part number")
         if n == 0:
@@ -391,6 +402,26 @@ def _section(reader: Reader, peek: bool) -> Section:
         part.append(n)
         if not reader.maybe(b"."):
             break
+    return tuple(part)
+
+
+def _partial(reader: Reader) -> tuple[int, int] | None:
+    """``<start.length>`` after a section, or None."""
+    if not reader.maybe(b"<"):
+        return None
+    start = reader.number("partial start")
+    reader.expect(b".")
+    length = reader.number("partial length")
+    if length == 0:
+        raise ParseError("partial length must not be 0")
+    reader.expect(b">")
+    return (start, length)
+
+
+def _section(reader: Reader, peek: bool) -> Section:
+    part = _part_numbers(reader)
+    text = ""
+    fields: list[bytes] = []
     if reader.peek() not in (b"]", b""):
         text = reader._run(frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.")).decode("ascii").upper()
         if text not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
@@ -405,16 +436,7 @@ def _section(reader: Reader, peek: bool) -> Section:
                 reader.sp()
                 fields.append(reader.astring("header field name"))
     reader.expect(b"]")
-    partial = None
-    if reader.maybe(b"<"):
-        start = reader.number("partial start")
-        reader.expect(b".")
-        length = reader.number("partial length")
-        if length == 0:
-            raise ParseError("partial length must not be 0")
-        reader.expect(b">")
-        partial = (start, length)
-    return Section(peek, tuple(part), text, tuple(fields), partial)
+    return Section(peek, part, text, tuple(fields), _partial(reader))
 
 
 @dataclass
