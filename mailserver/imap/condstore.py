@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 #: What ENABLE can turn on, and what each implies.
-ENABLEABLE = {"CONDSTORE": ("CONDSTORE",), "QRESYNC": ("CONDSTORE", "QRESYNC")}
+ENABLEABLE = {"CONDSTORE": ("CONDSTORE",), "QRESYNC": ("CONDSTORE", "QRESYNC"), "IMAP4REV2": ("IMAP4REV2",)}
+#: How ENABLED spells what it names.
+_SPELLING = {"IMAP4REV2": "IMAP4rev2"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def enable(server: "IMAPServer", names: list[str]) -> list[str]:
         for ext in ENABLEABLE.get(name.upper(), ()):
             if ext not in server.enabled:
                 server.enabled.add(ext)
-                newly.append(ext)
+                newly.append(_SPELLING.get(ext, ext))
     if "CONDSTORE" in newly and server.selected is not None:
         # RFC 7162 3.1: the first CONDSTORE-enabling command in the selected state
         server.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % server.selected.highestmodseq)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
 
 AUTHED = frozenset({"auth", "select"})
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE", "DELETED")
 
 
 def _disk_path(root: str, name: str) -> str:
@@ -39,14 +39,14 @@ def _disk_path(root: str, name: str) -> str:
     return os.path.join(root, entry) if entry else root
 
 
-def decode_name(raw: bytes) -> str:
+def decode_name(raw: bytes, utf8: bool = False) -> str:
     """
     A mailbox name from the wire: canonical modified UTF-7 (or UTF-8 from
-    lax clients).
+    lax clients); only UTF-8 once IMAP4rev2 is enabled (C{utf8}).
 
     @raise FolderNameError: malformed or non-canonical (RFC 3501 5.1.3).
     """
-    if not raw.isascii():
+    if utf8 or not raw.isascii():
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -54,12 +54,12 @@ def decode_name(raw: bytes) -> str:
     return mutf7_decode(raw.decode("ascii"), strict=True)
 
 
-def encode_name(name: str) -> bytes:
-    return astring(mutf7_encode(name).encode("ascii"))
+def encode_name(name: str, utf8: bool = False) -> bytes:
+    return astring(name.encode("utf-8") if utf8 else mutf7_encode(name).encode("ascii"))
 
 
 def read_mailbox(cmd: Command) -> str:
-    return decode_name(cmd.args.astring("mailbox name"))
+    return decode_name(cmd.args.astring("mailbox name"), cmd.utf8)
 
 
 # ---------------------------------------------------------------- SELECT / EXAMINE
@@ -82,7 +82,8 @@ async def _select(server: "IMAPServer", cmd: Command, readwrite: bool) -> bytes:
     permanent = mailbox.permanent_flags() if readwrite else []
     server.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
     server.untagged(b"%d EXISTS" % mailbox.exists)
-    server.untagged(b"%d RECENT" % mailbox.recent_count)
+    if "IMAP4REV2" not in server.enabled:  # RFC 9051 has no \Recent
+        server.untagged(b"%d RECENT" % mailbox.recent_count)
     unseen = mailbox.first_unseen()
     if unseen is not None:
         server.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
@@ -158,8 +159,9 @@ async def unsubscribe(server: "IMAPServer", cmd: Command) -> bytes:
     return b"UNSUBSCRIBE completed"
 
 
-def _list_line(word: bytes, name: str, attrs: list[str], childinfo: bool = False) -> bytes:
-    line = b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" " + encode_name(name)
+def _list_line(word: bytes, name: str, attrs: list[str], childinfo: bool = False, utf8: bool = False) -> bytes:
+    line = (b"* " + word + b" (" + b" ".join(a.encode() for a in attrs) + b") " + quoted(DELIMITER.encode()) + b" "
+            + encode_name(name, utf8))
     return line + (b' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else b"")
 
 
@@ -179,8 +181,8 @@ async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
         if item not in _STATUS_ITEMS:
             raise ParseError(f"unknown STATUS item {item}")
     try:
-        reference = decode_name(command.reference)
-        patterns = [decode_name(p) for p in command.patterns]
+        reference = decode_name(command.reference, cmd.utf8)
+        patterns = [decode_name(p, cmd.utf8) for p in command.patterns]
     except FolderNameError:
         # A pattern no mailbox name can spell (``&`` not starting valid
         # modified UTF-7) names no mailbox: OK with no matches, as Dovecot.
@@ -193,7 +195,7 @@ async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
     else:
         entries = await server.account.list_extended(reference, patterns, command.selection, command.returns)
     for entry in entries:
-        server.send_lines([_list_line(word, entry.name, entry.attributes, entry.childinfo)])
+        server.send_lines([_list_line(word, entry.name, entry.attributes, entry.childinfo, cmd.utf8)])
         selectable = not {"\\Noselect", "\\NonExistent"} & set(entry.attributes)
         if command.status_items and selectable:
             # LIST-STATUS (RFC 5819); a folder gone meanwhile is just left out
@@ -201,7 +203,7 @@ async def _list(server: "IMAPServer", cmd: Command, subscribed: bool) -> bytes:
                 snap = await server.account.status(entry.name)
             except FolderError:
                 continue
-            server.untagged(_status_line(entry.name, snap, command.status_items))
+            server.untagged(_status_line(entry.name, snap, command.status_items, cmd.utf8))
     return word + b" completed"
 
 
@@ -213,7 +215,7 @@ async def lsub(server: "IMAPServer", cmd: Command) -> bytes:
     return await _list(server, cmd, True)
 
 
-def _status_line(name: str, snap: Snapshot, items: Iterable[str]) -> bytes:
+def _status_line(name: str, snap: Snapshot, items: Iterable[str], utf8: bool = False) -> bytes:
     values = {
         "MESSAGES": lambda: len(snap.records),
         "RECENT": lambda: snap.recent,
@@ -222,9 +224,10 @@ def _status_line(name: str, snap: Snapshot, items: Iterable[str]) -> bytes:
         "UNSEEN": lambda: snap.unseen,
         "HIGHESTMODSEQ": lambda: snap.highestmodseq,
         "SIZE": lambda: sum(r.vsize for r in snap.records),  # RFC 8438
+        "DELETED": lambda: sum(1 for r in snap.records if "T" in r.letters),  # RFC 9051
     }
     pairs = b" ".join(b"%s %d" % (item.encode(), values[item]()) for item in dict.fromkeys(items))
-    return b"STATUS " + encode_name(name) + b" (" + pairs + b")"
+    return b"STATUS " + encode_name(name, utf8) + b" (" + pairs + b")"
 
 
 async def status(server: "IMAPServer", cmd: Command) -> bytes:
@@ -240,7 +243,7 @@ async def status(server: "IMAPServer", cmd: Command) -> bytes:
         if item not in _STATUS_ITEMS:
             raise ParseError(f"unknown STATUS item {item}")
     snap = await server.account.status(name)
-    server.untagged(_status_line(name, snap, items))
+    server.untagged(_status_line(name, snap, items, cmd.utf8))
     return b"STATUS completed"
 
 

@@ -159,7 +159,8 @@ class SelectedMailbox:
                 self.modseqs[record.uid] = snap.modseq(record.uid)
                 self._reported[record.uid] = (record.letters, record.uid in self.recent)
             lines.append(b"* %d EXISTS" % len(self.uids))
-            lines.append(b"* %d RECENT" % self.recent_count)
+            if "IMAP4REV2" not in self.enabled:  # RFC 9051 has no \Recent
+                lines.append(b"* %d RECENT" % self.recent_count)
         self._seen_snapshot = snap
         return lines
 
@@ -210,7 +211,7 @@ class SelectedMailbox:
         return sum(1 for uid in self.recent if uid in self.records)
 
     def flags(self, uid: int) -> frozenset[str]:
-        key = (self.records[uid].letters, uid in self.recent)
+        key = (self.records[uid].letters, uid in self.recent and "IMAP4REV2" not in self.enabled)
         flags = self._flag_sets.get(key)
         if flags is None:
             flags = flagmod.letters_to_flags(key[0], self._keywords)

@@ -106,6 +106,8 @@ async def search(server: "IMAPServer", cmd: Command) -> bytes:
     with_modseq = searching.uses_modseq(tree)
     if with_modseq:
         condstore.enable(server, ["CONDSTORE"])
+    if options is None and "IMAP4REV2" in server.enabled:
+        options = frozenset({"ALL"})  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
     if options is not None:
         result = esearch.respond(
             cmd.tag, cmd.uid, options, [esearch.Found(f.seq, f.uid, f.modseq) for f in found], with_modseq

@@ -219,7 +219,7 @@ class IMAPServer(imap4.IMAP4Server):
             self.transport.loseConnection()
 
     def listCapabilities(self) -> list[bytes]:
-        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
+        caps = [b"IMAP4rev1", b"IMAP4rev2", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"CHILDREN", b"UNSELECT", b"CONDSTORE", b"QRESYNC",
                 b"SORT", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"ESEARCH", b"SEARCHRES",
                 b"STATUS=SIZE", b"LIST-EXTENDED", b"LIST-STATUS", b"BINARY",
@@ -353,7 +353,8 @@ class IMAPServer(imap4.IMAP4Server):
             self.sendBadResponse(tag, b"Missing command")
             return
         reader = Reader([rest] + segments[1:])
-        command = Command(tag, name, reader)
+        utf8 = "IMAP4REV2" in self.enabled
+        command = Command(tag, name, reader, utf8=utf8)
         if name == "UID":
             try:
                 sub = reader.atom("UID command").upper()
@@ -364,7 +365,7 @@ class IMAPServer(imap4.IMAP4Server):
             except ParseError as e:
                 self.sendBadResponse(tag, str(e).encode())
                 return
-            command = Command(tag, sub, reader, uid=True)
+            command = Command(tag, sub, reader, uid=True, utf8=utf8)
         entry = self.commands.get(command.name)
         if entry is None:
             self.sendBadResponse(tag, b"Unknown command " + command.name.encode("ascii", "replace")[:40])

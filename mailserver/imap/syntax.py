@@ -448,3 +448,5 @@ class Command:
     args: Reader
     uid: bool = False
     literals: int = field(default=0)
+    #: IMAP4rev2 is enabled: mailbox names are UTF-8, not modified UTF-7 (RFC 9051 5.1).
+    utf8: bool = False
