@@ -9,6 +9,8 @@ IMAP factory in a child process and measures, with imaplib clients:
 - ``FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)``;
 - full-body fetch throughput (``FETCH 1:* BODY.PEEK[]``);
 - ``UID SEARCH`` on flags and on a cached header;
+- ``FETCH 1:* (FLAGS) (CHANGEDSINCE m)`` after one flag change (CONDSTORE)
+  and ``SORT (DATE)`` / ``THREAD REFERENCES`` of the whole folder;
 - LOGIN + SELECT in a restarted server (the index is read from disk);
 - the same with 16 concurrent clients.
 
@@ -18,6 +20,7 @@ Usage: python bench/imap_read.py [--messages 10000] [--clients 16] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import email.utils
 import imaplib
 import multiprocessing
 import os
@@ -37,7 +40,7 @@ def make_message(n: int, size: int = 4096) -> bytes:
         f"From: Sender {n % 97} <sender{n % 97}@example.org>\n"
         f"To: Bench User <bench@example.org>\n"
         f"Subject: benchmark message {n}\n"
-        f"Date: Tue, 1 Jul 2003 10:52:37 +0200\n"
+        f"Date: {email.utils.formatdate(1_600_000_000 + (n * 7919) % 10_000_000)}\n"
         f"Message-ID: <{n}@bench.example.org>\n"
         f"MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n"
     ).encode()
@@ -114,6 +117,25 @@ def single(port: int, count: int) -> dict[str, float]:
     out["uid_search_unseen"] = t
     t, _ = timed(lambda: check(client.uid("SEARCH", "FROM", "sender7")))
     out["uid_search_from"] = t
+    changedsince = []
+    for n in range(7):  # the median of several: one figure on a shared machine is noise
+        status = check(client.status("INBOX", "(HIGHESTMODSEQ)"))[0]
+        modseq = int(status.split(b"HIGHESTMODSEQ ")[1].split(b")")[0])
+        check(client.store(str(1 + (count // 7) * n), "+FLAGS", "(\\Flagged)"))
+        t, data = timed(lambda: check(client.fetch("1:*", f"(FLAGS) (CHANGEDSINCE {modseq})")))
+        assert len(data) == 1, data
+        changedsince.append(t)
+    out["fetch_changedsince"] = sorted(changedsince)[len(changedsince) // 2]
+    out["fetch_changedsince_min"] = min(changedsince)
+    sorts = []
+    for _ in range(5):
+        t, data = timed(lambda: check(client.sort("(DATE)", "UTF-8", "ALL")))
+        assert len(data[0].split()) == count
+        sorts.append(t)
+    out["sort_date"] = sorted(sorts)[len(sorts) // 2]
+    out["sort_date_min"] = min(sorts)
+    t, _ = timed(lambda: check(client.thread("REFERENCES", "UTF-8", "ALL")))
+    out["thread_references"] = t
     client.logout()
     client = imaplib.IMAP4("127.0.0.1", port)
     t, _ = timed(lambda: (check(client.login("bench", PASSWORD)), check(client.select("INBOX"))))
@@ -182,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FETCH 1:* BODY.PEEK[]                {r['fetch_bodies']:8.3f} s   {mb / r['fetch_bodies']:.1f} MB/s, {count / r['fetch_bodies']:.0f} msg/s")
             print(f"UID SEARCH UNSEEN                    {r['uid_search_unseen']:8.3f} s")
             print(f"UID SEARCH FROM sender7              {r['uid_search_from']:8.3f} s")
+            print(f"FETCH 1:* (FLAGS) (CHANGEDSINCE m), one change: median {r['fetch_changedsince'] * 1000:.1f} ms,"
+                  f" best {r['fetch_changedsince_min'] * 1000:.1f} ms of 7   (target < 20 ms)")
+            print(f"SORT (DATE) UTF-8 ALL: median {r['sort_date']:.3f} s, best {r['sort_date_min']:.3f} s of 5"
+                  f"   (target < 0.2 s)")
+            print(f"THREAD REFERENCES UTF-8 ALL          {r['thread_references']:8.3f} s")
             server.terminate()
             server.join(5)
             parent, child = multiprocessing.Pipe()

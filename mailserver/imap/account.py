@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.mail.imap4 import IAccount, INamespacePresenter, MailboxException
 from zope.interface import implementer
 
-from mailserver.imap import listing
+from mailserver.imap import list_extended, listing
 from mailserver.imap.mailbox import SelectedMailbox
 from mailserver.imap.replies import Refused
 from mailserver.imap.structure import DESCRIBE_VERSION, describe
@@ -178,6 +178,18 @@ class MaildirAccount:
         if subscribed:
             self._subscribed = names
         return entries
+
+    async def list_extended(
+        self, reference: str, patterns: list[str], selection: frozenset[str], returns: frozenset[str]
+    ) -> list[list_extended.Entry]:
+        """LIST-EXTENDED (RFC 5258): scan and selection in a thread."""
+
+        def scan_and_select() -> list[list_extended.Entry]:
+            existing = self.folders.names()
+            subscribed = self.folders.subscriptions() if selection or returns else []
+            return list_extended.select(existing, subscribed, reference, patterns, selection, returns, self.special_use)
+
+        return await self.run(scan_and_select)
 
     async def create_folder(self, name: str) -> str:
         return await self.run(self.folders.create, name)

@@ -2,16 +2,18 @@
 Pure: one message's FETCH response from its index record and, when the
 items need it, its text (CRLF line ends).
 
-ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE and UID
-come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
+ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE, UID and
+MODSEQ come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
 ENVELOPE)`` never opens a file.  Sections are sliced out of the message
-bytes exactly as stored (LF -> CRLF only).
+bytes exactly as stored (LF -> CRLF only); BINARY[...] decodes them
+(C{binary.py}; literal8 when the result holds NUL).
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+from mailserver.imap import binary
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import FetchItem, Section
 from mailserver.imap.wire import NIL, flag_list, internal_date, literal
@@ -34,10 +36,16 @@ def sets_seen(items: Iterable[FetchItem]) -> bool:
 class Renderer:
     """Renders FETCH responses for one command (keeps the parsed MIME tree per message)."""
 
-    def __init__(self, items: list[FetchItem], uid_command: bool) -> None:
+    def __init__(self, items: list[FetchItem], uid_command: bool, modseq: bool = False) -> None:
+        """C{modseq}: CONDSTORE is on, so MODSEQ goes with every FLAGS, asked for or implicit."""
         self.items = list(items)
+        self.modseq = modseq
         if uid_command and not any(i.name == "UID" for i in self.items):
             self.items.insert(0, FetchItem("UID"))
+        names = {i.name for i in self.items}
+        if modseq and "FLAGS" in names and "MODSEQ" not in names:
+            # RFC 7162 3.1: with CONDSTORE on, FLAGS go with their MODSEQ (as Dovecot; IMAPClient expects it)
+            self.items.append(FetchItem("MODSEQ"))
 
     def render(
         self,
@@ -46,6 +54,7 @@ class Renderer:
         flags: Iterable[str],
         data: bytes | None,
         add_flags: bool = False,
+        modseq: int = 0,
     ) -> bytes:
         """``* seq FETCH (...)``; C{data} is None for a message whose file is gone."""
         out: list[bytes] = []
@@ -60,12 +69,16 @@ class Renderer:
         items = self.items
         if add_flags and not any(i.name == "FLAGS" for i in items):
             items = items + [FetchItem("FLAGS")]
+        if add_flags and self.modseq and not any(i.name == "MODSEQ" for i in items):
+            items = items + [FetchItem("MODSEQ")]
         for item in items:
             name = item.name
             if name == "UID":
                 out.append(b"UID %d" % record.uid)
             elif name == "FLAGS":
                 out.append(b"FLAGS " + flag_list(flags))
+            elif name == "MODSEQ":
+                out.append(b"MODSEQ (%d)" % modseq)
             elif name == "RFC822.SIZE":
                 out.append(b"RFC822.SIZE %d" % record.vsize)
             elif name == "INTERNALDATE":
@@ -82,6 +95,17 @@ class Renderer:
                 out.append(b"RFC822.HEADER " + _value(None if data is None else mime.header_bytes(data, root())))
             elif name == "RFC822.TEXT":
                 out.append(b"RFC822.TEXT " + _value(None if data is None else data[root().body_start:]))
+            elif name == "BINARY.SIZE":
+                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                part = ".".join(str(p) for p in item.section.part).encode("ascii")
+                out.append(b"BINARY.SIZE[" + part + b"] %d" % len(content or b""))
+            elif name == "BINARY":
+                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                if content is not None and item.section.partial is not None:
+                    start, length = item.section.partial
+                    content = content[start:start + length]
+                out.append(item.section.label() + b" " + (_value(content) if content is None or b"\0" not in content
+                                                          else b"~{%d}\r\n" % len(content) + content))
             elif item.section is not None:
                 section = item.section
                 if data is None:

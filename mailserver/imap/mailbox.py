@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import ParseError, SequenceSet
-from mailserver.imap.wire import flag_list
+from mailserver.imap.wire import flag_list, sequence_set
 from mailserver.store import flags as flagmod
 from mailserver.store.folders import DELIMITER, FolderNotFoundError
 from mailserver.store.index import FolderIndex, MessageRecord, Snapshot
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 #: Flags every folder offers (PERMANENTFLAGS adds \\* while keywords fit).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+#: Most distinct flag sets remembered per session.
+_FLAG_SET_CACHE = 4096
 
 
 class MailboxReset(Exception):
@@ -60,8 +64,16 @@ class SelectedMailbox:
         self.recent: set[int] = set()
         self.uidvalidity = 0
         self._keywords: tuple[str | None, ...] = ()
+        #: (letters, recent) -> flags, for the current keyword table: few distinct values per folder.
+        self._flag_sets: dict[tuple[str, bool], frozenset[str]] = {}
         self._seen_snapshot: Snapshot | None = None
         self._listeners: list[Any] = []
+        #: MODSEQ of each message as last reported (RFC 7162).
+        self.modseqs: dict[int, int] = {}
+        #: UIDs kept by SEARCH RETURN (SAVE) for ``$`` (RFC 5182), in order.
+        self.saved: list[int] = []
+        #: The session's enabled extensions (shared with the server): CONDSTORE, QRESYNC.
+        self.enabled: set[str] = set()
 
     # ------------------------------------------------------------ opening and syncing
 
@@ -72,14 +84,22 @@ class SelectedMailbox:
         snap = await self._claim(snap)
         self.uidvalidity = snap.uidvalidity
         self._keywords = snap.keywords
+        self._flag_sets = {}
         self.uids = [r.uid for r in snap.records]
         self.records = dict(snap.by_uid)
+        self.modseqs = {u: snap.modseq(u) for u in self.uids}
         self._reported = {r.uid: (r.letters, r.uid in self.recent) for r in snap.records}
         self._seen_snapshot = snap
 
+    @property
+    def highestmodseq(self) -> int:
+        """HIGHESTMODSEQ of the view (the folder's when the view was last brought up to date)."""
+        return self._seen_snapshot.highestmodseq if self._seen_snapshot is not None else 0
+
     async def _claim(self, snap: Snapshot) -> Snapshot:
         known = self.uids[-1] if self.uids else 0
-        fresh = [r.uid for r in snap.records if snap.is_recent(r) and r.uid > known]
+        start = bisect.bisect_right(snap.records, known, key=lambda r: r.uid)
+        fresh = [r.uid for r in snap.records[start:] if snap.is_recent(r)]
         if not fresh:
             return snap
         if self.readwrite:
@@ -106,22 +126,29 @@ class SelectedMailbox:
             return lines
         if allow_expunge:
             gone = [i for i, uid in enumerate(self.uids) if uid not in current]
+            vanished = []
             for i in reversed(gone):
                 uid = self.uids.pop(i)
                 self.records.pop(uid, None)
+                self.modseqs.pop(uid, None)
                 self._reported.pop(uid, None)
                 self.recent.discard(uid)
-                lines.append(b"* %d EXPUNGE" % (i + 1))
+                vanished.append(uid)
+                if "QRESYNC" not in self.enabled:
+                    lines.append(b"* %d EXPUNGE" % (i + 1))
+            if vanished and "QRESYNC" in self.enabled:
+                lines.append(b"* VANISHED " + sequence_set(sorted(vanished)))
         lines += self.adopt_keywords(snap.keywords)
         for seq, uid in enumerate(self.uids, 1):
             record = current.get(uid)
             if record is None:
                 continue
             self.records[uid] = record
+            self.modseqs[uid] = snap.modseq(uid)
             state = (record.letters, uid in self.recent)
             if state != self._reported.get(uid):
                 self._reported[uid] = state
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
+                lines.append(self.flags_response(seq, uid))
         last = self.uids[-1] if self.uids else 0
         start = bisect.bisect_right([r.uid for r in snap.records], last) if snap.records else 0
         new = snap.records[start:]
@@ -129,9 +156,11 @@ class SelectedMailbox:
             for record in new:
                 self.uids.append(record.uid)
                 self.records[record.uid] = record
+                self.modseqs[record.uid] = snap.modseq(record.uid)
                 self._reported[record.uid] = (record.letters, record.uid in self.recent)
             lines.append(b"* %d EXISTS" % len(self.uids))
-            lines.append(b"* %d RECENT" % self.recent_count)
+            if "IMAP4REV2" not in self.enabled:  # RFC 9051 has no \Recent
+                lines.append(b"* %d RECENT" % self.recent_count)
         self._seen_snapshot = snap
         return lines
 
@@ -144,6 +173,7 @@ class SelectedMailbox:
             return []
         old = self._keywords
         self._keywords = keywords
+        self._flag_sets = {}
         slots = {
             chr(ord("a") + i)
             for i in range(max(len(old), len(keywords)))
@@ -155,8 +185,17 @@ class SelectedMailbox:
         for seq, uid in enumerate(self.uids, 1):
             record = self.records[uid]
             if slots.intersection(record.letters) and self._reported.get(uid) == (record.letters, uid in self.recent):
-                lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, uid, flag_list(self.flags(uid))))
+                lines.append(self.flags_response(seq, uid))
         return lines
+
+    def flags_response(self, seq: int, uid: int, with_uid: bool = True) -> bytes:
+        """``* seq FETCH (UID u FLAGS (...))``, with MODSEQ once CONDSTORE is enabled."""
+        uid_part = b"UID %d " % uid if with_uid else b""
+        return b"* %d FETCH (%sFLAGS %s%s)" % (seq, uid_part, flag_list(self.flags(uid)), self.modseq_item(uid))
+
+    def modseq_item(self, uid: int) -> bytes:
+        """`` MODSEQ (n)`` when CONDSTORE is enabled, else nothing."""
+        return b" MODSEQ (%d)" % self.modseqs.get(uid, 0) if "CONDSTORE" in self.enabled else b""
 
     def _ghosts(self, current: dict[int, MessageRecord], allow_expunge: bool) -> bool:
         return allow_expunge and len(current) != len(self.uids)
@@ -172,17 +211,24 @@ class SelectedMailbox:
         return sum(1 for uid in self.recent if uid in self.records)
 
     def flags(self, uid: int) -> frozenset[str]:
-        record = self.records[uid]
-        flags = flagmod.letters_to_flags(record.letters, self._keywords)
-        if uid in self.recent:
-            flags = flags | {flagmod.RECENT}
+        key = (self.records[uid].letters, uid in self.recent and "IMAP4REV2" not in self.enabled)
+        flags = self._flag_sets.get(key)
+        if flags is None:
+            flags = flagmod.letters_to_flags(key[0], self._keywords)
+            if key[1]:
+                flags = flags | {flagmod.RECENT}
+            if len(self._flag_sets) < _FLAG_SET_CACHE:
+                self._flag_sets[key] = flags
         return flags
 
     def note_reported(self, uid: int) -> None:
         """The client was just told this message's flags (a STORE or FETCH response)."""
-        record = self.index.snapshot.by_uid.get(uid) or self.records.get(uid)
+        snap = self.index.snapshot
+        record = snap.by_uid.get(uid) or self.records.get(uid)
         if record is not None:
             self.records[uid] = record
+            if uid in snap.by_uid:
+                self.modseqs[uid] = snap.modseq(uid)
             self._reported[uid] = (record.letters, uid in self.recent)
 
     def seq_of(self, uid: int) -> int | None:
@@ -215,8 +261,12 @@ class SelectedMailbox:
         (seq, uid) of the messages a set names, in sequence order.
 
         A sequence number beyond EXISTS is an error (BAD); UIDs that are not
-        in the view are skipped, as RFC 3501 says.
+        in the view are skipped, as RFC 3501 says.  ``$`` names the saved
+        search result (messages expunged since are left out).
         """
+        if messages.saved:
+            found = ((self.seq_of(u), u) for u in self.saved)
+            return [(seq, u) for seq, u in found if seq is not None]
         if uid:
             largest = self.uids[-1] if self.uids else 0
             chosen: set[int] = set()
@@ -230,10 +280,15 @@ class SelectedMailbox:
                 return []  # "1:*" or "*" in an empty mailbox: nothing, not an error
             raise ParseError("no messages in this mailbox")
         largest = len(self.uids)
-        chosen = set()
-        for low, high in messages.resolve(largest):
+        ranges = messages.resolve(largest)
+        for low, high in ranges:
             if high > largest:
                 raise ParseError(f"invalid message sequence number {high} (mailbox has {largest})")
+        if len(ranges) == 1:  # "1:*" and the like: no set needed
+            low, high = ranges[0]
+            return list(zip(range(low, high + 1), self.uids[low - 1:high]))
+        chosen = set()
+        for low, high in ranges:
             chosen.update(range(low - 1, high))
         return [(i + 1, self.uids[i]) for i in sorted(chosen)]
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mailserver.imap import binary, condstore, esearch
 from mailserver.imap import fetch as fetching
 from mailserver.imap import search as searching
 from mailserver.imap.folder_commands import check_flags, read_mailbox
 from mailserver.imap.replies import Refused
-from mailserver.imap.syntax import Command, ParseError, parse_fetch_items
-from mailserver.imap.wire import flag_list, sequence_set
+from mailserver.imap.syntax import Command, FetchItem, ParseError, parse_fetch_items
+from mailserver.imap.wire import sequence_set
 from mailserver.store.folders import FolderNotFoundError
 from mailserver.store.index import transfer
 
@@ -75,24 +76,50 @@ async def expunge(server: "IMAPServer", cmd: Command) -> bytes:
 # ---------------------------------------------------------------- SEARCH
 
 
-async def search(server: "IMAPServer", cmd: Command) -> bytes:
-    _, tree = searching.parse_search(cmd.args)
+async def matching(server: "IMAPServer", tree: searching.Node) -> list[searching.Facts]:
+    """The messages of the selected mailbox that C{tree} matches (in a thread if it reads text)."""
     mailbox = server.selected
     index = mailbox.index
     facts = []
+    modseqs = mailbox.modseqs
     for seq, uid in enumerate(mailbox.uids, 1):
         record = mailbox.records[uid]
         facts.append(
             searching.Facts(seq, uid, mailbox.flags(uid), record.mtime, record.vsize, record.summary,
-                            (lambda u=uid: index.read(u)))
+                            index.read, modseqs.get(uid, 0))
         )
-    ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0)
+    ctx = searching.Context(len(mailbox.uids), mailbox.uids[-1] if mailbox.uids else 0, frozenset(mailbox.saved))
     if searching.needs_content(tree):
-        found = await server.account.run(searching.search, tree, facts, ctx)
-    else:
-        found = searching.search(tree, facts, ctx)
+        return await server.account.run(searching.search, tree, facts, ctx)
+    return searching.search(tree, facts, ctx)
+
+
+async def search(server: "IMAPServer", cmd: Command) -> bytes:
+    options = esearch.parse_return(cmd.args)
+    try:
+        _, tree = searching.parse_search(cmd.args)
+        found = await matching(server, tree)
+    except Exception:
+        if options is not None and "SAVE" in options:
+            server.selected.saved = []  # RFC 5182: a failed SAVE empties $
+        raise
+    with_modseq = searching.uses_modseq(tree)
+    if with_modseq:
+        condstore.enable(server, ["CONDSTORE"])
+    if options is None and "IMAP4REV2" in server.enabled:
+        options = frozenset({"ALL"})  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
+    if options is not None:
+        result = esearch.respond(
+            cmd.tag, cmd.uid, options, [esearch.Found(f.seq, f.uid, f.modseq) for f in found], with_modseq
+        )
+        if result.saved is not None:
+            server.selected.saved = result.saved
+        if result.line is not None:
+            server.send_lines([result.line])
+        return b"SEARCH completed"
     numbers = [f.uid if cmd.uid else f.seq for f in found]
-    server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+    tail = b" (MODSEQ %d)" % max(f.modseq for f in found) if with_modseq and found else b""
+    server.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
     return b"SEARCH completed"
 
 
@@ -103,9 +130,22 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     messages = cmd.args.seqset()
     cmd.args.sp()
     items = parse_fetch_items(cmd.args)
+    changedsince, vanished = condstore.parse_fetch_modifiers(cmd.args)
     cmd.args.end()
+    if vanished and not (cmd.uid and "QRESYNC" in server.enabled):
+        raise ParseError("VANISHED needs UID FETCH and QRESYNC enabled")
+    if changedsince is not None or any(i.name == "MODSEQ" for i in items):
+        condstore.enable(server, ["CONDSTORE"])
     mailbox = server.selected
     chosen = mailbox.select(messages, cmd.uid)
+    if vanished:
+        line = await condstore.vanished_earlier(server, mailbox, changedsince, messages)
+        if line is not None:
+            server.send_lines([line])
+    if changedsince is not None:
+        chosen = [(seq, uid) for seq, uid in chosen if mailbox.modseqs.get(uid, 0) > changedsince]
+        if not any(i.name == "MODSEQ" for i in items):
+            items.append(FetchItem("MODSEQ"))
     marked: set[int] = set()
     if fetching.sets_seen(items) and mailbox.readwrite:
         unseen = [uid for _, uid in chosen if uid in mailbox.records and "S" not in mailbox.records[uid].letters]
@@ -113,7 +153,8 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
             changed = await server.account.run(mailbox.index.store, unseen, ["\\Seen"], 1)
             marked = set(changed)
             server.account.changed(mailbox.name)
-    renderer = fetching.Renderer(items, cmd.uid)
+    # With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
+    renderer = fetching.Renderer(items, cmd.uid or "QRESYNC" in server.enabled, "CONDSTORE" in server.enabled)
     content = fetching.needs_content(items)
     throttle = server.start_throttle()
     missing = False
@@ -131,7 +172,13 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
                 if content and data is None:
                     missing = True
                     continue
-                out.append(renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked) + b"\r\n")
+                try:
+                    line = renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
+                                           modseq=mailbox.modseqs.get(uid, 0))
+                except binary.UnknownCte as e:
+                    server.transport.writeSequence(out)
+                    raise Refused(str(e), "UNKNOWN-CTE") from None
+                out.append(line + b"\r\n")
             server.transport.writeSequence(out)
             server.resetTimeout()
             await throttle.wait()
@@ -169,6 +216,7 @@ def _read_batch(index, uids: list[int]) -> dict[int, bytes | None]:
 async def store(server: "IMAPServer", cmd: Command) -> bytes:
     messages = cmd.args.seqset()
     cmd.args.sp()
+    unchangedsince = condstore.parse_store_modifiers(cmd.args)
     action = cmd.args.atom("store action").upper()
     silent = action.endswith(".SILENT")
     base = action[:-7] if silent else action
@@ -181,19 +229,32 @@ async def store(server: "IMAPServer", cmd: Command) -> bytes:
     mailbox = server.selected
     chosen = mailbox.select(messages, cmd.uid)
     _writable(server)
+    if unchangedsince is not None:
+        condstore.enable(server, ["CONDSTORE"])
     if not chosen:
         return b"STORE completed"
-    changed = await server.account.run(mailbox.index.store, [uid for _, uid in chosen], flags, modes[base])
+    changed, modified = await server.account.run(
+        mailbox.index.conditional_store, [uid for _, uid in chosen], flags, modes[base], unchangedsince
+    )
     lines = mailbox.adopt_keywords(mailbox.index.snapshot.keywords)
+    with_uid = cmd.uid or "QRESYNC" in server.enabled
     for seq, uid in chosen:
         if uid not in changed:
             continue
+        before = mailbox.modseqs.get(uid)
         mailbox.note_reported(uid)
         if not silent:
-            uid_part = b"UID %d " % uid if cmd.uid else b""
-            lines.append(b"* %d FETCH (%sFLAGS %s)" % (seq, uid_part, flag_list(mailbox.flags(uid))))
+            lines.append(mailbox.flags_response(seq, uid, with_uid=with_uid))
+        elif "CONDSTORE" in server.enabled and mailbox.modseqs.get(uid) != before:
+            # RFC 7162 3.1.3: the new MODSEQ is sent even for .SILENT.
+            uid_part = b"UID %d " % uid if with_uid else b""
+            lines.append(b"* %d FETCH (%sMODSEQ (%d))" % (seq, uid_part, mailbox.modseqs[uid]))
     server.send_lines(lines)
     server.account.changed(mailbox.name)
+    if modified:
+        refused = set(modified)
+        failed = [uid if cmd.uid else seq for seq, uid in chosen if uid in refused]
+        return b"[MODIFIED " + sequence_set(failed) + b"] Conditional STORE failed"
     return b"STORE completed"
 
 

@@ -63,17 +63,28 @@ def parse_search(reader: Reader) -> tuple[str, Node]:
         word = reader.atom("search key").upper()
         if word == "CHARSET":
             reader.sp()
-            charset = reader.astring("charset").decode("ascii", "replace").upper()
-            if charset not in CHARSETS:
-                raise BadCharset(charset)
+            charset = parse_charset(reader)
             reader.sp()
         else:
             reader._i, reader._j = mark
+    return charset, parse_keys(reader, charset)
+
+
+def parse_keys(reader: Reader, charset: str) -> Node:
+    """``search-key *(SP search-key)`` to the end of the command (SORT and THREAD name the charset first)."""
     keys = [_key(reader, charset, 0)]
     while not reader.at_end():
         reader.sp()
         keys.append(_key(reader, charset, 0))
-    return charset, ("and", keys) if len(keys) > 1 else keys[0]
+    return ("and", keys) if len(keys) > 1 else keys[0]
+
+
+def parse_charset(reader: Reader) -> str:
+    """SORT's and THREAD's mandatory charset; L{BadCharset} if we do not know it."""
+    charset = reader.astring("charset").decode("ascii", "replace").upper()
+    if charset not in CHARSETS:
+        raise BadCharset(charset)
+    return charset
 
 
 def _text(reader: Reader, charset: str) -> str:
@@ -94,7 +105,7 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
             keys.append(_key(reader, charset, depth + 1))
         return ("and", keys)
     first = reader.peek()
-    if first.isdigit() or first == b"*":
+    if first.isdigit() or first in (b"*", b"$"):
         return ("seq", reader.seqset())
     word = reader.atom("search key").upper()
     if word == "ALL":
@@ -120,6 +131,17 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
         return ("size", ">" if word == "LARGER" else "<", reader.number("size"))
     if word == "UID":
         return ("uid", reader.seqset())
+    if word == "MODSEQ":
+        # RFC 7162: [entry-name entry-type-req] mod-sequence-valzer; we keep
+        # one MODSEQ per message, so the entry only has to be well formed.
+        if reader.peek() == b'"':
+            reader.string("entry name")
+            reader.sp()
+            kind = reader.atom("entry type").lower()
+            if kind not in ("priv", "shared", "all"):
+                raise ParseError(f"bad MODSEQ entry type {kind}")
+            reader.sp()
+        return ("modseq", reader.modseq())
     if word == "NOT":
         return ("not", _key(reader, charset, depth + 1))
     if word == "OR":
@@ -129,20 +151,27 @@ def _key(reader: Reader, charset: str, depth: int) -> Node:
     raise ParseError(f"unknown search key {word}")
 
 
-def needs_content(node: Node) -> bool:
-    """True if evaluating C{node} needs the message text."""
+def _any_key(node: Node, test) -> bool:
+    """Whether C{test} holds for a key of the tree (depth bounded by the parser)."""
     kind = node[0]
     if kind == "and":
-        return any(needs_content(n) for n in node[1])
+        return any(_any_key(n, test) for n in node[1])
     if kind == "or":
-        return needs_content(node[1]) or needs_content(node[2])
+        return _any_key(node[1], test) or _any_key(node[2], test)
     if kind == "not":
-        return needs_content(node[1])
-    if kind == "string":
-        return node[1] in ("body", "text")
-    if kind == "header":
-        return node[1] not in SEARCH_FIELDS
-    return False
+        return _any_key(node[1], test)
+    return test(node)
+
+
+def needs_content(node: Node) -> bool:
+    """True if evaluating C{node} needs the message text."""
+    return _any_key(node, lambda key: (key[0] == "string" and key[1] in ("body", "text"))
+                    or (key[0] == "header" and key[1] not in SEARCH_FIELDS))
+
+
+def uses_modseq(node: Node) -> bool:
+    """True if C{node} has a MODSEQ key (the response then carries the highest MODSEQ found)."""
+    return _any_key(node, lambda key: key[0] == "modseq")
 
 
 @dataclass
@@ -155,7 +184,9 @@ class Facts:
     internal: float
     size: int
     summary: dict[str, Any]
-    content: Callable[[], bytes | None] = lambda: None
+    #: C{content(uid)}: the message text (one reader shared by all facts of a search).
+    content: Callable[[int], bytes | None] = lambda uid: None
+    modseq: int = 0
 
 
 @dataclass
@@ -164,6 +195,8 @@ class Context:
 
     last_seq: int
     last_uid: int
+    #: UIDs of the saved search result, for ``$``.
+    saved: frozenset[int] = frozenset()
 
 
 def matches(node: Node, facts: Facts, ctx: Context, cache: dict | None = None) -> bool:
@@ -180,10 +213,14 @@ def matches(node: Node, facts: Facts, ctx: Context, cache: dict | None = None) -
     if kind == "flag":
         folded = node[1].lower()
         return any(f.lower() == folded for f in facts.flags) == node[2]
+    if kind in ("seq", "uid") and node[1].saved:
+        return facts.uid in ctx.saved
     if kind == "seq":
         return node[1].contains(facts.seq, ctx.last_seq)
     if kind == "uid":
         return node[1].contains(facts.uid, ctx.last_uid)
+    if kind == "modseq":
+        return facts.modseq >= node[1]
     if kind == "size":
         return facts.size > node[2] if node[1] == ">" else facts.size < node[2]
     if kind == "date":
@@ -240,7 +277,7 @@ def _header_matches(name: str, needle: str, facts: Facts, cache: dict) -> bool:
 
 def _content(facts: Facts, cache: dict) -> bytes | None:
     if "content" not in cache:
-        cache["content"] = facts.content()
+        cache["content"] = facts.content(facts.uid)
     return cache["content"]
 
 

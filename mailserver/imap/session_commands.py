@@ -19,6 +19,7 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import IAccount
 
 import mailserver
+from mailserver.imap import condstore
 from mailserver.imap.replies import Refused, printable
 from mailserver.imap.syntax import Command, ParseError
 
@@ -77,11 +78,12 @@ async def _id(server: "IMAPServer", cmd: Command) -> bytes:
 
 
 async def _enable(server: "IMAPServer", cmd: Command) -> bytes:
-    cmd.args.atom("capability")
+    names = [cmd.args.atom("capability")]
     while not cmd.args.at_end():
         cmd.args.sp()
-        cmd.args.atom("capability")
-    server.untagged(b"ENABLED")
+        names.append(cmd.args.atom("capability"))
+    newly = condstore.enable(server, names)
+    server.untagged(b"ENABLED" + b"".join(b" " + n.encode() for n in newly))
     return b"ENABLE completed"
 
 
@@ -204,6 +206,18 @@ async def _starttls(server: "IMAPServer", cmd: Command) -> None:
     return None
 
 
+async def _compress(server: "IMAPServer", cmd: Command) -> None:
+    mechanism = cmd.args.atom("compression mechanism").upper()
+    cmd.args.end()
+    if mechanism != "DEFLATE":
+        raise ParseError(f"unknown compression mechanism {mechanism}")
+    if server.compressing:
+        raise Refused("DEFLATE is already active", "COMPRESSIONACTIVE")
+    server.sendPositiveResponse(cmd.tag, b"DEFLATE active")
+    server.start_compression()
+    return None
+
+
 COMMANDS = {
     "CAPABILITY": (_capability, ANY),
     "NOOP": (_noop, ANY),
@@ -215,4 +229,5 @@ COMMANDS = {
     "ENABLE": (_enable, frozenset({"auth"})),
     "NAMESPACE": (_namespace, AUTHED),
     "IDLE": (_idle, AUTHED),
+    "COMPRESS": (_compress, AUTHED),
 }

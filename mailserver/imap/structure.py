@@ -15,6 +15,7 @@ from datetime import date
 
 from mailserver.imap import parts as mime
 from mailserver.imap import wire
+from mailserver.imap.sorting import sort_fields
 from mailserver.imap.wire import NIL, plist
 
 
@@ -31,7 +32,7 @@ def string(value: bytes | str) -> bytes:
     return wire.string(value)
 
 #: Bump when L{describe}'s output changes: cached summaries are rebuilt.
-DESCRIBE_VERSION = "imap-summary-2"
+DESCRIBE_VERSION = "imap-summary-4"
 
 #: The header fields whose decoded values are cached for SEARCH.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
@@ -385,5 +386,14 @@ def describe(data: bytes) -> dict:
         "bodystructure": body_structure(data, root, True).decode("latin-1"),
         "fields": fields,
         "sent": sent.toordinal() if sent else None,
+        "sort": sort_fields(root.header, decode_header, first_mailbox),
     }
+
+
+def first_mailbox(value: bytes) -> str:
+    """SORT's FROM/TO/CC key: the local part of the first address (RFC 5256 addr-mailbox)."""
+    for _name, _route, local, _domain in parse_addresses(value):
+        if local is not None:  # a group's name counts, as in the ENVELOPE
+            return local
+    return ""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import datetime as _dt
+from typing import Iterator
 
 from mailserver.imap import wire
 
@@ -20,6 +21,10 @@ class ParseError(ValueError):
 
 class Literal(bytes):
     """The data of a literal, as a segment of a command."""
+
+
+class Literal8(Literal):
+    """A ``~{n}`` literal (RFC 3516): may hold any octet, NUL included."""
 
 
 # ATOM-CHAR: any CHAR except atom-specials (RFC 3501 9).
@@ -161,7 +166,7 @@ class Reader:
             raise ParseError("bad mailbox pattern")
         return value
 
-    def number(self, what: str = "number") -> int:
+    def _digits(self, what: str, longest: int) -> int:
         text = self._text()
         if text is None:
             raise ParseError(f"expected {what}")
@@ -169,15 +174,41 @@ class Reader:
         while k < len(text) and 0x30 <= text[k] <= 0x39:
             k += 1
         digits = text[self._j:k]
-        if not digits or len(digits) > 10:
+        if not digits or len(digits) > longest:
             raise ParseError(f"expected {what}")
         self._advance(k - self._j)
-        value = int(digits)
+        return int(digits)
+
+    def number(self, what: str = "number") -> int:
+        value = self._digits(what, 10)
         if value > 0xFFFFFFFF:
             raise ParseError(f"{what} out of range")
         return value
 
+    def modseq(self, what: str = "mod-sequence") -> int:
+        """A mod-sequence value (RFC 7162): up to 2^63 - 1."""
+        value = self._digits(what, 19)
+        if value >= 2**63:
+            raise ParseError(f"{what} out of range")
+        return value
+
+    def names(self, what: str) -> Iterator[str]:
+        """
+        ``(NAME NAME ...)``, each upper-cased, yielded as it is read so the
+        caller can read a name's own arguments before the next.
+        """
+        self.expect(b"(")
+        first = True
+        while not self.maybe(b")"):
+            if not first:
+                self.sp()
+            first = False
+            yield self.atom(what).upper()
+
     def seqset(self) -> "SequenceSet":
+        if self.peek() == b"$" and self._text() is not None:
+            self._advance(1)
+            return SequenceSet((), saved=True)  # SEARCHRES (RFC 5182): the saved result
         text = self._run(frozenset(b"0123456789:,*"))
         return SequenceSet.parse(text)
 
@@ -224,9 +255,12 @@ class Reader:
         return not self.at_end() and self._text() is None
 
     def take_literal(self) -> bytes:
+        """The next literal's data (a L{Literal8} if it was sent as ``~{n}``)."""
         if not self.is_literal_next():
             raise ParseError("expected a literal")
-        return self._literal()
+        binary = isinstance(self._segments[self._i], Literal8)
+        data = self._literal()
+        return Literal8(data) if binary else data
 
 
 @dataclass(frozen=True)
@@ -234,6 +268,8 @@ class SequenceSet:
     """A sequence set: ranges with C{None} standing for ``*``."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    #: ``$``: the UIDs the last SEARCH RETURN (SAVE) kept; the session resolves it.
+    saved: bool = False
 
     @classmethod
     def parse(cls, text: bytes) -> "SequenceSet":
@@ -286,13 +322,14 @@ class Section:
     text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
     fields: tuple[bytes, ...] = ()
     partial: tuple[int, int] | None = None
+    kind: str = "BODY"  # or BINARY (RFC 3516): part numbers only, decoded
 
     def label(self, origin: bool = True) -> bytes:
-        """The response name: ``BODY[1.HEADER.FIELDS (To)]<0>``."""
+        """The response name: ``BODY[1.HEADER.FIELDS (To)]<0>``, ``BINARY[1]``."""
         section = ".".join(str(p) for p in self.part)
         if self.text:
             section = f"{section}.{self.text}" if section else self.text
-        out = b"BODY[" + section.encode("ascii")
+        out = self.kind.encode("ascii") + b"[" + section.encode("ascii")
         if self.fields:
             out += b" (" + b" ".join(wire.astring(f) for f in self.fields) + b")"
         out += b"]"
@@ -316,7 +353,7 @@ _MACROS = {
 }
 _SIMPLE = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
-    "RFC822.TEXT", "UID", "BODYSTRUCTURE", "BODY",
+    "RFC822.TEXT", "UID", "BODYSTRUCTURE", "BODY", "MODSEQ",
 }
 _FETCH_NAME = frozenset(_ATOM_SET - {ord("[")})
 
@@ -344,17 +381,20 @@ def _fetch_att(reader: Reader, name: str | None = None) -> FetchItem:
         reader.expect(b"[")
         section = _section(reader, peek=name == "BODY.PEEK")
         return FetchItem("BODY", section)
-    if name == "BINARY" or name.startswith("BINARY."):
-        raise ParseError("BINARY is not supported")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and reader.peek() == b"[":
+        reader.expect(b"[")
+        part = _part_numbers(reader)
+        reader.expect(b"]")
+        partial = _partial(reader) if name != "BINARY.SIZE" else None
+        section = Section(name != "BINARY", part, "", (), partial, kind="BINARY")
+        return FetchItem("BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY", section)
     if name not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {name}")
     return FetchItem(name)
 
 
-def _section(reader: Reader, peek: bool) -> Section:
+def _part_numbers(reader: Reader) -> tuple[int, ...]:
     part: list[int] = []
-    text = ""
-    fields: list[bytes] = []
     while reader.peek().isdigit():
         n = reader.number("part number")
         if n == 0:
@@ -362,6 +402,26 @@ def _section(reader: Reader, peek: bool) -> Section:
         part.append(n)
         if not reader.maybe(b"."):
             break
+    return tuple(part)
+
+
+def _partial(reader: Reader) -> tuple[int, int] | None:
+    """``<start.length>`` after a section, or None."""
+    if not reader.maybe(b"<"):
+        return None
+    start = reader.number("partial start")
+    reader.expect(b".")
+    length = reader.number("partial length")
+    if length == 0:
+        raise ParseError("partial length must not be 0")
+    reader.expect(b">")
+    return (start, length)
+
+
+def _section(reader: Reader, peek: bool) -> Section:
+    part = _part_numbers(reader)
+    text = ""
+    fields: list[bytes] = []
     if reader.peek() not in (b"]", b""):
         text = reader._run(frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.")).decode("ascii").upper()
         if text not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
@@ -376,16 +436,7 @@ def _section(reader: Reader, peek: bool) -> Section:
                 reader.sp()
                 fields.append(reader.astring("header field name"))
     reader.expect(b"]")
-    partial = None
-    if reader.maybe(b"<"):
-        start = reader.number("partial start")
-        reader.expect(b".")
-        length = reader.number("partial length")
-        if length == 0:
-            raise ParseError("partial length must not be 0")
-        reader.expect(b">")
-        partial = (start, length)
-    return Section(peek, tuple(part), text, tuple(fields), partial)
+    return Section(peek, part, text, tuple(fields), _partial(reader))
 
 
 @dataclass
@@ -397,3 +448,5 @@ class Command:
     args: Reader
     uid: bool = False
     literals: int = field(default=0)
+    #: IMAP4rev2 is enabled: mailbox names are UTF-8, not modified UTF-7 (RFC 9051 5.1).
+    utf8: bool = False

@@ -35,13 +35,22 @@ from twisted.logger import Logger
 from mailserver.durable import unlink_quietly, write_and_fsync
 from mailserver.store.quota import add_usage_blocking
 from mailserver.store import flags as flagmod
+from mailserver.store.modseq import ModseqState
 from mailserver.store.names import escape_host, parse_name
 from mailserver.store.summaries import Summary, SummaryCache
 from mailserver.store.uidlist import UidList, fsync_directory, write_atomically
 
 KEYWORDS_FILE = "dovecot-keywords"
-#: A directory mtime this close to now may still change within the same tick.
+#: A directory mtime this close to now may still change within the same tick:
+#: seconds where the filesystem keeps whole seconds, a few jiffies where its
+#: times have sub-second parts (ext4, XFS, tmpfs, btrfs).
 _MTIME_TRUST = 2.0
+_MTIME_TRUST_FINE = 0.05
+
+
+def _trust_window(stamp: tuple[int, ...]) -> float:
+    """How old a directory mtime must be to be trusted, from its granularity."""
+    return _MTIME_TRUST_FINE if any(ns % 1_000_000_000 for ns in stamp) else _MTIME_TRUST
 
 Describe = Callable[[bytes], dict[str, Any]]
 
@@ -111,10 +120,16 @@ class Snapshot:
     #: UIDs this process put in cur/ (COPY, MOVE, APPEND with flags) that no
     #: session has claimed yet: \\Recent like the files of new/.
     unclaimed: frozenset[int] = frozenset()
+    #: uid -> MODSEQ of its last change (RFC 7162), and the folder's highest.
+    modseqs: dict[int, int] = field(default_factory=dict, compare=False)
+    highestmodseq: int = 0
 
     def __post_init__(self) -> None:
         if not self.by_uid:
             self.by_uid.update((r.uid, r) for r in self.records)
+
+    def modseq(self, uid: int) -> int:
+        return self.modseqs.get(uid, self.highestmodseq)
 
     def flags(self, record: MessageRecord) -> frozenset[str]:
         return flagmod.letters_to_flags(record.letters, self.keywords)
@@ -167,6 +182,7 @@ class FolderIndex:
         self._clock = clock
         self.uidlist = uidlist or UidList(self.path, root=root, clock=clock)
         self.cache = SummaryCache(self.path, describe_version)
+        self.modseq = ModseqState(self.path)
         self._lock = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
         self._suspect = True
@@ -174,6 +190,10 @@ class FolderIndex:
         self._keywords: list[str | None] = []
         self._by_base: dict[str, MessageRecord] = {}
         self._unclaimed: set[int] = set()
+        #: The UID map the records were last matched with (to skip an idle re-listing's rebuild).
+        self._listed_uids: Any = None
+        #: The file names of the records in new/ and cur/ (None: to be computed).
+        self._expected_names: tuple[frozenset[str], frozenset[str]] | None = None
         self.snapshot = Snapshot(0, 1, (), ())
 
     # ------------------------------------------------------------ reading
@@ -189,10 +209,20 @@ class FolderIndex:
                     self.snapshot = Snapshot(self.snapshot.uidvalidity, self.snapshot.uidnext, (), (), exists=False)
                 self._dir_stamp = None
                 return self.snapshot
-            if not force and not self._suspect and stamp == self._dir_stamp and not keywords_changed:
-                return self.snapshot
             now = self._clock()
-            self._suspect = any(now - ns / 1e9 < _MTIME_TRUST for ns in stamp)
+            window = _trust_window(stamp)
+            if not force and stamp == self._dir_stamp and not keywords_changed:
+                if not self._suspect:
+                    return self.snapshot
+                if any(now - ns / 1e9 < window for ns in stamp):
+                    # Still within the mtime's tick: listing now would prove
+                    # nothing more than the last listing did; the first
+                    # refresh after the tick lists again and settles it.
+                    return self.snapshot
+            self._suspect = any(now - ns / 1e9 < window for ns in stamp)
+            if not keywords_changed and self._names_unchanged():
+                self._dir_stamp = stamp
+                return self.snapshot
             known = self.uidlist.current()
             listing = self._list()
             missing = (self._by_base.keys() | known.uids.keys()) - listing.keys()
@@ -202,6 +232,10 @@ class FolderIndex:
                 again = self._list()
                 for base in missing & again.keys():
                     listing[base] = again[base]
+            if not keywords_changed and known is self._listed_uids and self._matches_records(listing):
+                # Only looked again because the mtime was too fresh to trust: nothing moved.
+                self._dir_stamp = stamp
+                return self.snapshot
             try:
                 self._rebuild(listing, known.uidnext)
             except BaseException:
@@ -211,7 +245,40 @@ class FolderIndex:
                 self._suspect = True
                 raise
             self._dir_stamp = stamp
+            self._listed_uids = self.uidlist.current()
             return self.snapshot
+
+    def _names_unchanged(self) -> bool:
+        """
+        Whether ``new/`` and ``cur/`` hold exactly the files of our records
+        (our own renames included): two listings compared as sets, no
+        per-name work, so re-checking a big folder after a change is cheap.
+        """
+        if self._listed_uids is None or self._listed_uids is not self.uidlist.current():
+            return False
+        if self._expected_names is None:
+            new = frozenset(r.name for r in self._by_base.values() if r.subdir == "new")
+            self._expected_names = (new, frozenset(r.name for r in self._by_base.values() if r.subdir == "cur"))
+        try:
+            return all(
+                len(names) == len(expected) and expected.issuperset(names)
+                for names, expected in zip(
+                    (os.listdir(os.path.join(self.path, sub)) for sub in ("new", "cur")), self._expected_names
+                )
+            )
+        except FileNotFoundError:
+            return False
+
+    def _matches_records(self, listing: dict[str, tuple[str, str, str]]) -> bool:
+        """Whether a listing shows exactly the records we hold (our own changes included)."""
+        by_base = self._by_base
+        if len(listing) != len(by_base):
+            return False
+        for base, entry in listing.items():
+            record = by_base.get(base)
+            if record is None or (record.subdir, record.name, record.letters) != entry:
+                return False
+        return True
 
     def _stat_dirs(self) -> tuple[int, int] | None:
         try:
@@ -250,12 +317,16 @@ class FolderIndex:
                 names = os.listdir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
+            known = self._by_base
             for name in names:
-                if name.startswith(".") or not name.isprintable():
-                    continue
-                parsed = parse_name(name)
-                letters = flagmod.info_letters(parsed.info)
                 base = name.partition(":")[0]
+                record = known.get(base)
+                if record is not None and record.name == name and record.subdir == sub:
+                    letters = record.letters  # unchanged since the last listing: no parsing
+                elif name.startswith(".") or not name.isprintable():
+                    continue
+                else:
+                    letters = flagmod.info_letters(parse_name(name).info)
                 if base in found and sub == "new":
                     continue
                 found[base] = (sub, name, letters)
@@ -285,10 +356,7 @@ class FolderIndex:
         self.cache.add(described)
         self.cache.compact(by_base.keys())
         self._by_base = by_base
-        records = tuple(sorted(by_base.values(), key=lambda r: r.uid))
-        self.snapshot = Snapshot(
-            uidmap.uidvalidity, uidmap.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
-        )
+        self._publish(uidmap.uidvalidity, uidmap.uidnext)
 
     def _describe_file(self, sub: str, name: str) -> Summary | None:
         path = os.path.join(self.path, sub, name)
@@ -333,12 +401,30 @@ class FolderIndex:
         self._by_base[record.base] = updated
         return updated
 
-    def _publish(self) -> None:
+    def _publish(self, uidvalidity: int | None = None, uidnext: int | None = None) -> None:
+        """
+        Make the records the new snapshot, after giving every new, changed
+        or vanished message the next MODSEQ (persisted first).
+        """
+        self._expected_names = None
         records = tuple(sorted(self._by_base.values(), key=lambda r: r.uid))
         s = self.snapshot
+        uidvalidity = s.uidvalidity if uidvalidity is None else uidvalidity
+        uidnext = s.uidnext if uidnext is None else uidnext
+        modseq = self.modseq
+        if modseq.update(uidvalidity, ((r.uid, r.letters) for r in records)) or not s.modseqs and records:
+            modseqs = dict(modseq.modseqs)
+        else:
+            modseqs = s.modseqs
         self.snapshot = Snapshot(
-            s.uidvalidity, s.uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed)
+            uidvalidity, uidnext, records, tuple(self._keywords), unclaimed=frozenset(self._unclaimed),
+            modseqs=modseqs, highestmodseq=modseq.highest,
         )
+
+    def vanished_since(self, modseq: int) -> tuple[list[int], bool]:
+        """UIDs expunged after C{modseq}; False with them if older expunges were forgotten."""
+        with self._lock:
+            return self.modseq.expunged_since(modseq)
 
     def _ensure_keywords(self, wanted: Iterable[str]) -> None:
         wanted = [f for f in wanted if not flagmod.is_system_flag(f)]
@@ -366,12 +452,28 @@ class FolderIndex:
 
         @raise flags.FlagError: a bad keyword, or too many keywords.
         """
+        return self.conditional_store(uids, flags, mode, None)[0]
+
+    def conditional_store(
+        self, uids: Iterable[int], flags: Iterable[str], mode: int, unchangedsince: int | None
+    ) -> tuple[dict[int, MessageRecord], list[int]]:
+        """
+        L{store}, but messages whose MODSEQ is above C{unchangedsince} (when
+        given) are left alone and returned second (RFC 7162 UNCHANGEDSINCE).
+        """
         flags = [flagmod.canonical_flag(f) for f in flags]
         with self._lock:
+            if unchangedsince is not None:
+                self.refresh()
             if mode >= 0:
                 self._ensure_keywords(flags)
             changed: dict[int, MessageRecord] = {}
+            modified: list[int] = []
             for uid in uids:
+                if unchangedsince is not None and self.snapshot.modseq(uid) > unchangedsince:
+                    if uid in self.snapshot.by_uid:
+                        modified.append(uid)
+                    continue
                 for attempt in range(3):
                     snap = self.snapshot if attempt == 0 else self.refresh(force=True)
                     record = snap.by_uid.get(uid)
@@ -388,7 +490,7 @@ class FolderIndex:
                         changed[uid] = updated
                         break
             self._publish()
-            return changed
+            return changed, modified
 
     def claim_recent(self) -> set[int]:
         """
@@ -488,8 +590,7 @@ class FolderIndex:
             if sub == "cur":
                 self._unclaimed.add(uid)
             self._by_base[base] = MessageRecord(uid, base, sub, name, letters, when, summary.size, summary.data)
-            self.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, self.snapshot.records, tuple(self._keywords))
-            self._publish()
+            self._publish(uidmap.uidvalidity, uidmap.uidnext)
             add_usage_blocking(self.path, len(data), 1)
             return uidmap.uidvalidity, uid
 
@@ -508,8 +609,11 @@ class FolderIndex:
             self._suspect = True
             self._by_base = {}
             self._unclaimed = set()
+            self._listed_uids = None
+            self._expected_names = None
             self._keywords_stamp = None
             self.uidlist.reset()
+            self.modseq.reset()
             self.snapshot = Snapshot(0, 1, (), ())
 
 
@@ -594,8 +698,7 @@ def transfer(source: FolderIndex, uids: Sequence[int], target: FolderIndex, move
             target._unclaimed.add(uid)
             if move:
                 source._by_base.pop(record.base, None)
-        target.snapshot = Snapshot(uidmap.uidvalidity, uidmap.uidnext, target.snapshot.records, tuple(target._keywords))
-        target._publish()
+        target._publish(uidmap.uidvalidity, uidmap.uidnext)
         if move:
             source._publish()
         else:

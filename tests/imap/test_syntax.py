@@ -54,7 +54,7 @@ class SequenceSetTests(SynchronousTestCase):
 
 def facts(seq: int, uid: int, flags=(), internal=1_700_000_000.0, size=100, fields=None, sent=None, content=None):
     return search.Facts(seq, uid, frozenset(flags), internal, size, {"fields": fields or {}, "sent": sent},
-                        lambda: content)
+                        lambda uid: content)
 
 
 class SearchTests(SynchronousTestCase):

@@ -205,3 +205,29 @@ class StaleLockTests(SynchronousTestCase):
         self.assertEqual(verdicts, [False])
         self.assertTrue(os.path.exists(first.path))
         first.release()
+
+
+class DiskFullModseqTests(SynchronousTestCase):
+    def test_regression_modseq_write_failure_keeps_serving(self) -> None:
+        """A full disk while recording a MODSEQ does not fail the refresh; the state is written once space is back."""
+        from mailserver.store.modseq import FILE_NAME, ModseqState
+
+        root = os.path.abspath(self.mktemp())
+        ensure_maildir(root)
+        describe = Describer()
+        index = ix.FolderIndex(root, root, describe, describe.version, clock=lambda: 2_000_000_000.0)
+        deliver(root, b"Subject: 1\n\nx\n", 1)
+        first = index.refresh().highestmodseq
+        deliver(root, b"Subject: 2\n\nx\n", 2)
+        disk = DiskFull(FILE_NAME).install(self)
+        snap = index.refresh()
+        self.assertTrue(disk.failures)
+        self.assertEqual(len(snap.records), 2)
+        self.assertGreater(snap.highestmodseq, first)
+        disk.full = False
+        deliver(root, b"Subject: 3\n\nx\n", 3)
+        again = index.refresh()
+        reloaded = ModseqState(root)
+        reloaded.update(again.uidvalidity, [(r.uid, r.letters) for r in again.records])
+        self.assertEqual(reloaded.highest, again.highestmodseq)
+        self.assertEqual(reloaded.modseqs, dict(again.modseqs))

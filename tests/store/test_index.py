@@ -75,9 +75,78 @@ class IndexTests(SynchronousTestCase):
 
     def test_recent_mtime_is_not_trusted(self) -> None:
         idx = self.index()
-        self.now[0] = os.stat(os.path.join(self.root, "new")).st_mtime + 0.5
+        self.now[0] = os.stat(os.path.join(self.root, "new")).st_mtime + 0.01
         idx.refresh()
         self.assertTrue(idx._suspect)
+
+    def test_whole_second_mtimes_trusted_after_two_seconds(self) -> None:
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), (1_700_000_000, 1_700_000_000))
+        idx = self.index()
+        self.now[0] = 1_700_000_000.5
+        idx.refresh()
+        self.assertTrue(idx._suspect)
+        self.now[0] = 1_700_000_002.5
+        idx.refresh(force=True)
+        self.assertFalse(idx._suspect)
+
+    def test_regression_fine_mtimes_trusted_after_a_tick(self) -> None:
+        """Sub-second mtimes are trusted after 50 ms, not 2 s: a change no longer makes every command re-list."""
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), ns=(1_700_000_000_123_456_789,) * 2)
+        idx = self.index()
+        self.now[0] = 1_700_000_000.5
+        idx.refresh()
+        self.assertFalse(idx._suspect)
+
+    def test_regression_no_relisting_within_the_mtime_tick(self) -> None:
+        """A fresh mtime is listed once per tick, not at every command of the tick; the first refresh after it lists again."""
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.root, sub), ns=(1_700_000_000_000_000_001,) * 2)
+        idx = self.index()
+        self.now[0] = 1_700_000_000.01
+        idx.refresh()
+        self.assertTrue(idx._suspect)
+        looks = []
+        original = idx._names_unchanged
+        idx._names_unchanged = lambda: looks.append(1) or original()
+        idx.refresh()
+        self.assertEqual(looks, [])
+        self.now[0] = 1_700_000_000.2
+        idx.refresh()
+        self.assertEqual(looks, [1])
+        self.assertFalse(idx._suspect)
+
+    def test_regression_unchanged_names_skip_the_listing(self) -> None:
+        """Re-checking a folder whose files are exactly our records compares two name sets, no per-name work."""
+        deliver(self.root, b"a\n", 1)
+        deliver(self.root, b"b\n", 2)
+        idx = self.index()
+        idx.refresh()
+        idx.store([1], ["\\Seen"], 1)  # our own rename changes cur/'s mtime
+        listings = []
+        original = idx._list
+        idx._list = lambda: listings.append(1) or original()
+        before = idx.snapshot
+        self.assertIs(idx.refresh(force=True), before)
+        self.assertEqual(listings, [])
+        # a file renamed by someone else is noticed
+        cur = os.path.join(self.root, "cur")
+        name = [n for n in os.listdir(cur) if n.endswith(":2,S")][0]
+        os.rename(os.path.join(cur, name), os.path.join(cur, name[:-1] + "FS"))
+        snap = idx.refresh(force=True)
+        self.assertEqual(listings, [1])
+        self.assertIn("F", snap.by_uid[1].letters)
+
+    def test_idle_relisting_keeps_the_snapshot(self) -> None:
+        deliver(self.root, b"a\n", 1)
+        idx = self.index()
+        first = idx.refresh()
+        self.assertIs(idx.refresh(force=True), first)
+        idx.store([1], ["\\Seen"], 1)
+        changed = idx.snapshot
+        self.assertIsNot(changed, first)
+        self.assertIsNot(idx.refresh(force=True), first)
 
     def test_summaries_persist_across_restarts(self) -> None:
         for n in range(5):
