@@ -39,6 +39,7 @@ from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
+from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
@@ -48,6 +49,7 @@ from mailserver.imap.account import imap_account_factory
 from mailserver.mailauth.dkim_keys import KeyStore
 from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
 from mailserver.mailauth.dns import DNSLookup
+from mailserver.milter.sessions import session_opener
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
@@ -386,6 +388,11 @@ class Server:
         filters = []
         if config.mail_authentication_checks:
             filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
+        # Milters (docs/spam.rst): SMTP sessions run connect..RCPT, this filter the content.
+        self.smtpd_milters = session_opener(config, reactor, "smtpd")
+        self.non_smtpd_milters = session_opener(config, reactor, "non_smtpd")
+        if self.smtpd_milters is not None or self.non_smtpd_milters is not None:
+            filters.append(MilterFilter(reactor, stages, config.junk_folder, self._local_milter))
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
@@ -475,6 +482,16 @@ class Server:
             )
             for protocol, client_limit in (("imap", config.imap_client_limit), ("pop3", config.pop3_client_limit))
         }
+
+    def _local_milter(self, envelope: Any) -> MessageMilter | None:
+        """A C{non_smtpd_milters} session for mail from sendmail/pickup, with the local macros."""
+        if self.non_smtpd_milters is None:
+            return None
+        session, context = self.non_smtpd_milters()
+        sender = str(envelope.sender) if envelope.sender else ""
+        context = context.with_(client_addr="127.0.0.1", client_name="localhost", queue_id=envelope.queue_id,
+                                mail_addr=sender)  # fmt: skip
+        return MessageMilter(session, context.values())
 
     def _trusted_origin(self, client: Any) -> bool:
         """Mail we vouch for with a DKIM signature: SASL users, mynetworks, sendmail and bounces."""
@@ -589,6 +606,7 @@ class Server:
             challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
             throttle=self.throttle,
+            open_milter=self.smtpd_milters,
         )
 
     def pop3_factory(self) -> POP3Factory:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailserver.address import Address
 from mailserver.errors import MailError
@@ -74,6 +75,7 @@ class Envelope:
     queue_id: str = ""
     size_declared: int | None = None
     body_8bit: bool = False
+    milter: Any = None  # delivery.milter_filter.MessageMilter: the SMTP session's milters
 
 
 class Outcome(enum.Enum):

@@ -69,7 +69,8 @@ class SMTPFactory(smtp.SMTPFactory):
     twisted.mail's SMTP factory for our sessions: a portal (anonymous or
     SASL logins give the delivery avatar), a policy, and the
     connection limits C{smtpd_max_connections} and
-    C{smtpd_client_connection_count_limit} (L{ConnectionSlots}).
+    C{smtpd_client_connection_count_limit} (L{ConnectionSlots}), and
+    the milters of each connection (C{open_milter}).
     """
 
     protocol = _LimitedSession
@@ -88,6 +89,7 @@ class SMTPFactory(smtp.SMTPFactory):
         implicit_tls: bool = False,
         throttle: Any = None,
         stress_timeout: float = 10,
+        open_milter: Any = None,
     ) -> None:
         super().__init__(portal)
         self.policy = policy
@@ -96,6 +98,8 @@ class SMTPFactory(smtp.SMTPFactory):
         self.challengers = challengers or {}
         self.implicit_tls = implicit_tls
         self.throttle = throttle
+        # smtpd_milters: () -> (IMilterSession, MacroContext) for each connection, or None.
+        self.open_milter = open_milter
         self.slots = ConnectionSlots(clock, max_connections, per_client_limit, stress_timeout)
 
     def buildProtocol(self, addr):
