@@ -100,8 +100,8 @@ class MilterFilter:
         if header is None:  # a header block over 1 MiB
             return FilterResult(message, error=MailError(552, "5.3.4", "Error: message header too long"))
         end = header_end(header)
-        body = message.replace_start(end, b"")
         head = header[:end]
+        body = message.replace_start(end + (header[end : end + 1] == b"\n"), b"")  # after the blank line
         verdict = await self._content(milter.session, head, body, macros)
         sender = str(envelope.sender) if envelope.sender else ""
         recipients = [str(r.original) for r in envelope.recipients]
@@ -116,7 +116,7 @@ class MilterFilter:
         if applied.body_replaced:
             message = SpooledMessage(applied.message)
         else:
-            message = body.prepend(applied.message[:-1])  # without the separator added above
+            message = body.prepend(applied.message)  # the new header block and the blank line
         await self._envelope_changes(envelope, applied)
         if not envelope.recipients:
             return FilterResult(message, discard=True)

@@ -29,7 +29,7 @@ class MilterRefusal(MailError):
     """A milter's reject, tempfail or shutdown (C{close}: 421, end the connection)."""
 
     def __init__(self, error: MailError, close: bool = False) -> None:
-        super().__init__(error.code, error.enhanced, error.text, error.temporary)
+        super().__init__(error.code, error.enhanced, error.text)
         self.close = close
 
 
@@ -72,7 +72,10 @@ class MilterGlue:
 
     async def helo(self, name: str) -> None:
         self.context = self.context.with_(helo=name)
-        await self._settled()
+        try:
+            await self._settled()
+        except MilterRefusal:
+            return  # refused at connect: every MAIL is refused, HELO is not (as Postfix)
         verdict = await self.session.helo(name, self.context.values())
         refusal = _error(verdict)
         if refusal is not None:
