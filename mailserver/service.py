@@ -59,6 +59,7 @@ from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
+from mailserver.spam_defence import SpamDefence
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
 from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build_contexts, wrap_implicit
@@ -373,6 +374,9 @@ class Server:
             log.info("removed {count} unacknowledged spool files from {directory}",
                      count=removed, directory=self.incoming.directory)
         self.resolver = resolver or LazyResolver(reactor)
+        # DNSBL score and greylisting at RCPT, before the router (docs/spam.rst); rate limits; pregreet.
+        self.spam = SpamDefence(config, reactor, self.resolver, self._trusted_origin)
+        stages[-1:-1] = self.spam.stages
         # Inbound SPF/DKIM/ARC/DMARC at end of DATA (docs/internet.rst); trusted clients skip it.
         self.authenticator = Authenticator(
             self.resolver, reactor,
@@ -607,6 +611,7 @@ class Server:
             implicit_tls=implicit,
             throttle=self.throttle,
             open_milter=self.smtpd_milters,
+            rates=self.spam.rates if listener == "smtpd_listen" else None,
         )
 
     def pop3_factory(self) -> POP3Factory:
@@ -619,6 +624,7 @@ class Server:
     def factories(self) -> dict[str, Any]:
         """One protocol factory per listener parameter that has a protocol so far."""
         factories: dict[str, Any] = {name: self.smtp_factory(name) for name in ("smtpd_listen", "submission_listen")}
+        factories["smtpd_listen"] = self.spam.wrap_smtpd(factories["smtpd_listen"])
         factories["smtps_listen"] = wrap_implicit(self.smtp_factory("smtps_listen"), self.tls.smtpd)
         factories["pop3_listen"] = self.pop3_factory()
         factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
@@ -662,6 +668,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.hashing_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
+    server.spam.setServiceParent(top)
     MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)

@@ -29,6 +29,7 @@ from mailserver.policy.logline import reject_line
 from mailserver.smtp import auth
 from mailserver.smtp.deadline import DataDeadline
 from mailserver.smtp.milter_glue import MilterGlue, start_milter
+from mailserver.smtp.rate_checks import check_message_rate
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -577,6 +578,7 @@ class ESMTPServer(smtp.ESMTP):
                     raise MailError(501, "5.5.4", "Bad BODY parameter")
             else:
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
+        check_message_rate(getattr(self.factory, "rates", None), self.peer_ip, self.clock.seconds())
         delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
         await delivery.check_sender(path.address)
