@@ -64,7 +64,7 @@ class DnsblStage:
     def allowlisted(self, client: Client) -> bool:
         """The client's known score is at or below a negative C{postscreen_dnsbl_allowlist_threshold}."""
         score = self._cached(client.ip)
-        return score is not None and self.allowlist_threshold < 0 and score.total <= self.allowlist_threshold
+        return score is not None and score.allowlisted(self.allowlist_threshold)
 
     def check(self, envelope: Envelope, recipient: Address) -> Verdict | Deferred:
         if self.exempt(envelope.client):

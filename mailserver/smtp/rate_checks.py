@@ -25,7 +25,7 @@ def connection_rate_allowed(rates: Any, transport: Any, ip: str, now: float) -> 
     if decision.allowed:
         return True
     error = connection_error("unknown", ip)
-    log.warn("{warning}", warning=warning_line("Connection", decision.count, "unknown", ip))
+    log.warn("{warning_line}", warning_line=warning_line("Connection", decision.count, "unknown", ip))
     log.info("{reject_line}", reject_line=reject_line(error, client="unknown", address=ip, stage="CONNECT", proto="SMTP"))
     transport.write(f"{error.code} {error.enhanced} {error.text}\r\n".encode())
     transport.loseConnection()
@@ -38,7 +38,7 @@ def check_message_rate(rates: Any, ip: str, now: float) -> None:
         return
     decision = rates.message(ip, now)
     if not decision.allowed:
-        log.warn("{warning}", warning=warning_line("Message delivery request", decision.count, "unknown", ip))
+        log.warn("{warning_line}", warning_line=warning_line("Message delivery request", decision.count, "unknown", ip))
         error = message_error("unknown", ip)
         error.close = True  # type: ignore[attr-defined]
         raise error
