@@ -230,3 +230,39 @@ class ScriptedMilterSessionTests(MilterSessionBase):
         [message] = self.server.messages("alice")
         self.assertIn(b"\nX-Scripted: big\n", message)
         self.assertTrue(message.endswith(((line + "\n") * 30000).encode()))
+
+
+class NonSmtpdMilterTests(TestCase):
+    """non_smtpd_milters: mail from sendmail/pickup gets the whole conversation with the local macros."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_pickup_mail_goes_through_non_smtpd_milters(self) -> Any:
+        milter = ScriptedMilterFactory({codec.EndOfMessage: [codec.AddHeader("X-Scripted", "local"), codec.Accept()]})
+        port = reactor.listenTCP(0, milter, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        server = RunningServer(self, extra=f"non_smtpd_milters = inet:127.0.0.1:{port.getHost().port}\n")
+        yield server.start()
+        injected = yield server.service.server.injector.inject_reporting(
+            "root@example.com", ["alice@example.com"], b"Subject: cron\n\nreport\n"
+        )
+        self.assertEqual(injected.delivered, ("alice@example.com",))
+        [message] = server.messages("alice")
+        self.assertIn(b"\nX-Scripted: local\n", message)
+        kinds = [type(c) for c in milter.seen if not isinstance(c, (codec.Macro, codec.OptNeg))]
+        self.assertEqual(kinds[:4], [codec.Connect, codec.Helo, codec.Mail, codec.Rcpt])
+        self.assertIn(codec.Body, kinds)
+        connect = next(c for c in milter.seen if isinstance(c, codec.Connect))
+        self.assertEqual(connect.hostname, "localhost")
+
+    @defer.inlineCallbacks
+    def test_smtp_mail_does_not_use_non_smtpd_milters(self) -> Any:
+        milter = ScriptedMilterFactory()
+        port = reactor.listenTCP(0, milter, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        server = RunningServer(self, extra=f"non_smtpd_milters = inet:127.0.0.1:{port.getHost().port}\n")
+        yield server.start()
+        refused, error = yield deferToThread(send, server.ports["smtpd_listen"], "hi")
+        self.assertEqual((refused, error), ({}, None))
+        self.assertEqual(milter.seen, [])
