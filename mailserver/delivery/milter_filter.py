@@ -137,8 +137,9 @@ class MilterFilter:
         if verdict.action != CONTINUE:
             return verdict
         chunks = body.chunks(BODY_CHUNK // 2)  # LF -> CRLF at most doubles a chunk
+        in_memory = body.in_memory() is not None  # no file to read: no thread hand-off
         while not verdict.skip_body:  # bounded: the spool file ends
-            chunk = await self._thread(next, chunks, None)
+            chunk = next(chunks, None) if in_memory else await self._thread(next, chunks, None)
             if chunk is None:
                 break
             verdict = await session.body(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
