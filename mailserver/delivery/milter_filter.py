@@ -31,8 +31,8 @@ from mailserver.delivery.routing import route
 from mailserver.delivery.spool_edits import read_header
 from mailserver.errors import MailError
 from mailserver.interfaces import IMessageFilter, IMilterSession, IRecipientStage
-from mailserver.milter.actions import Applied, milter_headers, outcome
-from mailserver.milter.client import CONTINUE
+from mailserver.milter.actions import Applied, outcome
+from mailserver.milter.client import CONTINUE, send_headers
 from mailserver.spooled import SpooledMessage
 
 log = Logger(namespace="mailserver.milter")
@@ -129,11 +129,7 @@ class MilterFilter:
         verdict = await session.data(macros)
         if verdict.action != CONTINUE:
             return verdict
-        for name, value in milter_headers(head):
-            verdict = await session.header(name, value)
-            if verdict.action != CONTINUE:
-                return verdict
-        verdict = await session.eoh(macros)
+        verdict = await send_headers(session, head, macros)
         if verdict.action != CONTINUE:
             return verdict
         chunks = body.chunks(BODY_CHUNK // 2)  # LF -> CRLF at most doubles a chunk

@@ -11,7 +11,7 @@ import smtplib
 import socket
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
