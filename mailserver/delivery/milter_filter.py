@@ -32,7 +32,7 @@ from mailserver.delivery.spool_edits import read_header
 from mailserver.errors import MailError
 from mailserver.interfaces import IMessageFilter, IMilterSession, IRecipientStage
 from mailserver.milter.actions import Applied, outcome
-from mailserver.milter.client import CONTINUE, send_headers
+from mailserver.milter.client import ACCEPT, CONTINUE, DISCARD, REJECT_ERROR, send_headers
 from mailserver.spooled import SpooledMessage
 
 log = Logger(namespace="mailserver.milter")
@@ -175,6 +175,8 @@ async def local_envelope(milter: MessageMilter, envelope: Envelope) -> MailError
         steps.append(lambda rcpt=rcpt: session.rcpt([f"<{rcpt}>"], dict(macros, **{"{rcpt_addr}": rcpt})))
     for step in steps:
         verdict = await step()
-        if verdict.action not in (CONTINUE, "accept"):
-            return verdict.error or MailError(550, "5.7.1", "Command rejected")
+        if verdict.action == DISCARD:
+            milter.discard = True
+        elif verdict.action not in (CONTINUE, ACCEPT):
+            return verdict.error or REJECT_ERROR
     return None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import Envelope
+from mailserver.delivery.envelope import Envelope, RemoteAddress
 from mailserver.delivery.milter_filter import MessageMilter
 from mailserver.errors import MailError
 from mailserver.interfaces import IMilterSession
@@ -89,6 +89,7 @@ class MilterGlue:
             auth_type="PLAIN" if sasl_user else "", rcpt_addr="",
         )  # fmt: skip
         await self._settled()
+        self.end_message()  # a previous MAIL the milter refused: SMFIC_ABORT first
         self.in_message = True
         verdict = await self.session.mail_from([f"<{sender}>", *esmtp], self.context.values())
         refusal = _error(verdict)
@@ -97,7 +98,9 @@ class MilterGlue:
         envelope.milter = MessageMilter(self.session, self.context.values(), discard=verdict.action == DISCARD)
 
     async def rcpt(self, envelope: Envelope, recipient: str) -> None:
-        self.context = self.context.with_(rcpt_addr=recipient, rcpt_mailer="local")
+        last = envelope.recipients[-1] if envelope.recipients else None
+        remote = last is not None and any(isinstance(d, RemoteAddress) for d in last.destinations)
+        self.context = self.context.with_(rcpt_addr=recipient, rcpt_mailer="smtp" if remote else "local")
         verdict = await self.session.rcpt([f"<{recipient}>"], self.context.values())
         refusal = _error(verdict)
         if refusal is not None:

@@ -630,7 +630,9 @@ class ESMTPServer(smtp.ESMTP):
             self.reply(503, "5.5.1", "Error: need MAIL command")
             return
         if not self._envelope.recipients:
-            self.reply(554, "5.5.1", "Error: no valid recipients")
+            error = MailError(554, "5.5.1", "Error: no valid recipients")
+            self._log_refusal("DATA", error, str(self._envelope.sender or ""))
+            self.reply_error(error)
             return
         if rest.strip():
             self.reply(501, "5.5.4", "Syntax: DATA")

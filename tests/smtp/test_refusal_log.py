@@ -49,3 +49,10 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertTrue(line.startswith("NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 "), line)
         self.assertTrue(line.endswith("; from=<x@remote.example> to=<nobody@example.com> proto=ESMTP"
                                       " helo=<client.example>"), line)  # fmt: skip
+
+    def test_data_without_recipients_logged(self) -> None:
+        s = Session(self.factory)
+        s.send(b"EHLO client.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<nobody@example.com>\r\n")
+        self.assertEqual(s.send(b"DATA\r\n"), ["554 5.5.1 Error: no valid recipients"])
+        self.assertEqual(self.lines()[-1], "NOQUEUE: reject: DATA from unknown[192.0.2.1]: 554 5.5.1 Error: no valid"
+                                           " recipients; from=<x@remote.example> proto=ESMTP helo=<client.example>")
