@@ -266,3 +266,46 @@ class NonSmtpdMilterTests(TestCase):
         refused, error = yield deferToThread(send, server.ports["smtpd_listen"], "hi")
         self.assertEqual((refused, error), ({}, None))
         self.assertEqual(milter.seen, [])
+
+
+def raw_session(port: int, lines: list[bytes]) -> bytes:
+    """Send each line after reading the previous reply; everything the server said until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        out = reader.readline()
+        for line in lines:
+            sock.sendall(line)
+            while True:  # bounded: multi-line replies end with "NNN "
+                reply = reader.readline()
+                out += reply
+                if not reply or reply[3:4] != b"-":
+                    break
+            if not reply:
+                break
+        return out + reader.read()
+
+
+class ConnectAndShutdownTests(MilterSessionBase):
+    @defer.inlineCallbacks
+    def serve(self, replies: dict) -> Any:
+        self.milter = ScriptedMilterFactory(replies)
+        port = reactor.listenTCP(0, self.milter, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        yield self.start_server(f"inet:127.0.0.1:{port.getHost().port}")
+
+    @defer.inlineCallbacks
+    def test_connect_reject_refuses_mail_not_ehlo(self) -> Any:
+        """As Postfix: a milter's reject at connect is the reply to every MAIL; EHLO is answered."""
+        yield self.serve({codec.Connect: [codec.ReplyCode("554 5.7.1 Not welcome")]})
+        out = yield deferToThread(raw_session, self.server.ports["smtpd_listen"], [
+            b"EHLO client.example\r\n", b"MAIL FROM:<a@remote.example>\r\n", b"QUIT\r\n"])  # fmt: skip
+        self.assertIn(b"\r\n250 ", out)
+        self.assertIn(b"554 5.7.1 Not welcome\r\n221 ", out)
+
+    @defer.inlineCallbacks
+    def test_shutdown_at_mail_closes_with_421(self) -> Any:
+        yield self.serve({codec.Mail: [codec.Shutdown()]})
+        out = yield deferToThread(raw_session, self.server.ports["smtpd_listen"], [
+            b"EHLO client.example\r\n", b"MAIL FROM:<a@remote.example>\r\n", b"RCPT TO:<alice@example.com>\r\n"])
+        self.assertTrue(out.endswith(b"421 4.7.0 Server closing connection\r\n"), out)
+        self.assertEqual(self.server.messages_any("alice"), [])
