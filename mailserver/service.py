@@ -40,6 +40,7 @@ from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
+from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
@@ -56,6 +57,7 @@ from mailserver.imap.account import imap_account_factory
 from mailserver.mailauth.dkim_keys import KeyStore
 from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
 from mailserver.mailauth.dns import DNSLookup
+from mailserver.milter.sessions import session_opener
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
@@ -70,6 +72,7 @@ from mailserver.smtp.factory import SMTPFactory
 from mailserver.stale_socket import remove_stale_socket
 from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
 from mailserver.smtp.server import SMTPPolicy
+from mailserver.spam_defence import SpamDefence
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
 from mailserver.store.location import maildir_for
 from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build_contexts, wrap_implicit
@@ -394,6 +397,9 @@ class Server:
             log.info("removed {count} unacknowledged spool files from {directory}",
                      count=removed, directory=self.incoming.directory)
         self.resolver = resolver or LazyResolver(reactor)
+        # DNSBL score and greylisting at RCPT, before the router (docs/spam.rst); rate limits; pregreet.
+        self.spam = SpamDefence(config, reactor, self.resolver, self._trusted_origin)
+        stages[-1:-1] = self.spam.stages
         # Inbound SPF/DKIM/ARC/DMARC at end of DATA (docs/internet.rst); trusted clients skip it.
         self.authenticator = Authenticator(
             self.resolver, reactor,
@@ -409,6 +415,11 @@ class Server:
         filters = []
         if config.mail_authentication_checks:
             filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
+        # Milters (docs/spam.rst): SMTP sessions run connect..RCPT, this filter the content.
+        self.smtpd_milters = session_opener(config, reactor, "smtpd")
+        self.non_smtpd_milters = session_opener(config, reactor, "non_smtpd")
+        if self.smtpd_milters is not None or self.non_smtpd_milters is not None:
+            filters.append(MilterFilter(reactor, stages, config.junk_folder, self._local_milter))
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
@@ -507,6 +518,16 @@ class Server:
                 ("managesieve", config.pop3_client_limit),
             )
         }
+
+    def _local_milter(self, envelope: Any) -> MessageMilter | None:
+        """A C{non_smtpd_milters} session for mail from sendmail/pickup, with the local macros."""
+        if self.non_smtpd_milters is None:
+            return None
+        session, context = self.non_smtpd_milters()
+        sender = str(envelope.sender) if envelope.sender else ""
+        context = context.with_(client_addr="127.0.0.1", client_name="localhost", queue_id=envelope.queue_id,
+                                mail_addr=sender)  # fmt: skip
+        return MessageMilter(session, context.values())
 
     def _trusted_origin(self, client: Any) -> bool:
         """Mail we vouch for with a DKIM signature: SASL users, mynetworks, sendmail and bounces."""
@@ -643,6 +664,8 @@ class Server:
             challengers=dict(CHALLENGERS) if config.smtpd_sasl_auth_enable else {},
             implicit_tls=implicit,
             throttle=self.throttle,
+            open_milter=self.smtpd_milters,
+            rates=self.spam.rates if listener == "smtpd_listen" else None,
         )
 
     def sieve_filter(self) -> SieveFilter:
@@ -676,6 +699,7 @@ class Server:
     def factories(self) -> dict[str, Any]:
         """One protocol factory per listener parameter that has a protocol so far."""
         factories: dict[str, Any] = {name: self.smtp_factory(name) for name in ("smtpd_listen", "submission_listen")}
+        factories["smtpd_listen"] = self.spam.wrap_smtpd(factories["smtpd_listen"])
         factories["smtps_listen"] = wrap_implicit(self.smtp_factory("smtps_listen"), self.tls.smtpd)
         factories["pop3_listen"] = self.pop3_factory()
         factories["pop3s_listen"] = wrap_implicit(self.pop3_factory(), self.tls.pop3)
@@ -780,6 +804,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.quota_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
+    server.spam.setServiceParent(top)
     MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)

@@ -333,7 +333,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("milter_end_of_data_macros", WORDS, "i", POSTFIX, "macros sent at the end of the message"),
     P("milter_unknown_command_macros", WORDS, "", POSTFIX,
       "macros sent with an unknown SMTP command"),
-    # Built-in checks (docs/spam.rst; not yet wired into the SMTP session).
+    # Built-in checks (docs/spam.rst).
     P("postscreen_dnsbl_sites", DnsblSites(), "", POSTFIX,
       "DNS block/allow lists: domain[=filter][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3"),
     P("postscreen_dnsbl_threshold", SignedInteger(), "1", POSTFIX,
@@ -341,6 +341,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("postscreen_dnsbl_allowlist_threshold", SignedInteger(), "0", POSTFIX,
       "DNSBL score (when negative) at or below which a client skips the other tests"),
     P("postscreen_dnsbl_timeout", TIME, "10s", POSTFIX, "time allowed for the DNSBL look-ups"),
+    P("postscreen_greet_enable", BOOL, "no", OWN,
+      "run postscreen's pregreet test in front of the port-25 listener (smtpd_listen)"),
     P("postscreen_greet_wait", TIME, "6s", POSTFIX,
       "time a client must stay silent after the first greeting line (pregreet test)"),
     P("postscreen_greet_action", Enum("ignore", "drop"), "ignore", POSTFIX,
@@ -349,6 +351,8 @@ PARAMETERS: tuple[Parameter, ...] = (
       "how long a client that passed the pregreet test is greeted without waiting"),
     P("postscreen_greet_banner", TEXT, "$smtpd_banner", POSTFIX,
       "text of the first greeting line (220-) sent before the wait"),
+    P("greylisting", BOOL, "no", OWN,
+      "greylist new (client network, sender, recipient) triplets at RCPT (Postgrey's rules)"),
     P("greylist_delay", TIME, "300s", OWN,
       "how long a new (client, sender, recipient) triplet is deferred (Postgrey --delay)"),
     P("greylist_retry_window", TIME, "2d", OWN,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailserver.address import Address
 from mailserver.errors import MailError
@@ -76,6 +77,7 @@ class Envelope:
     size_declared: int | None = None
     body_8bit: bool = False
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
+    milter: Any = None  # delivery.milter_filter.MessageMilter: the SMTP session's milters
 
 
 class Outcome(enum.Enum):

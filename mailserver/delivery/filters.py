@@ -16,9 +16,12 @@ class FilterResult:
     """
     The message after the filter (headers added or removed), and whether
     it is refused (C{error}) or goes to the recipients' junk folder
-    (C{quarantine}: the reason, logged).
+    (C{quarantine}: the reason, logged), is dropped (C{discard}) or goes to
+    the hold area (C{hold}: the reason).
     """
 
     message: SpooledMessage
     error: MailError | None = None
     quarantine: str | None = None
+    discard: bool = False
+    hold: str | None = None

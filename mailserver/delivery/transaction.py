@@ -252,6 +252,8 @@ class Transaction:
                 raise result.error
             if result.quarantine is not None:
                 self._quarantine = result.quarantine
+            if result.discard or result.hold is not None:
+                return await self._set_aside(message, f"{step.name}: {result.hold or 'DISCARD'}", result.hold)
         for check in core.checks if run_checks else ():
             verdict, message = await self._inspect(check, message)
             for event in verdict.events:
@@ -260,18 +262,13 @@ class Transaction:
                 self._log("reject", verdict.error.reply())
                 raise verdict.error
             if verdict.discard:
-                self._log("discarded", "content check DISCARD")
-                return f"2.0.0 Ok: queued as {envelope.queue_id}"
+                return await self._set_aside(message, "content check DISCARD", None)
             if verdict.redirect is not None:
                 envelope.recipients = [await self.resolve(verdict.redirect)]
             for address in verdict.bcc:
                 envelope.recipients.append(await self.resolve(address))
             if verdict.hold:
-                if core.committer.hold is None:
-                    raise MailError(451, "4.3.0", "Error: hold area not available")
-                await core.committer.hold(envelope, _payload(message), verdict.hold_reason or "HOLD")
-                self._log("hold", verdict.hold_reason or "content check HOLD")
-                return f"2.0.0 Ok: queued as {envelope.queue_id}"
+                return await self._set_aside(message, verdict.hold_reason or "content check HOLD", verdict.hold_reason or "HOLD")
         client = envelope.client
         single = envelope.recipients[0].original if len(envelope.recipients) == 1 else None
         trace = received_header(
@@ -279,6 +276,16 @@ class Transaction:
             str(single) if single else None, now,
         )
         await self._deliver(message.prepend(trace))
+        return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    async def _set_aside(self, message: SpooledMessage, detail: str, hold: str | None) -> str:
+        """Accept without delivering: into the hold area with reason C{hold}, or dropped (None)."""
+        envelope = self.envelope
+        if hold is not None:
+            if self.core.committer.hold is None:
+                raise MailError(451, "4.3.0", "Error: hold area not available")
+            await self.core.committer.hold(envelope, _payload(message), hold)
+        self._log("hold" if hold is not None else "discarded", detail)
         return f"2.0.0 Ok: queued as {envelope.queue_id}"
 
     async def _inspect(self, check: Any, message: SpooledMessage) -> tuple[Any, SpooledMessage]:

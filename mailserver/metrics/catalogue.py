@@ -22,6 +22,7 @@ RELAY_STATUSES = ("sent", "deferred", "bounced", "expired")
 AUTH_SERVICES = ("smtp", "imap", "pop3")
 REFUSING_PROTOCOLS = ("smtp", "imap", "pop3", "managesieve")
 CONNECTION_PROTOCOLS = ("smtpd", "submission", "smtps", "imap", "pop3", "managesieve")
+REJECT_PHASES = ("helo", "mail", "rcpt", "data")
 SESSION_PROTOCOLS = ("imap", "pop3", "managesieve")
 QUEUES = ("incoming", "active", "deferred", "corrupt", "hold", "maildrop")
 
@@ -55,7 +56,7 @@ METRICS: tuple[Metric, ...] = (
            (("status", _values(MESSAGE_STATUSES)),)),
     Metric("mailserver_rejects", "counter",
            "Refusals by phase and RFC 3463 enhanced status code",
-           (("phase", "rcpt, data"), ("code", "e.g. 5.1.1, 5.7.1, 4.3.0")),),
+           (("phase", _values(REJECT_PHASES)), ("code", "e.g. 5.1.1, 5.7.1, 4.3.0")),),
     Metric("mailserver_delivery_latency_seconds", "histogram",
            "Seconds from MAIL FROM to the durable 250 (mail delivered or queued)"),
     Metric("mailserver_outbound_deliveries", "counter",

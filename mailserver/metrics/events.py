@@ -27,6 +27,7 @@ from mailserver.metrics.catalogue import (
     BY_NAME,
     MESSAGE_STATUSES,
     REFUSING_PROTOCOLS,
+    REJECT_PHASES,
     RELAY_STATUSES,
 )
 
@@ -76,7 +77,7 @@ class EventMetrics:
         elif "relay_status" in event:
             self.outbound.labels(_label(event["relay_status"], RELAY_STATUSES)).inc()
         elif "reject" in event:
-            self.rejects.labels("rcpt", enhanced_code(event.get("reply"))).inc()
+            self.rejects.labels(_label(event["reject"], REJECT_PHASES), enhanced_code(event.get("reply"))).inc()
         elif event.get("auth_failure") is True:
             self.auth_failures.labels(_label(event.get("service"), AUTH_SERVICES)).inc()
         elif "refused" in event:

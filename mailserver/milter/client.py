@@ -572,6 +572,15 @@ def family_of(address: str) -> str:
         return codec.FAMILY_UNKNOWN
 
 
+async def send_headers(session: Any, message: bytes, macros: Mapping[str, str] | None = None) -> Verdict:
+    """Each header of C{message} (its header block is enough), then end of headers; stops at a final verdict."""
+    for name, value in milter_headers(message):
+        verdict = await session.header(name, value)
+        if verdict.action != CONTINUE:
+            return verdict
+    return await session.eoh(macros)
+
+
 async def check_message(
     session: MilterSession, message: bytes, macros: Mapping[str, str] | None = None
 ) -> Verdict:
@@ -579,11 +588,7 @@ async def check_message(
     Send a whole message (after DATA): its headers, end of headers, body
     and end of message; the first verdict other than continue ends it.
     """
-    for name, value in milter_headers(message):
-        verdict = await session.header(name, value)
-        if verdict.action != CONTINUE:
-            return verdict
-    verdict = await session.eoh(macros)
+    verdict = await send_headers(session, message, macros)
     if verdict.action != CONTINUE:
         return verdict
     body = milter_body(message)

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from mailserver.smtp.connections import ConnectionSlots
+from mailserver.smtp.rate_checks import connection_rate_allowed
 from mailserver.smtp.server import ESMTPServer, SMTPPolicy
 
 
@@ -21,6 +22,8 @@ class _LimitedSession(ESMTPServer):
         peer = self.transport.getPeer()
         ip = getattr(peer, "host", str(peer))
         self.last_active = self.clock.seconds()
+        if not connection_rate_allowed(self.factory.rates, self.transport, ip, self.clock.seconds()):
+            return
         refusal = self.factory.slots.admit(self, ip)
         if refusal:
             self.transport.write(b"421 4.7.0 " + refusal.encode() + b"\r\n")
@@ -69,7 +72,8 @@ class SMTPFactory(smtp.SMTPFactory):
     twisted.mail's SMTP factory for our sessions: a portal (anonymous or
     SASL logins give the delivery avatar), a policy, and the
     connection limits C{smtpd_max_connections} and
-    C{smtpd_client_connection_count_limit} (L{ConnectionSlots}).
+    C{smtpd_client_connection_count_limit} (L{ConnectionSlots}), and
+    the milters of each connection (C{open_milter}).
     """
 
     protocol = _LimitedSession
@@ -88,6 +92,8 @@ class SMTPFactory(smtp.SMTPFactory):
         implicit_tls: bool = False,
         throttle: Any = None,
         stress_timeout: float = 10,
+        open_milter: Any = None,
+        rates: Any = None,
     ) -> None:
         super().__init__(portal)
         self.policy = policy
@@ -96,6 +102,10 @@ class SMTPFactory(smtp.SMTPFactory):
         self.challengers = challengers or {}
         self.implicit_tls = implicit_tls
         self.throttle = throttle
+        # smtpd_milters: () -> (IMilterSession, MacroContext) for each connection, or None.
+        self.open_milter = open_milter
+        # smtpd_client_connection_rate_limit, smtpd_client_message_rate_limit (policy.rates.RateLimiter).
+        self.rates = rates
         self.slots = ConnectionSlots(clock, max_connections, per_client_limit, stress_timeout)
 
     def buildProtocol(self, addr):

@@ -25,8 +25,11 @@ from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
 from mailserver.errors import MailError
 from mailserver.netwrite import write_now, writes_directly
+from mailserver.policy.logline import reject_line
 from mailserver.smtp import auth
 from mailserver.smtp.deadline import DataDeadline
+from mailserver.smtp.milter_glue import MilterGlue, start_milter
+from mailserver.smtp.rate_checks import check_message_rate
 
 # Default enhanced status codes for replies that Twisted's code sends without one.
 _DEFAULT_ENHANCED = {
@@ -94,6 +97,7 @@ class ESMTPServer(smtp.ESMTP):
         self.sasl_user: str | None = None
         self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
+        self._milter: MilterGlue | None = None  # smtpd_milters of this connection
 
     # -- connection ---------------------------------------------------------
 
@@ -111,6 +115,7 @@ class ESMTPServer(smtp.ESMTP):
             # Replies are small and often written after a Deferred: without this,
             # Nagle and delayed ACKs add 40 ms per pipelined group.
             self.transport.setTcpNoDelay(True)
+        self._milter = start_milter(self.factory, peer)
         self.sendLine(b"220 " + self.policy.banner.encode("ascii", "replace"))
         self.setTimeout(self.timeout)
 
@@ -124,6 +129,8 @@ class ESMTPServer(smtp.ESMTP):
             self._transaction.abort()
             self._transaction = None
         self.setTimeout(None)
+        if self._milter is not None:
+            self._milter.close()
         if self._onLogout:
             self._onLogout()
             self._onLogout = None
@@ -450,11 +457,29 @@ class ESMTPServer(smtp.ESMTP):
             self.log.failure("[{ip}]: SASL login error", reason, ip=self.peer_ip)
             self.reply(454, "4.7.0", "Temporary authentication failure")
 
-    def do_EHLO(self, rest: bytes) -> None:
-        self._greet(rest, esmtp=True)
+    def do_EHLO(self, rest: bytes) -> Deferred | None:
+        return self._milter_greet(rest, esmtp=True)
 
-    def do_HELO(self, rest: bytes) -> None:
-        self._greet(rest, esmtp=False)
+    def do_HELO(self, rest: bytes) -> Deferred | None:
+        return self._milter_greet(rest, esmtp=False)
+
+    def _milter_greet(self, rest: bytes, esmtp: bool) -> Deferred | None:
+        """HELO/EHLO, asking the milters first when there are any (and the name is valid)."""
+        name = rest.strip().decode("ascii", "replace")
+        if self._milter is None or not name or " " in name:
+            self._greet(rest, esmtp)
+            return None
+
+        async def greet() -> None:
+            assert self._milter is not None
+            try:
+                await self._milter.helo(name)
+            except MailError as error:
+                self._log_refusal("HELO", error)
+                raise
+            self._greet(rest, esmtp)
+
+        return self._guard(greet())
 
     def _greet(self, rest: bytes, esmtp: bool) -> None:
         name = rest.strip().decode("ascii", "replace")
@@ -495,6 +520,8 @@ class ESMTPServer(smtp.ESMTP):
 
     def _reset(self) -> None:
         self._end_data_phase()
+        if self._milter is not None:
+            self._milter.end_message()
         self._envelope = None
         if self._transaction is not None:
             self._transaction.abort()
@@ -518,7 +545,26 @@ class ESMTPServer(smtp.ESMTP):
         if self.policy.auth_required and self.sasl_user is None:
             self.reply(530, "5.7.0", "Authentication required")
             return None
-        return self._guard(self._mail(rest.decode("latin-1")))
+        return self._guard(self._mail_logged(rest.decode("latin-1")))
+
+    async def _mail_logged(self, argument: str) -> None:
+        """MAIL FROM; a refusal is logged (Postfix's NOQUEUE: reject: MAIL line)."""
+        try:
+            await self._mail(argument)
+        except MailError as error:
+            sender = argument.partition(":")[2].strip().split(" ")[0].strip("<>")
+            self._log_refusal("MAIL", error, sender=sender)
+            raise
+
+    def _log_refusal(self, stage: str, error: MailError, sender: str = "", recipient: str = "",
+                     queue_id: str = "NOQUEUE") -> None:  # fmt: skip
+        """One Postfix-style line for every refused command."""
+        line = reject_line(
+            error, client="unknown", address=self.peer_ip, sender=sender, recipient=recipient,
+            helo=self._ehlo or "", stage=stage, queue_id=queue_id, proto="ESMTP" if self._ehlo is not None else "SMTP",
+        )  # fmt: skip
+        self.log.info("{reject_line}", reject_line=line, stage=stage, code=error.code,
+                      reject=stage.lower(), reply=error.reply())  # reject/reply: the metrics
 
     async def _mail(self, argument: str) -> None:
         path = parse_path(argument, "FROM", allow_null=True)
@@ -533,9 +579,13 @@ class ESMTPServer(smtp.ESMTP):
                     raise MailError(501, "5.5.4", "Bad BODY parameter")
             else:
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
+        check_message_rate(getattr(self.factory, "rates", None), self.peer_ip, self.clock.seconds())
         delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
         await delivery.check_sender(path.address)
+        if self._milter is not None:
+            esmtp = [f"{name}={value}" if value is not None else name for name, value in path.parameters.items()]
+            await self._milter.mail(envelope, esmtp, self.sasl_user)
         self._envelope = envelope
         self.reply(250, "2.1.0", "Ok")
 
@@ -565,12 +615,14 @@ class ESMTPServer(smtp.ESMTP):
         envelope = self._envelope
         try:
             await self._delivery.check_recipient(envelope, path.address)
+            if self._milter is not None:
+                try:
+                    await self._milter.rcpt(envelope, str(path.address))
+                except MailError:
+                    envelope.recipients.pop()  # the milter refused this recipient only
+                    raise
         except MailError as error:
-            self.log.info(
-                "{queue_id}: reject: RCPT from [{ip}]: {code} {reply}; from=<{sender}> to=<{rcpt}>",
-                queue_id=envelope.queue_id, ip=self.peer_ip, code=error.code, reply=error.reply(),
-                sender=str(envelope.sender or ""), rcpt=str(path.address), reject="rcpt",
-            )
+            self._log_refusal("RCPT", error, str(envelope.sender or ""), str(path.address))
             raise
         self.reply(250, "2.1.5", "Ok")
 
@@ -579,7 +631,9 @@ class ESMTPServer(smtp.ESMTP):
             self.reply(503, "5.5.1", "Error: need MAIL command")
             return
         if not self._envelope.recipients:
-            self.reply(554, "5.5.1", "Error: no valid recipients")
+            error = MailError(554, "5.5.1", "Error: no valid recipients")
+            self._log_refusal("DATA", error, str(self._envelope.sender or ""))
+            self.reply_error(error)
             return
         if rest.strip():
             self.reply(501, "5.5.4", "Syntax: DATA")
@@ -606,8 +660,13 @@ class ESMTPServer(smtp.ESMTP):
             self.sendCode(250, text.encode())
 
         # The 250 joins the replies to whatever the client pipelined behind the data.
-        committed = transaction.commit().addBoth(self._hold_replies).addCallback(sent)
+        committed = transaction.commit().addBoth(self._hold_replies).addBoth(self._message_ended).addCallback(sent)
         self._wait(self._guard_deferred(committed))
+
+    def _message_ended(self, result: object) -> object:
+        if self._milter is not None:
+            self._milter.end_message()
+        return result
 
     # -- errors: the one place MailError becomes a reply ----------------------
 
@@ -618,6 +677,9 @@ class ESMTPServer(smtp.ESMTP):
         def failed(failure: Failure) -> None:
             if failure.check(MailError):
                 self.reply_error(failure.value)
+                if getattr(failure.value, "close", False):  # a milter's shutdown: 421 and close
+                    self._flush_replies()
+                    self.transport.loseConnection()
             else:
                 self._internal_error(failure)
 

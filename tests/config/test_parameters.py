@@ -533,6 +533,8 @@ postscreen_greet_wait = 3s
 postscreen_greet_action = drop
 postscreen_greet_banner = welcome
 postscreen_greet_ttl = 2d
+greylisting = yes
+postscreen_greet_enable = yes
 greylist_delay = 60s
 greylist_retry_window = 1d
 greylist_max_age = 10d
@@ -685,6 +687,8 @@ FULL_EXPECTED = {
     "postscreen_greet_action": "drop",
     "postscreen_greet_banner": "welcome",
     "postscreen_greet_ttl": 172800,
+    "greylisting": True,
+    "postscreen_greet_enable": True,
     "greylist_delay": 60,
     "greylist_retry_window": 86400,
     "greylist_max_age": 864000,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -20,6 +22,16 @@ MESSAGE = b"Subject: hi\n\nbody\n"
 
 
 class LoopbackTests(TestCase):
+    def socket_path(self) -> str:
+        """
+        A UNIX socket path under the system's temporary directory: trial's
+        own (under the checkout) can pass the 107-byte limit of sun_path in a
+        deep worktree, and Twisted's connect then fails with a TypeError.
+        """
+        directory = tempfile.mkdtemp(prefix="milter-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        return os.path.join(directory, "milter.sock")
+
     def serve(self, endpoint: Any) -> defer.Deferred[Any]:
         factory = Factory.forProtocol(NullMilter)
         factory.connections, factory.closed = [], []  # type: ignore[attr-defined]
@@ -46,14 +58,14 @@ class LoopbackTests(TestCase):
 
     @defer.inlineCallbacks
     def test_unix(self) -> Any:
-        path = os.path.abspath(self.mktemp())
+        path = self.socket_path()
         yield self.serve(UNIXServerEndpoint(reactor, path))
         yield defer.Deferred.fromCoroutine(self.conversation(MilterSpec("unix", path=path)))
 
     @defer.inlineCallbacks
     def test_nobody_listening(self) -> Any:
         """A refused connection is the default action (tempfail), not an error."""
-        path = os.path.abspath(self.mktemp())
+        path = self.socket_path()
         spec = MilterSpec("unix", path=path)
         session = MilterSession(MilterSettings(spec), reactor, endpoint_connector(spec, reactor))
         verdict = yield session.connect({}, "client")
