@@ -38,6 +38,7 @@ class DovecotInstance:
         self.imap_port, self.pop3_port = imap_port, pop3_port
         self.maildir = os.path.join(mail, domain, user)
         owner = pwd.getpwnam(MAIL_USER)
+        os.makedirs(root, exist_ok=True)
         os.chmod(root, 0o755)
         conf = os.path.join(root, "dovecot.conf")
         passwd = os.path.join(root, "dovecot.passwd")

@@ -73,6 +73,7 @@ class PostfixInstance:
         self.mail = os.path.join(root, "mail")
         self.maildir = os.path.join(self.mail, domain, user)
         owner = pwd.getpwnam(MAIL_USER)
+        os.makedirs(root, exist_ok=True)
         os.chmod(root, 0o755)  # mkdtemp's 0700 would shut out the postfix and nobody users
         os.makedirs(self.etc, exist_ok=True)
         os.makedirs(self.mail, exist_ok=True)
