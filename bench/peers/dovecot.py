@@ -33,7 +33,8 @@ class DovecotInstance:
     name = "dovecot"
 
     def __init__(self, root: str, mail: str, imap_port: int, pop3_port: int,
-                 user: str = "bench", domain: str = "example.com", password: str = "bench-password") -> None:
+                 user: str = "bench", domain: str = "example.com", password: str = "bench-password",
+                 extra: str = "") -> None:
         self.root = root
         self.imap_port, self.pop3_port = imap_port, pop3_port
         self.maildir = os.path.join(mail, domain, user)
@@ -90,7 +91,7 @@ service pop3-login {{
     port = 0
   }}
 }}
-""")
+{extra}""")
         self.accounting = Accounting("dovecot")
         self.process = subprocess.Popen(
             [DOVECOT, "-F", "-c", conf], preexec_fn=self._enter, stdin=subprocess.DEVNULL,
