@@ -1,0 +1,72 @@
+"""
+Overlapping refreshes of one folder index share their thread trips.
+
+When a delivery wakes every IDLE session on a folder, each used to refresh
+the folder's index in a thread of its own: 5,000 sessions made 5,000 trips
+to the pool, each re-listing a directory whose fresh mtime cannot be
+trusted (issue 15: the last ``* N EXISTS`` after 5 s).  Here a refresh
+asked for while one is running waits for the next one, which starts as
+soon as the running one ends and serves every caller that arrived
+meanwhile: each caller still gets a refresh that began after its request,
+and a burst of N callers costs two trips.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+#: C{run(f) -> Deferred}: runs blocking C{f} in a thread pool.
+Runner = Callable[[Callable[[], Any]], Deferred]
+
+
+class _Flight:
+    """The refresh state of one index, on the reactor thread."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = weakref.ref(index)
+        self.running = False
+        self.waiting: list[Deferred] = []
+        self.run: Runner | None = None
+
+    def request(self, run: Runner) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append(d)
+        self.run = run
+        if not self.running:
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        index = self.index()
+        batch, self.waiting = self.waiting, []
+        if index is None:  # cannot happen while a caller holds the index; be safe
+            for d in batch:
+                d.errback(Failure(RuntimeError("folder index went away")))
+            return
+        self.running = True
+        self.run(index.refresh).addBoth(self._done, batch)
+
+    def _done(self, result: Any, batch: list[Deferred]) -> None:
+        self.running = False
+        for d in batch:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+        if self.waiting:
+            self._start()
+
+
+_flights: weakref.WeakKeyDictionary[Any, _Flight] = weakref.WeakKeyDictionary()
+
+
+def refresh(index: Any, run: Runner) -> Deferred:
+    """C{index.refresh()} through C{run}, shared with overlapping callers; fires with the snapshot."""
+    flight = _flights.get(index)
+    if flight is None:
+        flight = _flights[index] = _Flight(index)
+    return flight.request(run)
