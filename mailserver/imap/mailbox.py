@@ -84,7 +84,7 @@ class SelectedMailbox:
         if not fresh:
             return snap
         if self.readwrite:
-            self.recent |= await self.account.run(self.index.claim_recent)
+            self.recent |= await shared_refresh.claim_recent(self.index, self.account.run)
             return self.index.snapshot
         self.recent |= set(fresh)
         return snap

@@ -1,5 +1,6 @@
 """
-Overlapping refreshes of one folder index share their thread trips.
+Overlapping refreshes (and \\Recent claims) of one folder index share their
+thread trips.
 
 When a delivery wakes every IDLE session on a folder, each used to refresh
 the folder's index in a thread of its own: 5,000 sessions made 5,000 trips
@@ -8,7 +9,9 @@ trusted (issue 15: the last ``* N EXISTS`` after 5 s).  Here a refresh
 asked for while one is running waits for the next one, which starts as
 soon as the running one ends and serves every caller that arrived
 meanwhile: each caller still gets a refresh that began after its request,
-and a burst of N callers costs two trips.
+and a burst of N callers costs two trips.  Claims of \\Recent go the same
+way, the claimed UIDs going to the first caller of a trip and nothing to the
+others, as if they had claimed just after it.
 """
 
 from __future__ import annotations
@@ -24,10 +27,17 @@ Runner = Callable[[Callable[[], Any]], Deferred]
 
 
 class _Flight:
-    """The refresh state of one index, on the reactor thread."""
+    """
+    The state of one index's C{method} calls, on the reactor thread.
 
-    def __init__(self, index: Any) -> None:
+    @param first_only: the result goes to the first caller of a trip, an
+        empty set to the others (claims); else the same to all.
+    """
+
+    def __init__(self, index: Any, method: str, first_only: bool) -> None:
         self.index = weakref.ref(index)
+        self.method = method
+        self.first_only = first_only
         self.running = False
         self.waiting: list[Deferred] = []
         self.run: Runner | None = None
@@ -48,25 +58,34 @@ class _Flight:
                 d.errback(Failure(RuntimeError("folder index went away")))
             return
         self.running = True
-        self.run(index.refresh).addBoth(self._done, batch)
+        self.run(getattr(index, self.method)).addBoth(self._done, batch)
 
     def _done(self, result: Any, batch: list[Deferred]) -> None:
         self.running = False
-        for d in batch:
+        for position, d in enumerate(batch):
             if isinstance(result, Failure):
                 d.errback(result)
             else:
-                d.callback(result)
+                d.callback(set() if self.first_only and position else result)
         if self.waiting:
             self._start()
 
 
-_flights: weakref.WeakKeyDictionary[Any, _Flight] = weakref.WeakKeyDictionary()
+_flights: weakref.WeakKeyDictionary[Any, dict[str, _Flight]] = weakref.WeakKeyDictionary()
+
+
+def _flight(index: Any, method: str, first_only: bool) -> _Flight:
+    flights = _flights.setdefault(index, {})
+    if method not in flights:
+        flights[method] = _Flight(index, method, first_only)
+    return flights[method]
 
 
 def refresh(index: Any, run: Runner) -> Deferred:
     """C{index.refresh()} through C{run}, shared with overlapping callers; fires with the snapshot."""
-    flight = _flights.get(index)
-    if flight is None:
-        flight = _flights[index] = _Flight(index)
-    return flight.request(run)
+    return _flight(index, "refresh", False).request(run)
+
+
+def claim_recent(index: Any, run: Runner) -> Deferred:
+    """C{index.claim_recent()} through C{run}; overlapping callers after the first of a trip get C{set()}."""
+    return _flight(index, "claim_recent", True).request(run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailserver.store.shared_refresh import refresh
+from mailserver.store.shared_refresh import claim_recent, refresh
 
 
 class FakeIndex:
@@ -88,3 +88,29 @@ class SharedRefreshTests(SynchronousTestCase):
         refresh(self.index, self.run)
         refresh(other, self.run)
         self.assertEqual(len(self.run.pending), 2)
+
+
+class FakeClaimIndex(FakeIndex):
+    def __init__(self) -> None:
+        super().__init__()
+        self.new = {1, 2}
+
+    def claim_recent(self) -> set[int]:
+        claimed, self.new = self.new, set()
+        return claimed
+
+
+class SharedClaimTests(SynchronousTestCase):
+    def test_regression_burst_of_claims_one_session_gets_recent(self) -> None:
+        """Issue 15: each woken read-write session claimed \\Recent in a trip of its own."""
+        index, run = FakeClaimIndex(), ManualRunner()
+        first = claim_recent(index, run)
+        later = [claim_recent(index, run) for _ in range(100)]
+        run.finish_one()
+        self.assertEqual(self.successResultOf(first), {1, 2})
+        index.new |= {3}  # delivered after the first claim
+        run.finish_one()
+        self.assertEqual(run.pending, [])
+        got = [self.successResultOf(d) for d in later]
+        self.assertEqual(got[0], {3})
+        self.assertEqual(got[1:], [set()] * 99)
