@@ -34,10 +34,8 @@ import asyncio
 import os
 import pwd
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -85,25 +83,16 @@ class OurServer:
             for user in (SMTP_USER, READER):
                 handle.write(f"{user}@{DOMAIN}:{{PLAIN}}{PASSWORD}::::::\n")
         self.accounting = Accounting("ours")
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.process = subprocess.Popen(
+        self.process = self.accounting.spawn(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
              "--logfile", os.path.join(root, "twistd.log"), "mailserver", "--config", config],
-            cwd=root, env=env, preexec_fn=self.accounting.enter,
+            cwd=root, env=dict(os.environ, PYTHONPATH=REPO),
         )
-        self.accounting.pid = self.process.pid
         for port in (self.smtp_port, self.imap_port, self.pop3_port):
             _wait_for_port(port, self.process, os.path.join(root, "twistd.log"))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.accounting.close()
+        self.accounting.stop()
 
 
 # -- SMTP -------------------------------------------------------------------

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(scratch, 0o755)
     try:
         os.mkdir(os.path.join(scratch, "ours"))
-        server = OurServer(os.path.join(scratch, "ours"), extra=f"imap_timeout = 30m\n")
+        server = OurServer(os.path.join(scratch, "ours"), extra="imap_timeout = 30m\n")
         try:
             fill(os.path.join(server.mail, DOMAIN, READER), 10)
             r = asyncio.run(run(server.imap_port, server.smtp_port, count, lambda: rss(server.process.pid)))

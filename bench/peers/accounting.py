@@ -12,6 +12,9 @@ children they reaped).
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_ROOTS = ("/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -23,12 +26,40 @@ class Accounting:
     def __init__(self, name: str) -> None:
         self.cgroup = _make_cgroup(f"mxbench-{os.getpid()}-{name}")
         self.pid: int | None = None
+        self.process: subprocess.Popen | None = None
 
     def enter(self) -> None:
-        """In the child before exec (``preexec_fn``): join the cgroup."""
+        """In the child before exec (``preexec_fn``): a session of its own, and the cgroup."""
+        os.setsid()
         if self.cgroup:
             with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as handle:
                 handle.write(str(os.getpid()))
+
+    def spawn(self, argv: list[str], output: str | None = None, **popen) -> subprocess.Popen:
+        """Start the server's first process (in foreground mode) under this accounting."""
+        out = open(output, "wb") if output else None
+        self.process = subprocess.Popen(
+            argv, preexec_fn=self.enter, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT if out else None, **popen,
+        )
+        self.pid = self.process.pid
+        return self.process
+
+    def stop(self) -> None:
+        """TERM to the first process (its own pid), which stops its children; then the cgroup goes."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        for _ in range(50):  # children exit just after their master
+            if not self.cgroup or not self.pids():
+                break
+            time.sleep(0.1)
+        self.close()
 
     def pids(self) -> list[int]:
         if self.cgroup:

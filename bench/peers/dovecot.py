@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
-import subprocess
 
 from accounting import Accounting
 from postfix import MAIL_USER, _wait_for_port
@@ -93,28 +91,13 @@ service pop3-login {{
 }}
 {extra}""")
         self.accounting = Accounting("dovecot")
-        self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", conf], preexec_fn=self._enter, stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(root, "dovecot.out"), "wb"), stderr=subprocess.STDOUT,
-        )
-        self.accounting.pid = self.process.pid
+        self.process = self.accounting.spawn([DOVECOT, "-F", "-c", conf], os.path.join(root, "dovecot.out"))
         _wait_for_port(imap_port, self.process, os.path.join(root, "dovecot.log"))
         _wait_for_port(pop3_port, self.process, os.path.join(root, "dovecot.log"))
 
-    def _enter(self) -> None:
-        os.setsid()
-        self.accounting.enter()
-
     def stop(self) -> None:
         """TERM to the master (its own pid): it stops its children and exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.accounting.close()
+        self.accounting.stop()
 
     def give_to_mail_user(self) -> None:
         """chown -R the Maildir to the mail user (after the benchmark filled it as root)."""

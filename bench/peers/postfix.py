@@ -20,7 +20,6 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -114,32 +113,14 @@ class PostfixInstance:
         os.makedirs(data, exist_ok=True)
         os.chown(data, postfix_uid, -1)
         self.accounting = Accounting("postfix")
-        self.process = subprocess.Popen(
-            [os.path.join(DAEMONS, "master"), "-d", "-c", self.etc],
-            preexec_fn=self._enter, stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(root, "master.out"), "wb"), stderr=subprocess.STDOUT,
+        self.process = self.accounting.spawn(
+            [os.path.join(DAEMONS, "master"), "-d", "-c", self.etc], os.path.join(root, "master.out")
         )
-        self.accounting.pid = self.process.pid
         _wait_for_port(port, self.process, os.path.join(root, "maillog"))
-
-    def _enter(self) -> None:
-        os.setsid()
-        self.accounting.enter()
 
     def stop(self) -> None:
         """TERM to master (its own pid): it stops its children and exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        for _ in range(50):  # children exit just after master
-            if not self.accounting.pids():
-                break
-            time.sleep(0.1)
-        self.accounting.close()
+        self.accounting.stop()
 
     def clear(self) -> None:
         """Empty the Maildir's new/ between runs."""
