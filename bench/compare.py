@@ -49,7 +49,7 @@ from accounting import Accounting  # noqa: E402
 from dovecot import DovecotInstance  # noqa: E402
 from imap_read import make_message  # noqa: E402
 from postfix import MAIL_USER, PostfixInstance, _wait_for_port  # noqa: E402
-from smtp_delivery import free_port, message  # noqa: E402
+from smtp_delivery import connection, free_port  # noqa: E402
 
 SMTP_USER, READER, DOMAIN, PASSWORD = "bench", "reader", "example.com", "bench-password"
 MAX_COUNT = 20_000
@@ -98,41 +98,6 @@ class OurServer:
 # -- SMTP -------------------------------------------------------------------
 
 
-async def _smtp_connection(port: int, share: int, size: int, latencies: list[float]) -> None:
-    """EHLO, then C{share} messages, each one round trip (RFC 2920 grouping)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def expect(*codes: bytes) -> None:
-        for code in codes:
-            for _ in range(100):
-                line = await reader.readline()
-                if not line:
-                    raise RuntimeError("connection closed")
-                if line[3:4] != b"-":
-                    break
-            if not line.startswith(code):
-                raise RuntimeError(line)
-
-    await expect(b"220")
-    writer.write(b"EHLO bench.example\r\n")
-    await expect(b"250")
-    envelope = f"MAIL FROM:<bench@remote.example>\r\nRCPT TO:<{SMTP_USER}@{DOMAIN}>\r\nDATA\r\n".encode()
-    writer.write(envelope)
-    await expect(b"250", b"250", b"354")
-    for n in range(share):
-        content = message(size, n).replace(b"\r\n.", b"\r\n..") + b".\r\n"
-        last = n + 1 == share
-        start = time.perf_counter()
-        writer.write(content if last else content + envelope)
-        await expect(b"250")
-        latencies.append(time.perf_counter() - start)
-        if not last:
-            await expect(b"250", b"250", b"354")
-    writer.write(b"QUIT\r\n")
-    await expect(b"221")
-    writer.close()
-
-
 def _count(maildir: str) -> int:
     new = os.path.join(maildir, "new")
     return len(os.listdir(new)) if os.path.isdir(new) else 0
@@ -145,7 +110,7 @@ def smtp_run(server, count: int, size: int, concurrency: int) -> dict[str, float
     latencies: list[float] = []
 
     async def clients() -> None:
-        await asyncio.gather(*(_smtp_connection(port, s, size, latencies) for s in shares if s))
+        await asyncio.gather(*(connection(port, s, size, True, latencies) for s in shares if s))
 
     cpu = server.accounting.cpu_seconds()
     start = time.perf_counter()
