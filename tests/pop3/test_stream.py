@@ -29,22 +29,21 @@ class StreamerTests(SynchronousTestCase):
         self.successResultOf(d)
         return transport.value(), trips
 
-    def test_regression_short_read_ends_without_a_trip_for_eof(self) -> None:
-        """Issue 15: a file of 100 bytes in 64-byte chunks took 3 trips (the last read b"")."""
+    def stream_file(self, content: bytes) -> tuple[bytes, int]:
         path = self.mktemp()
         with open(path, "wb") as f:
-            f.write(b"x" * 98 + b"\r\n")
+            f.write(content)
         with open(path, "rb") as fp:
-            data, trips = self.stream(fp)
+            return self.stream(fp)
+
+    def test_regression_short_read_ends_without_a_trip_for_eof(self) -> None:
+        """Issue 15: a file of 100 bytes in 64-byte chunks took 3 trips (the last read b"")."""
+        data, trips = self.stream_file(b"x" * 98 + b"\r\n")
         self.assertEqual(trips, 2)
         self.assertEqual(data, b"x" * 98 + b"\r\n.\r\n")
 
     def test_exact_multiple_of_chunk_reads_to_eof(self) -> None:
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(b"y" * 62 + b"\r\n")
-        with open(path, "rb") as fp:
-            data, trips = self.stream(fp)
+        data, trips = self.stream_file(b"y" * 62 + b"\r\n")
         self.assertEqual(trips, 2)
         self.assertEqual(data, b"y" * 62 + b"\r\n.\r\n")
 
