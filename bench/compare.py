@@ -187,11 +187,11 @@ class LineClient:
 
 
 def fill(maildir: str, count: int) -> None:
-    """C{count} messages of about 4 KB, written as a delivery writes them."""
+    """C{count} messages of about 4 KB with LF line ends, as our store and Postfix's virtual(8) write them."""
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(maildir, sub), exist_ok=True)
     for n in range(count):
-        data = make_message(n).replace(b"\n", b"\r\n")
+        data = make_message(n)
         name = f"{1_700_000_000 + n}.M{n}P1Q{n}.bench,S={len(data)}"
         with open(os.path.join(maildir, "tmp", name), "wb") as handle:
             handle.write(data)
