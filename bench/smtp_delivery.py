@@ -109,19 +109,21 @@ def message(size: int, n: int) -> bytes:
     return head + body
 
 
-async def _connection(port: int, share: int, size: int, group_data: bool = True) -> None:
+async def connection(port: int, share: int, size: int, group_data: bool = True,
+                     latencies: list[float] | None = None) -> None:
     """
     One client connection: EHLO once, then each message with PIPELINING
     (RFC 2920).  With C{group_data} the end of a message and the next
     MAIL, RCPT and DATA go in one write -- RFC 2920 section 3.1 lets message
     content open a group and DATA close it -- so a message costs one round
-    trip; without it, two (the envelope, then the content).
+    trip; without it, two (the envelope, then the content).  C{latencies}
+    gets each message's time from its end of data to its 250.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def expect(*codes: bytes) -> None:
         for code in codes:
-            while True:
+            for _ in range(100):
                 line = await reader.readline()
                 if not line:
                     raise RuntimeError("connection closed")
@@ -139,12 +141,18 @@ async def _connection(port: int, share: int, size: int, group_data: bool = True)
         await expect(b"250", b"250", b"354")
     for n in range(share):
         content = message(size, n).replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        start = time.perf_counter()
         if group_data and n + 1 < share:
             writer.write(content + envelope)
-            await expect(b"250", b"250", b"250", b"354")
+            await expect(b"250")
+            if latencies is not None:
+                latencies.append(time.perf_counter() - start)
+            await expect(b"250", b"250", b"354")
         else:
             writer.write(content)
             await expect(b"250")
+            if latencies is not None:
+                latencies.append(time.perf_counter() - start)
             if n + 1 < share:
                 writer.write(envelope)
                 await expect(b"250", b"250", b"354")
@@ -178,7 +186,7 @@ def send(port: int, count: int, size: int, concurrency: int, group_data: bool = 
     async def all_connections() -> list[float]:
         done = asyncio.Event()
         probe = asyncio.ensure_future(_probe(port, done))
-        await asyncio.gather(*(_connection(port, share, size, group_data) for share in shares))
+        await asyncio.gather(*(connection(port, share, size, group_data) for share in shares))
         done.set()
         return await probe
 

@@ -25,6 +25,7 @@ from twisted.names import client as dns
 from twisted.mail.smtp import IMessageDeliveryFactory
 
 from mailserver.auth.challengers import CHALLENGERS
+from mailserver.auth.cache import VerifiedCache
 from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
@@ -483,7 +484,11 @@ class Server:
         # Hashing has a small pool of its own: Argon2 costs 64 MiB and tens of
         # milliseconds a try, and a login flood must not stall deliveries.
         self.hashing_pool = ThreadPool(minthreads=0, maxthreads=2, name="password-hashing")
-        self.checker = PasswordChecker(self.users, reactor, failure_delay=0, threadpool=self.hashing_pool)
+        # Passwords that verified are not hashed again for auth_cache_ttl (Dovecot's auth cache).
+        cache = VerifiedCache(config.auth_cache_size, config.auth_cache_ttl, reactor.seconds)
+        self.checker = PasswordChecker(
+            self.users, reactor, failure_delay=0, threadpool=self.hashing_pool, cache=cache
+        )
         self.throttle = AuthThrottle(reactor, base_delay=config.auth_failure_delay, limit=config.auth_failure_limit)
         self.plaintext = PlaintextPolicy.from_config(config)
         try:

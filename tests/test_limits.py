@@ -6,6 +6,7 @@ import resource
 from typing import Any
 from unittest import mock
 
+from twisted.application.service import MultiService
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -68,7 +69,7 @@ class RaiseNofileTests(SynchronousTestCase):
         with mock.patch.object(limits, "raise_nofile_limit", lambda: calls.append("raise")), \
                 mock.patch("mailserver.locate.find_config", lambda path: (mock.Mock(path="main.cf"), [])), \
                 mock.patch("mailserver.locate.config_path", lambda path: path or "main.cf"), \
-                mock.patch("mailserver.service.build", lambda config, reactor: calls.append("build")):
+                mock.patch("mailserver.service.build", lambda config, reactor: calls.append("build") or MultiService()):
             tap.makeService(tap.Options())
         self.assertEqual(calls, ["raise", "build"])
 

@@ -2,7 +2,8 @@
 The password checker behind every login (SMTP AUTH PLAIN/LOGIN, POP3
 USER/PASS, IMAP LOGIN): one cred checker over an L{IUserDatabase}.
 
-Hashing runs in the reactor's thread pool.  A failed login is answered
+Hashing runs in a thread pool; a password that verified recently against
+the same stored hash is answered from a L{VerifiedCache} without hashing.  A failed login is answered
 only after a delay, and an unknown user costs the same hash as a wrong
 password, so neither guessing speed nor timing tells which users exist.
 """
@@ -18,6 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from mailserver.auth.cache import VerifiedCache
 from mailserver.auth.schemes import verify
 from mailserver.interfaces import IUserDatabase
 
@@ -101,17 +103,20 @@ class PasswordChecker:
         policy: IFailurePolicy | None = None,
         dummy: tuple[str, str] = DUMMY_HASH,
         threadpool=None,
+        cache: VerifiedCache | None = None,
     ) -> None:
         """
         @param threadpool: where hashes are verified; a pool of its own keeps a
             flood of login attempts from starving mail delivery, which uses
             the reactor's pool.  The reactor's pool when None.
+        @param cache: successful verifications remembered (none when None).
         """
         self._userdb = userdb
         self._reactor = reactor
         self._threadpool = threadpool
         self._policy = FixedFailureDelay(failure_delay) if policy is None else policy
         self._dummy = dummy
+        self._cache = cache
 
     def requestAvatarId(self, credentials) -> Deferred[bytes]:
         """Fire with the avatar id, or fail with L{UnauthorizedLogin} after the delay."""
@@ -124,9 +129,15 @@ class PasswordChecker:
             password = password.encode("utf-8")
         record = self._userdb.lookup(name) if name else None
         scheme, stored = (record.scheme, record.password) if record is not None else self._dummy
-        matched = await deferToThreadPool(
-            self._reactor, self._threadpool or self._reactor.getThreadPool(), verify, scheme, stored, password
-        )
+        cache = self._cache if record is not None else None
+        if cache is not None and cache.verified(record.name, password, scheme, stored):
+            matched = True
+        else:
+            matched = await deferToThreadPool(
+                self._reactor, self._threadpool or self._reactor.getThreadPool(), verify, scheme, stored, password
+            )
+            if matched and cache is not None:
+                cache.remember(record.name, password, scheme, stored)
         shown = _loggable(name if name is not None else credentials.username.decode("utf-8", "backslashreplace"))
         if matched and record is not None:
             self._policy.succeeded(record.name)

@@ -258,6 +258,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("disable_plaintext_auth", BOOL, "yes", DOVECOT,
       "refuse passwords without TLS (loopback clients excepted)"),
     P("smtpd_sasl_auth_enable", BOOL, "yes", POSTFIX, "offer SMTP AUTH (after TLS)"),
+    P("auth_cache_size", SIZE, "1048576", DOVECOT,
+      "bytes of memory for remembering passwords that verified, so they are not hashed again (0: no cache)"),
+    P("auth_cache_ttl", TIME, "1h", DOVECOT, "how long a verified password is remembered (0: no cache)"),
     P("auth_failure_limit", INT, "10", OWN, "failed logins from one address within 10 minutes that ban it for 10 minutes"),
     # Outbound queue.
     P("relayhost", Relayhost(), "", POSTFIX, "smart host for all non-local mail (empty: MX)"),

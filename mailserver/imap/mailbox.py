@@ -31,6 +31,7 @@ from mailserver.imap import parts as mime
 from mailserver.imap.syntax import ParseError, SequenceSet
 from mailserver.imap.wire import flag_list, sequence_set
 from mailserver.store import flags as flagmod
+from mailserver.store import shared_refresh
 from mailserver.store.folders import DELIMITER, FolderNotFoundError
 from mailserver.store.index import FolderIndex, MessageRecord, Snapshot
 
@@ -103,14 +104,14 @@ class SelectedMailbox:
         if not fresh:
             return snap
         if self.readwrite:
-            self.recent |= await self.account.run(self.index.claim_recent)
+            self.recent |= await shared_refresh.claim_recent(self.index, self.account.run)
             return self.index.snapshot
         self.recent |= set(fresh)
         return snap
 
     async def sync(self, allow_expunge: bool) -> list[bytes]:
-        """Refresh from disk; the untagged responses for what changed."""
-        snap = await self.account.run(self.index.refresh)
+        """Refresh from disk (shared with other sessions' overlapping syncs); what changed."""
+        snap = await shared_refresh.refresh(self.index, self.account.run)
         if not snap.exists:
             raise MailboxReset(f"mailbox {self.name} was deleted or renamed")
         if snap.uidvalidity != self.uidvalidity and snap.records:

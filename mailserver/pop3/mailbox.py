@@ -14,6 +14,7 @@ is gone is simply gone.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable
@@ -24,6 +25,7 @@ from twisted.logger import Logger
 from twisted.mail import pop3
 from zope.interface import implementer
 
+from mailserver.pop3.stream import CHUNK_SIZE
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
 from mailserver.pop3.wire import VirtualSize, uidl_for
 from mailserver.store.names import parse_name, virtual_size
@@ -328,13 +330,25 @@ def find_message(maildir: str, unique: str) -> str | None:
 def _open_message(maildir: str, path: str, unique: str) -> tuple[IO[bytes], str]:
     for _ in range(3):
         try:
-            return open(path, "rb"), path
+            return _read_if_small(open(path, "rb")), path
         except FileNotFoundError:
             found = find_message(maildir, unique)
             if found is None:
                 break
             path = found
     raise MessageVanished(unique)
+
+
+def _read_if_small(fp: IO[bytes]) -> IO[bytes]:
+    """
+    A message of at most one streaming chunk, read now (in the same thread
+    trip as the open) and handed over in memory, so sending it needs no
+    more trips to the thread pool; a larger one stays the open file.
+    """
+    if os.fstat(fp.fileno()).st_size > CHUNK_SIZE:
+        return fp
+    with fp:
+        return io.BytesIO(fp.read())
 
 
 def seen_name(basename: str) -> str | None:

@@ -8,6 +8,7 @@ a slow client never makes us hold a whole message in memory.
 
 from __future__ import annotations
 
+import io
 from typing import IO, Callable
 
 from twisted.internet.defer import Deferred
@@ -68,17 +69,23 @@ class MessageStreamer:
                     await self._resumed
                 if self._stopped:
                     raise TransferStopped()
-                chunk = await self._run(self._fp.read, self._chunk_size)
+                if isinstance(self._fp, io.BytesIO):  # already in memory: no thread trip
+                    chunk = self._fp.read(self._chunk_size)
+                else:
+                    chunk = await self._run(self._fp.read, self._chunk_size)
                 if self._stopped:
                     raise TransferStopped()
                 if not chunk:
                     break
+                at_end = len(chunk) < self._chunk_size  # a short read of a file is its end
                 if self._top is not None:
                     chunk = self._top.feed(chunk)
                 self._write(encoder.encode(chunk))
                 self._progress()
                 if self._top is not None and self._top.done:
                     break
+                if at_end:
+                    break  # no trip to the thread pool to read b""
             self._write(encoder.finish())
             return self.sent
         finally:

@@ -61,6 +61,8 @@ _counter_lock = threading.Lock()
 
 def to_crlf(data: bytes) -> bytes:
     """The message as IMAP serves it: every line ending CRLF."""
+    if b"\r" not in data:  # as we store it (LF only): one pass, a third of the time
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

@@ -486,6 +486,8 @@ pop3_tls_key_file = tls/pop3.key
 disable_plaintext_auth = no
 smtpd_sasl_auth_enable = false
 auth_failure_limit = 3
+auth_cache_size = 65536
+auth_cache_ttl = 10m
 relayhost = [smtp.example.net]:587
 minimal_backoff_time = 1m
 maximal_backoff_time = 1h
@@ -638,6 +640,8 @@ FULL_EXPECTED = {
     "disable_plaintext_auth": False,
     "smtpd_sasl_auth_enable": False,
     "auth_failure_limit": 3,
+    "auth_cache_size": 65536,
+    "auth_cache_ttl": 600,
     "relayhost": "[smtp.example.net]:587",
     "minimal_backoff_time": 60,
     "maximal_backoff_time": 3600,

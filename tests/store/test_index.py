@@ -316,3 +316,16 @@ class IndexTests(SynchronousTestCase):
     def test_crlf_conversion(self) -> None:
         self.assertEqual(ix.to_crlf(b"a\nb\r\nc"), b"a\r\nb\r\nc")
         self.assertEqual(ix.to_lf(b"a\r\nb\nc"), b"a\nb\nc")
+
+    def test_crlf_conversion_same_with_and_without_cr(self) -> None:
+        """The LF-only short path gives what the two-pass conversion gives."""
+
+        def two_pass(data: bytes) -> bytes:
+            return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+        pieces = [b"a", b"\n", b"\r", b"\r\n", b""]
+        for first in pieces:
+            for second in pieces:
+                for third in pieces:
+                    data = first + second + third + b"x\n\n"
+                    self.assertEqual(ix.to_crlf(data), two_pass(data), data)
