@@ -243,7 +243,11 @@ class HoldReleaser(Service):
             log.info("held message {id} released and delivered", id=message_id)
 
     async def _deliver(self, record: dict, message: bytes) -> None:
-        client = Client(ip=record.get("client_ip", ""), helo=record.get("helo", ""))
+        # A trusted origin (recorded when held) is signed on release, as it would have been then.
+        client = Client(
+            ip=record.get("client_ip", ""), helo=record.get("helo", ""), sasl_user=record.get("sasl_user"),
+            trusted=record.get("trusted", False),
+        )
         await self.server.injector.inject(
             record.get("sender", ""), record["recipients"], message, run_checks=False, client=client
         )
@@ -527,6 +531,8 @@ class Server:
             "reason": reason,
             "queue_id": envelope.queue_id,
             "helo": envelope.client.helo,
+            "sasl_user": envelope.client.sasl_user,
+            "trusted": self._trusted_origin(envelope.client),
         }
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.hold_area.hold, record, message)
 
