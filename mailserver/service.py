@@ -31,7 +31,7 @@ from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.endpoints import with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
-from mailserver.delivery.authentication import InboundAuthentication
+from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
 from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
@@ -396,8 +396,10 @@ class Server:
                 own_domain_fail_action=config.dmarc_own_domain_fail_action,
             ),
         )
-        filters = []
+        filters, sender_checks = [], []
         if config.mail_authentication_checks:
+            # SPF at MAIL FROM (refused there when spf_fail_action = reject), the rest at end of DATA.
+            sender_checks.append(SenderSPF(self.authenticator, self._trusted_origin, config.spf_fail_action == "reject"))
             filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
         self.core = DeliveryCore(
             reactor=reactor,
@@ -413,6 +415,7 @@ class Server:
             sender_owned_by=self._sender_owned_by,
             spool=self.incoming,
             filters=filters,
+            sender_checks=sender_checks,
             junk_directory=disk_name(normalize_name(config.junk_folder)),
         )
         self.expander = expander

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailserver.address import Address
 from mailserver.errors import MailError
@@ -76,6 +77,7 @@ class Envelope:
     size_declared: int | None = None
     body_8bit: bool = False
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
+    spf: Any = None  # the SPF result evaluated at MAIL FROM (mailauth), reused at end of DATA
 
 
 class Outcome(enum.Enum):

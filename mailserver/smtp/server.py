@@ -535,7 +535,7 @@ class ESMTPServer(smtp.ESMTP):
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
         delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
-        await delivery.check_sender(path.address)
+        await delivery.check_sender(path.address, envelope)
         self._envelope = envelope
         self.reply(250, "2.1.0", "Ok")
 
