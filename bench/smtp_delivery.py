@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disk_limit import MAX_COUNT, measure_raw_disk  # noqa: E402
@@ -50,7 +51,9 @@ class ScratchServer:
     C{settings} replace or add main.cf parameters of the base configuration.
     """
 
-    def __init__(self, root: str, rules: int = 0, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, root: str, rules: int = 0, settings: dict[str, str] | None = None,
+                 launcher: list[str] | None = None) -> None:
+        """C{launcher}: the command that runs the server, given C{--config PATH} (default: twistd)."""
         self.root = root
         self.port = free_port()
         self.maildir = os.path.join(root, "data", "mail", "example.com", "bench")
@@ -60,7 +63,8 @@ class ScratchServer:
             "data_directory": f"{root}/data", "passwd_file": f"{root}/passwd",
             "smtpd_listen": f"tcp:{self.port}:interface=127.0.0.1",
             "submission_listen": "", "smtps_listen": "", "pop3_listen": "", "pop3s_listen": "",
-            "imap_listen": "", "imaps_listen": "", "smtpd_client_connection_count_limit": "0",
+            "imap_listen": "", "imaps_listen": "", "managesieve_listen": "",
+            "smtpd_client_connection_count_limit": "0",
             "message_size_limit": "0", "smtpd_timeout": "3600s",
         }
         with open(config, "w") as handle:
@@ -75,12 +79,9 @@ class ScratchServer:
             with open(config, "a") as handle:
                 handle.write(f"header_checks = regexp:{root}/header_checks\nbody_checks = regexp:{root}/body_checks\n"
                              "body_checks_size_limit = 0\n")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-             "--logfile", os.path.join(root, "twistd.log"), "mailserver", "--config", config],
-            cwd=root,
-            env=server_environment(),
-        )
+        command = launcher or [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                               "--pidfile=", "--logfile", os.path.join(root, "twistd.log"), "mailserver"]
+        self.process = subprocess.Popen([*command, "--config", config], cwd=root, env=server_environment())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -109,8 +110,12 @@ def message(size: int, n: int) -> bytes:
     return head + body
 
 
+SENDER = "bench@remote.example"
+
+
 async def connection(port: int, share: int, size: int, group_data: bool = True,
-                     latencies: list[float] | None = None) -> None:
+                     latencies: list[float] | None = None,
+                     make: Callable[[int, int], bytes] = message, sender: str = SENDER) -> None:
     """
     One client connection: EHLO once, then each message with PIPELINING
     (RFC 2920).  With C{group_data} the end of a message and the next
@@ -135,12 +140,12 @@ async def connection(port: int, share: int, size: int, group_data: bool = True,
     await expect(b"220")
     writer.write(b"EHLO bench.example\r\n")
     await expect(b"250")
-    envelope = f"MAIL FROM:<bench@remote.example>\r\nRCPT TO:<{RECIPIENT}>\r\nDATA\r\n".encode()
+    envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{RECIPIENT}>\r\nDATA\r\n".encode()
     if share:
         writer.write(envelope)
         await expect(b"250", b"250", b"354")
     for n in range(share):
-        content = message(size, n).replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        content = make(size, n).replace(b"\r\n.", b"\r\n..") + b".\r\n"
         start = time.perf_counter()
         if group_data and n + 1 < share:
             writer.write(content + envelope)
@@ -176,7 +181,8 @@ async def _probe(port: int, done: asyncio.Event) -> list[float]:
     return latencies
 
 
-def send(port: int, count: int, size: int, concurrency: int, group_data: bool = True) -> tuple[float, list[float]]:
+def send(port: int, count: int, size: int, concurrency: int, group_data: bool = True,
+         make: Callable[[int, int], bytes] = message, sender: str = SENDER) -> tuple[float, list[float]]:
     """
     Seconds to have C{count} messages accepted (250) over C{concurrency}
     connections, and the NOOP reply times of a probe session meanwhile.
@@ -186,7 +192,7 @@ def send(port: int, count: int, size: int, concurrency: int, group_data: bool = 
     async def all_connections() -> list[float]:
         done = asyncio.Event()
         probe = asyncio.ensure_future(_probe(port, done))
-        await asyncio.gather(*(connection(port, share, size, group_data) for share in shares))
+        await asyncio.gather(*(connection(port, share, size, group_data, make=make, sender=sender) for share in shares))
         done.set()
         return await probe
 

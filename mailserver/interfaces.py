@@ -106,6 +106,19 @@ class IMessageFilter(Interface):
         """
 
 
+class ISenderCheck(Interface):
+    """A step at MAIL FROM that may wait on the network (SPF): asynchronous."""
+
+    name = Attribute("Short name used in logs.")
+
+    def check(envelope):
+        """
+        Look at the new L{mailserver.delivery.envelope.Envelope} (and note
+        results on it); an awaitable that raises L{mailserver.errors.MailError}
+        to refuse the sender.
+        """
+
+
 class ILookupTable(Interface):
     """A key -> values table (aliases, virtual aliases) that reloads atomically."""
 

@@ -33,7 +33,7 @@ from mailserver.auth.userdb import FileUserDatabase
 from mailserver.config.endpoints import parse_endpoint, with_backlog
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
-from mailserver.delivery.authentication import InboundAuthentication
+from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
 from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
@@ -255,7 +255,11 @@ class HoldReleaser(Service):
             log.info("held message {id} released and delivered", id=message_id)
 
     async def _deliver(self, record: dict, message: bytes) -> None:
-        client = Client(ip=record.get("client_ip", ""), helo=record.get("helo", ""))
+        # A trusted origin (recorded when held) is signed on release, as it would have been then.
+        client = Client(
+            ip=record.get("client_ip", ""), helo=record.get("helo", ""), sasl_user=record.get("sasl_user"),
+            trusted=record.get("trusted", False),
+        )
         await self.server.injector.inject(
             record.get("sender", ""), record["recipients"], message, run_checks=False, client=client
         )
@@ -413,8 +417,10 @@ class Server:
                 own_domain_fail_action=config.dmarc_own_domain_fail_action,
             ),
         )
-        filters = []
+        filters, sender_checks = [], []
         if config.mail_authentication_checks:
+            # SPF at MAIL FROM (refused there when spf_fail_action = reject), the rest at end of DATA.
+            sender_checks.append(SenderSPF(self.authenticator, self._trusted_origin, config.spf_fail_action == "reject"))
             filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
         # Milters (docs/spam.rst): SMTP sessions run connect..RCPT, this filter the content.
         self.smtpd_milters = session_opener(config, reactor, "smtpd")
@@ -435,6 +441,7 @@ class Server:
             sender_owned_by=self._sender_owned_by,
             spool=self.incoming,
             filters=filters,
+            sender_checks=sender_checks,
             junk_directory=disk_name(normalize_name(config.junk_folder)),
             quota=self.quota,
         )
@@ -568,6 +575,8 @@ class Server:
             "reason": reason,
             "queue_id": envelope.queue_id,
             "helo": envelope.client.helo,
+            "sasl_user": envelope.client.sasl_user,
+            "trusted": self._trusted_origin(envelope.client),
         }
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.hold_area.hold, record, message)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from mailserver.cli.dkim_check import key_problems
 from mailserver.errors import Problem
 
 
@@ -45,6 +46,7 @@ def check_files(config) -> list[Problem]:
                 seen.add(path)
                 problems += _lint(path, parse_regexp_table, required=True)
     problems += postmaster_problems(config)
+    problems += key_problems(config)[0]
     if not os.path.isdir(os.path.dirname(os.path.abspath(config.data_directory))):
         problems.append(Problem(config.where("data_directory")[0], config.where("data_directory")[1],
                                 f"data_directory: parent of {config.data_directory} does not exist"))

@@ -295,13 +295,14 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("dmarc_quarantine_action", AUTH_ACTION, "quarantine", OWN,
       "what a DMARC failure under p=quarantine gets: reject, quarantine, header"),
     P("spf_fail_action", AUTH_ACTION, "header", OWN,
-      "what an SPF fail (-all) of the MAIL FROM (or HELO) domain gets: reject, quarantine, header"),
+      "what an SPF fail (-all) of the MAIL FROM (or HELO) domain gets: reject (550 5.7.23 at MAIL FROM), "
+      "quarantine, header"),
     P("dmarc_own_domain_fail_action", Enum("reject", "quarantine"), "reject", OWN,
       "mail whose From: is one of our domains without an aligned SPF or DKIM pass, even if the domain "
       "publishes no DMARC record"),
     P("mail_authentication_checks", BOOL, "yes", OWN,
-      "check SPF, DKIM, ARC and DMARC of mail from untrusted clients at end of DATA and prepend "
-      "Authentication-Results"),
+      "check SPF (at MAIL FROM), DKIM, ARC and DMARC of mail from untrusted clients and prepend "
+      "Authentication-Results at end of DATA"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each recipient's mailbox that quarantined mail is delivered to (created when missing)"),
     # Milters (docs/spam.rst).

@@ -1,5 +1,5 @@
 """
-Inbound mail authentication at end of DATA (SPF, DKIM, ARC, DMARC) as an
+SPF at MAIL FROM (L{SenderSPF}), and inbound mail authentication at end of DATA (SPF, DKIM, ARC, DMARC) as an
 L{IMessageFilter}: the Authentication-Results header is prepended (forged
 ones for our authserv-id removed), and DMARC/SPF failures are refused or
 quarantined as the policy says.  Mail we trust (SASL users, C{mynetworks},
@@ -18,7 +18,8 @@ from zope.interface import implementer
 from mailserver.delivery.envelope import Client, Envelope
 from mailserver.delivery.filters import FilterResult
 from mailserver.delivery.spool_edits import read_header
-from mailserver.interfaces import IMessageFilter
+from mailserver.errors import MailError
+from mailserver.interfaces import IMessageFilter, ISenderCheck
 from mailserver.spooled import SpooledMessage
 
 log = Logger(namespace="mailserver.mailauth")
@@ -56,7 +57,9 @@ class InboundAuthentication:
                 return FilterResult(message)
             load = message.read
         mail_from = str(envelope.sender) if envelope.sender else ""
-        results = await self.authenticator.authenticate(client.ip, client.helo, mail_from, header, load=load)
+        results = await self.authenticator.authenticate(
+            client.ip, client.helo, mail_from, header, spf=envelope.spf, load=load
+        )
         for reason in results.reasons:
             log.info("{queue_id}: mailauth: {disposition}: {reason}",
                      queue_id=envelope.queue_id, disposition=results.disposition, reason=reason)
@@ -68,3 +71,44 @@ class InboundAuthentication:
             message = message.replace_start(len(header), results.apply(header))
         quarantine = "; ".join(results.reasons) if results.disposition == "quarantine" else None
         return FilterResult(message, quarantine=quarantine)
+
+
+@implementer(ISenderCheck)
+class SenderSPF:
+    """
+    SPF (RFC 7208) at MAIL FROM for untrusted clients: the result is kept
+    on the envelope (L{InboundAuthentication} reuses it at end of DATA) and,
+    with C{spf_fail_action = reject}, a C{fail} is refused at once with RFC
+    7208 8.4's C{550 5.7.23}, logged like Postfix with policyd-spf.
+    """
+
+    name = "spf"
+
+    def __init__(self, authenticator: Any, is_trusted: Callable[[Client], bool], reject_fail: bool) -> None:
+        self.authenticator = authenticator
+        self.is_trusted = is_trusted
+        self.reject_fail = reject_fail
+
+    async def check(self, envelope: Envelope) -> None:
+        client = envelope.client
+        if self.is_trusted(client):
+            return
+        mail_from = str(envelope.sender) if envelope.sender else ""
+        try:
+            spf = await self.authenticator.check_spf(client.ip, client.helo, mail_from)
+        except Exception:  # never expected (errors are temperror results): evaluate again at end of DATA
+            log.failure("{queue_id}: SPF at MAIL FROM failed", queue_id=envelope.queue_id)
+            return
+        envelope.spf = spf
+        if spf.result != "fail" or not self.reject_fail:
+            return
+        identity = "mailfrom" if spf.scope == "mailfrom" else "helo"
+        text = (f"Message rejected due to: SPF fail - not authorized: {spf.domain} does not designate "
+                f"{client.ip} as permitted sender")
+        # policyd-spf's line; the session logs the NOQUEUE reject line for the refusal itself.
+        log.info(
+            "{queue_id}: spf: Received-SPF: Fail ({identity}) identity={identity}; client-ip={ip}; "
+            "helo={helo}; envelope-from={sender}",
+            queue_id=envelope.queue_id, ip=client.ip, sender=mail_from, helo=client.helo, identity=identity,
+        )
+        raise MailError(550, "5.7.23", text)

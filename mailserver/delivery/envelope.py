@@ -78,6 +78,7 @@ class Envelope:
     body_8bit: bool = False
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
     milter: Any = None  # delivery.milter_filter.MessageMilter: the SMTP session's milters
+    spf: Any = None  # the SPF result evaluated at MAIL FROM (mailauth), reused at end of DATA
 
 
 class Outcome(enum.Enum):

@@ -20,7 +20,7 @@ from mailserver.delivery.quota_gate import over_quota
 from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
-from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage
+from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage, ISenderCheck
 
 _queue_counter = itertools.count()
 
@@ -45,6 +45,8 @@ class DeliveryCore:
     sender_owned_by: Callable[[str, Address], Deferred[bool]] | None = None
     # Where DATA past the spill threshold goes as it arrives; None: memory only.
     spool: IncomingSpool | None = None
+    # MAIL FROM steps that may wait on the network (SPF): C{await check(envelope)}, MailError refuses.
+    sender_checks: Sequence[ISenderCheck] = ()
     # End-of-DATA steps that may wait on the network (mail authentication), before the checks.
     filters: Sequence[IMessageFilter] = ()
     # Maildir++ directory (".Junk") that quarantined mail goes to, inside each recipient's Maildir.
@@ -90,16 +92,19 @@ class DeliveryPipeline:
             started=core.reactor.seconds(),
         )
 
-    async def check_sender(self, sender: Address | None) -> None:
+    async def check_sender(self, sender: Address | None, envelope: Envelope | None = None) -> None:
         """
         Postfix's C{reject_sender_login_mismatch}: an authenticated client
-        may only use its own addresses (or aliases that lead to it).
+        may only use its own addresses (or aliases that lead to it).  Then
+        the C{sender_checks} (SPF at MAIL FROM) over C{envelope}.
         """
         owned_by = self.core.sender_owned_by
-        if self.sasl_user is None or owned_by is None or sender is None:
-            return
-        if not await owned_by(self.sasl_user, sender):
-            raise MailError(553, "5.7.1", f"Sender address rejected: not owned by user {self.sasl_user}")
+        if self.sasl_user is not None and owned_by is not None and sender is not None:
+            if not await owned_by(self.sasl_user, sender):
+                raise MailError(553, "5.7.1", f"Sender address rejected: not owned by user {self.sasl_user}")
+        if envelope is not None:
+            for check in self.core.sender_checks:
+                await check.check(envelope)
 
     async def check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
         """Run the stages in order, like a Postfix restriction list."""

@@ -111,10 +111,17 @@ def generate(domain: str, selector: str, algorithm: str) -> SigningKey:
 
 
 class KeyStore:
-    """Keys under one directory, per domain and selector."""
+    """
+    Keys under one directory, per domain and selector.  A key read and
+    checked once is kept while its file's (mtime, size, inode) stay the
+    same, so signing does not read and parse the PEM for every message; a
+    replaced key file (C{mailserver dkim keygen --replace}) is read again.
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = os.path.abspath(directory)
+        # path -> ((mtime_ns, size, inode), key); one entry per key file at most.
+        self._cache: dict[str, tuple[tuple[int, int, int], SigningKey]] = {}
 
     def path(self, domain: str, selector: str, algorithm: str) -> str:
         domain, selector = check_name(domain, "domain"), check_name(selector, "selector")
@@ -139,19 +146,33 @@ class KeyStore:
         for algorithm in ALGORITHMS:
             path = self.path(domain, selector, algorithm)
             try:
-                with open(path, "rb") as handle:
-                    private = handle.read()
+                key = self._read(path, domain, selector, algorithm)
             except FileNotFoundError:
+                self._cache.pop(path, None)
                 continue
             except OSError as error:
+                self._cache.pop(path, None)
                 raise KeyStoreError(f"{path}: {error.strerror}") from None
-            key = SigningKey(check_name(domain, "domain"), check_name(selector, "selector"), algorithm, private.strip() + b"\n")
-            try:
-                key.public_base64
-            except (ValueError, TypeError) as error:
-                raise KeyStoreError(f"{path}: not a {algorithm} private key ({error})") from None
             keys.append(key)
         return keys
+
+    def _read(self, path: str, domain: str, selector: str, algorithm: str) -> SigningKey:
+        """The key in C{path}: from the cache while the file is unchanged, else read and checked."""
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            private = handle.read()
+        key = SigningKey(check_name(domain, "domain"), check_name(selector, "selector"), algorithm, private.strip() + b"\n")
+        try:
+            key.public_base64
+        except (ValueError, TypeError) as error:
+            self._cache.pop(path, None)
+            raise KeyStoreError(f"{path}: not a {algorithm} private key ({error})") from None
+        self._cache[path] = (stamp, key)
+        return key
 
     def all_keys(self) -> list[SigningKey]:
         """Every key on disk, by domain, selector and algorithm."""

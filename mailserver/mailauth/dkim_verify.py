@@ -104,6 +104,7 @@ def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
     results = VerificationResults()
     fields, _ = split_headers(message)
     signatures = [raw for name, raw in fields if name.lower() == "dkim-signature"][:MAX_SIGNATURES]
+    verifier: Any = None
     for index, raw in enumerate(signatures):
         tags = _tags(raw) or {}
         domain = tags.get(b"d", b"").decode("ascii", "replace").strip().lower()
@@ -129,7 +130,8 @@ def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
             results.dkim.append(result("permerror", f"no key at {key_name}"))
             continue
         try:
-            verifier = dkim.DKIM(message, minkey=1024)
+            if verifier is None:  # one parse of the message for all its signatures
+                verifier = dkim.DKIM(message, minkey=1024)
             ok = verifier.verify(idx=index, dnsfunc=answers)
         except dkim.DnsTimeoutError as error:
             results.dkim.append(result("temperror", str(error)))

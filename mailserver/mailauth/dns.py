@@ -12,7 +12,7 @@ SPF (void look-ups), DKIM and DMARC, so they are not told apart.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
 from twisted.names import dns, error
@@ -25,18 +25,58 @@ class DNSTempError(Exception):
     """The look-up failed in a way that may pass later (temperror)."""
 
 
+class AnswerCache:
+    """
+    Positive answers kept for their TTL (at most C{max_ttl}), so the SPF,
+    DKIM-key and DMARC records of a busy sender domain are not fetched and
+    parsed for every message.  Bounded: past C{max_entries} the oldest entry
+    goes.  Failures and empty answers are never kept.
+    """
+
+    def __init__(self, clock: Callable[[], float], max_entries: int = 4096, max_ttl: int = 3600) -> None:
+        self.clock = clock
+        self.max_entries = max_entries
+        self.max_ttl = max_ttl
+        self._entries: dict[tuple[str, str], tuple[float, list[Any]]] = {}
+
+    def get(self, key: tuple[str, str]) -> list[Any] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str], payloads: list[Any], ttl: int) -> None:
+        ttl = min(ttl, self.max_ttl)
+        if ttl <= 0 or not payloads:
+            return
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
+        self._entries[key] = (self.clock() + ttl, payloads)
+
+
 class DNSLookup:
     """TXT, A, AAAA, MX and PTR look-ups returning plain Python values."""
 
-    def __init__(self, resolver: Any, timeout: Sequence[int] = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, resolver: Any, timeout: Sequence[int] = DEFAULT_TIMEOUT,
+                 cache: AnswerCache | None = None) -> None:
         self.resolver = resolver
         self.timeout = tuple(timeout)
+        self.cache = cache
 
     async def _query(self, method: str, name: str, rtype: int) -> list[Any]:
         name = name.rstrip(".").lower()
         if not name or len(name) > 253 or any(not 0 < len(label) < 64 for label in name.split(".")):
             # An impossible name does not exist; no query goes out.
             return []
+        cache = self.cache
+        if cache is not None:
+            cached = cache.get((method, name))
+            if cached is not None:
+                return cached
         try:
             answers, _authority, _additional = await getattr(self.resolver, method)(name, self.timeout)
         except error.DNSNameError:
@@ -45,7 +85,11 @@ class DNSLookup:
             raise DNSTempError(f"{name}: {type(failure).__name__}") from None
         except Exception as failure:  # a broken resolver answer is a temporary error, not a traceback
             raise DNSTempError(f"{name}: {failure!r}") from None
-        return [answer.payload for answer in answers if answer.type == rtype]
+        matching = [answer for answer in answers if answer.type == rtype]
+        payloads = [answer.payload for answer in matching]
+        if cache is not None and matching:
+            cache.put((method, name), payloads, min(answer.ttl for answer in matching))
+        return payloads
 
     async def txt(self, name: str) -> list[str]:
         """Each TXT record of C{name}, its character-strings joined (RFC 7208 3.3)."""

@@ -24,7 +24,7 @@ from mailserver.errors import MailError
 from mailserver.mailauth import authresults
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
-from mailserver.mailauth.dns import DNSLookup
+from mailserver.mailauth.dns import AnswerCache, DNSLookup
 from mailserver.mailauth.headers import from_domains, split_headers
 from mailserver.mailauth.spf import SPFChecker, SPFResult
 
@@ -68,8 +68,11 @@ class Authenticator:
 
     def __init__(self, resolver: Any, reactor: Any, policy: InboundPolicy, pool: Any = None,
                  sample: Callable[[], float] | None = None, timeout: tuple[int, ...] | None = None) -> None:
+        # One answer cache for SPF, DKIM keys and DMARC: a sender domain's records are fetched once per TTL.
+        cache = AnswerCache(reactor.seconds)
+
         def lookup() -> DNSLookup:
-            return DNSLookup(resolver, timeout) if timeout else DNSLookup(resolver)
+            return DNSLookup(resolver, timeout, cache) if timeout else DNSLookup(resolver, cache=cache)
 
         self.policy = policy
         self.spf = SPFChecker(lookup())

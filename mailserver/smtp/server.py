@@ -582,7 +582,7 @@ class ESMTPServer(smtp.ESMTP):
         check_message_rate(getattr(self.factory, "rates", None), self.peer_ip, self.clock.seconds())
         delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
-        await delivery.check_sender(path.address)
+        await delivery.check_sender(path.address, envelope)
         if self._milter is not None:
             esmtp = [f"{name}={value}" if value is not None else name for name, value in path.parameters.items()]
             await self._milter.mail(envelope, esmtp, self.sasl_user)

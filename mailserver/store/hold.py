@@ -43,6 +43,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "queue_id": (str,),
     "helo": (str,),
     "sasl_user": (str, type(None)),
+    # The origin is one we sign for (SASL user, mynetworks, sendmail): released mail is DKIM-signed.
+    "trusted": (bool,),
 }
 _REQUIRED = ("sender", "recipients")
 
@@ -80,7 +82,7 @@ def check_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"the envelope needs {name!r}")
     for name, types in _FIELDS.items():
         if name in envelope and (
-            not isinstance(envelope[name], types) or isinstance(envelope[name], bool)
+            not isinstance(envelope[name], types) or (isinstance(envelope[name], bool) and bool not in types)
         ):
             raise ValueError(f"envelope field {name!r} has the wrong type")
     recipients = envelope["recipients"]

@@ -7,10 +7,14 @@ import os
 import stat
 from contextlib import redirect_stderr, redirect_stdout
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailserver.cli.dkim_check import dns_problems
 from mailserver.cli.main import main
-from mailserver.mailauth.dkim_keys import KeyStore
+from mailserver.mailauth.dkim_keys import KeyStore, generate
+from mailserver.mailauth.dns import DNSLookup
+from tests.dns import DNSTestServer
 
 
 class DKIMCommandTests(SynchronousTestCase):
@@ -67,3 +71,72 @@ class DKIMCommandTests(SynchronousTestCase):
         self.assertIn("; example.com selector mail ed25519: signing", out)
         self.assertIn("mail-ed25519._domainkey.example.com. IN TXT", out)
         self.assertEqual(self.run_command("dkim", "show", "example.org")[0], 1)
+
+
+class CheckKeysTests(SynchronousTestCase):
+    """C{mailserver check}: a key for each dkim_signing_domains domain, readable, 0600."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.config = os.path.join(self.directory, "main.cf")
+        with open(self.config, "w") as handle:
+            handle.write(f"myhostname = mx.example.com\nmydestination = example.com, localhost\n"
+                         f"data_directory = {self.directory}/data\npasswd_file = {self.directory}/passwd\n"
+                         f"dkim_signing_domains = example.com, localhost\n")
+        open(os.path.join(self.directory, "passwd"), "w").close()
+        self.store = KeyStore(os.path.join(self.directory, "data", "dkim"))
+
+    def check(self) -> tuple[int, list[str]]:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            status = main(["-c", self.config, "check"])
+        return status, [line for line in out.getvalue().splitlines() if "DKIM" in line]
+
+    def test_missing_key_is_a_warning_with_the_command(self) -> None:
+        status, lines = self.check()
+        self.assertEqual(status, 0)
+        self.assertEqual(len(lines), 1, lines)  # localhost is not reported
+        self.assertIn("warning: no DKIM key for example.com (selector mail)", lines[0])
+        self.assertIn("make one with: mailserver dkim keygen example.com", lines[0])
+
+    def test_good_keys_are_clean(self) -> None:
+        self.store.save(generate("example.com", "mail", "ed25519"))
+        self.assertEqual(self.check(), (0, []))
+
+    def test_loose_mode_and_garbage_are_errors(self) -> None:
+        path = self.store.save(generate("example.com", "mail", "ed25519"))
+        os.chmod(path, 0o644)
+        status, lines = self.check()
+        self.assertEqual(status, 1)
+        self.assertIn(f"{path}: error: DKIM key of example.com is readable by others: chmod 600 {path}", lines)
+        os.chmod(path, 0o600)
+        with open(path, "wb") as handle:
+            handle.write(b"not a key\n")
+        status, lines = self.check()
+        self.assertEqual(status, 1)
+        self.assertTrue(any("error: DKIM key of example.com:" in line and "not a ed25519 private key" in line
+                            for line in lines), lines)
+
+
+class PublishedKeyTests(TestCase):
+    """C{mailserver check --dns}: published key = our key (against a loopback DNS server)."""
+
+    @inlineCallbacks
+    def test_published_matches_missing_and_differs(self):
+        ours, other, unpublished = (generate("example.com", "mail", "ed25519"), generate("example.com", "mail", "rsa"),
+                                    generate("example.org", "mail", "ed25519"))
+        wrong = generate("example.com", "x", "rsa")
+        dns = DNSTestServer({
+            "example.com": {
+                ours.dns_name: [("TXT", ours.txt_value)],
+                other.dns_name: [("TXT", wrong.txt_value)],
+            },
+            "example.org": {},
+        })
+        yield dns.start(self)
+        problems = yield Deferred.fromCoroutine(dns_problems([ours, other, unpublished], DNSLookup(dns.resolver)))
+        self.assertEqual([(p.file, p.severity) for p in problems],
+                         [(f"DNS {other.dns_name}", "error"), (f"DNS {unpublished.dns_name}", "warning")])
+        self.assertIn("is not the key on disk", problems[0].message)
+        self.assertIn("no DKIM record published", problems[1].message)

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailserver.mailauth.dkim_keys import KeyStore, KeyStoreError, generate
+from mailserver.mailauth.dkim_keys import KeyStore, KeyStoreError, SigningKey, generate
 from mailserver.mailauth.dkim_sign import OVERSIGNED, DKIMSigner, header_list, sign_with
 from mailserver.mailauth.dkim_verify import DKIMVerifier, key_names
 from mailserver.mailauth.dns import DNSLookup
@@ -49,6 +49,30 @@ class KeyStoreTests(SynchronousTestCase):
         with open(store.path("example.com", "mail", "rsa"), "wb") as handle:
             handle.write(b"garbage")
         self.assertRaises(KeyStoreError, store.load, "example.com", "mail")
+
+    def test_regression_key_file_read_once_while_unchanged(self) -> None:
+        """KeyStore.load used to read and parse the key file for every message."""
+        store = KeyStore(self.mktemp())
+        store.save(generate("example.com", "mail", "rsa"))
+        first = store.load("example.com", "mail")[0]
+        parsed = []
+        real = SigningKey.public_base64.fget
+        self.patch(SigningKey, "public_base64", property(lambda key: parsed.append(key) or real(key)))
+        for _ in range(5):
+            self.assertIs(store.load("example.com", "mail")[0], first)
+        self.assertEqual(parsed, [])
+
+    def test_replaced_key_file_is_read_again(self) -> None:
+        store = KeyStore(self.mktemp())
+        old = generate("example.com", "mail", "ed25519")
+        store.save(old)
+        self.assertEqual(store.load("example.com", "mail"), [old])
+        new = generate("example.com", "mail", "ed25519")
+        store.save(new, replace=True)
+        self.assertEqual(store.load("example.com", "mail"), [new])
+        os.remove(store.path("example.com", "mail", "ed25519"))
+        self.assertEqual(store.load("example.com", "mail"), [])
+        self.assertEqual(store._cache, {})
 
 
 class SigningTests(SynchronousTestCase):

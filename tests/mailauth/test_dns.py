@@ -5,7 +5,9 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import TestCase
 
-from mailserver.mailauth.dns import DNSLookup, DNSTempError
+from twisted.internet.task import Clock
+
+from mailserver.mailauth.dns import AnswerCache, DNSLookup, DNSTempError
 from tests.dns import DNSTestServer
 
 ZONES = {
@@ -74,3 +76,45 @@ class LookupTests(TestCase):
 
     def test_impossible_names_are_not_queried(self) -> Deferred:
         return self.run_(self._impossible())
+
+
+class AnswerCacheTests(TestCase):
+    """Records of a busy sender domain are fetched once per TTL (the default test TTL is 60 s)."""
+
+    def setUp(self) -> Deferred:
+        self.server = DNSTestServer(ZONES)
+        self.clock = Clock()
+        self.cache = AnswerCache(self.clock.seconds, max_entries=2)
+        return self.server.start(self)
+
+    async def _cached(self) -> None:
+        dns = DNSLookup(self.server.resolver, cache=self.cache)
+        for _ in range(3):
+            self.assertEqual(await dns.txt("example.com"), ["v=spf1 -all"])
+        self.assertEqual(self.server.queries.count(("example.com", 16)), 1)
+        self.server.set("example.com", [("TXT", "v=spf1 +all")])
+        self.clock.advance(59)
+        self.assertEqual(await dns.txt("example.com"), ["v=spf1 -all"])
+        self.clock.advance(1)  # the TTL is over: asked again
+        self.assertEqual(await dns.txt("example.com"), ["v=spf1 +all"])
+        # Empty answers are not kept; the cache stays within max_entries.
+        self.assertEqual(await dns.txt("nothing.example.com"), [])
+        self.assertEqual(await dns.txt("nothing.example.com"), [])
+        self.assertEqual(self.server.queries.count(("nothing.example.com", 16)), 2)
+        await dns.a("mx.example.com")
+        await dns.aaaa("mx.example.com")
+        self.assertEqual(len(self.cache._entries), 2)
+
+    def test_answers_kept_for_their_ttl(self) -> Deferred:
+        return ensureDeferred(self._cached())
+
+    async def _failure(self) -> None:
+        self.server.servfail.add("broken.example.com")
+        dns = DNSLookup(self.server.resolver, cache=self.cache)
+        for _ in range(2):
+            with self.assertRaises(DNSTempError):
+                await dns.txt("broken.example.com")
+        self.assertEqual(self.cache._entries, {})
+
+    def test_failures_not_kept(self) -> Deferred:
+        return ensureDeferred(self._failure())

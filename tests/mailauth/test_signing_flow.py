@@ -6,6 +6,7 @@ with dkimpy and our verifier against the loopback DNS server.
 
 from __future__ import annotations
 
+import os
 import smtplib
 
 import dkim
@@ -67,21 +68,24 @@ class SubmissionSignedTests(TestCase):
         self.addCleanup(self.port.stopListening)
         resolver = FakeResolver(mx={"remote.example": [(10, "mx.remote.example")]},
                                 a={"mx.remote.example": ["127.0.0.1"]})
+        checks = os.path.abspath(self.mktemp())
+        with open(checks, "w") as handle:
+            handle.write("/^Subject: hold me/ HOLD held for review\n")
         self.server = RunningServer(self, listeners=("smtpd_listen", "submission_listen"), resolver=resolver,
-                                    relay_port=self.port.getHost().port)
+                                    relay_port=self.port.getHost().port, extra=f"header_checks = regexp:{checks}\n")
         store = KeyStore(self.server.config.dkim_key_directory)
         store.save(self.rsa)
         store.save(self.ed)
         yield self.server.start()
         self.manager = self.server.service.server.queue_manager
 
-    def send(self, listener: str, login: bool, message: bytes):
+    def send(self, listener: str, login: bool, message: bytes, to: str = "carol@remote.example"):
         def run():
             with smtplib.SMTP("127.0.0.1", self.server.ports[listener], timeout=30) as client:
                 client.ehlo("client.example")
                 if login:
                     client.login("alice@example.com", "secret")
-                return client.sendmail("alice@example.com", ["carol@remote.example"], message)
+                return client.sendmail("alice@example.com", [to], message)
 
         return deferToThread(run)
 
@@ -104,3 +108,28 @@ class SubmissionSignedTests(TestCase):
         records = {k.dns_name.encode() + b".": k.txt_value.encode() for k in (self.rsa, self.ed)}
         for index in (0, 1):
             self.assertTrue(dkim.DKIM(data).verify(idx=index, dnsfunc=lambda name, timeout=5: records.get(name)))
+
+    @inlineCallbacks
+    def test_regression_released_submission_is_signed(self):
+        """Mail released from the hold area was relayed unsigned: the hold record lacked the SASL user."""
+        message = MESSAGE.replace(b"Subject: Hello  there", b"Subject: hold me").replace(b"\n", b"\r\n")
+        yield self.send("submission_listen", True, message)
+        area = self.server.service.server.hold_area
+        [held] = area.list()
+        self.assertEqual((held.envelope["sasl_user"], held.envelope["trusted"]), ("alice@example.com", True))
+        area.mark_released(held.id)
+        from mailserver.service import HoldReleaser
+
+        yield next(s for s in self.server.service if isinstance(s, HoldReleaser)).run()
+        data = yield self.delivered()
+        self.assertEqual(data.count(b"DKIM-Signature:"), 2)
+        results = yield DKIMVerifier(DNSLookup(self.dns.resolver), reactor).verify(data)
+        self.assertEqual([r.result for r in results.dkim], ["pass", "pass"])
+
+    @inlineCallbacks
+    def test_released_outside_mail_stays_unsigned(self):
+        message = MESSAGE.replace(b"Subject: Hello  there", b"Subject: hold me").replace(b"\n", b"\r\n")
+        yield self.send("smtpd_listen", False, message, to="bob@example.com")
+        area = self.server.service.server.hold_area
+        [held] = area.list()
+        self.assertEqual((held.envelope["sasl_user"], held.envelope["trusted"]), (None, False))

@@ -10,6 +10,7 @@ import smtplib
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.dns import DNSTestServer
@@ -52,7 +53,7 @@ class InboundAuthenticationSessionTests(TestCase):
                 client.ehlo("client.example")
                 try:
                     client.sendmail(sender, ["alice@example.com"], data)
-                except smtplib.SMTPDataError as error:
+                except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as error:
                     return error.smtp_code, error.smtp_error
                 return 250, b""
 
@@ -157,3 +158,76 @@ class InboundAuthenticationSessionTests(TestCase):
         filed = os.path.join(self.server.maildir("alice"), ".Filed")
         names = [n for sub in ("new", "cur") for n in os.listdir(os.path.join(filed, sub))]
         self.assertEqual(len(names), 1)
+
+    def log_lines(self) -> list[str]:
+        lines: list[str] = []
+
+        def observe(event):
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    @inlineCallbacks
+    def test_regression_spf_fail_refused_at_mail_from(self):
+        """With spf_fail_action = reject, SPF fail was only refused at end of DATA (after the upload)."""
+        lines = self.log_lines()
+        yield self.start(extra="spf_fail_action = reject\n")
+
+        def run():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                client.ehlo("client.example")
+                return client.mail("x@reject.example")
+
+        code, text = yield deferToThread(run)
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith(b"5.7.23 Message rejected due to: SPF fail"), text)
+        self.assertIn(b"reject.example does not designate 127.0.0.1", text)
+        [line] = [line for line in lines if "5.7.23" in line]
+        self.assertIn("NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 550 5.7.23", line)
+        [spf] = [line for line in lines if "Received-SPF" in line]
+        self.assertIn("Received-SPF: Fail (mailfrom) identity=mailfrom; client-ip=127.0.0.1", spf)
+        self.assertEqual(self.server.messages("alice"), [])
+
+    @inlineCallbacks
+    def test_spf_fail_reject_spares_trusted_clients(self):
+        yield self.start(extra="spf_fail_action = reject\nmynetworks = 127.0.0.0/8\n")
+        code, _ = yield self.send("x@reject.example", message("ceo@reject.example"))
+        self.assertEqual(code, 250)
+
+    @inlineCallbacks
+    def test_regression_spf_evaluated_once_at_mail_from(self):
+        """SPF is evaluated at MAIL FROM and that result is the one in Authentication-Results."""
+        yield self.start()
+        checker = self.server.service.server.authenticator.spf
+        calls = []
+        real = checker.check
+
+        def counting(*args):
+            calls.append(args)
+            return real(*args)
+
+        checker.check = counting
+
+        def run():
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtpd_listen"], timeout=30) as client:
+                client.ehlo("client.example")
+                client.mail("x@good.example")
+                after_mail = len(calls)
+                client.rcpt("alice@example.com")
+                return after_mail, client.data(message("ceo@good.example"))[0]
+
+        after_mail, code = yield deferToThread(run)
+        self.assertEqual((after_mail, code), (1, 250))
+        self.assertEqual(calls, [("127.0.0.1", "client.example", "x@good.example")])
+        [stored] = self.server.messages("alice")
+        self.assertIn(b"spf=pass", stored)
+
+    @inlineCallbacks
+    def test_spf_fail_header_action_still_accepts_at_mail_from(self):
+        yield self.start(extra="spf_fail_action = header\n")
+        code, text = yield self.send("x@reject.example", message("ceo@good.example"))
+        # Not refused at MAIL FROM; end of DATA decides (DMARC of good.example fails: reject).
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith(b"5.7.1 "), text)

@@ -97,10 +97,13 @@ class HoldAreaTests(SynchronousTestCase):
             {"sender": "a@b", "recipients": ["a@b"], "time": True},
             {"sender": "a@b", "recipients": ["a@b"], "pickle": "no"},
             {"sender": None, "recipients": ["a@b"]},
+            {"sender": "a@b", "recipients": ["a@b"], "trusted": "yes"},
+            {"sender": "a@b", "recipients": ["a@b"], "trusted": 1},
         ):
             self.assertRaises(ValueError, self.area.hold, bad, MESSAGE)
         self.assertEqual(self.area.list(), [])
         self.assertEqual(check_envelope({"sender": "", "recipients": ["a@b"]})["sender"], "")
+        self.assertIs(check_envelope({"sender": "", "recipients": ["a@b"], "trusted": True})["trusted"], True)
 
     def test_path_traversal_ids_are_refused(self) -> None:
         """Security: an id from the command line never names a path outside the hold area."""

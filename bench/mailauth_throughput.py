@@ -1,0 +1,157 @@
+"""
+SMTP throughput with inbound mail authentication on and off: DKIM-signed
+1 KB and 10 KB messages at C = 8 from a client outside C{mynetworks}, to two
+servers that differ only in C{mail_authentication_checks} (yes / no), in
+alternating slices (A B A B ...) so both see the same phases of the disk.
+
+A loopback twisted.names server (tests/dns.py's, in its own process, as a
+site's resolver would be) publishes SPF, DKIM (RSA-2048 and Ed25519) and
+DMARC (p=reject) for the sender domain; the servers resolve through it.
+Prints msg/s for each and the ratio (target: at least 70%)::
+
+    python bench/mailauth_throughput.py [--count 400] [--slices 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from smtp_delivery import RECIPIENT, ScratchServer, send, wait_for  # noqa: E402
+
+SENDER_DOMAIN = "sender.example"
+SENDER = f"news@{SENDER_DOMAIN}"
+MAX_COUNT = 20_000
+
+
+def dns_child(zone_file: str) -> None:
+    """Serve the zones of C{zone_file} (JSON) on 127.0.0.1; print the port; run until killed."""
+    from twisted.internet import reactor
+
+    from tests.dns import DNSTestServer
+
+    with open(zone_file) as handle:
+        zones = {apex: {name: [tuple(r) for r in records] for name, records in names.items()}
+                 for apex, names in json.load(handle).items()}
+    server = DNSTestServer(zones)
+    server.start().addCallback(lambda _: print(server.port, flush=True))
+    reactor.run()
+
+
+def server_child(dns_port: int, config_path: str) -> None:
+    """The daemon as twistd builds it, but resolving through the loopback DNS server."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.names import client
+
+    from mailserver.locate import find_config
+    from mailserver.service import build
+
+    log = open(os.path.join(os.path.dirname(config_path), "twistd.log"), "a")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log)], redirectStandardIO=False)
+    config, _ = find_config(config_path)
+    service = build(config, reactor, resolver=client.Resolver(servers=[("127.0.0.1", dns_port)], reactor=reactor))
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+def signed_messages(keys: list) -> dict[int, bytes]:
+    """One DKIM-signed (RSA and Ed25519, as our signer does) message per size, CRLF line ends."""
+    from mailserver.mailauth.dkim_sign import sign_with
+
+    messages = {}
+    for size in (1024, 10240):
+        head = (f"From: News <{SENDER}>\nTo: {RECIPIENT}\nSubject: benchmark\n"
+                f"Date: Fri, 04 Dec 2026 16:00:00 +0000\nMessage-ID: <bench{size}@{SENDER_DOMAIN}>\n\n").encode()
+        line = b"The quick brown fox jumps over the lazy dog, again and again and again.\n"
+        raw = head + line * max(1, (size - len(head) - 600) // len(line))
+        signed = sign_with(raw, keys) + raw
+        messages[size] = signed.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return messages
+
+
+def start_dns(scratch: str, keys: list) -> tuple[subprocess.Popen, int]:
+    zones = {SENDER_DOMAIN: {
+        SENDER_DOMAIN: [("TXT", "v=spf1 ip4:127.0.0.1 -all")],
+        f"_dmarc.{SENDER_DOMAIN}": [("TXT", "v=DMARC1; p=reject")],
+        **{key.dns_name: [("TXT", key.txt_value)] for key in keys},
+    }}
+    zone_file = os.path.join(scratch, "zones.json")
+    with open(zone_file, "w") as handle:
+        json.dump(zones, handle)
+    process = subprocess.Popen([sys.executable, __file__, "--dns-child", zone_file], stdout=subprocess.PIPE,
+                               cwd=os.path.dirname(HERE))
+    port = int(process.stdout.readline())
+    return process, port
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=400, help=f"messages per size and server (at most {MAX_COUNT})")
+    parser.add_argument("--slices", type=int, default=4, help="alternating slices per server (at least 3)")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--dns-child", help=argparse.SUPPRESS)
+    parser.add_argument("--server-child", nargs=2, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    if args.dns_child:
+        return dns_child(args.dns_child)
+    if args.server_child:
+        return server_child(int(args.server_child[0]), rest[-1])
+    if not 1 <= args.count <= MAX_COUNT or args.slices < 3 or args.count < args.slices * args.concurrency:
+        parser.error(f"count must be 1..{MAX_COUNT}, at least slices x concurrency; slices at least 3")
+
+    from mailserver.mailauth.dkim_keys import generate
+
+    keys = [generate(SENDER_DOMAIN, "bench", "rsa"), generate(SENDER_DOMAIN, "bench", "ed25519")]
+    messages = signed_messages(keys)
+    scratch = tempfile.mkdtemp(prefix="mailauth-bench-")
+    dns, servers = None, {}
+    try:
+        dns, dns_port = start_dns(scratch, keys)
+        for checks in ("yes", "no"):
+            root = tempfile.mkdtemp(prefix=f"checks-{checks}-", dir=scratch)
+            launcher = [sys.executable, __file__, "--server-child", str(dns_port), "-"]
+            servers[checks] = ScratchServer(root, settings={
+                "mynetworks": "192.0.2.0/24", "mail_authentication_checks": checks}, launcher=launcher)
+        for size in (1024, 10240):
+            elapsed = {"yes": 0.0, "no": 0.0}
+            for index in range(args.slices):
+                share = args.count // args.slices + (1 if index < args.count % args.slices else 0)
+                for checks, server in servers.items():
+                    new = os.path.join(server.maildir, "new")
+                    before = len(os.listdir(new)) if os.path.isdir(new) else 0
+                    start = time.perf_counter()
+                    send(server.port, share, size, args.concurrency,
+                         make=lambda _size, _n, data=messages[size]: data, sender=SENDER)
+                    wait_for(server.maildir, before + share)
+                    elapsed[checks] += time.perf_counter() - start
+            rate = {checks: args.count / seconds for checks, seconds in elapsed.items()}
+            print(f"{size // 1024:2d} KB, C={args.concurrency}, N={args.count} each, {args.slices} alternating slices: "
+                  f"checks on {rate['yes']:6.0f} msg/s, off {rate['no']:6.0f} msg/s, "
+                  f"ratio {rate['yes'] / rate['no']:4.0%}", flush=True)
+        stored = os.listdir(os.path.join(servers["yes"].maildir, "new"))[0]
+        with open(os.path.join(servers["yes"].maildir, "new", stored), "rb") as handle:
+            results = [line for line in handle.read().split(b"\n\n")[0].split(b"\n") if b"dmarc=" in line]
+        print("checked message:", b" ".join(results).decode(errors="replace").strip()[:200])
+    finally:
+        for server in servers.values():
+            server.stop()
+        if dns is not None:
+            dns.terminate()
+            dns.wait(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
