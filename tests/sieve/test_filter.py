@@ -124,3 +124,22 @@ class FolderTests(SynchronousTestCase):
         outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
         self.assertEqual(outcome.copies, [(os.path.join(maildir, ".Lists.Twisted"), "")])
         self.assertIn("Lists/Twisted", Folders(maildir).subscriptions())
+
+    def test_regression_fileinto_junk_before_first_imap_login(self):
+        """Plain C{fileinto "Junk"} (the usual sieve_before) files into Junk for a user who never logged in."""
+        maildir = os.path.abspath(self.mktemp())
+        os.makedirs(maildir)
+        scripts = UserScripts(maildir)
+        scripts.write("main", b'require ["fileinto"]; fileinto "Junk";')
+        scripts.set_active("main")
+        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
+        self.assertEqual(outcome.copies, [(os.path.join(maildir, ".Junk"), "")])
+
+    def test_plain_fileinto_missing_ordinary_folder_still_inbox(self):
+        maildir = os.path.abspath(self.mktemp())
+        os.makedirs(maildir)
+        scripts = UserScripts(maildir)
+        scripts.write("main", b'require ["fileinto"]; fileinto "Lists";')
+        scripts.set_active("main")
+        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
+        self.assertEqual(outcome.copies, [(maildir, "")])
