@@ -30,7 +30,7 @@ from mailserver.sieve.parser import SieveError
 from mailserver.sieve.scripts import ScriptCache, ScriptNameError, UserScripts, check_name, script_files
 from mailserver.spooled import SpooledMessage
 from mailserver.store import flags as flagmod
-from mailserver.store.folders import FolderError, FolderExistsError, Folders, ensure_maildir, is_inbox
+from mailserver.store.folders import FolderError, FolderExistsError, Folders, ensure_maildir, is_inbox, normalize_name
 from mailserver.store.index import KEYWORDS_FILE
 from mailserver.store.uidlist import UidList, write_atomically
 
@@ -211,7 +211,10 @@ class SieveFilter:
             try:
                 candidate = folders.path(action.folder)
                 if not folders.exists(action.folder):
-                    if not (action.create or self.autocreate):
+                    # The SPECIAL-USE folders exist for IMAP from the first login (Dovecot's
+                    # auto = create): a new user's Junk must not depend on having logged in.
+                    special = normalize_name(action.folder) in folders.special_use
+                    if not (action.create or self.autocreate or special):
                         raise FolderError(f"folder {action.folder!r} does not exist")
                     try:
                         folders.create(action.folder)

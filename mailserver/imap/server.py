@@ -200,6 +200,18 @@ class IMAPServer(imap4.IMAP4Server):
             log.info("imap: broken DEFLATE stream rip={rip}", rip=self.peer_ip)
             self.transport.loseConnection()
 
+    def setLineMode(self, extra: bytes = b"") -> None:
+        """
+        Back to lines after a literal.  C{extra} (what followed the literal) is
+        already inflated: it goes past L{dataReceived}, never through the
+        inflater a second time.
+        """
+        if self._inflater is None or not extra:
+            super().setLineMode(extra)
+            return
+        super().setLineMode()
+        super().dataReceived(extra)
+
     @property
     def compressing(self) -> bool:
         return self._inflater is not None

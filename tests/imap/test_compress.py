@@ -163,3 +163,22 @@ class CompressOverTLSTests(TestCase):
 
         got = await deferToThread(session)
         self.assertIn(b"secret body", got)
+
+
+class LiteralAfterCompressTests(SynchronousTestCase):
+    def test_regression_append_literal_plus_after_compress(self) -> None:
+        """mbsync: APPEND with a LITERAL+ literal and more commands in one compressed packet.
+
+        The bytes after the literal were handed back through dataReceived and inflated twice:
+        "broken DEFLATE stream" and a dropped connection (or BAD on the next APPEND).
+        """
+        s = MemorySession(self)
+        s.output()
+        s.send(b"a LOGIN alice secret\r\nz COMPRESS DEFLATE\r\n")
+        peer = Peer()
+        msg = b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+        packet = b"".join(b'%d APPEND INBOX {%d+}\r\n%s\r\n' % (i, len(msg), msg) for i in range(1, 4))
+        out = peer.unpack(s.send(peer.pack(packet + b"n NOOP\r\n")))
+        self.assertFalse(s.transport.disconnecting)
+        for tag in (b"1", b"2", b"3", b"n"):
+            self.assertIn(b"\r\n" + tag + b" OK", b"\r\n" + out)

@@ -113,14 +113,28 @@ class RobustnessTests(SynchronousTestCase):
 
 
 class FolderTests(SynchronousTestCase):
-    def test_created_folder_is_subscribed(self):
-        from mailserver.store.folders import Folders
-
+    def run_script(self, script: bytes) -> tuple[str, list]:
+        """The Maildir of a user who never logged in, and the copies C{script} makes there."""
         maildir = os.path.abspath(self.mktemp())
         os.makedirs(maildir)
         scripts = UserScripts(maildir)
-        scripts.write("main", b'require ["fileinto", "mailbox"]; fileinto :create "Lists/Twisted";')
+        scripts.write("main", script)
         scripts.set_active("main")
         outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
-        self.assertEqual(outcome.copies, [(os.path.join(maildir, ".Lists.Twisted"), "")])
+        return maildir, outcome.copies
+
+    def test_created_folder_is_subscribed(self):
+        from mailserver.store.folders import Folders
+
+        maildir, copies = self.run_script(b'require ["fileinto", "mailbox"]; fileinto :create "Lists/Twisted";')
+        self.assertEqual(copies, [(os.path.join(maildir, ".Lists.Twisted"), "")])
         self.assertIn("Lists/Twisted", Folders(maildir).subscriptions())
+
+    def test_regression_fileinto_junk_before_first_imap_login(self):
+        """Plain C{fileinto "Junk"} (the usual sieve_before) files into Junk for a user who never logged in."""
+        maildir, copies = self.run_script(b'require ["fileinto"]; fileinto "Junk";')
+        self.assertEqual(copies, [(os.path.join(maildir, ".Junk"), "")])
+
+    def test_plain_fileinto_missing_ordinary_folder_still_inbox(self):
+        maildir, copies = self.run_script(b'require ["fileinto"]; fileinto "Lists";')
+        self.assertEqual(copies, [(maildir, "")])
