@@ -172,7 +172,7 @@ class ISieveScripts(Interface):
     """
     The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
     protocol calls them in a thread) and raise
-    L{mailserver.managesieve.account.ScriptRefused} with a response code.
+    L{mailserver.sieve.account.ScriptRefused} with a response code.
     """
 
     def list():

@@ -45,8 +45,8 @@ from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.interfaces import ISieveScripts
-from mailserver.managesieve.account import Quotas as SieveQuotas
-from mailserver.managesieve.account import sieve_account_factory
+from mailserver.sieve.account import Quotas as SieveQuotas
+from mailserver.sieve.account import sieve_account_factory
 from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
 from mailserver.durable import replace_atomically

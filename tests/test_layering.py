@@ -100,7 +100,9 @@ SIEVE_STORE = (
     "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
     "IMailStore folder-delivery method instead of store internals"
 )
-MANAGESIEVE_SIEVE = "ManageSieve compiles and stores scripts with the Sieve library; to go behind an ISieveScripts seam"
+MANAGESIEVE_SIEVE = (
+    "ManageSieve's capability list (shown before login) names the Sieve extensions; to be passed in by service.py"
+)
 SMTP_DELIVERY = (
     "smtp/server.py drives DeliveryPipeline/Transaction directly (see ISMTPDelivery in interfaces.py); "
     "smtp/server.py is being changed for milter wiring"
@@ -126,9 +128,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.imap.message_commands", "mailserver.store.index"): IMAP_STORE,
     ("mailserver.imap.server", "mailserver.store.flags"): IMAP_STORE,
     ("mailserver.imap.server", "mailserver.store.folders"): IMAP_STORE,
-    ("mailserver.managesieve.account", "mailserver.sieve.checker"): MANAGESIEVE_SIEVE,
-    ("mailserver.managesieve.account", "mailserver.sieve.parser"): MANAGESIEVE_SIEVE,
-    ("mailserver.managesieve.account", "mailserver.sieve.scripts"): MANAGESIEVE_SIEVE,
     ("mailserver.managesieve.server", "mailserver.sieve.checker"): MANAGESIEVE_SIEVE,
     ("mailserver.pop3.mailbox", "mailserver.store.names"): POP3_STORE,
     ("mailserver.pop3.mailbox", "mailserver.store.uidlist"): POP3_STORE,
