@@ -248,6 +248,16 @@ class LayeringTests(SynchronousTestCase):
                 self.assertNotEqual(imported.split(".")[0], "dns", f"{name} imports {imported}")
 
     def test_regression_function_level_imports_are_seen(self) -> None:
-        """An import inside a function body counts (ast.walk, not the module's top level only)."""
-        seen = imports("mailserver.imap.mailbox", os.path.join(ROOT, "imap", "mailbox.py"))
-        self.assertIn("mailserver.imap.account", seen)
+        """Imports inside functions and TYPE_CHECKING blocks count, relative ones made absolute."""
+        path = os.path.join(self.mktemp() + ".py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from mailserver.imap.server import IMAPServer\n"
+                "def later():\n    from mailserver.smtp import server\n    from . import wire\n"
+            )
+        seen = imports("mailserver.pop3.example", path)
+        self.assertTrue({"mailserver.imap.server", "mailserver.smtp.server", "mailserver.pop3.wire"} <= seen, seen)
+        self.assertNotIn("mailserver.smtp", seen)  # "from package import submodule" names the submodule
+        why = violation("mailserver.pop3.example", "mailserver.imap.server")
+        self.assertEqual(why, "protocol layer imports protocol layer")
