@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+import secrets
 from typing import Any, Callable
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0)
@@ -65,10 +65,12 @@ def replace_atomically(path: str, data: bytes, mode: int = 0o600, owner: tuple[i
     same directory, set C{mode} (and C{owner}, a C{(uid, gid)}), fsync it,
     rename it over C{path}, fsync the directory.  Readers see the old or the
     new content, never a half-written file; on failure nothing is left behind.
+    A symlink at C{path} is replaced, never followed.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), mode)
+    # A fresh name, created exclusively and never through a symlink planted in the directory.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, _NEW_FILE_FLAGS, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed it
         if owner is not None:

@@ -58,6 +58,17 @@ class ReplaceAtomicallyTests(SynchronousTestCase):
         self.assertEqual(self.read(), b"old")
         self.assertEqual(os.listdir(self.root), ["file"])
 
+    def test_symlink_at_path_is_replaced_not_followed(self) -> None:
+        outside = os.path.join(self.root, "outside")
+        with open(outside, "wb") as f:
+            f.write(b"keep")
+        os.symlink(outside, self.path)
+        durable.replace_atomically(self.path, b"new")
+        self.assertFalse(os.path.islink(self.path))
+        self.assertEqual(self.read(), b"new")
+        with open(outside, "rb") as f:
+            self.assertEqual(f.read(), b"keep")
+
     def test_owner_is_applied(self) -> None:
         durable.replace_atomically(self.path, b"x", 0o600, (os.getuid(), os.getgid()))
         st = os.stat(self.path)

@@ -195,9 +195,7 @@ class UserScripts:
                 handle.seek(max(0, size - MAX_LOG // 2))
                 kept = handle.read()
             kept = kept[kept.find(b"\n") + 1:]
-            with open(self.log_path + ".tmp", "wb") as handle:
-                handle.write(kept + line)
-            os.rename(self.log_path + ".tmp", self.log_path)
+            replace_atomically(self.log_path, kept + line, 0o600)
             return
         os.makedirs(self.home, mode=0o700, exist_ok=True)
         # O_NOFOLLOW: a link planted in the home must not make us append elsewhere.
