@@ -70,7 +70,11 @@ LAYERS: dict[str, str] = {
     "mailserver.imap": "protocol",
     "mailserver.pop3": "protocol",
     "mailserver.managesieve": "protocol",
-    "mailserver": "root",  # service, tap, install, cli, the package itself
+    "mailserver.service": "root",
+    "mailserver.tap": "root",
+    "mailserver.install": "root",
+    "mailserver.cli": "root",
+    "mailserver": "root",  # the package itself only: a new module must be given a layer here
 }
 
 # What each layer may import (besides its own package); "pure" is stdlib-only.
@@ -181,10 +185,12 @@ def _is_module(module: str) -> bool:
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
-    for n in range(len(parts), 0, -1):
+    for n in range(len(parts), 1, -1):
         if ".".join(parts[:n]) in LAYERS:
             return LAYERS[".".join(parts[:n])]
-    raise KeyError(module)
+    if module == "mailserver":
+        return LAYERS[module]
+    raise KeyError(f"{module} has no layer: add it to LAYERS in tests/test_layering.py")
 
 
 def package_of(module: str) -> str:
@@ -227,8 +233,13 @@ def violations() -> dict[tuple[str, str], str]:
 
 class LayeringTests(SynchronousTestCase):
     def test_every_module_has_a_layer(self) -> None:
+        unplaced = []
         for name, _path in modules():
-            self.assertIn(layer_of(name), MAY_IMPORT, name)
+            try:
+                self.assertIn(layer_of(name), MAY_IMPORT, name)
+            except KeyError:
+                unplaced.append(name)
+        self.assertEqual(unplaced, [], "modules without a layer: add them to LAYERS")
 
     def test_no_new_violation(self) -> None:
         new = {edge: why for edge, why in violations().items() if edge not in ALLOWED}
