@@ -168,38 +168,6 @@ class IMilterSession(Interface):
 
     def quit():
         """Close the milter connection(s); a Deferred firing once closed."""
-class ISieveScripts(Interface):
-    """
-    The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
-    protocol calls them in a thread) and raise
-    L{mailserver.sieve.account.ScriptRefused} with a response code.
-    """
-
-    def list():
-        """C{[(name, active)]} in name order."""
-
-    def get(name):
-        """The script's bytes; refused with NONEXISTENT."""
-
-    def check(data):
-        """Compile C{data}; refused with the parser's C{line N: ...} message."""
-
-    def put(name, data):
-        """Check, then store atomically within the quotas (QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE)."""
-
-    def have_space(name, size):
-        """Would a script of C{size} bytes named C{name} fit the quotas?"""
-
-    def set_active(name):
-        """Make C{name} active; None or "" deactivates."""
-
-    def delete(name):
-        """Remove a script (not the active one: ACTIVE)."""
-
-    def rename(old, new):
-        """Rename (ALREADYEXISTS, NONEXISTENT); the active link follows."""
-
-
 class ISMTPDelivery(Interface):
     """
     One SMTP client's delivery session: what C{smtp/server.py} drives from
@@ -250,3 +218,35 @@ class ISMTPTransaction(Interface):
 
     def commit():
         """End of data: a Deferred firing with the 250 text once every destination is durable."""
+
+
+class ISieveScripts(Interface):
+    """
+    The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
+    protocol calls them in a thread) and raise
+    L{mailserver.sieve.account.ScriptRefused} with a response code.
+    """
+
+    def list():
+        """C{[(name, active)]} in name order."""
+
+    def get(name):
+        """The script's bytes; refused with NONEXISTENT."""
+
+    def check(data):
+        """Compile C{data}; refused with the parser's C{line N: ...} message."""
+
+    def put(name, data):
+        """Check, then store atomically within the quotas (QUOTA/MAXSCRIPTS, QUOTA/MAXSIZE)."""
+
+    def have_space(name, size):
+        """Would a script of C{size} bytes named C{name} fit the quotas?"""
+
+    def set_active(name):
+        """Make C{name} active; None or "" deactivates."""
+
+    def delete(name):
+        """Remove a script (not the active one: ACTIVE)."""
+
+    def rename(old, new):
+        """Rename (ALREADYEXISTS, NONEXISTENT); the active link follows."""
