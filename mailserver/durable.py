@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any, Callable
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0)
@@ -56,3 +57,33 @@ def write_new_file(path: str, content: Any, mode: int, write: Callable[[int, Any
         os.unlink(path)
         raise
     os.close(fd)
+
+
+def replace_atomically(path: str, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+    """
+    Replace C{path} with C{data} all at once: write a temporary file in the
+    same directory, set C{mode} (and C{owner}, a C{(uid, gid)}), fsync it,
+    rename it over C{path}, fsync the directory.  Readers see the old or the
+    new content, never a half-written file; on failure nothing is left behind.
+    A symlink at C{path} is replaced, never followed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    # A fresh name, created exclusively and never through a symlink planted in the directory.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, _NEW_FILE_FLAGS, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it
+        if owner is not None:
+            os.fchown(fd, *owner)
+        write_and_fsync(fd, data)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    fsync_directory(directory)

@@ -8,10 +8,10 @@ Blocking: called before the reactor runs, or by a command.
 from __future__ import annotations
 
 import os
-import shutil
 
 from mailserver.config.embedded import DEFAULT_ALIASES
 from mailserver.config.parameters import EMBEDDED
+from mailserver.durable import replace_atomically
 from mailserver.tables.aliases import source_path, table_type
 
 #: The sample files (etc/ of the source tree), in the order they are copied.
@@ -31,9 +31,7 @@ def install_default_aliases(config) -> str | None:
         path = source_path(table)
         if table_type(table) == "texthash" and not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path + ".tmp", "w", encoding="utf-8") as handle:
-                handle.write(DEFAULT_ALIASES)
-            os.replace(path + ".tmp", path)
+            replace_atomically(path, DEFAULT_ALIASES.encode("utf-8"), 0o644)
             return path
     return None
 
@@ -78,9 +76,7 @@ def init_config(directory: str, samples: str | None = None) -> list[str]:
             text = handle.read()
         if directory != SAMPLE_DIRECTORY:
             text = text.replace(SAMPLE_DIRECTORY + "/", directory + "/")
-        with open(target + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(text)
-        shutil.copymode(os.path.join(samples, name), target + ".tmp")
-        os.replace(target + ".tmp", target)
+        mode = os.stat(os.path.join(samples, name)).st_mode & 0o7777
+        replace_atomically(target, text.encode("utf-8"), mode)
         written.append(target)
     return written

@@ -181,11 +181,63 @@ class IMilterSession(Interface):
 
     def quit():
         """Close the milter connection(s); a Deferred firing once closed."""
+class ISMTPDelivery(Interface):
+    """
+    One SMTP client's delivery session: what C{smtp/server.py} drives from
+    MAIL FROM to end of data (provided by
+    L{mailserver.delivery.pipeline.DeliveryPipeline}).
+
+    twisted.mail's C{IMessageDelivery} cannot carry our ordering and limits
+    (its C{validateTo} sees one recipient with no envelope, C{IMessage} gets
+    lines one by one with no back-pressure and no per-transaction reply
+    text), so the ESMTP subclass uses this instead; the cred avatar is still
+    twisted.mail's C{IMessageDeliveryFactory}, whose C{getMessageDelivery}
+    returns an C{ISMTPDelivery}.  Methods raise or fail with
+    L{mailserver.errors.MailError} (code, enhanced status, text).
+    """
+
+    sasl_user = Attribute("The SASL-authenticated user name, or None for an anonymous client.")
+
+    def begin(client, sender, size=None):
+        """MAIL FROM: a new C{Envelope} (C{sender} an C{Address} or None for C{<>}, C{size} from SIZE=)."""
+
+    def check_sender(sender):
+        """Awaitable: refuse a sender the authenticated user does not own (reject_sender_login_mismatch)."""
+
+    def check_recipient(envelope, address):
+        """Awaitable: RCPT TO through the recipient stages in order; the accepted C{Recipient}, added."""
+
+    def open_transaction(envelope):
+        """DATA: an L{ISMTPTransaction} for C{envelope}."""
+
+
+class ISMTPTransaction(Interface):
+    """The DATA phase of one envelope: stream the message in, then commit durably."""
+
+    size = Attribute("Bytes received so far.")
+    behind = Attribute("True while the spool writer is behind: stop reading until when_caught_up.")
+
+    def write(data):
+        """Append message bytes (LF line ends, dot-unstuffed)."""
+
+    def when_caught_up(callback):
+        """Call C{callback} once the spool writer has caught up (now if it is not behind)."""
+
+    def fail(error):
+        """Refuse the message at end of data with C{error}; keep reading until then."""
+
+    def abort():
+        """The client went away or reset: discard everything."""
+
+    def commit():
+        """End of data: a Deferred firing with the 250 text once every destination is durable."""
+
+
 class ISieveScripts(Interface):
     """
     The ManageSieve avatar: one user's Sieve scripts.  Methods block (the
     protocol calls them in a thread) and raise
-    L{mailserver.managesieve.account.ScriptRefused} with a response code.
+    L{mailserver.sieve.account.ScriptRefused} with a response code.
     """
 
     def list():

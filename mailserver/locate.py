@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 from twisted.application.service import Service
 
 from mailserver.config.parameters import Config
+from mailserver.durable import replace_atomically
 from mailserver.errors import Problem
 
 ENVIRONMENT = "MAILSERVER_CONFIG"
@@ -90,10 +91,8 @@ class EmbeddedRecord(Service):
         super().startService()
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            temporary = f"{self.path}.{os.getpid()}.tmp"
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump({"pid": os.getpid(), "directory": self.directory}, handle)
-            os.replace(temporary, self.path)
+            record = {"pid": os.getpid(), "directory": self.directory}
+            replace_atomically(self.path, json.dumps(record).encode("utf-8"), 0o600)
         except OSError:
             pass  # commands then resolve against their own directory, as documented
 

@@ -48,10 +48,11 @@ from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.router import LocalRouter
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.interfaces import ISieveScripts
-from mailserver.managesieve.account import Quotas as SieveQuotas
-from mailserver.managesieve.account import sieve_account_factory
+from mailserver.sieve.account import Quotas as SieveQuotas
+from mailserver.sieve.account import sieve_account_factory
 from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
+from mailserver.durable import replace_atomically
 from mailserver.sieve.interpreter import Limits as SieveLimits
 from mailserver.sieve.scripts import ScriptCache
 from mailserver.imap.account import imap_account_factory
@@ -317,10 +318,8 @@ class StatusFile(Service):
     def startService(self) -> None:
         super().startService()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"pid": os.getpid(), "listeners": self.listeners}, handle)
-        os.replace(temporary, self.path)
+        status = {"pid": os.getpid(), "listeners": self.listeners}
+        replace_atomically(self.path, json.dumps(status).encode("utf-8"), 0o644)
 
     def stopService(self) -> None:
         super().stopService()

@@ -22,7 +22,6 @@ import ipaddress
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -41,6 +40,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from mailserver.config.values import tls_protocol_range
+from mailserver.durable import replace_atomically
 
 log = Logger()
 
@@ -414,8 +414,8 @@ def ensure_certificate(
         return cert_path, key_path
     cert_pem, key_pem = generate_self_signed(hostname, current, key_type=key_type)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert_pem, 0o644)
+    replace_atomically(key_path, key_pem, 0o600)
+    replace_atomically(cert_path, cert_pem, 0o644)
     if os.geteuid() == 0:  # twistd --uid: built as root, reloaded as the data directory's owner
         owner = os.stat(data_directory)
         for path in (directory, key_path, cert_path):
@@ -492,29 +492,6 @@ def generate_self_signed(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def _write_atomically(path: str, data: bytes, mode: int) -> None:
-    directory = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # Plain-text passwords

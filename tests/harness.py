@@ -32,6 +32,9 @@ def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = (
         "recipient_delimiter = +",
         # Loopback test clients play outside clients: not in mynetworks.
         "mynetworks = 192.0.2.0/24",
+        # No real 2 s wait per failed login: the delay has its own tests on a task.Clock
+        # (tests/auth/test_throttle.py); a test that wants it sets it in C{extra}.
+        "auth_failure_delay = 0",
     ]
     for name in LISTENERS:
         lines.append(f"{name} = " + ("tcp:0:interface=127.0.0.1" if name in listeners else ""))

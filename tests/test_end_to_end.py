@@ -56,7 +56,7 @@ class SMTPThenPOP3Tests(TestCase):
                 pop.close()
             return None
 
-        # The checker's failure delay is 2 s by default (auth_failure_delay).
+        # The harness sets auth_failure_delay = 0: the delay is tested on a fake clock.
         return deferToThread(login).addCallback(
             lambda error: self.assertIn("-ERR [AUTH] Authentication failed.", error or ""))
 

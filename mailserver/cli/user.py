@@ -18,11 +18,11 @@ import fcntl
 import getpass
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from mailserver.auth.schemes import HASH_SCHEMES, hash_password
+from mailserver.durable import replace_atomically
 from mailserver.tables.passwd import (
     UserRecord,
     check_name,
@@ -302,31 +302,9 @@ def _edit(path: str, change: Callable[[list[str]], None]) -> None:
 
 def _write(path: str, data: bytes, st: os.stat_result | None) -> None:
     """Replace C{path} atomically and durably, keeping its mode and owner (0600 if new)."""
-    directory = os.path.dirname(os.path.abspath(path))
+    mode = st.st_mode & 0o7777 if st is not None else 0o600
+    owner = (st.st_uid, st.st_gid) if st is not None and os.geteuid() == 0 else None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".passwd.", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise _Failed(f"cannot write in {directory}: {error.strerror}") from None
-    try:
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if st is not None:
-                    os.fchmod(f.fileno(), st.st_mode & 0o7777)
-                    if os.geteuid() == 0:
-                        os.fchown(f.fileno(), st.st_uid, st.st_gid)
-                else:
-                    os.fchmod(f.fileno(), 0o600)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_atomically(path, data, mode, owner)
     except OSError as error:
         raise _Failed(f"cannot write {path}: {error.strerror}") from None

@@ -1,6 +1,7 @@
 """
-The delivery pipeline behind twisted.mail's IMessageDelivery: recipient
-stages at RCPT, one Transaction per DATA.
+The delivery pipeline behind the SMTP server (L{ISMTPDelivery}): recipient
+stages at RCPT, one Transaction per DATA.  The cred avatar is twisted.mail's
+C{IMessageDeliveryFactory}; see docs/architecture.rst, "Seams".
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.mail.smtp import IMessageDelivery, IMessageDeliveryFactory
+from twisted.mail.smtp import IMessageDeliveryFactory
 from zope.interface import implementer
 
-from mailserver.address import Address, parse_mailbox
+from mailserver.address import Address
 from mailserver.delivery.envelope import Client, Envelope, Recipient
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.quota_gate import over_quota
 from mailserver.delivery.routing import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
-from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage, ISenderCheck
+from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage, ISenderCheck, ISMTPDelivery
 
 _queue_counter = itertools.count()
 
@@ -67,12 +68,11 @@ class DeliveryAgent:
         return DeliveryPipeline(self.core, self.sasl_user)
 
 
-@implementer(IMessageDelivery)
+@implementer(ISMTPDelivery)
 class DeliveryPipeline:
     """
     One client's view of the pipeline.  The ESMTP server calls L{begin},
-    L{check_recipient} and L{open_transaction}; the C{IMessageDelivery}
-    methods adapt the same logic to twisted.mail's shapes.
+    L{check_sender}, L{check_recipient} and L{open_transaction}.
     """
 
     def __init__(self, core: DeliveryCore, sasl_user: str | None = None) -> None:
@@ -120,27 +120,3 @@ class DeliveryPipeline:
     def open_transaction(self, envelope: Envelope) -> Transaction:
         """The DATA phase of C{envelope}."""
         return Transaction(self.core, envelope)
-
-    # IMessageDelivery, for callers speaking twisted.mail's shapes.
-
-    def receivedHeader(self, helo, origin, recipients):
-        return None  # the Transaction writes Received itself
-
-    def validateFrom(self, helo, origin):
-        return origin
-
-    def validateTo(self, user):
-        helo, ip = user.helo if user.helo else (b"", b"")
-        client = Client(ip=_text(ip), helo=_text(helo), sasl_user=self.sasl_user)
-        sender = str(user.orig) if user.orig and str(user.orig) else ""
-        envelope = self.begin(client, parse_mailbox(sender) if sender else None)
-        address = parse_mailbox(str(user.dest))
-        return Deferred.fromCoroutine(self.check_recipient(envelope, address)).addCallback(
-            lambda _: lambda: self.open_transaction(envelope).as_message()
-        )
-
-
-def _text(value: bytes | str | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace")
-    return value or ""

@@ -21,6 +21,7 @@ from typing import Sequence
 from twisted.logger import Logger
 
 from mailserver.delivery.envelope import LocalMailbox
+from mailserver.durable import replace_atomically
 from mailserver.sieve import vacation as vacation_policy
 from mailserver.sieve.actions import Action, Discard, FileInto, Redirect, Reject, Vacation
 from mailserver.sieve.checker import Script
@@ -32,7 +33,7 @@ from mailserver.spooled import SpooledMessage
 from mailserver.store import flags as flagmod
 from mailserver.store.folders import FolderError, FolderExistsError, Folders, ensure_maildir, is_inbox, normalize_name
 from mailserver.store.index import KEYWORDS_FILE
-from mailserver.store.uidlist import UidList, write_atomically
+from mailserver.store.uidlist import UidList
 
 log = Logger(namespace="mailserver.sieve")
 
@@ -302,7 +303,7 @@ def _info_letters(maildir: str, flags: Sequence[str], events: list[str]) -> str:
                     table = []
                 grown = flagmod.add_keywords(table, keywords)
                 if grown != table:
-                    write_atomically(path, flagmod.format_keywords(grown).encode("utf-8"))
+                    replace_atomically(path, flagmod.format_keywords(grown).encode("utf-8"))
                 table = grown
         except flagmod.FlagError as error:
             events.append(f"keywords not stored: {error}")
@@ -314,7 +315,7 @@ def write_memory(files: list[tuple[str, bytes]]) -> None:
     """Write the vacation memory files (blocking; after the replies are queued)."""
     for path, data in files:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_atomically(path, data)
+        replace_atomically(path, data)
 
 
 def _head(message: SpooledMessage, limit: int) -> bytes:

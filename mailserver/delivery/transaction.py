@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
-from twisted.mail.smtp import IMessage
 from zope.interface import implementer
 
 from mailserver.delivery.envelope import (
@@ -30,7 +29,7 @@ from mailserver.delivery.received import add_missing_headers, delivery_prefix, r
 from mailserver.delivery.routing import route
 from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.errors import MailError
-from mailserver.interfaces import IMailStore, IOutboundQueue
+from mailserver.interfaces import IMailStore, IOutboundQueue, ISMTPTransaction
 from mailserver.spooled import SpooledMessage
 
 if TYPE_CHECKING:
@@ -59,23 +58,7 @@ class Committer:
 _OURSELVES = Client(ip="127.0.0.1", protocol="local", trusted=True)
 
 
-@implementer(IMessage)
-class _MessageHandle:
-    """twisted.mail's per-recipient IMessage, over one Transaction."""
-
-    def __init__(self, transaction: Transaction) -> None:
-        self._transaction = transaction
-
-    def lineReceived(self, line: bytes) -> None:
-        self._transaction.write(line + b"\n")
-
-    def eomReceived(self) -> Deferred:
-        return self._transaction.commit()
-
-    def connectionLost(self) -> None:
-        self._transaction.abort()
-
-
+@implementer(ISMTPTransaction)
 class Transaction:
     """
     The message of one envelope.  The server feeds it dot-unstuffed bytes
@@ -137,9 +120,6 @@ class Transaction:
         files, self._files = self._files, []
         if files and self.core.spool is not None:
             self.core.spool.remove(files)
-
-    def as_message(self) -> _MessageHandle:
-        return _MessageHandle(self)
 
     def commit(self) -> Deferred[str]:
         """

@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailserver.durable import fsync_directory, write_new_file
+from mailserver.durable import replace_atomically
 
 ALGORITHMS = ("rsa", "ed25519")
 RSA_BITS = 2048
@@ -134,10 +133,7 @@ class KeyStore:
         os.makedirs(directory, DIR_MODE, exist_ok=True)
         if not replace and os.path.exists(path):
             raise FileExistsError(f"{path} exists")
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        write_new_file(tmp, key.private, FILE_MODE)
-        os.rename(tmp, path)
-        fsync_directory(directory)
+        replace_atomically(path, key.private, FILE_MODE)
         return path
 
     def load(self, domain: str, selector: str) -> list[SigningKey]:

@@ -27,8 +27,8 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mailserver.durable import replace_atomically
 from mailserver.errors import MailError
-from mailserver.store.uidlist import write_atomically
 
 log = Logger()
 
@@ -232,7 +232,7 @@ class Greylist:
         if self._writing is None and self._dirty:
             self._dirty = False
             data = self.state.to_json()
-            self._writing = self._in_thread(write_atomically, self.path, data)
+            self._writing = self._in_thread(replace_atomically, self.path, data)
             self._writing.addErrback(lambda f: log.failure("greylist: cannot save {path}", f, path=self.path))
             self._writing.addBoth(self._written)
 

@@ -16,10 +16,9 @@ import threading
 import time
 from collections import OrderedDict
 
-from mailserver.durable import fsync_directory
+from mailserver.durable import fsync_directory, replace_atomically
 from mailserver.sieve.checker import Script, compile_script
 from mailserver.sieve.parser import SieveError
-from mailserver.store.uidlist import write_atomically
 
 SCRIPT_DIR = "sieve"
 ACTIVE_LINK = ".dovecot.sieve"
@@ -152,7 +151,7 @@ class UserScripts:
         """Store C{data} as script C{name} atomically (tmp file, fsync, rename)."""
         path = self.path(name)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        write_atomically(path, data)
+        replace_atomically(path, data)
 
     def set_active(self, name: str | None) -> None:
         """Make C{name} the active script (None: no script is active)."""
@@ -196,9 +195,7 @@ class UserScripts:
                 handle.seek(max(0, size - MAX_LOG // 2))
                 kept = handle.read()
             kept = kept[kept.find(b"\n") + 1:]
-            with open(self.log_path + ".tmp", "wb") as handle:
-                handle.write(kept + line)
-            os.rename(self.log_path + ".tmp", self.log_path)
+            replace_atomically(self.log_path, kept + line, 0o600)
             return
         os.makedirs(self.home, mode=0o700, exist_ok=True)
         # O_NOFOLLOW: a link planted in the home must not make us append elsewhere.

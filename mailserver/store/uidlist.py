@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from twisted.logger import Logger
-from mailserver.durable import fsync_directory, unlink_quietly, write_and_fsync
+from mailserver.durable import fsync_directory, replace_atomically, unlink_quietly  # noqa: F401 (fsync_directory: store.folders, store.index)
+
 
 FILE_NAME = "dovecot-uidlist"
 LOCK_SUFFIX = ".lock"
@@ -143,26 +144,7 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write C{path} as tmp + fsync + rename + fsync of the directory."""
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp"
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        write_and_fsync(fd, data)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        unlink_quietly(tmp)
-        raise
-    fsync_directory(directory)
+write_atomically = replace_atomically  # kept for the store's callers; one implementation in durable
 
 
 

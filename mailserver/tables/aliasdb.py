@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from typing import Any, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import classImplements
 
+from mailserver.durable import replace_atomically
 from mailserver.errors import ConfigError, Problem
 from mailserver.interfaces import ILookupTable
 from mailserver.tables.aliases import (
@@ -93,34 +93,6 @@ def from_document(document: object, source: str) -> AliasTable:
     return AliasTable(entries, source, str(document.get("kind", "aliases")))
 
 
-def _write_atomically(path: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """tmp file in the same directory, fsync, rename over C{path}, fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            if owner is not None:
-                os.fchown(handle.fileno(), *owner)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 # -- newaliases ------------------------------------------------------------------------
 
 
@@ -158,7 +130,7 @@ def compile_aliases(source: str) -> tuple[AliasTable | None, list[Problem]]:
     owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and st.st_uid != 0 else None
     mode = (st.st_mode & 0o644) | 0o600
     try:
-        _write_atomically(compiled_path(source), data, mode, owner)
+        replace_atomically(compiled_path(source), data, mode, owner)
     except OSError as error:
         problems.append(Problem(compiled_path(source), 0, f"cannot write: {error.strerror or error}"))
         return None, problems

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.interfaces import ISieveScripts
-from mailserver.managesieve.account import Quotas, sieve_account_factory
+from mailserver.sieve.account import Quotas, sieve_account_factory
 from mailserver.managesieve.server import ManageSieveFactory, run_now
 from mailserver.sieve.scripts import UserScripts
 from tests.harness import RunningServer

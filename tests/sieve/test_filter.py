@@ -96,6 +96,23 @@ class HomeSafetyTests(SynchronousTestCase):
         with open(self.outside) as handle:
             self.assertEqual(handle.read(), "secret-token;\n")
 
+    def test_regression_log_rotation_does_not_follow_a_planted_tmp_link(self):
+        """Rotating a full log wrote through C{.dovecot.sieve.log.tmp}, a name the user could plant."""
+        from mailserver.sieve import scripts
+
+        log = os.path.join(self.home, ".dovecot.sieve.log")
+        with open(log, "wb") as handle:
+            handle.write(b"old line\n" * (scripts.MAX_LOG // 9 + 1))
+        os.symlink(self.outside, log + ".tmp")
+        UserScripts(self.home).log_error("new error")
+        with open(self.outside) as handle:
+            self.assertEqual(handle.read(), "secret-token;\n")
+        with open(log, "rb") as handle:
+            rotated = handle.read()
+        self.assertTrue(rotated.endswith(b" new error\n"))
+        self.assertLess(len(rotated), scripts.MAX_LOG)
+        self.assertEqual(os.stat(log).st_mode & 0o777, 0o600)
+
 
 class RobustnessTests(SynchronousTestCase):
     def test_unexpected_error_keeps_message(self):

@@ -1,5 +1,6 @@
 """
-The ManageSieve avatar: a user's scripts (L{mailserver.sieve.scripts.UserScripts})
+The ManageSieve avatar (L{ISieveScripts}, here in the Sieve library so the
+protocol package sees only the interface): a user's scripts (L{mailserver.sieve.scripts.UserScripts})
 with the checks and quotas of Pigeonhole (C{sieve_max_script_size},
 C{sieve_quota_max_scripts}, C{sieve_quota_max_storage}).  Blocking: the
 protocol calls it in a thread.
