@@ -47,18 +47,6 @@ class Renderer:
             # RFC 7162 3.1: with CONDSTORE on, FLAGS go with their MODSEQ (as Dovecot; IMAPClient expects it)
             self.items.append(FetchItem("MODSEQ"))
 
-    def render(
-        self,
-        seq: int,
-        record: MessageRecord,
-        flags: Iterable[str],
-        data: bytes | None,
-        add_flags: bool = False,
-        modseq: int = 0,
-    ) -> bytes:
-        """``* seq FETCH (...)``; C{data} is None for a message whose file is gone."""
-        return b"".join(self.render_pieces(seq, record, flags, data, add_flags, modseq))
-
     def render_pieces(
         self,
         seq: int,
@@ -69,9 +57,10 @@ class Renderer:
         modseq: int = 0,
     ) -> list[bytes]:
         """
-        L{render} as pieces to write in sequence (no CRLF at the end): a
-        literal's content is its own piece, so a message's text is never
-        copied on the way to the transport.
+        ``* seq FETCH (...)`` as pieces to write in sequence (no CRLF at the
+        end); C{data} is None for a message whose file is gone.  A literal's
+        content is its own piece, so a message's text is never copied on the
+        way to the transport.
         """
         out: list[bytes] = [b"* %d FETCH (" % seq]
         tree: list[mime.Entity] = []
@@ -82,7 +71,7 @@ class Renderer:
             return tree[0]
 
         def add(head: bytes, content: bytes | None = None) -> None:
-            """One item: C{head}, then C{content} as a literal (NIL if None) when given."""
+            """One item: C{head}, then C{content} as a literal when given."""
             if len(out) > 1:
                 head = b" " + head
             if content is None:

@@ -114,4 +114,3 @@ class RendererPiecesTests(SynchronousTestCase):
         pieces = renderer.render_pieces(3, record, [], data)
         self.assertTrue(any(p is data for p in pieces))
         self.assertEqual(b"".join(pieces), b"* 3 FETCH (UID 7 BODY[] {%d}\r\n" % len(data) + data + b")")
-        self.assertEqual(renderer.render(3, record, [], data), b"".join(pieces))
