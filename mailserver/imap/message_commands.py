@@ -4,10 +4,11 @@ SEARCH, FETCH, STORE, COPY, MOVE (each also as UID command where RFC 3501,
 4315 and 6851 define one).
 
 FETCH renders from the folder index; message text is read in the thread
-pool in batches of about L{BATCH_BYTES} (one thread trip per batch, the
-next batch read while this one is rendered and written: two batches in
-memory at most), and writing waits whenever the transport's buffer is full, so a full-body FETCH of a big folder neither
-blocks the reactor nor piles the folder up in memory.
+pool in batches of about L{BATCH_BYTES} (one thread trip per batch; the
+next batch is read while this one is rendered and written, so two batches
+at most are in memory), and writing waits whenever the transport's buffer
+is full, so a full-body FETCH of a big folder neither blocks the reactor
+nor piles the folder up in memory.
 """
 
 from __future__ import annotations
