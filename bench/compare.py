@@ -74,7 +74,7 @@ class OurServer:
                 f"smtpd_listen = tcp:{self.smtp_port}:interface=127.0.0.1\n"
                 f"imap_listen = tcp:{self.imap_port}:interface=127.0.0.1\n"
                 f"pop3_listen = tcp:{self.pop3_port}:interface=127.0.0.1\n"
-                "submission_listen =\nsmtps_listen =\npop3s_listen =\nimaps_listen =\n"
+                "submission_listen =\nsmtps_listen =\npop3s_listen =\nimaps_listen =\nmanagesieve_listen =\n"
                 "smtpd_client_connection_count_limit = 0\nmessage_size_limit = 0\n"
                 "smtpd_timeout = 3600s\nlogin_per_ip_limit = 0\nimap_client_limit = 0\n"
                 "mail_max_userip_connections = 0\n" + extra

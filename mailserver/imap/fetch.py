@@ -16,7 +16,7 @@ from typing import Iterable
 from mailserver.imap import binary
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import FetchItem, Section
-from mailserver.imap.wire import NIL, flag_list, internal_date, literal
+from mailserver.imap.wire import NIL, flag_list, internal_date
 from mailserver.store.index import MessageRecord
 
 _CONTENT_ITEMS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
@@ -47,7 +47,7 @@ class Renderer:
             # RFC 7162 3.1: with CONDSTORE on, FLAGS go with their MODSEQ (as Dovecot; IMAPClient expects it)
             self.items.append(FetchItem("MODSEQ"))
 
-    def render(
+    def render_pieces(
         self,
         seq: int,
         record: MessageRecord,
@@ -55,15 +55,36 @@ class Renderer:
         data: bytes | None,
         add_flags: bool = False,
         modseq: int = 0,
-    ) -> bytes:
-        """``* seq FETCH (...)``; C{data} is None for a message whose file is gone."""
-        out: list[bytes] = []
+    ) -> list[bytes]:
+        """
+        ``* seq FETCH (...)`` as pieces to write in sequence (no CRLF at the
+        end); C{data} is None for a message whose file is gone.  A literal's
+        content is its own piece, so a message's text is never copied on the
+        way to the transport.
+        """
+        out: list[bytes] = [b"* %d FETCH (" % seq]
         tree: list[mime.Entity] = []
 
         def root() -> mime.Entity:
             if not tree:
                 tree.append(mime.parse(data or b""))
             return tree[0]
+
+        def add(head: bytes, content: bytes | None = None) -> None:
+            """One item: C{head}, then C{content} as a literal when given."""
+            if len(out) > 1:
+                head = b" " + head
+            if content is None:
+                out.append(head)
+            else:
+                out.append(head + b"{%d}\r\n" % len(content))
+                out.append(content)
+
+        def value(head: bytes, content: bytes | None) -> None:
+            if content is None:
+                add(head + NIL)
+            else:
+                add(head, content)
 
         summary = record.summary
         items = self.items
@@ -74,38 +95,40 @@ class Renderer:
         for item in items:
             name = item.name
             if name == "UID":
-                out.append(b"UID %d" % record.uid)
+                add(b"UID %d" % record.uid)
             elif name == "FLAGS":
-                out.append(b"FLAGS " + flag_list(flags))
+                add(b"FLAGS " + flag_list(flags))
             elif name == "MODSEQ":
-                out.append(b"MODSEQ (%d)" % modseq)
+                add(b"MODSEQ (%d)" % modseq)
             elif name == "RFC822.SIZE":
-                out.append(b"RFC822.SIZE %d" % record.vsize)
+                add(b"RFC822.SIZE %d" % record.vsize)
             elif name == "INTERNALDATE":
-                out.append(b"INTERNALDATE " + internal_date(record.mtime))
+                add(b"INTERNALDATE " + internal_date(record.mtime))
             elif name == "ENVELOPE":
-                out.append(b"ENVELOPE " + summary["envelope"].encode("latin-1"))
+                add(b"ENVELOPE " + summary["envelope"].encode("latin-1"))
             elif name == "BODYSTRUCTURE":
-                out.append(b"BODYSTRUCTURE " + summary["bodystructure"].encode("latin-1"))
+                add(b"BODYSTRUCTURE " + summary["bodystructure"].encode("latin-1"))
             elif name == "BODY" and item.section is None:
-                out.append(b"BODY " + summary["body"].encode("latin-1"))
+                add(b"BODY " + summary["body"].encode("latin-1"))
             elif name == "RFC822":
-                out.append(b"RFC822 " + _value(data))
+                value(b"RFC822 ", data)
             elif name == "RFC822.HEADER":
-                out.append(b"RFC822.HEADER " + _value(None if data is None else mime.header_bytes(data, root())))
+                value(b"RFC822.HEADER ", None if data is None else mime.header_bytes(data, root()))
             elif name == "RFC822.TEXT":
-                out.append(b"RFC822.TEXT " + _value(None if data is None else data[root().body_start:]))
+                value(b"RFC822.TEXT ", None if data is None else data[root().body_start:])
             elif name == "BINARY.SIZE":
                 content = None if data is None else binary.decoded(data, root(), item.section.part)
                 part = ".".join(str(p) for p in item.section.part).encode("ascii")
-                out.append(b"BINARY.SIZE[" + part + b"] %d" % len(content or b""))
+                add(b"BINARY.SIZE[" + part + b"] %d" % len(content or b""))
             elif name == "BINARY":
                 content = None if data is None else binary.decoded(data, root(), item.section.part)
                 if content is not None and item.section.partial is not None:
                     start, length = item.section.partial
                     content = content[start:start + length]
-                out.append(item.section.label() + b" " + (_value(content) if content is None or b"\0" not in content
-                                                          else b"~{%d}\r\n" % len(content) + content))
+                if content is not None and b"\0" in content:
+                    add(item.section.label() + b" ~", content)  # literal8
+                else:
+                    value(item.section.label() + b" ", content)
             elif item.section is not None:
                 section = item.section
                 if data is None:
@@ -117,12 +140,9 @@ class Renderer:
                 if content is not None and section.partial is not None:
                     start, length = section.partial
                     content = content[start:start + length]
-                out.append(section.label() + b" " + _value(content))
-        return b"* %d FETCH (" % seq + b" ".join(out) + b")"
-
-
-def _value(content: bytes | None) -> bytes:
-    return NIL if content is None else literal(content)
+                value(section.label() + b" ", content)
+        out.append(b")")
+        return out
 
 
 def section_bytes(data: bytes, root: mime.Entity, section: Section) -> bytes | None:

@@ -360,7 +360,8 @@ class SelectedMailbox:
         chosen = [(seq, u, self.flags(u), self.records[u].mtime) for seq, u in self.select(_from_twisted(messages), uid)]
 
         def load() -> list[tuple[int, "MessageView"]]:
-            return [(seq, MessageView(u, flags, mtime, self.index.read(u) or b"")) for seq, u, flags, mtime in chosen]
+            texts = self.index.read_many([u for _, u, _, _ in chosen])
+            return [(seq, MessageView(u, flags, mtime, texts[u] or b"")) for seq, u, flags, mtime in chosen]
 
         return self.account.run(load)
 

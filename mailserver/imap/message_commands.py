@@ -4,9 +4,11 @@ SEARCH, FETCH, STORE, COPY, MOVE (each also as UID command where RFC 3501,
 4315 and 6851 define one).
 
 FETCH renders from the folder index; message text is read in the thread
-pool in batches of about L{BATCH_BYTES}, and writing waits whenever the
-transport's buffer is full, so a full-body FETCH of a big folder neither
-blocks the reactor nor piles the folder up in memory.
+pool in batches of about L{BATCH_BYTES} (one thread trip per batch; the
+next batch is read while this one is rendered and written, so two batches
+at most are in memory), and writing waits whenever the transport's buffer
+is full, so a full-body FETCH of a big folder neither blocks the reactor
+nor piles the folder up in memory.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 SELECTED = frozenset({"select"})
 #: Bytes of message text read per thread-pool round trip during FETCH.
-BATCH_BYTES = 2 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
 BATCH_MESSAGES = 500
 
 
@@ -158,12 +160,19 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     content = fetching.needs_content(items)
     throttle = server.start_throttle()
     missing = False
+    batches = _batches(mailbox, chosen, content)
+    batch = next(batches, None)
+    reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch]) if content and batch else None
     try:
-        for batch in _batches(mailbox, chosen, content):
+        while batch is not None:
             texts: dict[int, bytes | None] = {}
-            if content:
-                texts = await server.account.run(_read_batch, mailbox.index, [uid for _, uid in batch])
-            out = []
+            if reading is not None:
+                texts, reading = await reading, None
+            following = next(batches, None)
+            if content and following:
+                # read ahead: the next batch comes off the disk while this one is rendered and sent
+                reading = server.account.run(mailbox.index.read_many, [uid for _, uid in following])
+            out: list[bytes] = []
             for seq, uid in batch:
                 if uid in marked:
                     mailbox.note_reported(uid)
@@ -173,17 +182,20 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
                     missing = True
                     continue
                 try:
-                    line = renderer.render(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
-                                           modseq=mailbox.modseqs.get(uid, 0))
+                    out += renderer.render_pieces(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
+                                                  modseq=mailbox.modseqs.get(uid, 0))
                 except binary.UnknownCte as e:
                     server.transport.writeSequence(out)
                     raise Refused(str(e), "UNKNOWN-CTE") from None
-                out.append(line + b"\r\n")
+                out.append(b"\r\n")
             server.transport.writeSequence(out)
             server.resetTimeout()
             await throttle.wait()
+            batch = following
     finally:
         server.stop_throttle()
+        if reading is not None:
+            reading.addErrback(lambda _: None)  # the command ended early: drop the read-ahead
     if missing:
         raise Refused("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return b"FETCH completed"
@@ -204,10 +216,6 @@ def _batches(mailbox, chosen: list[tuple[int, int]], content: bool):
             batch, size = [], 0
     if batch:
         yield batch
-
-
-def _read_batch(index, uids: list[int]) -> dict[int, bytes | None]:
-    return {uid: index.read(uid) for uid in uids}
 
 
 # ---------------------------------------------------------------- STORE

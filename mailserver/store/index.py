@@ -66,6 +66,27 @@ def to_crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def _read_file(path: str, size: int) -> bytes | None:
+    """The file's bytes, with one C{os.read} when C{size} is right; None if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, size + 1)  # one more byte: a wrong size shows as a short or long read
+        if len(data) == size + 1 or len(data) < size or size == 0:
+            chunks = [data]
+            for _ in range(1 << 20):  # bounded: up to 4 TB at the 4 MB reads below
+                more = os.read(fd, 4 * 1024 * 1024)
+                if not more:
+                    break
+                chunks.append(more)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
 def to_lf(data: bytes) -> bytes:
     """The message as we store it: every line ending LF."""
     return data.replace(b"\r\n", b"\n")
@@ -376,16 +397,42 @@ class FolderIndex:
 
     def read(self, uid: int) -> bytes | None:
         """The message with CRLF line ends, or None if it was expunged."""
-        for attempt in range(3):
-            record = self.snapshot.by_uid.get(uid) if attempt == 0 else self.refresh(force=True).by_uid.get(uid)
+        return self.read_many([uid])[uid]
+
+    def read_many(self, uids: Sequence[int]) -> dict[int, bytes | None]:
+        """
+        Several messages with CRLF line ends (None for an expunged one), in
+        one call: for a FETCH batch, one thread trip reads them all.
+
+        Each file is read with one C{os.read} of its known size (Maildir
+        files never change once delivered); a file renamed under us (flags
+        changed by another session) is looked up again in a fresh snapshot.
+        """
+        by_uid = self.snapshot.by_uid
+        path = self.path
+        out: dict[int, bytes | None] = {}
+        moved: list[int] = []
+        for uid in uids:
+            record = by_uid.get(uid)
             if record is None:
-                return None
-            try:
-                with open(os.path.join(self.path, record.subdir, record.name), "rb") as f:
-                    return to_crlf(f.read())
-            except FileNotFoundError:
-                continue  # renamed under us: look again
-        return None
+                out[uid] = None
+                continue
+            data = _read_file(f"{path}/{record.subdir}/{record.name}", record.size)
+            if data is None:
+                moved.append(uid)
+            else:
+                out[uid] = to_crlf(data)
+        for uid in moved:  # rare: look again, at most twice, in fresh snapshots
+            out[uid] = None
+            for _attempt in range(2):
+                record = self.refresh(force=True).by_uid.get(uid)
+                if record is None:
+                    break
+                data = _read_file(f"{path}/{record.subdir}/{record.name}", record.size)
+                if data is not None:
+                    out[uid] = to_crlf(data)
+                    break
+        return out
 
     # ------------------------------------------------------------ writing
 
