@@ -328,7 +328,8 @@ class ESMTPServer(smtp.ESMTP):
         if not self.transport.connected or self.transport.disconnecting:
             return
         self._answer_batch()
-        if self._next_turn is None and not self._paused and not self._spool_paused:
+        idle = self._next_turn is None and not self._paused and not self._spool_paused
+        if idle and self.transport.connected and not self.transport.disconnecting:
             self.transport.resumeProducing()
 
     def _wait(self, d: Deferred) -> None:
