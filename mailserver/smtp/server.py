@@ -87,7 +87,6 @@ class ESMTPServer(smtp.ESMTP):
         self._paused = False  # waiting for a pending reply
         self._spool_paused = False  # waiting for the spool writer to catch up
         self._next_turn: Any = None  # the delayed call answering the rest of the input (reading paused)
-        self._turn_budget = 0  # commands this turn may still answer
         self._deadline: DataDeadline | None = None
         self._discarding = False  # skipping the rest of an over-long command line
         self._errors = 0
@@ -213,13 +212,13 @@ class ESMTPServer(smtp.ESMTP):
         reading pauses and the rest is answered on a later reactor turn, so
         one client's pipelined flood never keeps the others waiting.
         """
-        self._turn_budget = COMMANDS_PER_TURN
+        budget = COMMANDS_PER_TURN
         while self._pending is None and not self.transport.disconnecting:
-            if self._turn_budget <= 0:
+            if budget <= 0:
                 if self._buffer:
                     self._yield_turn()
                 return
-            self._turn_budget -= 1
+            budget -= 1
             if self.mode == smtp.DATA:
                 if not self._take_data():
                     return
