@@ -73,6 +73,10 @@ MAX_FAILED_LOGINS = 3
 #: A literal must arrive within this many seconds, and at this many octets a second.
 LITERAL_DEADLINE = 60 * 60
 LITERAL_MIN_RATE = 500
+#: Before login only small literals (a LOGIN name or password) are read: each
+#: at most this many octets, and the command at most PREAUTH_COMMAND_LIMIT.
+PREAUTH_LITERAL_LIMIT = 8 * 1024
+PREAUTH_COMMAND_LIMIT = 64 * 1024
 
 
 @implementer(IPushProducer)
@@ -315,6 +319,9 @@ class IMAPServer(imap4.IMAP4Server):
         is_append = len(words) > 1 and words[1].upper() == b"APPEND"
         limit = self.literal_limit if is_append else self.string_literal_limit
         self._command_size += size
+        if self.state == "unauth" and (size > PREAUTH_LITERAL_LIMIT or self._command_size > PREAUTH_COMMAND_LIMIT):
+            self._refuse_preauth_literal(tag, synchronizing)
+            return
         if size > limit or (not is_append and self._command_size > COMMAND_LIMIT):
             self.parseState = "command"
             if not synchronizing:
@@ -340,6 +347,19 @@ class IMAPServer(imap4.IMAP4Server):
             self._pendingLiteral.write(b"")
         else:
             self.setRawMode()
+
+    def _refuse_preauth_literal(self, tag: bytes, synchronizing: bool) -> None:
+        """
+        A big literal before login: never read.  C{{n}} gets BAD instead of
+        the continuation; C{{n+}} is already on its way, so BYE (RFC 7888 3).
+        """
+        log.info("imap: literal too big before login rip={rip}", rip=self.peer_ip)
+        self.parseState = "command"
+        self._segments = []
+        self.sendBadResponse(tag, b"Literal too big before login (limit %d octets)" % PREAUTH_LITERAL_LIMIT)
+        if not synchronizing:
+            self.sendLine(b"* BYE Too much data before login")
+            self.transport.loseConnection()
 
     def _literal_expired(self) -> None:
         """The literal being read ran out of time: BYE, and the command never runs."""

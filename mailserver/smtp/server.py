@@ -64,6 +64,10 @@ class SMTPPolicy:
     min_data_rate: int = 500  # smtpd_min_data_rate: bytes/s, Postfix's deadline rule (0: none)
 
 
+#: Commands one session answers per reactor turn before it lets the others run.
+COMMANDS_PER_TURN = 100
+
+
 class ESMTPServer(smtp.ESMTP):
     """
     One SMTP session.  Commands are answered strictly in the order they were
@@ -85,6 +89,7 @@ class ESMTPServer(smtp.ESMTP):
         self._pending: Deferred | None = None
         self._paused = False  # waiting for a pending reply
         self._spool_paused = False  # waiting for the spool writer to catch up
+        self._next_turn: Any = None  # the delayed call answering the rest of the input (reading paused)
         self._deadline: DataDeadline | None = None
         self._discarding = False  # skipping the rest of an over-long command line
         self._errors = 0
@@ -124,6 +129,9 @@ class ESMTPServer(smtp.ESMTP):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
+        turn, self._next_turn = self._next_turn, None
+        if turn is not None and turn.active():
+            turn.cancel()
         self._end_data_phase()
         if self._transaction is not None:
             self._transaction.abort()
@@ -191,17 +199,33 @@ class ESMTPServer(smtp.ESMTP):
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
-        self._answer_batch()
+        if self._next_turn is None:  # else the buffer is answered on the next turn
+            self._answer_batch()
         if self._pending is not None and len(self._buffer) > 65536 and not self._paused:
             # A client racing ahead of a pending reply: stop reading until it is sent.
             self.transport.pauseProducing()
             self._paused = True
-        if len(self._buffer) > self.policy.max_pending_bytes and self._pending is not None:
+        if len(self._buffer) > self.policy.max_pending_bytes and not self.transport.disconnecting:
+            # Only input that waits (for a reply, or for the next turn) stays
+            # buffered; reading is paused then, so this is a client ignoring that.
+            self._buffer = b""
             self.reply(421, "4.7.0", "Error: too much pipelined input")
+            self._flush_replies()
             self.transport.loseConnection()
 
     def _process(self) -> None:
+        """
+        Answer buffered commands, at most L{COMMANDS_PER_TURN} of them: then
+        reading pauses and the rest is answered on a later reactor turn, so
+        one client's pipelined flood never keeps the others waiting.
+        """
+        budget = COMMANDS_PER_TURN
         while self._pending is None and not self.transport.disconnecting:
+            if budget <= 0:
+                if self._buffer:
+                    self._yield_turn()
+                return
+            budget -= 1
             if self.mode == smtp.DATA:
                 if not self._take_data():
                     return
@@ -300,6 +324,20 @@ class ESMTPServer(smtp.ESMTP):
         self._at_line_start = chunk.endswith(b"\r\n")
         self._unstuff_next = chunk.endswith(b"\n") and (self._at_line_start or self.policy.bare_newline != "reject")
 
+    def _yield_turn(self) -> None:
+        """Stop reading; answer the rest of the buffer on the next reactor turn."""
+        self.transport.pauseProducing()
+        self._next_turn = self.clock.callLater(0, self._take_turn)
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        if not self.transport.connected or self.transport.disconnecting:
+            return
+        self._answer_batch()
+        idle = self._next_turn is None and not self._paused and not self._spool_paused
+        if idle and self.transport.connected and not self.transport.disconnecting:
+            self.transport.resumeProducing()
+
     def _wait(self, d: Deferred) -> None:
         """Hold later input until C{d} fires: replies stay in command order."""
         self._pending = d
@@ -308,7 +346,7 @@ class ESMTPServer(smtp.ESMTP):
             self._pending = None
             if self._paused and not self.transport.disconnecting:
                 self._paused = False
-                if not self._spool_paused:
+                if not self._spool_paused and self._next_turn is None:
                     self.transport.resumeProducing()
             if self.transport.connected and not self.transport.disconnecting:
                 self._answer_batch()
@@ -321,7 +359,7 @@ class ESMTPServer(smtp.ESMTP):
         self._spool_paused = False
         if self._deadline is not None:
             self._deadline.resume()
-        if not self._paused and not self.transport.disconnecting:
+        if not self._paused and self._next_turn is None and not self.transport.disconnecting:
             self.transport.resumeProducing()
 
     def _data_expired(self, limit: str) -> None:

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.imap.literal import GRACE
+from mailserver.imap.server import PREAUTH_LITERAL_LIMIT
 from mailserver.limits import REFUSAL_LINGER, DescriptorBudget, LoginLimits, RefusalLog
 from tests.harness import RunningServer
 from tests.imap.support import MemorySession, _Address
@@ -253,3 +254,39 @@ class LoopbackLimitTests(TestCase):
         self.assertEqual(greetings[-1], b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
         self.assertEqual(pop_line, b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n")
         self.assertTrue(smtp_line.startswith(b"220 "), smtp_line)
+
+
+class PreLoginLiteralTests(SynchronousTestCase):
+    """Issue 18: before login only small literals are read."""
+
+    def setUp(self) -> None:
+        self.s = MemorySession(self)
+        self.s.output()
+
+    def test_regression_prelogin_append_literal_refused(self) -> None:
+        """A 10 MB APPEND literal before login was accepted ("+") and buffered; now BAD, nothing read."""
+        out = self.s.send(b"a APPEND INBOX {10000000}\r\n")
+        self.assertEqual(out, b"a BAD Literal too big before login (limit %d octets)\r\n" % PREAUTH_LITERAL_LIMIT)
+        self.assertNotEqual(self.s.server.parseState, "literal")
+        self.assertIsNone(getattr(self.s.server, "_pendingLiteral", None))
+        # What the client sends anyway is read as command lines, and the session goes on.
+        self.assertIn(b"b OK", self.s.send(b"b NOOP\r\n"))
+        self.assertFalse(self.s.transport.disconnecting)
+
+    def test_regression_prelogin_nonsync_literal_closes(self) -> None:
+        """A big {n+} literal before login: BAD and BYE, the connection closed, nothing buffered."""
+        out = self.s.send(b"a APPEND INBOX {10000000+}\r\n" + b"x" * 65536)
+        self.assertIn(b"a BAD Literal too big before login", out)
+        self.assertIn(b"* BYE", out)
+        self.assertTrue(self.s.transport.disconnecting)
+        self.assertIsNone(getattr(self.s.server, "_pendingLiteral", None))
+
+    def test_prelogin_small_literals_still_read(self) -> None:
+        self.assertEqual(self.s.send(b"a LOGIN {5}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertEqual(self.s.send(b"alice {6}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertIn(b"a OK", self.s.send(b"secret\r\n"))
+        # After login the APPEND limit is the configured one again.
+        self.assertIn(b"+ ", self.s.send(b"b APPEND INBOX {%d}\r\n" % (PREAUTH_LITERAL_LIMIT + 1)))
+
+    def test_prelogin_literal_at_the_limit_read(self) -> None:
+        self.assertEqual(self.s.send(b"a LOGIN {%d}\r\n" % PREAUTH_LITERAL_LIMIT), b"+ Ready for literal data\r\n")

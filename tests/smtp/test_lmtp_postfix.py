@@ -117,7 +117,8 @@ class PostfixLMTPClientTests(TestCase):
 
         yield deferToThread(send)
         for _ in range(900):  # bounded: 90 s (Postfix's queue manager on a loaded machine)
-            if server.messages("alice") and b"status=bounced" in self._log():
+            log = self._log()  # Postfix writes its log lines a moment after delivering
+            if server.messages("alice") and b"status=bounced" in log and b"to=<alice@example.com>" in log:
                 break
             yield deferLater(reactor, 0.1, lambda: None)
         log = self._log()
