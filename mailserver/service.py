@@ -30,7 +30,7 @@ from mailserver.auth.checker import PasswordChecker
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.userdb import FileUserDatabase
-from mailserver.config.endpoints import parse_endpoint, with_backlog
+from mailserver.config.endpoints import parse_endpoint, with_backlog, with_unix_mode
 from mailserver.config.parameters import Config, listen_endpoints
 from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
@@ -788,7 +788,7 @@ def add_metrics(top: MultiService, server: Server, factories: dict[str, Any]) ->
     top.metrics = metrics  # type: ignore[attr-defined]
     metrics.observer_service().setServiceParent(top)
     for description in config.metrics_listen:
-        endpoint = serverFromString(server.reactor, description)
+        endpoint = serverFromString(server.reactor, with_unix_mode(description))
         Listener("metrics_listen", description, endpoint, metrics.site, server.reactor).setServiceParent(top)
 
 
@@ -829,7 +829,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     factories = server.factories()
     for name, factory in factories.items():
         for description in listen_endpoints(config, name):
-            endpoint = serverFromString(reactor, with_backlog(description, backlog))
+            endpoint = serverFromString(reactor, with_unix_mode(with_backlog(description, backlog)))
             Listener(name, description, endpoint, factory, reactor).setServiceParent(top)
             listeners.setdefault(name, []).append(description)
     if config.metrics_listen:

@@ -63,11 +63,16 @@ def capture(command: Callable[[Sequence[str]], int], *argv: str) -> tuple[int, s
 
 
 def write_users(directory: str, users: dict[str, str], extra: dict[str, str] | None = None) -> None:
-    """A passwd-file with PLAIN-hashed users (fast; the schemes have their own tests), C{extra} fields per user."""
+    """
+    A passwd-file with PLAIN-hashed users (fast; the schemes have their own
+    tests), C{extra} fields per user; mode 0600, as the daemon wants it.
+    """
     extra = extra or {}
-    with open(os.path.join(directory, "passwd"), "w") as handle:
+    path = os.path.join(directory, "passwd")
+    with open(path, "w") as handle:
         for name, password in users.items():
             handle.write(f"{name}:{hash_password('PLAIN', password.encode())}::::::{extra.get(name, '')}\n")
+    os.chmod(path, 0o600)
 
 
 class RunningServer:

@@ -6,7 +6,6 @@ and an in-memory one for tests and embedding.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -18,7 +17,7 @@ from zope.interface import implementer
 from mailserver.errors import ConfigError, Problem
 from mailserver.interfaces import IUserDatabase
 from mailserver.tables.loader import WatchedFile
-from mailserver.tables.passwd import UserRecord, lookup_key, parse_passwd
+from mailserver.tables.passwd import UserRecord, lookup_key, mode_problem, parse_passwd
 
 log = Logger()
 
@@ -67,8 +66,9 @@ def load_passwd(path: str) -> UserTable:
         raise ConfigError(errors)
     for problem in problems:
         log.warn("{problem}", problem=str(problem))
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        log.warn("passwd file {path} is accessible by all users; chmod 0600 or 0640", path=path)
+    exposed = mode_problem(path, mode)
+    if exposed is not None:
+        log.warn("{problem}", problem=exposed, path=path)
     return UserTable.of(records.values())
 
 

@@ -46,10 +46,42 @@ def check_files(config) -> list[Problem]:
                 seen.add(path)
                 problems += _lint(path, parse_regexp_table, required=True)
     problems += postmaster_problems(config)
+    problems += startup_warnings(config)
     problems += key_problems(config)[0]
     if not os.path.isdir(os.path.dirname(os.path.abspath(config.data_directory))):
         problems.append(Problem(config.where("data_directory")[0], config.where("data_directory")[1],
                                 f"data_directory: parent of {config.data_directory} does not exist"))
+    return problems
+
+
+def startup_warnings(config) -> list[Problem]:
+    """
+    What the daemon warns of at start, at the parameter naming the file: a
+    compiled alias map without a current C{.db}, a passwd-file all users can read.
+    """
+    from mailserver.tables.aliasdb import COMPILED_TYPES, compiled_path, stale_compiled
+    from mailserver.tables.aliases import table_type
+    from mailserver.tables.passwd import mode_problem
+
+    def mtime_ns(path: str) -> int | None:
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return None
+
+    problems = []
+    for value in config.alias_maps:
+        source = _strip_type(value)
+        if table_type(value) in COMPILED_TYPES and os.path.exists(source):  # a missing source is _lint's
+            stale = stale_compiled(source, mtime_ns(compiled_path(source)))
+            if stale is not None:
+                problems.append(Problem(*config.where("alias_maps"), f"alias_maps: {stale}", "warning"))
+    try:
+        exposed = mode_problem(config.passwd_file, os.stat(config.passwd_file).st_mode)
+    except OSError:
+        exposed = None  # missing or unreadable: _lint reports it
+    if exposed is not None:
+        problems.append(Problem(*config.where("passwd_file"), exposed, "warning"))
     return problems
 
 

@@ -166,3 +166,15 @@ def with_backlog(description: str, backlog: int) -> str:
     if endpoint.type not in _LISTENING or "backlog" in endpoint.arguments:
         return description
     return f"{description}:backlog={backlog}"
+
+
+#: The mode of our unix sockets when the description gives none (Twisted's default is 0666).
+UNIX_MODE = "660"
+
+
+def with_unix_mode(description: str, mode: str = UNIX_MODE) -> str:
+    """C{description} with C{mode=} added when it is a C{unix} socket that names none."""
+    endpoint = parse_endpoint(description)
+    if endpoint.type != "unix" or "mode" in endpoint.arguments:
+        return description
+    return f"{description}:mode={mode}"

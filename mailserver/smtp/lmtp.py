@@ -43,9 +43,14 @@ class LMTPServer(ESMTPServer):
     def connectionMade(self) -> None:
         super().connectionMade()
         if not hasattr(self.transport.getPeer(), "host"):
-            # A unix socket: the local MTA on this host.
+            # A unix socket: the local MTA on this host, logged as Postfix's smtpd
+            # logs a non-Internet client (smtpd_peer.c): localhost[127.0.0.1].
+            self.peer_name = "localhost"
             self.peer_ip = "127.0.0.1"
             self._helo = (None, b"127.0.0.1")
+
+    def _log_protocol(self) -> str:
+        return "LMTP"
 
     def extensions(self) -> dict[bytes, list[bytes] | None]:
         ext = super().extensions()
@@ -80,7 +85,10 @@ class LMTPServer(ESMTPServer):
         path = parse_path(argument, "TO", allow_null=False)
         domain = path.address.domain if path.address is not None else ""
         if domain and domain not in self.policy.local_domains:
-            raise MailError(550, "5.1.2", f"<{path.address}>: {NOT_LOCAL}")
+            error = MailError(550, "5.1.2", f"<{path.address}>: {NOT_LOCAL}")
+            sender = self._envelope.sender if self._envelope is not None else ""
+            self._log_refusal("RCPT", error, str(sender or ""), str(path.address))
+            raise error
         await super()._rcpt(argument)
 
     def do_DATA(self, rest: bytes) -> None:

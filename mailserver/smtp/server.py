@@ -76,6 +76,8 @@ class ESMTPServer(smtp.ESMTP):
     """
 
     log = Logger(namespace="mailserver.smtp")
+    #: The client's name in log lines (no reverse lookup: Postfix's C{unknown}).
+    peer_name = "unknown"
 
     def __init__(self, policy: SMTPPolicy, portal: Any, clock: Any, chal=None, contextFactory=None) -> None:
         super().__init__(chal=chal, contextFactory=contextFactory)
@@ -594,12 +596,16 @@ class ESMTPServer(smtp.ESMTP):
             self._log_refusal("MAIL", error, sender=sender)
             raise
 
+    def _log_protocol(self) -> str:
+        """C{proto=} of the log lines: Postfix's ESMTP after EHLO, SMTP after HELO."""
+        return "ESMTP" if self._ehlo is not None else "SMTP"
+
     def _log_refusal(self, stage: str, error: MailError, sender: str = "", recipient: str = "",
                      queue_id: str = "NOQUEUE") -> None:  # fmt: skip
         """One Postfix-style line for every refused command."""
         line = reject_line(
-            error, client="unknown", address=self.peer_ip, sender=sender, recipient=recipient,
-            helo=self._ehlo or "", stage=stage, queue_id=queue_id, proto="ESMTP" if self._ehlo is not None else "SMTP",
+            error, client=self.peer_name, address=self.peer_ip, sender=sender, recipient=recipient,
+            helo=self._ehlo or "", stage=stage, queue_id=queue_id, proto=self._log_protocol(),
         )  # fmt: skip
         self.log.info("{reject_line}", reject_line=line, stage=stage, code=error.code,
                       reject=stage.lower(), reply=error.reply())  # reject/reply: the metrics

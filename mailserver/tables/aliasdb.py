@@ -53,6 +53,24 @@ def compiled_path(source: str) -> str:
     return source + ".db"
 
 
+def stale_compiled(source_path: str, db_mtime_ns: int | None) -> str | None:
+    """
+    Why the source is read instead of its C{.db} (missing: C{db_mtime_ns}
+    None, or older than the source), or None when the C{.db} is current.
+    The daemon logs this at load; C{mailserver check} reports it.
+    """
+    db = compiled_path(source_path)
+    if db_mtime_ns is None:
+        return f"{db} does not exist: reading {source_path} (run newaliases)"
+    try:
+        source_mtime_ns = os.stat(source_path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+    if source_mtime_ns > db_mtime_ns:
+        return f"{db} is older than {source_path}: reading the source (run newaliases)"
+    return None
+
+
 # -- the compiled document ----------------------------------------------------------
 
 
@@ -171,17 +189,14 @@ def load_compiled(source_path: str) -> AliasTable:
             st_db = os.fstat(handle.fileno())
             data = handle.read()
     except FileNotFoundError:
-        log.warn("{db} does not exist: reading {source} (run newaliases)", db=db, source=source_path)
+        log.warn("{problem}", problem=stale_compiled(source_path, None), db=db, source=source_path)
         return _parse_source(source_path)
     except OSError as error:
         log.error("cannot read {db}: {error}; reading {source}", db=db, error=str(error), source=source_path)
         return _parse_source(source_path)
-    try:
-        st_src = os.stat(source_path)
-    except FileNotFoundError:
-        st_src = None
-    if st_src is not None and st_src.st_mtime_ns > st_db.st_mtime_ns:
-        log.warn("{db} is older than {source}: reading the source (run newaliases)", db=db, source=source_path)
+    stale = stale_compiled(source_path, st_db.st_mtime_ns)
+    if stale is not None:
+        log.warn("{problem}", problem=stale, db=db, source=source_path)
         return _parse_source(source_path)
     try:
         table = from_document(json.loads(data), source_path)

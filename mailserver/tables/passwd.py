@@ -17,6 +17,7 @@ C{$argon2id$}), and recorded under that scheme.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 
 from mailserver.address import user_name_problem
@@ -282,3 +283,10 @@ def replace_password(line: str, password_field: str) -> str:
         return f"{name}:{password_field}"
     _, colon, tail = rest.partition(":")
     return f"{name}:{password_field}{colon}{tail}"
+
+
+def mode_problem(path: str, mode: int) -> str | None:
+    """The warning when the passwd-file's C{mode} lets every user read or write it (daemon and check)."""
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        return f"passwd file {path} is accessible by all users; chmod 0600 or 0640"
+    return None

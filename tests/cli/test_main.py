@@ -21,7 +21,9 @@ def run(*argv: str) -> tuple[int, str, str]:
 class CheckTests(TestCase):
     def test_clean_config_exits_zero(self):
         path = write_config(self.mktemp(), extra="dkim_signing_domains =\n")  # no keys: see tests/cli/test_dkim.py
-        open(os.path.join(os.path.dirname(path), "passwd"), "w").close()
+        passwd = os.path.join(os.path.dirname(path), "passwd")
+        open(passwd, "w").close()
+        os.chmod(passwd, 0o600)  # a world-readable one is a warning: see tests/cli/test_checks.py
         status, out, err = run("-c", path, "check")
         self.assertEqual((status, out), (0, ""))
         self.assertIn("0 error(s)", err)

@@ -106,3 +106,20 @@ class BacklogTests(SynchronousTestCase):
 
         for description in ("tcp:25:backlog=10", "tcp:25:127.0.0.1:10", "systemd:domain=INET:index=0"):
             self.assertEqual(with_backlog(description, 4096), description)
+
+
+class UnixModeTests(SynchronousTestCase):
+    """Our unix sockets are 0660 unless the description says otherwise (Twisted's default is 0666)."""
+
+    def test_regression_unix_listener_mode_defaults_to_0660(self) -> None:
+        from mailserver.config.endpoints import with_unix_mode
+
+        self.assertEqual(with_unix_mode("unix:/run/s.sock"), "unix:/run/s.sock:mode=660")
+        endpoint = endpoints.serverFromString(MemoryReactor(), with_unix_mode("unix:/run/s.sock:backlog=9"))
+        self.assertEqual(endpoint._mode, 0o660)
+
+    def test_mode_kept_where_given_or_not_unix(self) -> None:
+        from mailserver.config.endpoints import with_unix_mode
+
+        for description in ("unix:/run/s.sock:mode=666", "unix:/run/s.sock:666", "tcp:25", "systemd:domain=UNIX:index=0"):
+            self.assertEqual(with_unix_mode(description), description)

@@ -150,3 +150,36 @@ class LMTPTestCase(SynchronousTestCase):
         )
         self.assertEqual(replies[-2:], ["451 4.3.0 Error: quota lookup failed, try again later"] * 2)
         self.assertEqual(self.store.delivered, [])
+
+
+class LMTPRefusalLogTests(LMTPTestCase):
+    """LMTP refusals are logged with proto=LMTP; a unix-socket client as Postfix logs a local one."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from twisted.logger import globalLogPublisher
+
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def lines(self) -> list[str]:
+        return [e["reject_line"] for e in self.events if "reject_line" in e]
+
+    def test_regression_lmtp_unix_refusal_logged_as_lmtp_from_localhost(self) -> None:
+        """Was C{unknown[127.0.0.1] ... proto=ESMTP}: Postfix logs a unix-socket client as localhost[127.0.0.1]."""
+        transport = StringTransport(peerAddress=UNIXAddress(None))
+        protocol = self.factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"LHLO mta\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<nobody@example.com>\r\n")
+        [line] = self.lines()
+        self.assertTrue(line.startswith("NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 "), line)
+        self.assertTrue(line.endswith("; from=<s@remote.example> to=<nobody@example.com> proto=LMTP helo=<mta>"), line)
+
+    def test_regression_lmtp_tcp_refusal_logged_as_lmtp(self) -> None:
+        """Was proto=ESMTP; and a non-local recipient (550 5.1.2) was not logged at all."""
+        s = self.session("192.0.2.7")
+        s.send(b"LHLO mta\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<x@remote.example>\r\n")
+        [line] = self.lines()
+        self.assertTrue(line.startswith("NOQUEUE: reject: RCPT from unknown[192.0.2.7]: 550 5.1.2 "), line)
+        self.assertTrue(line.endswith(" proto=LMTP helo=<mta>"), line)

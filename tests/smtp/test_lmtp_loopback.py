@@ -109,6 +109,17 @@ class StaleSocketTests(TestCase):
 
         self.assertEqual((yield deferToThread(talk)), 250)
 
+    @inlineCallbacks
+    def test_regression_lmtp_socket_mode_0660(self):
+        """Was 0666 (Twisted's default) unless the description gave C{mode=}; a given mode is kept."""
+        import stat
+
+        path = socket_path(self)
+        server = RunningServer(self, extra=f"lmtp_listen = unix:{path}, unix:{path}-open:mode=666\n", listeners=())
+        yield server.start()
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertEqual(stat.S_IMODE(os.stat(path + "-open").st_mode), 0o666)
+
     def test_live_socket_left_alone(self) -> None:
         import socket
 
