@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, gatherResults
 from zope.interface import implementer
 
 from mailserver.delivery.checks import ContentChecks, ContentVerdict
@@ -78,6 +79,6 @@ class ReloadingContentChecks:
         for watched in self.files.values():
             watched.stop()
 
-    def reload(self) -> None:
-        for watched in self.files.values():
-            watched.reload(force=True)
+    def reload(self) -> Deferred:
+        """Re-read every table now; the Deferred fires once all are swapped in (or kept)."""
+        return gatherResults([watched.reload(force=True) for watched in self.files.values()])
