@@ -54,6 +54,11 @@ class PeriodicTask:
         """True from L{start} to L{stop}, including a start delay."""
         return self._loop.running or self._delayed is not None
 
+    @property
+    def busy(self) -> bool:
+        """True while a run is in progress (its Deferred has not fired yet)."""
+        return self._loop.running and self._loop.call is None
+
     def start(self, now: bool = False, delay: float | None = None) -> None:
         """
         Start the schedule: the first run now (C{now}), after C{delay}

@@ -96,3 +96,21 @@ class PeriodicTaskTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual((self.calls, task.failures), (2, 0))
         task.stop()
+
+
+class BusyTests(SynchronousTestCase):
+    def test_busy_while_a_run_is_in_progress(self) -> None:
+        clock = Clock()
+        pending: list[Deferred] = []
+
+        def run() -> Deferred:
+            pending.append(Deferred())
+            return pending[-1]
+
+        task = PeriodicTask("t", run, 10, clock)
+        self.assertFalse(task.busy)
+        task.start(now=True)
+        self.assertTrue(task.busy)
+        pending[-1].callback(None)
+        self.assertFalse(task.busy)
+        task.stop()
