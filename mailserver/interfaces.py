@@ -48,6 +48,43 @@ class IMailStore(Interface):
         """
 
 
+class IMailboxReader(Interface):
+    """
+    The read side of one Maildir INBOX, for a session that lists it once
+    (POP3).  Every method blocks: call it from a thread.  A file renamed by
+    another program meanwhile is found again by its unique name.
+    """
+
+    path = Attribute("The Maildir directory.")
+
+    def prepare():
+        """Create the Maildir if it is missing; True if anything was made."""
+
+    def list():
+        """
+        The messages of C{new/} and C{cur/}, oldest delivery first, each once:
+        L{mailserver.store.reader.StoredMessage}s (C{unique}: the Maildir
+        unique name, stable across renames; C{path}; C{size} with CRLF line
+        ends; C{letters}: the Maildir flags).
+        """
+
+    def open(path, unique):
+        """
+        C{(file opened for binary reading, its current path)} for the message
+        last seen at C{path}, or L{None} if it is gone.
+        """
+
+    def mark_seen(path, unique):
+        """Add the Seen flag (the file moves into C{cur/}); its new path, or L{None} if gone."""
+
+    def delete(messages):
+        """
+        Remove C{messages} (C{(path, unique)} pairs), fsync the directories and
+        update the quota; return how many were removed (a file already gone
+        is not counted and is not an error).
+        """
+
+
 class IRecipientStage(Interface):
     """One step of the RCPT TO restriction list (recipients, relay, aliases)."""
 

@@ -91,6 +91,7 @@ from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.quota import MaildirQuota
 from mailserver.store.notify import MailboxNotifier
+from mailserver.store.reader import MaildirReader
 
 log = Logger(namespace="mailserver.service")
 
@@ -505,7 +506,9 @@ class Server:
         self.realm = MailRealm(
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
-                pop3.IMailbox: pop3_mailbox_factory(self.maildir_of, reactor, changed=self.notifier.changed),
+                pop3.IMailbox: pop3_mailbox_factory(
+                    self.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
+                ),
                 imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor, quota=self.quota),
                 ISieveScripts: sieve_account_factory(self.home_of, SieveQuotas(
                     max_script_size=config.sieve_max_script_size or 1 << 20,

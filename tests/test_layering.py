@@ -103,7 +103,10 @@ IMAP_STORE = (
     "IMAP reads folders, flags and the index from store/ directly; the store's read-side interface "
     "(issue 14) is not built yet and imap/* is being changed for CONDSTORE/SORT"
 )
-POP3_STORE = "POP3 scans Maildir names and the uidlist itself; to move behind the same read-side interface"
+POP3_STORE = (
+    "POP3 reads through IMailboxReader (service.py injects store.reader.MaildirReader); the import "
+    "is only the default for a maildrop built without one (tests)"
+)
 SIEVE_STORE = (
     "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
     "IMailStore folder-delivery method instead of store internals"
@@ -137,8 +140,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.imap.server", "mailserver.store.flags"): IMAP_STORE,
     ("mailserver.imap.server", "mailserver.store.folders"): IMAP_STORE,
     ("mailserver.managesieve.server", "mailserver.sieve.checker"): MANAGESIEVE_SIEVE,
-    ("mailserver.pop3.mailbox", "mailserver.store.names"): POP3_STORE,
-    ("mailserver.pop3.mailbox", "mailserver.store.uidlist"): POP3_STORE,
+    ("mailserver.pop3.mailbox", "mailserver.store.reader"): POP3_STORE,
     ("mailserver.smtp.server", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.transaction"): SMTP_DELIVERY,
@@ -147,7 +149,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.imap.folder_commands", "mailserver.store.index"): IMAP_STORE,
     ("mailserver.imap.list_extended", "mailserver.store.folders"): IMAP_STORE,
     ("mailserver.imap.mailbox", "mailserver.store.shared_refresh"): IMAP_STORE,
-    ("mailserver.pop3.mailbox", "mailserver.store.quota"): POP3_STORE,
     ("mailserver.smtp.lmtp", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.lmtp", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.milter_glue", "mailserver.delivery.envelope"): SMTP_DELIVERY,

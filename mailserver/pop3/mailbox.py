@@ -1,5 +1,5 @@
 """
-The POP3 maildrop: the INBOX of a Maildir (its ``new/`` and ``cur/``).
+The POP3 maildrop: the INBOX of a Maildir, read through an IMailboxReader.
 
 At login the session takes the maildrop lock and lists the messages once,
 in a thread: numbers, sizes and UIDLs then stay fixed for the session as
@@ -27,19 +27,15 @@ from zope.interface import implementer
 
 from mailserver.pop3.stream import CHUNK_SIZE
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
-from mailserver.pop3.wire import VirtualSize, uidl_for
-from mailserver.store.names import parse_name, virtual_size
-from mailserver.store.quota import add_usage_blocking, file_size
-from mailserver.store.uidlist import delivery_order
-from mailserver.durable import fsync_directory as _fsync_directory
+from mailserver.interfaces import IMailboxReader
+from mailserver.pop3.wire import uidl_for
+from mailserver.store.reader import MaildirReader, seen_name
 
 RunInThread = Callable[..., Deferred]
 """C{run(f, *args) -> Deferred}: call C{f} off the reactor thread."""
 
 Changed = Callable[[Iterable[str]], object]
 """C{changed([maildir])}: tell IMAP sessions that a folder changed (store.notify)."""
-
-_CHUNK = 65536
 
 __all__ = [
     "IMaildrop",
@@ -48,6 +44,7 @@ __all__ = [
     "MessageVanished",
     "in_thread_pool",
     "pop3_mailbox_factory",
+    "seen_name",
 ]
 
 
@@ -97,6 +94,7 @@ def pop3_mailbox_factory(
     reactor: Any,
     run_in_thread: RunInThread | None = None,
     changed: Changed | None = None,
+    reader_of: Callable[[str], IMailboxReader] = MaildirReader,
 ) -> Callable[[str], MaildirMailbox]:
     """
     The C{pop3.IMailbox} avatar factory for L{mailserver.auth.realm.MailRealm}.
@@ -107,12 +105,14 @@ def pop3_mailbox_factory(
     @param changed: called with C{[maildir]} after messages were marked
         seen or deleted, so IMAP sessions of this process notice at once
         (C{MailboxNotifier.changed}).
+    @param reader_of: Maildir directory -> its L{IMailboxReader}.
     """
     registry = SessionRegistry()
     run = run_in_thread if run_in_thread is not None else in_thread_pool(reactor)
 
     def factory(user: str) -> MaildirMailbox:
-        return MaildirMailbox(maildir_of(user), registry, run, changed)
+        maildir = maildir_of(user)
+        return MaildirMailbox(maildir, registry, run, changed, reader_of(maildir))
 
     return factory
 
@@ -131,8 +131,10 @@ class MaildirMailbox:
         registry: SessionRegistry,
         run_in_thread: RunInThread,
         changed: Changed | None = None,
+        reader: IMailboxReader | None = None,
     ) -> None:
         self.maildir = maildir
+        self._reader = reader if reader is not None else MaildirReader(maildir)
         self._registry = registry
         self._run = run_in_thread
         self._changed = changed
@@ -153,7 +155,7 @@ class MaildirMailbox:
         except MaildropInUse:
             return fail()
         self._claimed = True
-        d = self._run(_open_maildrop, self.maildir)
+        d = self._run(_open_maildrop, self._reader)
 
         def opened(result: tuple[int, list[Message]]) -> None:
             self._lock_fd, self._messages = result
@@ -211,9 +213,8 @@ class MaildirMailbox:
             fp, message.path = result
             return fp
 
-        return self._run(_open_message, self.maildir, message.path, message.unique).addCallback(
-            opened
-        )
+        d = self._run(_open_message, self.maildir, message.path, message.unique, self._reader)
+        return d.addCallback(opened)
 
     def deleteMessage(self, i: int) -> None:
         self._deleted.add(self._index(i))
@@ -233,7 +234,8 @@ class MaildirMailbox:
                 self._notify()
             return count
 
-        return self._holding(self._run(_delete_messages, self.maildir, doomed)).addCallback(deleted)
+        pairs = [(message.path, message.unique) for message in doomed]
+        return self._holding(self._run(self._reader.delete, pairs)).addCallback(deleted)
 
     # IMaildrop
 
@@ -250,7 +252,7 @@ class MaildirMailbox:
                 message.path = path
                 self._notify()
 
-        d = self._run(_mark_seen, self.maildir, message.path, message.unique)
+        d = self._run(self._reader.mark_seen, message.path, message.unique)
         return self._holding(d).addCallback(moved)
 
     def _notify(self) -> None:
@@ -266,77 +268,35 @@ class MaildirMailbox:
 # Blocking helpers: these run in a thread.
 
 
-def _open_maildrop(maildir: str) -> tuple[int, list[Message]]:
+def _open_maildrop(reader: IMailboxReader) -> tuple[int, list[Message]]:
     """Create the Maildir if needed, lock it, list the INBOX."""
-    for sub in ("", "cur", "new", "tmp"):
-        os.makedirs(os.path.join(maildir, sub), mode=0o700, exist_ok=True)
-    fd = lock_maildir(maildir)
+    reader.prepare()
+    fd = lock_maildir(reader.path)
     try:
-        return fd, scan_inbox(maildir)
+        return fd, _listing(reader)
     except BaseException:
         unlock_maildir(fd)
         raise
 
 
+def _listing(reader: IMailboxReader) -> list[Message]:
+    """The reader's listing with the UIDLs (derived from the unique names)."""
+    return [Message(m.unique, m.path, m.size, uidl_for(m.unique)) for m in reader.list()]
+
+
 def scan_inbox(maildir: str) -> list[Message]:
-    """
-    The messages of C{new/} and C{cur/}, oldest delivery first.
-
-    C{new/} is listed before C{cur/}: a file that moves between the two
-    during the scan is then seen at least once (files only move that way),
-    and a file seen twice is kept once, at its C{cur/} path.
-    """
-    by_unique: dict[str, Message] = {}
-    for sub in ("new", "cur"):
-        directory = os.path.join(maildir, sub)
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                    continue
-                unique = parse_name(entry.name).unique
-                size = virtual_size(entry.name)
-                if size is None:
-                    try:
-                        size = _measure(entry.path)
-                    except FileNotFoundError:
-                        continue
-                by_unique[unique] = Message(unique, entry.path, size, uidl_for(unique))
-    return sorted(by_unique.values(), key=lambda message: delivery_order(message.unique))
+    """The messages of C{new/} and C{cur/} of C{maildir}, oldest delivery first."""
+    return _listing(MaildirReader(maildir))
 
 
-def _measure(path: str) -> int:
-    """The size with CRLF line ends, for files whose name lacks ``,W=``."""
-    counter = VirtualSize()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            counter.update(chunk)
-    return counter.size
-
-
-def find_message(maildir: str, unique: str) -> str | None:
-    """The current path of the message named C{unique}, or L{None} if it is gone."""
-    for sub in ("cur", "new"):
-        directory = os.path.join(maildir, sub)
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if name.startswith(unique) and parse_name(name).unique == unique:
-                return os.path.join(directory, name)
-    return None
-
-
-def _open_message(maildir: str, path: str, unique: str) -> tuple[IO[bytes], str]:
-    for _ in range(3):
-        try:
-            return _read_if_small(open(path, "rb")), path
-        except FileNotFoundError:
-            found = find_message(maildir, unique)
-            if found is None:
-                break
-            path = found
-    raise MessageVanished(unique)
+def _open_message(
+    maildir: str, path: str, unique: str, reader: IMailboxReader | None = None
+) -> tuple[IO[bytes], str]:
+    opened = (reader or MaildirReader(maildir)).open(path, unique)
+    if opened is None:
+        raise MessageVanished(unique)
+    fp, path = opened
+    return _read_if_small(fp), path
 
 
 def _read_if_small(fp: IO[bytes]) -> IO[bytes]:
@@ -349,65 +309,3 @@ def _read_if_small(fp: IO[bytes]) -> IO[bytes]:
         return fp
     with fp:
         return io.BytesIO(fp.read())
-
-
-def seen_name(basename: str) -> str | None:
-    """
-    C{basename} with the Maildir S (seen) flag added, flags kept in ASCII
-    order as the Maildir spec asks; L{None} for an info part that is not
-    ``2,`` (left alone).
-    """
-    base, sep, info = basename.partition(":")
-    if not sep:
-        return f"{basename}:2,S"
-    if not info.startswith("2,"):
-        return None
-    flags = info[2:]
-    if "S" in flags:
-        return basename
-    return f"{base}:2,{''.join(sorted(set(flags) | {'S'}))}"
-
-
-def _mark_seen(maildir: str, path: str, unique: str) -> str | None:
-    """Rename the message into C{cur/} with the S flag; its new path, or None if gone."""
-    for _ in range(3):
-        target = seen_name(os.path.basename(path))
-        if target is None:
-            return path
-        destination = os.path.join(maildir, "cur", target)
-        if destination == path:
-            return path
-        try:
-            os.rename(path, destination)
-            return destination
-        except FileNotFoundError:
-            found = find_message(maildir, unique)
-            if found is None:
-                return None
-            path = found
-    return path
-
-
-def _delete_messages(maildir: str, messages: list[Message]) -> int:
-    """Unlink each message wherever it now is; a file already gone counts as deleted."""
-    removed = freed = 0
-    for message in messages:
-        path: str | None = message.path
-        for _ in range(3):
-            if path is None:
-                break
-            try:
-                size = file_size(path)
-                os.unlink(path)
-                removed += 1
-                freed += size
-                break
-            except FileNotFoundError:
-                path = find_message(maildir, message.unique)
-    for sub in ("cur", "new"):
-        _fsync_directory(os.path.join(maildir, sub))
-    if removed:
-        add_usage_blocking(maildir, -freed, -removed)
-    return removed
-
-

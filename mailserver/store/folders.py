@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Iterable
 
+from mailserver.store.maildir import ensure_maildir
 from mailserver.store.uidlist import fsync_directory, write_atomically
 
 DELIMITER = "/"
@@ -35,7 +36,7 @@ MAX_DEPTH = 16
 MAX_DISK_NAME = 250
 #: Directories we hide a deleted folder under before removing it.
 _TRASH_PREFIX = "..deleted."
-_SUBDIRS = ("tmp", "new", "cur")
+
 
 #: The SPECIAL-USE folders made on first login: name -> attribute.
 DEFAULT_SPECIAL_USE: dict[str, str] = {
@@ -211,25 +212,6 @@ def parent_names(name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- disk
-
-
-def ensure_maildir(path: str) -> bool:
-    """Create C{path} with ``tmp new cur`` (mode 0700); True if anything was made."""
-    created = False
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        os.makedirs(parent, 0o700, exist_ok=True)
-    for directory in [path] + [os.path.join(path, sub) for sub in _SUBDIRS]:
-        try:
-            os.mkdir(directory, 0o700)
-            created = True
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-    if created:
-        fsync_directory(path)
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
-    return created
 
 
 class Folders:
