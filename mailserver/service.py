@@ -45,7 +45,7 @@ from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
-from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.interfaces import ISieveScripts
 from mailserver.sieve.account import Quotas as SieveQuotas
@@ -351,7 +351,7 @@ class Server:
         )
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
-        self.router = LocalRouter(
+        self.router = LocalMailboxes(
             users=self.users,
             mydestination=frozenset(config.mydestination),
             recipient_delimiter=config.recipient_delimiter,
