@@ -354,7 +354,7 @@ class Server:
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
         self.mailboxes = UserMailboxes(self.users, config.home_mailbox, config.virtual_mailbox_base)
-        self.router = LocalMailboxes(
+        self.local_mailboxes = LocalMailboxes(
             users=self.users,
             mydestination=frozenset(config.mydestination),
             recipient_delimiter=config.recipient_delimiter,
@@ -383,7 +383,7 @@ class Server:
         self.outbound = SigningQueue(self.spool, self.signer, self.trusted_origin)
         queue_available = True
         alias_stage = AliasStage(
-            expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
+            expander, self.local_mailboxes, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
         )
         stages = [
             RecipientSyntax(myorigin=config.myorigin),
@@ -393,7 +393,7 @@ class Server:
                 mynetworks=tuple(config.mynetworks),
                 queue_available=queue_available,
             ),
-            self.router,
+            self.local_mailboxes,
         ]
         self.checks = ReloadingContentChecks(config, reactor)
         self.hold_area = HoldArea(os.path.join(config.data_directory, "hold"))
@@ -445,7 +445,7 @@ class Server:
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
             sender_owned_by=SenderLogin(
-                self.users, expander, self.router, local_domains.__contains__, config.recipient_delimiter, reactor
+                self.users, expander, self.local_mailboxes, local_domains.__contains__, config.recipient_delimiter, reactor
             ).owned_by,
             spool=self.incoming,
             filters=filters,
