@@ -10,12 +10,13 @@ import dataclasses
 import json
 import os
 import signal
+from functools import partial
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.endpoints import serverFromString
@@ -36,7 +37,9 @@ from mailserver.delivery.alias_stage import AliasStage
 from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
 from mailserver.delivery.check_tables import ReloadingContentChecks
 from mailserver.delivery.aliases import AliasExpander
-from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
+from mailserver.delivery.targets import LocalTargets
+from mailserver.delivery.sender_login import SenderLogin
+from mailserver.delivery.trusted_origin import TrustedOrigin
 from mailserver.delivery.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.incoming import IncomingSpool
@@ -45,7 +48,7 @@ from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
-from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.interfaces import ISieveScripts
 from mailserver.sieve.account import Quotas as SieveQuotas
@@ -76,7 +79,7 @@ from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.spam_defence import SpamDefence
 from mailserver.tables.aliasdb import read_include_file, watch_alias_maps, watch_virtual_maps
-from mailserver.store.location import maildir_for
+from mailserver.store.user_mailboxes import UserMailboxes
 from mailserver.tls import CertificateError, PlaintextPolicy, TLSSettings, build_contexts, wrap_implicit
 from mailserver.queue.manager import QueueManager
 from mailserver.queue.nexthop import load_sasl_passwords
@@ -84,7 +87,6 @@ from mailserver.queue.pickup import PickupService
 from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import CORRUPT, STATES as SPOOL_STATES, Spool
-from mailserver.spooled import SpooledMessage
 from mailserver.store.cleanup import MaildirTmpCleaner
 from mailserver.store.folders import disk_name, normalize_name
 from mailserver.store.hold import HoldArea
@@ -352,7 +354,8 @@ class Server:
         )
         local_domains = frozenset(config.mydestination) | frozenset(config.virtual_mailbox_domains)
         self.local_domains = local_domains
-        self.router = LocalRouter(
+        self.mailboxes = UserMailboxes(self.users, config.home_mailbox, config.virtual_mailbox_base)
+        self.local_mailboxes = LocalMailboxes(
             users=self.users,
             mydestination=frozenset(config.mydestination),
             recipient_delimiter=config.recipient_delimiter,
@@ -377,10 +380,11 @@ class Server:
         self.signer = DKIMSigner(
             KeyStore(config.dkim_key_directory), config.dkim_selector, config.dkim_signing_domains, reactor
         )
-        self.outbound = SigningQueue(self.spool, self.signer, self._trusted_origin)
+        self.trusted_origin = TrustedOrigin(tuple(config.mynetworks))
+        self.outbound = SigningQueue(self.spool, self.signer, self.trusted_origin)
         queue_available = True
         alias_stage = AliasStage(
-            expander, self.router, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
+            expander, self.local_mailboxes, local_domains.__contains__, queue_available, config.recipient_delimiter, reactor
         )
         stages = [
             RecipientSyntax(myorigin=config.myorigin),
@@ -390,7 +394,7 @@ class Server:
                 mynetworks=tuple(config.mynetworks),
                 queue_available=queue_available,
             ),
-            self.router,
+            self.local_mailboxes,
         ]
         self.checks = ReloadingContentChecks(config, reactor)
         self.hold_area = HoldArea(os.path.join(config.data_directory, "hold"))
@@ -403,7 +407,7 @@ class Server:
                      count=removed, directory=self.incoming.directory)
         self.resolver = resolver or LazyResolver(reactor)
         # DNSBL score and greylisting at RCPT, before the router (docs/spam.rst); rate limits; pregreet.
-        self.spam = SpamDefence(config, reactor, self.resolver, self._trusted_origin)
+        self.spam = SpamDefence(config, reactor, self.resolver, self.trusted_origin)
         stages[-1:-1] = self.spam.stages
         # Inbound SPF/DKIM/ARC/DMARC at end of DATA (docs/internet.rst); trusted clients skip it.
         self.authenticator = Authenticator(
@@ -420,25 +424,30 @@ class Server:
         filters, sender_checks = [], []
         if config.mail_authentication_checks:
             # SPF at MAIL FROM (refused there when spf_fail_action = reject), the rest at end of DATA.
-            sender_checks.append(SenderSPF(self.authenticator, self._trusted_origin, config.spf_fail_action == "reject"))
-            filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, reactor))
+            sender_checks.append(SenderSPF(self.authenticator, self.trusted_origin, config.spf_fail_action == "reject"))
+            filters.append(InboundAuthentication(self.authenticator, self.trusted_origin, reactor))
         # Milters (docs/spam.rst): SMTP sessions run connect..RCPT, this filter the content.
         self.smtpd_milters = session_opener(config, reactor, "smtpd")
         self.non_smtpd_milters = session_opener(config, reactor, "non_smtpd")
         if self.smtpd_milters is not None or self.non_smtpd_milters is not None:
             filters.append(MilterFilter(reactor, stages, config.junk_folder, self._local_milter))
+        targets = LocalTargets(
+            reactor, self.hold_area, self.trusted_origin, config.default_privs, config.command_time_limit
+        )
         self.core = DeliveryCore(
             reactor=reactor,
             hostname=config.myhostname,
             stages=stages,
             committer=Committer(
-                store=self.store, queue=self.outbound, to_file=self._to_file, to_command=self._to_command,
-                hold=self._hold, sieve=self.sieve_filter(),
+                store=self.store, queue=self.outbound, to_file=targets.to_file, to_command=targets.to_command,
+                hold=targets.hold, sieve=self.sieve_filter(),
             ),
             checks=[self.checks] if self.checks.configured else [],
             recipient_limit=config.smtpd_recipient_limit,
             message_size_limit=config.message_size_limit,
-            sender_owned_by=self._sender_owned_by,
+            sender_owned_by=SenderLogin(
+                self.users, expander, self.local_mailboxes, local_domains.__contains__, config.recipient_delimiter, reactor
+            ).owned_by,
             spool=self.incoming,
             filters=filters,
             sender_checks=sender_checks,
@@ -507,10 +516,10 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(
-                    self.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
+                    self.mailboxes.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
                 ),
-                imap4.IAccount: imap_account_factory(self.maildir_of, self.notifier, reactor, quota=self.quota),
-                ISieveScripts: sieve_account_factory(self.home_of, SieveQuotas(
+                imap4.IAccount: imap_account_factory(self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota),
+                ISieveScripts: sieve_account_factory(self.mailboxes.home_of, SieveQuotas(
                     max_script_size=config.sieve_max_script_size or 1 << 20,
                     max_scripts=config.sieve_quota_max_scripts,
                     max_storage=config.sieve_quota_max_storage,
@@ -543,55 +552,6 @@ class Server:
                                 mail_addr=sender)  # fmt: skip
         return MessageMilter(session, context.values())
 
-    def _trusted_origin(self, client: Any) -> bool:
-        """Mail we vouch for with a DKIM signature: SASL users, mynetworks, sendmail and bounces."""
-        return client.trusted or client.sasl_user is not None or in_networks(client.ip, self.config.mynetworks)
-
-    def _sender_owned_by(self, user: str, sender: Any) -> Deferred:
-        """May SASL user C{user} send as C{sender}? Its own address, or an alias leading to it."""
-        record = self.users.lookup(user)
-        own = {user.lower(), record.name.lower() if record else user.lower()}
-        delimiter = self.config.recipient_delimiter
-        if sender.key in own or (delimiter and sender.base(delimiter).key in own):
-            return succeed(True)
-
-        def leads_to_user(expansion: Any) -> bool:
-            for target in expansion.targets:
-                key = getattr(target, "key", None)
-                if key is None:
-                    continue
-                mailbox = self.router.resolve(target) if target.domain in self.local_domains else None
-                if key in own or (mailbox is not None and mailbox.user.lower() in own):
-                    return True
-            return False
-
-        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.expander.expand, sender, delimiter)
-        return d.addCallbacks(leads_to_user, lambda failure: False)
-
-    def _hold(self, envelope: Any, message: bytes | SpooledMessage, reason: str) -> Deferred:
-        """Keep a message in the hold area (content check HOLD); released by C{mailserver hold}."""
-        record = {
-            "sender": str(envelope.sender) if envelope.sender else "",
-            "recipients": [str(r.original) for r in envelope.recipients],
-            "client_ip": envelope.client.ip,
-            "reason": reason,
-            "queue_id": envelope.queue_id,
-            "helo": envelope.client.helo,
-            "sasl_user": envelope.client.sasl_user,
-            "trusted": self._trusted_origin(envelope.client),
-        }
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.hold_area.hold, record, message)
-
-    def _to_file(self, target, sender: str, message: bytes):
-        run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
-        return deliver_to_file(self.reactor, target, sender, message, run_as)
-
-    def _to_command(self, target, sender: str, recipient: str, message: bytes):
-        run_as = resolve_run_as(target.owner_uid, None, self.config.default_privs)
-        return deliver_to_command(
-            self.reactor, target, sender, recipient, message, run_as, self.config.command_time_limit
-        )
-
     def _inject_bounce(self, sender: str, recipients: Any, message: bytes) -> Deferred:
         """Deliver a DSN this host wrote: the pipeline without content checks."""
         return self.injector.inject(sender, recipients, message, False)
@@ -604,31 +564,6 @@ class Server:
         except ValueError as error:
             log.warn("{user}: bad quota rule in passwd-file, using quota_rule: {error}", user=user, error=error)
             return self.config.quota_rule
-
-    def maildir_of(self, user: str) -> str:
-        """The Maildir of an authenticated user (the passwd-file name)."""
-        record = self.users.lookup(user)
-        home = record.home if record is not None else None
-        name = record.name if record is not None else user
-        return maildir_for(name, home, self.config.home_mailbox, self.config.virtual_mailbox_base)
-
-    def known_maildirs(self) -> list[str]:
-        """Every Maildir the server delivers to now: each user's, and postmaster's fallback per local domain."""
-        found = []
-        for record in self.users.users():
-            try:
-                found.append(maildir_for(record.name, record.home, self.config.home_mailbox, self.config.virtual_mailbox_base))
-            except ValueError:
-                continue
-        for domain in sorted(self.local_domains):
-            found.append(os.path.join(self.config.virtual_mailbox_base, domain, "postmaster"))
-        return found
-    def home_of(self, user: str) -> str:
-        """Where a user's Sieve scripts live: the passwd-file home, else the Maildir (as delivery finds them)."""
-        record = self.users.lookup(user)
-        if record is not None and record.home:
-            return record.home
-        return self.maildir_of(user)
 
     def reload(self) -> None:
         """SIGHUP / C{mailserver reload}: re-read users, alias and check tables and certificates now."""
@@ -735,7 +670,7 @@ class Server:
         config = self.config
         filters = []
         if config.lmtp_mail_authentication_checks:
-            filters.append(InboundAuthentication(self.authenticator, self._trusted_origin, self.reactor))
+            filters.append(InboundAuthentication(self.authenticator, self.trusted_origin, self.reactor))
         core = dataclasses.replace(
             self.core, checks=self.core.checks if config.lmtp_content_checks else [], filters=filters
         )
@@ -821,7 +756,8 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.spam.setServiceParent(top)
-    MaildirTmpCleaner(server.known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
+    known_maildirs = partial(server.mailboxes.known_maildirs, server.local_domains)
+    MaildirTmpCleaner(known_maildirs, reactor, start_delay=MAILDIR_CLEANUP_DELAY).setServiceParent(top)
     server.queue_manager.setServiceParent(top)
     server.pickup.setServiceParent(top)
     _StopHook(getattr(server.resolver, "stop", lambda: None)).setServiceParent(top)

@@ -16,7 +16,7 @@ from mailserver.auth.realm import MailRealm
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy
-from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.transaction import Committer
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue, IQuota, IUserDatabase
@@ -110,7 +110,7 @@ def build_core(reactor, store=None, users=None, queue=None, hostname="mx.example
     """A DeliveryCore wired like service.py does, over fakes."""
     users = users or StaticUsers("alice@example.com", "bob@example.com", "root")
     local = {"example.com", "mx.example.com", "localhost"}
-    router = LocalRouter(
+    router = LocalMailboxes(
         users=users,
         mydestination=frozenset({"mx.example.com", "localhost"}),
         recipient_delimiter="+",

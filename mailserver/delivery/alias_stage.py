@@ -11,7 +11,7 @@ from zope.interface import implementer
 from mailserver.address import Address
 from mailserver.delivery.aliases import AliasExpander, Expansion
 from mailserver.delivery.envelope import Destination, Envelope, RemoteAddress, Verdict
-from mailserver.delivery.router import LocalRouter
+from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.errors import MailError
 from mailserver.interfaces import IRecipientStage
 
@@ -32,7 +32,7 @@ class AliasStage:
     def __init__(
         self,
         expander: AliasExpander,
-        router: LocalRouter,
+        router: LocalMailboxes,
         is_local_domain: Callable[[str], bool],
         queue_available: bool,
         delimiters: str,

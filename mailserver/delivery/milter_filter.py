@@ -27,7 +27,7 @@ from mailserver.address import parse_mailbox
 from mailserver.delivery.envelope import Envelope
 from mailserver.delivery.filters import FilterResult
 from mailserver.delivery.received import header_end
-from mailserver.delivery.routing import route
+from mailserver.delivery.recipient_route import route
 from mailserver.delivery.spool_edits import read_header
 from mailserver.errors import MailError
 from mailserver.interfaces import IMessageFilter, IMilterSession, IRecipientStage

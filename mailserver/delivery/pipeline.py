@@ -18,7 +18,7 @@ from mailserver.address import Address
 from mailserver.delivery.envelope import Client, Envelope, Recipient
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.quota_gate import over_quota
-from mailserver.delivery.routing import route
+from mailserver.delivery.recipient_route import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
 from mailserver.interfaces import IContentCheck, IMessageFilter, IQuota, IRecipientStage, ISenderCheck, ISMTPDelivery

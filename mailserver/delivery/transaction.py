@@ -26,7 +26,7 @@ from mailserver.delivery.envelope import (
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
-from mailserver.delivery.routing import route
+from mailserver.delivery.recipient_route import route
 from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue, ISMTPTransaction

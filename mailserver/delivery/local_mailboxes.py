@@ -18,7 +18,7 @@ USER_UNKNOWN = MailError(550, "5.1.1", "Recipient address rejected: User unknown
 
 @implementer(IRecipientStage)
 @dataclass(frozen=True)
-class LocalRouter:
+class LocalMailboxes:
     """
     Resolve a local address to a mailbox: the passwd-file user C{user@domain},
     a bare C{user} entry for domains in C{mydestination}, the address without

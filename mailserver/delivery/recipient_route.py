@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 
 from mailserver.address import Address
 from mailserver.delivery.envelope import Envelope, Outcome, Recipient
-from mailserver.delivery.router import USER_UNKNOWN
+from mailserver.delivery.local_mailboxes import USER_UNKNOWN
 from mailserver.interfaces import IRecipientStage
 
 
