@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smtp_delivery import ScratchServer, send, wait_for  # noqa: E402
 
-QUOTA = "quota_rule = *:storage=10G:messages=1000000\n"
+QUOTA = {"quota_rule": "*:storage=10G:messages=1000000"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     scratch = tempfile.mkdtemp(prefix="quota-bench-")
     servers = {}
     try:
-        for name, extra in (("no quota", ""), ("quota", QUOTA)):
-            servers[name] = ScratchServer(tempfile.mkdtemp(prefix="s-", dir=scratch), extra=extra)
+        for name, settings in (("no quota", {}), ("quota", QUOTA)):
+            servers[name] = ScratchServer(tempfile.mkdtemp(prefix="s-", dir=scratch), settings=settings)
         elapsed = dict.fromkeys(servers, 0.0)
         delivered = dict.fromkeys(servers, 0)
         for index in range(args.slices):

@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     servers: dict[str, ScratchServer] = {}
     try:
         # Both resolve through the NXDOMAIN server too, so mail authentication costs the same.
-        common = "mail_authentication_checks = no\n"
-        servers["no milter"] = ScratchServer(tempfile.mkdtemp(prefix="plain-", dir=scratch), extra=common)
+        common = {"mail_authentication_checks": "no"}
+        servers["no milter"] = ScratchServer(tempfile.mkdtemp(prefix="plain-", dir=scratch), settings=common)
         servers["rspamd"] = ScratchServer(tempfile.mkdtemp(prefix="rspamd-", dir=scratch),
-                                          extra=common + f"smtpd_milters = {rspamd.address}\n")  # fmt: skip
+                                          settings={**common, "smtpd_milters": rspamd.address})  # fmt: skip
         send(servers["rspamd"].port, 20, args.size, 2)  # warm-up: rspamd compiles on first use
         wait_for(servers["rspamd"].maildir, 20)
         send(servers["no milter"].port, 20, args.size, 2)
