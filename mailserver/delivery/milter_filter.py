@@ -33,7 +33,7 @@ from mailserver.errors import MailError
 from mailserver.interfaces import IMessageFilter, IMilterSession, IRecipientStage
 from mailserver.milter.actions import Applied, outcome
 from mailserver.milter.client import ACCEPT, CONTINUE, DISCARD, REJECT_ERROR, send_headers
-from mailserver.spooled import SpooledMessage
+from mailserver.spooled import SpooledMessage, to_crlf
 
 log = Logger(namespace="mailserver.milter")
 
@@ -138,7 +138,7 @@ class MilterFilter:
             chunk = next(chunks, None) if in_memory else await self._thread(next, chunks, None)
             if chunk is None:
                 break
-            verdict = await session.body(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+            verdict = await session.body(to_crlf(chunk))
             if verdict.action != CONTINUE:
                 return verdict
         return await session.eom(macros)

@@ -9,7 +9,7 @@ dropped for one member).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from twisted.logger import Logger
 
@@ -22,12 +22,15 @@ log = Logger(namespace="mailserver.quota")
 
 
 async def over_quota(
-    quota: IQuota | None, recipient: Recipient, size: int, seen: list[tuple[LocalMailbox, Usage]] | None = None
+    quota: IQuota | None, recipient: Recipient, size: int, seen: list[tuple[LocalMailbox, Usage]] | None = None,
+    read: dict[str, tuple[Usage, Any]] | None = None,
 ) -> MailError | None:
     """
     The quota refusal for C{recipient} if one of its mailboxes cannot take
     C{size} more bytes.  Without C{seen} (RCPT) L{IQuota.check} decides; with
     it (end of DATA) usage is read now and each limited mailbox's is added.
+    C{read} (Maildir -> usage and limits) keeps a Maildir from being scanned
+    again for another recipient of the same message.
     """
     if quota is None:
         return None
@@ -39,9 +42,14 @@ async def over_quota(
             if error is not None:
                 return error
             continue
-        usage, limits = await quota.usage(destination.user, destination.maildir)
-        if limits.limited:
-            seen.append((destination, usage))
+        if read is not None and destination.maildir in read:
+            usage, limits = read[destination.maildir]
+        else:
+            usage, limits = await quota.usage(destination.user, destination.maildir)
+            if read is not None:
+                read[destination.maildir] = (usage, limits)
+            if limits.limited:
+                seen.append((destination, usage))
         if usage.exceeds(limits, size, 1):
             return over_quota_error(destination.user)
     return None
@@ -56,8 +64,9 @@ async def refused(
     """
     found: dict[int, MailError] = {}
     seen: list[tuple[LocalMailbox, Usage]] = []
+    read: dict[str, tuple[Usage, Any]] = {}  # each Maildir scanned once per message
     for index, recipient in enumerate(recipients):
-        error = await over_quota(quota, recipient, size, seen)
+        error = await over_quota(quota, recipient, size, seen, read)
         if error is not None:
             found[index] = error
     return found, seen

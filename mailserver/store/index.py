@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 from twisted.logger import Logger
 
 from mailserver.durable import unlink_quietly, write_and_fsync
+from mailserver.spooled import to_crlf
 from mailserver.store.quota import add_usage_blocking
 from mailserver.store import flags as flagmod
 from mailserver.store.modseq import ModseqState
@@ -57,13 +58,6 @@ Describe = Callable[[bytes], dict[str, Any]]
 log = Logger()
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
-
-
-def to_crlf(data: bytes) -> bytes:
-    """The message as IMAP serves it: every line ending CRLF."""
-    if b"\r" not in data:  # as we store it (LF only): one pass, a third of the time
-        return data.replace(b"\n", b"\r\n")
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _read_file(path: str, size: int) -> bytes | None:
