@@ -243,10 +243,11 @@ class QueueManager(Service):
     async def _deliver(self, queue_id: str, due_by: float | None) -> None:
         try:
             envelope, message = await self.spool.activate(queue_id, due_by)
-        except (QueueEntryGone, NotDue) as gone:
-            if isinstance(gone, QueueEntryGone):
-                self._unsaved.pop(queue_id, None)
-            return  # delivered or deleted meanwhile, or retried by another scan
+        except QueueEntryGone:
+            self._unsaved.pop(queue_id, None)
+            return  # delivered or deleted meanwhile
+        except NotDue:
+            return  # retried by another scan
         except EnvelopeError as e:
             self.log.error(
                 "{queue_id}: unreadable queue file moved to corrupt/: {error}",

@@ -159,8 +159,9 @@ def _parse_id(text: str, what: str) -> int | None:
 def _parse_extra(text: str) -> dict[str, str]:
     extra: dict[str, str] = {}
     for word in words(text):
-        if unicode_space(word):
-            raise ValueError(f"bad extra field {word!r}: contains {unicode_space(word)} (separate fields with spaces)")
+        odd = unicode_space(word)
+        if odd:
+            raise ValueError(f"bad extra field {word!r}: contains {odd} (separate fields with spaces)")
         key, _, value = word.partition("=")
         if not key:
             raise ValueError(f"bad extra field {word!r}: expected key=value")

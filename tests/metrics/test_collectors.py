@@ -77,6 +77,24 @@ class QueueSizesTests(SynchronousTestCase):
         self.successResultOf(self.sizes.refresh())
         self.assertEqual((self.scans, self.value("deferred")), (2, 9))
 
+    def test_concurrent_scrapes_share_one_scan(self) -> None:
+        """Scrapes arriving during a scan wait for it instead of starting another."""
+        held: list = []
+
+        class _HeldPool:
+            def callInThreadWithCallback(self, onResult, f, *args, **kw):
+                held.append(lambda: onResult(True, f(*args, **kw)))
+
+        self.sizes.threadpool = _HeldPool()
+        first, second = self.sizes.refresh(), self.sizes.refresh()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(held), 1)
+        held.pop()()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual((self.scans, self.value("deferred")), (1, 4))
+
     def test_failed_scan_keeps_serving(self) -> None:
         def broken() -> int:
             raise OSError("gone")
