@@ -33,6 +33,8 @@ from mailserver.errors import MailError
 log = Logger()
 
 STATE_FILE = "greylist.json"
+#: Seconds between a change and its save: the state is serialised on the reactor, once per batch of changes.
+SAVE_DELAY = 1.0
 STATE_VERSION = 1
 #: Most triplets and client networks kept; the least recently seen go first.
 MAX_ENTRIES = 200_000
@@ -200,6 +202,7 @@ class Greylist:
         self._in_thread = in_thread
         self._dirty = False
         self._writing: defer.Deferred[None] | None = None
+        self._delayed: Any = None  # the IDelayedCall of the next save
         self._waiters: list[defer.Deferred[None]] = []
 
     async def load(self) -> None:
@@ -229,16 +232,26 @@ class Greylist:
         return gone
 
     def _save_soon(self) -> None:
-        if self._writing is None and self._dirty:
-            self._dirty = False
-            data = self.state.to_json()
-            self._writing = self._in_thread(replace_atomically, self.path, data)
-            self._writing.addErrback(lambda f: log.failure("greylist: cannot save {path}", f, path=self.path))
-            self._writing.addBoth(self._written)
+        """Save SAVE_DELAY seconds from now: the changes of that second share one serialisation."""
+        if self._dirty and self._writing is None and self._delayed is None:
+            self._delayed = self.clock.callLater(SAVE_DELAY, self._write)
+
+    def _write(self) -> None:
+        self._delayed = None
+        if self._writing is not None or not self._dirty:
+            return
+        self._dirty = False
+        data = self.state.to_json()
+        self._writing = self._in_thread(replace_atomically, self.path, data)
+        self._writing.addErrback(lambda f: log.failure("greylist: cannot save {path}", f, path=self.path))
+        self._writing.addBoth(self._written)
 
     def _written(self, _: Any) -> None:
         self._writing = None
-        self._save_soon()
+        if self._waiters:
+            self._write()  # someone waits in flush(): no delay
+        else:
+            self._save_soon()
         if self._writing is None:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -246,6 +259,10 @@ class Greylist:
 
     def flush(self) -> defer.Deferred[None]:
         """Fires when every change so far is on disk (or its write has failed and been logged)."""
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
+        self._write()
         if self._writing is None:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.policy.greylist import (
+    SAVE_DELAY,
     DEFER_EARLY, DEFER_NEW, PASS_KNOWN, PASS_NEW, PASS_WHITELISTED, STATE_FILE, Greylist,
     GreylistSettings, GreylistState, client_network,
 )  # fmt: skip
@@ -136,22 +137,30 @@ class PersistenceTests(SynchronousTestCase):
             pending.append((d, function, args))
             return d
 
-        greylist = Greylist(SETTINGS, directory, Clock(), held)
+        clock = Clock()
+        greylist = Greylist(SETTINGS, directory, clock, held)
+        serialised: list[int] = []
+        to_json = greylist.state.to_json
+        greylist.state.to_json = lambda: serialised.append(1) or to_json()  # type: ignore[method-assign]
         for n in range(5):
             greylist.check("192.0.2.1", f"s{n}@x", "b@y")
-        self.assertEqual(len(pending), 1)
+        self.assertEqual((pending, serialised), ([], []))  # nothing serialised per RCPT
+        clock.advance(SAVE_DELAY)
+        self.assertEqual((len(pending), len(serialised)), (1, 1))  # one save for the five changes
+        greylist.check("192.0.2.1", "late@x", "b@y")  # while the write is in flight
         flushed = greylist.flush()
         d, function, args = pending.pop()
         d.callback(function(*args))
-        self.assertEqual(len(pending), 1)
+        self.assertEqual(len(pending), 1)  # flush() asked: the second write goes at once
         self.assertNoResult(flushed)
         d, function, args = pending.pop()
         d.callback(function(*args))
         self.successResultOf(flushed)
+        self.assertEqual(len(serialised), 2)
         state = GreylistState(SETTINGS)
         with open(os.path.join(directory, STATE_FILE), "rb") as f:
             state.load_json(f.read())
-        self.assertEqual(len(state.triplets), 5)
+        self.assertEqual(len(state.triplets), 6)  # the late change too
 
     def test_expire_saves(self) -> None:
         directory = self.mktemp()
