@@ -70,6 +70,16 @@ class Renderer:
                 tree.append(mime.parse(data or b""))
             return tree[0]
 
+        decoded_parts: dict[tuple[int, ...], bytes | None] = {}
+
+        def decoded(part: tuple[int, ...]) -> bytes | None:
+            """BINARY[part] of this message, decoded once for BINARY and BINARY.SIZE."""
+            if data is None:
+                return None
+            if part not in decoded_parts:
+                decoded_parts[part] = binary.decoded(data, root(), part)
+            return decoded_parts[part]
+
         def add(head: bytes, content: bytes | None = None) -> None:
             """One item: C{head}, then C{content} as a literal when given."""
             if len(out) > 1:
@@ -117,11 +127,11 @@ class Renderer:
             elif name == "RFC822.TEXT":
                 value(b"RFC822.TEXT ", None if data is None else data[root().body_start:])
             elif name == "BINARY.SIZE":
-                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                content = decoded(item.section.part)
                 part = ".".join(str(p) for p in item.section.part).encode("ascii")
                 add(b"BINARY.SIZE[" + part + b"] %d" % len(content or b""))
             elif name == "BINARY":
-                content = None if data is None else binary.decoded(data, root(), item.section.part)
+                content = decoded(item.section.part)
                 if content is not None and item.section.partial is not None:
                     start, length = item.section.partial
                     content = content[start:start + length]
