@@ -32,6 +32,7 @@ from mailserver.cli.dns_records import (
     check_tlsrpt,
     guarded,
 )
+from mailserver.mailauth.dkim_keys import SigningKey
 from mailserver.mailauth.dns import DEFAULT_TIMEOUT, DNSLookup
 
 MakeFetch = Callable[[DNSLookup], Fetch]
@@ -96,8 +97,8 @@ def mail_domains(config: Any) -> list[str]:
             and name != "localhost" and not name.startswith("localhost.")]
 
 
-async def _domain_findings(lookup: DNSLookup, domain: str, site: Site, fetch: Fetch | None,
-                           stamp: str) -> list[Finding]:
+async def _domain_findings(lookup: DNSLookup, domain: str, site: Site, keys: Sequence[SigningKey],
+                           fetch: Fetch | None, stamp: str) -> list[Finding]:
     mx: list[str] = []
 
     async def mx_check() -> list[Finding]:
@@ -107,6 +108,7 @@ async def _domain_findings(lookup: DNSLookup, domain: str, site: Site, fetch: Fe
 
     findings = await guarded("MX", domain, mx_check())
     findings += await guarded("SPF", domain, check_spf(lookup, domain, site, "v=spf1 mx -all"))
+    findings += await dns_findings([key for key in keys if key.domain == domain], lookup)
     findings += await guarded("DMARC", f"_dmarc.{domain}", check_dmarc(lookup, domain))
     findings += await guarded("MTA-STS", f"_mta-sts.{domain}",
                               check_mta_sts(lookup, domain, mx, site, fetch, stamp))
@@ -116,14 +118,14 @@ async def _domain_findings(lookup: DNSLookup, domain: str, site: Site, fetch: Fe
 
 async def published_findings(config: Any, lookup: DNSLookup, site: Site, domains: Sequence[str],
                              fetch: Fetch | None = None, stamp: str | None = None) -> list[Finding]:
-    """Every finding: this host first, then each domain in order (looked up concurrently), then DKIM."""
+    """Every finding: this host first, then each domain in order (the domains looked up concurrently)."""
     stamp = stamp or time.strftime("%Y%m%d", time.gmtime())
     host = site.hostname
     host_part = guarded("HOST", host, check_host(lookup, site))
     helo_part = guarded("SPF", host, check_spf(lookup, host, site, "v=spf1 a -all", missing="WARN"))
-    parts = [host_part, helo_part] + [_domain_findings(lookup, domain, site, fetch, stamp) for domain in domains]
-    keys = [key for key in key_problems(config)[1] if key.domain in domains]
-    parts.append(dns_findings(keys, lookup))
+    keys = key_problems(config)[1]
+    parts = [host_part, helo_part] + [_domain_findings(lookup, domain, site, keys, fetch, stamp)
+                                      for domain in domains]
     results = await gatherResults([Deferred.fromCoroutine(part) for part in parts])
     return [finding for result in results for finding in result]
 

@@ -200,9 +200,9 @@ async def check_dmarc(lookup: DNSLookup, domain: str) -> list[Finding]:
     summary = f'"{text}"{inherited}: {_dmarc_summary(record)}'
     if policy == "none":
         stricter = _P_NONE.sub(r"\1p=quarantine", text, count=1) if _P_NONE.search(text) else suggestion
-        return [Finding(WARN, "DMARC", name, f"{summary}; policy none: failing mail is delivered as usual, "
-                        "publish quarantine once the reports show your mail passes", txt_zone_line(name, stricter))]
-    return [Finding(OK, "DMARC", name, f"{summary}; policy {policy}")]
+        return [Finding(WARN, "DMARC", name, f"{summary}; policy none: failing mail is delivered as usual "
+                        "(quarantine once the reports show your mail passes)", txt_zone_line(name, stricter))]
+    return [Finding(OK, "DMARC", name, f"{summary}; policy for {domain}: {policy}" if inherited else summary)]
 
 
 # MTA-STS and TLS-RPT
