@@ -131,12 +131,15 @@ async def published_findings(config: Any, lookup: DNSLookup, site: Site, domains
 
 
 def make_resolver(server: tuple[str, int] | None, reactor: Any) -> Any:
-    """A twisted.names resolver: C{server}'s, or the system's (resolv.conf and the hosts file)."""
+    """
+    A twisted.names resolver: C{server}'s, or the system's (resolv.conf and
+    the hosts file; C{createResolver} always uses the global reactor).
+    """
     from twisted.names import client
 
     if server is not None:
         return client.Resolver(servers=[server], reactor=reactor)
-    return client.createResolver(reactor=reactor)
+    return client.createResolver()
 
 
 async def check_published(args: argparse.Namespace, config: Any, reactor: Any,

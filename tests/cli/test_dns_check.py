@@ -14,12 +14,13 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet.interfaces import IResolver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from mailserver.cli.dns_check import check_published, mail_domains, server_address
+from mailserver.cli.dns_check import check_published, mail_domains, make_resolver, server_address
 from mailserver.cli.dns_records import Finding
 from mailserver.cli.main import build_parser
 from mailserver.config.parameters import load_config
@@ -130,6 +131,10 @@ class MXTests(DNSCheckTestCase):
         await self.assertFinding("FAIL", "MX", "example.com", "--address", ADDRESS,
                                  says="gone.example.com has no A or AAAA record",
                                  publish=f"gone.example.com. IN A {ADDRESS}")
+
+    async def test_null_mx_fails(self) -> None:
+        self.set("example.com", ("MX", (0, "")))
+        await self.assertFinding("FAIL", "MX", "example.com", says="null MX (RFC 7505)")
 
     async def test_mx_not_myhostname_warns(self) -> None:
         self.set("example.com", ("MX", (10, "other.example.com")))
@@ -361,6 +366,16 @@ class CommandTests(DNSCheckTestCase):
 
 
 class OptionTests(SynchronousTestCase):
+    def test_regression_system_resolver_is_built(self) -> None:
+        # createResolver() takes no reactor argument: without --dns-server every look-up failed.
+        system = make_resolver(None, reactor)
+        self.assertTrue(IResolver.providedBy(system))
+        for resolver in system.resolvers:  # the client re-reads resolv.conf every minute: stop that
+            parse_call = getattr(resolver, "_parseCall", None)
+            if parse_call is not None and parse_call.active():
+                parse_call.cancel()
+        self.assertTrue(IResolver.providedBy(make_resolver(("127.0.0.1", 53), reactor)))
+
     def test_dns_server_address_forms(self) -> None:
         self.assertEqual(server_address("127.0.0.1:5353"), ("127.0.0.1", 5353))
         self.assertEqual(server_address("192.0.2.53"), ("192.0.2.53", 53))
