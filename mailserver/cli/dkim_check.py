@@ -11,9 +11,9 @@ import os
 import stat
 from typing import Any, Sequence
 
+from mailserver.cli.dns_records import FAIL, OK, WARN, Finding, guarded
 from mailserver.errors import Problem
 from mailserver.mailauth.dkim_keys import ALGORITHMS, KeyStore, KeyStoreError, SigningKey
-from mailserver.cli.dns_records import FAIL, OK, WARN, Finding, guarded
 from mailserver.mailauth.dns import DNSLookup
 
 

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from mailserver.cli.dkim_check import dns_findings, key_problems
 from mailserver.cli.dns_records import (
     FAIL,
+    WARN,
     Fetch,
     Finding,
     Site,
@@ -93,7 +94,7 @@ def mail_domains(config: Any) -> list[str]:
     """The configured domains that receive or send internet mail, in configuration order."""
     names = [*config.mydestination, *config.virtual_mailbox_domains, *config.dkim_signing_domains]
     return [name for name in dict.fromkeys(name.lower().rstrip(".") for name in names)
-            if "." in name and name != config.myhostname
+            if "." in name and name != config.myhostname.lower().rstrip(".")
             and name != "localhost" and not name.startswith("localhost.")]
 
 
@@ -122,7 +123,7 @@ async def published_findings(config: Any, lookup: DNSLookup, site: Site, domains
     stamp = stamp or time.strftime("%Y%m%d", time.gmtime())
     host = site.hostname
     host_part = guarded("HOST", host, check_host(lookup, site))
-    helo_part = guarded("SPF", host, check_spf(lookup, host, site, "v=spf1 a -all", missing="WARN"))
+    helo_part = guarded("SPF", host, check_spf(lookup, host, site, "v=spf1 a -all", missing=WARN))
     keys = key_problems(config)[1]
     parts = [host_part, helo_part] + [_domain_findings(lookup, domain, site, keys, fetch, stamp)
                                       for domain in domains]
