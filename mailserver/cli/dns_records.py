@@ -154,7 +154,9 @@ async def check_spf(lookup: DNSLookup, name: str, site: Site, suggestion: str, m
         if result.result == "temperror":
             raise DNSTempError(result.reason)
         if result.result != "pass":
-            fixed = txt_zone_line(name, _spf_fixed(text, site.address, add_address=True))
+            # A broken record (permerror) needs rewriting; any other result, the address added.
+            fixed = publish if result.result == "permerror" else \
+                txt_zone_line(name, _spf_fixed(text, site.address, add_address=True))
             return [Finding(FAIL, "SPF", name, f'"{text}": {result.result} for {site.address} ({result.reason})',
                             fixed)]
         verdict = f"pass for {site.address}"

@@ -186,6 +186,12 @@ class SPFTests(DNSCheckTestCase):
                                  says="softfail for 192.0.2.25",
                                  publish=f'example.com. IN TXT "v=spf1 ip4:{ADDRESS} ip4:198.51.100.0/24 ~all"')
 
+    async def test_spf_permerror_when_evaluated_fails(self) -> None:
+        self.set("example.com", ("MX", (10, "mx.example.com")), ("TXT", "v=spf1 include:gone.example.com -all"))
+        await self.assertFinding("FAIL", "SPF", "example.com", "--address", ADDRESS,
+                                 says="permerror for 192.0.2.25 (include:gone.example.com gave none)",
+                                 publish='example.com. IN TXT "v=spf1 mx -all"')
+
     async def test_helo_spf_missing_only_warns(self) -> None:
         self.set("mx.example.com", ("A", ADDRESS))
         await self.assertFinding("WARN", "SPF", "mx.example.com", says="no v=spf1 record",
