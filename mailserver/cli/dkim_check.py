@@ -1,7 +1,8 @@
 """
 The DKIM part of C{mailserver check}: each C{dkim_signing_domains} domain
 has a readable 0600 key for C{dkim_selector}; with C{--dns}, the published
-records (looked up through twisted.names) match the keys on disk.
+records (looked up through twisted.names) match the keys on disk
+(L{dns_findings}, one line of the C{--dns} report per key).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import os
 import stat
 from typing import Any, Sequence
 
+from mailserver.cli.dns_records import FAIL, OK, WARN, Finding, guarded
 from mailserver.errors import Problem
 from mailserver.mailauth.dkim_keys import ALGORITHMS, KeyStore, KeyStoreError, SigningKey
-from mailserver.mailauth.dns import DNSLookup, DNSTempError
+from mailserver.mailauth.dns import DNSLookup
 
 
 def key_problems(config: Any) -> tuple[list[Problem], list[SigningKey]]:
@@ -62,19 +64,20 @@ def _tags(value: bytes) -> dict[str, str]:
     return tags
 
 
-async def dns_problems(keys: Sequence[SigningKey], lookup: DNSLookup) -> list[Problem]:
+async def dns_findings(keys: Sequence[SigningKey], lookup: DNSLookup) -> list[Finding]:
     """Is each key published as C{SELECTOR._domainkey.DOMAIN}, with our public key?"""
-    problems = []
+    findings = []
     for key in keys:
-        where = f"DNS {key.dns_name}"
-        try:
-            records = await lookup.txt_bytes(key.dns_name)
-        except DNSTempError as error:
-            problems.append(Problem(where, 0, f"look-up failed: {error}", "warning"))
-            continue
-        published = [_tags(record).get("p") for record in records if b"p=" in record]
-        if not published:
-            problems.append(Problem(where, 0, f"no DKIM record published; publish: {key.zone_line()}", "warning"))
-        elif key.public_base64 not in published:
-            problems.append(Problem(where, 0, f"the published key is not the key on disk; publish: {key.zone_line()}"))
-    return problems
+        findings += await guarded("DKIM", key.dns_name, _published(key, lookup))
+    return findings
+
+
+async def _published(key: SigningKey, lookup: DNSLookup) -> list[Finding]:
+    records = await lookup.txt_bytes(key.dns_name)
+    published = [_tags(record).get("p") for record in records if b"p=" in record]
+    if not published:
+        return [Finding(WARN, "DKIM", key.dns_name, f"no DKIM record: {key.domain}'s {key.algorithm} signatures "
+                        "cannot be verified", key.zone_line())]
+    if key.public_base64 not in published:
+        return [Finding(FAIL, "DKIM", key.dns_name, "the published key is not the key on disk", key.zone_line())]
+    return [Finding(OK, "DKIM", key.dns_name, f"{key.algorithm} key matches {key.domain}'s key on disk")]

@@ -14,34 +14,19 @@ def run_check(args: argparse.Namespace, config) -> int:
     from mailserver.cli.checks import check_files
 
     problems: list[Problem] = list(args.warnings) + check_files(config)
-    if getattr(args, "dns", False):
-        problems += published_problems(config)
     for problem in problems:
         print(problem)
     errors = sum(1 for p in problems if p.severity == "error")
     print(f"{config.path}: {errors} error(s), {len(problems) - errors} warning(s)", file=sys.stderr)
+    if args.dns:
+        from mailserver.cli.dns_check import run_published, summary
+
+        findings = run_published(args, config)
+        for finding in findings:
+            print(finding)
+        print(summary(findings), file=sys.stderr)
+        errors += sum(finding.status == "FAIL" for finding in findings)
     return 1 if errors else 0
-
-
-def published_problems(config) -> list[Problem]:
-    """C{check --dns}: the DKIM records as published (system resolver, through twisted.names)."""
-    from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
-    from twisted.names.client import createResolver
-
-    from mailserver.cli.dkim_check import dns_problems, key_problems
-    from mailserver.mailauth.dns import DNSLookup
-
-    keys = key_problems(config)[1]
-    outcome: list = []
-    d = Deferred.fromCoroutine(dns_problems(keys, DNSLookup(createResolver())))
-    d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-    if not outcome:
-        reactor.run()
-    result = outcome[0]
-    if not isinstance(result, list):
-        return [Problem("DNS", 0, f"look-ups failed: {result.getErrorMessage()}", "warning")]
-    return result
 
 
 def run_status(args: argparse.Namespace, config) -> int:
@@ -78,12 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailserver", description="Administer the mail server.")
     parser.add_argument("-c", "--config", help="main configuration file (default: $MAILSERVER_CONFIG, else the embedded default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from mailserver.cli import init, postconf
+    from mailserver.cli import dns_check, init, postconf
 
     for module in (postconf, init):
         module.register(commands)
     check = commands.add_parser("check", help="validate the configuration and the files it names")
-    check.add_argument("--dns", action="store_true", help="also compare the published DKIM records with the keys")
+    dns_check.add_arguments(check)
     check.set_defaults(func=run_check)
     commands.add_parser("status", help="is the daemon running, on which listeners").set_defaults(func=run_status)
     commands.add_parser("reload", help="make the daemon re-read its tables (SIGHUP)").set_defaults(func=run_reload)

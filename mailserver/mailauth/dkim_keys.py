@@ -87,9 +87,13 @@ class SigningKey:
 
     def zone_line(self) -> str:
         """The record to publish, in zone-file form (long values split into 255-byte strings)."""
-        value = self.txt_value
-        strings = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
-        return f"{self.dns_name}. IN TXT ( {strings} )" if len(value) > 255 else f"{self.dns_name}. IN TXT {strings}"
+        return txt_zone_line(self.dns_name, self.txt_value)
+
+
+def txt_zone_line(name: str, value: str) -> str:
+    """A TXT record in zone-file form, a value over 255 bytes split into several strings."""
+    strings = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+    return f"{name}. IN TXT ( {strings} )" if len(value) > 255 else f"{name}. IN TXT {strings}"
 
 
 def generate(domain: str, selector: str, algorithm: str) -> SigningKey:

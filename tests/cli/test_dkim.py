@@ -10,7 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailserver.cli.dkim_check import dns_problems
+from mailserver.cli.dkim_check import dns_findings
 from mailserver.cli.main import main
 from mailserver.mailauth.dkim_keys import KeyStore, generate
 from mailserver.mailauth.dns import DNSLookup
@@ -133,10 +133,18 @@ class PublishedKeyTests(TestCase):
                 other.dns_name: [("TXT", wrong.txt_value)],
             },
             "example.org": {},
+            "example.net": {},
         })
         yield dns.start(self)
-        problems = yield Deferred.fromCoroutine(dns_problems([ours, other, unpublished], DNSLookup(dns.resolver)))
-        self.assertEqual([(p.file, p.severity) for p in problems],
-                         [(f"DNS {other.dns_name}", "error"), (f"DNS {unpublished.dns_name}", "warning")])
-        self.assertIn("is not the key on disk", problems[0].message)
-        self.assertIn("no DKIM record published", problems[1].message)
+        late = generate("example.net", "mail", "ed25519")
+        dns.silent.add(late.dns_name)  # never answers: a time-out
+        lookup = DNSLookup(dns.resolver, timeout=(0.2,))
+        findings = yield Deferred.fromCoroutine(dns_findings([ours, other, unpublished, late], lookup))
+        self.assertEqual([(f.name, f.status) for f in findings],
+                         [(ours.dns_name, "OK"), (other.dns_name, "FAIL"), (unpublished.dns_name, "WARN"),
+                          (late.dns_name, "FAIL")])
+        self.assertIn("is not the key on disk", findings[1].message)
+        self.assertEqual(findings[1].publish, other.zone_line())
+        self.assertIn("no DKIM record", findings[2].message)
+        self.assertEqual(findings[2].publish, unpublished.zone_line())
+        self.assertIn("DNS look-up timed out", findings[3].message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from contextlib import redirect_stderr
+from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.trial.unittest import TestCase
 
@@ -64,3 +64,50 @@ class PostconfTests(TestCase):
     def test_n_and_d_exclude_each_other(self) -> None:
         with redirect_stderr(io.StringIO()):
             self.assertRaises(SystemExit, main, ["-c", self.path, "postconf", "-n", "-d"])
+
+
+class ValuesOnlyAndExpansionTests(TestCase):
+    """C{-h} (values only) and C{-x} (C{$name} expanded), as Postfix's postconf."""
+
+    def setUp(self) -> None:
+        self.path = write_config(self.mktemp(), extra="myorigin = $mydomain\nmy_domains = $mydomain, example.org\n"
+                                                      "virtual_mailbox_domains = ${my_domains}\n")
+
+    def test_h_prints_values_only(self) -> None:
+        status, out, err = run("-c", self.path, "postconf", "-h", "myorigin", "relayhost", "mail_name")
+        self.assertEqual((status, out, err), (0, "$mydomain\n\nmailserver\n", ""))
+
+    def test_x_expands_references_as_the_daemon_does(self) -> None:
+        status, out, _ = run("-c", self.path, "postconf", "-x", "myorigin", "smtpd_banner", "virtual_mailbox_domains")
+        self.assertEqual(status, 0)
+        self.assertEqual(out, "myorigin = example.com\nsmtpd_banner = mx.example.com ESMTP mailserver\n"
+                              "virtual_mailbox_domains = example.com, example.org\n")
+
+    def test_hx_together_and_with_n(self) -> None:
+        self.assertEqual(run("-c", self.path, "postconf", "-hx", "myorigin")[1], "example.com\n")
+        status, out, _ = run("-c", self.path, "postconf", "-n", "-x")
+        self.assertEqual(status, 0)
+        self.assertIn("myorigin = example.com\n", out)
+        self.assertNotIn("mail_name", out)
+
+    def test_x_with_d_expands_the_defaults(self) -> None:
+        status, out, _ = run("-c", self.path, "postconf", "-d", "-hx", "passwd_file", "myorigin", "myhostname")
+        passwd_file, myorigin, myhostname = out.splitlines()
+        self.assertEqual(status, 0)
+        self.assertEqual(passwd_file, os.path.join(os.path.dirname(self.path), "passwd"))
+        self.assertEqual(myorigin, myhostname)  # the host's own name, not the file's mx.example.com
+        self.assertNotIn("$", myorigin)
+
+    def test_x_every_parameter_matches_the_typed_config(self) -> None:
+        status, out, _ = run("-c", self.path, "postconf", "-x")
+        self.assertEqual(status, 0)
+        self.assertNotIn("$", "".join(line for line in out.splitlines() if not line.startswith(
+            ("smtpd_banner", "config_directory"))))
+
+    def test_regression_h_is_postfix_values_only_not_help(self) -> None:
+        # argparse's -h would print the usage and exit 0; Postfix users expect the value.
+        self.assertEqual(run("-c", self.path, "postconf", "-h", "mail_name"), (0, "mailserver\n", ""))
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit):
+            main(["-c", self.path, "postconf", "--help"])
+        self.assertIn("-x", out.getvalue())
