@@ -16,6 +16,10 @@ layer calls them through a thread pool.  One instance per folder is shared
 by all sessions of this process (see L{FolderRegistry}); a lock serialises
 its operations, and L{Snapshot}s are immutable so the reactor thread can
 read them while a refresh runs.
+
+L{FolderIndex} provides L{mailserver.interfaces.IFolder} (the read and
+write sides IMAP uses) and hands out the values of
+L{mailserver.store.records}; IMAP depends on those, never on this module.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.durable import unlink_quietly, write_new_file
-from mailserver.interfaces import IFolderReader, IFolderRegistry, IFolderWriter
+from mailserver.interfaces import IFolder, IFolderRegistry
 from mailserver.spooled import to_crlf
 from mailserver.store.quota import add_usage_blocking
 from mailserver.store import flags as flagmod
@@ -106,7 +110,7 @@ class FolderGone(OSError):
     """The folder's directory no longer exists."""
 
 
-@implementer(IFolderReader, IFolderWriter)
+@implementer(IFolder)
 class FolderIndex:
     """
     The index of the Maildir folder at C{path}.
