@@ -322,11 +322,11 @@ def imap_account_factory(
     @param maildir_of: user name -> the user's Maildir path
         (C{store.location.maildir_for} over the user database).
     @param notifier: the process's L{IMailboxNotifier} (IDLE wake-ups).
-    @param registry: the process's L{IFolderRegistry} (C{service.py} gives
-        one; by default a new one describing messages for IMAP).
     @param reactor: for the thread pool.
     @param special_use: folder name -> SPECIAL-USE attribute, created on
         first login (default Sent, Drafts, Trash, Junk).
+    @param registry: the process's L{IFolderRegistry} (C{service.py} gives
+        one; by default a new one describing messages for IMAP).
     """
     registry = registry or default_registry()
 
