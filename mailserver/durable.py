@@ -59,23 +59,37 @@ def write_new_file(path: str, content: Any, mode: int, write: Callable[[int, Any
     os.close(fd)
 
 
-def replace_atomically(path: str, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+def replace_atomically(
+    path: str,
+    data: bytes,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+    tmp_dir: str | None = None,
+    sync: bool = True,
+) -> None:
     """
     Replace C{path} with C{data} all at once: write a temporary file in the
     same directory, set C{mode} (and C{owner}, a C{(uid, gid)}), fsync it,
     rename it over C{path}, fsync the directory.  Readers see the old or the
     new content, never a half-written file; on failure nothing is left behind.
     A symlink at C{path} is replaced, never followed.
+
+    @param tmp_dir: where to write the temporary file (same filesystem as
+        C{path}), when a reader of C{path}'s directory must not see it: a
+        Maildir's ``tmp/`` (Maildir++ ``maildirsize``).
+    @param sync: False for a cache that is rebuilt when lost (IMAP summaries):
+        still all-or-nothing for readers, but neither file nor directory is
+        fsynced.
     """
     directory = os.path.dirname(os.path.abspath(path))
     # A fresh name, created exclusively and never through a symlink planted in the directory.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    tmp = os.path.join(tmp_dir or directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, _NEW_FILE_FLAGS, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed it
         if owner is not None:
             os.fchown(fd, *owner)
-        write_and_fsync(fd, data)
+        (write_and_fsync if sync else write_all)(fd, data)
     except BaseException:
         os.close(fd)
         unlink_quietly(tmp)
@@ -86,4 +100,5 @@ def replace_atomically(path: str, data: bytes, mode: int = 0o600, owner: tuple[i
     except BaseException:
         unlink_quietly(tmp)
         raise
-    fsync_directory(directory)
+    if sync:
+        fsync_directory(directory)

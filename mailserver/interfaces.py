@@ -48,14 +48,24 @@ class IMailStore(Interface):
         """
 
 
-class IMailboxReader(Interface):
+class IMaildirReader(Interface):
     """
-    The read side of one Maildir INBOX, for a session that lists it once
-    (POP3).  Every method blocks: call it from a thread.  A file renamed by
-    another program meanwhile is found again by its unique name.
+    The read side of one Maildir directory: the base that POP3's
+    L{IMailboxReader} and IMAP's L{IFolderReader} share.  Every method of the
+    family blocks (directory listings, reads, renames): call it from a thread.
+    A message is known by its Maildir unique name, the same in C{new/} and
+    C{cur/} whatever its flags, so a file renamed by another program meanwhile
+    is found again; a file that is gone is simply gone, never an error.
     """
 
-    path = Attribute("The Maildir directory.")
+    path = Attribute("The Maildir directory: the mailbox's identity (change notices and IDLE use it).")
+
+
+class IMailboxReader(IMaildirReader):
+    """
+    A Maildir INBOX for a session that lists it once and streams files from
+    it (POP3): no UIDs, no cached summaries, nothing parsed.
+    """
 
     def prepare():
         """Create the Maildir if it is missing; True if anything was made."""
@@ -83,6 +93,122 @@ class IMailboxReader(Interface):
         update the quota; return how many were removed (a file already gone
         is not counted and is not an error).
         """
+
+
+class IFolderReader(IMaildirReader):
+    """
+    One Maildir folder as IMAP reads it: an index shared by every session of
+    the process, published as immutable snapshots (so the reactor thread
+    reads them while a refresh runs in a thread).
+    """
+
+    snapshot = Attribute(
+        """
+        The last L{mailserver.store.records.Snapshot}: UIDVALIDITY, UIDNEXT,
+        HIGHESTMODSEQ, the keyword table and the messages in UID order as
+        L{mailserver.store.records.MessageRecord}s (UID, unique name, file
+        name, flag letters, internal date, size, and the cached summary the
+        index was given: CRLF size, envelope, body structure, sort fields)
+        with each message's MODSEQ.
+        """
+    )
+
+    def refresh(force=False):
+        """
+        Bring C{snapshot} up to date with the directory and return it; cheap
+        when nothing changed (two C{stat}s).  C{force}: list even so.
+        """
+
+    def read(uid):
+        """The message's bytes with CRLF line ends, or L{None} if it was expunged."""
+
+    def read_many(uids):
+        """C{{uid: bytes or None}} for several messages in one call (one thread trip per FETCH batch)."""
+
+    def size_of(uids, snap=None):
+        """C{(bytes, count)} of the messages C{uids} that exist in C{snap} (default C{snapshot}), for quotas."""
+
+    def vanished_since(modseq):
+        """
+        C{(uids, exact)}: the UIDs expunged after C{modseq}; C{exact} is False
+        when older expunges were forgotten (QRESYNC, RFC 7162).
+        """
+
+
+class IFolderWriter(Interface):
+    """
+    The write side of one IMAP folder.  Every method blocks, publishes a new
+    snapshot with the changed messages' MODSEQs and keeps the quota usage
+    current; nothing is acknowledged before it is durable.
+    """
+
+    def append(data, flags, mtime):
+        """
+        Store a new message (CRLF or LF line ends; kept with LF), fsynced, with
+        C{mtime} (or now) as internal date; return C{(uidvalidity, uid)}.
+
+        @raise mailserver.store.index.FolderGone: the folder was deleted.
+        """
+
+    def store(uids, flags, mode):
+        """
+        Change the flags of C{uids} (C{mode} 0 set, 1 add, -1 remove); a
+        concurrent change by another program is kept.  C{{uid: record}} of
+        the messages that still exist.
+
+        @raise mailserver.store.flags.FlagError: a bad keyword, or too many.
+        """
+
+    def conditional_store(uids, flags, mode, unchangedsince):
+        """
+        L{store}, leaving alone the messages whose MODSEQ is above
+        C{unchangedsince} (when not None): C{({uid: record}, [their uids])}.
+        """
+
+    def claim_recent():
+        """
+        Move C{new/} into C{cur/}; the UIDs this call claimed (\\Recent for
+        the calling session only), with those this process placed in
+        C{cur/} since the last claim.
+        """
+
+    def expunge(uids=None):
+        """Remove the messages flagged \\Deleted (only among C{uids} if given); their UIDs."""
+
+    def transfer(uids, target, move):
+        """
+        COPY (C{move} False) or MOVE C{uids} into C{target} (another folder
+        of the same store), flags kept, new UIDs given in order and the
+        directories fsynced before returning; messages expunged meanwhile
+        are skipped.  C{[(source uid, target uid)]}.
+        """
+
+
+class IFolder(IFolderReader, IFolderWriter):
+    """One IMAP folder: both sides, as a session that selects it uses them."""
+
+
+class IFolderRegistry(Interface):
+    """
+    The folders of this process, one shared L{IFolder} per directory (the
+    factory IMAP accounts are given).  Blocking: call from a thread.
+    """
+
+    def get(path, root):
+        """The L{IFolder} of the Maildir folder at C{path}; C{root}: the user's Maildir."""
+
+    def forget(path):
+        """C{path} and the folders below it were renamed or deleted: drop what is cached."""
+
+
+class IMailboxNotifier(Interface):
+    """In-process "mailbox changed" events (IMAP IDLE, POP3), keyed by Maildir path."""
+
+    def subscribe(path, callback):
+        """Call C{callback(key)} on the reactor thread when the mailbox at C{path} changes; the unsubscribe function."""
+
+    def changed(paths):
+        """The mailboxes at C{paths} changed: wake their subscribers."""
 
 
 class IRecipientStage(Interface):

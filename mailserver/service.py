@@ -66,6 +66,7 @@ from mailserver.milter.sessions import session_opener
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
+from mailserver.imap.structure import DESCRIBE_VERSION, describe
 from mailserver.limits import DescriptorBudget, LoginLimits, RefusalLog
 from mailserver.metrics.collectors import count_entries
 from mailserver.metrics.wiring import Sources as MetricSources, build_metrics
@@ -88,7 +89,7 @@ from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import CORRUPT, STATES as SPOOL_STATES, Spool
 from mailserver.store.cleanup import MaildirTmpCleaner
-from mailserver.store.folders import disk_name, normalize_name
+from mailserver.store.folders import disk_name, folder_registry, normalize_name
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.quota import MaildirQuota
@@ -518,7 +519,10 @@ class Server:
                 pop3.IMailbox: pop3_mailbox_factory(
                     self.mailboxes.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
                 ),
-                imap4.IAccount: imap_account_factory(self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota),
+                imap4.IAccount: imap_account_factory(
+                    self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota,
+                    registry=folder_registry(describe, DESCRIBE_VERSION),  # IMAP's folders: one index per folder
+                ),
                 ISieveScripts: sieve_account_factory(self.mailboxes.home_of, SieveQuotas(
                     max_script_size=config.sieve_max_script_size or 1 << 20,
                     max_scripts=config.sieve_quota_max_scripts,

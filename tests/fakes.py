@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
@@ -19,7 +20,9 @@ from mailserver.delivery.relay_policy import RelayPolicy
 from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.transaction import Committer
 from mailserver.errors import MailError
-from mailserver.interfaces import IMailStore, IOutboundQueue, IQuota, IUserDatabase
+from mailserver.interfaces import IFolder, IFolderRegistry, IMailStore, IOutboundQueue, IQuota, IUserDatabase
+from mailserver.store import flags as flagmod
+from mailserver.store.records import MessageRecord, Snapshot
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,158 @@ def anonymous_portal(core: DeliveryCore) -> Portal:
         anonymous_interfaces=frozenset({IMessageDeliveryFactory}),
     )
     return Portal(realm, [AllowAnonymousAccess()])
+
+
+@implementer(IFolder)
+class MemoryFolder:
+    """
+    An IMAP folder held in memory (L{IFolder} without a disk), so IMAP tests
+    can show the protocol goes through the folder interfaces alone.
+
+    @param describe: C{describe(crlf_bytes) -> summary} (IMAP's
+        C{structure.describe}), as the index is given.
+    """
+
+    def __init__(self, path: str, describe, uidvalidity: int = 1, clock=lambda: 1_700_000_000.0) -> None:
+        self.path = path
+        self._describe = describe
+        self._clock = clock
+        self._uidvalidity = uidvalidity
+        self._uidnext = 1
+        self._highest = 0
+        self._records: dict[int, MessageRecord] = {}
+        self._data: dict[int, bytes] = {}
+        self._modseqs: dict[int, int] = {}
+        self._expunged: list[tuple[int, int]] = []
+        self._keywords: list[str | None] = []
+        self._unclaimed: set[int] = set()
+        self._publish()
+
+    def _publish(self) -> None:
+        self.snapshot = Snapshot(
+            self._uidvalidity, self._uidnext, tuple(self._records[u] for u in sorted(self._records)),
+            tuple(self._keywords), unclaimed=frozenset(self._unclaimed), modseqs=dict(self._modseqs),
+            highestmodseq=self._highest,
+        )
+
+    def _changed(self, uid: int) -> None:
+        self._highest += 1
+        self._modseqs[uid] = self._highest
+
+    def _put(self, uid: int, data: bytes, letters: str, mtime: float, subdir: str) -> None:
+        base = f"m{uid}"
+        name = f"{base}:{flagmod.make_info(letters)}" if subdir == "cur" else base
+        summary = self._describe(data)
+        self._records[uid] = MessageRecord(uid, base, subdir, name, letters, mtime, len(data), summary)
+        self._data[uid] = data
+        self._changed(uid)
+
+    # -- IFolderReader
+
+    def refresh(self, force: bool = False) -> Snapshot:
+        return self.snapshot
+
+    def read(self, uid: int) -> bytes | None:
+        return self._data.get(uid)
+
+    def read_many(self, uids):
+        return {uid: self._data.get(uid) for uid in uids}
+
+    def size_of(self, uids, snap=None):
+        records = [r for r in (snap or self.snapshot).records if r.uid in set(uids)]
+        return sum(r.size for r in records), len(records)
+
+    def vanished_since(self, modseq: int):
+        return sorted(uid for m, uid in self._expunged if m > modseq), True
+
+    # -- IFolderWriter
+
+    def append(self, data: bytes, flags, mtime):
+        flags = [flagmod.canonical_flag(f) for f in flags]
+        self._keywords = flagmod.add_keywords(self._keywords, flags)
+        letters = flagmod.flags_to_letters(flags, self._keywords)
+        uid, self._uidnext = self._uidnext, self._uidnext + 1
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        self._put(uid, data, letters, self._clock() if mtime is None else mtime, "cur" if letters else "new")
+        if letters:
+            self._unclaimed.add(uid)
+        self._publish()
+        return self._uidvalidity, uid
+
+    def store(self, uids, flags, mode):
+        return self.conditional_store(uids, flags, mode, None)[0]
+
+    def conditional_store(self, uids, flags, mode, unchangedsince):
+        flags = [flagmod.canonical_flag(f) for f in flags]
+        if mode >= 0:
+            self._keywords = flagmod.add_keywords(self._keywords, flags)
+        changed, modified = {}, []
+        for uid in uids:
+            record = self._records.get(uid)
+            if record is None:
+                continue
+            if unchangedsince is not None and self._modseqs[uid] > unchangedsince:
+                modified.append(uid)
+                continue
+            current = flagmod.letters_to_flags(record.letters, self._keywords)
+            letters = flagmod.flags_to_letters(flagmod.apply_store(current, flags, mode), self._keywords, keep=record.letters)
+            if (letters, record.subdir) != (record.letters, "cur"):
+                self._put(uid, self._data[uid], letters, record.mtime, "cur")
+            changed[uid] = self._records[uid]
+        self._publish()
+        return changed, modified
+
+    def claim_recent(self):
+        claimed = set(self._unclaimed)
+        self._unclaimed.clear()
+        for record in list(self._records.values()):
+            if record.subdir == "new":
+                self._put(record.uid, self._data[record.uid], record.letters, record.mtime, "cur")
+                claimed.add(record.uid)
+        self._publish()
+        return claimed
+
+    def expunge(self, uids=None):
+        removed = [u for u, r in sorted(self._records.items()) if "T" in r.letters and (uids is None or u in uids)]
+        self._remove(removed)
+        return removed
+
+    def transfer(self, uids, target: "MemoryFolder", move: bool):
+        pairs = []
+        for uid in uids:
+            record = self._records.get(uid)
+            if record is None:
+                continue
+            flags = flagmod.letters_to_flags(record.letters, self._keywords)
+            _, new = target.append(self._data[uid], sorted(flags), record.mtime)
+            pairs.append((uid, new))
+        if move:
+            self._remove([uid for uid, _ in pairs])
+        return pairs
+
+    def _remove(self, uids) -> None:
+        for uid in uids:
+            del self._records[uid], self._data[uid], self._modseqs[uid]
+            self._highest += 1
+            self._expunged.append((self._highest, uid))
+        self._publish()
+
+
+@implementer(IFolderRegistry)
+class MemoryFolderRegistry:
+    """One L{MemoryFolder} per folder path: what L{imap_account_factory} is given instead of the disk index."""
+
+    def __init__(self, describe) -> None:
+        self._describe = describe
+        self.folders: dict[str, MemoryFolder] = {}
+
+    def get(self, path: str, root: str) -> MemoryFolder:
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in self.folders:
+            self.folders[key] = MemoryFolder(key, self._describe)
+        return self.folders[key]
+
+    def forget(self, path: str) -> None:
+        key = os.path.normpath(os.path.abspath(path))
+        for name in [k for k in self.folders if k == key or k.startswith(key + ".")]:
+            del self.folders[name]

@@ -97,3 +97,39 @@ class OneHelperTests(SynchronousTestCase):
                         if isinstance(node.value, ast.Name) and node.value.id == "os":
                             offenders.append(os.path.relpath(path, root))
         self.assertEqual(offenders, [])
+
+    def test_regression_summary_cache_rewritten_through_helper(self) -> None:
+        """
+        The IMAP summary cache's compaction goes through replace_atomically
+        (unsynced: a cache): a symlink planted at the name the hand-written
+        rename used (``mailserver.index.<pid>.<thread>.tmp``) is never written
+        through, and no temporary file is left.
+        """
+        import threading
+
+        from mailserver.store.summaries import SNAPSHOT, Summary, SummaryCache
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "wb") as f:
+            f.write(b"keep")
+        planted = os.path.join(folder, f"{SNAPSHOT}.{os.getpid()}.{threading.get_ident()}.tmp")
+        os.symlink(outside, planted)
+        cache = SummaryCache(folder, "v1")
+        cache.add([("base", Summary(1.0, 10, {"size": 12}))])
+        self.assertTrue(cache.compact(["base"], force=True))
+        with open(outside, "rb") as f:
+            self.assertEqual(f.read(), b"keep")
+        self.assertEqual(sorted(os.listdir(folder)), sorted([SNAPSHOT, os.path.basename(planted), "mailserver.index.log"]))
+        self.assertEqual(SummaryCache(folder, "v1").get("base"), Summary(1.0, 10, {"size": 12}))
+
+    def test_unsynced_replace_fsyncs_nothing(self) -> None:
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        calls: list[object] = []
+        self.patch(durable.os, "fsync", calls.append)
+        durable.replace_atomically(os.path.join(root, "cache"), b"x", sync=False)
+        self.assertEqual(calls, [])
+        with open(os.path.join(root, "cache"), "rb") as f:
+            self.assertEqual(f.read(), b"x")

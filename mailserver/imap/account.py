@@ -4,8 +4,10 @@ The IMAP avatar: one user's Maildir as a twisted C{IAccount}.
 L{imap_account_factory} is what the composition root gives the realm for
 C{imap4.IAccount}.  Every disk operation runs in the reactor's thread pool
 through L{MaildirAccount.run}; the folder indexes are shared by all
-accounts of the factory (one L{FolderRegistry}), so sessions of the same
-user in this process see one consistent index per folder.
+accounts of the factory (one L{IFolderRegistry}, injected by the
+composition root), so sessions of the same user in this process see one
+consistent index per folder.  The account depends on the folder interfaces
+(L{IFolder}), not on the index that implements them.
 """
 
 from __future__ import annotations
@@ -23,23 +25,22 @@ from mailserver.imap import list_extended, listing
 from mailserver.imap.mailbox import SelectedMailbox
 from mailserver.imap.replies import Refused
 from mailserver.imap.structure import DESCRIBE_VERSION, describe
-from mailserver.store.folders import (
+from mailserver.interfaces import IFolder, IFolderRegistry, IMailboxNotifier
+from mailserver.store.folder_names import (
     DEFAULT_SPECIAL_USE,
     DELIMITER,
     FolderError,
     FolderNotFoundError,
-    Folders,
     disk_name,
     normalize_name,
 )
-from mailserver.store.index import FolderIndex, FolderRegistry, Snapshot
-from mailserver.store.quota import forget_usage_blocking
-from mailserver.store.notify import MailboxNotifier
+from mailserver.store.folders import Folders, folder_registry
+from mailserver.store.records import Snapshot
 
 
-def default_registry() -> FolderRegistry:
+def default_registry() -> IFolderRegistry:
     """A registry whose indexes describe messages for IMAP."""
-    return FolderRegistry(describe, DESCRIBE_VERSION)
+    return folder_registry(describe, DESCRIBE_VERSION)
 
 
 class _MailboxInfo:
@@ -70,8 +71,8 @@ class MaildirAccount:
         self,
         user: str,
         root: str,
-        registry: FolderRegistry,
-        notifier: MailboxNotifier | None,
+        registry: IFolderRegistry,
+        notifier: IMailboxNotifier | None,
         reactor: Any,
         special_use: dict[str, str] | None = None,
         threadpool: Any = None,
@@ -124,7 +125,7 @@ class MaildirAccount:
                 self._paths[name] = path
         return path
 
-    def index(self, name: str) -> FolderIndex:
+    def index(self, name: str) -> IFolder:
         return self.registry.get(self.path(name), self.root)
 
     def changed(self, name: str) -> None:
@@ -150,17 +151,17 @@ class MaildirAccount:
         index = await self._existing(name)
         return await self.run(index.refresh)
 
-    async def _existing(self, name: str) -> FolderIndex:
+    async def _existing(self, name: str) -> IFolder:
         """The index of folder C{name}; checks (in a thread) that it exists."""
 
-        def check() -> FolderIndex:
+        def check() -> IFolder:
             if not self.folders.exists(name):
                 raise FolderNotFoundError(f"mailbox {name} does not exist")
             return self.index(name)
 
         return await self.run(check)
 
-    async def target(self, name: str) -> FolderIndex:
+    async def target(self, name: str) -> IFolder:
         """The index of existing folder C{name} (COPY/MOVE destination)."""
         return await self._existing(normalize_name(name))
 
@@ -197,8 +198,7 @@ class MaildirAccount:
     async def delete_folder(self, name: str) -> str:
         name = normalize_name(name)
         path = await self.run(self.folders.path, name)
-        done = await self.run(self.folders.delete, name)
-        await self.run(forget_usage_blocking, self.root)  # its messages are gone: recount at the next read
+        done = await self.run(self.folders.delete, name)  # drops the cached quota usage too
         self._paths.clear()
         self.registry.forget(path)
         self.changed_path(path)
@@ -309,10 +309,10 @@ def _deferred(coroutine) -> Deferred:
 
 def imap_account_factory(
     maildir_of: Callable[[str], str],
-    notifier: MailboxNotifier | None,
+    notifier: IMailboxNotifier | None,
     reactor: Any,
     special_use: dict[str, str] | None = None,
-    registry: FolderRegistry | None = None,
+    registry: IFolderRegistry | None = None,
     threadpool: Any = None,
     quota: Any = None,
 ) -> Callable[[str], MaildirAccount]:
@@ -321,10 +321,12 @@ def imap_account_factory(
 
     @param maildir_of: user name -> the user's Maildir path
         (C{store.location.maildir_for} over the user database).
-    @param notifier: the process's L{MailboxNotifier} (IDLE wake-ups).
+    @param notifier: the process's L{IMailboxNotifier} (IDLE wake-ups).
     @param reactor: for the thread pool.
     @param special_use: folder name -> SPECIAL-USE attribute, created on
         first login (default Sent, Drafts, Trash, Junk).
+    @param registry: the process's L{IFolderRegistry} (C{service.py} gives
+        one; by default a new one describing messages for IMAP).
     """
     registry = registry or default_registry()
 

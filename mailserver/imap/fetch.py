@@ -17,7 +17,7 @@ from mailserver.imap import binary
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import FetchItem, Section
 from mailserver.imap.wire import NIL, flag_list, internal_date
-from mailserver.store.index import MessageRecord
+from mailserver.store.records import MessageRecord
 
 _CONTENT_ITEMS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
 _SEEN_ITEMS = {"RFC822", "RFC822.TEXT"}

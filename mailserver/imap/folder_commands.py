@@ -16,8 +16,7 @@ from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, Literal8, ParseError
 from mailserver.imap.wire import astring, flag_list, quoted
 from mailserver.store import flags as flagmod
-from mailserver.store.index import Snapshot
-from mailserver.store.folders import (
+from mailserver.store.folder_names import (
     DELIMITER,
     FolderError,
     FolderNameError,
@@ -26,6 +25,7 @@ from mailserver.store.folders import (
     mutf7_decode,
     mutf7_encode,
 )
+from mailserver.store.records import Snapshot
 
 if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer

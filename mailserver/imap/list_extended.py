@@ -16,7 +16,7 @@ from typing import Iterable
 
 from mailserver.imap.listing import Pattern, list_folders
 from mailserver.imap.syntax import ParseError, Reader
-from mailserver.store.folders import parent_names
+from mailserver.store.folder_names import parent_names
 
 SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 RETURNS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})

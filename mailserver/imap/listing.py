@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from mailserver.store.folders import DELIMITER, INBOX, parent_names
+from mailserver.store.folder_names import DELIMITER, INBOX, parent_names
 
 
 class Pattern:

@@ -30,10 +30,11 @@ from zope.interface import implementer
 from mailserver.imap import parts as mime
 from mailserver.imap.syntax import ParseError, SequenceSet
 from mailserver.imap.wire import flag_list, sequence_set
+from mailserver.interfaces import IFolder
 from mailserver.store import flags as flagmod
 from mailserver.store import shared_refresh
-from mailserver.store.folders import DELIMITER, FolderNotFoundError
-from mailserver.store.index import FolderIndex, MessageRecord, Snapshot
+from mailserver.store.folder_names import DELIMITER, FolderNotFoundError
+from mailserver.store.records import MessageRecord, Snapshot
 
 if TYPE_CHECKING:
     from mailserver.imap.account import MaildirAccount
@@ -54,7 +55,7 @@ class MailboxReset(Exception):
 class SelectedMailbox:
     """One session's view of the folder C{name}."""
 
-    def __init__(self, account: "MaildirAccount", name: str, index: FolderIndex, readwrite: bool) -> None:
+    def __init__(self, account: "MaildirAccount", name: str, index: IFolder, readwrite: bool) -> None:
         self.account = account
         self.name = name
         self.index = index

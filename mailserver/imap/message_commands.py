@@ -22,8 +22,7 @@ from mailserver.imap.folder_commands import check_flags, read_mailbox
 from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, FetchItem, ParseError, parse_fetch_items
 from mailserver.imap.wire import sequence_set
-from mailserver.store.folders import FolderNotFoundError
-from mailserver.store.index import transfer
+from mailserver.store.folder_names import FolderNotFoundError
 
 if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
@@ -289,7 +288,7 @@ async def _transfer(server: "IMAPServer", cmd: Command, move: bool) -> bytes:
     if not move:  # a MOVE stays within the account: its usage does not change
         await account.check_quota(*mailbox.index.size_of([uid for _, uid in chosen]))
     try:
-        pairs = await account.run(transfer, mailbox.index, [uid for _, uid in chosen], target, move)
+        pairs = await account.run(mailbox.index.transfer, [uid for _, uid in chosen], target, move)
     except FileNotFoundError:
         raise FolderNotFoundError("mailbox vanished") from None
     account.changed(target_name)

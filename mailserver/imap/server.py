@@ -53,7 +53,7 @@ from mailserver.imap.session_commands import PLAINTEXT_MECHANISMS
 from mailserver.imap.syntax import Command, Literal, Literal8, ParseError, Reader
 from mailserver.limits import Connection, LoginLimits
 from mailserver.store.flags import FlagError
-from mailserver.store.folders import FolderError
+from mailserver.store.folder_names import FolderError
 from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
 log = Logger()

@@ -39,6 +39,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailserver.durable import fsync_directory, unlink_quietly, write_all, write_new_file
 from mailserver.errors import MailError
 from mailserver.periodic import PeriodicTask
 
@@ -52,7 +53,6 @@ _MAX_HEADER = 1 << 20
 #: .tmp files left by a sendmail that died are removed after this long.
 _STALE_TMP = 86400.0
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
 
 Inject = Callable[[str, list, bytes, bool], Deferred]
@@ -112,33 +112,23 @@ def write_pickup(
     token = secrets.token_hex(16)
     tmp_path = os.path.join(directory, f".tmp.{token}")
     name = f"{int(time.time()):08X}.{token}"
-    fd = os.open(tmp_path, _CREATE, FILE_MODE)
     try:
-        try:
-            os.fchmod(fd, FILE_MODE)  # readable by the daemon whatever the umask
-            for chunk in (line, message):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new_file(tmp_path, (line, message), FILE_MODE, _write_pickup_file)
         os.rename(tmp_path, os.path.join(directory, name))
     except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
+        unlink_quietly(tmp_path)
         raise
     try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+        fsync_directory(directory)
     except PermissionError:
-        return name  # a 1733 directory cannot be opened by others: the rename is all we can do
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        pass  # a 1733 directory cannot be opened by others: the rename is all we can do
     return name
+
+
+def _write_pickup_file(fd: int, chunks: tuple[bytes, bytes]) -> None:
+    os.fchmod(fd, FILE_MODE)  # readable by the daemon whatever the umask
+    for chunk in chunks:
+        write_all(fd, chunk)
 
 
 def parse_pickup(data: bytes) -> PickupFile:
@@ -249,11 +239,7 @@ class _MaildropDirectory:
             os.unlink(os.path.join(self.path, name))
         except FileNotFoundError:
             return
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(self.path)
 
     def set_aside(self, name: str) -> str:
         """Move C{name} into corrupt/ if that is ours and private; else remove it."""

@@ -1,5 +1,8 @@
 """
-A user's Maildir++ folders: names, safety, create/delete/rename, subscriptions.
+A user's Maildir++ folders on disk: create/delete/rename, subscriptions,
+and the folder registry IMAP accounts are given (L{folder_registry}).  The
+pure name rules live in L{mailserver.store.folder_names} and are re-exported
+here.
 
 IMAP names use ``/`` as hierarchy delimiter; on disk the folder ``a/b`` is
 the Maildir ``<root>/.a.b`` and INBOX is the root itself, as Dovecot and
@@ -16,199 +19,41 @@ The functions and methods that touch the disk block: call them in a thread.
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import threading
 import time
 from typing import Iterable
 
+from mailserver.store.folder_names import (  # noqa: F401 (re-exported: the names are part of this module's API)
+    DEFAULT_SPECIAL_USE,
+    DELIMITER,
+    INBOX,
+    MAX_DEPTH,
+    MAX_DISK_NAME,
+    MAX_NAME_LENGTH,
+    FolderError,
+    FolderExistsError,
+    FolderInUseError,
+    FolderNameError,
+    FolderNotFoundError,
+    disk_name,
+    is_inbox,
+    mutf7_decode,
+    mutf7_encode,
+    name_from_disk,
+    normalize_name,
+    parent_names,
+)
+from mailserver.interfaces import IFolderRegistry
+from mailserver.store.index import Describe, FolderRegistry
 from mailserver.store.maildir import ensure_maildir
+from mailserver.store.quota import forget_usage_blocking
 from mailserver.store.uidlist import fsync_directory, write_atomically
 
-DELIMITER = "/"
-INBOX = "INBOX"
 SUBSCRIPTIONS_FILE = "subscriptions"
-#: Longest mailbox name, in characters, and deepest hierarchy we accept.
-MAX_NAME_LENGTH = 255
-MAX_DEPTH = 16
-#: Longest directory name on disk (NAME_MAX, with room to spare).
-MAX_DISK_NAME = 250
 #: Directories we hide a deleted folder under before removing it.
 _TRASH_PREFIX = "..deleted."
-
-
-#: The SPECIAL-USE folders made on first login: name -> attribute.
-DEFAULT_SPECIAL_USE: dict[str, str] = {
-    "Sent": "\\Sent",
-    "Drafts": "\\Drafts",
-    "Trash": "\\Trash",
-    "Junk": "\\Junk",
-}
-
-
-class FolderError(Exception):
-    """A folder operation was refused; C{code} is an IMAP response code or None."""
-
-    code: str | None = None
-
-
-class FolderNameError(FolderError):
-    """The name is not acceptable as a mailbox name."""
-
-    code = "CANNOT"
-
-
-class FolderExistsError(FolderError):
-    code = "ALREADYEXISTS"
-
-
-class FolderNotFoundError(FolderError):
-    code = "NONEXISTENT"
-
-
-class FolderInUseError(FolderError):
-    code = "CANNOT"
-
-
-# ---------------------------------------------------------------- names (pure)
-
-
-def mutf7_encode(text: str) -> str:
-    """IMAP modified UTF-7 (RFC 3501 5.1.3)."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in text:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
-
-
-def mutf7_decode(text: str, strict: bool = False) -> str:
-    """
-    Decode modified UTF-7; raises FolderNameError when malformed.
-
-    With C{strict} (names from clients), only the canonical encoding is
-    accepted (RFC 3501 5.1.3): printable ASCII spelled as itself, one
-    ``&...-`` run per run of other characters, no stray base64 bits, so
-    ``&AGEAYgBj-`` is not another spelling of ``abc``, nor ``a&AC8-b`` of
-    ``a/b``.
-    """
-    decoded = _mutf7_decode(text)
-    if strict and mutf7_encode(decoded) != text:
-        raise FolderNameError("mailbox name is not canonical modified UTF-7")
-    return decoded
-
-
-def _mutf7_decode(text: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch != "&":
-            if not 0x20 <= ord(ch) <= 0x7E:
-                raise FolderNameError("mailbox name is not valid modified UTF-7")
-            out.append(ch)
-            i += 1
-            continue
-        end = text.find("-", i + 1)
-        if end < 0:
-            raise FolderNameError("mailbox name has an unterminated &-sequence")
-        chunk = text[i + 1:end]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            try:
-                raw = base64.b64decode(b64, validate=True)
-                out.append(raw.decode("utf-16-be"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise FolderNameError("mailbox name is not valid modified UTF-7") from e
-        i = end + 1
-    return "".join(out)
-
-
-def _is_control(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000
-
-
-def normalize_name(name: str, allow_trailing_delimiter: bool = False) -> str:
-    """
-    Check a (decoded) mailbox name and return its canonical form.
-
-    A first component spelled any case of ``INBOX`` becomes ``INBOX``.
-
-    @raise FolderNameError: with a reason a user can act on.
-    """
-    if allow_trailing_delimiter and name.endswith(DELIMITER) and name != DELIMITER:
-        name = name[: -len(DELIMITER)]
-    if not name:
-        raise FolderNameError("empty mailbox name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise FolderNameError(f"mailbox name longer than {MAX_NAME_LENGTH} characters")
-    if any(_is_control(ch) for ch in name):
-        raise FolderNameError("control characters are not allowed in mailbox names")
-    if "*" in name or "%" in name:
-        raise FolderNameError("wildcards * and % are not allowed in mailbox names")
-    if name.startswith(DELIMITER):
-        raise FolderNameError("mailbox names must not start with /")
-    parts = name.split(DELIMITER)
-    if len(parts) > MAX_DEPTH:
-        raise FolderNameError(f"mailbox hierarchy deeper than {MAX_DEPTH} levels")
-    for part in parts:
-        if not part:
-            raise FolderNameError("empty hierarchy level in mailbox name")
-        if part in (".", ".."):
-            raise FolderNameError("mailbox name components . and .. are not allowed")
-        if part != part.strip():
-            raise FolderNameError("mailbox name components must not start or end with spaces")
-    if parts[0].upper() == INBOX:
-        parts[0] = INBOX
-    return DELIMITER.join(parts)
-
-
-def is_inbox(name: str) -> bool:
-    return name == INBOX
-
-
-def disk_name(name: str) -> str:
-    """The directory name (relative to the root) of a normalised name; "" for INBOX."""
-    if is_inbox(name):
-        return ""
-    encoded = "." + ".".join(mutf7_encode(part).replace(".", "&AC4-") for part in name.split(DELIMITER))
-    if len(encoded.encode("utf-8")) > MAX_DISK_NAME:
-        raise FolderNameError("mailbox name too long")
-    return encoded
-
-
-def name_from_disk(entry: str) -> str | None:
-    """The mailbox name of a root directory entry, or None if it is not a folder."""
-    if len(entry) < 2 or not entry.startswith(".") or entry.startswith(".."):
-        return None
-    try:
-        parts = [mutf7_decode(part) for part in entry[1:].split(".")]
-        return normalize_name(DELIMITER.join(parts))
-    except FolderNameError:
-        return None
-
-
-def parent_names(name: str) -> list[str]:
-    """``a/b/c`` -> ``["a", "a/b"]``."""
-    parts = name.split(DELIMITER)
-    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
 
 
 # ---------------------------------------------------------------- disk
@@ -295,7 +140,9 @@ class Folders:
         Remove folder C{name} and its messages.
 
         Its sub-folders stay (C{a} then shows as ``\\Noselect`` parent of
-        C{a/b}, as RFC 3501 describes); INBOX cannot be deleted.
+        C{a/b}, as RFC 3501 describes); INBOX cannot be deleted.  The
+        cached quota usage is dropped (its messages are gone): the next
+        read recounts.
         """
         name = normalize_name(name)
         if is_inbox(name):
@@ -307,6 +154,7 @@ class Folders:
         os.rename(path, hidden)
         fsync_directory(self.root)
         shutil.rmtree(hidden, ignore_errors=True)
+        forget_usage_blocking(self.root)
         return name
 
     def rename(self, old: str, new: str) -> list[tuple[str, str]]:
@@ -403,3 +251,12 @@ class Folders:
             if updated != current:
                 text = "".join(n + "\n" for n in updated)
                 write_atomically(os.path.join(self.root, SUBSCRIPTIONS_FILE), text.encode("utf-8"))
+
+
+def folder_registry(describe: Describe, describe_version: str) -> IFolderRegistry:
+    """
+    The registry of this process's folder indexes, which IMAP accounts are
+    given (L{mailserver.store.index.FolderRegistry}): C{describe(crlf_bytes)}
+    makes each message's cached summary, C{describe_version} names its format.
+    """
+    return FolderRegistry(describe, describe_version)

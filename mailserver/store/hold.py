@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from mailserver.durable import fsync_directory as _fsync_directory
+from mailserver.durable import write_new_file
 from mailserver.spooled import SpooledMessage, write_message
 
 ENVELOPE_VERSION = 1
@@ -103,12 +104,8 @@ def _read_envelope(data: bytes) -> dict[str, Any]:
 
 
 def _write_durably(path: str, data: bytes | SpooledMessage) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        write_message(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """A new file, fsynced; on failure nothing is left (the seam a full-disk test replaces)."""
+    write_new_file(path, data, 0o600, write_message)
 
 
 class HoldArea:

@@ -16,6 +16,10 @@ layer calls them through a thread pool.  One instance per folder is shared
 by all sessions of this process (see L{FolderRegistry}); a lock serialises
 its operations, and L{Snapshot}s are immutable so the reactor thread can
 read them while a refresh runs.
+
+L{FolderIndex} provides L{mailserver.interfaces.IFolder} (the read and
+write sides IMAP uses) and hands out the values of
+L{mailserver.store.records}; IMAP depends on those, never on this module.
 """
 
 from __future__ import annotations
@@ -27,17 +31,19 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from mailserver.durable import unlink_quietly, write_and_fsync
+from mailserver.durable import unlink_quietly, write_new_file
+from mailserver.interfaces import IFolder, IFolderRegistry
 from mailserver.spooled import to_crlf
 from mailserver.store.quota import add_usage_blocking
 from mailserver.store import flags as flagmod
 from mailserver.store.modseq import ModseqState
 from mailserver.store.names import escape_host, parse_name
+from mailserver.store.records import MessageRecord, Snapshot
 from mailserver.store.summaries import Summary, SummaryCache
 from mailserver.store.uidlist import UidList, fsync_directory, write_atomically
 
@@ -100,78 +106,11 @@ def new_base(now: float, size: int, vsize: int, host: str | None = None) -> str:
     return f"{sec}.M{usec}P{os.getpid()}V{n}R{secrets.token_hex(4)}.{host},S={size},W={vsize}"
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """One message as last seen on disk."""
-
-    uid: int
-    base: str
-    subdir: str  # "new" or "cur"
-    name: str  # the file name in subdir
-    letters: str  # Maildir info letters
-    mtime: float  # INTERNALDATE: delivery time
-    size: int  # bytes on disk (LF line ends)
-    summary: dict[str, Any]
-
-    @property
-    def vsize(self) -> int:
-        """RFC822.SIZE: the size with CRLF line ends."""
-        return int(self.summary.get("size", self.size))
-
-    @property
-    def recent(self) -> bool:
-        """Still in new/: no session has claimed it (Maildir's \\Recent)."""
-        return self.subdir == "new"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The folder at one moment; immutable, shared between sessions."""
-
-    uidvalidity: int
-    uidnext: int
-    records: tuple[MessageRecord, ...]
-    keywords: tuple[str | None, ...]
-    exists: bool = True
-    by_uid: dict[int, MessageRecord] = field(default_factory=dict, compare=False)
-    #: UIDs this process put in cur/ (COPY, MOVE, APPEND with flags) that no
-    #: session has claimed yet: \\Recent like the files of new/.
-    unclaimed: frozenset[int] = frozenset()
-    #: uid -> MODSEQ of its last change (RFC 7162), and the folder's highest.
-    modseqs: dict[int, int] = field(default_factory=dict, compare=False)
-    highestmodseq: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.by_uid:
-            self.by_uid.update((r.uid, r) for r in self.records)
-
-    def modseq(self, uid: int) -> int:
-        return self.modseqs.get(uid, self.highestmodseq)
-
-    def flags(self, record: MessageRecord) -> frozenset[str]:
-        return flagmod.letters_to_flags(record.letters, self.keywords)
-
-    @property
-    def unseen(self) -> int:
-        return sum(1 for r in self.records if "S" not in r.letters)
-
-    @property
-    def recent(self) -> int:
-        return sum(1 for r in self.records if self.is_recent(r))
-
-    def is_recent(self, record: MessageRecord) -> bool:
-        """Not yet claimed by any session: in new/, or put in cur/ by us and unclaimed."""
-        return record.recent or record.uid in self.unclaimed
-
-    @property
-    def keyword_names(self) -> list[str]:
-        return [k for k in self.keywords if k]
-
-
 class FolderGone(OSError):
     """The folder's directory no longer exists."""
 
 
+@implementer(IFolder)
 class FolderIndex:
     """
     The index of the Maildir folder at C{path}.
@@ -611,7 +550,7 @@ class FolderIndex:
             now = self._clock()
             base = new_base(now, len(data), len(crlf))
             tmp = os.path.join(self.path, "tmp", base)
-            _write_file(tmp, data)
+            write_new_file(tmp, data, 0o600)
             when = now if mtime is None else mtime
             summary = Summary(when, summary.size, summary.data)
             sub, name = ("cur", f"{base}:{flagmod.make_info(letters)}") if letters else ("new", base)
@@ -645,6 +584,10 @@ class FolderIndex:
         """Refresh and return the snapshot (STATUS, SELECT)."""
         return self.refresh()
 
+    def transfer(self, uids: Sequence[int], target: "FolderIndex", move: bool) -> list[tuple[int, int]]:
+        """COPY or MOVE C{uids} into C{target}: see L{transfer}."""
+        return transfer(self, uids, target, move)
+
     def forget(self) -> None:
         """The directory was renamed or deleted: drop everything cached in memory."""
         with self._lock:
@@ -658,19 +601,6 @@ class FolderIndex:
             self.uidlist.reset()
             self.modseq.reset()
             self.snapshot = Snapshot(0, 1, (), ())
-
-
-def _write_file(path: str, data: bytes) -> None:
-    """Write and fsync a new file; on failure (ENOSPC) nothing half-written stays."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            write_and_fsync(fd, data)
-        finally:
-            os.close(fd)
-    except BaseException:
-        unlink_quietly(path)
-        raise
 
 
 def _remove_placed(paths: Iterable[str]) -> None:
@@ -796,11 +726,12 @@ def _link_or_copy(src: str, dst: str, folder: str) -> None:
         data = f.read()
         st = os.fstat(f.fileno())
     tmp = os.path.join(folder, "tmp", os.path.basename(dst).partition(":")[0])
-    _write_file(tmp, data)
+    write_new_file(tmp, data, 0o600)
     os.utime(tmp, (st.st_mtime, st.st_mtime))
     os.rename(tmp, dst)
 
 
+@implementer(IFolderRegistry)
 class FolderRegistry:
     """
     One L{FolderIndex} per folder path in this process, shared by sessions.

@@ -16,7 +16,9 @@ from typing import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from mailserver.interfaces import IMailboxNotifier
 from mailserver.periodic import PeriodicTask
 
 Callback = Callable[[str], object]
@@ -40,6 +42,7 @@ def _stamp(folder: str) -> tuple[int | None, int | None]:
     return (stamps[0], stamps[1])
 
 
+@implementer(IMailboxNotifier)
 class MailboxNotifier:
     """
     Tell subscribers when a Maildir folder changed.

@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.durable import write_and_fsync
+from mailserver.durable import replace_atomically
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IQuota
 from mailserver.quota_rule import QuotaLimits, Usage, over_quota
@@ -114,18 +114,12 @@ def _parse(text: str, limits: QuotaLimits) -> Usage | None:
 
 
 def _rewrite(root: str, limits: QuotaLimits, usage: Usage) -> None:
-    """Replace ``maildirsize`` atomically (written in ``tmp/``, renamed)."""
-    tmp = os.path.join(root, "tmp", f"{MAILDIRSIZE}.{os.getpid()}.{time.monotonic_ns()}")
+    """Replace ``maildirsize`` atomically and durably (written in ``tmp/`` as Maildir++ says, renamed)."""
     text = f"{limits.maildirsize_line()}\n{usage.storage} {usage.messages}\n"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        replace_atomically(os.path.join(root, MAILDIRSIZE), text.encode("ascii"), 0o600, tmp_dir=os.path.join(root, "tmp"))
     except FileNotFoundError:  # no tmp/: not a Maildir yet, nothing to remember
         return
-    try:
-        write_and_fsync(fd, text.encode("ascii"))
-    finally:
-        os.close(fd)
-    os.rename(tmp, os.path.join(root, MAILDIRSIZE))
 
 
 def read_usage_blocking(maildir: str, limits: QuotaLimits, now: float | None = None) -> Usage:

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 from twisted.logger import Logger
 
+from mailserver.durable import replace_atomically
+
 SNAPSHOT = "mailserver.index"
 JOURNAL = SNAPSHOT + ".log"
 FORMAT_VERSION = 1
@@ -157,11 +159,8 @@ class SummaryCache:
                 "entries": {b: s.as_json() for b, s in self._entries.items()},
             }
             path = os.path.join(self.folder, SNAPSHOT)
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
             try:
-                with open(tmp, "wb") as f:
-                    f.write(json.dumps(snapshot, separators=(",", ":")).encode("utf-8"))
-                os.rename(tmp, path)
+                replace_atomically(path, json.dumps(snapshot, separators=(",", ":")).encode("utf-8"), sync=False)
                 # Entries appended by another process since our load are
                 # lost here; they are only a cache and get re-parsed.
                 with open(os.path.join(self.folder, JOURNAL), "wb"):
@@ -169,9 +168,5 @@ class SummaryCache:
                 self._journal_lines = 0
             except OSError as e:
                 log.warn("cannot write index in {folder}: {error}", folder=self.folder, error=e)
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
                 return False
             return True

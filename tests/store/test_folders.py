@@ -66,6 +66,15 @@ class FoldersTests(SynchronousTestCase):
         self.folders.ensure_defaults()
         self.assertNotIn("Junk", self.folders.subscriptions())
 
+    def test_delete_drops_cached_quota_usage(self) -> None:
+        """The deleted folder's messages leave the count: maildirsize goes, the next read recounts."""
+        from mailserver.store.quota import MAILDIRSIZE
+
+        with open(os.path.join(self.root, MAILDIRSIZE), "w") as f:
+            f.write("1000S\n500 3\n")
+        self.folders.delete("Junk")
+        self.assertFalse(os.path.exists(os.path.join(self.root, MAILDIRSIZE)))
+
     def test_create_and_exists(self) -> None:
         self.folders.create("a/b")
         self.assertTrue(os.path.isdir(os.path.join(self.root, ".a.b", "cur")))

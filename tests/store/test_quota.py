@@ -83,6 +83,29 @@ class MaildirsizeTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertEqual(read_usage_blocking(box, LIMITS, now=1700000000 + 60), Usage(one + 5000, 2))
         self.assertEqual(read_usage_blocking(box, LIMITS, now=1700000000 + 16 * 60), Usage(one, 1))
 
+    def test_regression_maildirsize_rewrite_is_durable(self) -> None:
+        """
+        The recalculated ``maildirsize`` goes through durable.replace_atomically
+        (the one atomic-rewrite helper): written in tmp/, fsynced, renamed, and
+        the Maildir directory fsynced (the hand-written rename fsynced no directory).
+        """
+        from mailserver import durable
+
+        box = self.maildir("bob")
+        self.deliver(MESSAGE, [(box, PREFIX)])
+        synced: list[str] = []
+        real = durable.fsync_directory
+
+        def fsync_directory(path: str) -> None:
+            synced.append(os.path.abspath(path))
+            real(path)
+
+        self.patch(durable, "fsync_directory", fsync_directory)
+        read_usage_blocking(box, LIMITS, now=1700000000)
+        self.assertIn(os.path.abspath(box), synced)
+        self.assertEqual(os.listdir(os.path.join(box, "tmp")), [])
+        self.assertEqual(oct(os.stat(os.path.join(box, MAILDIRSIZE)).st_mode & 0o777), oct(0o600))
+
     def test_expunge_lines_subtract(self) -> None:
         box = self.maildir("bob")
         self.deliver(MESSAGE, [(box, PREFIX)])
