@@ -162,7 +162,8 @@ class Transaction:
                 raise MailError(452, "4.2.2", "Mailbox full: some recipients are over quota, try again later")
             raise next(iter(refusals.values())) if len(refusals) == 1 else MailError(552, "5.2.2", "Mailbox full")
         reply = await self._commit()
-        Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
+        if self._quota_seen:  # a limited mailbox was read: it may have crossed its warning level
+            Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
         return reply
 
     async def _commit_each(self) -> list[tuple[Recipient, str | MailError]]:
@@ -177,7 +178,8 @@ class Transaction:
             except MailError as error:
                 outcome = error
             else:
-                Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
+                if self._quota_seen:
+                    Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
         else:
             self.abort()
         return [(r, refusals.get(index, outcome)) for index, r in enumerate(recipients)]

@@ -5,17 +5,20 @@ trips, Sieve and the store sharing one (issue 15, SMTP CPU per message).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
+from mailserver.delivery import quota_gate, relay_policy
 from mailserver.delivery.envelope import Client, Envelope, LocalMailbox, Recipient
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.delivery.transaction import Committer, Transaction
+from mailserver.quota_rule import QuotaLimits
 from mailserver.sieve.scripts import ACTIVE_LINK
 from mailserver.store.maildir import MaildirStore
-from tests.fakes import MemoryQueue, build_core
+from tests.fakes import MemoryQueue, MemoryQuota, build_core
 from tests.reactors import ThreadedClock
 
 MESSAGE = b"Subject: hi\nFrom: <a@example.org>\n\nbody\n"
@@ -70,3 +73,30 @@ class SieveInStoreTripTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(os.path.join(home, "Maildir", "new")) and self._new("alice"))
         self.assertEqual([(q[0], q[1]) for q in self.queue.queued], [("a@example.org", ["carol@example.net"])])
         self.assertEqual(self.notified, [])
+
+    def test_regression_no_quota_warning_step_without_limits(self) -> None:
+        """Mailboxes without a quota limit cost no quota-warning coroutine after the delivery."""
+        called: list[object] = []
+
+        async def warn(*args: object) -> None:
+            called.append(args)
+
+        self.patch(quota_gate, "warn", warn)
+        self.core.quota = MemoryQuota()
+        self._commit("alice")
+        self.assertEqual(called, [])
+        self.core.quota.limits["alice@example.com"] = QuotaLimits(storage=10**6)
+        self._commit("alice")
+        self.assertEqual(len(called), 1)
+
+
+class ClientAddressTests(SynchronousTestCase):
+    def test_regression_client_address_parsed_once(self) -> None:
+        """The relay policy and the trusted-origin check parse a client's address once, not per question."""
+        networks = [ipaddress.ip_network("192.0.2.0/24")]
+        relay_policy._client_address.cache_clear()
+        answers = [relay_policy.in_networks(ip, networks) for ip in ("192.0.2.7", "192.0.2.7", "::ffff:192.0.2.7",
+                                                                     "198.51.100.1", "not an address")]
+        self.assertEqual(answers, [True, True, True, False, False])
+        self.assertEqual(relay_policy._client_address.cache_info().misses, 4)
+        self.assertEqual(relay_policy._client_address.cache_info().hits, 1)
