@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the IMAP/POP3 Maildir")
     parser.add_argument("--only", choices=("smtp", "imap", "pop3"), action="append",
                         help="run only these workloads (repeatable)")
+    parser.add_argument("--smtp-case", action="append", metavar="KB:C",
+                        help="only this SMTP case, e.g. 1:8 (repeatable; default: all four)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: Postfix's and Dovecot's masters change uid")
@@ -322,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         if "smtp" in only:
             postfix = PostfixInstance(os.path.join(scratch, "postfix"), free_port())
             servers.append(postfix)
-            for size, concurrency, share in ((1024, 1, count), (1024, 8, count), (1024, 32, count),
-                                             (102400, 8, max(1, count // 5))):
+            cases = [(1024, 1, count), (1024, 8, count), (1024, 32, count), (102400, 8, max(1, count // 5))]
+            if args.smtp_case:
+                wanted = {tuple(int(x) for x in case.split(":")) for case in args.smtp_case}
+                cases = [case for case in cases if (case[0] // 1024, case[1]) in wanted]
+            for size, concurrency, share in cases:
                 medians = pairs(
                     f"SMTP -> Maildir, {size // 1024} KB, C = {concurrency}, {share} messages per run",
                     ours, postfix, lambda s: smtp_run(s, share, size, concurrency), n,

@@ -40,7 +40,9 @@ class IMailStore(Interface):
             directory (created when missing) and the header bytes to put in
             front of C{message} for that copy; or C{(maildir_path, prefix,
             info)} with Maildir info letters (C{"S"}, C{"FS"}): that copy is
-            stored in C{cur/} already flagged (Sieve :flags).
+            stored in C{cur/} already flagged (Sieve :flags).  Or a blocking
+            callable returning that sequence, called where the store writes
+            (its writer thread) before anything is written.
         @return: a Deferred firing with the list of file names written (one
             per copy) once every copy is fsynced and renamed into C{new/} and
             the directories are fsynced; or failing with L{MailError} 451

@@ -63,6 +63,8 @@ class MemoryStore:
             return fail(self.error)
         if isinstance(message, SpooledMessage):
             message = message.read()  # now: the spool file is gone once the transaction ends
+        if callable(copies):  # a plan, called where the store writes
+            copies = [copy[:2] for copy in copies()]
         def write(_=None):
             for maildir, prefix in copies:
                 self.delivered.append((maildir, prefix + message))

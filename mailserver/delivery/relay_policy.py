@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,14 +17,24 @@ from mailserver.interfaces import IRecipientStage
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def in_networks(ip: str, networks: Sequence[Network]) -> bool:
-    """True if C{ip} (IPv4, IPv6 or IPv4-mapped IPv6) is in one of C{networks}."""
+@functools.lru_cache(maxsize=4096)
+def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """C{ip} parsed (an IPv4-mapped IPv6 address as IPv4), None if it is not one; cached, as
+    every message asks it about its client several times (relay policy, trusted origin)."""
     try:
         address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def in_networks(ip: str, networks: Sequence[Network]) -> bool:
+    """True if C{ip} (IPv4, IPv6 or IPv4-mapped IPv6) is in one of C{networks}."""
+    address = _client_address(ip)
+    if address is None:
+        return False
     return any(address.version == net.version and address in net for net in networks)
 
 

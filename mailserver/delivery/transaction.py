@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -27,7 +27,7 @@ from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
 from mailserver.delivery.recipient_route import route
-from mailserver.delivery.sieve_filter import SieveFilter, write_memory
+from mailserver.delivery.sieve_filter import SieveFilter, SievePlan, write_memory
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue, ISMTPTransaction
 from mailserver.spooled import SpooledMessage
@@ -162,7 +162,8 @@ class Transaction:
                 raise MailError(452, "4.2.2", "Mailbox full: some recipients are over quota, try again later")
             raise next(iter(refusals.values())) if len(refusals) == 1 else MailError(552, "5.2.2", "Mailbox full")
         reply = await self._commit()
-        Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
+        if self._quota_seen:  # a limited mailbox was read: it may have crossed its warning level
+            Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, recipients, self.size))
         return reply
 
     async def _commit_each(self) -> list[tuple[Recipient, str | MailError]]:
@@ -177,7 +178,8 @@ class Transaction:
             except MailError as error:
                 outcome = error
             else:
-                Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
+                if self._quota_seen:
+                    Deferred.fromCoroutine(quota_gate.warn(self.core.quota, self._quota_seen, accepted, self.size))
         else:
             self.abort()
         return [(r, refusals.get(index, outcome)) for index, r in enumerate(recipients)]
@@ -325,17 +327,22 @@ class Transaction:
                 elif isinstance(destination, (FileTarget, CommandTarget)):
                     targets.append((destination, recipient))
         try:
-            filtered = await self._filter(spooled, mailboxes, copies)
-            if filtered is not None:
-                stored, outgoing, memory = filtered
-            else:
-                stored, outgoing, memory = list(copies.items()), [], []
-            if stored:
-                await committer.store.deliver(message, stored)
+            plan = self._sieve_plan(spooled, mailboxes, copies)
+            outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
+            memory: list[tuple[str, bytes]] = []
+            if plan is not None:
+                try:  # Sieve runs in the store's writer thread, just before the copies are written
+                    await committer.store.deliver(message, plan)
+                finally:
+                    for user, event in plan.events:
+                        log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=user, event=event)
+                outgoing, memory = plan.outgoing, plan.memory
+            elif copies:
+                await committer.store.deliver(message, list(copies.items()))
             for copy_sender, addresses, data in outgoing:
                 assert committer.queue is not None
                 # Made here (vacation, reject notice, redirect): signed when its From: is ours.
-                await committer.queue.enqueue(copy_sender, addresses, data, client=_OURSELVES)
+                await committer.queue.enqueue(copy_sender, addresses, _payload(data), client=_OURSELVES)
             if memory:
                 try:
                     await self._in_thread(write_memory, memory)
@@ -369,39 +376,25 @@ class Transaction:
         status = "queued" if remote else "delivered"
         self._log(status, f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
 
-    async def _filter(
+    def _sieve_plan(
         self, spooled: SpooledMessage, mailboxes: dict[str, tuple[LocalMailbox, str]], copies: dict[str, bytes]
-    ) -> tuple[list[tuple], list[tuple[str, list[str], bytes | SpooledMessage]], list[tuple[str, bytes]]] | None:
+    ) -> SievePlan | None:
         """
-        Sieve for each local mailbox, in a thread, before anything is
-        written: the store copies (folder, flags), the messages to queue
-        (redirect, reject notice, vacation reply) and the vacation memory
-        to write once they are queued.  None when Sieve is not configured.
+        Sieve for each local mailbox, as the store's plan: run in its writer
+        thread before anything is written, it decides the store copies
+        (folder, flags), the messages to queue (redirect, reject notice,
+        vacation reply) and the vacation memory to write once they are
+        queued.  None when Sieve is not configured.
         """
         sieve = self.core.committer.sieve
         if sieve is None or not mailboxes or self._quarantine is not None:
             return None  # quarantined mail goes to the junk folder, no vacation replies to it
         envelope = self.envelope
-        sender = str(envelope.sender) if envelope.sender else ""
-        can_send = self.core.committer.queue is not None
-        now = self.core.reactor.seconds()
-        stored: list[tuple] = []
-        outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
-        memory: list[tuple[str, bytes]] = []
-        outcomes = await gatherResults([
-            self._in_thread(sieve.evaluate, mailbox, sender, original, spooled, can_send, now)
-            for mailbox, original in mailboxes.values()
-        ])  # the mailboxes in parallel (evaluate never raises)
-        for (maildir, (mailbox, _)), outcome in zip(mailboxes.items(), outcomes):
-            for event in outcome.events:
-                log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=mailbox.user, event=event)
-            prefix = copies[maildir]
-            stored += [(path, prefix, info) if info else (path, prefix) for path, info in outcome.copies]
-            for item in outcome.outgoing:
-                data = item.message if item.message is not None else _payload(spooled.prepend(item.prefix))
-                outgoing.append((item.sender, list(item.recipients), data))
-            memory += outcome.memory
-        return stored, outgoing, memory
+        return SievePlan(
+            sieve, [(mailbox, original, copies[maildir]) for maildir, (mailbox, original) in mailboxes.items()],
+            str(envelope.sender) if envelope.sender else "", spooled, self.core.committer.queue is not None,
+            self.core.reactor.seconds(),
+        )
 
     def _log(self, status: str, detail: str, size: int | None = None) -> None:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""
@@ -423,7 +416,9 @@ class Transaction:
         )
 
 
-def _payload(message: SpooledMessage) -> bytes | SpooledMessage:
+def _payload(message: bytes | SpooledMessage) -> bytes | SpooledMessage:
     """What the store, queue and hold area are given: bytes for a message in memory."""
+    if isinstance(message, bytes):
+        return message
     small = message.in_memory()
     return message if small is None else small

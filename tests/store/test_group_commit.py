@@ -59,3 +59,33 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(ok)), 1)
         self.failureResultOf(broken, MailError)
         self.assertEqual(len(os.listdir(os.path.join(good, "new"))), 2)
+
+
+class WriterCountTests(SynchronousTestCase):
+    def test_regression_concurrent_deliveries_use_two_writers(self) -> None:
+        """
+        Ten deliveries into one Maildir at once: two writer batches run,
+        the other eight wait and then share one batch (three new/ fsyncs
+        in all, where four writers made five batches and five fsyncs).
+        """
+        root = os.path.abspath(self.mktemp())
+        reactor = ThreadedClock(synchronous=False)
+        store = MaildirStore(reactor, "mx.example.com")
+        synced: list[str] = []
+        real = maildir_module.fsync_directory
+
+        def record(path: str) -> None:
+            synced.append(path)
+            real(path)
+
+        self.patch(maildir_module, "fsync_directory", record)
+        box = os.path.join(root, "box")
+        os.makedirs(root)
+        delivered = [store.deliver(b"%d\n" % n, [(box, b"")]) for n in range(10)]
+        self.assertEqual(len(reactor.pool.pending), 2)
+        synced.clear()  # ensure_maildir's fsyncs of the new Maildir
+        for _ in range(3):
+            reactor.pool.run_next()
+        for d in delivered:
+            self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertEqual([os.path.basename(p) for p in synced].count("new"), 3)

@@ -207,6 +207,22 @@ class DeliverTests(DeliveryTestsMixin, SynchronousTestCase):
         self.assertEqual(self.reactor.pool.calls, [])
         self.assertFalse(os.path.exists(a))
 
+    def test_copies_from_a_plan_in_the_writer_thread(self) -> None:
+        """A callable for the copies is called in the writer's thread call; [] writes and notifies nothing."""
+        a = self.maildir("a")
+        calls: list[int] = []
+
+        def plan() -> list[tuple]:
+            calls.append(len(self.reactor.pool.calls))
+            return [(a, PREFIX, "S")]
+
+        names = self.deliver(MESSAGE, plan)
+        self.assertEqual((calls, len(self.reactor.pool.calls)), ([1], 1))
+        self.assertEqual(files(os.path.join(a, "cur")), [names[0] + ":2,S"])
+        self.assertEqual(self.delivered, [[a]])
+        self.assertEqual(self.deliver(MESSAGE, lambda: []), [])
+        self.assertEqual(self.delivered, [[a]])
+
     def test_own_thread_pool(self) -> None:
         """A thread pool given to the store is used instead of the reactor's."""
         pool = QueuedThreadPool()
