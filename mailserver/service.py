@@ -517,7 +517,7 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(
-                    self.mailboxes.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
+                    self.mailboxes.maildir_of, reactor, MaildirReader, changed=self.notifier.changed
                 ),
                 imap4.IAccount: imap_account_factory(
                     self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota,

@@ -107,10 +107,6 @@ IMAP_STORE = (
     "the account builds the user's Folders tree (create/delete/rename, subscriptions: no interface yet) "
     "and, when none is injected (tests, bench), the default IFolderRegistry; service.py injects the registry"
 )
-POP3_STORE = (
-    "POP3 reads through IMailboxReader (service.py injects store.reader.MaildirReader); the import "
-    "is only the default for a maildrop built without one (tests)"
-)
 SIEVE_STORE = (
     "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
     "IMailStore folder-delivery method instead of store internals"
@@ -130,7 +126,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.delivery.sieve_filter", "mailserver.store.uidlist"): SIEVE_STORE,
     ("mailserver.imap.account", "mailserver.store.folders"): IMAP_STORE,
     ("mailserver.managesieve.server", "mailserver.sieve.checker"): MANAGESIEVE_SIEVE,
-    ("mailserver.pop3.mailbox", "mailserver.store.reader"): POP3_STORE,
     ("mailserver.smtp.server", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.transaction"): SMTP_DELIVERY,
