@@ -53,6 +53,7 @@ from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.interfaces import ISieveScripts
 from mailserver.sieve.account import Quotas as SieveQuotas
 from mailserver.sieve.account import sieve_account_factory
+from mailserver.sieve.checker import EXTENSIONS as SIEVE_EXTENSIONS
 from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
 from mailserver.durable import replace_atomically
@@ -661,7 +662,7 @@ class Server:
         factories["imap_listen"] = self.imap_factory()
         factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
         factories["managesieve_listen"] = ManageSieveFactory(
-            self.portal, self.reactor, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
+            self.portal, self.reactor, sieve_extensions=SIEVE_EXTENSIONS, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
             throttle=self.throttle, timeout=self.config.managesieve_timeout,
             max_literal=self.config.sieve_max_script_size or 1 << 20,
             max_redirects=self.config.sieve_max_redirects, limits=self.login_limits["managesieve"],

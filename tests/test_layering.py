@@ -111,9 +111,6 @@ SIEVE_STORE = (
     "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
     "IMailStore folder-delivery method instead of store internals"
 )
-MANAGESIEVE_SIEVE = (
-    "ManageSieve's capability list (shown before login) names the Sieve extensions; to be passed in by service.py"
-)
 SMTP_DELIVERY = (
     "smtp/server.py drives DeliveryPipeline/Transaction directly (see ISMTPDelivery in interfaces.py); "
     "smtp/server.py is being changed for milter wiring"
@@ -125,7 +122,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.delivery.sieve_filter", "mailserver.store.index"): SIEVE_STORE,
     ("mailserver.delivery.sieve_filter", "mailserver.store.uidlist"): SIEVE_STORE,
     ("mailserver.imap.account", "mailserver.store.folders"): IMAP_STORE,
-    ("mailserver.managesieve.server", "mailserver.sieve.checker"): MANAGESIEVE_SIEVE,
     ("mailserver.smtp.server", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.transaction"): SMTP_DELIVERY,
