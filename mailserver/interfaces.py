@@ -188,6 +188,52 @@ class IFolder(IFolderReader, IFolderWriter):
     """One IMAP folder: both sides, as a session that selects it uses them."""
 
 
+class IFolderTree(Interface):
+    """
+    One user's tree of folders (Maildir++ directories under the INBOX Maildir)
+    and their subscriptions: what IMAP's CREATE, DELETE, RENAME, LIST, LSUB and
+    (UN)SUBSCRIBE change.  Names are IMAP mailbox names (C{store.folder_names});
+    bad or missing ones raise C{FolderError} subclasses.  Every method blocks:
+    call it from a thread.
+    """
+
+    root = Attribute("The user's Maildir (INBOX), an absolute path.")
+    special_use = Attribute("Folder name -> SPECIAL-USE attribute (made on first login).")
+
+    def path(name):
+        """The Maildir directory of folder C{name}, checked to be inside C{root}."""
+
+    def exists(name):
+        """True if folder C{name} exists."""
+
+    def names():
+        """Every existing folder: INBOX first, then in name order."""
+
+    def has_children(name, names=None):
+        """True if some folder (of C{names}, default all) lies below C{name}."""
+
+    def ensure_defaults():
+        """Create INBOX and the missing special-use folders, subscribe those; the names made."""
+
+    def create(name):
+        """Create folder C{name}; its normalised name."""
+
+    def delete(name):
+        """Remove folder C{name} and its messages (sub-folders stay); its normalised name."""
+
+    def rename(old, new):
+        """Rename C{old} and every folder below it; the C{(old, new)} name pairs."""
+
+    def subscriptions():
+        """The subscribed names, in file order."""
+
+    def subscribe(name):
+        """Subscribe to existing folder C{name}; its normalised name."""
+
+    def unsubscribe(name):
+        """Drop the subscription to C{name}; its normalised name."""
+
+
 class IFolderRegistry(Interface):
     """
     The folders of this process, one shared L{IFolder} per directory (the

@@ -103,10 +103,6 @@ MAY_IMPORT: dict[str, set[str]] = {
 # SMTP client and auth (its SASL credentials live in twisted.mail) only.
 TWISTED_MAIL_LAYERS = {"protocol", "delivery", "outbound", "auth", "root", "interfaces"}
 
-IMAP_STORE = (
-    "the account builds the user's Folders tree (create/delete/rename, subscriptions: no interface yet) "
-    "and, when none is injected (tests, bench), the default IFolderRegistry; service.py injects the registry"
-)
 SIEVE_STORE = (
     "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
     "IMailStore folder-delivery method instead of store internals"
@@ -121,7 +117,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("mailserver.delivery.sieve_filter", "mailserver.store.folders"): SIEVE_STORE,
     ("mailserver.delivery.sieve_filter", "mailserver.store.index"): SIEVE_STORE,
     ("mailserver.delivery.sieve_filter", "mailserver.store.uidlist"): SIEVE_STORE,
-    ("mailserver.imap.account", "mailserver.store.folders"): IMAP_STORE,
     ("mailserver.smtp.server", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.transaction"): SMTP_DELIVERY,
