@@ -47,6 +47,24 @@ class IMailStore(Interface):
             having left nothing in any C{new/}.
         """
 
+    def file_into(maildir, folder, flags=(), create=False):
+        """
+        Where a copy filed into C{folder} goes (Sieve fileinto, at final
+        delivery, before L{deliver}); blocking: call it from a thread.
+
+        @param maildir: the user's Maildir (INBOX).
+        @param folder: an IMAP mailbox name.
+        @param flags: IMAP flags for the copy (Sieve :flags); keywords are
+            added to the folder's keyword table.
+        @param create: make the folder (and subscribe it) if missing
+            (``:create``, C{lda_mailbox_autocreate}); SPECIAL-USE folders are
+            always made.
+        @return: C{(maildir_path, info letters, events)}: the folder's Maildir
+            (INBOX when the folder is missing or its name bad: never raises
+            for that), the Maildir info letters for L{deliver}'s copy, and
+            what happened, for the Sieve log.
+        """
+
 
 class IMaildirReader(Interface):
     """

@@ -644,6 +644,7 @@ class Server:
             vacation_max_period=config.sieve_vacation_max_period,
         )
         return SieveFilter(
+            self.store,
             before=config.sieve_before.replace(",", " ").split(),
             after=config.sieve_after.replace(",", " ").split(),
             global_dir=config.sieve_global,

@@ -103,10 +103,6 @@ MAY_IMPORT: dict[str, set[str]] = {
 # SMTP client and auth (its SASL credentials live in twisted.mail) only.
 TWISTED_MAIL_LAYERS = {"protocol", "delivery", "outbound", "auth", "root", "interfaces"}
 
-SIEVE_STORE = (
-    "Sieve fileinto/flags create folders and write keywords at final delivery; needs an "
-    "IMailStore folder-delivery method instead of store internals"
-)
 SMTP_DELIVERY = (
     "smtp/server.py drives DeliveryPipeline/Transaction directly (see ISMTPDelivery in interfaces.py); "
     "smtp/server.py is being changed for milter wiring"
@@ -114,9 +110,6 @@ SMTP_DELIVERY = (
 
 # (importing module, imported module): reason.  Shrink this list; never grow it lightly.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("mailserver.delivery.sieve_filter", "mailserver.store.folders"): SIEVE_STORE,
-    ("mailserver.delivery.sieve_filter", "mailserver.store.index"): SIEVE_STORE,
-    ("mailserver.delivery.sieve_filter", "mailserver.store.uidlist"): SIEVE_STORE,
     ("mailserver.smtp.server", "mailserver.delivery.envelope"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.pipeline"): SMTP_DELIVERY,
     ("mailserver.smtp.server", "mailserver.delivery.transaction"): SMTP_DELIVERY,
