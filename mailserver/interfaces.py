@@ -284,9 +284,9 @@ class IRecipientStage(Interface):
         """
         Decide on one recipient.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope} so far.
+        @param envelope: the L{mailserver.envelope.Envelope} so far.
         @param recipient: the L{mailserver.address.Address} as given.
-        @return: a L{mailserver.delivery.envelope.Verdict} or a Deferred of one.
+        @return: a L{mailserver.envelope.Verdict} or a Deferred of one.
         """
 
 
@@ -303,7 +303,7 @@ class IContentCheck(Interface):
         """
         Inspect a whole message.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param envelope: the L{mailserver.envelope.Envelope}.
         @param message: the message bytes, lines ending in LF; for a
             spooled message a L{mailserver.spooled.MessageView} (C{len},
             slices, C{find}) over the spool file, valid during the call only.
@@ -325,7 +325,7 @@ class IMessageFilter(Interface):
         """
         Look at (and possibly change) one message.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param envelope: the L{mailserver.envelope.Envelope}.
         @param message: the L{mailserver.spooled.SpooledMessage}, missing
             Message-ID and Date already added.
         @return: a Deferred firing with a
@@ -340,7 +340,7 @@ class ISenderCheck(Interface):
 
     def check(envelope):
         """
-        Look at the new L{mailserver.delivery.envelope.Envelope} (and note
+        Look at the new L{mailserver.envelope.Envelope} (and note
         results on it); an awaitable that raises L{mailserver.errors.MailError}
         to refuse the sender.
         """
@@ -361,7 +361,7 @@ class IOutboundQueue(Interface):
         Store durably; return a Deferred firing with the queue id.
         C{message} is bytes or a L{mailserver.spooled.SpooledMessage}.
 
-        @param client: the L{mailserver.delivery.envelope.Client} the mail
+        @param client: the L{mailserver.envelope.Client} the mail
             came from, or L{None}; decorators (DKIM signing) decide from it.
         """
 
@@ -428,7 +428,7 @@ class ISMTPDelivery(Interface):
     def begin(client, sender, size=None):
         """MAIL FROM: a new C{Envelope} (C{sender} an C{Address} or None for C{<>}, C{size} from SIZE=)."""
 
-    def check_sender(sender):
+    def check_sender(sender, envelope):
         """Awaitable: refuse a sender the authenticated user does not own (reject_sender_login_mismatch)."""
 
     def check_recipient(envelope, address):
@@ -458,6 +458,12 @@ class ISMTPTransaction(Interface):
 
     def commit():
         """End of data: a Deferred firing with the 250 text once every destination is durable."""
+
+    def commit_each():
+        """
+        End of data for LMTP (RFC 2033): a Deferred firing with one
+        C{(Recipient, 250 text or MailError)} per accepted recipient.
+        """
 
 
 class ISieveScripts(Interface):

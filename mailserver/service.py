@@ -40,11 +40,12 @@ from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.targets import LocalTargets
 from mailserver.delivery.sender_login import SenderLogin
 from mailserver.delivery.trusted_origin import TrustedOrigin
-from mailserver.delivery.envelope import Client
+from mailserver.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
-from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
+from mailserver.delivery.milter_filter import MilterFilter
+from mailserver.envelope import MessageMilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks

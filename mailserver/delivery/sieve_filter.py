@@ -20,7 +20,7 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import LocalMailbox
+from mailserver.envelope import LocalMailbox
 from mailserver.durable import replace_atomically
 from mailserver.interfaces import IMailStore
 from mailserver.sieve import vacation as vacation_policy

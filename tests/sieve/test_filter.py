@@ -7,7 +7,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailserver.delivery.envelope import LocalMailbox
+from mailserver.envelope import LocalMailbox
 from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.sieve.scripts import UserScripts
 from mailserver.spooled import SpooledMessage
