@@ -65,6 +65,11 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIn(b"vacation", greeting)
         self.assertTrue(greeting.endswith(b'OK "mailserver ManageSieve ready."\r\n'))
 
+    def test_sieve_capability_names_the_injected_extensions(self):
+        """The SIEVE capability is what service.py passes in, sorted, comparators left out."""
+        factory = ManageSieveFactory(None, task.Clock(), sieve_extensions={"vacation", "comparator-i;octet", "fileinto"})
+        self.assertEqual(factory.sieve_capability, "fileinto vacation")
+
     def test_commands_need_authentication(self):
         s = self.session()
         self.assertTrue(s.send(b"LISTSCRIPTS\r\n").startswith(b"NO "))
