@@ -73,13 +73,13 @@ def serve(base: str, ready) -> None:
     from twisted.mail.imap4 import IAccount
 
     from mailserver.auth.realm import MailRealm
-    from mailserver.imap.account import imap_account_factory
+    from mailserver.service import maildir_imap_accounts
     from mailserver.imap.server import IMAPFactory
     from mailserver.store.notify import MailboxNotifier
 
     reactor.suggestThreadPoolSize(16)
     notifier = MailboxNotifier(reactor)
-    accounts = imap_account_factory(lambda user: os.path.join(base, user), notifier, reactor)
+    accounts = maildir_imap_accounts(lambda user: os.path.join(base, user), notifier, reactor)
     checker = InMemoryUsernamePasswordDatabaseDontUse(bench=PASSWORD.encode())
     portal = Portal(MailRealm({IAccount: accounts}), [checker])
     port = reactor.listenTCP(0, IMAPFactory(portal, reactor, notifier), interface="127.0.0.1", backlog=64)

@@ -31,13 +31,13 @@ def main() -> None:
     from twisted.mail.imap4 import IAccount
 
     from mailserver.auth.realm import MailRealm
-    from mailserver.imap.account import imap_account_factory
+    from mailserver.service import maildir_imap_accounts
     from mailserver.imap.server import IMAPFactory
     from mailserver.store.notify import MailboxNotifier
 
     base = options.base or tempfile.mkdtemp(prefix="imaptest-")
     notifier = MailboxNotifier(reactor)
-    accounts = imap_account_factory(lambda user: os.path.join(base, user), notifier, reactor)
+    accounts = maildir_imap_accounts(lambda user: os.path.join(base, user), notifier, reactor)
     checker = InMemoryUsernamePasswordDatabaseDontUse(testuser=b"pass", testuser2=b"pass")
     portal = Portal(MailRealm({IAccount: accounts}), [checker])
     factory = IMAPFactory(portal, reactor, notifier, login_failure_delay=0)

@@ -49,6 +49,24 @@ class IMailStore(Interface):
             having left nothing in any C{new/}.
         """
 
+    def file_into(maildir, folder, flags=(), create=False):
+        """
+        Where a copy filed into C{folder} goes (Sieve fileinto, at final
+        delivery, before L{deliver}); blocking: call it from a thread.
+
+        @param maildir: the user's Maildir (INBOX).
+        @param folder: an IMAP mailbox name.
+        @param flags: IMAP flags for the copy (Sieve :flags); keywords are
+            added to the folder's keyword table.
+        @param create: make the folder (and subscribe it) if missing
+            (``:create``, C{lda_mailbox_autocreate}); SPECIAL-USE folders are
+            always made.
+        @return: C{(maildir_path, info letters, events)}: the folder's Maildir
+            (INBOX when the folder is missing or its name bad: never raises
+            for that), the Maildir info letters for L{deliver}'s copy, and
+            what happened, for the Sieve log.
+        """
+
 
 class IMaildirReader(Interface):
     """
@@ -190,6 +208,52 @@ class IFolder(IFolderReader, IFolderWriter):
     """One IMAP folder: both sides, as a session that selects it uses them."""
 
 
+class IFolderTree(Interface):
+    """
+    One user's tree of folders (Maildir++ directories under the INBOX Maildir)
+    and their subscriptions: what IMAP's CREATE, DELETE, RENAME, LIST, LSUB and
+    (UN)SUBSCRIBE change.  Names are IMAP mailbox names (C{store.folder_names});
+    bad or missing ones raise C{FolderError} subclasses.  Every method blocks:
+    call it from a thread.
+    """
+
+    root = Attribute("The user's Maildir (INBOX), an absolute path.")
+    special_use = Attribute("Folder name -> SPECIAL-USE attribute (made on first login).")
+
+    def path(name):
+        """The Maildir directory of folder C{name}, checked to be inside C{root}."""
+
+    def exists(name):
+        """True if folder C{name} exists."""
+
+    def names():
+        """Every existing folder: INBOX first, then in name order."""
+
+    def has_children(name, names=None):
+        """True if some folder (of C{names}, default all) lies below C{name}."""
+
+    def ensure_defaults():
+        """Create INBOX and the missing special-use folders, subscribe those; the names made."""
+
+    def create(name):
+        """Create folder C{name}; its normalised name."""
+
+    def delete(name):
+        """Remove folder C{name} and its messages (sub-folders stay); its normalised name."""
+
+    def rename(old, new):
+        """Rename C{old} and every folder below it; the C{(old, new)} name pairs."""
+
+    def subscriptions():
+        """The subscribed names, in file order."""
+
+    def subscribe(name):
+        """Subscribe to existing folder C{name}; its normalised name."""
+
+    def unsubscribe(name):
+        """Drop the subscription to C{name}; its normalised name."""
+
+
 class IFolderRegistry(Interface):
     """
     The folders of this process, one shared L{IFolder} per directory (the
@@ -222,9 +286,9 @@ class IRecipientStage(Interface):
         """
         Decide on one recipient.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope} so far.
+        @param envelope: the L{mailserver.envelope.Envelope} so far.
         @param recipient: the L{mailserver.address.Address} as given.
-        @return: a L{mailserver.delivery.envelope.Verdict} or a Deferred of one.
+        @return: a L{mailserver.envelope.Verdict} or a Deferred of one.
         """
 
 
@@ -241,7 +305,7 @@ class IContentCheck(Interface):
         """
         Inspect a whole message.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param envelope: the L{mailserver.envelope.Envelope}.
         @param message: the message bytes, lines ending in LF; for a
             spooled message a L{mailserver.spooled.MessageView} (C{len},
             slices, C{find}) over the spool file, valid during the call only.
@@ -263,7 +327,7 @@ class IMessageFilter(Interface):
         """
         Look at (and possibly change) one message.
 
-        @param envelope: the L{mailserver.delivery.envelope.Envelope}.
+        @param envelope: the L{mailserver.envelope.Envelope}.
         @param message: the L{mailserver.spooled.SpooledMessage}, missing
             Message-ID and Date already added.
         @return: a Deferred firing with a
@@ -278,7 +342,7 @@ class ISenderCheck(Interface):
 
     def check(envelope):
         """
-        Look at the new L{mailserver.delivery.envelope.Envelope} (and note
+        Look at the new L{mailserver.envelope.Envelope} (and note
         results on it); an awaitable that raises L{mailserver.errors.MailError}
         to refuse the sender.
         """
@@ -299,7 +363,7 @@ class IOutboundQueue(Interface):
         Store durably; return a Deferred firing with the queue id.
         C{message} is bytes or a L{mailserver.spooled.SpooledMessage}.
 
-        @param client: the L{mailserver.delivery.envelope.Client} the mail
+        @param client: the L{mailserver.envelope.Client} the mail
             came from, or L{None}; decorators (DKIM signing) decide from it.
         """
 
@@ -366,7 +430,7 @@ class ISMTPDelivery(Interface):
     def begin(client, sender, size=None):
         """MAIL FROM: a new C{Envelope} (C{sender} an C{Address} or None for C{<>}, C{size} from SIZE=)."""
 
-    def check_sender(sender):
+    def check_sender(sender, envelope):
         """Awaitable: refuse a sender the authenticated user does not own (reject_sender_login_mismatch)."""
 
     def check_recipient(envelope, address):
@@ -396,6 +460,12 @@ class ISMTPTransaction(Interface):
 
     def commit():
         """End of data: a Deferred firing with the 250 text once every destination is durable."""
+
+    def commit_each():
+        """
+        End of data for LMTP (RFC 2033): a Deferred firing with one
+        C{(Recipient, 250 text or MailError)} per accepted recipient.
+        """
 
 
 class ISieveScripts(Interface):

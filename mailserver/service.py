@@ -11,7 +11,7 @@ import json
 import os
 import signal
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
@@ -40,19 +40,21 @@ from mailserver.delivery.aliases import AliasExpander
 from mailserver.delivery.targets import LocalTargets
 from mailserver.delivery.sender_login import SenderLogin
 from mailserver.delivery.trusted_origin import TrustedOrigin
-from mailserver.delivery.envelope import Client
+from mailserver.envelope import Client
 from mailserver.delivery.inject import Injector
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryCore
-from mailserver.delivery.milter_filter import MessageMilter, MilterFilter
+from mailserver.delivery.milter_filter import MilterFilter
+from mailserver.envelope import MessageMilter
 from mailserver.errors import ConfigError, MailError, Problem
 from mailserver.delivery.recipients import RecipientSyntax
 from mailserver.delivery.relay_policy import RelayPolicy, in_networks
 from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.sieve_filter import SieveFilter
-from mailserver.interfaces import ISieveScripts
+from mailserver.interfaces import IFolderRegistry, ISieveScripts
 from mailserver.sieve.account import Quotas as SieveQuotas
 from mailserver.sieve.account import sieve_account_factory
+from mailserver.sieve.checker import EXTENSIONS as SIEVE_EXTENSIONS
 from mailserver.managesieve.server import ManageSieveFactory
 from mailserver.delivery.transaction import Committer
 from mailserver.durable import replace_atomically
@@ -89,7 +91,7 @@ from mailserver.queue.pickup_bounce import PickupDelivery
 from mailserver.queue.relay import Relay
 from mailserver.queue.spool import CORRUPT, STATES as SPOOL_STATES, Spool
 from mailserver.store.cleanup import MaildirTmpCleaner
-from mailserver.store.folders import disk_name, folder_registry, normalize_name
+from mailserver.store.folders import Folders, disk_name, folder_registry, normalize_name
 from mailserver.store.hold import HoldArea
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.quota import MaildirQuota
@@ -333,6 +335,18 @@ class StatusFile(Service):
             pass
 
 
+def imap_folder_registry() -> IFolderRegistry:
+    """IMAP's folders: one index per folder, describing messages for IMAP."""
+    return folder_registry(describe, DESCRIBE_VERSION)
+
+
+def maildir_imap_accounts(
+    maildir_of: Callable[[str], str], notifier: Any, reactor: Any, registry: IFolderRegistry | None = None, **options: Any
+) -> Callable[[str], Any]:
+    """C{imap_account_factory} over Maildir++ folder trees (L{Folders}) and, by default, a new L{imap_folder_registry}."""
+    return imap_account_factory(maildir_of, notifier, reactor, Folders, registry or imap_folder_registry(), **options)
+
+
 def status_path(config: Config) -> str:
     return os.path.join(config.data_directory, "status.json")
 
@@ -517,12 +531,9 @@ class Server:
             {
                 IMessageDeliveryFactory: self._delivery_avatar,
                 pop3.IMailbox: pop3_mailbox_factory(
-                    self.mailboxes.maildir_of, reactor, changed=self.notifier.changed, reader_of=MaildirReader
+                    self.mailboxes.maildir_of, reactor, MaildirReader, changed=self.notifier.changed
                 ),
-                imap4.IAccount: imap_account_factory(
-                    self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota,
-                    registry=folder_registry(describe, DESCRIBE_VERSION),  # IMAP's folders: one index per folder
-                ),
+                imap4.IAccount: maildir_imap_accounts(self.mailboxes.maildir_of, self.notifier, reactor, quota=self.quota),
                 ISieveScripts: sieve_account_factory(self.mailboxes.home_of, SieveQuotas(
                     max_script_size=config.sieve_max_script_size or 1 << 20,
                     max_scripts=config.sieve_quota_max_scripts,
@@ -634,6 +645,7 @@ class Server:
             vacation_max_period=config.sieve_vacation_max_period,
         )
         return SieveFilter(
+            self.store,
             before=config.sieve_before.replace(",", " ").split(),
             after=config.sieve_after.replace(",", " ").split(),
             global_dir=config.sieve_global,
@@ -661,7 +673,7 @@ class Server:
         factories["imap_listen"] = self.imap_factory()
         factories["imaps_listen"] = wrap_implicit(self.imap_factory(), self.tls.imap)
         factories["managesieve_listen"] = ManageSieveFactory(
-            self.portal, self.reactor, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
+            self.portal, self.reactor, sieve_extensions=SIEVE_EXTENSIONS, context_factory=self.tls.imap, allow_plaintext=self.plaintext,
             throttle=self.throttle, timeout=self.config.managesieve_timeout,
             max_literal=self.config.sieve_max_script_size or 1 << 20,
             max_redirects=self.config.sieve_max_redirects, limits=self.login_limits["managesieve"],

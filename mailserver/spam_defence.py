@@ -14,7 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import Client
+from mailserver.envelope import Client
 from mailserver.delivery.policy_stages import DnsblStage, GreylistStage
 from mailserver.interfaces import IRecipientStage
 from mailserver.periodic import PeriodicTask

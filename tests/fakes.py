@@ -75,6 +75,10 @@ class MemoryStore:
             return d.addCallback(write)
         return succeed(write())
 
+    def file_into(self, maildir: str, folder: str, flags=(), create: bool = False):
+        """Every folder exists: C{maildir/.folder}, no flags."""
+        return os.path.join(maildir, "." + folder), "", [f"fileinto {folder}"]
+
 
 @implementer(IQuota)
 class MemoryQuota:

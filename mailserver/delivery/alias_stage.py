@@ -10,7 +10,7 @@ from zope.interface import implementer
 
 from mailserver.address import Address
 from mailserver.delivery.aliases import AliasExpander, Expansion
-from mailserver.delivery.envelope import Destination, Envelope, RemoteAddress, Verdict
+from mailserver.envelope import Destination, Envelope, RemoteAddress, Verdict
 from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.errors import MailError
 from mailserver.interfaces import IRecipientStage

@@ -21,7 +21,7 @@ from typing import Callable
 from twisted.logger import Logger
 
 from mailserver.address import Address, parse_mailbox
-from mailserver.delivery.envelope import CommandTarget, FileTarget
+from mailserver.envelope import CommandTarget, FileTarget
 from mailserver.errors import MailError
 from mailserver.tables.aliases import AliasEntry, AliasTable, AliasTarget, TargetKind, parse_include
 

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.delivery.envelope import Client, Envelope
+from mailserver.envelope import Client, Envelope
 from mailserver.delivery.filters import FilterResult
 from mailserver.delivery.spool_edits import read_header
 from mailserver.errors import MailError

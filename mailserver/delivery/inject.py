@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.envelope import Client, Envelope
+from mailserver.envelope import Client, Envelope
 from mailserver.delivery.pipeline import DeliveryCore, DeliveryPipeline
 from mailserver.errors import MailError
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from zope.interface import implementer
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Envelope, LocalMailbox, Verdict
+from mailserver.envelope import Envelope, LocalMailbox, Verdict
 from mailserver.errors import MailError
 from mailserver.interfaces import IRecipientStage, IUserDatabase
 from mailserver.store.location import maildir_for

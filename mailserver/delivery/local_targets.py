@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailserver.delivery import mbox
-from mailserver.delivery.envelope import CommandTarget, FileTarget
+from mailserver.envelope import CommandTarget, FileTarget
 from mailserver.errors import MailError
 
 log = Logger(namespace="mailserver.delivery.local")

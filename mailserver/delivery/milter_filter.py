@@ -15,7 +15,6 @@ local macros, as Postfix does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import threads
@@ -24,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.envelope import Envelope
+from mailserver.envelope import Envelope, MessageMilter
 from mailserver.delivery.filters import FilterResult
 from mailserver.delivery.received import header_end
 from mailserver.delivery.recipient_route import route
@@ -38,15 +37,6 @@ from mailserver.spooled import SpooledMessage, to_crlf
 log = Logger(namespace="mailserver.milter")
 
 BODY_CHUNK = 65535  # SMFIC_BODY's largest chunk
-
-
-@dataclass
-class MessageMilter:
-    """The milter session of one message and the macros known so far (C{i}, C{{mail_addr}} ...)."""
-
-    session: IMilterSession
-    macros: dict[str, str] = field(default_factory=dict)
-    discard: bool = False  # a milter said discard at MAIL or RCPT
 
 
 @implementer(IMessageFilter)

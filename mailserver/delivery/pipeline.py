@@ -15,7 +15,7 @@ from twisted.mail.smtp import IMessageDeliveryFactory
 from zope.interface import implementer
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Client, Envelope, Recipient
+from mailserver.envelope import Client, Envelope, Recipient
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.quota_gate import over_quota
 from mailserver.delivery.recipient_route import route

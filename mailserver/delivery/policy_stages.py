@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Client, Envelope, Verdict
+from mailserver.envelope import Client, Envelope, Verdict
 from mailserver.interfaces import IRecipientStage
 from mailserver.policy.dnsbl import DnsblScorer, blocked
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import LocalMailbox, Recipient
+from mailserver.envelope import LocalMailbox, Recipient
 from mailserver.errors import MailError
 from mailserver.interfaces import IQuota
 from mailserver.quota_rule import Usage, over_quota as over_quota_error

@@ -7,7 +7,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Envelope, Outcome, Recipient
+from mailserver.envelope import Envelope, Outcome, Recipient
 from mailserver.delivery.local_mailboxes import USER_UNKNOWN
 from mailserver.interfaces import IRecipientStage
 

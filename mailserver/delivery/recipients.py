@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from zope.interface import implementer
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Envelope, Verdict
+from mailserver.envelope import Envelope, Verdict
 from mailserver.errors import MailError
 from mailserver.interfaces import IRecipientStage
 

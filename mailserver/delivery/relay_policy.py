@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from zope.interface import implementer
 
 from mailserver.address import Address
-from mailserver.delivery.envelope import Envelope, RemoteAddress, Verdict
+from mailserver.envelope import Envelope, RemoteAddress, Verdict
 from mailserver.delivery.recipients import RELAY_DENIED
 from mailserver.interfaces import IRecipientStage
 

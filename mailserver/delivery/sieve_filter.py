@@ -20,8 +20,9 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import LocalMailbox
+from mailserver.envelope import LocalMailbox
 from mailserver.durable import replace_atomically
+from mailserver.interfaces import IMailStore
 from mailserver.sieve import vacation as vacation_policy
 from mailserver.sieve.actions import Action, Discard, FileInto, Redirect, Reject, Vacation
 from mailserver.sieve.checker import Script
@@ -30,10 +31,6 @@ from mailserver.sieve.message import MAX_BODY, SieveEnvelope, SieveMessage
 from mailserver.sieve.parser import SieveError
 from mailserver.sieve.scripts import ScriptCache, ScriptNameError, UserScripts, check_name, script_files
 from mailserver.spooled import SpooledMessage
-from mailserver.store import flags as flagmod
-from mailserver.store.folders import FolderError, FolderExistsError, Folders, ensure_maildir, is_inbox, normalize_name
-from mailserver.store.index import KEYWORDS_FILE
-from mailserver.store.uidlist import UidList
 
 log = Logger(namespace="mailserver.sieve")
 
@@ -64,10 +61,11 @@ class SieveOutcome:
 
 
 class SieveFilter:
-    """Sieve for every local delivery (built once by service.py)."""
+    """Sieve for every local delivery (built once by service.py); folders come from C{store}."""
 
     def __init__(
         self,
+        store: IMailStore,
         before: Sequence[str] = (),
         after: Sequence[str] = (),
         global_dir: str = "",
@@ -77,6 +75,7 @@ class SieveFilter:
         autocreate: bool = False,
         cache: ScriptCache | None = None,
     ) -> None:
+        self.store = store
         self.before = tuple(before)
         self.after = tuple(after)
         self.global_dir = global_dir
@@ -176,11 +175,10 @@ class SieveFilter:
 
     def _apply(self, actions: list[Action], outcome: SieveOutcome, mailbox: LocalMailbox, message: SieveMessage,
                sender: str, recipient: str, can_send: bool, now: float) -> None:
-        folders = Folders(mailbox.maildir)
         keep_inbox = False
         for action in actions:
             if isinstance(action, FileInto):
-                self._file_into(action, outcome, mailbox, folders)
+                self._file_into(action, outcome, mailbox)
             elif isinstance(action, Redirect):
                 already = any(mailbox.user.lower() == v.strip().lower() for v in message.header_values(REDIRECTED))
                 if not can_send or already:
@@ -206,27 +204,11 @@ class SieveFilter:
         if keep_inbox and not any(path == mailbox.maildir for path, _ in outcome.copies):
             outcome.copies.append((mailbox.maildir, ""))
 
-    def _file_into(self, action: FileInto, outcome: SieveOutcome, mailbox: LocalMailbox, folders: Folders) -> None:
-        path = mailbox.maildir
-        if not is_inbox(action.folder):
-            try:
-                candidate = folders.path(action.folder)
-                if not folders.exists(action.folder):
-                    # The SPECIAL-USE folders exist for IMAP from the first login (Dovecot's
-                    # auto = create): a new user's Junk must not depend on having logged in.
-                    special = normalize_name(action.folder) in folders.special_use
-                    if not (action.create or self.autocreate or special):
-                        raise FolderError(f"folder {action.folder!r} does not exist")
-                    try:
-                        folders.create(action.folder)
-                        folders.subscribe(action.folder)  # clients that list subscribed folders see it
-                    except FolderExistsError:
-                        pass
-                path = candidate
-                outcome.events.append(f"fileinto {action.folder}")
-            except FolderError as error:
-                outcome.events.append(f"fileinto {action.folder!r} failed ({error}): INBOX")
-        info = _info_letters(path, action.flags, outcome.events) if action.flags else ""
+    def _file_into(self, action: FileInto, outcome: SieveOutcome, mailbox: LocalMailbox) -> None:
+        path, info, events = self.store.file_into(
+            mailbox.maildir, action.folder, action.flags, action.create or self.autocreate
+        )
+        outcome.events.extend(events)
         for index, (existing, _) in enumerate(outcome.copies):
             if existing == path:
                 outcome.copies[index] = (path, info)
@@ -275,40 +257,6 @@ class SieveFilter:
             if len(self._pending) >= vacation_policy.MAX_MEMORY:
                 self._pending.pop(next(iter(self._pending)))
         self._pending[key] = until
-
-
-def _info_letters(maildir: str, flags: Sequence[str], events: list[str]) -> str:
-    """
-    Maildir info letters for IMAP C{flags}: system flags as ``DFRST``,
-    keywords as the folder's ``dovecot-keywords`` letters, added to that
-    file under the folder's UID-list lock as IMAP STORE does.
-    """
-    wanted = []
-    for flag in flags:
-        if flagmod.is_system_flag(flag) and flagmod.canonical_flag(flag) not in flagmod.SYSTEM_FLAGS:
-            events.append(f"flag {flag} cannot be stored")
-        else:
-            wanted.append(flagmod.canonical_flag(flag))
-    keywords = [f for f in wanted if not flagmod.is_system_flag(f)]
-    table: list[str | None] = []
-    if keywords:
-        ensure_maildir(maildir)
-        path = os.path.join(maildir, KEYWORDS_FILE)
-        try:
-            with UidList(maildir).locked():
-                try:
-                    with open(path, encoding="utf-8", errors="replace") as handle:
-                        table = flagmod.parse_keywords(handle.read(1 << 16))
-                except FileNotFoundError:
-                    table = []
-                grown = flagmod.add_keywords(table, keywords)
-                if grown != table:
-                    replace_atomically(path, flagmod.format_keywords(grown).encode("utf-8"))
-                table = grown
-        except flagmod.FlagError as error:
-            events.append(f"keywords not stored: {error}")
-            wanted = [f for f in wanted if flagmod.is_system_flag(f)]
-    return flagmod.flags_to_letters(wanted, table)
 
 
 def write_memory(files: list[tuple[str, bytes]]) -> None:

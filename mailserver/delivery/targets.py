@@ -8,7 +8,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
-from mailserver.delivery.envelope import CommandTarget, Envelope, FileTarget
+from mailserver.envelope import CommandTarget, Envelope, FileTarget
 from mailserver.delivery.local_targets import deliver_to_command, deliver_to_file, resolve_run_as
 
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.delivery.envelope import (
+from mailserver.envelope import (
     Client,
     CommandTarget,
     Envelope,

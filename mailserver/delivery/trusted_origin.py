@@ -13,7 +13,7 @@ class TrustedOrigin:
     """
     Mail we vouch for: SASL users, clients in C{mynetworks}, the local
     C{sendmail} and bounces (clients marked C{trusted}).  Called with a
-    L{mailserver.delivery.envelope.Client}.
+    L{mailserver.envelope.Client}.
     """
 
     mynetworks: Sequence[Network]

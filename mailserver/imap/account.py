@@ -7,7 +7,8 @@ through L{MaildirAccount.run}; the folder indexes are shared by all
 accounts of the factory (one L{IFolderRegistry}, injected by the
 composition root), so sessions of the same user in this process see one
 consistent index per folder.  The account depends on the folder interfaces
-(L{IFolder}), not on the index that implements them.
+(L{IFolder}, and L{IFolderTree} for the user's folder tree, built by an
+injected factory), not on the store that implements them.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from zope.interface import implementer
 from mailserver.imap import list_extended, listing
 from mailserver.imap.mailbox import SelectedMailbox
 from mailserver.imap.replies import Refused
-from mailserver.imap.structure import DESCRIBE_VERSION, describe
-from mailserver.interfaces import IFolder, IFolderRegistry, IMailboxNotifier
+from mailserver.interfaces import IFolder, IFolderRegistry, IFolderTree, IMailboxNotifier
 from mailserver.store.folder_names import (
     DEFAULT_SPECIAL_USE,
     DELIMITER,
@@ -34,13 +34,10 @@ from mailserver.store.folder_names import (
     disk_name,
     normalize_name,
 )
-from mailserver.store.folders import Folders, folder_registry
 from mailserver.store.records import Snapshot
 
-
-def default_registry() -> IFolderRegistry:
-    """A registry whose indexes describe messages for IMAP."""
-    return folder_registry(describe, DESCRIBE_VERSION)
+FolderTreeOf = Callable[[str, dict[str, str]], IFolderTree]
+"""C{folders_of(maildir, special_use)}: the user's L{IFolderTree} (C{service.py} gives C{store.folders.Folders})."""
 
 
 class _MailboxInfo:
@@ -61,8 +58,7 @@ class MaildirAccount:
     """
     One logged-in user's folders.
 
-    @param root: the user's Maildir (INBOX).
-    @param special_use: folder name -> SPECIAL-USE attribute.
+    @param folders: the user's folder tree; its C{root} is the Maildir (INBOX).
     """
 
     log = Logger()
@@ -70,18 +66,17 @@ class MaildirAccount:
     def __init__(
         self,
         user: str,
-        root: str,
+        folders: IFolderTree,
         registry: IFolderRegistry,
         notifier: IMailboxNotifier | None,
         reactor: Any,
-        special_use: dict[str, str] | None = None,
         threadpool: Any = None,
         quota: Any = None,
     ) -> None:
         self.user = user
         self.quota = quota  # IQuota, or None: no quotas
-        self.root = os.path.abspath(root)
-        self.folders = Folders(self.root, DEFAULT_SPECIAL_USE if special_use is None else special_use)
+        self.root = folders.root
+        self.folders = folders
         self.registry = registry
         self.notifier = notifier
         self.reactor = reactor
@@ -311,8 +306,9 @@ def imap_account_factory(
     maildir_of: Callable[[str], str],
     notifier: IMailboxNotifier | None,
     reactor: Any,
+    folders_of: FolderTreeOf,
+    registry: IFolderRegistry,
     special_use: dict[str, str] | None = None,
-    registry: IFolderRegistry | None = None,
     threadpool: Any = None,
     quota: Any = None,
 ) -> Callable[[str], MaildirAccount]:
@@ -323,14 +319,16 @@ def imap_account_factory(
         (C{store.location.maildir_for} over the user database).
     @param notifier: the process's L{IMailboxNotifier} (IDLE wake-ups).
     @param reactor: for the thread pool.
+    @param folders_of: C{(maildir, special_use)} -> the user's L{IFolderTree}.
+    @param registry: the process's L{IFolderRegistry} (C{service.py} gives
+        one whose indexes describe messages for IMAP).
     @param special_use: folder name -> SPECIAL-USE attribute, created on
         first login (default Sent, Drafts, Trash, Junk).
-    @param registry: the process's L{IFolderRegistry} (C{service.py} gives
-        one; by default a new one describing messages for IMAP).
     """
-    registry = registry or default_registry()
+    special_use = DEFAULT_SPECIAL_USE if special_use is None else special_use
 
     def factory(user: str) -> MaildirAccount:
-        return MaildirAccount(user, maildir_of(user), registry, notifier, reactor, special_use, threadpool, quota)
+        folders = folders_of(os.path.abspath(maildir_of(user)), special_use)
+        return MaildirAccount(user, folders, registry, notifier, reactor, threadpool, quota)
 
     return factory

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from mailserver.auth.throttle import AuthGuard, AuthThrottle, LoginBanned
 from mailserver.interfaces import ISieveScripts
 from mailserver.limits import Connection, LoginLimits
-from mailserver.sieve.checker import EXTENSIONS
 from mailserver.tls import PlaintextPolicy, is_secure, peer_ip
 
 log = Logger(namespace="mailserver.managesieve")
@@ -112,7 +111,7 @@ class ManageSieveServer(LineReceiver, TimeoutMixin):
 
     def capabilities(self) -> list[tuple[str, str]]:
         caps = [("IMPLEMENTATION", self.factory.implementation),
-                ("SIEVE", " ".join(sorted(e for e in EXTENSIONS if not e.startswith("comparator-"))))]
+                ("SIEVE", self.factory.sieve_capability)]
         caps.append(("SASL", "PLAIN" if self.factory.allow_plaintext(self.transport) else ""))
         if self.factory.context_factory is not None and not is_secure(self.transport):
             caps.append(("STARTTLS", ""))
@@ -393,6 +392,9 @@ class ManageSieveFactory(ServerFactory):
     Builds L{ManageSieveServer} sessions.
 
     @param portal: asked for L{ISieveScripts}.
+    @param sieve_extensions: the Sieve extensions the script checker accepts
+        (C{service.py} gives C{mailserver.sieve.checker.EXTENSIONS}); the
+        SIEVE capability names them, comparators left out (RFC 5804 1.7).
     @param reactor: the clock (timeouts, throttle) and the thread pool.
     @param context_factory: TLS for STARTTLS (None: not offered).
     @param allow_plaintext: C{f(transport)}: may PLAIN be used here (TLS or loopback by default)?
@@ -402,7 +404,7 @@ class ManageSieveFactory(ServerFactory):
     noisy = False
 
     def __init__(
-        self, portal: Any, reactor: Any, *, context_factory: Any = None,
+        self, portal: Any, reactor: Any, *, sieve_extensions: Iterable[str], context_factory: Any = None,
         allow_plaintext: Callable[[Any], bool] = PlaintextPolicy(), throttle: AuthThrottle | None = None,
         timeout: float = 600, max_literal: int = 1 << 20, max_line: int = 8192, max_redirects: int = 4,
         max_bad_commands: int = 10, run_in_thread: RunInThread | None = None, implementation: str = "mailserver",
@@ -410,6 +412,7 @@ class ManageSieveFactory(ServerFactory):
     ) -> None:
         self.limits = limits
         self.portal = portal
+        self.sieve_capability = " ".join(sorted(e for e in sieve_extensions if not e.startswith("comparator-")))
         self.reactor = reactor
         self.context_factory = context_factory
         self.allow_plaintext = allow_plaintext

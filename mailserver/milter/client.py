@@ -14,7 +14,6 @@ verdict of C{milter_default_action} for the rest of the session.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine, Mapping, Sequence
 
@@ -32,18 +31,23 @@ from mailserver.interfaces import IMilterSession
 from mailserver.milter import codec
 from mailserver.milter.actions import milter_body, milter_headers, valid_header_name
 from mailserver.milter.settings import MilterSettings, MilterSpec
+from mailserver.milter.verdicts import (  # noqa: F401 (re-exported: the verdict names are part of this API)
+    ACCEPT,
+    CONTINUE,
+    DEFAULT_REJECT_ERROR,
+    DEFAULT_TEMPFAIL_ERROR,
+    DISCARD,
+    REJECT,
+    REJECT_ERROR,
+    SHUTDOWN,
+    SHUTDOWN_ERROR,
+    TEMPFAIL,
+    TEMPFAIL_ERROR,
+    family_of,
+)
 
 log = Logger()
 
-CONTINUE, ACCEPT, REJECT, TEMPFAIL, DISCARD, SHUTDOWN = (
-    "continue", "accept", "reject", "tempfail", "discard", "shutdown",
-)  # fmt: skip
-#: Postfix's texts for replies without a SMFIR_REPLYCODE.
-REJECT_ERROR = MailError(550, "5.7.1", "Command rejected")
-TEMPFAIL_ERROR = MailError(451, "4.7.1", "Service unavailable - try again later")
-SHUTDOWN_ERROR = MailError(421, "4.7.0", "Server closing connection")
-DEFAULT_TEMPFAIL_ERROR = MailError(451, "4.3.5", "Server configuration problem - try again later")
-DEFAULT_REJECT_ERROR = MailError(550, "5.5.0", "Service unavailable")
 
 #: Protocol steps we let a milter skip or not answer, and SMFIR_SKIP.
 OFFERED_PROTOCOL = (
@@ -556,20 +560,6 @@ class MilterSession:
             protocol.transport.write(codec.encode(codec.Quit()))
         protocol.transport.loseConnection()
         return closed
-
-
-def family_of(address: str) -> str:
-    """The SMFIC_CONNECT family of a client address (FAMILY_INET6 for IPv6)."""
-    try:
-        socket.inet_pton(socket.AF_INET6, address)
-        return codec.FAMILY_INET6
-    except OSError:
-        pass
-    try:
-        socket.inet_pton(socket.AF_INET, address)
-        return codec.FAMILY_INET
-    except OSError:
-        return codec.FAMILY_UNKNOWN
 
 
 async def send_headers(session: Any, message: bytes, macros: Mapping[str, str] | None = None) -> Verdict:

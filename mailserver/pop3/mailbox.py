@@ -29,7 +29,6 @@ from mailserver.pop3.stream import CHUNK_SIZE
 from mailserver.pop3.lock import MaildropInUse, SessionRegistry, lock_maildir, unlock_maildir
 from mailserver.interfaces import IMailboxReader
 from mailserver.pop3.wire import uidl_for
-from mailserver.store.reader import MaildirReader, seen_name
 
 RunInThread = Callable[..., Deferred]
 """C{run(f, *args) -> Deferred}: call C{f} off the reactor thread."""
@@ -44,7 +43,6 @@ __all__ = [
     "MessageVanished",
     "in_thread_pool",
     "pop3_mailbox_factory",
-    "seen_name",
 ]
 
 
@@ -92,27 +90,27 @@ def in_thread_pool(reactor: Any) -> RunInThread:
 def pop3_mailbox_factory(
     maildir_of: Callable[[str], str],
     reactor: Any,
+    reader_of: Callable[[str], IMailboxReader],
     run_in_thread: RunInThread | None = None,
     changed: Changed | None = None,
-    reader_of: Callable[[str], IMailboxReader] = MaildirReader,
 ) -> Callable[[str], MaildirMailbox]:
     """
     The C{pop3.IMailbox} avatar factory for L{mailserver.auth.realm.MailRealm}.
 
     @param maildir_of: user name -> that user's Maildir directory.
     @param reactor: gives the thread pool for disk I/O.
+    @param reader_of: Maildir directory -> its L{IMailboxReader} (the
+        composition root gives L{mailserver.store.reader.MaildirReader}).
     @param run_in_thread: replaces the thread pool (tests).
     @param changed: called with C{[maildir]} after messages were marked
         seen or deleted, so IMAP sessions of this process notice at once
         (C{MailboxNotifier.changed}).
-    @param reader_of: Maildir directory -> its L{IMailboxReader}.
     """
     registry = SessionRegistry()
     run = run_in_thread if run_in_thread is not None else in_thread_pool(reactor)
 
     def factory(user: str) -> MaildirMailbox:
-        maildir = maildir_of(user)
-        return MaildirMailbox(maildir, registry, run, changed, reader_of(maildir))
+        return MaildirMailbox(reader_of(maildir_of(user)), registry, run, changed)
 
     return factory
 
@@ -127,14 +125,13 @@ class MaildirMailbox:
 
     def __init__(
         self,
-        maildir: str,
+        reader: IMailboxReader,
         registry: SessionRegistry,
         run_in_thread: RunInThread,
         changed: Changed | None = None,
-        reader: IMailboxReader | None = None,
     ) -> None:
-        self.maildir = maildir
-        self._reader = reader if reader is not None else MaildirReader(maildir)
+        self.maildir = reader.path
+        self._reader = reader
         self._registry = registry
         self._run = run_in_thread
         self._changed = changed
@@ -213,7 +210,7 @@ class MaildirMailbox:
             fp, message.path = result
             return fp
 
-        d = self._run(_open_message, self.maildir, message.path, message.unique, self._reader)
+        d = self._run(_open_message, self._reader, message.path, message.unique)
         return d.addCallback(opened)
 
     def deleteMessage(self, i: int) -> None:
@@ -284,15 +281,13 @@ def _listing(reader: IMailboxReader) -> list[Message]:
     return [Message(m.unique, m.path, m.size, uidl_for(m.unique)) for m in reader.list()]
 
 
-def scan_inbox(maildir: str) -> list[Message]:
-    """The messages of C{new/} and C{cur/} of C{maildir}, oldest delivery first."""
-    return _listing(MaildirReader(maildir))
+def scan_inbox(reader: IMailboxReader) -> list[Message]:
+    """The messages of C{new/} and C{cur/} of C{reader}'s Maildir, oldest delivery first."""
+    return _listing(reader)
 
 
-def _open_message(
-    maildir: str, path: str, unique: str, reader: IMailboxReader | None = None
-) -> tuple[IO[bytes], str]:
-    opened = (reader or MaildirReader(maildir)).open(path, unique)
+def _open_message(reader: IMailboxReader, path: str, unique: str) -> tuple[IO[bytes], str]:
+    opened = reader.open(path, unique)
     if opened is None:
         raise MessageVanished(unique)
     fp, path = opened

@@ -19,9 +19,9 @@ from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from mailserver.address import parse_path
-from mailserver.delivery.envelope import Client, Recipient
-from mailserver.delivery.pipeline import DeliveryPipeline
+from mailserver.envelope import Client, Recipient
 from mailserver.errors import MailError
+from mailserver.interfaces import ISMTPDelivery
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import ESMTPServer, SMTPPolicy
 
@@ -71,7 +71,7 @@ class LMTPServer(ESMTPServer):
 
     do_HELO = do_EHLO
 
-    async def _get_delivery(self) -> DeliveryPipeline:
+    async def _get_delivery(self) -> ISMTPDelivery:
         """No login: the listener's own pipeline (LMTP's content-check settings)."""
         if self._delivery is None:
             self._delivery = self.factory.delivery.getMessageDelivery()

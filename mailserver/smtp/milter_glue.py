@@ -15,11 +15,10 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from mailserver.delivery.envelope import Envelope, RemoteAddress
-from mailserver.delivery.milter_filter import MessageMilter
+from mailserver.envelope import Envelope, MessageMilter, RemoteAddress
 from mailserver.errors import MailError
 from mailserver.interfaces import IMilterSession
-from mailserver.milter.client import ACCEPT, CONTINUE, DISCARD, REJECT_ERROR, SHUTDOWN, family_of
+from mailserver.milter.verdicts import ACCEPT, CONTINUE, DISCARD, REJECT_ERROR, SHUTDOWN, family_of
 from mailserver.milter.macros import MacroContext
 
 log = Logger(namespace="mailserver.milter")

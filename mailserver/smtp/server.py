@@ -20,10 +20,9 @@ from twisted.python.failure import Failure
 
 from mailserver.address import parse_path
 from mailserver.auth.throttle import AuthGuard, LoginBanned
-from mailserver.delivery.envelope import Client, Envelope
-from mailserver.delivery.pipeline import DeliveryPipeline
-from mailserver.delivery.transaction import Transaction
+from mailserver.envelope import Client, Envelope
 from mailserver.errors import MailError
+from mailserver.interfaces import ISMTPDelivery, ISMTPTransaction
 from mailserver.netwrite import write_now, writes_directly
 from mailserver.policy.logline import reject_line
 from mailserver.smtp import auth
@@ -97,10 +96,10 @@ class ESMTPServer(smtp.ESMTP):
         self._errors = 0
         self._ehlo: str | None = None
         self._envelope: Envelope | None = None
-        self._transaction: Transaction | None = None
+        self._transaction: ISMTPTransaction | None = None
         self._at_line_start = True  # after <CRLF>: where "." may end the data
         self._unstuff_next = True  # where a leading "." is dot-stuffing
-        self._delivery: DeliveryPipeline | None = None
+        self._delivery: ISMTPDelivery | None = None
         self.sasl_user: str | None = None
         self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
@@ -633,7 +632,7 @@ class ESMTPServer(smtp.ESMTP):
         self._envelope = envelope
         self.reply(250, "2.1.0", "Ok")
 
-    async def _get_delivery(self) -> DeliveryPipeline:
+    async def _get_delivery(self) -> ISMTPDelivery:
         if self._delivery is None or self.deliveryFactory is None:
             if self.deliveryFactory is None:
                 try:

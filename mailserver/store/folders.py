@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Iterable
 
+from zope.interface import implementer
+
 from mailserver.store.folder_names import (  # noqa: F401 (re-exported: the names are part of this module's API)
     DEFAULT_SPECIAL_USE,
     DELIMITER,
@@ -45,7 +47,7 @@ from mailserver.store.folder_names import (  # noqa: F401 (re-exported: the name
     normalize_name,
     parent_names,
 )
-from mailserver.interfaces import IFolderRegistry
+from mailserver.interfaces import IFolderRegistry, IFolderTree
 from mailserver.store.index import Describe, FolderRegistry
 from mailserver.store.maildir import ensure_maildir
 from mailserver.store.quota import forget_usage_blocking
@@ -59,6 +61,7 @@ _TRASH_PREFIX = "..deleted."
 # ---------------------------------------------------------------- disk
 
 
+@implementer(IFolderTree)
 class Folders:
     """
     The folders of the Maildir at C{root}.

@@ -420,6 +420,14 @@ class MaildirStore:
         d.addCallbacks(self._delivered, self._failed, callbackArgs=(delivery,))
         return d
 
+    def file_into(
+        self, maildir: str, folder: str, flags: Sequence[str] = (), create: bool = False
+    ) -> tuple[str, str, list[str]]:
+        """The folder a Sieve fileinto copy goes to, and its info letters (blocking; L{filing.file_into})."""
+        from mailserver.store import filing  # filing -> folders -> this module: imported when first used
+
+        return filing.file_into(maildir, folder, flags, create)
+
     def _start_writers(self) -> None:
         pool = self._threadpool
         if pool is None:

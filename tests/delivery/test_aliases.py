@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import Address
 from mailserver.delivery.aliases import AliasExpander, Expansion
-from mailserver.delivery.envelope import CommandTarget, FileTarget
+from mailserver.envelope import CommandTarget, FileTarget
 from mailserver.errors import MailError
 from mailserver.tables.aliases import AliasTable, parse_aliases, parse_virtual
 

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.delivery import local_targets, mbox
-from mailserver.delivery.envelope import CommandTarget, FileTarget
+from mailserver.envelope import CommandTarget, FileTarget
 from mailserver.delivery.local_targets import (
     ChildResult,
     append_as,

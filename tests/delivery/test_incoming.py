@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.delivery import spool_edits
 from mailserver.delivery.checks import ContentChecks
-from mailserver.delivery.envelope import Client
+from mailserver.envelope import Client
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery.received import add_missing_headers

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.envelope import Client, Envelope
+from mailserver.envelope import Client, Envelope
 from mailserver.delivery.local_mailboxes import LocalMailboxes
 from mailserver.delivery.sender_login import SenderLogin
 from mailserver.delivery.targets import LocalTargets

@@ -6,7 +6,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.envelope import LocalMailbox, Recipient
+from mailserver.envelope import LocalMailbox, Recipient
 from mailserver.delivery.quota_gate import refused
 from mailserver.quota_rule import QuotaLimits, Usage
 from tests.fakes import MemoryQuota

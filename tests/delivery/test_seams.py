@@ -7,7 +7,7 @@ from twisted.mail import smtp
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mailserver.delivery.envelope import Client
+from mailserver.envelope import Client
 from mailserver.delivery.pipeline import DeliveryAgent, DeliveryPipeline
 from mailserver.delivery.transaction import Transaction
 from mailserver.interfaces import ISMTPDelivery, ISMTPTransaction

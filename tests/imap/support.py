@@ -23,7 +23,8 @@ from twisted.mail.imap4 import IAccount
 from twisted.python.failure import Failure
 
 from mailserver.auth.realm import MailRealm
-from mailserver.imap.account import default_registry, imap_account_factory
+from mailserver.service import imap_folder_registry as default_registry
+from mailserver.service import maildir_imap_accounts
 from mailserver.imap.server import IMAPFactory
 from mailserver.store.folders import ensure_maildir
 from mailserver.store.names import make_name
@@ -98,7 +99,7 @@ class LoopbackServer:
         """(Re)start with fresh factory, registry and notifier objects: a restart."""
         self.notifier = MailboxNotifier(reactor)
         self.registry = default_registry()
-        accounts = imap_account_factory(self.maildir, self.notifier, reactor, registry=self.registry)
+        accounts = maildir_imap_accounts(self.maildir, self.notifier, reactor, registry=self.registry)
         checker = InMemoryUsernamePasswordDatabaseDontUse(**{u: PASSWORD.encode() for u in self.users})
         portal = Portal(MailRealm({IAccount: accounts}), [checker])
         self.factory = _TrackingFactory(portal, reactor, self.notifier, **self.factory_args)
@@ -213,7 +214,7 @@ class MemorySession:
         self.reactor = reactor if reactor is not None else ThreadedClock()
         self.base = base or os.path.abspath(testcase.mktemp())
         self.notifier = MailboxNotifier(self.reactor)
-        accounts = imap_account_factory(lambda u: os.path.join(self.base, u), self.notifier, self.reactor, quota=quota)
+        accounts = maildir_imap_accounts(lambda u: os.path.join(self.base, u), self.notifier, self.reactor, quota=quota)
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=PASSWORD.encode())
         portal = Portal(MailRealm({IAccount: accounts}), [checker])
         self.factory = IMAPFactory(portal, self.reactor, self.notifier, **{"login_failure_delay": 0, **factory_args})

@@ -432,10 +432,10 @@ class InterfaceTests(TestCase):
         from twisted.mail.interfaces import IMailboxIMAP
         from zope.interface.verify import verifyObject
 
-        from mailserver.imap.account import imap_account_factory
+        from mailserver.service import maildir_imap_accounts
 
         self.server.deliver(MESSAGE)
-        factory = imap_account_factory(self.server.maildir, self.server.notifier, reactor, registry=self.server.registry)
+        factory = maildir_imap_accounts(self.server.maildir, self.server.notifier, reactor, registry=self.server.registry)
         account = factory("alice")
         self.assertTrue(verifyObject(IAccount, account))
         self.assertTrue(verifyObject(INamespacePresenter, account))

@@ -18,6 +18,7 @@ from mailserver.auth.realm import MailRealm
 from mailserver.auth.throttle import AuthThrottle
 from mailserver.interfaces import ISieveScripts
 from mailserver.sieve.account import Quotas, sieve_account_factory
+from mailserver.sieve.checker import EXTENSIONS
 from mailserver.managesieve.server import ManageSieveFactory, run_now
 from mailserver.sieve.scripts import UserScripts
 from tests.harness import RunningServer
@@ -34,7 +35,7 @@ class _Session:
         realm = MailRealm({ISieveScripts: sieve_account_factory(lambda user: self.home, quotas)})
         self.clock = task.Clock()
         factory = ManageSieveFactory(
-            Portal(realm, [checker]), self.clock, allow_plaintext=allow_plaintext,
+            Portal(realm, [checker]), self.clock, sieve_extensions=EXTENSIONS, allow_plaintext=allow_plaintext,
             throttle=AuthThrottle(self.clock, base_delay=0), run_in_thread=run_now, max_literal=max_literal,
         )
         self.protocol = factory.buildProtocol(None)
@@ -63,6 +64,11 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIn(b'"VERSION" "1.0"\r\n', greeting)
         self.assertIn(b"vacation", greeting)
         self.assertTrue(greeting.endswith(b'OK "mailserver ManageSieve ready."\r\n'))
+
+    def test_sieve_capability_names_the_injected_extensions(self):
+        """The SIEVE capability is what service.py passes in, sorted, comparators left out."""
+        factory = ManageSieveFactory(None, task.Clock(), sieve_extensions={"vacation", "comparator-i;octet", "fileinto"})
+        self.assertEqual(factory.sieve_capability, "fileinto vacation")
 
     def test_commands_need_authentication(self):
         s = self.session()
@@ -245,7 +251,7 @@ class LimitTests(SynchronousTestCase):
         home = os.path.abspath(self.mktemp())
         realm = MailRealm({ISieveScripts: sieve_account_factory(lambda user: home, Quotas())})
         return clock, ManageSieveFactory(
-            Portal(realm, [checker]), clock, allow_plaintext=lambda t: True, run_in_thread=run_now,
+            Portal(realm, [checker]), clock, sieve_extensions=EXTENSIONS, allow_plaintext=lambda t: True, run_in_thread=run_now,
             throttle=AuthThrottle(clock, base_delay=0), limits=LoginLimits("managesieve", **limits),
         )
 

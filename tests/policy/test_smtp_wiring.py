@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.address import parse_mailbox
-from mailserver.delivery.envelope import Client, Envelope, Outcome
+from mailserver.envelope import Client, Envelope, Outcome
 from mailserver.delivery.policy_stages import GreylistStage
 from mailserver.policy.greylist import Greylist, GreylistSettings
 from tests.dns import DNSTestServer

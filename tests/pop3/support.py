@@ -20,6 +20,7 @@ from mailserver.pop3.mailbox import pop3_mailbox_factory
 from mailserver.pop3.server import POP3Server
 from mailserver.pop3.wire import VirtualSize
 from mailserver.store.names import make_name
+from mailserver.store.reader import MaildirReader
 
 _counter = [0]
 
@@ -103,7 +104,7 @@ def make_portal(base: str, reactor: Any, run_in_thread: Callable[..., Deferred] 
     for user, password in USERS.items():
         checker.addUser(user, password)
     factory = pop3_mailbox_factory(
-        lambda user: os.path.join(base, user), reactor, run_in_thread=run_in_thread
+        lambda user: os.path.join(base, user), reactor, MaildirReader, run_in_thread=run_in_thread
     )
     return Portal(MailRealm({pop3.IMailbox: factory}), [checker])
 

@@ -24,8 +24,8 @@ from mailserver.pop3.mailbox import (
     MessageVanished,
     pop3_mailbox_factory,
     scan_inbox,
-    seen_name,
 )
+from mailserver.store.reader import MaildirReader, seen_name
 from tests.pop3.support import ManualThreads, deliver, files, make_maildir, synchronous
 
 path = os.path.join
@@ -55,30 +55,30 @@ class ScanTests(SynchronousTestCase):
     def test_new_and_cur_in_delivery_order(self) -> None:
         second = deliver(self.maildir, b"two\n", "cur", "2,S", when=2_000_000_000)
         first = deliver(self.maildir, b"one\n", "new", when=1_000_000_000)
-        messages = scan_inbox(self.maildir)
+        messages = scan_inbox(MaildirReader(self.maildir))
         self.assertEqual([os.path.basename(m.path) for m in messages], [first, second])
         self.assertEqual([m.size for m in messages], [5, 5])  # CRLF sizes
 
     def test_size_measured_without_w_field(self) -> None:
         deliver(self.maildir, b"a\nb\r\nc\n", with_vsize=False)
-        [message] = scan_inbox(self.maildir)
+        [message] = scan_inbox(MaildirReader(self.maildir))
         self.assertEqual(message.size, 9)
 
     def test_uidl_is_unique_part(self) -> None:
         name = deliver(self.maildir, b"x\n", "cur", "2,FS")
-        [message] = scan_inbox(self.maildir)
+        [message] = scan_inbox(MaildirReader(self.maildir))
         self.assertEqual(message.uidl, name.split(",")[0])
 
     def test_dotfiles_and_directories_ignored(self) -> None:
         deliver(self.maildir, b"x\n")
         open(os.path.join(self.maildir, "new", ".hidden"), "wb").close()
         os.mkdir(os.path.join(self.maildir, "cur", "subdir"))
-        self.assertEqual(len(scan_inbox(self.maildir)), 1)
+        self.assertEqual(len(scan_inbox(MaildirReader(self.maildir))), 1)
 
     def test_same_message_in_new_and_cur_counted_once(self) -> None:
         name = deliver(self.maildir, b"x\n")
         os.link(path(self.maildir, "new", name), path(self.maildir, "cur", name + ":2,S"))
-        [message] = scan_inbox(self.maildir)
+        [message] = scan_inbox(MaildirReader(self.maildir))
         self.assertIn(os.sep + "cur" + os.sep, message.path)
 
 
@@ -90,7 +90,7 @@ class DeliveryOrderTests(SynchronousTestCase):
             name = f"1700000000.M250000P42Q{counter}.mx.example.com,S=2"
             with open(os.path.join(maildir, "new", name), "wb") as handle:
                 handle.write(b"x\n")
-        self.assertEqual([m.unique.split(".")[1] for m in scan_inbox(maildir)],
+        self.assertEqual([m.unique.split(".")[1] for m in scan_inbox(MaildirReader(maildir))],
                          ["M250000P42Q9", "M250000P42Q10", "M250000P42Q100"])
 
 
@@ -100,7 +100,7 @@ class MailboxTests(SynchronousTestCase):
         self.registry = SessionRegistry()
 
     def mailbox(self, run=synchronous) -> MaildirMailbox:
-        return MaildirMailbox(self.maildir, self.registry, run)
+        return MaildirMailbox(MaildirReader(self.maildir), self.registry, run)
 
     def opened(self) -> MaildirMailbox:
         mailbox = self.mailbox()
@@ -231,7 +231,7 @@ class MailboxTests(SynchronousTestCase):
 
     def test_lock_file_excludes_without_registry(self) -> None:
         first = self.opened()
-        other = MaildirMailbox(self.maildir, SessionRegistry(), synchronous)
+        other = MaildirMailbox(MaildirReader(self.maildir), SessionRegistry(), synchronous)
         self.failureResultOf(other.open(), MaildropInUse)
         first.logout()
         self.successResultOf(other.open())
@@ -269,7 +269,7 @@ class MailboxTests(SynchronousTestCase):
         deliver(self.maildir, b"a\n")
         deliver(self.maildir, b"b\n")
         announced: list[list[str]] = []
-        mailbox = MaildirMailbox(self.maildir, self.registry, synchronous, announced.append)
+        mailbox = MaildirMailbox(MaildirReader(self.maildir), self.registry, synchronous, announced.append)
         self.successResultOf(mailbox.open())
         self.addCleanup(mailbox.logout)
         self.successResultOf(mailbox.sync())  # nothing deleted
@@ -284,7 +284,7 @@ class MailboxTests(SynchronousTestCase):
 
     def test_factory_builds_per_user_mailboxes_sharing_a_registry(self) -> None:
         base = self.mktemp()
-        factory = pop3_mailbox_factory(lambda user: os.path.join(base, user), None, synchronous)
+        factory = pop3_mailbox_factory(lambda user: os.path.join(base, user), None, MaildirReader, synchronous)
         alice = factory("alice")
         self.assertEqual(alice.maildir, os.path.join(base, "alice"))
         self.successResultOf(alice.open())

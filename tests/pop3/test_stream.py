@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailserver.pop3.mailbox import MaildirMailbox, _open_message
 from mailserver.pop3.lock import SessionRegistry
 from mailserver.pop3.stream import CHUNK_SIZE, MessageStreamer
+from mailserver.store.reader import MaildirReader
 from mailserver.pop3.wire import TopFilter
 from tests.pop3.support import ManualThreads, deliver, make_maildir
 
@@ -64,7 +65,7 @@ class OpenTests(SynchronousTestCase):
         maildir = make_maildir(self.mktemp())
         name = deliver(maildir, b"small body\n")
         threads = ManualThreads()
-        mailbox = MaildirMailbox(maildir, SessionRegistry(), threads)
+        mailbox = MaildirMailbox(MaildirReader(maildir), SessionRegistry(), threads)
         d = mailbox.open()
         threads.run_all()
         self.successResultOf(d)
@@ -79,7 +80,7 @@ class OpenTests(SynchronousTestCase):
     def test_large_message_stays_a_file(self) -> None:
         maildir = make_maildir(self.mktemp())
         name = deliver(maildir, b"z" * (CHUNK_SIZE + 1))
-        fp, path = _open_message(maildir, os.path.join(maildir, "new", name), name.split(":")[0])
+        fp, path = _open_message(MaildirReader(maildir), os.path.join(maildir, "new", name), name.split(":")[0])
         with fp:
             self.assertNotIsInstance(fp, io.BytesIO)
             self.assertEqual(len(fp.read()), CHUNK_SIZE + 1)

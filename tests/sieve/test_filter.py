@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailserver.delivery.envelope import LocalMailbox
+from mailserver.envelope import LocalMailbox
 from mailserver.delivery.sieve_filter import SieveFilter, write_memory
 from mailserver.sieve.scripts import UserScripts
 from mailserver.spooled import SpooledMessage
+from mailserver.store.maildir import MaildirStore
 
+#: The store that files Sieve copies into folders (fileinto, :flags, :create).
+STORE = MaildirStore(Clock(), "mx.example.com")
 MESSAGE = SpooledMessage(b"From: carol@remote.example\nTo: alice@example.com\nSubject: hi\n\nbody\n")
 
 
@@ -19,7 +23,7 @@ class FilterTests(SynchronousTestCase):
         self.maildir = os.path.abspath(self.mktemp())
         os.makedirs(self.maildir)
         self.mailbox = LocalMailbox("alice@example.com", self.maildir)
-        self.filter = SieveFilter(hostname="mx.example.com")
+        self.filter = SieveFilter(STORE, hostname="mx.example.com")
 
     def install(self, text: str) -> None:
         scripts = UserScripts(self.maildir)
@@ -82,7 +86,7 @@ class HomeSafetyTests(SynchronousTestCase):
     def test_active_link_outside_home_not_followed(self):
         os.symlink(self.outside, os.path.join(self.home, ".dovecot.sieve"))
         maildir = os.path.join(self.home, "Maildir")
-        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir, self.home), "", "alice@example.com",
+        outcome = SieveFilter(STORE).evaluate(LocalMailbox("alice", maildir, self.home), "", "alice@example.com",
                                          MESSAGE, True, 0.0)
         self.assertEqual(outcome.copies, [(maildir, "")])
         with open(os.path.join(self.home, ".dovecot.sieve.log")) as handle:
@@ -118,7 +122,7 @@ class RobustnessTests(SynchronousTestCase):
     def test_unexpected_error_keeps_message(self):
         """Whatever fails inside the filter, the copy goes to INBOX and the failure is logged."""
         maildir = os.path.abspath(self.mktemp())
-        sieve_filter = SieveFilter()
+        sieve_filter = SieveFilter(STORE)
 
         def broken(*args):
             raise RuntimeError("boom")
@@ -137,7 +141,7 @@ class FolderTests(SynchronousTestCase):
         scripts = UserScripts(maildir)
         scripts.write("main", script)
         scripts.set_active("main")
-        outcome = SieveFilter().evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
+        outcome = SieveFilter(STORE).evaluate(LocalMailbox("alice", maildir), "", "alice@example.com", MESSAGE, True, 0.0)
         return maildir, outcome.copies
 
     def test_created_folder_is_subscribed(self):

@@ -19,6 +19,7 @@ from mailserver.interfaces import IMailStore
 from mailserver.store import maildir as maildir_module
 from mailserver.store.maildir import MaildirStore
 from mailserver.store.names import parse_name, virtual_size
+from tests.fakes import MemoryStore
 from tests.reactors import QueuedThreadPool
 from tests.store.maildir_harness import (
     HOST,
@@ -33,6 +34,17 @@ from tests.store.maildir_harness import (
 class DeliverTests(DeliveryTestsMixin, SynchronousTestCase):
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IMailStore, self.store))
+        self.assertTrue(verifyObject(IMailStore, MemoryStore()))
+
+    def test_file_into_through_the_store(self) -> None:
+        """Sieve's fileinto goes through IMailStore: a missing folder is INBOX unless created; keywords get letters."""
+        box = self.maildir("bob")
+        path, info, events = self.store.file_into(box, "Lists")
+        self.assertEqual((path, info), (box, ""))
+        self.assertIn("does not exist", events[0])
+        path, info, events = self.store.file_into(box, "Lists", ["\\Seen", "$Work"], create=True)
+        self.assertEqual((path, info, events), (os.path.join(box, ".Lists"), "Sa", ["fileinto Lists"]))
+        self.assertTrue(os.path.isdir(os.path.join(path, "cur")))
 
     def test_one_copy(self) -> None:
         """prefix + message lands byte for byte in new/, named with its size."""

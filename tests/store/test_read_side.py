@@ -12,6 +12,7 @@ from mailserver.interfaces import (
     IFolder,
     IFolderReader,
     IFolderRegistry,
+    IFolderTree,
     IFolderWriter,
     IMailboxNotifier,
     IMailboxReader,
@@ -49,6 +50,10 @@ class FolderInterfaceTests(SynchronousTestCase):
 
     def test_registry_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IFolderRegistry, self.registry))
+
+    def test_folder_tree_provides_interface(self) -> None:
+        """IMAP's account reaches the user's folder tree through IFolderTree alone."""
+        self.assertTrue(verifyObject(IFolderTree, Folders(self.root, {"Sent": "\\Sent"})))
 
     def test_folder_provides_both_sides(self) -> None:
         folder = self.registry.get(self.root, self.root)

@@ -1,4 +1,7 @@
-"""Value objects that travel through the delivery pipeline."""
+"""
+Pure: the value objects that travel from the protocols through the delivery
+pipeline (the SMTP session fills an L{Envelope}, the pipeline routes it).
+"""
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ class Envelope:
     size_declared: int | None = None
     body_8bit: bool = False
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
-    milter: Any = None  # delivery.milter_filter.MessageMilter: the SMTP session's milters
+    milter: MessageMilter | None = None  # the SMTP session's milters for this message
     spf: Any = None  # the SPF result evaluated at MAIL FROM (mailauth), reused at end of DATA
 
 
@@ -108,3 +111,15 @@ class Verdict:
     @classmethod
     def reject(cls, error: MailError) -> Verdict:
         return cls(Outcome.REJECT, error=error)
+
+
+@dataclass
+class MessageMilter:
+    """
+    The milter session of one message and the macros known so far (C{i},
+    C{{mail_addr}} ...): set by the SMTP session at MAIL, used at end of DATA.
+    """
+
+    session: Any  # an IMilterSession (interfaces.py; a pure module does not import it)
+    macros: dict[str, str] = field(default_factory=dict)
+    discard: bool = False  # a milter said discard at MAIL or RCPT
