@@ -112,7 +112,7 @@ class ParsedMessage:
     body: bytes
 
 
-def _crlf(data: bytes) -> bytes:
+def crlf(data: bytes) -> bytes:
     """Every LF, CRLF or not, as CRLF (dkimpy splits on \\r?\\n and joins with CRLF)."""
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -131,7 +131,7 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
         size = len(name)
         if raw[size : size + 1] != b":":
             return None
-        headers.append((raw[:size], _crlf(raw[size + 1 :])))
+        headers.append((raw[:size], crlf(raw[size + 1 :])))
         end += len(raw)
     if message.startswith(b"\r\n", end):
         end += 2
@@ -139,7 +139,7 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
         end += 1
     else:
         return None
-    return ParsedMessage(headers, _crlf(message[end:]))
+    return ParsedMessage(headers, crlf(message[end:]))
 
 
 @lru_cache(maxsize=256)
