@@ -17,11 +17,11 @@ from itertools import islice
 from typing import Any, Callable
 
 import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import InvalidTagValueList
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.threads import deferToThreadPool
 
-from mailserver.mailauth.dkim_fast import FastVerifier, crlf, parse_like_dkimpy
+from mailserver.mailauth.dkim_fast import FastVerifier, crlf, parse_like_dkimpy, parse_tags
 from mailserver.mailauth.dns import DNSLookup, DNSTempError
 from mailserver.mailauth.headers import Fields, split_headers
 
@@ -67,7 +67,7 @@ def _tags(raw: bytes) -> Tags | None:
     dkimpy's parse (so they equal the tags dkimpy and the fast path see).
     """
     try:
-        return parse_tag_value(crlf(raw.split(b":", 1)[1]))
+        return parse_tags(crlf(raw.split(b":", 1)[1]))
     except (InvalidTagValueList, IndexError, ValueError):
         return None
 
