@@ -150,9 +150,9 @@ class Meter:
     def __init__(self, server: ScratchServer) -> None:
         self.pid = server.process.pid
         self.idle_path = os.path.join(server.root, "idle")
-        self.cpu = self.reactor_cpu = self.idle = self.wall = 0.0
+        self.cpu = self.system = self.reactor_cpu = self.idle = self.wall = 0.0
 
-    def _sample(self) -> tuple[float, float, float]:
+    def _sample(self) -> tuple[float, float, float, float]:
         process = _stat(self.pid) or []
         with open(f"/proc/{self.pid}/task/{self.pid}/stat") as handle:
             text = handle.read()
@@ -167,7 +167,7 @@ class Meter:
         for _ in range(500):  # 5 s at most
             try:
                 with open(self.idle_path) as handle:
-                    return cpu, reactor, float(handle.read())
+                    return cpu, reactor, float(handle.read()), int(process[12]) / CLK_TCK
             except (FileNotFoundError, ValueError):
                 time.sleep(0.01)
         raise RuntimeError("the server did not report its idle time")
@@ -182,10 +182,11 @@ class Meter:
         self.cpu += end[0] - self._start[0]
         self.reactor_cpu += end[1] - self._start[1]
         self.idle += end[2] - self._start[2]
+        self.system += end[3] - self._start[3]
 
     def summary(self, count: int) -> str:
-        return (f"{self.cpu / count * 1000:4.2f} ms CPU/msg ({self.reactor_cpu / count * 1000:4.2f} in the reactor "
-                f"thread), reactor idle {self.idle / self.wall:4.0%}")
+        return (f"{self.cpu / count * 1000:4.2f} ms CPU/msg ({self.system / count * 1000:4.2f} system; "
+                f"{self.reactor_cpu / count * 1000:4.2f} in the reactor thread), reactor idle {self.idle / self.wall:4.0%}")
 
 
 def main(argv: list[str] | None = None) -> None:
