@@ -162,3 +162,67 @@ class ServiceAuthenticatorTests(TestCase):
             self.assertTrue(results.header.startswith(b"Authentication-Results: mx.example.com;\n\tspf=fail"))
 
         return d.addCallback(check)
+
+
+class SharedWorkTests(TestCase):
+    """Work done once per message, or once per sender domain, not once per check."""
+
+    setUp = AuthenticateTests.setUp
+    authenticate = AuthenticateTests.authenticate
+
+    def test_regression_headers_split_once_for_all_checks(self) -> Deferred:
+        """One split of the header block serves DKIM (both threads' sides), DMARC and the A-R edit."""
+        from mailserver.mailauth import authresults, dkim_verify, headers, inbound
+
+        calls: list[int] = []
+
+        def counting(message: bytes):
+            calls.append(len(message))
+            return headers.split_headers(message)
+
+        for module in (inbound, dkim_verify, authresults):
+            self.patch(module, "split_headers", counting)
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+
+        def check(results) -> None:
+            self.assertEqual(results.dkim[0].result, "pass")
+            self.assertTrue(results.apply(signed).startswith(b"Authentication-Results: mx.mydomain.test;"))
+            self.assertEqual(len(calls), 1)
+
+        return self.authenticate(signed).addCallback(check)
+
+    async def _second(self) -> None:
+        subdomain = sign_with(message_from(b"alice@news.example.com"), [self.rsa]) + message_from(b"alice@news.example.com")
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+        first = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", subdomain)
+        asked = list(self.dns.queries)
+        self.assertIn(("_dmarc.news.example.com", 16), asked)  # NXDOMAIN, then the organizational domain's
+        lookups: list[str] = []
+        resolver = self.dns.resolver
+        self.patch(resolver, "lookupText", lambda name, timeout=None: lookups.append(name))
+        second = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", subdomain)
+        self.assertEqual((lookups, self.dns.queries), ([], asked))
+        self.assertEqual(second.header, first.header)
+        self.assertEqual((second.dkim[0].result, second.dmarc.result), ("pass", "pass"))
+
+    def test_regression_second_message_from_a_domain_makes_no_dns_query(self) -> Deferred:
+        """SPF, DKIM key, the subdomain's absent _dmarc (negative cache) and the org domain's: all cached."""
+        return ensureDeferred(self._second())
+
+    def test_regression_records_parsed_once(self) -> Deferred:
+        """The SPF and DMARC record texts of a sender domain are parsed once, not per message."""
+        from mailserver.mailauth import dmarc, spf
+
+        for module in (spf, dmarc):
+            module.parse_cached.cache_clear()  # type: ignore[attr-defined]
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+
+        async def run() -> None:
+            authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+            for _ in range(3):
+                await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", signed)
+            for module in (spf, dmarc):
+                info = module.parse_cached.cache_info()  # type: ignore[attr-defined]
+                self.assertEqual((info.misses, info.hits), (1, 2), module.__name__)
+
+        return ensureDeferred(run())
