@@ -46,6 +46,7 @@ LAYERS: dict[str, str] = {
     "mailserver.mailauth.spf_record": "pure",
     "mailserver.mailauth.authresults": "pure",
     "mailserver.mailauth.headers": "pure",
+    "mailserver.mailauth.memo": "pure",
     "mailserver.store.location": "pure",
     "mailserver.quota_rule": "pure",  # where a user's Maildir is: a path from config, no I/O
     "mailserver.interfaces": "interfaces",
