@@ -79,6 +79,7 @@ class Envelope:
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
     milter: Any = None  # delivery.milter_filter.MessageMilter: the SMTP session's milters
     spf: Any = None  # the SPF result evaluated at MAIL FROM (mailauth), reused at end of DATA
+    spf_pending: Any = None  # a Deferred of that result, when MAIL FROM did not need to wait for it
 
 
 class Outcome(enum.Enum):

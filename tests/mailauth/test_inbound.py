@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailserver.address import parse_mailbox
+from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
+from mailserver.delivery.envelope import Client, Envelope
+from mailserver.errors import MailError
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.spf import SPFResult
+from mailserver.spooled import SpooledMessage
 from tests.dns import DNSTestServer
 from tests.mailauth.support import MESSAGE, key_records, keys
 
@@ -226,3 +232,55 @@ class SharedWorkTests(TestCase):
                 self.assertEqual((info.misses, info.hits), (1, 2), module.__name__)
 
         return ensureDeferred(run())
+
+
+class SenderSPFTests(SynchronousTestCase):
+    """SPF at MAIL FROM waits only when its result can refuse the sender."""
+
+    class _Authenticator:
+        def __init__(self) -> None:
+            self.started: list[Deferred] = []
+            self.given: list[object] = []
+
+        def check_spf(self, ip: str, helo: str, mail_from: str) -> Deferred:
+            self.started.append(Deferred())
+            return self.started[-1]
+
+        def authenticate(self, ip, helo, mail_from, message, spf=None, load=None) -> Deferred:
+            self.given.append(spf)
+            return Deferred()
+
+    def envelope(self) -> Envelope:
+        return Envelope(client=Client("192.0.2.10", "client.example.com"), sender=parse_mailbox("a@example.com"))
+
+    def test_regression_spf_at_mail_from_not_awaited_serially(self) -> None:
+        """With spf_fail_action other than reject, MAIL FROM answers before the SPF look-ups end."""
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        checked = Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, False).check(envelope))
+        self.successResultOf(checked)  # not waiting for DNS
+        self.assertIsNone(envelope.spf)
+        # End of DATA takes the result evaluated meanwhile (no second evaluation).
+        filtered = InboundAuthentication(authenticator, lambda client: False, reactor).filter(
+            envelope, SpooledMessage(MESSAGE))
+        self.assertNoResult(filtered)
+        result = SPFResult("pass", "example.com", "mailfrom")
+        authenticator.started[0].callback(result)
+        self.assertEqual((len(authenticator.started), authenticator.given, envelope.spf), (1, [result], result))
+
+    def test_spf_at_mail_from_awaited_when_it_can_refuse(self) -> None:
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        checked = Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, True).check(envelope))
+        self.assertNoResult(checked)
+        authenticator.started[0].callback(SPFResult("fail", "example.com", "mailfrom"))
+        self.assertEqual(self.failureResultOf(checked, MailError).value.enhanced, "5.7.23")
+
+    def test_spf_failure_at_mail_from_evaluated_again_at_end_of_data(self) -> None:
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        self.successResultOf(Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, False).check(envelope)))
+        authenticator.started[0].errback(RuntimeError("unexpected"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        InboundAuthentication(authenticator, lambda client: False, reactor).filter(envelope, SpooledMessage(MESSAGE))
+        self.assertEqual(authenticator.given, [None])
