@@ -82,6 +82,7 @@ class Envelope:
     started: float = 0.0  # reactor time of MAIL FROM (0: unknown)
     milter: MessageMilter | None = None  # the SMTP session's milters for this message
     spf: Any = None  # the SPF result evaluated at MAIL FROM (mailauth), reused at end of DATA
+    spf_pending: Any = None  # a Deferred of that result, when MAIL FROM did not need to wait for it
 
 
 class Outcome(enum.Enum):

@@ -425,6 +425,8 @@ class Server:
         self.spam = SpamDefence(config, reactor, self.resolver, self.trusted_origin)
         stages[-1:-1] = self.spam.stages
         # Inbound SPF/DKIM/ARC/DMARC at end of DATA (docs/internet.rst); trusted clients skip it.
+        # DKIM/ARC verification is CPU work under the GIL: two threads of its own, not queued behind disk I/O.
+        self.mailauth_pool = ThreadPool(minthreads=0, maxthreads=2, name="mail-authentication")
         self.authenticator = Authenticator(
             self.resolver, reactor,
             InboundPolicy(
@@ -435,6 +437,7 @@ class Server:
                 own_domains=local_domains,
                 own_domain_fail_action=config.dmarc_own_domain_fail_action,
             ),
+            pool=self.mailauth_pool,
         )
         filters, sender_checks = [], []
         if config.mail_authentication_checks:
@@ -769,6 +772,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     server.users.setServiceParent(top)
     _PoolService(server.hashing_pool).setServiceParent(top)
     _PoolService(server.quota_pool).setServiceParent(top)
+    _PoolService(server.mailauth_pool).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.spam.setServiceParent(top)

@@ -15,8 +15,9 @@ records here and hand C{server.resolver} to the code under test::
     yield server.start(self)      # stops itself at cleanup
     answers = yield server.resolver.lookupText("example.com")
 
-Names under a zone with no records answer NXDOMAIN; names outside every
-zone answer NXDOMAIN too (the server is not recursive).  Names listed in
+Names under a zone with no records answer NXDOMAIN with the zone's SOA
+(whose TTL and MINIMUM, 60 s, give the negative TTL); names outside every
+zone answer NXDOMAIN too, without a SOA (the server is not recursive).  Names listed in
 C{server.servfail} answer SERVFAIL; names in C{server.silent} never answer
 (the client times out).  Records can be changed between queries with
 L{DNSTestServer.set}.
@@ -116,6 +117,13 @@ class DNSTestServer:
         else:
             self._records.pop(key, None)
 
+    def _soa_of(self, name: bytes) -> tuple[bytes, Any] | None:
+        """The (apex, SOA record) of the zone holding C{name}, if any."""
+        for zone in self._zones:
+            if dns._isSubdomainOf(name, zone.soa[0]):
+                return zone.soa
+        return None
+
     def start(self, testcase: Any = None) -> defer.Deferred:
         """Listen on UDP and TCP (same port); fire with the resolver.  Cleans up with C{testcase}."""
         owner = self
@@ -128,6 +136,18 @@ class DNSTestServer:
                     response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
                     return self.sendReply(protocol, response, address)
                 return super().handleQuery(message, protocol, address)
+
+            def gotResolverError(self, failure, protocol, message, address):
+                """NXDOMAIN with the zone's SOA in the authority section (RFC 2308 3), as real servers answer."""
+                soa = owner._soa_of(message.queries[0].name.name) if message.queries else None
+                if soa is None or not failure.check(dns.DomainError, dns.AuthoritativeDomainError):
+                    return super().gotResolverError(failure, protocol, message, address)
+                name, record = soa
+                response = self._responseFromMessage(
+                    message=message, rCode=dns.ENAME,
+                    authority=[dns.RRHeader(name, dns.SOA, dns.IN, record.ttl, record, auth=True)],
+                )
+                self.sendReply(protocol, response, address)
 
         factory = _Factory(authorities=self._zones)
         factory.noisy = False

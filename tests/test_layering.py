@@ -48,6 +48,7 @@ LAYERS: dict[str, str] = {
     "mailserver.mailauth.spf_record": "pure",
     "mailserver.mailauth.authresults": "pure",
     "mailserver.mailauth.headers": "pure",
+    "mailserver.mailauth.memo": "pure",
     "mailserver.store.location": "pure",
     "mailserver.store.flags": "pure",  # Maildir info letters <-> IMAP flags, keyword table text
     "mailserver.store.folder_names": "pure",  # IMAP mailbox names <-> Maildir++ directory names

@@ -57,8 +57,12 @@ class InboundAuthentication:
                 return FilterResult(message)
             load = message.read
         mail_from = str(envelope.sender) if envelope.sender else ""
+        spf = envelope.spf
+        if spf is None and envelope.spf_pending is not None:  # started at MAIL FROM, still running
+            pending, envelope.spf_pending = envelope.spf_pending, None
+            spf = envelope.spf = await pending
         results = await self.authenticator.authenticate(
-            client.ip, client.helo, mail_from, header, spf=envelope.spf, load=load
+            client.ip, client.helo, mail_from, header, spf=spf, load=load
         )
         for reason in results.reasons:
             log.info("{queue_id}: mailauth: {disposition}: {reason}",
@@ -80,6 +84,8 @@ class SenderSPF:
     on the envelope (L{InboundAuthentication} reuses it at end of DATA) and,
     with C{spf_fail_action = reject}, a C{fail} is refused at once with RFC
     7208 8.4's C{550 5.7.23}, logged like Postfix with policyd-spf.
+    Without that, MAIL FROM does not wait: the evaluation runs while the
+    envelope and the content arrive, and end of DATA takes its result.
     """
 
     name = "spf"
@@ -94,13 +100,21 @@ class SenderSPF:
         if self.is_trusted(client):
             return
         mail_from = str(envelope.sender) if envelope.sender else ""
+        if not self.reject_fail:
+            started = self.authenticator.check_spf(client.ip, client.helo, mail_from)
+            started.addErrback(self._failed, envelope)  # None: evaluated again at end of DATA
+            if started.called:  # answered from the DNS cache
+                envelope.spf = started.result
+            else:
+                envelope.spf_pending = started
+            return
         try:
             spf = await self.authenticator.check_spf(client.ip, client.helo, mail_from)
         except Exception:  # never expected (errors are temperror results): evaluate again at end of DATA
             log.failure("{queue_id}: SPF at MAIL FROM failed", queue_id=envelope.queue_id)
             return
         envelope.spf = spf
-        if spf.result != "fail" or not self.reject_fail:
+        if spf.result != "fail":
             return
         identity = "mailfrom" if spf.scope == "mailfrom" else "helo"
         text = (f"Message rejected due to: SPF fail - not authorized: {spf.domain} does not designate "
@@ -112,3 +126,8 @@ class SenderSPF:
             queue_id=envelope.queue_id, ip=client.ip, sender=mail_from, helo=client.helo, identity=identity,
         )
         raise MailError(550, "5.7.23", text)
+
+    @staticmethod
+    def _failed(failure: Any, envelope: Envelope) -> None:
+        log.failure("{queue_id}: SPF at MAIL FROM failed", failure, queue_id=envelope.queue_id)
+        return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from mailserver.mailauth.headers import field_value, split_headers
+from mailserver.mailauth.headers import Fields, field_value, split_headers
 
 #: Characters a property value may hold unquoted (RFC 2045 token, plus @ and . for addresses).
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@/=]+$")
@@ -69,13 +69,14 @@ def authserv_id_of(raw: bytes) -> str:
     return first.strip('"').lower()
 
 
-def remove_forged(message: bytes, authserv_id: str) -> tuple[bytes, int]:
+def remove_forged(message: bytes, authserv_id: str, fields: Fields | None = None) -> tuple[bytes, int]:
     """
     C{message} without Authentication-Results fields claiming C{authserv_id}
     (ours), and how many were removed.  Other headers and the body are kept
-    byte for byte.
+    byte for byte.  C{fields}: the header fields of C{message}, already split.
     """
-    fields, body_offset = split_headers(message)
+    if fields is None:
+        fields, _ = split_headers(message)
     ours = authserv_id.lower()
     kept: list[bytes] = []
     removed = 0

@@ -6,9 +6,11 @@ in pure Python.  Here, for C{rsa-sha256} / C{ed25519-sha256} signatures
 without C{l=}, the body hash (and the canonical header fields) are computed once per canonicalisation for all
 of a message's signatures, and the signature is checked with
 C{cryptography} against public keys parsed once per DNS record text.
-Headers are selected and hashed by dkimpy's own functions, so both paths
-hash the same bytes.  Anything else gives C{None}: the caller then asks
-dkimpy, which also gives the reason of any failure.
+Headers are selected and hashed as dkimpy's C{select_headers} and
+C{hash_headers} do (the same bytes, tested against them), from a message
+parsed as its C{rfc822_parse} does but out of the header fields already
+split for the other checks.  Anything else gives C{None}: the caller then
+asks dkimpy, which also gives the reason of any failure.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import base64
 import hashlib
 import re
 from functools import lru_cache
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from dkim import DKIMException, hash_headers, validate_signature_fields
+from dkim import DKIMException, validate_signature_fields
 from dkim.canonicalization import (
     CanonicalizationPolicy,
     InvalidCanonicalizationPolicyError,
@@ -34,7 +37,7 @@ from dkim.canonicalization import (
     correct_empty_body,
     strip_trailing_lines,
 )
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList
 
 #: RSA keys shorter than this are refused (dkimpy's C{minkey}, RFC 8301).
 MIN_RSA_BITS = 1024
@@ -58,11 +61,112 @@ def relaxed_body(body: bytes) -> bytes:
     return correct_empty_body(strip_trailing_lines(text))
 
 
+#: Where dkimpy's C{RE_BTAG} matches (its FWS matches any run of whitespace, so it is C{\\s*} here)...
+_B_TAG = re.compile(rb"[;\s]b\s*=")
+#: ...and the run of base64 and whitespace it then takes (up to its last base64 character).
+_B_RUN = re.compile(rb"[\sa-zA-Z0-9+/=]*")
+
+
+def without_b_value(value: bytes) -> bytes:
+    """
+    dkimpy's C{RE_BTAG.sub(b"\\1", value)} (the signature header with its
+    C{b=} value removed), the same bytes without a regular-expression
+    group tried at every character of the value.
+    """
+    pieces = []
+    position = 0
+    for _ in range(len(value)):  # each pass consumes at least "b=": bounded by the length
+        tag = _B_TAG.search(value, position)
+        if tag is None:
+            break
+        start = tag.end()
+        end = start + len(value[start : _B_RUN.match(value, start).end()].rstrip())
+        if value[end:] in (b"\n", b"\r\n"):
+            end = len(value)
+        pieces.append(value[position:start])
+        position = end
+    pieces.append(value[position:])
+    return b"".join(pieces)
+
+
+def parse_tags(tag_list: bytes) -> dict[bytes, bytes]:
+    """
+    dkimpy's C{parse_tag_value} (RFC 6376 3.2), the same tags and the same
+    exceptions, without a regular expression per tag.
+    """
+    tags: dict[bytes, bytes] = {}
+    specs = tag_list.strip().split(b";")
+    if not specs[-1]:  # trailing semicolons are valid
+        specs.pop()
+    for spec in specs:
+        key, sep, value = spec.partition(b"=")
+        key = key.strip()
+        if not sep or not key[:1].isalpha():  # a tag name starts with an ASCII letter
+            raise InvalidTagSpec(spec)
+        if key in tags:
+            raise DuplicateTag(key)
+        tags[key] = value.strip()
+    return tags
+
+
+def relaxed_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    RFC 6376 3.4.2 on dkimpy's parsed headers: the same pairs as dkimpy's
+    C{Relaxed.canonicalize_headers} (unfold, compress WSP, strip), without
+    two regular-expression substitutions per field.
+    """
+    canonical = []
+    for name, value in headers:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")  # dkimpy's unfold: every \r?\n
+        if b"\t" in value or b"  " in value:
+            value = _WSP_RUN.sub(b" ", value)
+        canonical.append((name.lower().rstrip(), value.strip() + b"\r\n"))
+    return canonical
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """C{headers} and C{body} as C{dkim.DKIM} parses them (CRLF line ends), for L{FastVerifier}."""
+
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def crlf(data: bytes) -> bytes:
+    """Every LF, CRLF or not, as CRLF (dkimpy splits on \\r?\\n and joins with CRLF)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> ParsedMessage | None:
+    """
+    C{message} as dkimpy's C{rfc822_parse} would give it, built from its
+    header C{fields} already split (L{mailserver.mailauth.headers.split_headers}),
+    so the message is not parsed again.  None for anything but the plain
+    case -- every field C{NAME:} with no space before the colon, the block
+    ended by an empty line -- which dkimpy then parses itself.
+    """
+    headers = []
+    end = 0
+    for name, raw in fields:
+        size = len(name)
+        if raw[size : size + 1] != b":":
+            return None
+        headers.append((raw[:size], crlf(raw[size + 1 :])))
+        end += len(raw)
+    if message.startswith(b"\r\n", end):
+        end += 2
+    elif message.startswith(b"\n", end):
+        end += 1
+    else:
+        return None
+    return ParsedMessage(headers, crlf(message[end:]))
+
+
 @lru_cache(maxsize=256)
 def public_key(record: bytes) -> tuple[bytes, Any] | None:
     """C{(k, key)} for a plain DKIM1 key record, else C{None} (dkimpy judges it)."""
     try:
-        tags = parse_tag_value(record)
+        tags = parse_tags(record)
     except (InvalidTagValueList, ValueError):
         return None
     if tags.get(b"v", b"DKIM1") != b"DKIM1" or tags.get(b"s", b"*") not in (b"*", b"email"):
@@ -81,12 +185,16 @@ def public_key(record: bytes) -> tuple[bytes, Any] | None:
 
 
 class FastVerifier:
-    """Verify the signatures of one message parsed by dkimpy (C{dkim.DKIM}), sharing body hashes."""
+    """
+    Verify the signatures of one message parsed by dkimpy (C{dkim.DKIM})
+    or by L{parse_like_dkimpy}, sharing body hashes.
+    """
 
     def __init__(self, parsed: Any) -> None:
         self.parsed = parsed
         self.body_hashes: dict[bytes, bytes] = {}
         self.canonical_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.positions: dict[bytes, dict[bytes, list[int]]] = {}
 
     def body_hash(self, policy: CanonicalizationPolicy) -> bytes:
         name = policy.body_algorithm.name
@@ -99,13 +207,47 @@ class FastVerifier:
     def headers(self, policy: CanonicalizationPolicy) -> list[tuple[bytes, bytes]]:
         name = policy.header_algorithm.name
         if name not in self.canonical_headers:
-            self.canonical_headers[name] = policy.canonicalize_headers(self.parsed.headers)
+            headers = self.parsed.headers
+            self.canonical_headers[name] = relaxed_headers(headers) if name == Relaxed.name \
+                else policy.canonicalize_headers(headers)
         return self.canonical_headers[name]
 
-    def verify(self, sig_header: tuple[bytes, bytes], record: bytes) -> bool | None:
-        """C{True} when the signature verifies; C{None} when dkimpy must decide."""
+    def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: list[bytes],
+                     sig_header: tuple[bytes, bytes]) -> None:
+        """
+        dkimpy's C{hash_headers}: the fields named by C{h=} (each name
+        taking the next instance from the bottom up, as its
+        C{select_headers}), then the signature field without its C{b=}
+        value and final line end.
+        """
+        headers = self.headers(policy)
+        name = policy.header_algorithm.name
+        positions = self.positions.get(name)
+        if positions is None:
+            positions = self.positions[name] = {}
+            for index, (field, _value) in enumerate(headers):
+                positions.setdefault(field.lower(), []).append(index)
+        used: dict[bytes, int] = {}
+        for wanted in include:
+            found = positions.get(wanted, ())
+            taken = used.get(wanted, 0)
+            used[wanted] = taken + 1
+            if taken < len(found):
+                field, value = headers[found[-1 - taken]]
+                hasher.update(field + b":" + value)
+        unsigned = [(sig_header[0], without_b_value(sig_header[1]))]
+        for field, value in relaxed_headers(unsigned) if name == Relaxed.name else policy.canonicalize_headers(unsigned):
+            hasher.update(field + b":" + value.rstrip())
+
+    def verify(self, sig_header: tuple[bytes, bytes], record: bytes,
+               sig: dict[bytes, bytes] | None = None) -> bool | None:
+        """
+        C{True} when the signature verifies; C{None} when dkimpy must
+        decide.  C{sig}: the tags of C{sig_header}, when already parsed.
+        """
         try:
-            sig = parse_tag_value(sig_header[1])
+            if sig is None:
+                sig = parse_tags(sig_header[1])
             validate_signature_fields(sig)
         except (DKIMException, InvalidTagValueList, ValueError):
             return None
@@ -117,16 +259,16 @@ class FastVerifier:
             return None
         try:
             policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
-            if base64.b64decode(_WSP.sub(b"", sig[b"bh"])) != self.body_hash(policy):
+            if base64.b64decode(b"".join(sig[b"bh"].split())) != self.body_hash(policy):
                 return None
-            signature = base64.b64decode(_WSP.sub(b"", sig[b"b"]))
+            signature = base64.b64decode(b"".join(sig[b"b"].split()))
         except (InvalidCanonicalizationPolicyError, ValueError, TypeError):
             return None
         include = [name.lower() for name in re.split(rb"\s*:\s*", sig[b"h"])]
         if b"from" in include:
             include.append(b"from")  # as dkimpy: an extra From is hashed too, so it breaks the signature
         hasher = hashlib.sha256()
-        hash_headers(hasher, policy, self.headers(policy), include, sig_header, sig)
+        self.hash_headers(hasher, policy, include, sig_header)
         key = found[1]
         try:
             if kind == b"rsa":

@@ -13,16 +13,17 @@ Every failure becomes a result (permerror, temperror, fail), never a traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Callable
 
 import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import InvalidTagValueList
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.threads import deferToThreadPool
 
-from mailserver.mailauth.dkim_fast import FastVerifier
+from mailserver.mailauth.dkim_fast import FastVerifier, crlf, parse_like_dkimpy, parse_tags
 from mailserver.mailauth.dns import DNSLookup, DNSTempError
-from mailserver.mailauth.headers import split_headers
+from mailserver.mailauth.headers import Fields, split_headers
 
 #: Signatures looked at per message (the rest are ignored): bounded work.
 MAX_SIGNATURES = 8
@@ -57,16 +58,37 @@ class VerificationResults:
     arc: ARCResult = field(default_factory=lambda: ARCResult("none"))
 
 
-def _tags(raw: bytes) -> dict[bytes, bytes] | None:
+Tags = dict[bytes, bytes]
+
+
+def _tags(raw: bytes) -> Tags | None:
+    """
+    The tags of a raw signature field, its line ends made CRLF first as in
+    dkimpy's parse (so they equal the tags dkimpy and the fast path see).
+    """
     try:
-        return parse_tag_value(raw.split(b":", 1)[1])
+        return parse_tags(crlf(raw.split(b":", 1)[1]))
     except (InvalidTagValueList, IndexError, ValueError):
         return None
 
 
-def key_names(message: bytes) -> list[str]:
-    """Pure: the C{SELECTOR._domainkey.DOMAIN} names the signatures of C{message} need, in order."""
-    fields, _ = split_headers(message)
+def signatures(fields: Fields) -> list[tuple[bytes, Tags | None]]:
+    """The first L{MAX_SIGNATURES} DKIM-Signature fields and their tags (None: unparsable), parsed once."""
+    raws = (raw for name, raw in fields if name.lower() == "dkim-signature")
+    return [(raw, _tags(raw)) for raw in islice(raws, MAX_SIGNATURES)]
+
+
+def key_names(message: bytes, fields: Fields | None = None,
+              signed: list[tuple[bytes, Tags | None]] | None = None) -> list[str]:
+    """
+    Pure: the C{SELECTOR._domainkey.DOMAIN} names the signatures of
+    C{message} need, in order.  C{fields}: its header fields, when the
+    caller has already split them (L{split_headers}); C{signed}: their
+    L{signatures}, when already parsed.
+    """
+    if fields is None:
+        fields, _ = split_headers(message)
+    dkim_tags = iter([tags for _, tags in (signatures(fields) if signed is None else signed)])
     names: list[str] = []
     counts = {name: 0 for name in _SIGNATURE_FIELDS}
     for name, raw in fields:
@@ -76,7 +98,7 @@ def key_names(message: bytes) -> list[str]:
         counts[lowered] += 1
         if counts[lowered] > (MAX_SIGNATURES if lowered == "dkim-signature" else MAX_ARC_SETS):
             continue
-        tags = _tags(raw)
+        tags = next(dkim_tags) if lowered == "dkim-signature" else _tags(raw)
         if not tags or b"s" not in tags or b"d" not in tags:
             continue
         key = b"%s._domainkey.%s" % (tags[b"s"].strip(), tags[b"d"].strip())
@@ -100,15 +122,28 @@ class _Answers:
         return self.records.get(text)
 
 
-def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
-    """dkimpy's DKIM and ARC verification (CPU only: every DNS answer is in C{answers})."""
+def verify_blocking(message: bytes, answers: _Answers, fields: Fields | None = None,
+                    signed: list[tuple[bytes, Tags | None]] | None = None) -> VerificationResults:
+    """
+    dkimpy's DKIM and ARC verification (CPU only: every DNS answer is in
+    C{answers}).  C{fields}: the header fields of C{message}, already
+    split; C{signed}: their L{signatures}, already parsed.
+    """
     results = VerificationResults()
-    fields, _ = split_headers(message)
-    signatures = [raw for name, raw in fields if name.lower() == "dkim-signature"][:MAX_SIGNATURES]
-    verifier: Any = None
+    if fields is None:
+        fields, _ = split_headers(message)
+    if signed is None:
+        signed = signatures(fields)
+    verifier: Any = None  # dkimpy's parse of the message, made only when the fast path cannot decide
     fast: FastVerifier | None = None
-    for index, raw in enumerate(signatures):
-        tags = _tags(raw) or {}
+
+    def dkimpy() -> Any:
+        nonlocal verifier
+        if verifier is None:
+            verifier = dkim.DKIM(message, minkey=1024)
+        return verifier
+    for index, (_raw, parsed) in enumerate(signed):
+        tags = parsed or {}
         domain = tags.get(b"d", b"").decode("ascii", "replace").strip().lower()
         selector = tags.get(b"s", b"").decode("ascii", "replace").strip()
         algorithm = tags.get(b"a", b"").decode("ascii", "replace").strip()
@@ -132,14 +167,12 @@ def verify_blocking(message: bytes, answers: _Answers) -> VerificationResults:
             results.dkim.append(result("permerror", f"no key at {key_name}"))
             continue
         try:
-            if verifier is None:  # one parse of the message for all its signatures
-                verifier = dkim.DKIM(message, minkey=1024)
-                fast = FastVerifier(verifier)
-            assert fast is not None
-            sig_headers = [item for item in verifier.headers if item[0].lower() == b"dkim-signature"]
+            if fast is None:  # one parse of the message for all its signatures, from the fields already split
+                fast = FastVerifier(parse_like_dkimpy(message, fields) or dkimpy())
+            sig_headers = [item for item in fast.parsed.headers if item[0].lower() == b"dkim-signature"]
             # The common case is checked quickly; dkimpy decides the rest and gives failures their reason.
-            ok = (index < len(sig_headers) and fast.verify(sig_headers[index], answers.records[key_name] or b"")) \
-                or verifier.verify(idx=index, dnsfunc=answers)
+            ok = (index < len(sig_headers) and fast.verify(sig_headers[index], answers.records[key_name] or b"", tags)) \
+                or dkimpy().verify(idx=index, dnsfunc=answers)
         except dkim.DnsTimeoutError as error:
             results.dkim.append(result("temperror", str(error)))
         except dkim.DKIMException as error:
@@ -169,7 +202,21 @@ class DKIMVerifier:
         self.reactor = reactor
         self.pool = pool
 
+    def cached(self, names: list[str]) -> _Answers | None:
+        """The answers when every key is in the answer cache (no Deferred, no query), else None."""
+        records: dict[str, bytes | None] = {}
+        cached = getattr(self.lookup, "cached_txt_bytes", None)
+        for name in names:
+            found = cached(name) if cached is not None else None
+            if found is None:
+                return None
+            records[name] = found[0] if found else None
+        return _Answers(records, set())
+
     async def fetch(self, names: list[str]) -> _Answers:
+        known = self.cached(names)
+        if known is not None:
+            return known
         records: dict[str, bytes | None] = {}
         failed: set[str] = set()
 
@@ -184,20 +231,26 @@ class DKIMVerifier:
         await DeferredList([Deferred.fromCoroutine(one(name)) for name in names], consumeErrors=True)
         return _Answers(records, failed)
 
-    async def verify(self, message: bytes, load: Callable[[], bytes] | None = None) -> VerificationResults:
+    async def verify(self, message: bytes, load: Callable[[], bytes] | None = None,
+                     fields: Fields | None = None) -> VerificationResults:
         """
         Verify C{message}; with C{load}, C{message} is the header block
         only and C{load()} reads the whole message in the verification
         thread (a large message is not held while DNS answers are awaited).
+        C{fields}: the header fields of C{message}, already split.
         """
-        names = key_names(message)
+        if fields is None:
+            fields, _ = split_headers(message)
+        signed = signatures(fields)
+        names = key_names(message, fields, signed)
         if not names:
             return VerificationResults()
         answers = await self.fetch(names)
         pool = self.pool or self.reactor.getThreadPool()
+        known = fields
 
         def verify() -> VerificationResults:
-            return verify_blocking(load() if load is not None else message, answers)
+            return verify_blocking(load() if load is not None else message, answers, known, signed)
 
         return await deferToThreadPool(self.reactor, pool, verify)
 

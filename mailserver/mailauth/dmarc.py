@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from mailserver.mailauth import memo
 from mailserver.mailauth.dns import DNSLookup, DNSTempError
 
 POLICIES = ("none", "quarantine", "reject")
@@ -81,8 +82,7 @@ def select_record(texts: Iterable[str]) -> str | None:
 _psl = None
 
 
-def organizational_domain(domain: str) -> str:
-    """RFC 7489 3.2: the public suffix plus one label (the domain itself when it is a suffix)."""
+def _organizational_domain(domain: str) -> str:
     global _psl
     if _psl is None:
         from publicsuffixlist import PublicSuffixList
@@ -90,6 +90,12 @@ def organizational_domain(domain: str) -> str:
         _psl = PublicSuffixList()
     domain = domain.rstrip(".").lower()
     return _psl.privatesuffix(domain) or domain
+
+
+#: RFC 7489 3.2: the public suffix plus one label (the domain itself when it is a suffix); kept per domain.
+organizational_domain = memo.by_text(_organizational_domain, maxsize=4096, longest=255)
+#: L{parse_record}, each record text parsed once.
+parse_cached = memo.by_text(parse_record)
 
 
 def aligned(identifier: str, from_domain: str, mode: str) -> bool:
@@ -128,7 +134,7 @@ class DMARCEvaluator:
             text = select_record(await self.lookup.txt(f"_dmarc.{domain}"))
             if text is not None:
                 try:
-                    return parse_record(text), at_org
+                    return parse_cached(text), at_org
                 except DMARCRecordError:
                     continue
         return None, False

@@ -7,6 +7,9 @@ name does not exist or has no such records: "none" for SPF/DKIM/DMARC),
 or raises L{DNSTempError} (time-out, SERVFAIL, refused, any other failure:
 "temperror").  NXDOMAIN and an empty answer are both "nothing there" for
 SPF (void look-ups), DKIM and DMARC, so they are not told apart.
+
+With an L{AnswerCache}, a cached answer is given without a query, and
+L{DNSLookup.cached_txt_bytes} reads the cache without a Deferred at all.
 """
 
 from __future__ import annotations
@@ -29,14 +32,20 @@ class AnswerCache:
     """
     Positive answers kept for their TTL (at most C{max_ttl}), so the SPF,
     DKIM-key and DMARC records of a busy sender domain are not fetched and
-    parsed for every message.  Bounded: past C{max_entries} the oldest entry
-    goes.  Failures and empty answers are never kept.
+    parsed for every message.  Negative answers (NXDOMAIN, NODATA: the
+    C{_dmarc} name of a subdomain, a domain without SPF) are kept for the
+    negative TTL of the SOA that came with them (RFC 2308 5: the smaller of
+    its TTL and its MINIMUM), at most C{max_negative_ttl}; without a SOA
+    they are not kept.  Bounded: past C{max_entries} the oldest entry goes.
+    Failures are never kept.
     """
 
-    def __init__(self, clock: Callable[[], float], max_entries: int = 4096, max_ttl: int = 3600) -> None:
+    def __init__(self, clock: Callable[[], float], max_entries: int = 4096, max_ttl: int = 3600,
+                 max_negative_ttl: int = 900) -> None:
         self.clock = clock
         self.max_entries = max_entries
         self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
         self._entries: dict[tuple[str, str], tuple[float, list[Any]]] = {}
 
     def get(self, key: tuple[str, str]) -> list[Any] | None:
@@ -49,8 +58,9 @@ class AnswerCache:
         return entry[1]
 
     def put(self, key: tuple[str, str], payloads: list[Any], ttl: int) -> None:
-        ttl = min(ttl, self.max_ttl)
-        if ttl <= 0 or not payloads:
+        """Keep C{payloads} for C{ttl} seconds; an empty list is a negative answer."""
+        ttl = min(ttl, self.max_ttl if payloads else self.max_negative_ttl)
+        if ttl <= 0:
             return
         self._entries.pop(key, None)
         while len(self._entries) >= self.max_entries:
@@ -67,19 +77,46 @@ class DNSLookup:
         self.timeout = tuple(timeout)
         self.cache = cache
 
-    async def _query(self, method: str, name: str, rtype: int) -> list[Any]:
+    @staticmethod
+    def _normal(name: str) -> str | None:
+        """C{name} lower-cased without its final dot; None for an impossible name (it does not exist)."""
         name = name.rstrip(".").lower()
         if not name or len(name) > 253 or any(not 0 < len(label) < 64 for label in name.split(".")):
-            # An impossible name does not exist; no query goes out.
+            return None
+        return name
+
+    def cached_txt_bytes(self, name: str) -> list[bytes] | None:
+        """L{txt_bytes} from the cache alone: None when it would need a query."""
+        normal = self._normal(name)
+        if normal is None:
             return []
+        records = self.cache.get(("lookupText", normal)) if self.cache is not None else None
+        return None if records is None else [b"".join(record.data) for record in records]
+
+    def _keep_negative(self, key: tuple[str, str], authority: Sequence[Any]) -> None:
+        """RFC 2308 5: a negative answer lives as long as its SOA says (no SOA: not kept)."""
+        if self.cache is None:
+            return
+        for record in authority:
+            if record.type == dns.SOA:
+                self.cache.put(key, [], min(record.ttl, record.payload.minimum))
+                return
+
+    async def _query(self, method: str, name: str, rtype: int) -> list[Any]:
+        normal = self._normal(name)
+        if normal is None:  # an impossible name does not exist; no query goes out
+            return []
+        name = normal
         cache = self.cache
         if cache is not None:
             cached = cache.get((method, name))
             if cached is not None:
                 return cached
         try:
-            answers, _authority, _additional = await getattr(self.resolver, method)(name, self.timeout)
-        except error.DNSNameError:
+            answers, authority, _additional = await getattr(self.resolver, method)(name, self.timeout)
+        except error.DNSNameError as failure:
+            message = failure.args[0] if failure.args else None
+            self._keep_negative((method, name), getattr(message, "authority", ()))
             return []
         except (error.DomainError, defer.TimeoutError, error.DNSQueryTimeoutError) as failure:
             raise DNSTempError(f"{name}: {type(failure).__name__}") from None
@@ -89,6 +126,8 @@ class DNSLookup:
         payloads = [answer.payload for answer in matching]
         if cache is not None and matching:
             cache.put((method, name), payloads, min(answer.ttl for answer in matching))
+        elif not matching and not any(answer.type == dns.CNAME for answer in answers):
+            self._keep_negative((method, name), authority)  # NODATA
         return payloads
 
     async def txt(self, name: str) -> list[str]:

@@ -8,13 +8,18 @@ from __future__ import annotations
 import email.utils
 import re
 
+from mailserver.mailauth import memo
+
 #: A header block bigger than this is not parsed further (bounded work on hostile input).
 MAX_HEADER_BYTES = 1 << 20
+
+#: Header fields as L{split_headers} gives them: (name as written, whole raw field).
+Fields = list[tuple[str, bytes]]
 
 _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 
-def split_headers(message: bytes) -> tuple[list[tuple[str, bytes]], int]:
+def split_headers(message: bytes) -> tuple[Fields, int]:
     """
     The header fields (name as written, whole raw field including the
     name and the line end) and the offset where the body starts.  Lines
@@ -59,11 +64,22 @@ def from_domains(fields: list[tuple[str, bytes]]) -> list[str]:
     """
     domains: list[str] = []
     for value in values(fields, "From"):
-        for _name, address in email.utils.getaddresses([value]):
-            if "@" in address:
-                domain = address.rsplit("@", 1)[1].strip().strip(">").rstrip(".").lower()
-                if domain:
-                    domains.append(domain)
-            else:
-                domains.append("")
+        domains.extend(_value_domains(value))
     return domains
+
+
+def _domains_of(value: str) -> tuple[str, ...]:
+    """The domains of the addresses of one From value ("" for an address without one)."""
+    domains: list[str] = []
+    for _name, address in email.utils.getaddresses([value]):
+        if "@" in address:
+            domain = address.rsplit("@", 1)[1].strip().strip(">").rstrip(".").lower()
+            if domain:
+                domains.append(domain)
+        else:
+            domains.append("")
+    return tuple(domains)
+
+
+#: A sender's From value comes with each of its messages: parsed once.
+_value_domains = memo.by_text(_domains_of, longest=512)

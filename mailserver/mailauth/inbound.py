@@ -25,7 +25,7 @@ from mailserver.mailauth import authresults
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
 from mailserver.mailauth.dns import AnswerCache, DNSLookup
-from mailserver.mailauth.headers import from_domains, split_headers
+from mailserver.mailauth.headers import Fields, from_domains, split_headers
 from mailserver.mailauth.spf import SPFChecker, SPFResult
 
 log = Logger(namespace="mailserver.mailauth")
@@ -56,10 +56,14 @@ class AuthenticationResults:
     disposition: str = "accept"  # accept, quarantine, reject
     error: MailError | None = None
     reasons: list[str] = field(default_factory=list)
+    #: The message checked and its header fields, split once for every check and for L{apply}.
+    checked: tuple[bytes, Fields] | None = field(default=None, repr=False, compare=False)
 
     def apply(self, message: bytes) -> bytes:
         """C{message} with forged Authentication-Results (our authserv-id) removed and ours prepended."""
-        cleaned, _ = authresults.remove_forged(message, self.authserv_id)
+        checked = self.checked
+        fields = checked[1] if checked is not None and checked[0] is message else None
+        cleaned, _ = authresults.remove_forged(message, self.authserv_id, fields)
         return self.header + cleaned
 
 
@@ -97,11 +101,16 @@ class Authenticator:
     async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
                             known_spf: SPFResult | None, load: Callable[[], bytes] | None = None,
                             ) -> AuthenticationResults:
-        spf_d = self.check_spf(client_ip, helo, mail_from) if known_spf is None else None
-        dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load))
-        spf = known_spf if spf_d is None else await spf_d
-        verification = await dkim_d
+        # One split of the header block for DKIM, ARC, DMARC and apply().
         fields, _ = split_headers(message)
+        if known_spf is None:  # SPF and DKIM concurrently
+            spf_d = self.check_spf(client_ip, helo, mail_from)
+            dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load, fields))
+            spf = await spf_d
+            verification = await dkim_d
+        else:
+            spf = known_spf
+            verification = await self.dkim.verify(message, load, fields)
         domains = from_domains(fields)
         # The SPF identity DMARC aligns: MAIL FROM's domain, or HELO's for the null sender.
         dmarc = await self.dmarc.evaluate(
@@ -110,7 +119,7 @@ class Authenticator:
         results = AuthenticationResults(
             spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
             header=self._header(spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
-            authserv_id=self.policy.authserv_id,
+            authserv_id=self.policy.authserv_id, checked=(message, fields),
         )
         self._decide(results)
         return results

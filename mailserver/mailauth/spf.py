@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from mailserver.mailauth import memo
 from mailserver.mailauth.dns import DNSLookup, DNSTempError
 from mailserver.mailauth.spf_record import (
     Directive,
@@ -28,6 +29,9 @@ MAX_LOOKUPS = 10
 MAX_VOID_LOOKUPS = 2
 MAX_MX_NAMES = 10
 MAX_PTR_NAMES = 10
+
+#: A record's text is parsed once (a sender domain's record comes with every message it sends).
+parse_cached = memo.by_text(parse_record)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class _Evaluation:
         text = select_record(texts)
         if text is None:
             return "none", f"no SPF record at {domain}"
-        record = parse_record(text)
+        record = parse_cached(text)
         for directive in record.directives:
             if await self.matches(directive, domain, depth):
                 return directive.qualifier, f"{domain}: matched {directive.mechanism}"

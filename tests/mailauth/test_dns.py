@@ -97,16 +97,34 @@ class AnswerCacheTests(TestCase):
         self.assertEqual(await dns.txt("example.com"), ["v=spf1 -all"])
         self.clock.advance(1)  # the TTL is over: asked again
         self.assertEqual(await dns.txt("example.com"), ["v=spf1 +all"])
-        # Empty answers are not kept; the cache stays within max_entries.
-        self.assertEqual(await dns.txt("nothing.example.com"), [])
-        self.assertEqual(await dns.txt("nothing.example.com"), [])
-        self.assertEqual(self.server.queries.count(("nothing.example.com", 16)), 2)
+        # An NXDOMAIN without a SOA (outside every zone) is not kept; the cache stays within max_entries.
+        self.assertEqual(await dns.txt("example.org"), [])
+        self.assertEqual(await dns.txt("example.org"), [])
+        self.assertEqual(self.server.queries.count(("example.org", 16)), 2)
         await dns.a("mx.example.com")
         await dns.aaaa("mx.example.com")
         self.assertEqual(len(self.cache._entries), 2)
 
     def test_answers_kept_for_their_ttl(self) -> Deferred:
         return ensureDeferred(self._cached())
+
+    async def _negative(self) -> None:
+        dns = DNSLookup(self.server.resolver, cache=AnswerCache(self.clock.seconds))
+        for _ in range(3):
+            self.assertEqual(await dns.txt("nothing.example.com"), [])  # NXDOMAIN
+            self.assertEqual(await dns.txt("mx.example.com"), [])  # NODATA
+            self.assertEqual(dns.cached_txt_bytes("nothing.example.com"), [])
+        self.assertEqual(self.server.queries.count(("nothing.example.com", 16)), 1)
+        self.assertEqual(self.server.queries.count(("mx.example.com", 16)), 1)
+        self.server.set("nothing.example.com", [("TXT", "v=DMARC1; p=reject")])
+        self.clock.advance(60)  # the SOA's negative TTL (min(TTL, MINIMUM) = 60 s) is over: asked again
+        self.assertIsNone(dns.cached_txt_bytes("nothing.example.com"))
+        self.assertEqual(await dns.txt("nothing.example.com"), ["v=DMARC1; p=reject"])
+        self.assertEqual(self.server.queries.count(("nothing.example.com", 16)), 2)
+
+    def test_regression_negative_answers_kept_for_the_soa_negative_ttl(self) -> Deferred:
+        """NXDOMAIN and NODATA (a subdomain's _dmarc, a domain without SPF) are asked once per negative TTL."""
+        return ensureDeferred(self._negative())
 
     async def _failure(self) -> None:
         self.server.servfail.add("broken.example.com")

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailserver.address import parse_mailbox
+from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
+from mailserver.delivery.envelope import Client, Envelope
+from mailserver.errors import MailError
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.spf import SPFResult
+from mailserver.spooled import SpooledMessage
 from tests.dns import DNSTestServer
 from tests.mailauth.support import MESSAGE, key_records, keys
 
@@ -162,3 +168,119 @@ class ServiceAuthenticatorTests(TestCase):
             self.assertTrue(results.header.startswith(b"Authentication-Results: mx.example.com;\n\tspf=fail"))
 
         return d.addCallback(check)
+
+
+class SharedWorkTests(TestCase):
+    """Work done once per message, or once per sender domain, not once per check."""
+
+    setUp = AuthenticateTests.setUp
+    authenticate = AuthenticateTests.authenticate
+
+    def test_regression_headers_split_once_for_all_checks(self) -> Deferred:
+        """One split of the header block serves DKIM (both threads' sides), DMARC and the A-R edit."""
+        from mailserver.mailauth import authresults, dkim_verify, headers, inbound
+
+        calls: list[int] = []
+
+        def counting(message: bytes):
+            calls.append(len(message))
+            return headers.split_headers(message)
+
+        for module in (inbound, dkim_verify, authresults):
+            self.patch(module, "split_headers", counting)
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+
+        def check(results) -> None:
+            self.assertEqual(results.dkim[0].result, "pass")
+            self.assertTrue(results.apply(signed).startswith(b"Authentication-Results: mx.mydomain.test;"))
+            self.assertEqual(len(calls), 1)
+
+        return self.authenticate(signed).addCallback(check)
+
+    async def _second(self) -> None:
+        subdomain = sign_with(message_from(b"alice@news.example.com"), [self.rsa]) + message_from(b"alice@news.example.com")
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+        first = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", subdomain)
+        asked = list(self.dns.queries)
+        self.assertIn(("_dmarc.news.example.com", 16), asked)  # NXDOMAIN, then the organizational domain's
+        lookups: list[str] = []
+        resolver = self.dns.resolver
+        self.patch(resolver, "lookupText", lambda name, timeout=None: lookups.append(name))
+        second = await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", subdomain)
+        self.assertEqual((lookups, self.dns.queries), ([], asked))
+        self.assertEqual(second.header, first.header)
+        self.assertEqual((second.dkim[0].result, second.dmarc.result), ("pass", "pass"))
+
+    def test_regression_second_message_from_a_domain_makes_no_dns_query(self) -> Deferred:
+        """SPF, DKIM key, the subdomain's absent _dmarc (negative cache) and the org domain's: all cached."""
+        return ensureDeferred(self._second())
+
+    def test_regression_records_parsed_once(self) -> Deferred:
+        """The SPF and DMARC record texts of a sender domain are parsed once, not per message."""
+        from mailserver.mailauth import dmarc, spf
+
+        for module in (spf, dmarc):
+            module.parse_cached.cache_clear()  # type: ignore[attr-defined]
+        signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
+
+        async def run() -> None:
+            authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+            for _ in range(3):
+                await authenticator.authenticate(SENDER_IP, "client.example.com", "bounce@example.com", signed)
+            for module in (spf, dmarc):
+                info = module.parse_cached.cache_info()  # type: ignore[attr-defined]
+                self.assertEqual((info.misses, info.hits), (1, 2), module.__name__)
+
+        return ensureDeferred(run())
+
+
+class SenderSPFTests(SynchronousTestCase):
+    """SPF at MAIL FROM waits only when its result can refuse the sender."""
+
+    class _Authenticator:
+        def __init__(self) -> None:
+            self.started: list[Deferred] = []
+            self.given: list[object] = []
+
+        def check_spf(self, ip: str, helo: str, mail_from: str) -> Deferred:
+            self.started.append(Deferred())
+            return self.started[-1]
+
+        def authenticate(self, ip, helo, mail_from, message, spf=None, load=None) -> Deferred:
+            self.given.append(spf)
+            return Deferred()
+
+    def envelope(self) -> Envelope:
+        return Envelope(client=Client("192.0.2.10", "client.example.com"), sender=parse_mailbox("a@example.com"))
+
+    def test_regression_spf_at_mail_from_not_awaited_serially(self) -> None:
+        """With spf_fail_action other than reject, MAIL FROM answers before the SPF look-ups end."""
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        checked = Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, False).check(envelope))
+        self.successResultOf(checked)  # not waiting for DNS
+        self.assertIsNone(envelope.spf)
+        # End of DATA takes the result evaluated meanwhile (no second evaluation).
+        filtered = InboundAuthentication(authenticator, lambda client: False, reactor).filter(
+            envelope, SpooledMessage(MESSAGE))
+        self.assertNoResult(filtered)
+        result = SPFResult("pass", "example.com", "mailfrom")
+        authenticator.started[0].callback(result)
+        self.assertEqual((len(authenticator.started), authenticator.given, envelope.spf), (1, [result], result))
+
+    def test_spf_at_mail_from_awaited_when_it_can_refuse(self) -> None:
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        checked = Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, True).check(envelope))
+        self.assertNoResult(checked)
+        authenticator.started[0].callback(SPFResult("fail", "example.com", "mailfrom"))
+        self.assertEqual(self.failureResultOf(checked, MailError).value.enhanced, "5.7.23")
+
+    def test_spf_failure_at_mail_from_evaluated_again_at_end_of_data(self) -> None:
+        authenticator = self._Authenticator()
+        envelope = self.envelope()
+        self.successResultOf(Deferred.fromCoroutine(SenderSPF(authenticator, lambda client: False, False).check(envelope)))
+        authenticator.started[0].errback(RuntimeError("unexpected"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        InboundAuthentication(authenticator, lambda client: False, reactor).filter(envelope, SpooledMessage(MESSAGE))
+        self.assertEqual(authenticator.given, [None])
