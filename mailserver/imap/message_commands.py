@@ -22,6 +22,7 @@ from mailserver.imap.folder_commands import check_flags, read_mailbox
 from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, FetchItem, ParseError, parse_fetch_items
 from mailserver.imap.wire import sequence_set
+from mailserver.netwrite import write_sequence_now
 from mailserver.store.folders import FolderNotFoundError
 from mailserver.store.index import transfer
 
@@ -158,11 +159,14 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     # With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
     renderer = fetching.Renderer(items, cmd.uid or "QRESYNC" in server.enabled, "CONDSTORE" in server.enabled)
     content = fetching.needs_content(items)
+    # In the reader's thread trip: MIME parsing, sections and BINARY decoding (never on the reactor).
+    extract = None if renderer.whole_only else renderer.extract
     throttle = server.start_throttle()
     missing = False
     batches = _batches(mailbox, chosen, content)
     batch = next(batches, None)
-    reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch]) if content and batch else None
+    reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch], transform=extract) if content and batch else None
+    no_content: list = [None] * len(renderer.content_items)
     try:
         while batch is not None:
             texts: dict[int, bytes | None] = {}
@@ -171,24 +175,27 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
             following = next(batches, None)
             if content and following:
                 # read ahead: the next batch comes off the disk while this one is rendered and sent
-                reading = server.account.run(mailbox.index.read_many, [uid for _, uid in following])
-            out: list[bytes] = []
+                reading = server.account.run(mailbox.index.read_many, [uid for _, uid in following], transform=extract)
+            rows = []
             for seq, uid in batch:
                 if uid in marked:
                     mailbox.note_reported(uid)
-                record = mailbox.records.get(uid)
-                data = texts.get(uid) if content else None
-                if content and data is None:
-                    missing = True
-                    continue
-                try:
-                    out += renderer.render_pieces(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
-                                                  modseq=mailbox.modseqs.get(uid, 0))
-                except binary.UnknownCte as e:
-                    server.transport.writeSequence(out)
-                    raise Refused(str(e), "UNKNOWN-CTE") from None
-                out.append(b"\r\n")
-            server.transport.writeSequence(out)
+                if content:
+                    found = texts.get(uid)
+                    if found is None:
+                        missing = True
+                        continue
+                    values = [found] * len(no_content) if extract is None else found
+                else:
+                    values = no_content
+                rows.append((seq, mailbox.records.get(uid), mailbox.flags(uid), values, uid in marked,
+                             mailbox.modseqs.get(uid, 0)))
+            try:
+                out = renderer.render_batch(rows)
+            except binary.UnknownCte as e:
+                write_sequence_now(server.transport, e.pieces)
+                raise Refused(str(e), "UNKNOWN-CTE") from None
+            write_sequence_now(server.transport, out)
             server.resetTimeout()
             await throttle.wait()
             batch = following
