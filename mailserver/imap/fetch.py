@@ -127,12 +127,15 @@ class Renderer:
         pieces[-1] = pieces[-1][:-2]
         return pieces
 
-    def render_batch(self, rows: Iterable[tuple[int, MessageRecord, Iterable[str], Extracted, bool, int]]) -> list[bytes]:
+    def render_batch(
+        self, rows: Iterable[tuple[int, MessageRecord, Iterable[str], Extracted, bool, int]]
+    ) -> list[bytes]:
         """
         ``* seq FETCH (...)`` CRLF for each (seq, record, flags, extracted,
         add_flags, modseq) row, as pieces to write in sequence: the text
-        between two literals is one piece, and a literal's content is its
-        own piece (never copied here).  L{binary.UnknownCte} is raised with
+        between two literals is one piece (a message without literals is a
+        piece of its own), and a literal's content is its own piece (never
+        copied here).  L{binary.UnknownCte} is raised with
         C{.pieces} holding the responses of the rows before it.
         """
         out: list[bytes] = []
@@ -179,6 +182,9 @@ class Renderer:
                 else:
                     text += head + record.summary[_SUMMARY_KEYS[kind]].encode("latin-1")
             text += b")\r\n"
+            if len(out) == mark:  # a message without literals: its own piece (no text growing over the batch)
+                out.append(text)
+                text = b""
         if text:
             out.append(text)
         return out

@@ -165,7 +165,9 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     missing = False
     batches = _batches(mailbox, chosen, content)
     batch = next(batches, None)
-    reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch], transform=extract) if content and batch else None
+    reading = None
+    if content and batch:
+        reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch], transform=extract)
     no_content: list = [None] * len(renderer.content_items)
     try:
         while batch is not None:

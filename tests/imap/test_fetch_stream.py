@@ -208,8 +208,29 @@ class BoundedFetchTests(SynchronousTestCase):
             if s.transport.producer is not None:
                 s.transport.producer.resumeProducing()
         text = crlf(data)
-        expected = b"".join(b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(text)) + text + b")\r\n" for n in range(1, count + 1))
+        expected = b"".join(b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(text)) + text + b")\r\n"
+                            for n in range(1, count + 1))
         self.assertEqual(b"".join(received), expected + b"f OK FETCH completed\r\n")
         self.assertLessEqual(biggest, len(expected) // 100 + 200)  # one batch, and the tagged reply
         trips = [f for f, _ in reactor.pool.calls if getattr(f, "__name__", "") == "read_many"]
         self.assertEqual(len(trips), 100)
+
+    def test_regression_render_batch_without_literals_piece_per_message(self) -> None:
+        """
+        2,000 envelope responses are 2,000 pieces: the text is not one buffer
+        growing (and copied again) with every message of the batch.
+        """
+        record = MessageRecord(7, "b", "new", "b", "", 0.0, 10, {"size": 10, "envelope": "(NIL)"})
+        renderer = Renderer([FetchItem("UID"), FetchItem("ENVELOPE")], uid_command=True)
+        pieces = renderer.render_batch([(n, record, frozenset(), [], False, 0) for n in range(1, 2001)])
+        self.assertEqual(len(pieces), 2000)
+        self.assertEqual(pieces[1], b"* 2 FETCH (UID 7 ENVELOPE (NIL))\r\n")
+
+    def test_regression_closing_text_joins_next_literal_header(self) -> None:
+        """With literals, a message's ``)`` CRLF goes with the next header: two pieces per message."""
+        data = crlf(message(1))
+        record = MessageRecord(7, "b", "new", "b", "", 0.0, len(data), {"size": len(data)})
+        renderer = Renderer([FetchItem("BODY", Section(peek=True))], uid_command=False)
+        pieces = renderer.render_batch([(n, record, frozenset(), [data], False, 0) for n in (1, 2)])
+        self.assertEqual(pieces, [b"* 1 FETCH (BODY[] {%d}\r\n" % len(data), data,
+                                  b")\r\n* 2 FETCH (BODY[] {%d}\r\n" % len(data), data, b")\r\n"])
