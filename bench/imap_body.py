@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({min(r[key] for r in found):.1f}-{max(r[key] for r in found):.1f})"
                 for key in ("mb_s", "server_us", "user_us", "system_us", "client_us")))
     finally:
-        for server in servers:
-            server.stop()
-        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        shutil.rmtree(scratch, ignore_errors=True)
+        compare.stop_all(servers, scratch)
     return 0
 
 
