@@ -1,12 +1,14 @@
 """
-Pure: one message's FETCH response from its index record and, when the
-items need it, its text (CRLF line ends).
+Pure: FETCH responses from index records and, when the items need it, the
+messages' text (CRLF line ends).
 
 ENVELOPE, BODY, BODYSTRUCTURE, RFC822.SIZE, FLAGS, INTERNALDATE, UID and
 MODSEQ come from the cached summary, so a ``FETCH 1:* (UID FLAGS RFC822.SIZE
 ENVELOPE)`` never opens a file.  Sections are sliced out of the message
 bytes exactly as stored (LF -> CRLF only); BINARY[...] decodes them
-(C{binary.py}; literal8 when the result holds NUL).
+(C{binary.py}; literal8 when the result holds NUL).  Slicing and decoding
+(L{Renderer.extract}) run in the thread that reads the text; formatting
+(L{Renderer.render_batch}) on the reactor.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def sets_seen(items: Iterable[FetchItem]) -> bool:
     return any(i.name in _SEEN_ITEMS or (i.section is not None and not i.section.peek) for i in items)
 
 
-#: What one FETCH item is, decided once per command (L{Renderer._plan}).
+#: What one FETCH item is, decided once per command (L{_plan}).
 _UID, _FLAGS, _MODSEQ, _SIZE, _DATE, _ENVELOPE, _BODYSTRUCTURE, _BODY, _CONTENT, _BINARY, _BINARY_SIZE = range(11)
 _INDEX_KINDS = {
     "UID": _UID, "FLAGS": _FLAGS, "MODSEQ": _MODSEQ, "RFC822.SIZE": _SIZE, "INTERNALDATE": _DATE,
