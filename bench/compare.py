@@ -366,11 +366,16 @@ def main(argv: list[str] | None = None) -> int:
                 pairs(f"POP3 RETR of all {messages}", ours, dovecot, lambda s: pop3_run(s, messages), n,
                       [("retr_all", "s"), ("mb_s", "MB/s"), ("cpu_ms", "ms CPU/msg")])
     finally:
-        for server in servers:
-            server.stop()
-        print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop_all(servers, scratch)
     return 0
+
+
+def stop_all(servers: list, scratch: str) -> None:
+    """Stop every server by its own pid, print the load average, remove the scratch directory."""
+    for server in servers:
+        server.stop()
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from mailserver.imap.replies import Refused
 from mailserver.imap.syntax import Command, FetchItem, ParseError, parse_fetch_items
 from mailserver.imap.wire import sequence_set
 from mailserver.store.folder_names import FolderNotFoundError
+from mailserver.netwrite import write_sequence_now
 
 if TYPE_CHECKING:
     from mailserver.imap.server import IMAPServer
@@ -157,11 +158,16 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
     # With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
     renderer = fetching.Renderer(items, cmd.uid or "QRESYNC" in server.enabled, "CONDSTORE" in server.enabled)
     content = fetching.needs_content(items)
+    # In the reader's thread trip: MIME parsing, sections and BINARY decoding (never on the reactor).
+    extract = None if renderer.whole_only else renderer.extract
     throttle = server.start_throttle()
     missing = False
     batches = _batches(mailbox, chosen, content)
     batch = next(batches, None)
-    reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch]) if content and batch else None
+    reading = None
+    if content and batch:
+        reading = server.account.run(mailbox.index.read_many, [uid for _, uid in batch], transform=extract)
+    no_content: list = [None] * len(renderer.content_items)
     try:
         while batch is not None:
             texts: dict[int, bytes | None] = {}
@@ -170,24 +176,27 @@ async def fetch(server: "IMAPServer", cmd: Command) -> bytes:
             following = next(batches, None)
             if content and following:
                 # read ahead: the next batch comes off the disk while this one is rendered and sent
-                reading = server.account.run(mailbox.index.read_many, [uid for _, uid in following])
-            out: list[bytes] = []
+                reading = server.account.run(mailbox.index.read_many, [uid for _, uid in following], transform=extract)
+            rows = []
             for seq, uid in batch:
                 if uid in marked:
                     mailbox.note_reported(uid)
-                record = mailbox.records.get(uid)
-                data = texts.get(uid) if content else None
-                if content and data is None:
-                    missing = True
-                    continue
-                try:
-                    out += renderer.render_pieces(seq, record, mailbox.flags(uid), data, add_flags=uid in marked,
-                                                  modseq=mailbox.modseqs.get(uid, 0))
-                except binary.UnknownCte as e:
-                    server.transport.writeSequence(out)
-                    raise Refused(str(e), "UNKNOWN-CTE") from None
-                out.append(b"\r\n")
-            server.transport.writeSequence(out)
+                if content:
+                    found = texts.get(uid)
+                    if found is None:
+                        missing = True
+                        continue
+                    values = [found] * len(no_content) if extract is None else found
+                else:
+                    values = no_content
+                rows.append((seq, mailbox.records.get(uid), mailbox.flags(uid), values, uid in marked,
+                             mailbox.modseqs.get(uid, 0)))
+            try:
+                out = renderer.render_batch(rows)
+            except binary.UnknownCte as e:
+                write_sequence_now(server.transport, e.pieces)
+                raise Refused(str(e), "UNKNOWN-CTE") from None
+            write_sequence_now(server.transport, out)
             server.resetTimeout()
             await throttle.wait()
             batch = following

@@ -332,10 +332,14 @@ class FolderIndex:
         """The message with CRLF line ends, or None if it was expunged."""
         return self.read_many([uid])[uid]
 
-    def read_many(self, uids: Sequence[int]) -> dict[int, bytes | None]:
+    def read_many(
+        self, uids: Sequence[int], transform: Callable[[bytes], Any] | None = None
+    ) -> dict[int, Any]:
         """
         Several messages with CRLF line ends (None for an expunged one), in
         one call: for a FETCH batch, one thread trip reads them all.
+        C{transform}, when given, is applied to each text in the same thread
+        trip, and its result stands for the text (the FETCH items' values).
 
         Each file is read with one C{os.read} of its known size (Maildir
         files never change once delivered); a file renamed under us (flags
@@ -343,7 +347,7 @@ class FolderIndex:
         """
         by_uid = self.snapshot.by_uid
         path = self.path
-        out: dict[int, bytes | None] = {}
+        out: dict[int, Any] = {}
         moved: list[int] = []
         for uid in uids:
             record = by_uid.get(uid)
@@ -354,7 +358,7 @@ class FolderIndex:
             if data is None:
                 moved.append(uid)
             else:
-                out[uid] = to_crlf(data)
+                out[uid] = to_crlf(data) if transform is None else transform(to_crlf(data))
         for uid in moved:  # rare: look again, at most twice, in fresh snapshots
             out[uid] = None
             for _attempt in range(2):
@@ -363,7 +367,7 @@ class FolderIndex:
                     break
                 data = _read_file(f"{path}/{record.subdir}/{record.name}", record.size)
                 if data is not None:
-                    out[uid] = to_crlf(data)
+                    out[uid] = to_crlf(data) if transform is None else transform(to_crlf(data))
                     break
         return out
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from mailserver.netwrite import write_now, writes_directly
+from mailserver.netwrite import write_now, write_sequence_now, writes_directly
 from tests.harness import RunningServer
 
 
@@ -23,7 +23,9 @@ class _Writer(protocol.Protocol):
         self.factory.connected.callback(self.transport)
 
 
-class WriteNowTests(TestCase):
+class _Loopback(TestCase):
+    """A server-side transport over real loopback, and the client's socket."""
+
     timeout = 30
 
     def setUp(self):
@@ -51,6 +53,8 @@ class WriteNowTests(TestCase):
 
         return deferToThread(receive)
 
+
+class WriteNowTests(_Loopback):
     def test_written_at_once(self):
         """Nothing queued: the bytes go to the socket before write_now returns."""
         self.assertTrue(writes_directly(self.transport))
@@ -133,3 +137,49 @@ class PipelinedGroupTests(TestCase):
             self.assertEqual(len(self.server.messages("bob")), 2)
 
         return deferToThread(send).addCallback(check)
+
+
+class WriteSequenceNowTests(_Loopback):
+    """L{write_sequence_now}: a FETCH batch's pieces handed to C{sendmsg}, the rest queued in order."""
+
+    def test_regression_fetch_batch_sent_without_join(self):
+        """
+        1,500 pieces (more than one C{sendmsg} takes) go to the socket at once,
+        in order, with no copy into one buffer and nothing left for the reactor.
+        """
+        pieces = [b"%05d" % n for n in range(1500)]
+        self.assertEqual(write_sequence_now(self.transport, pieces), 7500)
+        self.assertEqual((self.transport.dataBuffer, self.transport._tempDataBuffer), (b"", []))
+        return self.read(7500).addCallback(self.assertEqual, b"".join(pieces))
+
+    def test_regression_fetch_batch_rest_queued_in_order(self):
+        """What the socket does not take (a client that stops reading) is queued, and the producer paused."""
+        self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        throttle = _Paused()
+        self.transport.registerProducer(throttle, True)
+        self.addCleanup(self.transport.unregisterProducer)
+        pieces = [bytes([65 + n % 26]) * 100_000 for n in range(40)]
+        sent = write_sequence_now(self.transport, pieces)
+        self.assertLess(sent, 4_000_000)
+        self.assertEqual(self.transport._tempDataLen, 4_000_000 - sent)
+        self.assertTrue(throttle.paused)
+        return self.read(4_000_000).addCallback(self.assertEqual, b"".join(pieces))
+
+    def test_regression_fetch_batch_queued_behind_earlier_bytes(self):
+        """Bytes already queued leave first: then the whole batch is queued behind them."""
+        self.transport.write(b"first ")
+        self.assertEqual(write_sequence_now(self.transport, [b"sec", b"ond"]), 0)
+        return self.read(12).addCallback(self.assertEqual, b"first second")
+
+
+class _Paused:
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
