@@ -142,7 +142,7 @@ class IFolderReader(IMaildirReader):
     def read(uid):
         """The message's bytes with CRLF line ends, or L{None} if it was expunged."""
 
-    def read_many(uids):
+    def read_many(uids, transform=None):
         """C{{uid: bytes or None}} for several messages in one call (one thread trip per FETCH batch)."""
 
     def size_of(uids, snap=None):

@@ -206,8 +206,11 @@ class MemoryFolder:
     def read(self, uid: int) -> bytes | None:
         return self._data.get(uid)
 
-    def read_many(self, uids):
-        return {uid: self._data.get(uid) for uid in uids}
+    def read_many(self, uids, transform=None):
+        found = {uid: self._data.get(uid) for uid in uids}
+        if transform is None:
+            return found
+        return {uid: None if data is None else transform(data) for uid, data in found.items()}
 
     def size_of(self, uids, snap=None):
         records = [r for r in (snap or self.snapshot).records if r.uid in set(uids)]

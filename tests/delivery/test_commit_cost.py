@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, relay_policy
-from mailserver.delivery.envelope import Client, Envelope, LocalMailbox, Recipient
+from mailserver.envelope import Client, Envelope, LocalMailbox, Recipient
 from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.quota_rule import QuotaLimits
@@ -33,7 +33,7 @@ class SieveInStoreTripTests(SynchronousTestCase):
         self.store = MaildirStore(self.reactor, "mx.example.com", on_delivered=self.notified.append)
         self.queue = MemoryQueue()
         self.core = build_core(self.reactor)
-        self.core.committer = Committer(store=self.store, queue=self.queue, sieve=SieveFilter())
+        self.core.committer = Committer(store=self.store, queue=self.queue, sieve=SieveFilter(self.store))
 
     def _commit(self, *users: str) -> str:
         recipients = [

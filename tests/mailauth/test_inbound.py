@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.address import parse_mailbox
 from mailserver.delivery.authentication import InboundAuthentication, SenderSPF
-from mailserver.delivery.envelope import Client, Envelope
+from mailserver.envelope import Client, Envelope
 from mailserver.errors import MailError
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
