@@ -13,7 +13,7 @@ from /proc/PID/stat before and after each slice), the reactor thread's
 share of it, and the reactor's idle share (time spent waiting in epoll over
 the wall time of the slices)::
 
-    python bench/mailauth_throughput.py [--count 400] [--slices 4]
+    python bench/mailauth_throughput.py [--count 400] [--slices 4] [--verify-processes N]
 """
 
 from __future__ import annotations
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=400, help=f"messages per size and server (at most {MAX_COUNT})")
     parser.add_argument("--slices", type=int, default=4, help="alternating slices per server (at least 3)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--verify-processes", type=int, default=None,
+                        help="mail_authentication_verify_processes of the server with the checks on (default: main.cf's)")
     parser.add_argument("--dns-child", help=argparse.SUPPRESS)
     parser.add_argument("--server-child", nargs=2, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
@@ -215,8 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         for checks in ("yes", "no"):
             root = tempfile.mkdtemp(prefix=f"checks-{checks}-", dir=scratch)
             launcher = [sys.executable, __file__, "--server-child", str(dns_port), "-"]
-            servers[checks] = ScratchServer(root, settings={
-                "mynetworks": "192.0.2.0/24", "mail_authentication_checks": checks}, launcher=launcher)
+            settings = {"mynetworks": "192.0.2.0/24", "mail_authentication_checks": checks}
+            if args.verify_processes is not None:
+                settings["mail_authentication_verify_processes"] = str(args.verify_processes)
+            servers[checks] = ScratchServer(root, settings=settings, launcher=launcher)
         for size in (1024, 10240):
             elapsed = {"yes": 0.0, "no": 0.0}
             meters = {checks: Meter(server) for checks, server in servers.items()}

@@ -66,6 +66,7 @@ from mailserver.mailauth.dkim_sign import DKIMSigner, SigningQueue
 from mailserver.mailauth.dns import DNSLookup
 from mailserver.milter.sessions import session_opener
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.verify_process import VerifyProcesses
 from mailserver.mailauth.mta_sts import MTASTSPolicies, https_fetcher
 from mailserver.imap.server import IMAPFactory
 from mailserver.imap.structure import DESCRIBE_VERSION, describe
@@ -291,7 +292,7 @@ class HangupReload(Service):
 
 
 class _PoolService(Service):
-    """Starts and stops a thread pool of our own with the service tree."""
+    """Starts and stops a thread pool (or verification processes) of our own with the service tree."""
 
     def __init__(self, pool: ThreadPool) -> None:
         self.pool = pool
@@ -300,9 +301,9 @@ class _PoolService(Service):
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Any:
         super().stopService()
-        self.pool.stop()
+        return self.pool.stop()  # a Deferred for worker processes
 
 
 class _StopHook(Service):
@@ -439,6 +440,9 @@ class Server:
             ),
             pool=self.mailauth_pool,
         )
+        if config.mail_authentication_verify_processes > 0:  # verification outside our GIL (docs/internet.rst)
+            verifier = self.authenticator.dkim
+            verifier.processes = VerifyProcesses(reactor, config.mail_authentication_verify_processes, verifier.in_thread)
         filters, sender_checks = [], []
         if config.mail_authentication_checks:
             # SPF at MAIL FROM (refused there when spf_fail_action = reject), the rest at end of DATA.
@@ -773,6 +777,8 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.hashing_pool).setServiceParent(top)
     _PoolService(server.quota_pool).setServiceParent(top)
     _PoolService(server.mailauth_pool).setServiceParent(top)
+    if server.authenticator.dkim.processes is not None:
+        _PoolService(server.authenticator.dkim.processes).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.spam.setServiceParent(top)

@@ -35,6 +35,9 @@ def write_config(directory: str, extra: str = "", listeners: tuple[str, ...] = (
         # No real 2 s wait per failed login: the delay has its own tests on a task.Clock
         # (tests/auth/test_throttle.py); a test that wants it sets it in C{extra}.
         "auth_failure_delay = 0",
+        # DKIM verification in threads: a worker process per server would slow every test down
+        # (tests/mailauth/test_verify_process.py runs them).
+        "mail_authentication_verify_processes = 0",
     ]
     for name in LISTENERS:
         lines.append(f"{name} = " + ("tcp:0:interface=127.0.0.1" if name in listeners else ""))

@@ -303,6 +303,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("mail_authentication_checks", BOOL, "yes", OWN,
       "check SPF (at MAIL FROM), DKIM, ARC and DMARC of mail from untrusted clients and prepend "
       "Authentication-Results at end of DATA"),
+    P("mail_authentication_verify_processes", INT, "1", OWN,
+      "worker processes verifying DKIM and ARC signatures of inbound mail outside the server's GIL "
+      "(started and stopped with the server, replaced when one dies); 0: in two threads of the server "
+      "(better on a machine with one CPU)"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each recipient's mailbox that quarantined mail is delivered to (created when missing)"),
     # Milters (docs/spam.rst).

@@ -195,12 +195,25 @@ def verify_blocking(message: bytes, answers: _Answers, fields: Fields | None = N
 
 
 class DKIMVerifier:
-    """Fetch keys asynchronously, then verify in a thread."""
+    """
+    Fetch keys asynchronously, then verify in a thread, or in a worker
+    process when L{processes} (a L{mailserver.mailauth.verify_process.VerifyProcesses}) is set.
+    """
 
     def __init__(self, lookup: DNSLookup, reactor: Any, pool: Any = None) -> None:
         self.lookup = lookup
         self.reactor = reactor
         self.pool = pool
+        self.processes: Any = None
+
+    def in_thread(self, message: bytes, answers: _Answers, fields: Fields | None = None,
+                  signed: list[tuple[bytes, Tags | None]] | None = None,
+                  load: Callable[[], bytes] | None = None) -> Deferred:
+        """L{verify_blocking} in the verification thread pool (C{load()}, if given, reads the message there)."""
+        def verify() -> VerificationResults:
+            return verify_blocking(load() if load is not None else message, answers, fields, signed)
+
+        return deferToThreadPool(self.reactor, self.pool or self.reactor.getThreadPool(), verify)
 
     def cached(self, names: list[str]) -> _Answers | None:
         """The answers when every key is in the answer cache (no Deferred, no query), else None."""
@@ -246,11 +259,7 @@ class DKIMVerifier:
         if not names:
             return VerificationResults()
         answers = await self.fetch(names)
-        pool = self.pool or self.reactor.getThreadPool()
-        known = fields
-
-        def verify() -> VerificationResults:
-            return verify_blocking(load() if load is not None else message, answers, known, signed)
-
-        return await deferToThreadPool(self.reactor, pool, verify)
+        if load is None and self.processes is not None:
+            return await self.processes.verify(message, answers, fields, signed)
+        return await self.in_thread(message, answers, fields, signed, load)
 

@@ -509,6 +509,7 @@ dmarc_quarantine_action = header
 spf_fail_action = reject
 dmarc_own_domain_fail_action = quarantine
 mail_authentication_checks = no
+mail_authentication_verify_processes = 2
 junk_folder = Spam/Suspect
 smtpd_milters = inet:127.0.0.1:11332
 non_smtpd_milters = { unix:/run/opendkim.sock, default_action = accept }
@@ -663,6 +664,7 @@ FULL_EXPECTED = {
     "spf_fail_action": "reject",
     "dmarc_own_domain_fail_action": "quarantine",
     "mail_authentication_checks": False,
+    "mail_authentication_verify_processes": 2,
     "junk_folder": "Spam/Suspect",
     "smtpd_milters": (MilterSpec("inet", host="127.0.0.1", port=11332),),
     "non_smtpd_milters": (

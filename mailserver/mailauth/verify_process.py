@@ -1,0 +1,269 @@
+"""
+DKIM/ARC verification in worker processes (main.cf
+C{mail_authentication_verify_processes}), outside the server's GIL: the
+reactor writes a request to a worker's stdin and reads the answer from its
+stdout, with no thread involved.
+
+A request that cannot be served there (no live worker, the worker died or
+did not answer within C{timeout}) is verified by C{fallback} (the thread
+path) instead: a message is never lost nor left waiting.  A worker that
+dies is replaced.  Workers exit at end of their input, so they never
+outlive the server.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IWriteDescriptor
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailserver.mailauth.verify_worker import HEADER, decode_results, frame
+
+log = Logger(namespace="mailserver.mailauth")
+
+#: The package's parent directory: the worker imports the same code as the server.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Seconds a stopping worker gets to exit before it is killed.
+STOP_GRACE = 5.0
+#: Seconds before a worker that died within that time of its start is replaced.
+RESPAWN_DELAY = 1.0
+
+
+class _Request:
+    __slots__ = ("arguments", "deferred", "timer")
+
+    def __init__(self, arguments: tuple, deferred: Deferred, timer: Any) -> None:
+        self.arguments = arguments
+        self.deferred = deferred
+        self.timer = timer
+
+
+@implementer(IWriteDescriptor)
+class _RequestPipe:
+    """
+    The write end of a worker's stdin: written at once when the pipe has
+    room (no reactor registration per request, unlike a process
+    transport's stdin), the rest when the reactor says it is writable.
+    """
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.pending = b""
+
+    def write(self, data: bytes) -> None:
+        if self.fd < 0:
+            return  # closed: the worker's end (processEnded) retries its requests
+        if self.pending:
+            self.pending += data
+            return
+        try:
+            written = os.write(self.fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the worker is gone: processEnded retries its requests
+            return
+        if written < len(data):
+            self.pending = data[written:]
+            self.reactor.addWriter(self)
+
+    def doWrite(self) -> None:
+        try:
+            written = os.write(self.fd, self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self.pending)
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self.reactor.removeWriter(self)
+
+    def close(self) -> None:
+        """End of input for the worker (it exits)."""
+        if self.fd >= 0:
+            self.reactor.removeWriter(self)
+            os.close(self.fd)
+            self.fd = -1
+            self.pending = b""
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def connectionLost(self, reason: Any) -> None:
+        self.close()
+
+    def logPrefix(self) -> str:
+        return "verify-worker"
+
+
+class _Worker(ProcessProtocol):
+    """One worker process and the requests it has been given."""
+
+    def __init__(self, pool: "VerifyProcesses", requests: _RequestPipe) -> None:
+        self.pool = pool
+        self.requests = requests
+        self.pending: dict[int, _Request] = {}
+        self.buffer = b""
+        self.ended: Deferred = Deferred()
+        self.alive = False
+        self.started = pool.reactor.seconds()
+
+    def connectionMade(self) -> None:
+        self.alive = True
+
+    def outReceived(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        offset = 0
+        while len(buffer) - offset >= HEADER.size:
+            size = HEADER.unpack_from(buffer, offset)[0]
+            end = offset + HEADER.size + size
+            if len(buffer) < end:
+                break
+            number, ok, value = pickle.loads(buffer[offset + HEADER.size:end])
+            offset = end
+            request = self.pending.pop(number, None)
+            if request is None:  # timed out already
+                continue
+            request.timer.cancel()
+            if ok:
+                request.deferred.callback(decode_results(value))
+            else:
+                request.deferred.errback(value)
+        self.buffer = buffer[offset:]
+
+    def processEnded(self, reason: Any) -> None:
+        self.alive = False
+        self.requests.close()
+        pending, self.pending = self.pending, {}
+        self.pool._ended(self, reason, list(pending.values()))
+        self.ended.callback(None)
+
+
+class VerifyProcesses:
+    """
+    C{count} verification worker processes.  L{verify} takes the
+    arguments of L{mailserver.mailauth.dkim_verify.verify_blocking} (less a
+    C{load}); C{fallback(*arguments)} returns a Deferred verifying them in
+    threads.
+    """
+
+    def __init__(self, reactor: Any, count: int, fallback: Callable[..., Deferred],
+                 timeout: float = 30.0, argv: list[str] | None = None) -> None:
+        self.reactor = reactor
+        self.count = count
+        self.fallback = fallback
+        self.timeout = timeout
+        self.argv = argv or [sys.executable, "-m", "mailserver.mailauth.verify_worker"]
+        self.workers: list[_Worker] = []
+        self.running = False
+        self.replaced = 0  # workers that died and were replaced
+        self.fallbacks = 0  # requests verified by the fallback instead
+        self._number = 0
+        self._respawns: list[Any] = []
+
+    def start(self) -> None:
+        self.running = True
+        for _ in range(self.count):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_ROOT, env.get("PYTHONPATH"))))
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        os.set_inheritable(write, False)
+        worker = _Worker(self, _RequestPipe(self.reactor, write))
+        try:
+            self.reactor.spawnProcess(worker, self.argv[0], self.argv, env=env, childFDs={0: read, 1: "r", 2: 2})
+        except Exception:
+            worker.requests.close()
+            raise
+        finally:
+            os.close(read)
+        self.workers.append(worker)
+
+    def _respawn(self) -> None:
+        self._respawns = [call for call in self._respawns if call.active()]
+        if self.running and len(self.workers) < self.count:
+            self._spawn()
+
+    def stop(self) -> Deferred:
+        """Close the workers' input (they exit), kill those still there after L{STOP_GRACE}; fire when all ended."""
+        self.running = False
+        for call in self._respawns:
+            if call.active():
+                call.cancel()
+        self._respawns = []
+        waits = []
+        for worker in list(self.workers):
+            if not worker.alive:
+                continue
+            worker.requests.close()
+            kill = self.reactor.callLater(STOP_GRACE, self._kill, worker)
+            worker.ended.addCallback(lambda _, kill=kill: kill.cancel() if kill.active() else None)
+            waits.append(worker.ended)
+        if not waits:
+            return succeed(None)
+        return gatherResults(waits).addCallback(lambda _: None)
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        try:
+            worker.transport.signalProcess("KILL")
+        except Exception:  # already gone
+            pass
+
+    def verify(self, *arguments: Any) -> Deferred:
+        """A Deferred firing with verify_blocking(*arguments)'s result."""
+        live = [worker for worker in self.workers if worker.alive]
+        if not live:
+            return self._fall_back(arguments)
+        worker = min(live, key=lambda w: len(w.pending))
+        self._number += 1
+        number = self._number
+        deferred: Deferred = Deferred()
+        timer = self.reactor.callLater(self.timeout, self._timed_out, worker, number)
+        worker.pending[number] = _Request(arguments, deferred, timer)
+        message, answers, fields, signed = arguments
+        worker.requests.write(frame((number, (message, (answers.records, answers.failed), fields, signed))))
+        return deferred
+
+    def _fall_back(self, arguments: tuple) -> Deferred:
+        self.fallbacks += 1
+        return self.fallback(*arguments)
+
+    def _retry(self, request: _Request) -> None:
+        if request.timer.active():
+            request.timer.cancel()
+        self._fall_back(request.arguments).chainDeferred(request.deferred)
+
+    def _timed_out(self, worker: _Worker, number: int) -> None:
+        request = worker.pending.pop(number, None)
+        if request is None:
+            return
+        log.warn("DKIM verification worker {pid} did not answer in {timeout} s: killed, verifying in a thread",
+                 pid=worker.transport.pid, timeout=self.timeout)
+        self._retry(request)
+        self._kill(worker)  # stuck: its other requests go to the fallback when it has ended
+
+    def _ended(self, worker: _Worker, reason: Any, pending: list[_Request]) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if self.running:
+            if not reason.check(ProcessDone) or pending:
+                log.warn("DKIM verification worker ended ({reason}): replaced, {count} message(s) verified in a thread",
+                         reason=reason.getErrorMessage(), count=len(pending))
+            self.replaced += 1
+            # One that dies at once (a broken installation) is not respawned in a tight loop.
+            quick = self.reactor.seconds() - worker.started < RESPAWN_DELAY
+            self._respawns.append(self.reactor.callLater(RESPAWN_DELAY if quick else 0, self._respawn))
+        for request in pending:
+            self._retry(request)

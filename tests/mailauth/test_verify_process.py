@@ -1,0 +1,162 @@
+"""DKIM/ARC verification in worker processes (mailserver.mailauth.verify_process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks, succeed
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from mailserver.mailauth.dkim_sign import sign_with
+from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults, _Answers, verify_blocking
+from mailserver.mailauth.headers import split_headers
+from mailserver.mailauth.verify_process import VerifyProcesses
+from mailserver.mailauth.verify_worker import decode_results, encode_results
+from tests.harness import RunningServer
+from tests.mailauth.support import MESSAGE, keys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def signed_request() -> tuple:
+    """verify_blocking's arguments for a message with a good RSA and Ed25519 signature."""
+    rsa, ed = keys()
+    message = sign_with(MESSAGE, [rsa, ed]) + MESSAGE
+    answers = _Answers({rsa.dns_name: rsa.txt_value.encode(), ed.dns_name: ed.txt_value.encode()}, set())
+    return message, answers, split_headers(message)[0], None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie is gone too
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@inlineCallbacks
+def until(condition, seconds: float = 10.0):
+    """Wait (on the reactor) until C{condition()} is true; fail after C{seconds}."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        yield deferLater(reactor, 0.02, lambda: None)
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_results_round_trip(self) -> None:
+        results = VerificationResults([DKIMResult("pass", "example.com", "mail", "rsa-sha256", "abc", ""),
+                                       DKIMResult("fail", reason="signature did not verify")],
+                                      ARCResult("fail", 2, "broken"))
+        self.assertEqual(decode_results(encode_results(results)), results)
+
+
+class WorkerPoolTests(TestCase):
+    def pool(self, count: int = 1, **options) -> VerifyProcesses:
+        calls = self.fallback_calls = []
+
+        def in_thread(*arguments):
+            calls.append(arguments)
+            return succeed(VerificationResults(arc=ARCResult("none", 0, "fallback")))
+
+        pool = VerifyProcesses(reactor, count, in_thread, **options)
+        pool.start()
+        self.addCleanup(pool.stop)
+        return pool
+
+    @inlineCallbacks
+    def test_worker_verifies_a_signed_message(self):
+        pool = self.pool(2)
+        request = signed_request()
+        results = yield pool.verify(*request)
+        self.assertEqual([r.result for r in results.dkim], ["pass", "pass"])
+        self.assertEqual(results, verify_blocking(*request))
+        self.assertEqual(self.fallback_calls, [])
+        # Many at once, over both workers, each answered with its own result.
+        tampered = request[0] + b"a line added\r\n"
+        many = yield gatherResults([pool.verify(request[0] if i % 2 else tampered, *request[1:]) for i in range(20)])
+        self.assertEqual([[r.result for r in res.dkim] for res in many],
+                         [["pass", "pass"] if i % 2 else ["fail", "fail"] for i in range(20)])
+
+    @inlineCallbacks
+    def test_regression_dead_worker_is_replaced_and_its_message_verified_in_a_thread(self):
+        # A "worker" that dies on its first request: the request goes to the thread path, a new worker starts.
+        argv = [sys.executable, "-c", "import sys; sys.stdin.buffer.read(1); sys.exit(3)"]
+        pool = self.pool(1, argv=argv)
+        first = pool.workers[0]
+        results = yield pool.verify(*signed_request())
+        self.assertEqual(results.arc.reason, "fallback")
+        self.assertEqual(len(self.fallback_calls), 1)
+        yield until(lambda: pool.replaced == 1 and len(pool.workers) == 1 and pool.workers[0] is not first)
+        self.flushLoggedErrors()
+
+    @inlineCallbacks
+    def test_stuck_worker_times_out_into_the_thread_path_and_is_killed(self):
+        argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+        pool = self.pool(1, argv=argv, timeout=0.3)
+        pid = pool.workers[0].transport.pid
+        results = yield pool.verify(*signed_request())
+        self.assertEqual(results.arc.reason, "fallback")
+        yield until(lambda: not alive(pid))
+
+    @inlineCallbacks
+    def test_no_worker_means_the_thread_path(self):
+        pool = VerifyProcesses(reactor, 1, lambda *a: succeed("threads"))  # never started
+        self.assertEqual((yield pool.verify(*signed_request())), "threads")
+
+    @inlineCallbacks
+    def test_stop_ends_every_worker(self):
+        pool = self.pool(2)
+        yield until(lambda: all(w.alive for w in pool.workers))
+        pids = [w.transport.pid for w in pool.workers]
+        yield pool.stop()
+        self.assertFalse(any(alive(pid) for pid in pids))
+        self.assertEqual(pool.replaced, 0)
+
+    def test_regression_workers_do_not_outlive_a_killed_server(self):
+        # The server is killed (no stopService): its workers see the end of their input and exit.
+        code = ("import sys; sys.path.insert(0, %r)\n"
+                "from twisted.internet import reactor\n"
+                "from mailserver.mailauth.verify_process import VerifyProcesses\n"
+                "pool = VerifyProcesses(reactor, 2, None)\n"
+                "reactor.callWhenRunning(pool.start)\n"
+                "reactor.callLater(0.5, lambda: print(*[w.transport.pid for w in pool.workers], flush=True))\n"
+                "reactor.run()\n" % ROOT)
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        try:
+            pids = [int(pid) for pid in server.stdout.readline().split()]
+            self.assertEqual(len(pids), 2)
+            self.assertTrue(all(alive(pid) for pid in pids))
+        finally:
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            server.stdout.close()
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)  # orphans are reaped by init once they exit
+        self.assertFalse(any(os.path.exists(f"/proc/{pid}") for pid in pids))
+
+
+class ServiceTests(TestCase):
+    @inlineCallbacks
+    def test_started_and_stopped_with_the_server(self):
+        server = RunningServer(self, "mail_authentication_verify_processes = 2\n")
+        processes = server.service.server.authenticator.dkim.processes
+        self.assertIsNotNone(processes)
+        yield server.start()
+        yield until(lambda: len(processes.workers) == 2 and all(w.alive for w in processes.workers))
+        pids = [w.transport.pid for w in processes.workers]
+        yield server.stop()
+        self.assertFalse(any(alive(pid) for pid in pids))
+
+    def test_zero_is_threads(self):
+        server = RunningServer(self, "mail_authentication_verify_processes = 0\n")
+        self.assertIsNone(server.service.server.authenticator.dkim.processes)
