@@ -22,6 +22,7 @@ from mailserver.config.maincf import RawSetting, parse_main_cf
 from mailserver.config.policy_values import DnsblSites, Milters, SignedInteger, Words
 from mailserver.config.values import (
     Boolean,
+    BoundedInteger,
     Delimiter,
     DomainList,
     Endpoints,
@@ -303,7 +304,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     P("mail_authentication_checks", BOOL, "yes", OWN,
       "check SPF (at MAIL FROM), DKIM, ARC and DMARC of mail from untrusted clients and prepend "
       "Authentication-Results at end of DATA"),
-    P("mail_authentication_verify_processes", INT, "1", OWN,
+    P("mail_authentication_verify_processes", BoundedInteger(64), "1", OWN,
       "worker processes verifying DKIM and ARC signatures of inbound mail outside the server's GIL "
       "(started and stopped with the server, replaced when one dies); 0: in two threads of the server "
       "(better on a machine with one CPU)"),

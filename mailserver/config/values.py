@@ -70,6 +70,20 @@ class Integer(ValueType):
         return int(text)
 
 
+class BoundedInteger(Integer):
+    """A non-negative integer of at most C{maximum} (a count of processes, for instance)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.name = f"integer 0..{maximum}"
+
+    def parse(self, text: str, base: str) -> int:
+        value = super().parse(text, base)
+        if value > self.maximum:
+            raise ValueError(f"expected at most {self.maximum}, got {value}")
+        return value
+
+
 class Size(Integer):
     """A size in bytes (a plain integer, as Postfix)."""
 

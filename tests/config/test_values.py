@@ -91,6 +91,8 @@ BAD = [
     ("header_checks_decode", "maybe", "expected yes or no, got 'maybe'"),
     ("smtpd_recipient_limit", "-1", "expected a non-negative integer, got '-1'"),
     ("message_size_limit", "10M", "expected a non-negative integer, got '10M'"),
+    ("mail_authentication_verify_processes", "65", "expected at most 64, got 65"),
+    ("mail_authentication_verify_processes", "-1", "expected a non-negative integer, got '-1'"),
     ("smtpd_timeout", "5x", "expected a time like 300s, 30m, 5d, got '5x'"),
     ("smtpd_timeout", "", "expected a time like 300s, 30m, 5d, got ''"),
     ("smtpd_listen", "tcp:smtp", "'tcp:smtp': port must be a number from 0 to 65535, got 'smtp'"),
