@@ -26,6 +26,7 @@ from mailserver.interfaces import ISMTPDelivery, ISMTPTransaction
 from mailserver.netwrite import write_now, writes_directly
 from mailserver.policy.logline import reject_line
 from mailserver.smtp import auth
+from mailserver.smtp.coroutines import run_now
 from mailserver.smtp.deadline import DataDeadline
 from mailserver.smtp.milter_glue import MilterGlue, start_milter
 from mailserver.smtp.rate_checks import check_message_rate
@@ -156,8 +157,10 @@ class ESMTPServer(smtp.ESMTP):
         """Send a reply; Twisted's own replies get a default enhanced code."""
         lines = message.splitlines() or [b""]
         if code // 100 in (2, 4, 5):
-            enhanced = _DEFAULT_ENHANCED.get(code, f"{code // 100}.{7 if code == 235 else 0}.0").encode()
-            lines = [line if _ENHANCED.match(line) else enhanced + b" " + line for line in lines]
+            for index, line in enumerate(lines):
+                if not _ENHANCED.match(line):  # the default made only when needed: most replies have one
+                    enhanced = _DEFAULT_ENHANCED.get(code) or f"{code // 100}.{7 if code == 235 else 0}.0"
+                    lines[index] = enhanced.encode() + b" " + line
         for line in lines[:-1]:
             self.sendLine(b"%03d-%s" % (code, line))
         self.sendLine(b"%03d %s" % (code, lines[-1]))
@@ -713,17 +716,23 @@ class ESMTPServer(smtp.ESMTP):
 
     # -- errors: the one place MailError becomes a reply ----------------------
 
-    def _guard(self, coroutine) -> Deferred:
-        return self._guard_deferred(Deferred.fromCoroutine(coroutine))
+    def _guard(self, coroutine) -> Deferred | None:
+        """Run a command's coroutine: to its end at once when it never waits (None), else a Deferred."""
+        try:
+            waiting = run_now(coroutine)
+        except Exception:
+            self._failed(Failure())
+            return None
+        return None if waiting is None else self._guard_deferred(waiting)
 
     def _guard_deferred(self, d: Deferred) -> Deferred:
-        def failed(failure: Failure) -> None:
-            if failure.check(MailError):
-                self.reply_error(failure.value)
-                if getattr(failure.value, "close", False):  # a milter's shutdown: 421 and close
-                    self._flush_replies()
-                    self.transport.loseConnection()
-            else:
-                self._internal_error(failure)
+        return d.addErrback(self._failed)
 
-        return d.addErrback(failed)
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(MailError):
+            self.reply_error(failure.value)
+            if getattr(failure.value, "close", False):  # a milter's shutdown: 421 and close
+                self._flush_replies()
+                self.transport.loseConnection()
+        else:
+            self._internal_error(failure)
