@@ -38,6 +38,8 @@ _DEFAULT_ENHANCED = {
 }
 _ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 _BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+#: Enhanced codes of L{ESMTPServer.reply} known to match L{_ENHANCED}: the reply is sent as it is.
+_GOOD_ENHANCED = frozenset(f"{a}.{b}.{c}" for a in (2, 4, 5) for b in range(8) for c in range(30))
 
 HELP_TEXT = (
     "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH\n"
@@ -148,6 +150,10 @@ class ESMTPServer(smtp.ESMTP):
     # -- replies -------------------------------------------------------------
 
     def reply(self, code: int, enhanced: str, text: str) -> None:
+        if enhanced in _GOOD_ENHANCED and "\n" not in text and "\r" not in text:  # one line: no more to check
+            self.sendLine(b"%03d %s %s" % (code, enhanced.encode(), text.encode("utf-8", "replace")))
+            self._count_error(code)
+            return
         self.sendCode(code, f"{enhanced} {text}".encode("utf-8", "replace"))
 
     def reply_error(self, error: MailError) -> None:
@@ -164,6 +170,10 @@ class ESMTPServer(smtp.ESMTP):
         for line in lines[:-1]:
             self.sendLine(b"%03d-%s" % (code, line))
         self.sendLine(b"%03d %s" % (code, lines[-1]))
+        self._count_error(code)
+
+    def _count_error(self, code: int) -> None:
+        """After C{smtpd_hard_error_limit} errors: 421 and close."""
         if code >= 400:
             self._errors += 1
             if self._errors >= self.policy.hard_error_limit and code != 421:
