@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "peers")]
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="before each run, create and delete N files in the Maildir's tmp/ (as a peer's "
                              "queue files in the same block group do in compare.py: ext4 without a journal "
                              "then scans past those inodes for 30 s when it allocates new ones)")
+    parser.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long after the warm-up (31: the inodes an earlier benchmark freed "
+                             "no longer slow this one's file creation; see compare.settled)")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the first tree's server into FILE (raw format)")
     parser.add_argument("--py-spy-args", default="--gil", help="extra py-spy record options")
     args = parser.parse_args(argv)
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             compare.REPO = tree  # OurServer puts compare.REPO on PYTHONPATH
             servers.append(compare.OurServer(root))
             compare.smtp_run(servers[-1], 200, args.size, args.concurrency)  # warm
+        time.sleep(max(0.0, args.settle))
         for _ in range(max(1, min(args.rounds, 20))):
             for index, server in enumerate(servers):
                 os.sync()  # as compare.py: no run pays for the previous one's dirty buffers

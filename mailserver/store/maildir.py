@@ -433,8 +433,7 @@ class MaildirStore:
         d: Deferred[list[str]] = Deferred()
         self._waiting.append((delivery, d))
         self._start_writers()
-        d.addBoth(self._log_cleanup, delivery)
-        d.addCallbacks(self._delivered, self._failed, callbackArgs=(delivery,))
+        d.addCallbacks(self._delivered, self._failed, callbackArgs=(delivery,), errbackArgs=(delivery,))
         return d
 
     def file_into(
@@ -465,16 +464,17 @@ class MaildirStore:
                 d.callback(result)
         self._start_writers()
 
-    def _log_cleanup(self, result, delivery: _Delivery):
+    def _log_cleanup(self, delivery: _Delivery) -> None:
         for error in delivery.cleanup_errors:
             self.log.error(
                 "maildir: could not remove {filename} after a failed delivery: {error}",
                 filename=error.filename,
                 error=error,
             )
-        return result
 
     def _delivered(self, names: list[str], delivery: _Delivery) -> list[str]:
+        if delivery.cleanup_errors:  # a copy failed and was cleaned up, yet the delivery stands (never expected)
+            self._log_cleanup(delivery)
         if self._on_delivered is not None and delivery.copies:
             maildirs = list(dict.fromkeys(copy[0] for copy in delivery.copies))
             try:
@@ -485,7 +485,8 @@ class MaildirStore:
                 self.log.failure("maildir: on_delivered callback failed")
         return names
 
-    def _failed(self, failure: Failure) -> NoReturn:
+    def _failed(self, failure: Failure, delivery: _Delivery) -> NoReturn:
+        self._log_cleanup(delivery)
         failure.trap(OSError)
         error = failure.value
         self.log.error(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver import quota_rule
 from mailserver.delivery.filters import FilterResult, skips
@@ -23,6 +23,7 @@ from mailserver.smtp.factory import SMTPFactory
 from mailserver.smtp.server import SMTPPolicy
 from mailserver.tables.passwd import UserRecord
 from tests.fakes import MemoryQuota, MemoryStore, anonymous_portal, build_core
+from tests.harness import RunningServer, write_users
 from tests.smtp.test_server import Session
 
 MESSAGE = b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n"
@@ -156,3 +157,19 @@ class LimitsByRecordTests(SynchronousTestCase):
         self.assertEqual(limits("nobody@example.com", None), QuotaLimits(storage=100))
         bad = UserRecord("carol@example.com", "PLAIN", "x", extra={"userdb_quota_rule": "lots"})
         self.assertRaises(ValueError, limits, "carol@example.com", bad)
+
+
+class ReloadedLimitsTests(TestCase):
+    @inlineCallbacks
+    def test_regression_changed_quota_rule_noticed_at_passwd_reload(self):
+        """Limits parsed once per passwd record still change when the passwd-file is edited and reloaded."""
+        server = RunningServer(self, user_extra={"bob@example.com": "userdb_quota_rule=*:storage=1M"})
+        parts = server.service.server
+        self.assertEqual(parts.quota_limits("bob@example.com"), QuotaLimits(storage=1 << 20))
+        self.assertEqual(parts.quota_limits("bob@example.com"), QuotaLimits(storage=1 << 20))
+        write_users(server.directory, {"alice@example.com": "secret", "bob@example.com": "hunter2"},
+                    {"bob@example.com": "userdb_quota_rule=*:messages=7"})
+        swapped = yield parts.users.reload(force=True)
+        self.assertTrue(swapped)
+        self.assertEqual(parts.quota_limits("bob@example.com"), QuotaLimits(messages=7))
+        self.assertEqual(parts.quota_limits("alice@example.com"), parts.config.quota_rule)

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import random
-import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.delivery.received import add_missing_headers, has_header, header_end, header_names
-
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
-
-
-def line_by_line(message: bytes) -> int:
-    """The former L{header_end}: line by line."""
-    offset = 0
-    while offset < len(message):
-        end = message.find(b"\n", offset)
-        end = len(message) if end < 0 else end + 1
-        line = message[offset:end]
-        if line in (b"\n", b""):
-            return offset
-        if not (_HEADER_LINE.match(line) or (offset and line[:1] in (b" ", b"\t"))):
-            return offset
-        offset = end
-    return offset
-
+from mailserver.queue.submission import header_end as line_by_line  # the former loop, line by line
 
 PIECES = [b"Subject: hi\n", b"Date: x\n", b"From: a@b\n", b" folded\n", b"\tfolded\n", b"\n", b"\r\n",
           b"body line\n", b"Message-ID: <1@x>\n", b"message-id:<2@x>\n", b"X-Y:z", b"Bad header: x\n",
