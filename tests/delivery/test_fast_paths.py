@@ -29,6 +29,18 @@ from tests.smtp.test_server import Session
 MESSAGE = b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n"
 
 
+def calls(testcase: SynchronousTestCase, where: object, name: str) -> list[tuple]:
+    """Patch C{where.name} to record the arguments of each call (and still do its work); the record."""
+    real, seen = getattr(where, name), []
+
+    def recording(*args: object) -> object:
+        seen.append(args)
+        return real(*args)
+
+    testcase.patch(where, name, recording)
+    return seen
+
+
 class AskedQuota(MemoryQuota):
     """Records the mailboxes whose usage was asked (its check asks it too)."""
 
@@ -105,14 +117,7 @@ class FastPathTests(SynchronousTestCase):
 
     def test_regression_mail_and_rcpt_make_no_deferred_when_nothing_waits(self) -> None:
         """MAIL and RCPT answered by in-memory stages run their coroutines to the end at once."""
-        resumed: list[object] = []
-        real = coroutines._resume
-
-        def counting(coroutine, awaited):
-            resumed.append(awaited)
-            return real(coroutine, awaited)
-
-        self.patch(coroutines, "_resume", counting)
+        resumed = calls(self, coroutines, "_resume")
         session = self.session()
         replies = session.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\n"
                                b"RCPT TO:<nobody@example.com>\r\n")
@@ -140,14 +145,7 @@ class TrustedOriginTests(SynchronousTestCase):
 
 class LimitsByRecordTests(SynchronousTestCase):
     def test_parsed_once_per_record_and_a_new_record_is_noticed(self) -> None:
-        parsed: list[dict] = []
-        real = quota_rule.user_limits
-
-        def user_limits(default, extra):
-            parsed.append(extra)
-            return real(default, extra)
-
-        self.patch(quota_rule, "user_limits", user_limits)
+        parsed = calls(self, quota_rule, "user_limits")
         limits = LimitsByRecord(QuotaLimits(storage=100))
         old = UserRecord("bob@example.com", "PLAIN", "x", extra={"userdb_quota_rule": "*:storage=1k"})
         self.assertEqual([limits("bob@example.com", old) for _ in range(3)], [QuotaLimits(storage=1024)] * 3)
