@@ -269,7 +269,29 @@ def pop3_run(server, count: int) -> dict[str, float]:
 # -- pairs ----------------------------------------------------------------
 
 
-def pairs(label: str, ours, peer, run: Callable, n: int, keys: list[tuple[str, str]]) -> dict[str, float]:
+#: sync(2) before each measured run (--no-sync turns it off).
+SYNC_BEFORE_RUNS = True
+
+
+def settled(run: Callable, server, settle: float = 0.0) -> dict[str, float]:
+    """
+    C{run(server)} after sync(2) and C{settle} seconds, so that no run pays
+    for the one before it.  On ext4 without a journal (this machine's) the
+    inode allocator skips every inode freed in the last 30 s, one lookup
+    each: right after Postfix's run, which deleted 2,000 queue files, each
+    file ours creates costs hundreds of microseconds more (bench/README.rst,
+    "SMTP CPU per message").  Waiting 31 s clears that; the deletions a
+    server makes during its own run still count against it.
+    """
+    if SYNC_BEFORE_RUNS:
+        os.sync()
+    if settle > 0:
+        time.sleep(settle)
+    return run(server)
+
+
+def pairs(label: str, ours, peer, run: Callable, n: int, keys: list[tuple[str, str]],
+          settle: float = 0.0) -> dict[str, float]:
     """
     Run ours and the peer alternately C{n} times; print each pair and the
     medians.  C{keys}: (key, unit).  Returns the median ratios (ours /
@@ -279,7 +301,7 @@ def pairs(label: str, ours, peer, run: Callable, n: int, keys: list[tuple[str, s
     ratios: dict[str, list[float]] = {key: [] for key, _ in keys}
     values: dict[str, list[float]] = {key: [] for key, _ in keys}
     for index in range(n):
-        a, b = run(ours), run(peer)
+        a, b = settled(run, ours, settle), settled(run, peer, settle)
         cells = []
         for key, unit in keys:
             values[key].append(a[key])
@@ -306,7 +328,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these workloads (repeatable)")
     parser.add_argument("--smtp-case", action="append", metavar="KB:C",
                         help="only this SMTP case, e.g. 1:8 (repeatable; default: all four)")
+    parser.add_argument("--no-sync", action="store_true", help="do not sync(2) before each measured run")
+    parser.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before each measured SMTP run (31: no run pays for the inodes "
+                             "the previous one freed, see settled())")
+    parser.add_argument("--warm", type=int, default=200,
+                        help="messages each server gets before an SMTP case's pairs (0: none)")
     args = parser.parse_args(argv)
+    global SYNC_BEFORE_RUNS
+    SYNC_BEFORE_RUNS = not args.no_sync
     if os.geteuid() != 0:
         parser.error("run as root: Postfix's and Dovecot's masters change uid")
     count = max(1, min(args.count, MAX_COUNT))
@@ -315,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only or ("smtp", "imap", "pop3"))
     scratch = tempfile.mkdtemp(prefix="compare-")
     os.chmod(scratch, 0o755)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)"
+          + ("; sync(2) before each run" if SYNC_BEFORE_RUNS else "")
+          + (f"; {args.settle:g} s before each SMTP run" if args.settle > 0 else ""))
     servers: list = []
     try:
         os.mkdir(os.path.join(scratch, "ours"))
@@ -329,10 +361,13 @@ def main(argv: list[str] | None = None) -> int:
                 wanted = {tuple(int(x) for x in case.split(":")) for case in args.smtp_case}
                 cases = [case for case in cases if (case[0] // 1024, case[1]) in wanted]
             for size, concurrency, share in cases:
+                if args.warm > 0:  # started processes, imported modules, made Maildirs: not measured
+                    for server in (ours, postfix):
+                        smtp_run(server, min(args.warm, share), size, concurrency)
                 medians = pairs(
                     f"SMTP -> Maildir, {size // 1024} KB, C = {concurrency}, {share} messages per run",
                     ours, postfix, lambda s: smtp_run(s, share, size, concurrency), n,
-                    [("rate", "msg/s"), ("p50", "ms"), ("p99", "ms"), ("cpu_ms", "ms CPU/msg")],
+                    [("rate", "msg/s"), ("p50", "ms"), ("p99", "ms"), ("cpu_ms", "ms CPU/msg")], args.settle,
                 )
                 if size == 1024 and concurrency == 8:
                     verdict("CPU per delivered message <= 0.5x Postfix", medians["cpu_ms"] <= 0.5)

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, "peers")]
@@ -48,6 +49,18 @@ def _user_system(server: compare.OurServer) -> tuple[float, float]:
     return int(ticks["user"]) / CLK_TCK, int(ticks["system"]) / CLK_TCK
 
 
+def _churn(directory: str, count: int) -> None:
+    """Create and delete C{count} small files in C{directory}, as a peer's queue does."""
+    if count <= 0:
+        return
+    paths = [os.path.join(directory, f"churn.{n}") for n in range(count)]
+    for path in paths:
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 512)
+    for path in paths:
+        os.unlink(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", help="a checkout to run (repeatable; default: this one)")
@@ -55,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="message size in bytes")
     parser.add_argument("--concurrency", type=int, default=8, help="connections")
     parser.add_argument("--rounds", type=int, default=3, help="runs per tree (alternating)")
+    parser.add_argument("--churn", type=int, default=0, metavar="N",
+                        help="before each run, create and delete N files in the Maildir's tmp/ (as a peer's "
+                             "queue files in the same block group do in compare.py: ext4 without a journal "
+                             "then scans past those inodes for 30 s when it allocates new ones)")
+    parser.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long after the warm-up (31: the inodes an earlier benchmark freed "
+                             "no longer slow this one's file creation; see compare.settled)")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the first tree's server into FILE (raw format)")
     parser.add_argument("--py-spy-args", default="--gil", help="extra py-spy record options")
     args = parser.parse_args(argv)
@@ -70,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             compare.REPO = tree  # OurServer puts compare.REPO on PYTHONPATH
             servers.append(compare.OurServer(root))
             compare.smtp_run(servers[-1], 200, args.size, args.concurrency)  # warm
+        time.sleep(max(0.0, args.settle))
         for _ in range(max(1, min(args.rounds, 20))):
             for index, server in enumerate(servers):
+                os.sync()  # as compare.py: no run pays for the previous one's dirty buffers
+                _churn(os.path.join(server.maildir, "tmp"), args.churn)
                 lines, (user, system) = _log_lines(server), _user_system(server)
                 result = compare.smtp_run(server, count, args.size, args.concurrency)
                 result["log_lines"] = (_log_lines(server) - lines) / count

@@ -501,6 +501,9 @@ class ISieveScripts(Interface):
 class IQuota(Interface):
     """Per-user storage and message-count quotas (L{mailserver.store.quota})."""
 
+    def limits_of(user):
+        """C{user}'s L{mailserver.quota_rule.QuotaLimits}, at once (no disk): unlimited users cost nothing more."""
+
     def usage(user, maildir):
         """A Deferred firing with C{(Usage, QuotaLimits)} of C{user}'s Maildir C{maildir}."""
 

@@ -36,6 +36,8 @@ class ClassicFormat:
         self.time_format = time_format
         self._second: int | None = None
         self._stamp = "-"
+        self._fields: dict[str, str | None] = {}  # format -> its one field, or None (a few hundred formats)
+        self._systems: dict[tuple, str] = {}  # (namespace, level) -> "namespace#level"
 
     def stamp(self, when: float | None) -> str:
         """The event time as text; C{strftime} runs once per second of log time."""
@@ -53,21 +55,30 @@ class ClassicFormat:
             return formatEventAsClassicLogText(event, formatTime=self.stamp)
         system = event.get("log_system")
         if system is None:
-            level = event.get("log_level")
-            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+            key = (event.get("log_namespace", "-"), event.get("log_level"))
+            system = self._systems.get(key)
+            if system is None:
+                if len(self._systems) >= 1000:
+                    self._systems.clear()
+                system = self._systems[key] = f"{key[0]}#{'-' if key[1] is None else key[1].name}"
         line = f"{self.stamp(event.get('log_time'))} [{system}] {text}"
         return line.replace("\n", "\n\t") + "\n"
 
-    @staticmethod
-    def _simple_text(event: dict) -> str | None:
+    def _simple_text(self, event: dict) -> str | None:
         """The text of an event whose format is C{"{field}"} with a str value, else None."""
         fmt = event.get("log_format")
         if not isinstance(fmt, str) or "log_failure" in event:
             return None
-        match = _ONE_FIELD.match(fmt)
-        if match is None:
+        try:
+            field = self._fields[fmt]
+        except KeyError:
+            match = _ONE_FIELD.match(fmt)
+            if len(self._fields) >= 1000:
+                self._fields.clear()
+            field = self._fields[fmt] = None if match is None else match.group(1)
+        if field is None:
             return None
-        value = event.get(match.group(1))
+        value = event.get(field)
         return value if type(value) is str and value else None
 
 

@@ -95,6 +95,34 @@ def user_limits(default: QuotaLimits, extra: dict[str, str]) -> QuotaLimits:
     return default
 
 
+class LimitsByRecord:
+    """
+    Each user's limits (L{user_limits}) parsed once per passwd-file record,
+    not per message.  The cache holds the record it was parsed from and is
+    used only while the user database returns that very object: reloading
+    the passwd-file makes new records, so a changed rule takes effect with
+    the reload, as it did when every message parsed it.
+    """
+
+    def __init__(self, default: QuotaLimits, size: int = 100_000) -> None:
+        self.default = default
+        self.size = size
+        self._parsed: dict[str, tuple[object, QuotaLimits]] = {}  # user -> (record, its limits)
+
+    def __call__(self, user: str, record: object | None) -> QuotaLimits:
+        """C{user}'s limits from C{record} (None: no such user, the default); ValueError as L{user_limits}."""
+        if record is None:
+            return self.default
+        seen = self._parsed.get(user)
+        if seen is not None and seen[0] is record:
+            return seen[1]
+        limits = user_limits(self.default, getattr(record, "extra", None) or {})
+        if len(self._parsed) >= self.size:
+            self._parsed.clear()
+        self._parsed[user] = (record, limits)
+        return limits
+
+
 @dataclass(frozen=True)
 class Usage:
     """Bytes and messages used."""

@@ -76,7 +76,7 @@ from mailserver.metrics.wiring import Sources as MetricSources, build_metrics
 from mailserver.periodic import PeriodicTask
 from mailserver.pop3.factory import POP3Factory
 from mailserver.pop3.mailbox import pop3_mailbox_factory
-from mailserver.quota_rule import QuotaLimits, user_limits
+from mailserver.quota_rule import LimitsByRecord, QuotaLimits
 from mailserver.smtp.factory import SMTPFactory
 from mailserver.stale_socket import remove_stale_socket
 from mailserver.smtp.lmtp import LMTPFactory, LMTPPolicy
@@ -362,6 +362,7 @@ class Server:
         self.users = FileUserDatabase(config.passwd_file, reactor)
         self.notifier = MailboxNotifier(reactor)
         self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
+        self._limits_by_record = LimitsByRecord(config.quota_rule)  # parsed once per passwd-file record
         # Quota reads (small files) get threads of their own: in the reactor's pool they would
         # queue behind the store's fsyncs and hold up every pipelined RCPT.
         self.quota_pool = ThreadPool(minthreads=0, maxthreads=2, name="quota")
@@ -580,9 +581,8 @@ class Server:
 
     def quota_limits(self, user: str) -> QuotaLimits:
         """C{user}'s quota: the passwd-file's C{userdb_quota_rule} extra field, else C{quota_rule}."""
-        record = self.users.lookup(user)
         try:
-            return user_limits(self.config.quota_rule, getattr(record, "extra", None) or {})
+            return self._limits_by_record(user, self.users.lookup(user))
         except ValueError as error:
             log.warn("{user}: bad quota rule in passwd-file, using quota_rule: {error}", user=user, error=error)
             return self.config.quota_rule

@@ -89,8 +89,11 @@ class MemoryQuota:
         self.used: dict = {}
         self.warned: list[tuple[str, Usage, int]] = []  # every warn() call: (user, usage before, size)
 
+    def limits_of(self, user):
+        return self.limits.get(user, UNLIMITED)
+
     def usage(self, user, maildir):
-        return succeed((self.used.get(user, Usage()), self.limits.get(user, UNLIMITED)))
+        return succeed((self.used.get(user, Usage()), self.limits_of(user)))
 
     def check(self, user, maildir, size):
         usage, limits = self.usage(user, maildir).result

@@ -34,6 +34,7 @@ class InboundAuthentication:
     """
 
     name = "mailauth"
+    untrusted_only = True  # the pipeline skips this filter for trusted clients (filters.skips)
 
     def __init__(self, authenticator: Any, is_trusted: Callable[[Client], bool], reactor: Any) -> None:
         self.authenticator = authenticator
@@ -89,6 +90,7 @@ class SenderSPF:
     """
 
     name = "spf"
+    untrusted_only = True  # the pipeline skips this check for trusted clients (filters.skips)
 
     def __init__(self, authenticator: Any, is_trusted: Callable[[Client], bool], reject_fail: bool) -> None:
         self.authenticator = authenticator

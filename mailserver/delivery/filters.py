@@ -25,3 +25,13 @@ class FilterResult:
     quarantine: str | None = None
     discard: bool = False
     hold: str | None = None
+
+
+def skips(step: object, client: object) -> bool:
+    """
+    True if C{step} (an L{IMessageFilter} or L{ISenderCheck}) declares it
+    has nothing to do for C{client}: a step with C{untrusted_only} set
+    leaves mail its C{is_trusted(client)} vouches for alone, so no coroutine
+    or Deferred is made for it.
+    """
+    return getattr(step, "untrusted_only", False) and step.is_trusted(client)  # type: ignore[attr-defined]

@@ -16,8 +16,9 @@ from zope.interface import implementer
 
 from mailserver.address import Address
 from mailserver.envelope import Client, Envelope, Recipient
+from mailserver.delivery.filters import skips
 from mailserver.delivery.incoming import IncomingSpool
-from mailserver.delivery.quota_gate import over_quota
+from mailserver.delivery.quota_gate import limited, over_quota
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
@@ -104,16 +105,19 @@ class DeliveryPipeline:
                 raise MailError(553, "5.7.1", f"Sender address rejected: not owned by user {self.sasl_user}")
         if envelope is not None:
             for check in self.core.sender_checks:
-                await check.check(envelope)
+                if not skips(check, envelope.client):
+                    await check.check(envelope)
 
     async def check_recipient(self, envelope: Envelope, address: Address) -> Recipient:
         """Run the stages in order, like a Postfix restriction list."""
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
         recipient = await route(self.core.stages, envelope, address)
-        error = await over_quota(self.core.quota, recipient, envelope.size_declared or 1)  # no message is empty
-        if error is not None:
-            raise error
+        quota = self.core.quota
+        if limited(quota, (recipient,)):
+            error = await over_quota(quota, recipient, envelope.size_declared or 1)  # no message is empty
+            if error is not None:
+                raise error
         envelope.recipients.append(recipient)
         return recipient
 

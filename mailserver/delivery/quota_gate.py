@@ -21,6 +21,21 @@ from mailserver.quota_rule import Usage, over_quota as over_quota_error
 log = Logger(namespace="mailserver.quota")
 
 
+def limited(quota: IQuota | None, recipients: Sequence[Recipient]) -> bool:
+    """
+    True if one of C{recipients}' local mailboxes has a quota limit.  Asked
+    at once (L{IQuota.limits_of} reads no disk), so mail to unlimited users
+    costs no usage read, coroutine or Deferred.
+    """
+    if quota is None:
+        return False
+    for recipient in recipients:
+        for destination in recipient.destinations:
+            if isinstance(destination, LocalMailbox) and quota.limits_of(destination.user).limited:
+                return True
+    return False
+
+
 async def over_quota(
     quota: IQuota | None, recipient: Recipient, size: int, seen: list[tuple[LocalMailbox, Usage]] | None = None,
     read: dict[str, tuple[Usage, Any]] | None = None,
@@ -35,8 +50,8 @@ async def over_quota(
     if quota is None:
         return None
     for destination in recipient.destinations:
-        if not isinstance(destination, LocalMailbox):
-            continue
+        if not isinstance(destination, LocalMailbox) or not quota.limits_of(destination.user).limited:
+            continue  # an unlimited mailbox is never over quota and has no warning level
         if seen is None:  # RCPT: a recent read will do
             error = await quota.check(destination.user, destination.maildir, size)
             if error is not None:

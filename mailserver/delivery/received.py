@@ -7,7 +7,8 @@ import functools
 import re
 import time
 
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+_HEADER_BLOCK = re.compile(rb"(?:[!-9;-~]+:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+_HEADER_NAME = re.compile(rb"(?m)^([!-9;-~]+):")
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 def header_date(now: float) -> str:
@@ -49,24 +50,20 @@ def delivery_prefix(sender: str, original: str | None, delivered_to: str) -> byt
 def header_end(message: bytes) -> int:
     """
     Offset just after the last header line of C{message} (lines end in LF), or 0 when
-    the message does not start with a header.
+    the message does not start with a header: header lines (C{name:}), each perhaps
+    followed by continuation lines (starting with a space or tab), matched in one pass.
     """
-    offset = 0
-    while offset < len(message):
-        end = message.find(b"\n", offset)
-        end = len(message) if end < 0 else end + 1
-        line = message[offset:end]
-        if line in (b"\n", b""):
-            return offset
-        if not (_HEADER_LINE.match(line) or (offset and line[:1] in (b" ", b"\t"))):
-            return offset
-        offset = end
-    return offset
+    return _HEADER_BLOCK.match(message).end()  # type: ignore[union-attr]  # it matches the empty string
 
 
 def has_header(message: bytes, end: int, name: bytes) -> bool:
     """True if a header called C{name} is among the first C{end} bytes."""
     return _header_pattern(name).search(message, 0, end) is not None
+
+
+def header_names(message: bytes, end: int) -> set[bytes]:
+    """The lower-cased names of the headers in C{message[:end]} (a block found by L{header_end})."""
+    return {name.lower() for name in _HEADER_NAME.findall(message, 0, end)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -86,12 +83,13 @@ def add_missing_headers(
     if end == 0:
         return message
     extra = b""
-    if not has_header(message, end, b"Message-ID"):
+    names = header_names(message, end)  # inside the block every line is "name:" or a continuation
+    if b"message-id" not in names:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
         extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
-    if not has_header(message, end, b"Date"):
+    if b"date" not in names:
         extra += f"Date: {header_date(now)}\n".encode()
-    if sender is not None and not has_header(message, end, b"From"):
+    if sender is not None and b"from" not in names:
         extra += f"From: {sender}\n".encode("utf-8", "replace")
     if not extra:
         return message

@@ -26,6 +26,7 @@ from mailserver.envelope import (
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
+from mailserver.delivery.filters import skips
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.sieve_filter import SieveFilter, SievePlan, write_memory
 from mailserver.errors import MailError
@@ -138,7 +139,7 @@ class Transaction:
         return Deferred.fromCoroutine(self._commit_each())
 
     async def _quota_refusals(self) -> dict[int, MailError]:
-        if self.core.quota is None or self.error is not None:
+        if self.error is not None or not quota_gate.limited(self.core.quota, self.envelope.recipients):
             return {}
         try:
             refusals, self._quota_seen = await quota_gate.refused(self.core.quota, self.envelope.recipients, self.size)
@@ -227,6 +228,8 @@ class Transaction:
         else:
             message = await self._in_thread(spool_edits.add_headers, message, core.hostname, envelope.queue_id, now, sender)
         for step in core.filters if run_checks else ():
+            if skips(step, envelope.client):
+                continue
             result = await step.filter(envelope, message)
             message = result.message
             if result.error is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mailserver.delivery.relay_policy import Network, in_networks
@@ -17,6 +17,15 @@ class TrustedOrigin:
     """
 
     mynetworks: Sequence[Network]
+    # ip -> in mynetworks?  Asked at MAIL FROM and at end of DATA of every message.
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, client: Any) -> bool:
-        return client.trusted or client.sasl_user is not None or in_networks(client.ip, self.mynetworks)
+        if client.trusted or client.sasl_user is not None:
+            return True
+        known = self._known.get(client.ip)
+        if known is None:
+            if len(self._known) >= 10_000:
+                self._known.clear()
+            known = self._known[client.ip] = in_networks(client.ip, self.mynetworks)
+        return known

@@ -41,12 +41,20 @@ class _LimitedSession(ESMTPServer):
             super().connectionLost(reason)
 
     def resetTimeout(self) -> None:
-        """Each command: active now; under stress, the timer is the short one."""
+        """
+        Each command: active now; under stress, the timer is the short one.
+        Otherwise a timer already armed for the full timeout is left alone:
+        when it fires, L{timeoutConnection} sees the activity since and
+        re-arms for the rest (no timer reset for every command line).
+        """
         self.last_active = self.clock.seconds()
         if self.timeOut is None or self.transport.disconnecting:
             return
         slots = self.factory.slots
-        self.setTimeout(min(slots.stress_timeout, self.timeout) if slots.under_stress() else self.timeout)
+        if slots.under_stress():
+            self.setTimeout(min(slots.stress_timeout, self.timeout))
+        elif self.timeOut != self.timeout:
+            self.setTimeout(self.timeout)
 
     def timeoutConnection(self) -> None:
         """Idle too long: C{smtpd_timeout}, or the stress timeout outside a mail transaction."""

@@ -26,6 +26,7 @@ from mailserver.interfaces import ISMTPDelivery, ISMTPTransaction
 from mailserver.netwrite import write_now, writes_directly
 from mailserver.policy.logline import reject_line
 from mailserver.smtp import auth
+from mailserver.smtp.coroutines import run_now
 from mailserver.smtp.deadline import DataDeadline
 from mailserver.smtp.milter_glue import MilterGlue, start_milter
 from mailserver.smtp.rate_checks import check_message_rate
@@ -37,6 +38,8 @@ _DEFAULT_ENHANCED = {
 }
 _ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 _BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+#: Enhanced codes of L{ESMTPServer.reply} known to match L{_ENHANCED}: the reply is sent as it is.
+_GOOD_ENHANCED = frozenset(f"{a}.{b}.{c}" for a in (2, 4, 5) for b in range(8) for c in range(30))
 
 HELP_TEXT = (
     "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS AUTH\n"
@@ -147,6 +150,10 @@ class ESMTPServer(smtp.ESMTP):
     # -- replies -------------------------------------------------------------
 
     def reply(self, code: int, enhanced: str, text: str) -> None:
+        if enhanced in _GOOD_ENHANCED and "\n" not in text and "\r" not in text:  # one line: no more to check
+            self.sendLine(b"%03d %s %s" % (code, enhanced.encode(), text.encode("utf-8", "replace")))
+            self._count_error(code)
+            return
         self.sendCode(code, f"{enhanced} {text}".encode("utf-8", "replace"))
 
     def reply_error(self, error: MailError) -> None:
@@ -156,11 +163,17 @@ class ESMTPServer(smtp.ESMTP):
         """Send a reply; Twisted's own replies get a default enhanced code."""
         lines = message.splitlines() or [b""]
         if code // 100 in (2, 4, 5):
-            enhanced = _DEFAULT_ENHANCED.get(code, f"{code // 100}.{7 if code == 235 else 0}.0").encode()
-            lines = [line if _ENHANCED.match(line) else enhanced + b" " + line for line in lines]
+            for index, line in enumerate(lines):
+                if not _ENHANCED.match(line):  # the default made only when needed: most replies have one
+                    enhanced = _DEFAULT_ENHANCED.get(code) or f"{code // 100}.{7 if code == 235 else 0}.0"
+                    lines[index] = enhanced.encode() + b" " + line
         for line in lines[:-1]:
             self.sendLine(b"%03d-%s" % (code, line))
         self.sendLine(b"%03d %s" % (code, lines[-1]))
+        self._count_error(code)
+
+    def _count_error(self, code: int) -> None:
+        """After C{smtpd_hard_error_limit} errors: 421 and close."""
         if code >= 400:
             self._errors += 1
             if self._errors >= self.policy.hard_error_limit and code != 421:
@@ -713,17 +726,23 @@ class ESMTPServer(smtp.ESMTP):
 
     # -- errors: the one place MailError becomes a reply ----------------------
 
-    def _guard(self, coroutine) -> Deferred:
-        return self._guard_deferred(Deferred.fromCoroutine(coroutine))
+    def _guard(self, coroutine) -> Deferred | None:
+        """Run a command's coroutine: to its end at once when it never waits (None), else a Deferred."""
+        try:
+            waiting = run_now(coroutine)
+        except Exception:
+            self._failed(Failure())
+            return None
+        return None if waiting is None else self._guard_deferred(waiting)
 
     def _guard_deferred(self, d: Deferred) -> Deferred:
-        def failed(failure: Failure) -> None:
-            if failure.check(MailError):
-                self.reply_error(failure.value)
-                if getattr(failure.value, "close", False):  # a milter's shutdown: 421 and close
-                    self._flush_replies()
-                    self.transport.loseConnection()
-            else:
-                self._internal_error(failure)
+        return d.addErrback(self._failed)
 
-        return d.addErrback(failed)
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(MailError):
+            self.reply_error(failure.value)
+            if getattr(failure.value, "close", False):  # a milter's shutdown: 421 and close
+                self._flush_replies()
+                self.transport.loseConnection()
+        else:
+            self._internal_error(failure)

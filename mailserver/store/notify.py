@@ -100,6 +100,8 @@ class MailboxNotifier:
 
     def changed(self, paths: Iterable[str]) -> None:
         """Folders at C{paths} changed: call their subscribers now."""
+        if not self._subscribers:  # nobody in IDLE: the common case for a delivery
+            return
         for path in dict.fromkeys(folder_key(p) for p in paths):
             if path in self._subscribers:
                 self._stamps[path] = self._stat(path)

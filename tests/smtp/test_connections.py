@@ -92,6 +92,22 @@ class StressTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(session.replies(), [])
 
+    def test_regression_idle_timeout_counts_from_the_last_command(self) -> None:
+        """Commands do not reset the timer (it re-arms when it fires), yet a session closes 300 s after its last one."""
+        [session] = self.fill(1)
+        timers = len(self.clock.getDelayedCalls())
+        self.clock.advance(200)
+        for _ in range(3):
+            session.send(b"NOOP\r\n")
+        self.assertEqual(len(self.clock.getDelayedCalls()), timers)
+        self.clock.advance(150)  # the first arming ran out at 300 s: idle 150 s, armed again for the rest
+        self.assertEqual(session.replies(), [])
+        self.assertFalse(session.transport.disconnecting)
+        self.clock.advance(149)
+        self.assertEqual(session.replies(), [])
+        self.clock.advance(1)  # 300 s after the last NOOP
+        self.assertEqual(session.replies(), ["421 4.4.2 mx.example.com Error: timeout exceeded"])
+
 
 class RefusalLogTests(SynchronousTestCase):
     def test_regression_refusals_logged_once_per_address_per_minute(self) -> None:

@@ -143,6 +143,8 @@ class LMTPTestCase(SynchronousTestCase):
                 return fail(PermissionError(13, "Permission denied", maildir))
 
         self.core.quota = Broken()
+        for user in ("alice@example.com", "bob@example.com"):  # only limited mailboxes are read
+            self.core.quota.limits[user] = QuotaLimits(storage=10**6)
         s = self.session()
         replies = s.send(
             b"LHLO mta\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\n"

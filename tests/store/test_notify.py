@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.store.folders import ensure_maildir
+from mailserver.store import notify
 from mailserver.store.notify import MailboxNotifier, folder_key
 
 
@@ -26,6 +27,14 @@ class NotifierTests(SynchronousTestCase):
         self.notifier.changed([self.root + "/"])
         self.assertEqual(self.events, [folder_key(self.root)])
         self.assertEqual(other, [])
+
+    def test_regression_delivery_with_nobody_watching_costs_nothing(self) -> None:
+        """With no subscriber (nobody in IDLE), a delivery's change touches no folder key and no stat."""
+        stats: list[str] = []
+        notifier = MailboxNotifier(self.clock, stat=lambda path: stats.append(path))
+        self.patch(notify, "folder_key", lambda path: self.fail("folder_key called"))
+        notifier.changed([self.root, self.root + "/.Junk"])
+        self.assertEqual(stats, [])
 
     def test_unsubscribe(self) -> None:
         stop = self.notifier.subscribe(self.root, self.events.append)

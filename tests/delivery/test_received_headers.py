@@ -1,0 +1,32 @@
+"""The header block scan of L{mailserver.delivery.received}: one regular expression, the old line loop's answers."""
+
+from __future__ import annotations
+
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailserver.delivery.received import add_missing_headers, has_header, header_end, header_names
+from mailserver.queue.submission import header_end as line_by_line  # the former loop, line by line
+
+PIECES = [b"Subject: hi\n", b"Date: x\n", b"From: a@b\n", b" folded\n", b"\tfolded\n", b"\n", b"\r\n",
+          b"body line\n", b"Message-ID: <1@x>\n", b"message-id:<2@x>\n", b"X-Y:z", b"Bad header: x\n",
+          b"From a@b Mon\n", b":\n", b"DATE :x\n", b"K:\r\n", b" ", b"", b"\xff\xfe: x\n", b"A:\n\n"]
+
+
+class HeaderScanTests(SynchronousTestCase):
+    def test_regression_same_end_as_line_by_line(self) -> None:
+        rng = random.Random(15)
+        for _ in range(5000):
+            message = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 8)))
+            end = header_end(message)
+            self.assertEqual(end, line_by_line(message), message)
+            names = header_names(message, end)
+            for name in (b"Message-ID", b"Date", b"From", b"Subject"):
+                self.assertEqual(name.lower() in names, has_header(message, end, name), (message, name))
+
+    def test_missing_headers_added(self) -> None:
+        out = add_missing_headers(b"Subject: x\nmessage-id: <a@b>\n\nbody\n", "mx", "Q1", 1700000000.0, "s@x")
+        self.assertTrue(out.startswith(b"Subject: x\nmessage-id: <a@b>\nDate: "), out)
+        self.assertIn(b"\nFrom: s@x\n\nbody\n", out)
+        self.assertEqual(add_missing_headers(b"From x Mon\nSubject: y\n", "mx", "Q1", 0.0), b"From x Mon\nSubject: y\n")
