@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from mailserver.errors import MailError
 
@@ -37,6 +38,11 @@ class Address:
     domain: str = ""
 
     def __str__(self) -> str:
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:
+        """The address as written in SMTP (quoted local part when needed), made once per address."""
         local = self.local
         if not _PLAIN_LOCAL.match(local):
             local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
