@@ -292,18 +292,29 @@ class HangupReload(Service):
 
 
 class _PoolService(Service):
-    """Starts and stops a thread pool (or verification processes) of our own with the service tree."""
+    """
+    Starts and stops a thread pool of our own with the service tree; with
+    C{before} (verification processes whose fallback is this pool), starts
+    them after the pool and stops the pool only once they have ended, so
+    what they hand back at their end still runs.
+    """
 
-    def __init__(self, pool: ThreadPool) -> None:
+    def __init__(self, pool: ThreadPool, before: Any = None) -> None:
         self.pool = pool
+        self.before = before
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
+        if self.before is not None:
+            self.before.start()
 
     def stopService(self) -> Any:
         super().stopService()
-        return self.pool.stop()  # a Deferred for worker processes
+        if self.before is None:
+            self.pool.stop()
+            return None
+        return self.before.stop().addBoth(lambda _: self.pool.stop())
 
 
 class _StopHook(Service):
@@ -776,9 +787,8 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     server.users.setServiceParent(top)
     _PoolService(server.hashing_pool).setServiceParent(top)
     _PoolService(server.quota_pool).setServiceParent(top)
-    _PoolService(server.mailauth_pool).setServiceParent(top)
-    if server.authenticator.dkim.processes is not None:
-        _PoolService(server.authenticator.dkim.processes).setServiceParent(top)
+    # The verification workers' fallback is the mailauth pool: it stops only once they have ended.
+    _PoolService(server.mailauth_pool, before=server.authenticator.dkim.processes).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.spam.setServiceParent(top)

@@ -4,11 +4,12 @@ C{mail_authentication_verify_processes}), outside the server's GIL: the
 reactor writes a request to a worker's stdin and reads the answer from its
 stdout, with no thread involved.
 
-A request that cannot be served there (no live worker, the worker died or
-did not answer within C{timeout}) is verified by C{fallback} (the thread
-path) instead: a message is never lost nor left waiting.  A worker that
-dies is replaced.  Workers exit at end of their input, so they never
-outlive the server.
+A request that cannot be served there (no live worker, every worker has
+L{MAX_PENDING} requests queued, the worker died, or it spent more than
+C{timeout} on one request) is verified by C{fallback} (the thread path)
+instead: a message is never lost nor left waiting.  A worker that dies is
+replaced.  Workers exit at end of their input, so they never outlive the
+server; at L{VerifyProcesses.stop} they first answer what they were sent.
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 STOP_GRACE = 5.0
 #: Seconds before a worker that died within that time of its start is replaced.
 RESPAWN_DELAY = 1.0
+#: Requests queued on one worker before more go to the fallback (a worker serves them in order).
+MAX_PENDING = 64
+#: The worker's command: the package's own directory first on sys.path, never the
+#: current directory (python -m or -c would put the directory twistd was started from there).
+_BOOT = ("import sys; sys.path[0] = {root!r}; "
+         "from mailserver.mailauth.verify_worker import main; main()")
 
 
 class _Request:
-    __slots__ = ("arguments", "deferred", "timer")
+    __slots__ = ("arguments", "deferred")
 
-    def __init__(self, arguments: tuple, deferred: Deferred, timer: Any) -> None:
+    def __init__(self, arguments: tuple, deferred: Deferred) -> None:
         self.arguments = arguments
         self.deferred = deferred
-        self.timer = timer
 
 
 @implementer(IWriteDescriptor)
@@ -58,6 +64,7 @@ class _RequestPipe:
         self.reactor = reactor
         self.fd = fd
         self.pending = b""
+        self.closing = False  # close once everything written (L{close_when_written})
 
     def write(self, data: bytes) -> None:
         if self.fd < 0:
@@ -85,9 +92,18 @@ class _RequestPipe:
         self.pending = self.pending[written:]
         if not self.pending:
             self.reactor.removeWriter(self)
+            if self.closing:
+                self.close()
+
+    def close_when_written(self) -> None:
+        """End of input once what was written has reached the worker (it answers it, then exits)."""
+        if self.pending:
+            self.closing = True
+        else:
+            self.close()
 
     def close(self) -> None:
-        """End of input for the worker (it exits)."""
+        """End of input for the worker (it exits); what was not written yet is dropped."""
         if self.fd >= 0:
             self.reactor.removeWriter(self)
             os.close(self.fd)
@@ -115,6 +131,16 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred = Deferred()
         self.alive = False
         self.started = pool.reactor.seconds()
+        #: Times the request the worker is on (the oldest: it serves them in order).
+        self.deadline: Any = None
+
+    def watch(self) -> None:
+        """(Re)start the deadline for the oldest pending request, if any."""
+        if self.deadline is not None and self.deadline.active():
+            self.deadline.cancel()
+        self.deadline = None
+        if self.pending and self.alive:
+            self.deadline = self.pool.reactor.callLater(self.pool.timeout, self.pool._timed_out, self)
 
     def connectionMade(self) -> None:
         self.alive = True
@@ -132,7 +158,7 @@ class _Worker(ProcessProtocol):
             request = self.pending.pop(number, None)
             if request is None:  # timed out already
                 continue
-            request.timer.cancel()
+            self.watch()  # the next request starts now
             if ok:
                 request.deferred.callback(decode_results(value))
             else:
@@ -141,6 +167,7 @@ class _Worker(ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         self.alive = False
+        self.watch()  # cancels the deadline
         self.requests.close()
         pending, self.pending = self.pending, {}
         self.pool._ended(self, reason, list(pending.values()))
@@ -161,7 +188,7 @@ class VerifyProcesses:
         self.count = count
         self.fallback = fallback
         self.timeout = timeout
-        self.argv = argv or [sys.executable, "-m", "mailserver.mailauth.verify_worker"]
+        self.argv = argv or [sys.executable, "-c", _BOOT.format(root=_ROOT)]
         self.workers: list[_Worker] = []
         self.running = False
         self.replaced = 0  # workers that died and were replaced
@@ -176,7 +203,6 @@ class VerifyProcesses:
 
     def _spawn(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_ROOT, env.get("PYTHONPATH"))))
         read, write = os.pipe()
         os.set_blocking(write, False)
         os.set_inheritable(write, False)
@@ -206,7 +232,7 @@ class VerifyProcesses:
         for worker in list(self.workers):
             if not worker.alive:
                 continue
-            worker.requests.close()
+            worker.requests.close_when_written()  # it answers what it was sent, then exits
             kill = self.reactor.callLater(STOP_GRACE, self._kill, worker)
             worker.ended.addCallback(lambda _, kill=kill: kill.cancel() if kill.active() else None)
             waits.append(worker.ended)
@@ -223,15 +249,16 @@ class VerifyProcesses:
 
     def verify(self, *arguments: Any) -> Deferred:
         """A Deferred firing with verify_blocking(*arguments)'s result."""
-        live = [worker for worker in self.workers if worker.alive]
-        if not live:
+        live = [worker for worker in self.workers if worker.alive] if self.running else []
+        worker = min(live, key=lambda w: len(w.pending), default=None)
+        if worker is None or len(worker.pending) >= MAX_PENDING:
             return self._fall_back(arguments)
-        worker = min(live, key=lambda w: len(w.pending))
         self._number += 1
         number = self._number
         deferred: Deferred = Deferred()
-        timer = self.reactor.callLater(self.timeout, self._timed_out, worker, number)
-        worker.pending[number] = _Request(arguments, deferred, timer)
+        worker.pending[number] = _Request(arguments, deferred)
+        if len(worker.pending) == 1:
+            worker.watch()
         message, answers, fields, signed = arguments
         worker.requests.write(frame((number, (message, (answers.records, answers.failed), fields, signed))))
         return deferred
@@ -241,18 +268,19 @@ class VerifyProcesses:
         return self.fallback(*arguments)
 
     def _retry(self, request: _Request) -> None:
-        if request.timer.active():
-            request.timer.cancel()
         self._fall_back(request.arguments).chainDeferred(request.deferred)
 
-    def _timed_out(self, worker: _Worker, number: int) -> None:
-        request = worker.pending.pop(number, None)
-        if request is None:
+    def _timed_out(self, worker: _Worker) -> None:
+        """The worker spent C{timeout} on its oldest request: stuck, killed."""
+        worker.deadline = None
+        if not worker.pending:
             return
+        number = next(iter(worker.pending))
+        request = worker.pending.pop(number)
         log.warn("DKIM verification worker {pid} did not answer in {timeout} s: killed, verifying in a thread",
                  pid=worker.transport.pid, timeout=self.timeout)
         self._retry(request)
-        self._kill(worker)  # stuck: its other requests go to the fallback when it has ended
+        self._kill(worker)  # its other requests go to the fallback when it has ended
 
     def _ended(self, worker: _Worker, reason: Any, pending: list[_Request]) -> None:
         if worker in self.workers:

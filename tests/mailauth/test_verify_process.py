@@ -9,13 +9,14 @@ import sys
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults, _Answers, verify_blocking
 from mailserver.mailauth.headers import split_headers
+from mailserver.mailauth import verify_process
 from mailserver.mailauth.verify_process import VerifyProcesses
 from mailserver.mailauth.verify_worker import decode_results, encode_results
 from tests.harness import RunningServer
@@ -108,6 +109,65 @@ class WorkerPoolTests(TestCase):
         yield until(lambda: not alive(pid))
 
     @inlineCallbacks
+    def test_regression_busy_worker_is_not_killed_for_its_queue(self):
+        # The deadline is for the request a worker is on, not for the time a request waited in its queue:
+        # a slow but healthy worker given ten requests at once answers all ten.
+        code = ("import sys, time; sys.path[0] = %r\n"
+                "from mailserver.mailauth import dkim_verify, verify_worker\n"
+                "real = dkim_verify.verify_blocking\n"
+                "def slow(*a):\n    time.sleep(0.25)\n    return real(*a)\n"
+                "dkim_verify.verify_blocking = slow\n"
+                "verify_worker.main()\n" % ROOT)
+        pool = self.pool(1, argv=[sys.executable, "-c", code], timeout=1.5)
+        yield pool.verify(*signed_request())  # started (imports done; they count against the deadline too)
+        yield until(lambda: pool.workers and pool.workers[0].alive)
+        first, replaced = pool.workers[0], pool.replaced  # a first worker slow to import may have been replaced
+        self.fallback_calls.clear()
+        many = yield gatherResults([pool.verify(*signed_request()) for _ in range(12)])  # 3 s of work queued
+        self.assertEqual([[r.result for r in res.dkim] for res in many], [["pass", "pass"]] * 12)
+        self.assertEqual((self.fallback_calls, pool.replaced, first.alive), ([], replaced, True))
+
+    @inlineCallbacks
+    def test_regression_queue_full_goes_to_the_thread_path(self):
+        pool = self.pool(1)
+        self.patch(verify_process, "MAX_PENDING", 2)
+        requests = [pool.verify(*signed_request()) for _ in range(3)]
+        results = yield gatherResults(requests)
+        self.assertEqual([r.arc.reason for r in results][2], "fallback")
+        self.assertEqual(len(self.fallback_calls), 1)
+
+    @inlineCallbacks
+    def test_regression_requests_sent_before_stop_are_answered(self):
+        # A request still partly in the pipe when stop() is called (2 MB: more than a pipe holds) is answered by
+        # the worker; one made after stop() goes to the thread path.  Neither is left waiting.
+        pool = self.pool(1)
+        yield until(lambda: pool.workers[0].alive)
+        big, answers, _, _ = signed_request()
+        big = big + b"x" * 2_000_000 + b"\r\n"
+        sent = pool.verify(big, answers, split_headers(big)[0], None)
+        stopped = pool.stop()
+        after = pool.verify(*signed_request())
+        self.assertEqual((yield after).arc.reason, "fallback")
+        results = yield sent
+        self.assertNotEqual(results.arc.reason, "fallback")
+        self.assertEqual(len(self.fallback_calls), 1)
+        yield stopped
+
+    @inlineCallbacks
+    def test_regression_worker_does_not_import_from_the_current_directory(self):
+        # python -m / -c put the current directory first on sys.path: a dkim.py there must not be imported.
+        here = os.path.abspath(self.mktemp())
+        os.makedirs(here)
+        with open(os.path.join(here, "dkim.py"), "w") as handle:
+            handle.write("raise SystemExit('imported from the current directory')\n")
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(here)
+        pool = self.pool(1)
+        results = yield pool.verify(*signed_request())
+        self.assertEqual([r.result for r in results.dkim], ["pass", "pass"])
+        self.assertEqual(self.fallback_calls, [])
+
+    @inlineCallbacks
     def test_no_worker_means_the_thread_path(self):
         pool = VerifyProcesses(reactor, 1, lambda *a: succeed("threads"))  # never started
         self.assertEqual((yield pool.verify(*signed_request())), "threads")
@@ -156,6 +216,36 @@ class ServiceTests(TestCase):
         pids = [w.transport.pid for w in processes.workers]
         yield server.stop()
         self.assertFalse(any(alive(pid) for pid in pids))
+
+    def test_regression_mailauth_pool_stops_after_the_workers(self):
+        # The workers' fallback is the mailauth pool: requests they hand back at their end must still run.
+        from mailserver.service import _PoolService
+
+        events = []
+        ended: Deferred = Deferred()
+
+        class Pool:
+            def start(self):
+                events.append("pool started")
+
+            def stop(self):
+                events.append("pool stopped")
+
+        class Processes:
+            def start(self):
+                events.append("processes started")
+
+            def stop(self):
+                events.append("processes stopping")
+                return ended
+
+        service = _PoolService(Pool(), before=Processes())
+        service.startService()
+        stopping = service.stopService()
+        self.assertEqual(events, ["pool started", "processes started", "processes stopping"])
+        ended.callback(None)
+        self.assertEqual(events[-1], "pool stopped")
+        return stopping
 
     def test_zero_is_threads(self):
         server = RunningServer(self, "mail_authentication_verify_processes = 0\n")
