@@ -294,27 +294,27 @@ class HangupReload(Service):
 class _PoolService(Service):
     """
     Starts and stops a thread pool of our own with the service tree; with
-    C{before} (verification processes whose fallback is this pool), starts
+    C{workers} (verification processes whose fallback is this pool), starts
     them after the pool and stops the pool only once they have ended, so
     what they hand back at their end still runs.
     """
 
-    def __init__(self, pool: ThreadPool, before: Any = None) -> None:
+    def __init__(self, pool: ThreadPool, workers: Any = None) -> None:
         self.pool = pool
-        self.before = before
+        self.workers = workers
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
-        if self.before is not None:
-            self.before.start()
+        if self.workers is not None:
+            self.workers.start()
 
     def stopService(self) -> Any:
         super().stopService()
-        if self.before is None:
+        if self.workers is None:
             self.pool.stop()
             return None
-        return self.before.stop().addBoth(lambda _: self.pool.stop())
+        return self.workers.stop().addBoth(lambda _: self.pool.stop())
 
 
 class _StopHook(Service):
@@ -788,7 +788,7 @@ def build(config: Config, reactor: Any, **testing: Any) -> MultiService:
     _PoolService(server.hashing_pool).setServiceParent(top)
     _PoolService(server.quota_pool).setServiceParent(top)
     # The verification workers' fallback is the mailauth pool: it stops only once they have ended.
-    _PoolService(server.mailauth_pool, before=server.authenticator.dkim.processes).setServiceParent(top)
+    _PoolService(server.mailauth_pool, workers=server.authenticator.dkim.processes).setServiceParent(top)
     TableWatcher(server.aliases, server.virtual_aliases, server.checks).setServiceParent(top)
     HoldReleaser(server).setServiceParent(top)
     server.spam.setServiceParent(top)

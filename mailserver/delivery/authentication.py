@@ -45,9 +45,7 @@ class InboundAuthentication:
         return Deferred.fromCoroutine(self._filter(envelope, message))
 
     async def _filter(self, envelope: Envelope, message: SpooledMessage) -> FilterResult:
-        client = envelope.client
-        if self.is_trusted(client):
-            return FilterResult(message)
+        client = envelope.client  # untrusted: the pipeline skips this filter for trusted ones
         small = message.in_memory()
         if small is not None:
             header, load = small, None
@@ -98,9 +96,7 @@ class SenderSPF:
         self.reject_fail = reject_fail
 
     async def check(self, envelope: Envelope) -> None:
-        client = envelope.client
-        if self.is_trusted(client):
-            return
+        client = envelope.client  # untrusted: the pipeline skips this check for trusted ones
         mail_from = str(envelope.sender) if envelope.sender else ""
         if not self.reject_fail:
             started = self.authenticator.check_spf(client.ip, client.helo, mail_from)

@@ -18,7 +18,7 @@ class TrustedOrigin:
 
     mynetworks: Sequence[Network]
     # ip -> in mynetworks?  Asked at MAIL FROM and at end of DATA of every message.
-    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _known: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __call__(self, client: Any) -> bool:
         if client.trusted or client.sasl_user is not None:

@@ -136,11 +136,14 @@ class _Worker(ProcessProtocol):
 
     def watch(self) -> None:
         """(Re)start the deadline for the oldest pending request, if any."""
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
+        armed = self.deadline is not None and self.deadline.active()
         if self.pending and self.alive:
-            self.deadline = self.pool.reactor.callLater(self.pool.timeout, self.pool._timed_out, self)
+            if armed:
+                self.deadline.reset(self.pool.timeout)  # no new DelayedCall per answer
+            else:
+                self.deadline = self.pool.reactor.callLater(self.pool.timeout, self.pool._timed_out, self)
+        elif armed:
+            self.deadline.cancel()
 
     def connectionMade(self) -> None:
         self.alive = True

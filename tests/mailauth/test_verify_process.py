@@ -239,7 +239,7 @@ class ServiceTests(TestCase):
                 events.append("processes stopping")
                 return ended
 
-        service = _PoolService(Pool(), before=Processes())
+        service = _PoolService(Pool(), workers=Processes())
         service.startService()
         stopping = service.stopService()
         self.assertEqual(events, ["pool started", "processes started", "processes stopping"])
