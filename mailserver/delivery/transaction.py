@@ -132,26 +132,29 @@ class Transaction:
         (the client retries; no recipient is dropped silently).
         """
         if self._plain():
-            return self._commit_plain()
+            data = self._take_chunks() if self._writer is None else self._writer.in_memory()
+            if data is not None:
+                return self._commit_plain(data)
         return Deferred.fromCoroutine(self._commit_all())
 
     def _plain(self) -> bool:
         """
         True for the common case the coroutines are not needed for: the
-        message in memory, no error yet, no quota limit among the recipients,
-        no content check and no filter with work to do for this client.
+        message in memory (the caller checks it never spilled to the spool),
+        no error yet, no quota limit among the recipients, no content check
+        and no filter with work to do for this client.
         """
         core = self.core
         return (
-            self.error is None and self._writer is None and not core.checks
+            self.error is None and not core.checks
             and not quota_gate.limited(core.quota, self.envelope.recipients)
             and all(skips(step, self.envelope.client) for step in core.filters)
         )
 
-    def _commit_plain(self) -> Deferred[str]:
-        """L{commit} of a L{_plain} message: the same steps with one Deferred, the store's."""
+    def _commit_plain(self, data: bytes) -> Deferred[str]:
+        """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
         try:
-            routes = self._routes(self._received(SpooledMessage(self._take_chunks())))
+            routes = self._routes(self._received(SpooledMessage(data)))
             stored = self._store(routes)
         except Exception:
             self._remove_files()

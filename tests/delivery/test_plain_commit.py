@@ -12,6 +12,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
+from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.envelope import Client, CommandTarget, Envelope, LocalMailbox, Recipient, RemoteAddress
 from mailserver.errors import MailError
@@ -45,7 +46,9 @@ CASES: dict[str, tuple[list, dict]] = {
 
 
 class PlainCommitTests(SynchronousTestCase):
-    def _commit(self, recipients: list, client: dict, plain: bool, store_error: MailError | None = None):
+    def _commit(
+        self, recipients: list, client: dict, plain: bool, store_error: MailError | None = None, spool: bool = False,
+    ):
         """Commit one message by the plain or the general path: (outcome, stored, queued, log events)."""
         clock = MemoryReactorClock()
         clock.advance(1_700_000_000)
@@ -53,6 +56,8 @@ class PlainCommitTests(SynchronousTestCase):
         store.error = store_error
         core = build_core(clock, store=store, queue=queue)
         core.committer = Committer(store=store, queue=queue)
+        if spool:  # an incoming spool the message stays below the threshold of
+            core.spool = IncomingSpool(self.mktemp(), clock, threshold=1000, high_water=2000)
         envelope = Envelope(Client(ip="192.0.2.1", helo="c.example", **client), parse_mailbox("a@example.org"),
                             list(recipients), queue_id="Q1", started=clock.seconds() - 1)
         transaction = Transaction(core, envelope)
@@ -83,6 +88,14 @@ class PlainCommitTests(SynchronousTestCase):
                 fast, slow = self._commit(recipients, client, True), self._commit(recipients, client, False)
                 self.assertEqual(fast, slow)
                 self.assertTrue(fast[3])  # the delivery line was logged
+
+    def test_same_as_general_path_with_spool(self) -> None:
+        """With an incoming spool, a message that never spilled takes the plain path, with the same outcome."""
+        for name, (recipients, client) in CASES.items():
+            with self.subTest(name):
+                fast = self._commit(recipients, client, True, spool=True)
+                self.assertEqual(fast, self._commit(recipients, client, False, spool=True))
+                self.assertEqual(fast, self._commit(recipients, client, True))
 
     def test_store_failure_same_as_general_path(self) -> None:
         for error in (MailError(451, "4.3.0", "Error: disk"), MailError(550, "5.1.1", "no")):
