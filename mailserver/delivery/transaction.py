@@ -154,7 +154,7 @@ class Transaction:
     def _commit_plain(self, data: bytes) -> Deferred[str]:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
         try:
-            routes = self._routes(self._received(SpooledMessage(data)))
+            routes = self._routes(self._received(data))
             stored = self._store(routes)
         except Exception:
             self._remove_files()
@@ -304,25 +304,27 @@ class Transaction:
                 envelope.recipients.append(await self.resolve(address))
             if verdict.hold:
                 return await self._set_aside(message, verdict.hold_reason or "content check HOLD", verdict.hold_reason or "HOLD")
-        await self._deliver(self._received(message, now))
+        await self._deliver(message.prepend(self._trace(now)))
         return f"2.0.0 Ok: queued as {envelope.queue_id}"
 
-    def _received(self, message: SpooledMessage, now: float | None = None) -> SpooledMessage:
-        """C{message} with its C{Received:} header on top (and missing headers added, when C{now} is None)."""
+    def _trace(self, now: float) -> bytes:
+        """The C{Received:} header for this message."""
         core, envelope = self.core, self.envelope
-        if now is None:  # the plain path: in memory, nothing added yet
-            now = core.reactor.seconds()
-            sender = str(envelope.sender) if envelope.client.sasl_user is not None and envelope.sender is not None else None
-            small = message.in_memory()
-            assert small is not None
-            message = SpooledMessage(add_missing_headers(small, core.hostname, envelope.queue_id, now, sender=sender))
         client = envelope.client
         single = envelope.recipients[0].original if len(envelope.recipients) == 1 else None
-        trace = received_header(
+        return received_header(
             client.helo, client.ip, core.hostname, client.protocol, envelope.queue_id,
             str(single) if single else None, now,
         )
-        return message.prepend(trace)
+
+    def _received(self, data: bytes) -> SpooledMessage:
+        """The plain path's C{data} as L{_commit_message} makes it: missing headers added, the trace on top."""
+        core, envelope = self.core, self.envelope
+        now = core.reactor.seconds()
+        submitted = envelope.client.sasl_user is not None and envelope.sender is not None
+        sender = str(envelope.sender) if submitted else None
+        data = add_missing_headers(data, core.hostname, envelope.queue_id, now, sender=sender)
+        return SpooledMessage(self._trace(now) + data)
 
     async def _set_aside(self, message: SpooledMessage, detail: str, hold: str | None) -> str:
         """Accept without delivering: into the hold area with reason C{hold}, or dropped (None)."""
