@@ -7,7 +7,8 @@ import functools
 import re
 import time
 
-_HEADER_BLOCK = re.compile(rb"(?:[!-9;-~]+:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+from mailserver.header_block import header_end
+
 _HEADER_NAME = re.compile(rb"(?m)^([!-9;-~]+):")
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
@@ -45,15 +46,6 @@ def delivery_prefix(sender: str, original: str | None, delivered_to: str) -> byt
         lines.append(f"X-Original-To: {original}\n")
     lines.append(f"Delivered-To: {delivered_to}\n")
     return "".join(lines).encode("utf-8", "replace")
-
-
-def header_end(message: bytes) -> int:
-    """
-    Offset just after the last header line of C{message} (lines end in LF), or 0 when
-    the message does not start with a header: header lines (C{name:}), each perhaps
-    followed by continuation lines (starting with a space or tab), matched in one pass.
-    """
-    return _HEADER_BLOCK.match(message).end()  # type: ignore[union-attr]  # it matches the empty string
 
 
 def has_header(message: bytes, end: int, name: bytes) -> bool:

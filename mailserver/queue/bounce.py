@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from mailserver.delivery.received import header_end
+from mailserver.header_block import header_end
 
 FAILED = "failed"
 DELAYED = "delayed"

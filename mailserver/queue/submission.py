@@ -14,7 +14,7 @@ import email.utils
 import re
 from typing import Iterable
 
-from mailserver.delivery.received import header_end
+from mailserver.header_block import header_end
 
 
 class MessageTooLarge(ValueError):
