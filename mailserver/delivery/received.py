@@ -23,6 +23,12 @@ def _date_of_second(second: int) -> str:
     return email.utils.formatdate(second, localtime=True)
 
 
+@functools.lru_cache(maxsize=4)
+def _stamp_of_second(second: int) -> str:
+    """The UTC time stamp of a made-up Message-ID, once per second."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(second))
+
+
 def received_header(
     helo: str, ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
 ) -> bytes:
@@ -77,7 +83,7 @@ def add_missing_headers(
     extra = b""
     names = header_names(message, end)  # inside the block every line is "name:" or a continuation
     if b"message-id" not in names:
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        stamp = _stamp_of_second(int(now))
         extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
     if b"date" not in names:
         extra += f"Date: {header_date(now)}\n".encode()

@@ -68,3 +68,12 @@ class HeaderScanTests(SynchronousTestCase):
         self.assertTrue(out.startswith(b"Subject: x\nmessage-id: <a@b>\nDate: "), out)
         self.assertIn(b"\nFrom: s@x\n\nbody\n", out)
         self.assertEqual(add_missing_headers(b"From x Mon\nSubject: y\n", "mx", "Q1", 0.0), b"From x Mon\nSubject: y\n")
+
+    def test_message_id_stamp_as_strftime(self) -> None:
+        """The Message-ID stamp, cached per second, is the UTC time of the (fractional) second."""
+        import time
+
+        for now in (0.0, 1700000000.0, 1700000000.999, 1700000001.5, 2000000000.25):
+            out = add_missing_headers(b"Subject: x\n\nbody\n", "mx", "Q1", now)
+            stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+            self.assertIn(f"Message-ID: <{stamp}.Q1@mx>\n".encode(), out)
