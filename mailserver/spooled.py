@@ -40,7 +40,7 @@ class SpooledMessage:
 
     def prepend(self, data: bytes) -> SpooledMessage:
         """This message with C{data} in front (a trace header)."""
-        return replace(self, head=data + self.head)
+        return SpooledMessage(data + self.head, self.path, self.offset, self.length)
 
     def replace_start(self, count: int, data: bytes) -> SpooledMessage:
         """This message with its first C{count} bytes replaced by C{data}."""

@@ -27,6 +27,7 @@ ROOT = os.path.dirname(mailserver.__file__)
 LAYERS: dict[str, str] = {
     "mailserver.errors": "pure",
     "mailserver.address": "pure",
+    "mailserver.header_block": "pure",
     "mailserver.envelope": "pure",  # the values the protocols hand the delivery pipeline
     "mailserver.config": "pure",
     "mailserver.tables": "pure",

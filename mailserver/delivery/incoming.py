@@ -166,6 +166,12 @@ class SpoolWriter:
         if not self._busy:
             self._dispose()
 
+    def in_memory(self) -> bytes | None:
+        """The whole message when it never left memory (what L{finish} fires with), else None."""
+        if self.path is not None or self._discarded or self._error is not None:
+            return None
+        return b"".join(self._memory)
+
     def finish(self) -> Deferred[SpooledMessage]:
         """End of data: fire with the message once every byte is in the file (not fsynced)."""
         if self._error is not None:

@@ -7,7 +7,8 @@ import functools
 import re
 import time
 
-_HEADER_BLOCK = re.compile(rb"(?:[!-9;-~]+:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+from mailserver.header_block import header_end
+
 _HEADER_NAME = re.compile(rb"(?m)^([!-9;-~]+):")
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
@@ -20,6 +21,12 @@ def header_date(now: float) -> str:
 def _date_of_second(second: int) -> str:
     # Every message of a busy second carries the same stamp; formatdate() is slow.
     return email.utils.formatdate(second, localtime=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp_of_second(second: int) -> str:
+    """The UTC time stamp of a made-up Message-ID, once per second."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(second))
 
 
 def received_header(
@@ -45,15 +52,6 @@ def delivery_prefix(sender: str, original: str | None, delivered_to: str) -> byt
         lines.append(f"X-Original-To: {original}\n")
     lines.append(f"Delivered-To: {delivered_to}\n")
     return "".join(lines).encode("utf-8", "replace")
-
-
-def header_end(message: bytes) -> int:
-    """
-    Offset just after the last header line of C{message} (lines end in LF), or 0 when
-    the message does not start with a header: header lines (C{name:}), each perhaps
-    followed by continuation lines (starting with a space or tab), matched in one pass.
-    """
-    return _HEADER_BLOCK.match(message).end()  # type: ignore[union-attr]  # it matches the empty string
 
 
 def has_header(message: bytes, end: int, name: bytes) -> bool:
@@ -85,7 +83,7 @@ def add_missing_headers(
     extra = b""
     names = header_names(message, end)  # inside the block every line is "name:" or a continuation
     if b"message-id" not in names:
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        stamp = _stamp_of_second(int(now))
         extra += f"Message-ID: <{stamp}.{queue_id}@{hostname}>\n".encode()
     if b"date" not in names:
         extra += f"Date: {header_date(now)}\n".encode()

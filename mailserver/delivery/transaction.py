@@ -6,12 +6,14 @@ thread, then commit it durably to the store and the queue before 250.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver.envelope import (
@@ -129,7 +131,52 @@ class Transaction:
         552 5.2.2; if it fits only some, 452 4.2.2 and nothing is delivered
         (the client retries; no recipient is dropped silently).
         """
+        if self._plain():
+            data = self._take_chunks() if self._writer is None else self._writer.in_memory()
+            if data is not None:
+                return self._commit_plain(data)
         return Deferred.fromCoroutine(self._commit_all())
+
+    def _plain(self) -> bool:
+        """
+        True for the common case the coroutines are not needed for: the
+        message in memory (the caller checks it never spilled to the spool),
+        no error yet, no quota limit among the recipients, no content check
+        and no filter with work to do for this client.
+        """
+        core = self.core
+        return (
+            self.error is None and not core.checks
+            and not quota_gate.limited(core.quota, self.envelope.recipients)
+            and all(skips(step, self.envelope.client) for step in core.filters)
+        )
+
+    def _commit_plain(self, data: bytes) -> Deferred[str]:
+        """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
+        try:
+            routes = self._routes(self._received(data))
+            stored = self._store(routes)
+        except Exception:
+            self._remove_files()
+            return fail()
+        if stored is None:
+            stored = succeed(None)
+
+        def tail(_: object) -> Deferred | None:
+            return Deferred.fromCoroutine(self._tail(routes)) if routes.has_tail() else None
+
+        def failed(failure: Failure) -> Failure:
+            self._remove_files()
+            if failure.check(MailError):
+                self._log_failure(failure.value)
+            return failure
+
+        def done(_: object) -> str:
+            self._remove_files()
+            self._log_delivered(routes)
+            return f"2.0.0 Ok: queued as {self.envelope.queue_id}"
+
+        return stored.addCallback(tail).addCallbacks(done, failed)
 
     def commit_each(self) -> Deferred[list[tuple[Recipient, str | MailError]]]:
         """
@@ -199,12 +246,15 @@ class Transaction:
         reactor = self.core.reactor
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
 
+    def _take_chunks(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks = []
+        return data
+
     async def _message(self) -> SpooledMessage:
         """The message as received: from the spool writer, or joined from memory."""
         if self._writer is None:
-            message = SpooledMessage(b"".join(self._chunks))
-            self._chunks = []
-            return message
+            return SpooledMessage(self._take_chunks())
         message = await self._writer.finish()
         if message.path is not None:
             self._files.append(message.path)
@@ -254,14 +304,27 @@ class Transaction:
                 envelope.recipients.append(await self.resolve(address))
             if verdict.hold:
                 return await self._set_aside(message, verdict.hold_reason or "content check HOLD", verdict.hold_reason or "HOLD")
+        await self._deliver(message.prepend(self._trace(now)))
+        return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    def _trace(self, now: float) -> bytes:
+        """The C{Received:} header for this message."""
+        core, envelope = self.core, self.envelope
         client = envelope.client
         single = envelope.recipients[0].original if len(envelope.recipients) == 1 else None
-        trace = received_header(
+        return received_header(
             client.helo, client.ip, core.hostname, client.protocol, envelope.queue_id,
             str(single) if single else None, now,
         )
-        await self._deliver(message.prepend(trace))
-        return f"2.0.0 Ok: queued as {envelope.queue_id}"
+
+    def _received(self, data: bytes) -> SpooledMessage:
+        """The plain path's C{data} as L{_commit_message} makes it: missing headers added, the trace on top."""
+        core, envelope = self.core, self.envelope
+        now = core.reactor.seconds()
+        submitted = envelope.client.sasl_user is not None and envelope.sender is not None
+        sender = str(envelope.sender) if submitted else None
+        data = add_missing_headers(data, core.hostname, envelope.queue_id, now, sender=sender)
+        return SpooledMessage(self._trace(now) + data)
 
     async def _set_aside(self, message: SpooledMessage, detail: str, hold: str | None) -> str:
         """Accept without delivering: into the hold area with reason C{hold}, or dropped (None)."""
@@ -301,17 +364,25 @@ class Transaction:
         per envelope sender: a list with an C{owner-NAME} alias gets its
         bounces there, as in Postfix), alias files and commands last.
         """
+        routes = self._routes(spooled)
+        try:
+            stored = self._store(routes)
+            if stored is not None:
+                await stored
+            if routes.has_tail():
+                await self._tail(routes)
+        except MailError as error:
+            self._log_failure(error)
+            raise
+        self._log_delivered(routes)
+
+    def _routes(self, spooled: SpooledMessage) -> _Routes:
+        """Where each copy of C{spooled} goes, by kind of destination (no I/O)."""
         envelope = self.envelope
-        committer = self.core.committer
-        message = _payload(spooled)
-        sender = str(envelope.sender) if envelope.sender else ""
-        copies: dict[str, bytes] = {}
-        mailboxes: dict[str, tuple[LocalMailbox, str]] = {}  # maildir -> (mailbox, RCPT address)
-        remote: dict[str, list[str]] = {}
-        targets: list[tuple[FileTarget | CommandTarget, Recipient]] = []
-        delivered: list[str] = []
+        routes = _Routes(spooled, _payload(spooled), str(envelope.sender) if envelope.sender else "")
+        copies, mailboxes, remote = routes.copies, routes.mailboxes, routes.remote
         for recipient in envelope.recipients:
-            copy_sender = str(recipient.owner) if recipient.owner is not None else sender
+            copy_sender = str(recipient.owner) if recipient.owner is not None else routes.sender
             for destination in recipient.destinations:
                 if isinstance(destination, LocalMailbox):
                     maildir = destination.maildir
@@ -322,62 +393,75 @@ class Transaction:
                             copy_sender, str(recipient.original), destination.user
                         )
                         mailboxes[maildir] = (destination, str(recipient.original))
-                        delivered.append(destination.user)
+                        routes.delivered.append(destination.user)
                 elif isinstance(destination, RemoteAddress):
                     addresses = remote.setdefault(copy_sender, [])
                     if str(destination.address) not in addresses:
                         addresses.append(str(destination.address))
                 elif isinstance(destination, (FileTarget, CommandTarget)):
-                    targets.append((destination, recipient))
-        try:
-            plan = self._sieve_plan(spooled, mailboxes, copies)
-            outgoing: list[tuple[str, list[str], bytes | SpooledMessage]] = []
-            memory: list[tuple[str, bytes]] = []
-            if plan is not None:
-                try:  # Sieve runs in the store's writer thread, just before the copies are written
-                    await committer.store.deliver(message, plan)
-                finally:
-                    for user, event in plan.events:
-                        log.info("{queue_id}: sieve: {user}: {event}", queue_id=envelope.queue_id, user=user, event=event)
-                outgoing, memory = plan.outgoing, plan.memory
-            elif copies:
-                await committer.store.deliver(message, list(copies.items()))
-            for copy_sender, addresses, data in outgoing:
-                assert committer.queue is not None
-                # Made here (vacation, reject notice, redirect): signed when its From: is ours.
-                await committer.queue.enqueue(copy_sender, addresses, _payload(data), client=_OURSELVES)
-            if memory:
-                try:
-                    await self._in_thread(write_memory, memory)
-                except OSError as error:  # the mail is safe; at worst a second vacation reply
-                    log.error("{queue_id}: sieve: vacation memory not written: {error}",
-                              queue_id=envelope.queue_id, error=error)
-            for copy_sender, addresses in remote.items():
-                if committer.queue is None:
-                    raise MailError(451, "4.3.0", "Outbound queue not available")
-                await committer.queue.enqueue(copy_sender, addresses, message, client=envelope.client)
-                delivered += addresses
-            whole = spooled.in_memory()
-            if targets and whole is None:
-                whole = await self._in_thread(spooled.read)  # alias file and command targets take bytes
-            for target, recipient in targets:
-                assert whole is not None
-                copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + whole
-                if isinstance(target, FileTarget) and committer.to_file is not None:
-                    await committer.to_file(target, sender, copy)
-                    delivered.append(target.path)
-                elif isinstance(target, CommandTarget) and committer.to_command is not None:
-                    await committer.to_command(target, sender, str(recipient.original), copy)
-                    delivered.append("|" + target.command)
-                else:
-                    raise MailError(550, "5.7.1", "Delivery to files and commands is not enabled")
-        except MailError as error:
-            self._log("deferred" if error.temporary else "bounced", error.reply())
-            raise
-        where = f" (quarantined: {self._quarantine})" if self._quarantine is not None and copies else ""
+                    routes.targets.append((destination, recipient))
+        return routes
+
+    def _store(self, routes: _Routes) -> Deferred | None:
+        """The local copies into the store (Sieve first, in its writer thread); None when there are none."""
+        store = self.core.committer.store
+        routes.plan = plan = self._sieve_plan(routes.spooled, routes.mailboxes, routes.copies)
+        if plan is not None:
+            return store.deliver(routes.message, plan).addBoth(self._log_sieve_events, plan)
+        if routes.copies:
+            return store.deliver(routes.message, list(routes.copies.items()))
+        return None
+
+    def _log_sieve_events(self, result: object, plan: SievePlan) -> object:
+        for user, event in plan.events:
+            log.info("{queue_id}: sieve: {user}: {event}", queue_id=self.envelope.queue_id, user=user, event=event)
+        return result
+
+    async def _tail(self, routes: _Routes) -> None:
+        """After the store: Sieve's messages and vacation memory, the queue, alias files and commands."""
+        envelope = self.envelope
+        committer = self.core.committer
+        message, sender, delivered = routes.message, routes.sender, routes.delivered
+        plan = routes.plan
+        outgoing, memory = (plan.outgoing, plan.memory) if plan is not None else ([], [])
+        for copy_sender, addresses, data in outgoing:
+            assert committer.queue is not None
+            # Made here (vacation, reject notice, redirect): signed when its From: is ours.
+            await committer.queue.enqueue(copy_sender, addresses, _payload(data), client=_OURSELVES)
+        if memory:
+            try:
+                await self._in_thread(write_memory, memory)
+            except OSError as error:  # the mail is safe; at worst a second vacation reply
+                log.error("{queue_id}: sieve: vacation memory not written: {error}",
+                          queue_id=envelope.queue_id, error=error)
+        for copy_sender, addresses in routes.remote.items():
+            if committer.queue is None:
+                raise MailError(451, "4.3.0", "Outbound queue not available")
+            await committer.queue.enqueue(copy_sender, addresses, message, client=envelope.client)
+            delivered += addresses
+        whole = routes.spooled.in_memory()
+        if routes.targets and whole is None:
+            whole = await self._in_thread(routes.spooled.read)  # alias file and command targets take bytes
+        for target, recipient in routes.targets:
+            assert whole is not None
+            copy = delivery_prefix(sender, str(recipient.original), str(recipient.original)) + whole
+            if isinstance(target, FileTarget) and committer.to_file is not None:
+                await committer.to_file(target, sender, copy)
+                delivered.append(target.path)
+            elif isinstance(target, CommandTarget) and committer.to_command is not None:
+                await committer.to_command(target, sender, str(recipient.original), copy)
+                delivered.append("|" + target.command)
+            else:
+                raise MailError(550, "5.7.1", "Delivery to files and commands is not enabled")
+
+    def _log_failure(self, error: MailError) -> None:
+        self._log("deferred" if error.temporary else "bounced", error.reply())
+
+    def _log_delivered(self, routes: _Routes) -> None:
+        where = f" (quarantined: {self._quarantine})" if self._quarantine is not None and routes.copies else ""
         # Postfix's words: delivered here, or queued for the outbound queue (then sent by it).
-        status = "queued" if remote else "delivered"
-        self._log(status, f"delivered to {', '.join(delivered) or 'nobody'}{where}", size=len(message))
+        status = "queued" if routes.remote else "delivered"
+        self._log(status, f"delivered to {', '.join(routes.delivered) or 'nobody'}{where}", size=len(routes.message))
 
     def _sieve_plan(
         self, spooled: SpooledMessage, mailboxes: dict[str, tuple[LocalMailbox, str]], copies: dict[str, bytes]
@@ -405,18 +489,45 @@ class Transaction:
         sender = str(envelope.sender) if envelope.sender else ""
         to = ">,<".join(str(r.original) for r in envelope.recipients)
         size = self.size if size is None else size
-        log.info(
-            "{delivery_line}",
-            delivery_line=(
+        # The event Logger.info would build, given to its observer directly
+        # (skipping emit's level check, a loop over every LogLevel).
+        log.observer({
+            "delivery_line": (
                 f"{envelope.queue_id}: from=<{sender}>, to=<{to}>, client=[{envelope.client.ip}], "
                 f"size={size}, status={status} ({detail})"
             ),
-            queue_id=envelope.queue_id,
-            status=status,
-            detail=detail,
+            "queue_id": envelope.queue_id,
+            "status": status,
+            "detail": detail,
             # Seconds from MAIL FROM to this outcome (the delivery latency metric).
-            delay=self.core.reactor.seconds() - envelope.started if envelope.started else None,
-        )
+            "delay": self.core.reactor.seconds() - envelope.started if envelope.started else None,
+            "log_logger": log,
+            "log_level": LogLevel.info,
+            "log_namespace": log.namespace,
+            "log_source": log.source,
+            "log_format": "{delivery_line}",
+            "log_time": time.time(),
+        })
+
+
+@dataclass
+class _Routes:
+    """One message's destinations, sorted by kind (L{Transaction._routes})."""
+
+    spooled: SpooledMessage
+    message: bytes | SpooledMessage  # what the store and queue are given
+    sender: str
+    copies: dict[str, bytes] = field(default_factory=dict)  # Maildir -> delivery prefix
+    mailboxes: dict[str, tuple[LocalMailbox, str]] = field(default_factory=dict)  # Maildir -> (mailbox, RCPT)
+    remote: dict[str, list[str]] = field(default_factory=dict)  # envelope sender -> addresses
+    targets: list[tuple[FileTarget | CommandTarget, Recipient]] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
+    plan: SievePlan | None = None
+
+    def has_tail(self) -> bool:
+        """True if anything waits after the store (L{Transaction._tail})."""
+        plan = self.plan
+        return bool(self.remote or self.targets or (plan is not None and (plan.outgoing or plan.memory)))
 
 
 def _payload(message: bytes | SpooledMessage) -> bytes | SpooledMessage:

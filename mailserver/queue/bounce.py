@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
+from mailserver.header_block import header_end
+
 FAILED = "failed"
 DELAYED = "delayed"
 
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
 _WIDTH = 78
@@ -206,17 +207,7 @@ def delivery_status(
 def original_headers(message: bytes) -> bytes:
     """The header block of C{message} (LF line ends, ending in LF), or C{b""}."""
     message = message.replace(b"\r\n", b"\n")
-    offset = 0
-    while offset < len(message):
-        end = message.find(b"\n", offset)
-        end = len(message) if end < 0 else end + 1
-        line = message[offset:end]
-        if line.strip(b"\r\n") == b"":
-            break
-        if not (_HEADER_LINE.match(line) or (offset and line[:1] in (b" ", b"\t"))):
-            break
-        offset = end
-    headers = message[:offset]
+    headers = message[: header_end(message)]
     if headers and not headers.endswith(b"\n"):
         headers += b"\n"
     return headers

@@ -14,7 +14,7 @@ import email.utils
 import re
 from typing import Iterable
 
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+from mailserver.header_block import header_end
 
 
 class MessageTooLarge(ValueError):
@@ -49,21 +49,6 @@ def collect_message(lines: Iterable[bytes], ignore_dots: bool, max_size: int = 0
             raise MessageTooLarge(f"message larger than {max_size} bytes")
         out.append(line)
     return b"".join(out)
-
-
-def header_end(message: bytes) -> int:
-    """Offset just after the header block (0 when the message has none)."""
-    offset = 0
-    while offset < len(message):
-        end = message.find(b"\n", offset)
-        end = len(message) if end < 0 else end + 1
-        line = message[offset:end]
-        if line == b"\n":
-            return offset
-        if not (_HEADER_LINE.match(line) or (offset and line[:1] in (b" ", b"\t"))):
-            return offset
-        offset = end
-    return offset
 
 
 def _fields(message: bytes) -> list[tuple[str, str, int, int]]:

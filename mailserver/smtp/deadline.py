@@ -10,7 +10,9 @@ The deadlines of one DATA phase, on an injected clock.
 
 While our own spool writer holds the client back (L{pause}), the clock
 does not count against the client.  One timer per DATA phase, re-armed
-lazily when it fires, so receiving data costs no timer work.
+lazily when it fires, so receiving data costs no timer work; the session
+keeps it from one DATA phase to the next (L{DataDeadline.stop},
+L{DataDeadline.restart}).
 """
 
 from __future__ import annotations
@@ -29,14 +31,37 @@ class DataDeadline:
     ) -> None:
         self.clock = clock
         self._expired = expired
+        self._time_limit = time_limit
         self._timeout = timeout
         self._min_rate = min_rate
-        now = clock.seconds()
-        self._limit_at = now + time_limit if time_limit > 0 else None
-        self._rate_at = now + timeout if min_rate > 0 and timeout > 0 else None
-        self._paused_at: float | None = None
         self._call: Any = None
-        self._schedule()
+        self.restart()
+
+    def restart(self) -> None:
+        """
+        A new DATA phase starts now.  A timer still pending from the last
+        phase (see L{stop}) is kept, moved earlier if it would be late: when
+        it fires before the deadline it re-arms itself, as it always does.
+        """
+        now = self.clock.seconds()
+        self._limit_at = now + self._time_limit if self._time_limit > 0 else None
+        self._rate_at = now + self._timeout if self._min_rate > 0 and self._timeout > 0 else None
+        self._paused_at: float | None = None
+        call = self._call
+        if call is None or not call.active():
+            self._schedule()
+            return
+        due = self._due()
+        if due is not None and call.getTime() > due:
+            call.reset(max(0.0, due - now))
+
+    def stop(self) -> None:
+        """
+        The DATA phase ended: nothing is due.  The timer is left to fire
+        idle (or to serve the next phase, L{restart}): one DelayedCall per
+        session instead of one per message.  L{cancel} drops it.
+        """
+        self._limit_at = self._rate_at = self._paused_at = None
 
     def received(self, count: int) -> None:
         """C{count} more bytes of message content arrived."""
@@ -67,10 +92,14 @@ class DataDeadline:
             call.cancel()
         self._limit_at = self._rate_at = None
 
-    def _schedule(self) -> None:
+    def _due(self) -> float | None:
         due = [at for at in (self._limit_at, self._rate_at) if at is not None]
-        if due:
-            self._call = self.clock.callLater(max(0.0, min(due) - self.clock.seconds()), self._fire)
+        return min(due) if due else None
+
+    def _schedule(self) -> None:
+        due = self._due()
+        if due is not None:
+            self._call = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._fire)
 
     def _fire(self) -> None:
         self._call = None

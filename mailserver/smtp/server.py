@@ -94,7 +94,8 @@ class ESMTPServer(smtp.ESMTP):
         self._paused = False  # waiting for a pending reply
         self._spool_paused = False  # waiting for the spool writer to catch up
         self._next_turn: Any = None  # the delayed call answering the rest of the input (reading paused)
-        self._deadline: DataDeadline | None = None
+        self._deadline: DataDeadline | None = None  # during DATA
+        self._idle_deadline: DataDeadline | None = None  # between DATA phases, kept for the next one
         self._discarding = False  # skipping the rest of an over-long command line
         self._errors = 0
         self._ehlo: str | None = None
@@ -136,7 +137,7 @@ class ESMTPServer(smtp.ESMTP):
         turn, self._next_turn = self._next_turn, None
         if turn is not None and turn.active():
             turn.cancel()
-        self._end_data_phase()
+        self._end_data_phase(keep=False)
         if self._transaction is not None:
             self._transaction.abort()
             self._transaction = None
@@ -392,10 +393,20 @@ class ESMTPServer(smtp.ESMTP):
         self._flush_replies()
         self.transport.loseConnection()
 
-    def _end_data_phase(self) -> None:
+    def _end_data_phase(self, keep: bool = True) -> None:
+        """
+        No DATA deadline from now; its timer is kept for the next DATA phase
+        while the session goes on (C{keep}), dropped when it ends.
+        """
         deadline, self._deadline = self._deadline, None
-        if deadline is not None:
-            deadline.cancel()
+        if keep and deadline is not None:
+            deadline.stop()
+            self._idle_deadline = deadline
+            return
+        idle, self._idle_deadline = self._idle_deadline, None
+        for each in (deadline, idle):
+            if each is not None:
+                each.cancel()
 
     def _internal_error(self, failure: Failure) -> None:
         self.log.failure("internal error in SMTP session", failure)
@@ -697,9 +708,13 @@ class ESMTPServer(smtp.ESMTP):
         assert self._delivery is not None
         self._transaction = self._delivery.open_transaction(self._envelope)
         policy = self.policy
-        self._deadline = DataDeadline(
-            self.clock, self._data_expired, policy.data_time_limit, policy.timeout, policy.min_data_rate
-        )
+        if self._idle_deadline is not None:  # the last phase's, and its timer
+            self._deadline, self._idle_deadline = self._idle_deadline, None
+            self._deadline.restart()
+        else:
+            self._deadline = DataDeadline(
+                self.clock, self._data_expired, policy.data_time_limit, policy.timeout, policy.min_data_rate
+            )
         self._at_line_start = self._unstuff_next = True
         self.mode = smtp.DATA
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")

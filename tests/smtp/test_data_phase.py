@@ -78,11 +78,36 @@ class DeadlineTests(DataPhaseCase):
         self.assertEqual(len(self.store.delivered), 1)
         self.assertEqual(self.files(), [])
 
-    def test_deadline_cancelled_after_data(self) -> None:
-        session = self.session()
+    def test_deadline_stopped_after_data(self) -> None:
+        """
+        After end of data no DATA deadline is due (its timer, kept for the
+        next DATA phase, fires idle); the connection's end drops it.
+        """
+        session = self.session(data_time_limit=60)
         self.assertEqual(len(self.clock.getDelayedCalls()), 2)  # smtpd_timeout and the DATA deadline
         self.assertRegex(session.send(b"hi\r\n.\r\n")[0], r"^250 ")
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # smtpd_timeout only
+        self.clock.advance(61)
+        self.assertEqual(session.replies(), [])
+        self.assertFalse(session.transport.disconnecting)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # smtpd_timeout only, once it fired idle
+        session.protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_regression_one_timer_for_two_messages(self) -> None:
+        """The second DATA phase reuses the first one's timer, and its deadline still applies."""
+        session = self.session(data_time_limit=60)
+        self.assertRegex(session.send(b"hi\r\n.\r\n")[0], r"^250 ")
+        pending = set(map(id, self.clock.getDelayedCalls()))
+        self.assertEqual(len(pending), 2)  # smtpd_timeout and the idle DATA timer
+        self.clock.advance(10)
+        replies = session.send(b"MAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
+        self.assertRegex(replies[-1], r"^354 ")
+        self.assertEqual(set(map(id, self.clock.getDelayedCalls())), pending)  # the same timer, not a new one
+        for _ in range(59):
+            self.assertEqual(session.send(b"y" * 1000 + b"\r\n"), [])
+            self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual(session.replies(), [TIMEOUT])
 
     def test_time_paused_by_us_does_not_count(self) -> None:
         expired: list[str] = []
