@@ -60,9 +60,8 @@ class InboundAuthentication:
         if spf is None and envelope.spf_pending is not None:  # started at MAIL FROM, still running
             pending, envelope.spf_pending = envelope.spf_pending, None
             spf = envelope.spf = await pending
-        results = await self.authenticator.authenticate(
-            client.ip, client.helo, mail_from, header, spf=spf, load=load
-        )
+        # The coroutine itself: no Deferred (and its callback chain) of its own per message.
+        results = await self.authenticator.results(client.ip, client.helo, mail_from, header, spf, load)
         for reason in results.reasons:
             log.info("{queue_id}: mailauth: {disposition}: {reason}",
                      queue_id=envelope.queue_id, disposition=results.disposition, reason=reason)

@@ -96,11 +96,12 @@ class Authenticator:
         message, C{message} is its header block only and C{load()} (called
         in the verification thread) reads the whole message.
         """
-        return Deferred.fromCoroutine(self._authenticate(client_ip, helo, mail_from, message, spf, load))
+        return Deferred.fromCoroutine(self.results(client_ip, helo, mail_from, message, spf, load))
 
-    async def _authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
-                            known_spf: SPFResult | None, load: Callable[[], bytes] | None = None,
-                            ) -> AuthenticationResults:
+    async def results(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                      known_spf: SPFResult | None = None, load: Callable[[], bytes] | None = None,
+                      ) -> AuthenticationResults:
+        """L{authenticate} as a coroutine, for a caller that awaits it (no Deferred of its own)."""
         # One split of the header block for DKIM, ARC, DMARC and apply().
         fields, _ = split_headers(message)
         if known_spf is None:  # SPF and DKIM concurrently

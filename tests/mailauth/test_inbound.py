@@ -47,6 +47,21 @@ class AuthenticateTests(TestCase):
         authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test", **policy))
         return authenticator.authenticate(ip, "client.example.com", mail_from, message)
 
+    def test_results_coroutine_same_as_authenticate(self) -> Deferred:
+        """The coroutine the mailauth filter awaits gives what L{Authenticator.authenticate} fires with."""
+        return ensureDeferred(self._compare_results())
+
+    async def _compare_results(self) -> None:
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.mydomain.test"))
+        for message, mail_from in ((sign_with(MESSAGE, [self.rsa, self.ed]) + MESSAGE, "bounce@example.com"),
+                                   (message_from(b"a@example.org"), "x@example.net")):
+            spf = await authenticator.check_spf(SENDER_IP, "client.example.com", mail_from)
+            for known in (None, spf):
+                old = await authenticator.authenticate(SENDER_IP, "client.example.com", mail_from, message, spf=known)
+                new = await authenticator.results(SENDER_IP, "client.example.com", mail_from, message, known)
+                self.assertEqual((new.header, new.disposition, new.reasons, new.dmarc, new.dkim),
+                                 (old.header, old.disposition, old.reasons, old.dmarc, old.dkim))
+
     def test_signed_and_spf_pass(self) -> Deferred:
         signed = sign_with(MESSAGE, [self.rsa]) + MESSAGE
         d = self.authenticate(b"Authentication-Results: mx.mydomain.test; dmarc=pass\n" + signed)
@@ -246,9 +261,9 @@ class SenderSPFTests(SynchronousTestCase):
             self.started.append(Deferred())
             return self.started[-1]
 
-        def authenticate(self, ip, helo, mail_from, message, spf=None, load=None) -> Deferred:
+        async def results(self, ip, helo, mail_from, message, spf=None, load=None) -> object:
             self.given.append(spf)
-            return Deferred()
+            return await Deferred()
 
     def envelope(self) -> Envelope:
         return Envelope(client=Client("192.0.2.10", "client.example.com"), sender=parse_mailbox("a@example.com"))
