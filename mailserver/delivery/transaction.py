@@ -269,14 +269,14 @@ class Transaction:
             raise self.error
         core = self.core
         now = core.reactor.seconds()
-        submitted = envelope.client.sasl_user is not None and envelope.sender is not None
         message = await self._message()
-        sender = str(envelope.sender) if submitted else None
         small = message.in_memory()
         if small is not None:
-            message = SpooledMessage(add_missing_headers(small, core.hostname, envelope.queue_id, now, sender=sender))
+            message = SpooledMessage(self._with_headers(small, now))
         else:
-            message = await self._in_thread(spool_edits.add_headers, message, core.hostname, envelope.queue_id, now, sender)
+            message = await self._in_thread(
+                spool_edits.add_headers, message, core.hostname, envelope.queue_id, now, self._submitter()
+            )
         for step in core.filters if run_checks else ():
             if skips(step, envelope.client):
                 continue
@@ -319,12 +319,19 @@ class Transaction:
 
     def _received(self, data: bytes) -> SpooledMessage:
         """The plain path's C{data} as L{_commit_message} makes it: missing headers added, the trace on top."""
-        core, envelope = self.core, self.envelope
-        now = core.reactor.seconds()
+        now = self.core.reactor.seconds()
+        return SpooledMessage(self._trace(now) + self._with_headers(data, now))
+
+    def _submitter(self) -> str | None:
+        """The envelope sender of mail from a SASL user (for a missing From:), else None."""
+        envelope = self.envelope
         submitted = envelope.client.sasl_user is not None and envelope.sender is not None
-        sender = str(envelope.sender) if submitted else None
-        data = add_missing_headers(data, core.hostname, envelope.queue_id, now, sender=sender)
-        return SpooledMessage(self._trace(now) + data)
+        return str(envelope.sender) if submitted else None
+
+    def _with_headers(self, data: bytes, now: float) -> bytes:
+        """C{data} with the headers a message must have (Date:, Message-ID:, From: when submitted) added."""
+        core = self.core
+        return add_missing_headers(data, core.hostname, self.envelope.queue_id, now, sender=self._submitter())
 
     async def _set_aside(self, message: SpooledMessage, detail: str, hold: str | None) -> str:
         """Accept without delivering: into the hold area with reason C{hold}, or dropped (None)."""
