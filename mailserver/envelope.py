@@ -67,6 +67,9 @@ class Recipient:
     original: Address  # as given at RCPT TO (X-Original-To)
     destinations: tuple[Destination, ...]
     owner: Address | None = None  # owner-NAME of a list: the envelope sender for its copies
+    # Whether a local mailbox of it had a quota limit when RCPT looked (None: not looked up).
+    # End of DATA goes by this answer (quota_gate.limited), not by a second look-up.
+    quota_limited: bool | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

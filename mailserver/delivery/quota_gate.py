@@ -26,14 +26,37 @@ def limited(quota: IQuota | None, recipients: Sequence[Recipient]) -> bool:
     True if one of C{recipients}' local mailboxes has a quota limit.  Asked
     at once (L{IQuota.limits_of} reads no disk), so mail to unlimited users
     costs no usage read, coroutine or Deferred.
+
+    A recipient that carries the answer of its RCPT (L{Recipient.quota_limited},
+    set by L{with_limits}) is not looked up again: limits that change between
+    its RCPT and the end of DATA (a passwd-file reload) apply from the next
+    message on.  Recipients made otherwise (a check's REDIRECT or BCC, a
+    milter's, LMTP's) are looked up now.
     """
     if quota is None:
         return False
     for recipient in recipients:
-        for destination in recipient.destinations:
-            if isinstance(destination, LocalMailbox) and quota.limits_of(destination.user).limited:
-                return True
+        known = recipient.quota_limited
+        if known is None:
+            known = _looked_up(quota, recipient)
+        if known:
+            return True
     return False
+
+
+def _looked_up(quota: IQuota, recipient: Recipient) -> bool:
+    """True if one of C{recipient}'s local mailboxes has a quota limit now."""
+    for destination in recipient.destinations:
+        if isinstance(destination, LocalMailbox) and quota.limits_of(destination.user).limited:
+            return True
+    return False
+
+
+def with_limits(quota: IQuota | None, recipient: Recipient) -> Recipient:
+    """C{recipient} carrying whether it has a quota limit now (L{limited} then trusts that answer)."""
+    if quota is None or recipient.quota_limited is not None:
+        return recipient
+    return Recipient(recipient.original, recipient.destinations, recipient.owner, _looked_up(quota, recipient))
 
 
 async def over_quota(

@@ -28,7 +28,7 @@ from mailserver.envelope import (
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
-from mailserver.delivery.filters import skips
+from mailserver.delivery.filters import content_idle, skips
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.sieve_filter import SieveFilter, SievePlan, write_memory
 from mailserver.errors import MailError
@@ -71,9 +71,14 @@ class Transaction:
     are removed when the transaction ends, whatever the outcome.
     """
 
-    def __init__(self, core: DeliveryCore, envelope: Envelope) -> None:
+    def __init__(self, core: DeliveryCore, envelope: Envelope, content_idle: bool | None = None) -> None:
+        """
+        C{content_idle}: the pipeline's L{content_idle} for the envelope's
+        client, if it knows it (asked at L{commit} otherwise).
+        """
         self.core = core
         self.envelope = envelope
+        self._content_idle = content_idle
         self._writer = core.spool.writer() if core.spool is not None else None
         self._chunks: list[bytes] = []
         self._files: list[str] = []  # spool files to remove at the end
@@ -144,12 +149,12 @@ class Transaction:
         no error yet, no quota limit among the recipients, no content check
         and no filter with work to do for this client.
         """
-        core = self.core
-        return (
-            self.error is None and not core.checks
-            and not quota_gate.limited(core.quota, self.envelope.recipients)
-            and all(skips(step, self.envelope.client) for step in core.filters)
-        )
+        if self.error is not None:
+            return False
+        idle = self._content_idle
+        if idle is None:
+            idle = content_idle(self.core.checks, self.core.filters, self.envelope.client)
+        return idle and not quota_gate.limited(self.core.quota, self.envelope.recipients)
 
     def _commit_plain(self, data: bytes) -> Deferred[str]:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""

@@ -108,6 +108,7 @@ class ESMTPServer(smtp.ESMTP):
         self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
         self._milter: MilterGlue | None = None  # smtpd_milters of this connection
+        self._client_made: tuple[tuple, Client] | None = None  # (HELO, TLS, SASL user) -> its Client
 
     # -- connection ---------------------------------------------------------
 
@@ -591,6 +592,18 @@ class ESMTPServer(smtp.ESMTP):
             self._transaction = None
 
     def _client(self) -> Client:
+        """
+        Who is talking to us now: one L{Client} while the HELO name, TLS and
+        SASL state stay the same, so a session's messages share it (the
+        pipeline remembers its answers for it).
+        """
+        key = (self._ehlo, self.startedTLS, self.sasl_user)
+        made = self._client_made
+        if made is None or made[0] != key:
+            made = self._client_made = (key, self._make_client())
+        return made[1]
+
+    def _make_client(self) -> Client:
         tls = self.encrypted
         protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.sasl_user else "")
         return Client(ip=self.peer_ip, helo=self._ehlo or "", tls=tls, sasl_user=self.sasl_user, protocol=protocol)
