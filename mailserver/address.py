@@ -134,13 +134,33 @@ class Path:
     parameters: dict[str, str | None]
 
 
+#: parse_path's answers by argument: a session sends the same MAIL FROM and RCPT TO for each message.
+_PATHS: dict[tuple[str, str, bool], Path] = {}
+_PATHS_KEPT = 1024
+
+
 def parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
     """
     Parse C{FROM:<path> PARAM=VALUE ...} (or C{TO:...}).
 
+    An argument parsed before is answered from memory (a new L{Path} with a
+    copy of its parameters; the L{Address} is shared, it is immutable).
+
     @param keyword: C{"FROM"} or C{"TO"}.
     @raise MailError: 501 for syntax, 553 for an unusable address.
     """
+    key = (argument, keyword, allow_null)
+    known = _PATHS.get(key)
+    if known is None:
+        known = _parse_path(argument, keyword, allow_null)  # a MailError is raised every time, never kept
+        if len(_PATHS) >= _PATHS_KEPT:
+            _PATHS.clear()
+        _PATHS[key] = known
+    return Path(known.address, dict(known.parameters)) if known.parameters else Path(known.address, {})
+
+
+def _parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
+    """L{parse_path} without the memory."""
     head, sep, rest = argument.partition(":")
     if not sep or head.strip().upper() != keyword:
         raise MailError(501, "5.5.4", f"Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")

@@ -110,11 +110,16 @@ class Verdict:
 
     @classmethod
     def proceed(cls, rewritten: Address | None = None) -> Verdict:
+        if rewritten is None and cls is Verdict:
+            return _PROCEED  # frozen: one will do for every stage without an opinion
         return cls(Outcome.CONTINUE, rewritten=rewritten)
 
     @classmethod
     def reject(cls, error: MailError) -> Verdict:
         return cls(Outcome.REJECT, error=error)
+
+
+_PROCEED = Verdict(Outcome.CONTINUE)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 
 from mailserver.address import Address
-from mailserver.envelope import Envelope, Outcome, Recipient
+from mailserver.envelope import Envelope, Outcome, Recipient, Verdict
 from mailserver.delivery.local_mailboxes import USER_UNKNOWN
 from mailserver.interfaces import IRecipientStage
 
@@ -21,7 +21,7 @@ async def route(stages: Sequence[IRecipientStage], envelope: Envelope, address: 
     current = address
     for stage in stages:
         verdict = stage.check(envelope, current)
-        if isinstance(verdict, Deferred):  # most stages answer at once
+        if type(verdict) is not Verdict and isinstance(verdict, Deferred):  # most stages answer at once
             verdict = await verdict
         if verdict.outcome is Outcome.REJECT:
             assert verdict.error is not None

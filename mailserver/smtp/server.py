@@ -251,6 +251,8 @@ class ESMTPServer(smtp.ESMTP):
                     return
                 self.resetTimeout()
                 result = self.state_AUTH(line) if self.mode == smtp.AUTH else self._dispatch(line)
+                if result is None:  # most commands (isinstance on a Deferred is an ABC check)
+                    continue
                 if isinstance(result, Deferred) and not result.called:
                     self._wait(result)
                 elif isinstance(result, Deferred):
@@ -740,12 +742,21 @@ class ESMTPServer(smtp.ESMTP):
         self._transaction = None
         self._envelope = None
 
-        def sent(text: str) -> None:
-            self.sendCode(250, text.encode())
-
         # The 250 joins the replies to whatever the client pipelined behind the data.
-        committed = transaction.commit().addBoth(self._hold_replies).addBoth(self._message_ended).addCallback(sent)
-        self._wait(self._guard_deferred(committed))
+        self._wait(transaction.commit().addBoth(self._committed))
+
+    def _committed(self, result: str | Failure) -> None:
+        """The end of DATA's outcome: its reply (held, see L{_end_of_data}) and the milters told."""
+        self._hold_replies()
+        self._message_ended(None)
+        if isinstance(result, Failure):
+            self._failed(result)
+            return
+        enhanced, _, text = result.partition(" ")
+        if enhanced in _GOOD_ENHANCED:
+            self.reply(250, enhanced, text)
+        else:
+            self.sendCode(250, result.encode())
 
     def _message_ended(self, result: object) -> object:
         if self._milter is not None:
