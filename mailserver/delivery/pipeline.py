@@ -18,7 +18,7 @@ from mailserver.address import Address
 from mailserver.envelope import Client, Envelope, Recipient
 from mailserver.delivery.filters import content_idle, skips
 from mailserver.delivery.incoming import IncomingSpool
-from mailserver.delivery.quota_gate import over_quota, with_limits
+from mailserver.delivery.quota_gate import checker, over_quota
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
@@ -114,7 +114,7 @@ class DeliveryPipeline:
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
         quota = self.core.quota
-        recipient = with_limits(quota, await route(self.core.stages, envelope, address))
+        recipient = await route(self.core.stages, envelope, address, checker(quota))
         if recipient.quota_limited:
             error = await over_quota(quota, recipient, envelope.size_declared or 1)  # no message is empty
             if error is not None:

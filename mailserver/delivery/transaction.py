@@ -499,7 +499,7 @@ class Transaction:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""
         envelope = self.envelope
         sender = str(envelope.sender) if envelope.sender else ""
-        to = ">,<".join(str(r.original) for r in envelope.recipients)
+        to = ">,<".join([str(r.original) for r in envelope.recipients])
         size = self.size if size is None else size
         log.emit(  # Logger.info's event (QuickLogger: without emit's costly level check)
             LogLevel.info, "{delivery_line}",

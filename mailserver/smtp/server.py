@@ -732,7 +732,7 @@ class ESMTPServer(smtp.ESMTP):
             )
         self._at_line_start = self._unstuff_next = True
         self.mode = smtp.DATA
-        self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+        self.sendLine(b"354 End data with <CR><LF>.<CR><LF>")  # sendCode's line: 3xx has no enhanced code
 
     def _end_of_data(self) -> None:
         transaction = self._transaction

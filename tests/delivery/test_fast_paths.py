@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -145,10 +145,14 @@ class FastPathTests(SynchronousTestCase):
         made = Recipient(parse_mailbox("bob@example.com"), (bob,))  # a REDIRECT's: never looked up
         self.assertIsNone(made.quota_limited)
         self.assertTrue(quota_gate.limited(self.quota, [made]))
-        carried = quota_gate.with_limits(self.quota, made)
-        self.assertEqual((carried, carried.quota_limited), (made, True))
-        self.assertIs(quota_gate.with_limits(self.quota, carried), carried)
-        self.assertIs(quota_gate.with_limits(None, made), made)
+        pipeline = DeliveryPipeline(self.core)
+        envelope = pipeline.begin(Client(ip="192.0.2.1"), None)
+        for address, limited in (("bob@example.com", True), ("alice@example.com", False)):
+            routed = Deferred.fromCoroutine(pipeline.check_recipient(envelope, parse_mailbox(address)))
+            self.assertIs(self.successResultOf(routed).quota_limited, limited)
+        carried = envelope.recipients[0]
+        self.assertEqual(carried, Recipient(parse_mailbox("bob@example.com"), carried.destinations))
+        self.assertIsNone(quota_gate.checker(None))
         self.quota.limits.clear()
         self.assertTrue(quota_gate.limited(self.quota, [carried]))  # the RCPT's answer
         self.assertFalse(quota_gate.limited(self.quota, [made]))
