@@ -29,7 +29,7 @@ _queue_counter = itertools.count()
 
 def new_queue_id(now: float) -> str:
     """A Postfix-like queue id: hex microseconds and a per-process counter."""
-    return f"{int(now * 1_000_000) & 0xFFFFFFFFFF:010X}{next(_queue_counter) & 0xFFF:03X}"
+    return "%010X%03X" % (int(now * 1_000_000) & 0xFFFFFFFFFF, next(_queue_counter) & 0xFFF)
 
 
 @dataclass
@@ -86,13 +86,8 @@ class DeliveryPipeline:
         core = self.core
         if size is not None and 0 < core.message_size_limit < size:
             raise MailError(552, "5.3.4", "Message size exceeds fixed limit")
-        return Envelope(
-            client=client,
-            sender=sender,
-            queue_id=new_queue_id(core.reactor.seconds()),
-            size_declared=size,
-            started=core.reactor.seconds(),
-        )
+        now = core.reactor.seconds()
+        return Envelope(client=client, sender=sender, queue_id=new_queue_id(now), size_declared=size, started=now)
 
     async def check_sender(self, sender: Address | None, envelope: Envelope | None = None) -> None:
         """

@@ -38,6 +38,9 @@ _DEFAULT_ENHANCED = {
 }
 _ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 _BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+#: The replies to every accepted MAIL and RCPT, as L{ESMTPServer.reply} makes them.
+_MAIL_OK = b"250 2.1.0 Ok"
+_RCPT_OK = b"250 2.1.5 Ok"
 #: Enhanced codes of L{ESMTPServer.reply} known to match L{_ENHANCED}: the reply is sent as it is.
 _GOOD_ENHANCED = frozenset(f"{a}.{b}.{c}" for a in (2, 4, 5) for b in range(8) for c in range(30))
 
@@ -669,7 +672,7 @@ class ESMTPServer(smtp.ESMTP):
             esmtp = [f"{name}={value}" if value is not None else name for name, value in path.parameters.items()]
             await self._milter.mail(envelope, esmtp, self.sasl_user)
         self._envelope = envelope
-        self.reply(250, "2.1.0", "Ok")
+        self.sendLine(_MAIL_OK)
 
     async def _get_delivery(self) -> ISMTPDelivery:
         if self._delivery is None or self.deliveryFactory is None:
@@ -706,7 +709,7 @@ class ESMTPServer(smtp.ESMTP):
         except MailError as error:
             self._log_refusal("RCPT", error, str(envelope.sender or ""), str(path.address))
             raise
-        self.reply(250, "2.1.5", "Ok")
+        self.sendLine(_RCPT_OK)
 
     def do_DATA(self, rest: bytes) -> None:
         if self._envelope is None:

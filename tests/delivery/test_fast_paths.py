@@ -260,3 +260,16 @@ class ReloadedLimitsTests(TestCase):
         self.assertTrue(swapped)
         self.assertEqual(parts.quota_limits("bob@example.com"), QuotaLimits(messages=7))
         self.assertEqual(parts.quota_limits("alice@example.com"), parts.config.quota_rule)
+
+
+class QueueIdTests(SynchronousTestCase):
+    def test_same_text_as_before(self) -> None:
+        """new_queue_id's %-format gives the text of the former f-string (hex microseconds, counter)."""
+        import itertools
+
+        from mailserver.delivery import pipeline
+
+        for now, start in ((0.0, 0), (1_764_950_000.123456, 4095), (1_099_511.627776, 4096), (2e9 + 0.5, 123)):
+            self.patch(pipeline, "_queue_counter", itertools.count(start))
+            former = f"{int(now * 1_000_000) & 0xFFFFFFFFFF:010X}{start & 0xFFF:03X}"
+            self.assertEqual(pipeline.new_queue_id(now), former)

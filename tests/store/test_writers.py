@@ -162,3 +162,14 @@ class WiringTests(TestCase):
         parts = RunningServer(self).service.server
         self.assertIs(parts.store._threadpool, parts.store_writers)
         self.assertEqual(parts.store_writers._size, parts.store.max_writers)
+
+
+class InsideTests(SynchronousTestCase):
+    def test_same_as_os_path_join(self) -> None:
+        """The store's cheaper join gives os.path.join's path for every kind of Maildir path."""
+        from mailserver.store.maildir import _inside
+
+        for directory in ("/m/alice/Maildir", "/m/alice/Maildir/", "rel/box", "box", "/", "//m//x/", "", ".Junk"):
+            for sub in ("tmp", "new", "cur"):
+                for name in ("1764950000.M1P2Q3.mx,S=10,W=12", "a:2,FS"):
+                    self.assertEqual(_inside(directory, sub, name), os.path.join(directory, sub, name))
