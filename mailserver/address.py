@@ -71,7 +71,8 @@ class Address:
     @property
     def has_routing_characters(self) -> bool:
         """True for C{%}, C{!} or C{@} in the local part: relay hacks."""
-        return any(c in self.local for c in "%!@")
+        local = self.local
+        return "%" in local or "!" in local or "@" in local
 
     def with_domain(self, domain: str) -> Address:
         return Address(self.local, domain.lower())
