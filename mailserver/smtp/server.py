@@ -665,7 +665,9 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
         check_message_rate(getattr(self.factory, "rates", None), self.peer_ip, self.clock.seconds())
-        delivery = await self._get_delivery()
+        delivery = self._delivery  # after the first MAIL: no coroutine to get it
+        if delivery is None or self.deliveryFactory is None:
+            delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
         await delivery.check_sender(path.address, envelope)
         if self._milter is not None:
