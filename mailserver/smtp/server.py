@@ -69,6 +69,9 @@ class SMTPPolicy:
     min_data_rate: int = 500  # smtpd_min_data_rate: bytes/s, Postfix's deadline rule (0: none)
 
 
+#: Command verb as sent -> the method's attribute name (L{ESMTPServer.lookupMethod}).
+_METHOD_NAMES: dict[bytes, str] = {}
+
 #: Commands one session answers per reactor turn before it lets the others run.
 COMMANDS_PER_TURN = 100
 
@@ -435,10 +438,13 @@ class ESMTPServer(smtp.ESMTP):
         return method(parts[1] if len(parts) == 2 else b"")
 
     def lookupMethod(self, command):
-        name = command.decode("ascii").upper()
-        if name in ("AUTH", "STARTTLS"):
-            return getattr(self, "ext_" + name, None)
-        return getattr(self, "do_" + name, None)
+        attribute = _METHOD_NAMES.get(command)
+        if attribute is None:
+            name = command.decode("ascii").upper()
+            attribute = ("ext_" if name in ("AUTH", "STARTTLS") else "do_") + name
+            if len(_METHOD_NAMES) < 1024:  # clients' verbs, each spelling once
+                _METHOD_NAMES[command] = attribute
+        return getattr(self, attribute, None)
 
     def extensions(self) -> dict[bytes, list[bytes] | None]:
         ext: dict[bytes, list[bytes] | None] = {

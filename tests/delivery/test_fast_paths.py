@@ -178,6 +178,25 @@ class FastPathTests(SynchronousTestCase):
         protocol.startedTLS = True
         self.assertEqual(protocol._client().protocol, "ESMTPSA")
 
+    def test_command_methods_as_before(self) -> None:
+        """lookupMethod's remembered names give the methods the former lookup gave, for every spelling."""
+        from mailserver.smtp import server as server_module
+
+        self.patch(server_module, "_METHOD_NAMES", {})
+        protocol = self.session().protocol
+
+        def former(command: bytes):
+            name = command.decode("ascii").upper()
+            if name in ("AUTH", "STARTTLS"):
+                return getattr(protocol, "ext_" + name, None)
+            return getattr(protocol, "do_" + name, None)
+
+        verbs = [b"MAIL", b"mail", b"Rcpt", b"DATA", b"AUTH", b"auth", b"STARTTLS", b"StartTLS", b"NOOP", b"XYZZY",
+                 b"ext", b"EHLO", b"QUIT"]
+        for _ in range(2):  # looked up, then remembered
+            for verb in verbs:
+                self.assertEqual(protocol.lookupMethod(verb), former(verb), verb)
+
     def test_content_idle_remembered_per_client(self) -> None:
         """The pipeline asks the filters about a L{Client} once, and again for another one."""
         asked = calls(self, self.filter, "is_trusted")
