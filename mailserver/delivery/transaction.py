@@ -160,15 +160,12 @@ class Transaction:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
         try:
             routes = self._routes(self._received(data))
-            stored = self._store(routes)
+            stored = self._store(routes, log_sieve=False)  # its events logged below, in the same callback
         except Exception:
             self._remove_files()
             return fail()
         if stored is None:
             stored = succeed(None)
-
-        def tail(_: object) -> Deferred | None:
-            return Deferred.fromCoroutine(self._tail(routes)) if routes.has_tail() else None
 
         def failed(failure: Failure) -> Failure:
             self._remove_files()
@@ -181,7 +178,17 @@ class Transaction:
             self._log_delivered(routes)
             return f"2.0.0 Ok: queued as {self.envelope.queue_id}"
 
-        return stored.addCallback(tail).addCallbacks(done, failed)
+        def stored_ok(_: object) -> Deferred | str:
+            self._log_sieve_events(None, routes.plan)
+            if routes.has_tail():
+                return Deferred.fromCoroutine(self._tail(routes)).addCallbacks(done, failed)
+            return done(None)
+
+        def store_failed(failure: Failure) -> Failure:
+            self._log_sieve_events(None, routes.plan)
+            return failed(failure)
+
+        return stored.addCallbacks(stored_ok, store_failed)
 
     def commit_each(self) -> Deferred[list[tuple[Recipient, str | MailError]]]:
         """
@@ -414,18 +421,23 @@ class Transaction:
                     routes.targets.append((destination, recipient))
         return routes
 
-    def _store(self, routes: _Routes) -> Deferred | None:
-        """The local copies into the store (Sieve first, in its writer thread); None when there are none."""
+    def _store(self, routes: _Routes, log_sieve: bool = True) -> Deferred | None:
+        """
+        The local copies into the store (Sieve first, in its writer thread);
+        None when there are none.  Sieve's events are logged when it is done
+        (C{log_sieve}), else by the caller.
+        """
         store = self.core.committer.store
         routes.plan = plan = self._sieve_plan(routes.spooled, routes.mailboxes, routes.copies)
         if plan is not None:
-            return store.deliver(routes.message, plan).addBoth(self._log_sieve_events, plan)
+            stored = store.deliver(routes.message, plan)
+            return stored.addBoth(self._log_sieve_events, plan) if log_sieve else stored
         if routes.copies:
             return store.deliver(routes.message, list(routes.copies.items()))
         return None
 
-    def _log_sieve_events(self, result: object, plan: SievePlan) -> object:
-        for user, event in plan.events:
+    def _log_sieve_events(self, result: object, plan: SievePlan | None) -> object:
+        for user, event in plan.events if plan is not None else ():
             log.info("{queue_id}: sieve: {user}: {event}", queue_id=self.envelope.queue_id, user=user, event=event)
         return result
 

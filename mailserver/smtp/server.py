@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.cred.credentials import Anonymous
 from twisted.cred.error import UnauthorizedLogin
@@ -362,11 +362,23 @@ class ESMTPServer(smtp.ESMTP):
         if idle and self.transport.connected and not self.transport.disconnecting:
             self.transport.resumeProducing()
 
-    def _wait(self, d: Deferred) -> None:
-        """Hold later input until C{d} fires: replies stay in command order."""
+    def _wait(self, d: Deferred, first: Callable[[Any], object] | None = None) -> None:
+        """
+        Hold later input until C{d} fires: replies stay in command order.
+        C{first} is given the outcome before anything else (one callback
+        less than adding it to C{d}); a failure it raises or leaves is an
+        internal error.
+        """
         self._pending = d
 
         def done(result: object) -> None:
+            if first is not None:
+                try:
+                    result = first(result)
+                except Exception:
+                    result = Failure()
+            if isinstance(result, Failure):
+                self._internal_error(result)
             self._pending = None
             if self._paused and not self.transport.disconnecting:
                 self._paused = False
@@ -377,7 +389,7 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 self._flush_replies()
 
-        d.addErrback(self._internal_error).addBoth(done)
+        d.addBoth(done)
 
     def _spool_caught_up(self) -> None:
         self._spool_paused = False
@@ -754,7 +766,7 @@ class ESMTPServer(smtp.ESMTP):
         self._envelope = None
 
         # The 250 joins the replies to whatever the client pipelined behind the data.
-        self._wait(transaction.commit().addBoth(self._committed))
+        self._wait(transaction.commit(), self._committed)
 
     def _committed(self, result: str | Failure) -> None:
         """The end of DATA's outcome: its reply (held, see L{_end_of_data}) and the milters told."""

@@ -178,6 +178,17 @@ class FastPathTests(SynchronousTestCase):
         protocol.startedTLS = True
         self.assertEqual(protocol._client().protocol, "ESMTPSA")
 
+    def test_end_of_data_reply_that_fails_is_an_internal_error(self) -> None:
+        """The end of DATA's reply step raising (here: a commit firing with no text) still answers 451, logged."""
+        from mailserver.delivery.transaction import Transaction
+
+        self.patch(Transaction, "commit", lambda transaction: succeed(42))
+        session = self.session()
+        replies = session.send(MESSAGE)
+        self.assertEqual(replies[-1], "451 4.3.0 Error: internal error, try again later")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        self.assertEqual(session.send(b"NOOP\r\n"), ["250 2.0.0 Ok"])  # the session goes on
+
     def test_command_methods_as_before(self) -> None:
         """lookupMethod's remembered names give the methods the former lookup gave, for every spelling."""
         from mailserver.smtp import server as server_module
