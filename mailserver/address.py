@@ -58,10 +58,12 @@ class Address:
         The address without its extension: with C{delimiters} C{"+"},
         C{user+tag@example.com} becomes C{user@example.com}.
         """
-        for index, char in enumerate(self.local):
-            if char in delimiters and index > 0:
-                return Address(self.local[:index], self.domain)
-        return self
+        local, end = self.local, -1
+        for delimiter in delimiters:  # the first delimiter after the first character
+            index = local.find(delimiter, 1)
+            if index > 0 and (end < 0 or index < end):
+                end = index
+        return self if end < 0 else Address(local[:end], self.domain)
 
     def extension(self, delimiters: str) -> str | None:
         """The part after the first delimiter, or None."""

@@ -76,3 +76,25 @@ class ParsePathMemoryTests(SynchronousTestCase):
             parse_path(f"TO:<u{n}@example.com>", "TO", False)
         self.assertLessEqual(len(address_module._PATHS), 10)
         self.assertEqual(parse_path("TO:<u3@example.com>", "TO", False).address, Address("u3", "example.com"))
+
+
+class BaseTests(SynchronousTestCase):
+    def test_same_as_scanning_each_character(self) -> None:
+        """Address.base finds the first delimiter after the first character, as the former loop did."""
+
+        def former(address: Address, delimiters: str) -> Address:
+            for index, char in enumerate(address.local):
+                if char in delimiters and index > 0:
+                    return Address(address.local[:index], address.domain)
+            return address
+
+        locals_ = ["bob", "bob+tag", "+bob", "+bob+x", "b+", "a-b+c", "a+b-c", "--x", "x--y", "", "+", "a+-b", "ab+"]
+        for local in locals_:
+            address = Address(local, "example.com")
+            for delimiters in ("+", "-", "+-", "-+", "", "++", "x"):
+                with self.subTest(local=local, delimiters=delimiters):
+                    expected = former(address, delimiters)
+                    found = address.base(delimiters)
+                    self.assertEqual(found, expected)
+                    if expected is address:
+                        self.assertIs(found, address)
