@@ -63,7 +63,8 @@ class WriterThreads:
     def _start(self) -> None:
         """One more thread (the lock held)."""
         if self._trigger is None:
-            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+            add = getattr(self._reactor, "addSystemEventTrigger", None)  # a test clock has none
+            self._trigger = add("during", "shutdown", self.stop) if add is not None else False
         thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
         self._threads.append(thread)
         thread.start()

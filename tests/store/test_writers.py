@@ -173,3 +173,16 @@ class InsideTests(SynchronousTestCase):
             for sub in ("tmp", "new", "cur"):
                 for name in ("1764950000.M1P2Q3.mx,S=10,W=12", "a:2,FS"):
                     self.assertEqual(_inside(directory, sub, name), os.path.join(directory, sub, name))
+
+
+class NoTriggersTests(SynchronousTestCase):
+    def test_clock_without_system_events(self) -> None:
+        """With a reactor that has no system event triggers (a test clock) the threads still run the work."""
+        from twisted.internet.task import Clock
+
+        writers = WriterThreads(Clock(), size=1)
+        self.addCleanup(writers.stop)
+        results = Results(1)
+        writers.callInThreadWithCallback(results, lambda: "done")
+        self.assertTrue(results.done.wait(10))
+        self.assertEqual(results.got[0][:2], (True, "done"))
