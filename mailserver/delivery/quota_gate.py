@@ -32,22 +32,17 @@ def limited(quota: IQuota | None, recipients: Sequence[Recipient]) -> bool:
     see L{checker}) is not looked up again: limits that change between
     its RCPT and the end of DATA (a passwd-file reload) apply from the next
     message on.  Recipients made otherwise (a check's REDIRECT or BCC, a
-    milter's, LMTP's) are looked up now.
+    milter's) are looked up now.
     """
     if quota is None:
         return False
     for recipient in recipients:
         known = recipient.quota_limited
         if known is None:
-            known = _looked_up(quota, recipient)
+            known = destinations_limited(quota, recipient.destinations)
         if known:
             return True
     return False
-
-
-def _looked_up(quota: IQuota, recipient: Recipient) -> bool:
-    """True if one of C{recipient}'s local mailboxes has a quota limit now."""
-    return destinations_limited(quota, recipient.destinations)
 
 
 def destinations_limited(quota: IQuota, destinations: Sequence[Destination]) -> bool:
