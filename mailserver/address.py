@@ -58,10 +58,12 @@ class Address:
         The address without its extension: with C{delimiters} C{"+"},
         C{user+tag@example.com} becomes C{user@example.com}.
         """
-        for index, char in enumerate(self.local):
-            if char in delimiters and index > 0:
-                return Address(self.local[:index], self.domain)
-        return self
+        local, end = self.local, -1
+        for delimiter in delimiters:  # the first delimiter after the first character
+            index = local.find(delimiter, 1)
+            if index > 0 and (end < 0 or index < end):
+                end = index
+        return self if end < 0 else Address(local[:end], self.domain)
 
     def extension(self, delimiters: str) -> str | None:
         """The part after the first delimiter, or None."""
@@ -71,7 +73,8 @@ class Address:
     @property
     def has_routing_characters(self) -> bool:
         """True for C{%}, C{!} or C{@} in the local part: relay hacks."""
-        return any(c in self.local for c in "%!@")
+        local = self.local
+        return "%" in local or "!" in local or "@" in local
 
     def with_domain(self, domain: str) -> Address:
         return Address(self.local, domain.lower())
@@ -134,13 +137,33 @@ class Path:
     parameters: dict[str, str | None]
 
 
+#: parse_path's answers by argument: a session sends the same MAIL FROM and RCPT TO for each message.
+_PATHS: dict[tuple[str, str, bool], Path] = {}
+_PATHS_KEPT = 1024
+
+
 def parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
     """
     Parse C{FROM:<path> PARAM=VALUE ...} (or C{TO:...}).
 
+    An argument parsed before is answered from memory (a new L{Path} with a
+    copy of its parameters; the L{Address} is shared, it is immutable).
+
     @param keyword: C{"FROM"} or C{"TO"}.
     @raise MailError: 501 for syntax, 553 for an unusable address.
     """
+    key = (argument, keyword, allow_null)
+    known = _PATHS.get(key)
+    if known is None:
+        known = _parse_path(argument, keyword, allow_null)  # a MailError is raised every time, never kept
+        if len(_PATHS) >= _PATHS_KEPT:
+            _PATHS.clear()
+        _PATHS[key] = known
+    return Path(known.address, dict(known.parameters)) if known.parameters else Path(known.address, {})
+
+
+def _parse_path(argument: str, keyword: str, allow_null: bool) -> Path:
+    """L{parse_path} without the memory."""
     head, sep, rest = argument.partition(":")
     if not sep or head.strip().upper() != keyword:
         raise MailError(501, "5.5.4", f"Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")

@@ -67,6 +67,9 @@ class Recipient:
     original: Address  # as given at RCPT TO (X-Original-To)
     destinations: tuple[Destination, ...]
     owner: Address | None = None  # owner-NAME of a list: the envelope sender for its copies
+    # Whether a local mailbox of it had a quota limit when RCPT looked (None: not looked up).
+    # End of DATA goes by this answer (quota_gate.limited), not by a second look-up.
+    quota_limited: bool | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -107,11 +110,16 @@ class Verdict:
 
     @classmethod
     def proceed(cls, rewritten: Address | None = None) -> Verdict:
+        if rewritten is None and cls is Verdict:
+            return _PROCEED  # frozen: one will do for every stage without an opinion
         return cls(Outcome.CONTINUE, rewritten=rewritten)
 
     @classmethod
     def reject(cls, error: MailError) -> Verdict:
         return cls(Outcome.REJECT, error=error)
+
+
+_PROCEED = Verdict(Outcome.CONTINUE)
 
 
 @dataclass

@@ -98,6 +98,7 @@ from mailserver.store.maildir import MaildirStore
 from mailserver.store.quota import MaildirQuota
 from mailserver.store.notify import MailboxNotifier
 from mailserver.store.reader import MaildirReader
+from mailserver.store.writers import WriterThreads
 
 log = Logger(namespace="mailserver.service")
 
@@ -372,7 +373,12 @@ class Server:
         self.reactor = reactor
         self.users = FileUserDatabase(config.passwd_file, reactor)
         self.notifier = MailboxNotifier(reactor)
-        self.store = MaildirStore(reactor, config.myhostname, on_delivered=self.notifier.changed)
+        # The store's group commits get writer threads of their own (leaner than the reactor's
+        # pool), as many as it runs at once (MaildirStore.max_writers).
+        self.store_writers = WriterThreads(reactor, size=2)
+        self.store = MaildirStore(
+            reactor, config.myhostname, on_delivered=self.notifier.changed, threadpool=self.store_writers
+        )
         self._limits_by_record = LimitsByRecord(config.quota_rule)  # parsed once per passwd-file record
         # Quota reads (small files) get threads of their own: in the reactor's pool they would
         # queue behind the store's fsyncs and hold up every pipelined RCPT.

@@ -6,6 +6,7 @@ import io
 
 from twisted.logger import (
     FileLogObserver,
+    Logger,
     LogLevel,
     LogPublisher,
     formatEventAsClassicLogText,
@@ -16,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver import logformat
-from mailserver.logformat import ClassicFormat, FastLogFormat, speed_up_twistd_log
+from mailserver.logformat import ClassicFormat, FastLogFormat, QuickLogger, speed_up_twistd_log
 
 T0 = 1_764_000_000.25
 
@@ -105,3 +106,68 @@ class SpeedUpTests(SynchronousTestCase):
         self.assertNotIsInstance(observer.formatEvent, ClassicFormat)
         service.startService()
         self.assertIsInstance(observer.formatEvent, ClassicFormat)
+
+
+class _Owner:
+    """A class with both loggers as attributes (bound to each instance, as Twisted's descriptor does)."""
+
+    twisted = Logger()
+    quick = QuickLogger()
+
+
+class QuickLoggerTests(SynchronousTestCase):
+    """L{QuickLogger.emit} gives the observer the event C{Logger.emit} would (issue 15)."""
+
+    def _event(self, logger: Logger, method: str, *args: object, **kwargs: object) -> tuple[dict, Logger]:
+        events: list[dict] = []
+        logger.observer = events.append
+        getattr(logger, method)(*args, **kwargs)
+        self.assertEqual(len(events), 1)
+        return events[0], logger
+
+    def _assert_same(self, quick: tuple[dict, Logger], twisted: tuple[dict, Logger]) -> None:
+        (fast, fast_logger), (slow, slow_logger) = quick, twisted
+        self.assertEqual(list(fast), list(slow))  # the same fields, in the same order
+        for key in slow:
+            if key == "log_time":
+                self.assertLess(abs(fast[key] - slow[key]), 5)
+            elif key in ("log_logger", "logger"):  # "logger": the bad-level report's own field
+                self.assertIs(fast[key], fast_logger)
+                self.assertIs(slow[key], slow_logger)
+            elif key == "log_trace":
+                self.assertEqual(fast[key], [(fast_logger, fast_logger.observer)])
+                self.assertEqual(slow[key], [(slow_logger, slow_logger.observer)])
+            elif key == "log_failure":
+                self.assertEqual(fast[key].value.args, slow[key].value.args)
+            else:
+                self.assertEqual(fast[key], slow[key], key)
+
+    def test_same_event_as_logger_emit(self) -> None:
+        """Every level and call style, a module's logger and one bound to an instance: the same fields."""
+        owner = _Owner()
+        pairs = [
+            (lambda: QuickLogger(namespace="mailserver.delivery"), lambda: Logger(namespace="mailserver.delivery")),
+            (lambda: QuickLogger(namespace="n", source="src"), lambda: Logger(namespace="n", source="src")),
+            (lambda: owner.quick, lambda: owner.twisted),
+        ]
+        for quick, twisted in pairs:
+            for level in LogLevel.iterconstants():
+                call = ("emit", level, "{delivery_line}")
+                fields = {"delivery_line": "Q1: from=<a@b>", "queue_id": "Q1", "delay": None}
+                with self.subTest(level=level.name, namespace=quick().namespace):
+                    self._assert_same(self._event(quick(), *call, **fields), self._event(twisted(), *call, **fields))
+                    named = (level.name, "{n} things")
+                    self._assert_same(self._event(quick(), *named, n=2), self._event(twisted(), *named, n=2))
+        self.assertEqual(_Owner().quick.namespace, _Owner().twisted.namespace.replace("twisted", "quick"))
+        self.assertIsInstance(owner.quick, QuickLogger)
+        self.assertIs(owner.quick.source, owner)
+
+    def test_trace_and_bad_level_as_logger_emit(self) -> None:
+        """C{log_trace} gets the logger appended; an unknown level is reported as C{Logger.emit} reports it."""
+        quick_trace: list = []
+        quick = self._event(QuickLogger(namespace="n"), "info", "x", log_trace=quick_trace)
+        twisted_trace: list = []
+        twisted = self._event(Logger(namespace="n"), "info", "x", log_trace=twisted_trace)
+        self._assert_same(quick, twisted)
+        self._assert_same(self._event(QuickLogger(namespace="n"), "emit", "nonsense", "x"),
+                          self._event(Logger(namespace="n"), "emit", "nonsense", "x"))

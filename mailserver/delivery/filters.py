@@ -6,6 +6,7 @@ decides, and how the transaction applies it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from mailserver.errors import MailError
 from mailserver.spooled import SpooledMessage
@@ -35,3 +36,8 @@ def skips(step: object, client: object) -> bool:
     or Deferred is made for it.
     """
     return getattr(step, "untrusted_only", False) and step.is_trusted(client)  # type: ignore[attr-defined]
+
+
+def content_idle(checks: Sequence[object], filters: Sequence[object], client: object) -> bool:
+    """True if there is no content check and no end-of-DATA filter has work to do for C{client}'s mail."""
+    return not checks and all(skips(step, client) for step in filters)

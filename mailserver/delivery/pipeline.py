@@ -16,9 +16,9 @@ from zope.interface import implementer
 
 from mailserver.address import Address
 from mailserver.envelope import Client, Envelope, Recipient
-from mailserver.delivery.filters import skips
+from mailserver.delivery.filters import content_idle, skips
 from mailserver.delivery.incoming import IncomingSpool
-from mailserver.delivery.quota_gate import limited, over_quota
+from mailserver.delivery.quota_gate import checker, over_quota
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.errors import MailError
@@ -29,7 +29,7 @@ _queue_counter = itertools.count()
 
 def new_queue_id(now: float) -> str:
     """A Postfix-like queue id: hex microseconds and a per-process counter."""
-    return f"{int(now * 1_000_000) & 0xFFFFFFFFFF:010X}{next(_queue_counter) & 0xFFF:03X}"
+    return "%010X%03X" % (int(now * 1_000_000) & 0xFFFFFFFFFF, next(_queue_counter) & 0xFFF)
 
 
 @dataclass
@@ -79,19 +79,15 @@ class DeliveryPipeline:
     def __init__(self, core: DeliveryCore, sasl_user: str | None = None) -> None:
         self.core = core
         self.sasl_user = sasl_user
+        self._idle_for: tuple[Client, bool] | None = None  # the last client, and L{content_idle} for it
 
     def begin(self, client: Client, sender: Address | None, size: int | None = None) -> Envelope:
         """Start a transaction at MAIL FROM."""
         core = self.core
         if size is not None and 0 < core.message_size_limit < size:
             raise MailError(552, "5.3.4", "Message size exceeds fixed limit")
-        return Envelope(
-            client=client,
-            sender=sender,
-            queue_id=new_queue_id(core.reactor.seconds()),
-            size_declared=size,
-            started=core.reactor.seconds(),
-        )
+        now = core.reactor.seconds()
+        return Envelope(client=client, sender=sender, queue_id=new_queue_id(now), size_declared=size, started=now)
 
     async def check_sender(self, sender: Address | None, envelope: Envelope | None = None) -> None:
         """
@@ -112,9 +108,9 @@ class DeliveryPipeline:
         """Run the stages in order, like a Postfix restriction list."""
         if len(envelope.recipients) >= self.core.recipient_limit:
             raise MailError(452, "4.5.3", "Error: too many recipients")
-        recipient = await route(self.core.stages, envelope, address)
         quota = self.core.quota
-        if limited(quota, (recipient,)):
+        recipient = await route(self.core.stages, envelope, address, checker(quota))
+        if recipient.quota_limited:
             error = await over_quota(quota, recipient, envelope.size_declared or 1)  # no message is empty
             if error is not None:
                 raise error
@@ -123,4 +119,11 @@ class DeliveryPipeline:
 
     def open_transaction(self, envelope: Envelope) -> Transaction:
         """The DATA phase of C{envelope}."""
-        return Transaction(self.core, envelope)
+        return Transaction(self.core, envelope, self._content_idle(envelope.client))
+
+    def _content_idle(self, client: Client) -> bool:
+        """L{content_idle} for C{client}, remembered for the session's last L{Client} object."""
+        known = self._idle_for
+        if known is None or known[0] is not client:
+            known = self._idle_for = (client, content_idle(self.core.checks, self.core.filters, client))
+        return known[1]

@@ -9,11 +9,12 @@ dropped for one member).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 from twisted.logger import Logger
 
-from mailserver.envelope import LocalMailbox, Recipient
+from mailserver.envelope import Destination, LocalMailbox, Recipient
 from mailserver.errors import MailError
 from mailserver.interfaces import IQuota
 from mailserver.quota_rule import Usage, over_quota as over_quota_error
@@ -26,14 +27,35 @@ def limited(quota: IQuota | None, recipients: Sequence[Recipient]) -> bool:
     True if one of C{recipients}' local mailboxes has a quota limit.  Asked
     at once (L{IQuota.limits_of} reads no disk), so mail to unlimited users
     costs no usage read, coroutine or Deferred.
+
+    A recipient that carries the answer of its RCPT (L{Recipient.quota_limited},
+    see L{checker}) is not looked up again: limits that change between
+    its RCPT and the end of DATA (a passwd-file reload) apply from the next
+    message on.  Recipients made otherwise (a check's REDIRECT or BCC, a
+    milter's) are looked up now.
     """
     if quota is None:
         return False
     for recipient in recipients:
-        for destination in recipient.destinations:
-            if isinstance(destination, LocalMailbox) and quota.limits_of(destination.user).limited:
-                return True
+        known = recipient.quota_limited
+        if known is None:
+            known = destinations_limited(quota, recipient.destinations)
+        if known:
+            return True
     return False
+
+
+def destinations_limited(quota: IQuota, destinations: Sequence[Destination]) -> bool:
+    """True if one of the local mailboxes among C{destinations} has a quota limit now."""
+    for destination in destinations:
+        if isinstance(destination, LocalMailbox) and quota.limits_of(destination.user).limited:
+            return True
+    return False
+
+
+def checker(quota: IQuota | None) -> Callable[[Sequence[Destination]], bool] | None:
+    """What a RCPT's route asks so its recipient carries the answer (L{limited} then trusts it); None without quotas."""
+    return None if quota is None else partial(destinations_limited, quota)
 
 
 async def over_quota(

@@ -37,12 +37,17 @@ def received_header(
     date = header_date(now)
     if protocol == "local":  # picked up from the maildrop (sendmail), or made here (bounces)
         return f"Received: by {hostname} (mailserver) id {queue_id}{for_clause};\n\t{date}\n".encode("ascii", "replace")
-    helo = _NOT_PRINTABLE.sub("?", helo) or "unknown"
+    helo = _printable_helo(helo)
     return (
         f"Received: from {helo} (unknown [{ip}])\n"
         f"\tby {hostname} (mailserver) with {protocol} id {queue_id}{for_clause};\n"
         f"\t{date}\n"
     ).encode("ascii", "replace")
+
+
+@functools.lru_cache(maxsize=256)  # a session's HELO name, for each of its messages
+def _printable_helo(helo: str) -> str:
+    return _NOT_PRINTABLE.sub("?", helo) or "unknown"
 
 
 def delivery_prefix(sender: str, original: str | None, delivered_to: str) -> bytes:

@@ -6,13 +6,12 @@ thread, then commit it durably to the store and the queue before 250.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -28,17 +27,18 @@ from mailserver.envelope import (
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
-from mailserver.delivery.filters import skips
+from mailserver.delivery.filters import content_idle, skips
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.sieve_filter import SieveFilter, SievePlan, write_memory
 from mailserver.errors import MailError
 from mailserver.interfaces import IMailStore, IOutboundQueue, ISMTPTransaction
+from mailserver.logformat import QuickLogger
 from mailserver.spooled import SpooledMessage
 
 if TYPE_CHECKING:
     from mailserver.delivery.pipeline import DeliveryCore
 
-log = Logger(namespace="mailserver.delivery")
+log = QuickLogger(namespace="mailserver.delivery")
 
 
 @dataclass
@@ -71,9 +71,14 @@ class Transaction:
     are removed when the transaction ends, whatever the outcome.
     """
 
-    def __init__(self, core: DeliveryCore, envelope: Envelope) -> None:
+    def __init__(self, core: DeliveryCore, envelope: Envelope, content_idle: bool | None = None) -> None:
+        """
+        C{content_idle}: the pipeline's L{content_idle} for the envelope's
+        client, if it knows it (asked at L{commit} otherwise).
+        """
         self.core = core
         self.envelope = envelope
+        self._content_idle = content_idle
         self._writer = core.spool.writer() if core.spool is not None else None
         self._chunks: list[bytes] = []
         self._files: list[str] = []  # spool files to remove at the end
@@ -144,26 +149,23 @@ class Transaction:
         no error yet, no quota limit among the recipients, no content check
         and no filter with work to do for this client.
         """
-        core = self.core
-        return (
-            self.error is None and not core.checks
-            and not quota_gate.limited(core.quota, self.envelope.recipients)
-            and all(skips(step, self.envelope.client) for step in core.filters)
-        )
+        if self.error is not None:
+            return False
+        idle = self._content_idle
+        if idle is None:
+            idle = content_idle(self.core.checks, self.core.filters, self.envelope.client)
+        return idle and not quota_gate.limited(self.core.quota, self.envelope.recipients)
 
     def _commit_plain(self, data: bytes) -> Deferred[str]:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
         try:
             routes = self._routes(self._received(data))
-            stored = self._store(routes)
+            stored = self._store(routes, log_sieve=False)  # its events logged below, in the same callback
         except Exception:
             self._remove_files()
             return fail()
         if stored is None:
             stored = succeed(None)
-
-        def tail(_: object) -> Deferred | None:
-            return Deferred.fromCoroutine(self._tail(routes)) if routes.has_tail() else None
 
         def failed(failure: Failure) -> Failure:
             self._remove_files()
@@ -176,7 +178,17 @@ class Transaction:
             self._log_delivered(routes)
             return f"2.0.0 Ok: queued as {self.envelope.queue_id}"
 
-        return stored.addCallback(tail).addCallbacks(done, failed)
+        def stored_ok(_: object) -> Deferred | str:
+            self._log_sieve_events(None, routes.plan)
+            if routes.has_tail():
+                return Deferred.fromCoroutine(self._tail(routes)).addCallbacks(done, failed)
+            return done(None)
+
+        def store_failed(failure: Failure) -> Failure:
+            self._log_sieve_events(None, routes.plan)
+            return failed(failure)
+
+        return stored.addCallbacks(stored_ok, store_failed)
 
     def commit_each(self) -> Deferred[list[tuple[Recipient, str | MailError]]]:
         """
@@ -409,18 +421,23 @@ class Transaction:
                     routes.targets.append((destination, recipient))
         return routes
 
-    def _store(self, routes: _Routes) -> Deferred | None:
-        """The local copies into the store (Sieve first, in its writer thread); None when there are none."""
+    def _store(self, routes: _Routes, log_sieve: bool = True) -> Deferred | None:
+        """
+        The local copies into the store (Sieve first, in its writer thread);
+        None when there are none.  Sieve's events are logged when it is done
+        (C{log_sieve}), else by the caller.
+        """
         store = self.core.committer.store
         routes.plan = plan = self._sieve_plan(routes.spooled, routes.mailboxes, routes.copies)
         if plan is not None:
-            return store.deliver(routes.message, plan).addBoth(self._log_sieve_events, plan)
+            stored = store.deliver(routes.message, plan)
+            return stored.addBoth(self._log_sieve_events, plan) if log_sieve else stored
         if routes.copies:
             return store.deliver(routes.message, list(routes.copies.items()))
         return None
 
-    def _log_sieve_events(self, result: object, plan: SievePlan) -> object:
-        for user, event in plan.events:
+    def _log_sieve_events(self, result: object, plan: SievePlan | None) -> object:
+        for user, event in plan.events if plan is not None else ():
             log.info("{queue_id}: sieve: {user}: {event}", queue_id=self.envelope.queue_id, user=user, event=event)
         return result
 
@@ -494,27 +511,20 @@ class Transaction:
         """Postfix's one line per message; formatted here once (Twisted's formatter is slow)."""
         envelope = self.envelope
         sender = str(envelope.sender) if envelope.sender else ""
-        to = ">,<".join(str(r.original) for r in envelope.recipients)
+        to = ">,<".join([str(r.original) for r in envelope.recipients])
         size = self.size if size is None else size
-        # The event Logger.info would build, given to its observer directly
-        # (skipping emit's level check, a loop over every LogLevel).
-        log.observer({
-            "delivery_line": (
+        log.emit(  # Logger.info's event (QuickLogger: without emit's costly level check)
+            LogLevel.info, "{delivery_line}",
+            delivery_line=(
                 f"{envelope.queue_id}: from=<{sender}>, to=<{to}>, client=[{envelope.client.ip}], "
                 f"size={size}, status={status} ({detail})"
             ),
-            "queue_id": envelope.queue_id,
-            "status": status,
-            "detail": detail,
+            queue_id=envelope.queue_id,
+            status=status,
+            detail=detail,
             # Seconds from MAIL FROM to this outcome (the delivery latency metric).
-            "delay": self.core.reactor.seconds() - envelope.started if envelope.started else None,
-            "log_logger": log,
-            "log_level": LogLevel.info,
-            "log_namespace": log.namespace,
-            "log_source": log.source,
-            "log_format": "{delivery_line}",
-            "log_time": time.time(),
-        })
+            delay=self.core.reactor.seconds() - envelope.started if envelope.started else None,
+        )
 
 
 @dataclass

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from functools import cached_property
 
 from mailserver.durable import fsync_directory, replace_atomically
 from mailserver.sieve.checker import Script, compile_script
@@ -90,9 +91,15 @@ class UserScripts:
 
     def __init__(self, home: str) -> None:
         self.home = home
-        self.directory = os.path.join(home, SCRIPT_DIR)
-        self.link = os.path.join(home, ACTIVE_LINK)
-        self.log_path = os.path.join(home, LOG_FILE)
+        self.link = os.path.join(home, ACTIVE_LINK)  # what every delivery asks (the others on demand)
+
+    @cached_property
+    def directory(self) -> str:
+        return os.path.join(self.home, SCRIPT_DIR)
+
+    @cached_property
+    def log_path(self) -> str:
+        return os.path.join(self.home, LOG_FILE)
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, check_name(name) + SUFFIX)

@@ -93,8 +93,10 @@ class DataDeadline:
         self._limit_at = self._rate_at = None
 
     def _due(self) -> float | None:
-        due = [at for at in (self._limit_at, self._rate_at) if at is not None]
-        return min(due) if due else None
+        limit, rate = self._limit_at, self._rate_at
+        if limit is None or rate is None:
+            return rate if limit is None else limit
+        return min(limit, rate)
 
     def _schedule(self) -> None:
         due = self._due()

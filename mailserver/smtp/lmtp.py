@@ -77,7 +77,7 @@ class LMTPServer(ESMTPServer):
             self._delivery = self.factory.delivery.getMessageDelivery()
         return self._delivery
 
-    def _client(self) -> Client:
+    def _make_client(self) -> Client:
         protocol = "LMTP" + ("S" if self.encrypted else "")
         return Client(ip=self.peer_ip, helo=self._ehlo or "", tls=self.encrypted, protocol=protocol)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.cred.credentials import Anonymous
 from twisted.cred.error import UnauthorizedLogin
@@ -38,6 +38,9 @@ _DEFAULT_ENHANCED = {
 }
 _ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 _BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+#: The replies to every accepted MAIL and RCPT, as L{ESMTPServer.reply} makes them.
+_MAIL_OK = b"250 2.1.0 Ok"
+_RCPT_OK = b"250 2.1.5 Ok"
 #: Enhanced codes of L{ESMTPServer.reply} known to match L{_ENHANCED}: the reply is sent as it is.
 _GOOD_ENHANCED = frozenset(f"{a}.{b}.{c}" for a in (2, 4, 5) for b in range(8) for c in range(30))
 
@@ -65,6 +68,9 @@ class SMTPPolicy:
     data_time_limit: float = 600  # smtpd_data_time_limit: the whole DATA phase (0: none)
     min_data_rate: int = 500  # smtpd_min_data_rate: bytes/s, Postfix's deadline rule (0: none)
 
+
+#: Command verb as sent -> the method's attribute name (L{ESMTPServer.lookupMethod}).
+_METHOD_NAMES: dict[bytes, str] = {}
 
 #: Commands one session answers per reactor turn before it lets the others run.
 COMMANDS_PER_TURN = 100
@@ -108,6 +114,7 @@ class ESMTPServer(smtp.ESMTP):
         self._auth = auth.AuthExchange(self)
         self._replies: list[bytes] | None = None  # replies held while a batch of input is answered
         self._milter: MilterGlue | None = None  # smtpd_milters of this connection
+        self._client_made: tuple[tuple, Client] | None = None  # (HELO, TLS, SASL user) -> its Client
 
     # -- connection ---------------------------------------------------------
 
@@ -250,6 +257,8 @@ class ESMTPServer(smtp.ESMTP):
                     return
                 self.resetTimeout()
                 result = self.state_AUTH(line) if self.mode == smtp.AUTH else self._dispatch(line)
+                if result is None:  # most commands (isinstance on a Deferred is an ABC check)
+                    continue
                 if isinstance(result, Deferred) and not result.called:
                     self._wait(result)
                 elif isinstance(result, Deferred):
@@ -353,11 +362,23 @@ class ESMTPServer(smtp.ESMTP):
         if idle and self.transport.connected and not self.transport.disconnecting:
             self.transport.resumeProducing()
 
-    def _wait(self, d: Deferred) -> None:
-        """Hold later input until C{d} fires: replies stay in command order."""
+    def _wait(self, d: Deferred, first: Callable[[Any], object] | None = None) -> None:
+        """
+        Hold later input until C{d} fires: replies stay in command order.
+        C{first} is given the outcome before anything else (one callback
+        less than adding it to C{d}); a failure it raises or leaves is an
+        internal error.
+        """
         self._pending = d
 
         def done(result: object) -> None:
+            if first is not None:
+                try:
+                    result = first(result)
+                except Exception:
+                    result = Failure()
+            if isinstance(result, Failure):
+                self._internal_error(result)
             self._pending = None
             if self._paused and not self.transport.disconnecting:
                 self._paused = False
@@ -368,7 +389,7 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 self._flush_replies()
 
-        d.addErrback(self._internal_error).addBoth(done)
+        d.addBoth(done)
 
     def _spool_caught_up(self) -> None:
         self._spool_paused = False
@@ -429,10 +450,13 @@ class ESMTPServer(smtp.ESMTP):
         return method(parts[1] if len(parts) == 2 else b"")
 
     def lookupMethod(self, command):
-        name = command.decode("ascii").upper()
-        if name in ("AUTH", "STARTTLS"):
-            return getattr(self, "ext_" + name, None)
-        return getattr(self, "do_" + name, None)
+        attribute = _METHOD_NAMES.get(command)
+        if attribute is None:
+            name = command.decode("ascii").upper()
+            attribute = ("ext_" if name in ("AUTH", "STARTTLS") else "do_") + name
+            if len(_METHOD_NAMES) < 1024:  # clients' verbs, each spelling once
+                _METHOD_NAMES[command] = attribute
+        return getattr(self, attribute, None)
 
     def extensions(self) -> dict[bytes, list[bytes] | None]:
         ext: dict[bytes, list[bytes] | None] = {
@@ -591,6 +615,18 @@ class ESMTPServer(smtp.ESMTP):
             self._transaction = None
 
     def _client(self) -> Client:
+        """
+        Who is talking to us now: one L{Client} while the HELO name, TLS and
+        SASL state stay the same, so a session's messages share it (the
+        pipeline remembers its answers for it).
+        """
+        key = (self._ehlo, self.startedTLS, self.sasl_user)
+        made = self._client_made
+        if made is None or made[0] != key:
+            made = self._client_made = (key, self._make_client())
+        return made[1]
+
+    def _make_client(self) -> Client:
         tls = self.encrypted
         protocol = "ESMTP" + ("S" if tls else "") + ("A" if self.sasl_user else "")
         return Client(ip=self.peer_ip, helo=self._ehlo or "", tls=tls, sasl_user=self.sasl_user, protocol=protocol)
@@ -647,14 +683,16 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 raise MailError(555, "5.5.4", f"Unsupported option: {name}")
         check_message_rate(getattr(self.factory, "rates", None), self.peer_ip, self.clock.seconds())
-        delivery = await self._get_delivery()
+        delivery = self._delivery  # after the first MAIL: no coroutine to get it
+        if delivery is None or self.deliveryFactory is None:
+            delivery = await self._get_delivery()
         envelope = delivery.begin(self._client(), path.address, size)
         await delivery.check_sender(path.address, envelope)
         if self._milter is not None:
             esmtp = [f"{name}={value}" if value is not None else name for name, value in path.parameters.items()]
             await self._milter.mail(envelope, esmtp, self.sasl_user)
         self._envelope = envelope
-        self.reply(250, "2.1.0", "Ok")
+        self.sendLine(_MAIL_OK)
 
     async def _get_delivery(self) -> ISMTPDelivery:
         if self._delivery is None or self.deliveryFactory is None:
@@ -691,7 +729,7 @@ class ESMTPServer(smtp.ESMTP):
         except MailError as error:
             self._log_refusal("RCPT", error, str(envelope.sender or ""), str(path.address))
             raise
-        self.reply(250, "2.1.5", "Ok")
+        self.sendLine(_RCPT_OK)
 
     def do_DATA(self, rest: bytes) -> None:
         if self._envelope is None:
@@ -717,7 +755,7 @@ class ESMTPServer(smtp.ESMTP):
             )
         self._at_line_start = self._unstuff_next = True
         self.mode = smtp.DATA
-        self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+        self.sendLine(b"354 End data with <CR><LF>.<CR><LF>")  # sendCode's line: 3xx has no enhanced code
 
     def _end_of_data(self) -> None:
         transaction = self._transaction
@@ -727,12 +765,21 @@ class ESMTPServer(smtp.ESMTP):
         self._transaction = None
         self._envelope = None
 
-        def sent(text: str) -> None:
-            self.sendCode(250, text.encode())
-
         # The 250 joins the replies to whatever the client pipelined behind the data.
-        committed = transaction.commit().addBoth(self._hold_replies).addBoth(self._message_ended).addCallback(sent)
-        self._wait(self._guard_deferred(committed))
+        self._wait(transaction.commit(), self._committed)
+
+    def _committed(self, result: str | Failure) -> None:
+        """The end of DATA's outcome: its reply (held, see L{_end_of_data}) and the milters told."""
+        self._hold_replies()
+        self._message_ended(None)
+        if isinstance(result, Failure):
+            self._failed(result)
+            return
+        enhanced, _, text = result.partition(" ")
+        if enhanced in _GOOD_ENHANCED:
+            self.reply(250, enhanced, text)
+        else:
+            self.sendCode(250, result.encode())
 
     def _message_ended(self, result: object) -> object:
         if self._milter is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
+@functools.lru_cache(maxsize=4096)  # pure: asked for every RCPT, with a few thousand users at most
 def maildir_for(
     name: str, home: str | None, home_mailbox: str, virtual_mailbox_base: str
 ) -> str:

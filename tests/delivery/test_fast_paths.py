@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver import quota_rule
-from mailserver.delivery.filters import FilterResult, skips
+from mailserver.address import parse_mailbox
+from mailserver.delivery import quota_gate
+from mailserver.delivery.filters import FilterResult, content_idle, skips
+from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery import trusted_origin as module
 from mailserver.delivery.trusted_origin import TrustedOrigin
-from mailserver.envelope import Client
+from mailserver.envelope import Client, LocalMailbox, Recipient
 from mailserver.quota_rule import LimitsByRecord, QuotaLimits, Usage
 from mailserver.smtp import coroutines
 from mailserver.smtp.factory import SMTPFactory
@@ -42,15 +45,20 @@ def calls(testcase: SynchronousTestCase, where: object, name: str) -> list[tuple
 
 
 class AskedQuota(MemoryQuota):
-    """Records the mailboxes whose usage was asked (its check asks it too)."""
+    """Records the mailboxes whose usage was asked (its check asks it too), and whose limits."""
 
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[str] = []
+        self.limits_asked: list[str] = []
 
     def usage(self, user, maildir):
         self.asked.append(user)
         return super().usage(user, maildir)
+
+    def limits_of(self, user):
+        self.limits_asked.append(user)
+        return super().limits_of(user)
 
 
 class Filter:
@@ -100,6 +108,117 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(self.quota.asked, ["bob@example.com", "bob@example.com"])  # RCPT check, DATA read
         self.quota.used["bob@example.com"] = Usage(1000, 1)
         self.assertEqual(self.session().send(MESSAGE)[2], "552 5.2.2 <bob@example.com>: Mailbox full, over quota")
+
+    def test_regression_limits_looked_up_once_per_recipient(self) -> None:
+        """Issue 15: limits were looked up at RCPT and again at end of DATA; now at RCPT only."""
+        replies = self.session().send(MESSAGE)
+        self.assertTrue(replies[-1].startswith("250 2.0.0 Ok: queued as"), replies)
+        self.assertEqual(self.quota.limits_asked, ["alice@example.com", "bob@example.com"])
+
+    def test_limits_of_the_rcpt_kept_to_the_end_of_data(self) -> None:
+        """
+        A limit that appears between RCPT and the end of DATA (a passwd-file
+        reload) applies from the next message on; one that was there at RCPT
+        is checked at the end of DATA as before.
+        """
+        session = self.session()
+        envelope = MESSAGE[: MESSAGE.index(b"DATA")]
+        self.assertEqual(session.send(envelope), ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.quota.limits["bob@example.com"] = QuotaLimits(storage=1000)
+        self.quota.used["bob@example.com"] = Usage(1000, 1)
+        self.assertTrue(session.send(b"DATA\r\nx\r\n.\r\n")[-1].startswith("250 2.0.0 Ok: queued as"))
+        self.assertEqual(len(self.store.delivered), 2)
+        self.assertEqual(session.send(MESSAGE)[2], "552 5.2.2 <bob@example.com>: Mailbox full, over quota")
+        self.assertEqual(len(self.store.delivered), 3)  # to alice alone
+        self.assertEqual(session.send(b"RSET\r\n" + envelope), ["250 2.0.0 Ok", "250 2.1.0 Ok", "250 2.1.5 Ok",
+                                                                 "552 5.2.2 <bob@example.com>: Mailbox full, over quota"])
+        self.quota.used["bob@example.com"] = Usage(0, 0)
+        self.assertEqual(session.send(b"RSET\r\n" + envelope)[-1], "250 2.1.5 Ok")
+        self.quota.used["bob@example.com"] = Usage(1000, 1)  # full again before DATA: refused there
+        self.assertTrue(session.send(b"DATA\r\nx\r\n.\r\n")[-1].startswith("452 4.2.2"))
+        self.assertEqual(len(self.store.delivered), 3)
+
+    def test_limited_trusts_the_rcpt_answer_and_looks_up_the_rest(self) -> None:
+        """C{limited} goes by L{Recipient.quota_limited} when a RCPT set it, else by the limits now."""
+        self.quota.limits["bob@example.com"] = QuotaLimits(storage=1000)
+        bob = LocalMailbox("bob@example.com", "/mail/bob")
+        made = Recipient(parse_mailbox("bob@example.com"), (bob,))  # a REDIRECT's: never looked up
+        self.assertIsNone(made.quota_limited)
+        self.assertTrue(quota_gate.limited(self.quota, [made]))
+        pipeline = DeliveryPipeline(self.core)
+        envelope = pipeline.begin(Client(ip="192.0.2.1"), None)
+        for address, limited in (("bob@example.com", True), ("alice@example.com", False)):
+            routed = Deferred.fromCoroutine(pipeline.check_recipient(envelope, parse_mailbox(address)))
+            self.assertIs(self.successResultOf(routed).quota_limited, limited)
+        carried = envelope.recipients[0]
+        self.assertEqual(carried, Recipient(parse_mailbox("bob@example.com"), carried.destinations))
+        self.assertIsNone(quota_gate.checker(None))
+        self.quota.limits.clear()
+        self.assertTrue(quota_gate.limited(self.quota, [carried]))  # the RCPT's answer
+        self.assertFalse(quota_gate.limited(self.quota, [made]))
+        self.assertFalse(quota_gate.limited(None, [carried]))
+
+    def test_regression_one_client_per_session_state(self) -> None:
+        """
+        Issue 15: a L{Client} was made for every MAIL; now one per HELO name,
+        TLS and SASL state, so the pipeline's per-client answers hold for the
+        session's messages.
+        """
+        session = self.session()
+        protocol = session.protocol
+        first = protocol._client()
+        self.assertIs(protocol._client(), first)
+        self.assertEqual(first, Client(ip="192.0.2.1", helo="c.example", protocol="ESMTP"))
+        session.send(b"EHLO other.example\r\n")
+        second = protocol._client()
+        self.assertEqual(second, Client(ip="192.0.2.1", helo="other.example", protocol="ESMTP"))
+        protocol.sasl_user = "alice@example.com"
+        self.assertEqual(protocol._client(), Client(ip="192.0.2.1", helo="other.example", sasl_user="alice@example.com",
+                                                    protocol="ESMTPA"))
+        protocol.startedTLS = True
+        self.assertEqual(protocol._client().protocol, "ESMTPSA")
+
+    def test_end_of_data_reply_that_fails_is_an_internal_error(self) -> None:
+        """The end of DATA's reply step raising (here: a commit firing with no text) still answers 451, logged."""
+        from mailserver.delivery.transaction import Transaction
+
+        self.patch(Transaction, "commit", lambda transaction: succeed(42))
+        session = self.session()
+        replies = session.send(MESSAGE)
+        self.assertEqual(replies[-1], "451 4.3.0 Error: internal error, try again later")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        self.assertEqual(session.send(b"NOOP\r\n"), ["250 2.0.0 Ok"])  # the session goes on
+
+    def test_command_methods_as_before(self) -> None:
+        """lookupMethod's remembered names give the methods the former lookup gave, for every spelling."""
+        from mailserver.smtp import server as server_module
+
+        self.patch(server_module, "_METHOD_NAMES", {})
+        protocol = self.session().protocol
+
+        def former(command: bytes):
+            name = command.decode("ascii").upper()
+            if name in ("AUTH", "STARTTLS"):
+                return getattr(protocol, "ext_" + name, None)
+            return getattr(protocol, "do_" + name, None)
+
+        verbs = [b"MAIL", b"mail", b"Rcpt", b"DATA", b"AUTH", b"auth", b"STARTTLS", b"StartTLS", b"NOOP", b"XYZZY",
+                 b"ext", b"EHLO", b"QUIT"]
+        for _ in range(2):  # looked up, then remembered
+            for verb in verbs:
+                self.assertEqual(protocol.lookupMethod(verb), former(verb), verb)
+
+    def test_content_idle_remembered_per_client(self) -> None:
+        """The pipeline asks the filters about a L{Client} once, and again for another one."""
+        asked = calls(self, self.filter, "is_trusted")
+        pipeline = DeliveryPipeline(self.core)
+        trusted, outside = Client(ip="10.0.0.1"), Client(ip="192.0.2.1")
+        for client in (trusted, trusted, outside, outside, trusted):
+            envelope = pipeline.begin(client, parse_mailbox("s@remote.example"))
+            self.assertEqual(pipeline.open_transaction(envelope)._content_idle, client is trusted)
+        self.assertEqual([a[0] for a in asked], [trusted, outside, trusted])
+        self.assertEqual(content_idle([], [self.filter], trusted), True)
+        self.assertEqual(content_idle([object()], [self.filter], trusted), False)  # a content check
 
     def test_regression_untrusted_only_steps_skipped_for_trusted_clients(self) -> None:
         """A step marked C{untrusted_only} is not called for a client its C{is_trusted} vouches for."""
@@ -171,3 +290,16 @@ class ReloadedLimitsTests(TestCase):
         self.assertTrue(swapped)
         self.assertEqual(parts.quota_limits("bob@example.com"), QuotaLimits(messages=7))
         self.assertEqual(parts.quota_limits("alice@example.com"), parts.config.quota_rule)
+
+
+class QueueIdTests(SynchronousTestCase):
+    def test_same_text_as_before(self) -> None:
+        """new_queue_id's %-format gives the text of the former f-string (hex microseconds, counter)."""
+        import itertools
+
+        from mailserver.delivery import pipeline
+
+        for now, start in ((0.0, 0), (1_764_950_000.123456, 4095), (1_099_511.627776, 4096), (2e9 + 0.5, 123)):
+            self.patch(pipeline, "_queue_counter", itertools.count(start))
+            former = f"{int(now * 1_000_000) & 0xFFFFFFFFFF:010X}{start & 0xFFF:03X}"
+            self.assertEqual(pipeline.new_queue_id(now), former)

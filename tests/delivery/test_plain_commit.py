@@ -6,16 +6,20 @@ exactly what the general path does.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+import os
+
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailserver.address import parse_mailbox
 from mailserver.delivery.incoming import IncomingSpool
+from mailserver.delivery.sieve_filter import SieveFilter
 from mailserver.delivery.transaction import Committer, Transaction
 from mailserver.envelope import Client, CommandTarget, Envelope, LocalMailbox, Recipient, RemoteAddress
 from mailserver.errors import MailError
+from mailserver.sieve.scripts import ACTIVE_LINK
 from tests.fakes import MemoryQueue, MemoryStore, build_core
 
 #: Event keys that differ between two runs (times, the logger, the legacy bridge's additions).
@@ -45,17 +49,28 @@ CASES: dict[str, tuple[list, dict]] = {
 }
 
 
+class PlanThenFail(MemoryStore):
+    """A store whose failure (C{error}) comes after Sieve's plan ran in its "writer thread"."""
+
+    def deliver(self, message, copies):
+        if self.error is not None and callable(copies):
+            copies()
+            return fail(self.error)
+        return super().deliver(message, copies)
+
+
 class PlainCommitTests(SynchronousTestCase):
     def _commit(
         self, recipients: list, client: dict, plain: bool, store_error: MailError | None = None, spool: bool = False,
+        sieve: bool = False, store_class: type = MemoryStore,
     ):
         """Commit one message by the plain or the general path: (outcome, stored, queued, log events)."""
         clock = MemoryReactorClock()
         clock.advance(1_700_000_000)
-        store, queue = MemoryStore(), MemoryQueue()
+        store, queue = store_class(), MemoryQueue()
         store.error = store_error
         core = build_core(clock, store=store, queue=queue)
-        core.committer = Committer(store=store, queue=queue)
+        core.committer = Committer(store=store, queue=queue, sieve=SieveFilter(store) if sieve else None)
         if spool:  # an incoming spool the message stays below the threshold of
             core.spool = IncomingSpool(self.mktemp(), clock, threshold=1000, high_water=2000)
         envelope = Envelope(Client(ip="192.0.2.1", helo="c.example", **client), parse_mailbox("a@example.org"),
@@ -96,6 +111,27 @@ class PlainCommitTests(SynchronousTestCase):
                 fast = self._commit(recipients, client, True, spool=True)
                 self.assertEqual(fast, self._commit(recipients, client, False, spool=True))
                 self.assertEqual(fast, self._commit(recipients, client, True))
+
+    def test_same_as_general_path_with_sieve_events(self) -> None:
+        """
+        Sieve's events (a script that files into a folder and redirects) are
+        logged where the general path logs them, before the delivery line,
+        and also when the store fails.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        with open(os.path.join(home, ACTIVE_LINK), "w") as handle:
+            handle.write('require "fileinto";\nfileinto "Lists";\nredirect "carol@remote.example";\n')
+        user = Recipient(parse_mailbox("alice@example.com"),
+                         (LocalMailbox("alice@example.com", os.path.join(home, "Maildir"), home),))
+        for error in (None, MailError(451, "4.3.0", "Error: disk")):
+            with self.subTest(error=error):
+                fast = self._commit([user, _local("bob")], {}, True, error, sieve=True, store_class=PlanThenFail)
+                self.assertEqual(fast, self._commit([user, _local("bob")], {}, False, error, sieve=True,
+                                                    store_class=PlanThenFail))
+                lines = [e.get("delivery_line") or e["log_format"] for e in fast[3]]
+                self.assertEqual(len(lines), 3, lines)  # two Sieve events, then the delivery line
+                self.assertTrue(lines[-1].startswith("Q1: from=<a@example.org>"), lines)
 
     def test_store_failure_same_as_general_path(self) -> None:
         for error in (MailError(451, "4.3.0", "Error: disk"), MailError(550, "5.1.1", "no")):

@@ -77,3 +77,16 @@ class HeaderScanTests(SynchronousTestCase):
             out = add_missing_headers(b"Subject: x\n\nbody\n", "mx", "Q1", now)
             stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
             self.assertIn(f"Message-ID: <{stamp}.Q1@mx>\n".encode(), out)
+
+
+class ReceivedHeloTests(SynchronousTestCase):
+    def test_helo_name_made_printable(self) -> None:
+        """The HELO name in Received: non-printable characters as "?", none as "unknown" (asked twice: remembered)."""
+        from mailserver.delivery.received import received_header
+
+        for helo in ("c.example", "", "a b\tc", "caf\u00e9.example", "x\x00y", " "):
+            expected = re.sub(r"[^\x21-\x7e]", "?", helo) or "unknown"
+            for _ in range(2):
+                header = received_header(helo, "192.0.2.1", "mx.example.com", "ESMTP", "Q1", None, 1_700_000_000)
+                self.assertTrue(header.startswith(f"Received: from {expected} (unknown [192.0.2.1])\n".encode()),
+                                header)
