@@ -5,7 +5,8 @@ dkimpy canonicalises and hashes the body once per signature and does RSA
 in pure Python.  Here, for C{rsa-sha256} / C{ed25519-sha256} signatures
 without C{l=}, the body hash (and the canonical header fields) are computed once per canonicalisation for all
 of a message's signatures, and the signature is checked with
-C{cryptography} against public keys parsed once per DNS record text.
+C{cryptography} (RSA) or libsodium (Ed25519, as dkimpy) against public
+keys parsed once per DNS record text.
 Headers are selected and hashed as dkimpy's C{select_headers} and
 C{hash_headers} do (the same bytes, tested against them), from a message
 parsed as its C{rfc822_parse} does but out of the header fields already
@@ -38,6 +39,8 @@ from dkim.canonicalization import (
     strip_trailing_lines,
 )
 from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
 
 #: RSA keys shorter than this are refused (dkimpy's C{minkey}, RFC 8301).
 MIN_RSA_BITS = 1024
@@ -164,7 +167,11 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
 
 @lru_cache(maxsize=256)
 def public_key(record: bytes) -> tuple[bytes, Any] | None:
-    """C{(k, key)} for a plain DKIM1 key record, else C{None} (dkimpy judges it)."""
+    """
+    C{(k, key)} for a plain DKIM1 key record, else C{None} (dkimpy judges
+    it).  An Ed25519 key is its 32 bytes, checked by C{cryptography} and
+    used by libsodium (as dkimpy does, and twice as fast as OpenSSL here).
+    """
     try:
         tags = parse_tags(record)
     except (InvalidTagValueList, ValueError):
@@ -175,7 +182,7 @@ def public_key(record: bytes) -> tuple[bytes, Any] | None:
     try:
         raw = base64.b64decode(_WSP.sub(b"", tags[b"p"]), validate=True)
         if kind == b"ed25519":
-            return kind, Ed25519PublicKey.from_public_bytes(raw)
+            return kind, Ed25519PublicKey.from_public_bytes(raw).public_bytes_raw()
         key = load_der_public_key(raw)
     except (KeyError, ValueError, TypeError):
         return None
@@ -274,7 +281,7 @@ class FastVerifier:
             if kind == b"rsa":
                 key.verify(signature, hasher.digest(), padding.PKCS1v15(), Prehashed(SHA256()))
             else:
-                key.verify(signature, hasher.digest())
-        except (InvalidSignature, ValueError):
+                crypto_sign_open(signature + hasher.digest(), key)
+        except (InvalidSignature, CryptoError, ValueError, TypeError):
             return None
         return True
