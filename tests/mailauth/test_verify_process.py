@@ -173,6 +173,65 @@ class AnswerReadingTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class _Reactor(Clock):
+    """A clock that can watch file descriptors (never writable: the pipe has room in these tests)."""
+
+    def addWriter(self, writer: object) -> None:
+        raise AssertionError("the pipe should have room")
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+
+class RequestBatchTests(SynchronousTestCase):
+    """The requests of one reactor turn go to the worker in one write."""
+
+    def pool(self) -> tuple[VerifyProcesses, Clock, int]:
+        clock = _Reactor()
+        pool = VerifyProcesses(clock, 1, lambda *a: succeed("threads"))
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        self.addCleanup(os.close, read)
+        worker = verify_process._Worker(pool, verify_process._RequestPipe(clock, write))
+        self.addCleanup(worker.requests.close)
+        worker.alive, pool.running = True, True
+        pool.workers.append(worker)
+        return pool, clock, read
+
+    def test_batched_request_one_write_at_end_of_turn(self) -> None:
+        pool, clock, read = self.pool()
+        writes: list[int] = []
+        real_write = os.write
+        self.patch(verify_process.os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
+        request = signed_request()
+        waiting = [pool.verify(*request) for _ in range(3)]
+        self.assertEqual(writes, [])  # not before the end of the turn
+        clock.advance(0)
+        data = os.read(read, 1 << 20)
+        self.assertEqual(writes, [len(data)])
+        self.assertEqual([body for batch in batches(_Chunks(data, len(data))) for body in batch],
+                         [request_frame(n, request)[HEADER.size:] for n in (1, 2, 3)])
+        self.assertEqual(len(pool.workers[0].pending), 3)
+        for deferred in waiting:
+            self.assertNoResult(deferred)
+
+    def test_stop_writes_the_requests_of_the_turn_first(self) -> None:
+        pool, clock, read = self.pool()
+        pool.verify(*signed_request())
+        requests = pool.workers[0].requests
+        requests.close_when_written()
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
+        self.assertEqual(answers_of(os.read(read, 1 << 20))[0][0], 1)
+        self.assertEqual(os.read(read, 1), b"")  # then end of input
+
+    def test_dead_worker_drops_the_requests_of_the_turn(self) -> None:
+        pool, clock, read = self.pool()
+        pool.verify(*signed_request())
+        pool.workers[0].requests.close()  # the worker ended: its requests go to the fallback (processEnded)
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
+        self.assertEqual(os.read(read, 1 << 20), b"")
+
+
 class WorkerPoolTests(TestCase):
     def pool(self, count: int = 1, **options) -> VerifyProcesses:
         calls = self.fallback_calls = []
