@@ -28,8 +28,9 @@ from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationR
 HEADER = struct.Struct(">I")
 #: Bytes asked for per read of the requests (a pipe holds 64 KiB).
 READ_SIZE = 1 << 16
-#: Seconds of work on one batch after which the answers ready are written (the server times each request).
-FLUSH_AFTER = 0.05
+#: Seconds of work on a batch after which the answers ready are written: an answer waits for the others
+#: of its batch only that long (the server awaits each message, and times each request).
+FLUSH_AFTER = 0.001
 
 
 def frame(value: object) -> bytes:
@@ -113,8 +114,8 @@ def _write(answers: BinaryIO, data: bytes) -> None:
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     """
     Answer requests until end of input: the requests of one batch
-    (L{batches}) in one write (one wake-up of the server), but if they take
-    more than L{FLUSH_AFTER}, the answers ready are written then.
+    (L{batches}) in one write (one wake-up of the server), but past
+    L{FLUSH_AFTER} of work the answers ready are written then.
     """
     for bodies in batches(requests):
         ready: list[bytes] = []
