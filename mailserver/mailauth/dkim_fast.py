@@ -202,6 +202,7 @@ class FastVerifier:
         self.body_hashes: dict[bytes, bytes] = {}
         self.canonical_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self.positions: dict[bytes, dict[bytes, list[int]]] = {}
+        self.selected: dict[tuple[bytes, tuple[bytes, ...]], bytes] = {}
 
     def body_hash(self, policy: CanonicalizationPolicy) -> bytes:
         name = policy.body_algorithm.name
@@ -219,14 +220,8 @@ class FastVerifier:
                 else policy.canonicalize_headers(headers)
         return self.canonical_headers[name]
 
-    def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: list[bytes],
-                     sig_header: tuple[bytes, bytes]) -> None:
-        """
-        dkimpy's C{hash_headers}: the fields named by C{h=} (each name
-        taking the next instance from the bottom up, as its
-        C{select_headers}), then the signature field without its C{b=}
-        value and final line end.
-        """
+    def _select(self, policy: CanonicalizationPolicy, include: list[bytes]) -> bytes:
+        """The canonical fields named by C{include}, each name taking the next instance from the bottom up."""
         headers = self.headers(policy)
         name = policy.header_algorithm.name
         positions = self.positions.get(name)
@@ -235,13 +230,30 @@ class FastVerifier:
             for index, (field, _value) in enumerate(headers):
                 positions.setdefault(field.lower(), []).append(index)
         used: dict[bytes, int] = {}
+        selected = []
         for wanted in include:
             found = positions.get(wanted, ())
             taken = used.get(wanted, 0)
             used[wanted] = taken + 1
             if taken < len(found):
                 field, value = headers[found[-1 - taken]]
-                hasher.update(field + b":" + value)
+                selected += (field, b":", value)
+        return b"".join(selected)
+
+    def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: list[bytes],
+                     sig_header: tuple[bytes, bytes]) -> None:
+        """
+        dkimpy's C{hash_headers}: the fields named by C{h=} (each name
+        taking the next instance from the bottom up, as its
+        C{select_headers}), then the signature field without its C{b=}
+        value and final line end.
+        """
+        name = policy.header_algorithm.name
+        key = (name, tuple(include))
+        selected = self.selected.get(key)
+        if selected is None:  # signatures with the same h= (ours: RSA and Ed25519) hash the same fields
+            selected = self.selected[key] = self._select(policy, include)
+        hasher.update(selected)
         unsigned = [(sig_header[0], without_b_value(sig_header[1]))]
         for field, value in relaxed_headers(unsigned) if name == Relaxed.name else policy.canonicalize_headers(unsigned):
             hasher.update(field + b":" + value.rstrip())
