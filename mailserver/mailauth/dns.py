@@ -199,7 +199,7 @@ class NotCached(Exception):
 
 
 def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any]) -> Fetch:
-    """C{fetch} answering from C{known} (answers and L{DNSTempError}s fetched already), then from the cache."""
+    """C{fetch} answering from C{known} (answers and failures fetched already), then from the cache."""
     cached = lookup.cached
 
     def fetch(kind: str, name: str) -> list[Any]:
@@ -208,8 +208,8 @@ def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any]) -> Fetch:
             found = cached(kind, name)
             if found is None:
                 raise NotCached(kind, name)
-        elif isinstance(found, DNSTempError):
-            raise DNSTempError(*found.args)
+        elif isinstance(found, Exception):
+            raise found  # where the look-up was asked for, as if it had been awaited there
         return found
 
     return fetch
@@ -243,5 +243,5 @@ async def resolved(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T:
             kind, name = missing.key
             try:
                 known[missing.key] = await getattr(lookup, kind)(name)
-            except DNSTempError as failure:
+            except Exception as failure:
                 known[missing.key] = failure

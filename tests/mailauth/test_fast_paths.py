@@ -232,3 +232,20 @@ class CachedEvaluationTests(TestCase):
 
     def test_regression_dmarc_from_cache_same_as_evaluated(self) -> Deferred:
         return ensureDeferred(self._dmarc())
+
+
+class _Failing(DNSLookup):
+    """A look-up whose TXT answer is an unexpected exception (not a DNS failure)."""
+
+    async def txt(self, name: str) -> list[str]:
+        raise ValueError(f"broken answer for {name}")
+
+
+class FailureInsideEvaluationTests(SynchronousTestCase):
+    def test_regression_unexpected_lookup_error_raised_inside_the_evaluation(self) -> None:
+        """As when the look-up was awaited inside it: SPF makes a permerror of it, DMARC lets it through."""
+        lookup = _Failing(None)
+        result = self.successResultOf(ensureDeferred(SPFChecker(lookup).check("192.0.2.1", "h.test", "u@example.com")))
+        self.assertEqual((result.result, result.reason), ("permerror", "ValueError: broken answer for example.com"))
+        failure = self.failureResultOf(ensureDeferred(DMARCEvaluator(lookup).evaluate(["example.com"], ("pass", ""), [])))
+        self.assertEqual(str(failure.value), "broken answer for _dmarc.example.com")
