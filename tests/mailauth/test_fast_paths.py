@@ -247,5 +247,6 @@ class FailureInsideEvaluationTests(SynchronousTestCase):
         lookup = _Failing(None)
         result = self.successResultOf(ensureDeferred(SPFChecker(lookup).check("192.0.2.1", "h.test", "u@example.com")))
         self.assertEqual((result.result, result.reason), ("permerror", "ValueError: broken answer for example.com"))
-        failure = self.failureResultOf(ensureDeferred(DMARCEvaluator(lookup).evaluate(["example.com"], ("pass", ""), [])))
+        evaluated = ensureDeferred(DMARCEvaluator(lookup).evaluate(["example.com"], ("pass", ""), []))
+        failure = self.failureResultOf(evaluated)
         self.assertEqual(str(failure.value), "broken answer for _dmarc.example.com")
