@@ -27,10 +27,14 @@ def _comment(text: str) -> str:
     return f" ({cleaned})" if cleaned else ""
 
 
-def method_result(method: str, result: str, comment: str = "", **properties: str) -> str:
+def properties(**values: str) -> str:
+    """C{ ptype.property=value ...} for the non-empty C{values} (C{header_b} is C{header.b})."""
+    return "".join(f" {name.replace('_', '.', 1)}={_value(value)}" for name, value in values.items() if value)
+
+
+def method_result(method: str, result: str, comment: str = "", **values: str) -> str:
     """One C{method=result (comment) ptype.property=value ...} clause."""
-    props = "".join(f" {name.replace('_', '.', 1)}={_value(value)}" for name, value in properties.items() if value)
-    return f"{method}={result}{_comment(comment)}{props}"
+    return f"{method}={result}{_comment(comment)}{properties(**values)}"
 
 
 def header(authserv_id: str, clauses: Iterable[str]) -> bytes:

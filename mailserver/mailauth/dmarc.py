@@ -1,6 +1,7 @@
 """
 DMARC (RFC 7489): record parsing and alignment (pure), record discovery
-(asynchronous over L{DNSLookup}) and the policy to apply.
+(over L{DNSLookup}: synchronous when the answers are cached) and the
+policy to apply.
 
 Organizational domains come from the Public Suffix List shipped inside the
 C{publicsuffixlist} package (no network at run time; upgrading the package
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from mailserver.mailauth import memo
-from mailserver.mailauth.dns import DNSLookup, DNSTempError
+from mailserver.mailauth.dns import DNSLookup, DNSTempError, Fetch, from_cache, resolved
 
 POLICIES = ("none", "quarantine", "reject")
 
@@ -98,13 +99,17 @@ organizational_domain = memo.by_text(_organizational_domain, maxsize=4096, longe
 parse_cached = memo.by_text(parse_record)
 
 
-def aligned(identifier: str, from_domain: str, mode: str) -> bool:
+def _aligned(identifier: str, from_domain: str, mode: str) -> bool:
     identifier, from_domain = identifier.rstrip(".").lower(), from_domain.rstrip(".").lower()
     if not identifier or not from_domain:
         return False
     if mode == "s":
         return identifier == from_domain
     return organizational_domain(identifier) == organizational_domain(from_domain)
+
+
+#: Identifier alignment (RFC 7489 3.1), strict (C{mode} "s") or relaxed; kept per (identifier, From domain, mode).
+aligned = memo.by_texts(_aligned, maxsize=4096, longest=512)
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,27 @@ class DMARCResult:
     reason: str = ""
 
 
+def _find_record(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bool]:
+    """(record, found at the organizational domain rather than the From domain itself)."""
+    organizational = organizational_domain(from_domain)
+    for domain, at_org in ((from_domain, False), (organizational, True)):
+        if at_org and domain == from_domain:
+            break
+        text = select_record(fetch("txt", f"_dmarc.{domain}"))
+        if text is not None:
+            try:
+                return parse_cached(text), at_org
+            except DMARCRecordError:
+                continue
+    return None, False
+
+
 class DMARCEvaluator:
-    """Find the policy and apply alignment to the SPF and DKIM results."""
+    """
+    Find the policy and apply alignment to the SPF and DKIM results:
+    L{evaluate_cached} when the answer cache holds the records needed
+    (synchronous), else L{evaluate}; both run the same evaluation.
+    """
 
     def __init__(self, lookup: DNSLookup, sample: Callable[[], float] = random.random) -> None:
         self.lookup = lookup
@@ -127,17 +151,7 @@ class DMARCEvaluator:
 
     async def find_record(self, from_domain: str) -> tuple[DMARCRecord | None, bool]:
         """(record, found at the organizational domain rather than the From domain itself)."""
-        organizational = organizational_domain(from_domain)
-        for domain, at_org in ((from_domain, False), (organizational, True)):
-            if at_org and domain == from_domain:
-                break
-            text = select_record(await self.lookup.txt(f"_dmarc.{domain}"))
-            if text is not None:
-                try:
-                    return parse_cached(text), at_org
-                except DMARCRecordError:
-                    continue
-        return None, False
+        return await resolved(self.lookup, lambda fetch: _find_record(fetch, from_domain))
 
     async def evaluate(
         self,
@@ -150,11 +164,21 @@ class DMARCEvaluator:
         @param spf: (result, domain) of the SPF check (MAIL FROM, or HELO for the null sender).
         @param dkim: (result, d=) of each signature.
         """
+        dkim = list(dkim)
+        return await resolved(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim))
+
+    def evaluate_cached(self, from_domains: list[str], spf: tuple[str, str],
+                        dkim: list[tuple[str, str]]) -> DMARCResult | None:
+        """L{evaluate}'s result when the records it needs are in the answer cache, else None (no query)."""
+        return from_cache(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim))
+
+    def _evaluate(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
+                  dkim: list[tuple[str, str]]) -> DMARCResult:
         if len(from_domains) != 1 or not from_domains[0]:
             return DMARCResult("permerror", reason=f"{len(from_domains)} From domains")
         from_domain = from_domains[0]
         try:
-            record, at_org = await self.find_record(from_domain)
+            record, at_org = _find_record(fetch, from_domain)
         except DNSTempError as error:
             return DMARCResult("temperror", from_domain, reason=str(error))
         adkim = record.adkim if record else "r"

@@ -9,16 +9,22 @@ or raises L{DNSTempError} (time-out, SERVFAIL, refused, any other failure:
 SPF (void look-ups), DKIM and DMARC, so they are not told apart.
 
 With an L{AnswerCache}, a cached answer is given without a query, and
-L{DNSLookup.cached_txt_bytes} reads the cache without a Deferred at all.
+L{DNSLookup.cached} reads the cache without a Deferred at all.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.names import dns, error
+
+from mailserver.mailauth import memo
+
+T = TypeVar("T")
+#: C{fetch(kind, name)}: what C{await getattr(lookup, kind)(name)} gives (see L{from_cache}).
+Fetch = Callable[[str, str], list[Any]]
 
 #: Seconds to wait for each try (twisted.names retries with the next value).
 DEFAULT_TIMEOUT: tuple[int, ...] = (2, 4)
@@ -68,6 +74,14 @@ class AnswerCache:
         self._entries[key] = (self.clock() + ttl, payloads)
 
 
+def _normal_name(name: str) -> str | None:
+    """C{name} lower-cased without its final dot; None for an impossible name (it does not exist)."""
+    name = name.rstrip(".").lower()
+    if not name or len(name) > 253 or any(not 0 < len(label) < 64 for label in name.split(".")):
+        return None
+    return name
+
+
 class DNSLookup:
     """TXT, A, AAAA, MX and PTR look-ups returning plain Python values."""
 
@@ -77,21 +91,7 @@ class DNSLookup:
         self.timeout = tuple(timeout)
         self.cache = cache
 
-    @staticmethod
-    def _normal(name: str) -> str | None:
-        """C{name} lower-cased without its final dot; None for an impossible name (it does not exist)."""
-        name = name.rstrip(".").lower()
-        if not name or len(name) > 253 or any(not 0 < len(label) < 64 for label in name.split(".")):
-            return None
-        return name
-
-    def cached_txt_bytes(self, name: str) -> list[bytes] | None:
-        """L{txt_bytes} from the cache alone: None when it would need a query."""
-        normal = self._normal(name)
-        if normal is None:
-            return []
-        records = self.cache.get(("lookupText", normal)) if self.cache is not None else None
-        return None if records is None else [b"".join(record.data) for record in records]
+    _normal = staticmethod(memo.by_text(_normal_name, maxsize=4096, longest=255))
 
     def _keep_negative(self, key: tuple[str, str], authority: Sequence[Any]) -> None:
         """RFC 2308 5: a negative answer lives as long as its SOA says (no SOA: not kept)."""
@@ -130,34 +130,118 @@ class DNSLookup:
             self._keep_negative((method, name), authority)  # NODATA
         return payloads
 
+    def cached(self, kind: str, name: str) -> list[Any] | None:
+        """C{await getattr(self, kind)(name)} from the cache alone: None when it would need a query."""
+        method, _rtype, convert, name_of = _KINDS[kind]
+        normal = self._normal(name_of(name) if name_of is not None else name)
+        if normal is None:
+            return []
+        records = self.cache.get((method, normal)) if self.cache is not None else None
+        return None if records is None else convert(records)
+
+    def cached_txt_bytes(self, name: str) -> list[bytes] | None:
+        """L{txt_bytes} from the cache alone: None when it would need a query."""
+        return self.cached("txt_bytes", name)
+
+    async def _answer(self, kind: str, name: str) -> list[Any]:
+        method, rtype, convert, name_of = _KINDS[kind]
+        return convert(await self._query(method, name_of(name) if name_of is not None else name, rtype))
+
     async def txt(self, name: str) -> list[str]:
         """Each TXT record of C{name}, its character-strings joined (RFC 7208 3.3)."""
-        records = await self._query("lookupText", name, dns.TXT)
-        return [b"".join(record.data).decode("utf-8", "replace") for record in records]
+        return await self._answer("txt", name)
 
     async def txt_bytes(self, name: str) -> list[bytes]:
         """Each TXT record of C{name} as bytes (DKIM keys)."""
-        records = await self._query("lookupText", name, dns.TXT)
-        return [b"".join(record.data) for record in records]
+        return await self._answer("txt_bytes", name)
 
     async def a(self, name: str) -> list[str]:
-        return [record.dottedQuad() for record in await self._query("lookupAddress", name, dns.A)]
+        return await self._answer("a", name)
 
     async def aaaa(self, name: str) -> list[str]:
-        return [
-            str(ipaddress.IPv6Address(record.address))
-            for record in await self._query("lookupIPV6Address", name, dns.AAAA)
-        ]
+        return await self._answer("aaaa", name)
 
     async def addresses(self, name: str, version: int) -> list[str]:
         """A (C{version} 4) or AAAA (6) records."""
         return await (self.a(name) if version == 4 else self.aaaa(name))
 
     async def mx(self, name: str) -> list[tuple[int, str]]:
-        records = await self._query("lookupMailExchange", name, dns.MX)
-        return sorted((record.preference, record.name.name.decode("ascii", "replace")) for record in records)
+        """(preference, exchange) pairs, sorted."""
+        return await self._answer("mx", name)
 
     async def ptr(self, ip: str) -> list[str]:
-        reverse = ipaddress.ip_address(ip).reverse_pointer
-        records = await self._query("lookupPointer", reverse, dns.PTR)
-        return [record.name.name.decode("ascii", "replace") for record in records]
+        """The names of C{ip}'s reverse pointer."""
+        return await self._answer("ptr", ip)
+
+
+#: Each kind of look-up: (resolver method, record type, the values of its answer's payloads,
+#: the name asked for the argument given when it is not that name).
+_KINDS: dict[str, tuple[str, int, Callable[[list[Any]], list[Any]], Callable[[str], str] | None]] = {
+    "txt": ("lookupText", dns.TXT, lambda records: [b"".join(r.data).decode("utf-8", "replace") for r in records],
+            None),
+    "txt_bytes": ("lookupText", dns.TXT, lambda records: [b"".join(r.data) for r in records], None),
+    "a": ("lookupAddress", dns.A, lambda records: [r.dottedQuad() for r in records], None),
+    "aaaa": ("lookupIPV6Address", dns.AAAA, lambda records: [str(ipaddress.IPv6Address(r.address)) for r in records],
+             None),
+    "mx": ("lookupMailExchange", dns.MX,
+           lambda records: sorted((r.preference, r.name.name.decode("ascii", "replace")) for r in records), None),
+    "ptr": ("lookupPointer", dns.PTR, lambda records: [r.name.name.decode("ascii", "replace") for r in records],
+            lambda ip: ipaddress.ip_address(ip).reverse_pointer),
+}
+
+
+class NotCached(Exception):
+    """The answer to C{(kind, name)} is not at hand (L{from_cache}, L{resolved})."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(kind, name)
+        self.key = (kind, name)
+
+
+def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any]) -> Fetch:
+    """C{fetch} answering from C{known} (answers and failures fetched already), then from the cache."""
+    cached = lookup.cached
+
+    def fetch(kind: str, name: str) -> list[Any]:
+        found = known.get((kind, name))
+        if found is None:
+            found = cached(kind, name)
+            if found is None:
+                raise NotCached(kind, name)
+        elif isinstance(found, Exception):
+            raise found  # where the look-up was asked for, as if it had been awaited there
+        return found
+
+    return fetch
+
+
+def from_cache(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T | None:
+    """
+    C{evaluate(fetch)} when every answer it asks C{fetch} for is in the
+    answer cache, else None: no query, no coroutine, no Deferred.
+    C{evaluate}: synchronous, its result a function of the answers alone.
+    """
+    try:
+        return evaluate(_fetcher(lookup, {}))
+    except NotCached:
+        return None
+
+
+async def resolved(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T:
+    """
+    C{evaluate(fetch)} with every answer it needs: run again each time it
+    asks for one not at hand, once that one is fetched (each at most once
+    per call, a failure included), in the order it asks for them.  The
+    same evaluation as L{from_cache}'s, so both give the same result.
+    """
+    known: dict[tuple[str, str], Any] = {}
+    fetch = _fetcher(lookup, known)
+    while True:
+        try:
+            return evaluate(fetch)
+        except NotCached as missing:
+            kind, name = missing.key
+            try:
+                known[missing.key] = await getattr(lookup, kind)(name)
+            except Exception as failure:
+                known[missing.key] = failure

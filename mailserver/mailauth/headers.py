@@ -16,33 +16,34 @@ MAX_HEADER_BYTES = 1 << 20
 #: Header fields as L{split_headers} gives them: (name as written, whole raw field).
 Fields = list[tuple[str, bytes]]
 
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+#: One field: its name, its first line and its continuation lines (those starting with WSP), each up to LF.
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*\n?(?:[ \t][^\n]*\n?)*")
 
 
 def split_headers(message: bytes) -> tuple[Fields, int]:
     """
     The header fields (name as written, whole raw field including the
     name and the line end) and the offset where the body starts.  Lines
-    that are neither a field nor a continuation end the header block.
+    that are neither a field nor a continuation end the header block, and
+    so does a line starting past L{MAX_HEADER_BYTES}.
     """
     fields: list[tuple[str, bytes]] = []
+    end = len(message)
+    if end > MAX_HEADER_BYTES:  # lines starting past the limit are not looked at
+        cut = message.find(b"\n", MAX_HEADER_BYTES - 1)
+        end = end if cut < 0 else cut + 1
     position = 0
-    limit = min(len(message), MAX_HEADER_BYTES)
-    while position < limit:
-        end = message.find(b"\n", position)
-        end = len(message) if end < 0 else end + 1
-        line = message[position:end]
-        if line in (b"\n", b"\r\n"):
-            return fields, end
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
-        else:
-            match = _FIELD_NAME.match(line)
-            if match is None:
-                return fields, position
-            fields.append((match.group(1).decode("ascii"), line))
-        position = end
+    match = _FIELD.match
+    while position < end:
+        found = match(message, position, end)
+        if found is None:
+            if message.startswith(b"\n", position):
+                return fields, position + 1
+            if message.startswith(b"\r\n", position):
+                return fields, position + 2
+            return fields, position
+        fields.append((found.group(1).decode("ascii"), found.group()))
+        position = found.end()
     return fields, position
 
 
@@ -63,8 +64,9 @@ def from_domains(fields: list[tuple[str, bytes]]) -> list[str]:
     order).  DMARC wants exactly one; signing takes the first.
     """
     domains: list[str] = []
-    for value in values(fields, "From"):
-        domains.extend(_value_domains(value))
+    for name, raw in fields:
+        if name.lower() == "from":
+            domains.extend(_field_domains(raw))
     return domains
 
 
@@ -81,5 +83,10 @@ def _domains_of(value: str) -> tuple[str, ...]:
     return tuple(domains)
 
 
-#: A sender's From value comes with each of its messages: parsed once.
-_value_domains = memo.by_text(_domains_of, longest=512)
+def _raw_domains(raw: bytes) -> tuple[str, ...]:
+    """The domains of the addresses of one raw From field."""
+    return _domains_of(field_value(raw))
+
+
+#: A sender's From field comes with each of its messages: parsed once.
+_field_domains = memo.by_text(_raw_domains, longest=512)

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
-from mailserver.mailauth import authresults
+from mailserver.mailauth import authresults, memo
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
 from mailserver.mailauth.dns import AnswerCache, DNSLookup
@@ -67,6 +67,31 @@ class AuthenticationResults:
         return self.header + cleaned
 
 
+def _spf(result: str, reason: str, scope: str, identity: str) -> str:
+    if scope == "mailfrom":
+        return authresults.method_result("spf", result, reason, smtp_mailfrom=identity)
+    return authresults.method_result("spf", result, reason, smtp_helo=identity)
+
+
+def _dkim(result: str, reason: str, domain: str, selector: str, algorithm: str) -> str:
+    return authresults.method_result("dkim", result, reason, header_d=domain, header_s=selector, header_a=algorithm)
+
+
+def _arc(result: str, reason: str) -> str:
+    return authresults.method_result("arc", result, reason)
+
+
+def _dmarc(result: str, comment: str, from_domain: str) -> str:
+    return authresults.method_result("dmarc", result, comment, header_from=from_domain)
+
+
+#: The Authentication-Results clauses, kept per inputs: a sender's messages give the same ones.
+_spf_clause = memo.by_texts(_spf)
+_dkim_clause = memo.by_texts(_dkim)
+_arc_clause = memo.by_texts(_arc)
+_dmarc_clause = memo.by_texts(_dmarc)
+
+
 class Authenticator:
     """Runs the checks concurrently over one injected twisted.names resolver."""
 
@@ -85,6 +110,9 @@ class Authenticator:
 
     def check_spf(self, client_ip: str, helo: str, mail_from: str) -> Deferred:
         """SPF alone, for a caller that checks at MAIL FROM (pass the result to L{authenticate})."""
+        known = self.spf.check_cached(client_ip, helo, mail_from)  # every answer cached: no coroutine
+        if known is not None:
+            return succeed(known)
         return Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
 
     def authenticate(self, client_ip: str, helo: str, mail_from: str, message: bytes,
@@ -104,19 +132,20 @@ class Authenticator:
         """L{authenticate} as a coroutine, for a caller that awaits it (no Deferred of its own)."""
         # One split of the header block for DKIM, ARC, DMARC and apply().
         fields, _ = split_headers(message)
-        if known_spf is None:  # SPF and DKIM concurrently
-            spf_d = self.check_spf(client_ip, helo, mail_from)
+        spf = known_spf if known_spf is not None else self.spf.check_cached(client_ip, helo, mail_from)
+        if spf is None:  # SPF and DKIM concurrently
+            spf_d = Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
             dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load, fields))
             spf = await spf_d
             verification = await dkim_d
         else:
-            spf = known_spf
             verification = await self.dkim.verify(message, load, fields)
         domains = from_domains(fields)
         # The SPF identity DMARC aligns: MAIL FROM's domain, or HELO's for the null sender.
-        dmarc = await self.dmarc.evaluate(
-            domains, (spf.result, spf.domain), [(r.result, r.domain) for r in verification.dkim]
-        )
+        aligned = (spf.result, spf.domain)
+        signers = [(r.result, r.domain) for r in verification.dkim]
+        dmarc = self.dmarc.evaluate_cached(domains, aligned, signers) or \
+            await self.dmarc.evaluate(domains, aligned, signers)
         results = AuthenticationResults(
             spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
             header=self._header(spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
@@ -127,22 +156,13 @@ class Authenticator:
 
     def _header(self, spf: SPFResult, dkim: list[DKIMResult], arc: ARCResult, dmarc: DMARCResult,
                 mail_from: str, helo: str) -> bytes:
-        clauses = []
-        if spf.scope == "mailfrom":
-            clauses.append(authresults.method_result("spf", spf.result, spf.reason, smtp_mailfrom=mail_from))
-        else:
-            clauses.append(authresults.method_result("spf", spf.result, spf.reason, smtp_helo=helo))
-        if dkim:
-            for r in dkim:
-                clauses.append(authresults.method_result(
-                    "dkim", r.result, r.reason, header_d=r.domain, header_s=r.selector, header_a=r.algorithm,
-                    header_b=r.header_b,
-                ))
-        else:
-            clauses.append("dkim=none")
-        clauses.append(authresults.method_result("arc", arc.result, arc.reason if arc.result != "pass" else ""))
+        clauses = [_spf_clause(spf.result, spf.reason, spf.scope, mail_from if spf.scope == "mailfrom" else helo)]
+        # A signature's clause but its header.b (the only part that changes with each message) is kept.
+        clauses += [_dkim_clause(r.result, r.reason, r.domain, r.selector, r.algorithm)
+                    + authresults.properties(header_b=r.header_b) for r in dkim] or ["dkim=none"]
+        clauses.append(_arc_clause(arc.result, arc.reason if arc.result != "pass" else ""))
         comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.record else dmarc.reason
-        clauses.append(authresults.method_result("dmarc", dmarc.result, comment, header_from=dmarc.from_domain))
+        clauses.append(_dmarc_clause(dmarc.result, comment, dmarc.from_domain))
         return authresults.header(self.policy.authserv_id, clauses)
 
     def _decide(self, results: AuthenticationResults) -> None:

@@ -2,7 +2,10 @@
 DKIM/ARC verification in worker processes (main.cf
 C{mail_authentication_verify_processes}), outside the server's GIL: the
 reactor writes a request to a worker's stdin and reads the answer from its
-stdout, with no thread involved.
+stdout, with no thread involved.  The requests of one reactor turn go in
+one write, and a worker answers those it finds together in one write
+(L{mailserver.mailauth.verify_worker.serve}): one wake-up each way for
+several messages when the server is busy.
 
 A request that cannot be served there (no live worker, every worker has
 L{MAX_PENDING} requests queued, the worker died, or it spent more than
@@ -55,9 +58,11 @@ class _Request:
 @implementer(IWriteDescriptor)
 class _RequestPipe:
     """
-    The write end of a worker's stdin: written at once when the pipe has
-    room (no reactor registration per request, unlike a process
-    transport's stdin), the rest when the reactor says it is writable.
+    The write end of a worker's stdin: the requests of one reactor turn
+    (L{send}) go in one write, made at the end of the turn (one wake-up
+    of the worker), at once when the pipe has room (no reactor
+    registration per request, unlike a process transport's stdin), the
+    rest when the reactor says it is writable.
     """
 
     def __init__(self, reactor: Any, fd: int) -> None:
@@ -65,6 +70,26 @@ class _RequestPipe:
         self.fd = fd
         self.pending = b""
         self.closing = False  # close once everything written (L{close_when_written})
+        self.queued: list[bytes] = []  # sent during this reactor turn, not written yet
+        self.flushing: Any = None  # the call writing them at the end of the turn
+
+    def send(self, data: bytes) -> None:
+        """Write C{data} at the end of this reactor turn, with the other requests sent during it."""
+        if self.fd < 0:
+            return  # closed: the worker's end (processEnded) retries its requests
+        self.queued.append(data)
+        if self.flushing is None:
+            self.flushing = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write what was sent during this reactor turn."""
+        if self.flushing is not None:
+            if self.flushing.active():
+                self.flushing.cancel()
+            self.flushing = None
+        queued, self.queued = self.queued, []
+        if queued:
+            self.write(b"".join(queued))
 
     def write(self, data: bytes) -> None:
         if self.fd < 0:
@@ -96,7 +121,8 @@ class _RequestPipe:
                 self.close()
 
     def close_when_written(self) -> None:
-        """End of input once what was written has reached the worker (it answers it, then exits)."""
+        """End of input once what was sent has reached the worker (it answers it, then exits)."""
+        self.flush()
         if self.pending:
             self.closing = True
         else:
@@ -104,6 +130,8 @@ class _RequestPipe:
 
     def close(self) -> None:
         """End of input for the worker (it exits); what was not written yet is dropped."""
+        self.queued = []
+        self.flush()  # nothing left to write: only cancels the call
         if self.fd >= 0:
             self.reactor.removeWriter(self)
             os.close(self.fd)
@@ -263,7 +291,7 @@ class VerifyProcesses:
         if len(worker.pending) == 1:
             worker.watch()
         message, answers, fields, signed = arguments
-        worker.requests.write(frame((number, (message, (answers.records, answers.failed), fields, signed))))
+        worker.requests.send(frame((number, (message, (answers.records, answers.failed), fields, signed))))
         return deferred
 
     def _fall_back(self, arguments: tuple) -> Deferred:

@@ -8,7 +8,8 @@ to load on the reactor).  Request: C{(number, (message, (records, failed),
 fields, signed))}, the arguments of
 L{mailserver.mailauth.dkim_verify.verify_blocking}, its C{answers} as their
 two collections.  Answer: C{(number, True, encode_results(...))} or
-C{(number, False, exception)}.
+C{(number, False, exception)}.  The requests that came together are
+answered together, in one write (one wake-up of the server).
 
     python -m mailserver.mailauth.verify_worker
 """
@@ -18,10 +19,18 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import sys
-from typing import Any, BinaryIO
+import time
+from typing import Any, BinaryIO, Iterator
+
+from mailserver.mailauth import dkim_verify
+from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults, _Answers
 
 HEADER = struct.Struct(">I")
+#: Bytes asked for per read of the requests (a pipe holds 64 KiB).
+READ_SIZE = 1 << 16
+#: Seconds of work on a batch after which the answers ready are written: an answer waits for the others
+#: of its batch only that long (the server awaits each message, and times each request).
+FLUSH_AFTER = 0.001
 
 
 def frame(value: object) -> bytes:
@@ -36,10 +45,8 @@ def encode_results(results: Any) -> tuple:
             (arc.result, arc.instances, arc.reason))
 
 
-def decode_results(encoded: tuple) -> Any:
+def decode_results(encoded: tuple) -> VerificationResults:
     """The L{VerificationResults} of L{encode_results}."""
-    from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults
-
     dkim, arc = encoded
     return VerificationResults([DKIMResult(*r) for r in dkim], ARCResult(*arc))
 
@@ -55,35 +62,78 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def serve(requests: BinaryIO, answers: BinaryIO) -> None:
-    """Answer requests until end of input."""
-    from mailserver.mailauth.dkim_verify import _Answers, verify_blocking
-
+def batches(requests: BinaryIO) -> Iterator[list[bytes]]:
+    """
+    The bodies of the request frames, in batches: those complete after one
+    read of C{requests} (unbuffered: each read gives what is there), that
+    is every request already sent.  A frame bigger than a read is read
+    whole at once.  Ends at end of input (a partial frame is dropped).
+    """
+    pending = b""
     while True:
-        head = _read_exactly(requests, HEADER.size)
-        if head is None:
+        chunk = requests.read(READ_SIZE)
+        if not chunk:
             return
-        body = _read_exactly(requests, HEADER.unpack(head)[0])
-        if body is None:
-            return
-        number, (message, (records, failed), fields, signed) = pickle.loads(body)
+        data = pending + chunk if pending else chunk
+        bodies, offset = [], 0
+        while len(data) - offset >= HEADER.size:
+            end = offset + HEADER.size + HEADER.unpack_from(data, offset)[0]
+            if end > len(data):
+                break
+            bodies.append(data[offset + HEADER.size:end])
+            offset = end
+        pending = data[offset:]
+        if not bodies and len(pending) >= HEADER.size:  # one large request: its rest in one go
+            rest = _read_exactly(requests, HEADER.size + HEADER.unpack_from(pending)[0] - len(pending))
+            if rest is None:
+                return
+            bodies, pending = [pending[HEADER.size:] + rest], b""
+        if bodies:
+            yield bodies
+
+
+def answer(body: bytes) -> bytes:
+    """The answer frame to one request frame's body."""
+    number, (message, (records, failed), fields, signed) = pickle.loads(body)
+    try:
+        results = dkim_verify.verify_blocking(message, _Answers(records, failed), fields, signed)
+        return frame((number, True, encode_results(results)))
+    except Exception as error:  # never expected: verify_blocking turns failures into results
         try:
-            results = verify_blocking(message, _Answers(records, failed), fields, signed)
-            answer = frame((number, True, encode_results(results)))
-        except Exception as error:  # never expected: verify_blocking turns failures into results
-            try:
-                answer = frame((number, False, error))
-            except Exception:
-                answer = frame((number, False, RuntimeError(repr(error))))
-        answers.write(answer)
-        answers.flush()
+            return frame((number, False, error))
+        except Exception:
+            return frame((number, False, RuntimeError(repr(error))))
+
+
+def _write(answers: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a blocking pipe takes it all, but a signal could cut a write short
+        view = view[answers.write(view):]
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    """
+    Answer requests until end of input: the requests of one batch
+    (L{batches}) in one write (one wake-up of the server), but past
+    L{FLUSH_AFTER} of work the answers ready are written then.
+    """
+    for bodies in batches(requests):
+        ready: list[bytes] = []
+        since = time.monotonic()
+        for body in bodies:
+            ready.append(answer(body))
+            if len(bodies) > 1 and time.monotonic() - since > FLUSH_AFTER:
+                _write(answers, b"".join(ready))
+                ready, since = [], time.monotonic()
+        if ready:
+            _write(answers, b"".join(ready))
 
 
 def main() -> None:
     # stdout is the answer channel: anything else printed would corrupt it.
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    serve(sys.stdin.buffer, answers)
+    serve(os.fdopen(0, "rb", buffering=0, closefd=False), answers)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 from typing import Any
@@ -111,6 +112,23 @@ class FastPathTests(SynchronousTestCase):
         for bad in tampered(signed):
             self.assertEqual(outcomes(bad), [(False, False), (False, False)])
             self.assertEqual([r.result for r in verify_blocking(bad, _Answers(records(), set())).dkim], ["fail", "fail"])
+
+    def test_regression_ed25519_signature_bytes_changed_fail_as_in_dkimpy(self) -> None:
+        """Ed25519 goes through libsodium, as in dkimpy: any changed byte of b= fails both, the intact one passes."""
+        _, ed = signing_keys()
+        signed = sign_with(MESSAGE, [ed]) + MESSAGE
+        field, _, rest = signed.partition(b"\r\n\r\n" if b"\r\n\r\n" in signed else b"\n\n")
+        value = field.split(b" b=")[-1].split(b";")[0]
+        signature = base64.b64decode(b"".join(value.split()))
+        self.assertEqual(outcomes(signed), [(True, True)])
+        for index in (0, 1, 31, 32, 33, 62, 63):  # R, then S (its top byte: a non-canonical S)
+            for flip in (0x01, 0x80):
+                changed = bytearray(signature)
+                changed[index] ^= flip
+                forged = signed.replace(value, base64.b64encode(bytes(changed)))
+                self.assertEqual(outcomes(forged), [(False, False)], (index, flip))
+        forged = signed.replace(value, base64.b64encode(signature[:32]))  # too short: dkimpy's nacl raises
+        self.assertEqual([r.result for r in verify_blocking(forged, _Answers(records(), set())).dkim], ["permerror"])
 
     def test_unusual_signature_goes_to_dkimpy(self) -> None:
         """An C{l=} signature is left to dkimpy, which passes it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.mailauth.dkim_sign import sign_with
@@ -18,7 +19,8 @@ from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationR
 from mailserver.mailauth.headers import split_headers
 from mailserver.mailauth import verify_process
 from mailserver.mailauth.verify_process import VerifyProcesses
-from mailserver.mailauth.verify_worker import decode_results, encode_results
+from mailserver.mailauth import verify_worker
+from mailserver.mailauth.verify_worker import HEADER, batches, decode_results, encode_results, frame, serve
 from tests.harness import RunningServer
 from tests.mailauth.support import MESSAGE, keys
 
@@ -58,6 +60,177 @@ class EncodingTests(SynchronousTestCase):
                                        DKIMResult("fail", reason="signature did not verify")],
                                       ARCResult("fail", 2, "broken"))
         self.assertEqual(decode_results(encode_results(results)), results)
+
+
+def request_frame(number: int, request: tuple) -> bytes:
+    message, answers, fields, signed = request
+    return frame((number, (message, (answers.records, answers.failed), fields, signed)))
+
+
+class _Chunks:
+    """A raw stream giving at most C{size} bytes per read, recording its reads."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.size, self.reads = data, size, 0
+
+    def read(self, wanted: int) -> bytes:
+        self.reads += 1
+        chunk, self.data = self.data[:min(wanted, self.size)], self.data[min(wanted, self.size):]
+        return chunk
+
+
+class _Writes:
+    """An answer stream recording each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def answers_of(data: bytes) -> list[tuple]:
+    """The (number, ok, value) of each answer frame in C{data}."""
+    found, offset = [], 0
+    while offset < len(data):
+        end = offset + HEADER.size + HEADER.unpack_from(data, offset)[0]
+        found.append(pickle.loads(data[offset + HEADER.size:end]))
+        offset = end
+    return found
+
+
+class BatchTests(SynchronousTestCase):
+    """The worker answers the requests available at once in one write."""
+
+    def test_batched_requests_answered_in_one_write(self) -> None:
+        self.patch(verify_worker, "FLUSH_AFTER", 60.0)  # however slow the machine
+        request = signed_request()
+        tampered = (request[0] + b"a line added\r\n",) + request[1:]
+        data = b"".join(request_frame(n, r) for n, r in ((1, request), (2, tampered), (3, request)))
+        out = _Writes()
+        serve(_Chunks(data, len(data)), out)
+        self.assertEqual(len(out.writes), 1)
+        answers = answers_of(out.writes[0])
+        self.assertEqual([(number, ok) for number, ok, _ in answers], [(1, True), (2, True), (3, True)])
+        self.assertEqual([decode_results(value) for _, _, value in answers],
+                         [verify_blocking(*request), verify_blocking(*tampered), verify_blocking(*request)])
+        self.assertEqual([[r.result for r in decode_results(value).dkim] for _, _, value in answers],
+                         [["pass", "pass"], ["fail", "fail"], ["pass", "pass"]])
+
+    def test_slow_batch_answered_as_it_goes(self) -> None:
+        # Past FLUSH_AFTER of work, the answers ready are written (the server times each request).
+        self.patch(verify_worker, "FLUSH_AFTER", -1.0)
+        data = b"".join(request_frame(n, signed_request()) for n in (1, 2, 3))
+        out = _Writes()
+        serve(_Chunks(data, len(data)), out)
+        self.assertEqual([[number for number, _, _ in answers_of(w)] for w in out.writes], [[1], [2], [3]])
+
+    def test_requests_apart_answered_apart(self) -> None:
+        frames = [request_frame(n, signed_request()) for n in (1, 2)]
+        out = _Writes()
+        stream = _Chunks(b"".join(frames), len(frames[0]))  # one request per read
+        serve(stream, out)
+        self.assertEqual([[number for number, _, _ in answers_of(w)] for w in out.writes], [[1], [2]])
+
+    def test_frames_cut_anywhere_are_put_together(self) -> None:
+        frames = [frame((n, b"x" * n * 50)) for n in range(1, 6)]
+        data = b"".join(frames)
+        expected = [f[HEADER.size:] for f in frames]
+        for size in (1, 3, 7, 64, len(data)):
+            got = [body for batch in batches(_Chunks(data, size)) for body in batch]
+            self.assertEqual(got, expected, size)
+        # A partial frame at end of input is dropped.
+        self.assertEqual([body for batch in batches(_Chunks(data[:-1], 64)) for body in batch], expected[:-1])
+
+    def test_frame_bigger_than_a_read_is_read_whole(self) -> None:
+        self.patch(verify_worker, "READ_SIZE", 16)
+        big = frame((1, b"y" * 10_000))
+        stream = _Chunks(big + frame((2, b"z")), 10_000)
+        got = list(batches(stream))
+        self.assertEqual(got, [[big[HEADER.size:]], [frame((2, b"z"))[HEADER.size:]]])
+        self.assertLess(stream.reads, 10)  # not 10 KB in reads of 16 bytes
+
+
+class AnswerReadingTests(SynchronousTestCase):
+    def test_batched_answer_fires_each_request_in_order(self) -> None:
+        """Several answers in one read (and one cut between reads) each fire their own request."""
+        clock = Clock()
+        worker = verify_process._Worker(VerifyProcesses(clock, 1, None, timeout=5.0), requests=None)
+        worker.alive = True
+        fired: list[tuple[int, object]] = []
+        for number in (1, 2, 3):
+            deferred: Deferred = Deferred()
+            deferred.addCallback(lambda result, number=number: fired.append((number, result)))
+            worker.pending[number] = verify_process._Request((), deferred)
+        worker.watch()
+        results = [VerificationResults(arc=ARCResult("none", 0, str(number))) for number in (1, 2, 3)]
+        data = b"".join(frame((number, True, encode_results(r))) for number, r in zip((1, 2, 3), results))
+        worker.outReceived(data[:-5])
+        self.assertEqual([number for number, _ in fired], [1, 2])
+        self.assertEqual([call.getTime() for call in clock.getDelayedCalls()], [5.0])  # request 3 is timed
+        worker.outReceived(data[-5:])
+        self.assertEqual(fired, list(zip((1, 2, 3), results)))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class _Reactor(Clock):
+    """A clock that can watch file descriptors (never writable: the pipe has room in these tests)."""
+
+    def addWriter(self, writer: object) -> None:
+        raise AssertionError("the pipe should have room")
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+
+class RequestBatchTests(SynchronousTestCase):
+    """The requests of one reactor turn go to the worker in one write."""
+
+    def pool(self) -> tuple[VerifyProcesses, Clock, int]:
+        clock = _Reactor()
+        pool = VerifyProcesses(clock, 1, lambda *a: succeed("threads"))
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        self.addCleanup(os.close, read)
+        worker = verify_process._Worker(pool, verify_process._RequestPipe(clock, write))
+        self.addCleanup(worker.requests.close)
+        worker.alive, pool.running = True, True
+        pool.workers.append(worker)
+        return pool, clock, read
+
+    def test_batched_request_one_write_at_end_of_turn(self) -> None:
+        pool, clock, read = self.pool()
+        writes: list[int] = []
+        real_write = os.write
+        self.patch(verify_process.os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
+        request = signed_request()
+        waiting = [pool.verify(*request) for _ in range(3)]
+        self.assertEqual(writes, [])  # not before the end of the turn
+        clock.advance(0)
+        data = os.read(read, 1 << 20)
+        self.assertEqual(writes, [len(data)])
+        self.assertEqual([body for batch in batches(_Chunks(data, len(data))) for body in batch],
+                         [request_frame(n, request)[HEADER.size:] for n in (1, 2, 3)])
+        self.assertEqual(len(pool.workers[0].pending), 3)
+        for deferred in waiting:
+            self.assertNoResult(deferred)
+
+    def test_stop_writes_the_requests_of_the_turn_first(self) -> None:
+        pool, clock, read = self.pool()
+        pool.verify(*signed_request())
+        requests = pool.workers[0].requests
+        requests.close_when_written()
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
+        self.assertEqual(answers_of(os.read(read, 1 << 20))[0][0], 1)
+        self.assertEqual(os.read(read, 1), b"")  # then end of input
+
+    def test_dead_worker_drops_the_requests_of_the_turn(self) -> None:
+        pool, clock, read = self.pool()
+        pool.verify(*signed_request())
+        pool.workers[0].requests.close()  # the worker ended: its requests go to the fallback (processEnded)
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
+        self.assertEqual(os.read(read, 1 << 20), b"")
 
 
 class WorkerPoolTests(TestCase):
