@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 from typing import Any
 from unittest import SkipTest
 
@@ -129,6 +130,32 @@ class FastPathTests(SynchronousTestCase):
                 self.assertEqual(outcomes(forged), [(False, False)], (index, flip))
         forged = signed.replace(value, base64.b64encode(signature[:32]))  # too short: dkimpy's nacl raises
         self.assertEqual([r.result for r in verify_blocking(forged, _Answers(records(), set())).dkim], ["permerror"])
+
+    def test_regression_ed25519_signature_longer_than_64_bytes_left_to_dkimpy(self) -> None:
+        """
+        A b= of more than 64 bytes is not an Ed25519 signature (dkimpy's nacl
+        refuses it): libsodium must not read its tail as part of the message,
+        so a signature by the key over other bytes followed by the digest fails.
+        """
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from mailserver.mailauth import dkim_fast
+
+        _, ed = signing_keys()
+        signed = sign_with(MESSAGE, [ed]) + MESSAGE
+        field = signed.partition(b"\r\n\r\n" if b"\r\n\r\n" in signed else b"\n\n")[0]
+        value = re.search(rb" b=([^;]*?)\r?\n(?![ \t])", field).group(1)  # the b= value, folded
+        opened: list[bytes] = []
+        real = dkim_fast.crypto_sign_open
+        self.patch(dkim_fast, "crypto_sign_open", lambda sm, pk: (opened.append(sm), real(sm, pk))[1])
+        self.assertEqual(outcomes(signed), [(True, True)])
+        digest = opened[-1][64:]  # what the 64-byte signature signs: the header hash
+        extra = b"\x00" * 32
+        private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(ed.private))
+        forged_signature = private.sign(extra + digest) + extra  # the key signed other bytes than the digest
+        forged = signed.replace(value, base64.b64encode(forged_signature))
+        verdicts = [r.result for r in verify_blocking(forged, _Answers(records(), set())).dkim]
+        self.assertEqual(verdicts, ["permerror"])  # dkimpy's nacl: not 64 bytes
 
     def test_unusual_signature_goes_to_dkimpy(self) -> None:
         """An C{l=} signature is left to dkimpy, which passes it."""
