@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailserver.mailauth.dkim_fast import (
     FastVerifier,
     ParsedMessage,
+    crlf,
     parse_like_dkimpy,
     parse_tags,
     public_key,
@@ -82,6 +83,29 @@ class RelaxedBodyTests(SynchronousTestCase):
         for raw in cases:
             _, body = dkim.rfc822_parse(b"A: b\r\n\r\n" + raw)
             self.assertEqual(relaxed_body(body), Relaxed.canonicalize_body(body), raw)
+
+    def test_relaxed_body_without_trailing_wsp_matches_dkimpy(self) -> None:
+        """
+        Bodies where no line ends with WSP take the path that strips nothing.
+        """
+        rng = random.Random(6377)
+        for _ in range(2000):
+            raw = bytes(rng.choice(b" \t\r\nab") for _ in range(rng.randrange(60)))
+            while b" \r\n" in raw or b"\t\r\n" in raw:
+                raw = raw.replace(b" \r\n", b"\r\n").replace(b"\t\r\n", b"\r\n")
+            _, body = dkim.rfc822_parse(b"A: b\r\n\r\n" + raw)
+            self.assertEqual(relaxed_body(body), Relaxed.canonicalize_body(body), raw)
+
+    def test_crlf_matches_replacements(self) -> None:
+        """
+        L{crlf}'s shortcut (data returned as is) gives the replacements' bytes.
+        """
+        rng = random.Random(6378)
+        cases = [b"", b"\r\n", b"\n", b"\r", b"\r\r\n", b"a\r\nb\n", b"\n\r"]
+        cases += [bytes(rng.choice(b"\r\nab") for _ in range(rng.randrange(30))) for _ in range(3000)]
+        cases += [case.replace(b"\n", b"\r\n") for case in cases]
+        for raw in cases:
+            self.assertEqual(crlf(raw), raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), raw)
 
     def test_relaxed_body_matches_dkimpy_on_corpus(self) -> None:
         for name, message in corpus_messages():
