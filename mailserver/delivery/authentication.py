@@ -62,13 +62,47 @@ class InboundAuthentication:
             spf = envelope.spf = await pending
         # The coroutine itself: no Deferred (and its callback chain) of its own per message.
         results = await self.authenticator.results(client.ip, client.helo, mail_from, header, spf, load)
+        return self._verdict(results, envelope, message, header, small is not None)
+
+    def filter_now(self, envelope: Envelope, message: bytes) -> FilterResult | Deferred[FilterResult]:
+        """
+        L{filter} of a message in memory (C{message}: its bytes) in callback
+        style, for the transaction's quick path: the result at once when
+        nothing is awaited, else a Deferred of it -- the SPF check's from
+        C{MAIL FROM} or the verification's, no coroutine of its own.
+        """
+        spf = envelope.spf
+        if spf is None and envelope.spf_pending is not None:  # started at MAIL FROM, still running
+            pending, envelope.spf_pending = envelope.spf_pending, None
+            return pending.addCallback(self._spf_known, envelope, message)
+        return self._spf_known(spf, envelope, message)
+
+    def _spf_known(self, spf: Any, envelope: Envelope, message: bytes) -> FilterResult | Deferred[FilterResult]:
+        """L{filter_now} once the result of SPF at C{MAIL FROM} is known (None: evaluate it here)."""
+        envelope.spf = spf
+        client = envelope.client
+        mail_from = str(envelope.sender) if envelope.sender else ""
+        results = self.authenticator.results_now(client.ip, client.helo, mail_from, message, spf)
+        if isinstance(results, Deferred):
+            return results.addCallback(self._verdict, envelope, SpooledMessage(message), message, True)
+        return self._verdict(results, envelope, SpooledMessage(message), message, True)
+
+    @staticmethod
+    def _verdict(results: Any, envelope: Envelope, message: SpooledMessage, header: bytes,
+                 whole: bool) -> FilterResult:
+        """
+        The filter's result from the checks': reasons logged, a refusal, or
+        C{message} with the Authentication-Results edit (C{header}: the
+        message itself when C{whole}, else its header block) and, if the
+        policy says so, quarantined.
+        """
         for reason in results.reasons:
             log.info("{queue_id}: mailauth: {disposition}: {reason}",
                      queue_id=envelope.queue_id, disposition=results.disposition, reason=reason)
         if results.error is not None:
             return FilterResult(message, error=results.error)
-        if small is not None:
-            message = SpooledMessage(results.apply(small))
+        if whole:
+            message = SpooledMessage(results.apply(header))
         else:
             message = message.replace_start(len(header), results.apply(header))
         quarantine = "; ".join(results.reasons) if results.disposition == "quarantine" else None

@@ -40,4 +40,18 @@ def skips(step: object, client: object) -> bool:
 
 def content_idle(checks: Sequence[object], filters: Sequence[object], client: object) -> bool:
     """True if there is no content check and no end-of-DATA filter has work to do for C{client}'s mail."""
-    return not checks and all(skips(step, client) for step in filters)
+    return content_work(checks, filters, client)[0]
+
+
+def content_work(checks: Sequence[object], filters: Sequence[object], client: object) -> tuple[bool, object | None]:
+    """
+    L{content_idle} for C{client}, and the one end-of-DATA filter with work
+    to do for its mail when there is no content check and that filter
+    offers C{filter_now} (a message in memory, in callback style: the
+    transaction's quick path), else None.  Each filter is asked once.
+    """
+    if checks:
+        return False, None
+    working = [step for step in filters if not skips(step, client)]
+    quick = working[0] if len(working) == 1 and hasattr(working[0], "filter_now") else None
+    return not working, quick

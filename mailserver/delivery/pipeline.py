@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from mailserver.address import Address
 from mailserver.envelope import Client, Envelope, Recipient
-from mailserver.delivery.filters import content_idle, skips
+from mailserver.delivery.filters import content_work, skips
 from mailserver.delivery.incoming import IncomingSpool
 from mailserver.delivery.quota_gate import checker, over_quota
 from mailserver.delivery.recipient_route import route
@@ -79,7 +79,8 @@ class DeliveryPipeline:
     def __init__(self, core: DeliveryCore, sasl_user: str | None = None) -> None:
         self.core = core
         self.sasl_user = sasl_user
-        self._idle_for: tuple[Client, bool] | None = None  # the last client, and L{content_idle} for it
+        # The last client, and L{content_work} for it.
+        self._idle_for: tuple[Client, bool, object | None] | None = None
 
     def begin(self, client: Client, sender: Address | None, size: int | None = None) -> Envelope:
         """Start a transaction at MAIL FROM."""
@@ -119,11 +120,15 @@ class DeliveryPipeline:
 
     def open_transaction(self, envelope: Envelope) -> Transaction:
         """The DATA phase of C{envelope}."""
-        return Transaction(self.core, envelope, self._content_idle(envelope.client))
+        _, idle, quick = self._content_work(envelope.client)
+        return Transaction(self.core, envelope, idle, quick)
 
-    def _content_idle(self, client: Client) -> bool:
-        """L{content_idle} for C{client}, remembered for the session's last L{Client} object."""
+    def _content_work(self, client: Client) -> tuple[Client, bool, object | None]:
+        """
+        C{client}, and L{content_work} for it, remembered for
+        the session's last L{Client} object.
+        """
         known = self._idle_for
         if known is None or known[0] is not client:
-            known = self._idle_for = (client, content_idle(self.core.checks, self.core.filters, client))
-        return known[1]
+            known = self._idle_for = (client, *content_work(self.core.checks, self.core.filters, client))
+        return known

@@ -27,7 +27,7 @@ from mailserver.envelope import (
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate, spool_edits
 from mailserver.delivery.received import add_missing_headers, delivery_prefix, received_header
-from mailserver.delivery.filters import content_idle, skips
+from mailserver.delivery.filters import FilterResult, content_work, skips
 from mailserver.delivery.recipient_route import route
 from mailserver.delivery.sieve_filter import SieveFilter, SievePlan, write_memory
 from mailserver.errors import MailError
@@ -71,14 +71,17 @@ class Transaction:
     are removed when the transaction ends, whatever the outcome.
     """
 
-    def __init__(self, core: DeliveryCore, envelope: Envelope, content_idle: bool | None = None) -> None:
+    def __init__(self, core: DeliveryCore, envelope: Envelope, content_idle: bool | None = None,
+                 quick: object | None = None) -> None:
         """
         C{content_idle}: the pipeline's L{content_idle} for the envelope's
-        client, if it knows it (asked at L{commit} otherwise).
+        client, if it knows it (asked at L{commit} otherwise), and then
+        C{quick}: the filter L{content_work} gives with it.
         """
         self.core = core
         self.envelope = envelope
         self._content_idle = content_idle
+        self._quick = quick
         self._writer = core.spool.writer() if core.spool is not None else None
         self._chunks: list[bytes] = []
         self._files: list[str] = []  # spool files to remove at the end
@@ -136,30 +139,72 @@ class Transaction:
         552 5.2.2; if it fits only some, 452 4.2.2 and nothing is delivered
         (the client retries; no recipient is dropped silently).
         """
-        if self._plain():
+        quick = self._quick_path()
+        if quick is not False:
             data = self._take_chunks() if self._writer is None else self._writer.in_memory()
             if data is not None:
-                return self._commit_plain(data)
+                return self._commit_plain(data) if quick is None else self._commit_filtered(quick, data)
         return Deferred.fromCoroutine(self._commit_all())
 
     def _plain(self) -> bool:
+        """True for a message L{_commit_plain} commits (see L{_quick_path})."""
+        return self._quick_path() is None
+
+    def _quick_path(self) -> object:
         """
-        True for the common case the coroutines are not needed for: the
+        For the common cases the coroutines are not needed for -- the
         message in memory (the caller checks it never spilled to the spool),
         no error yet, no quota limit among the recipients, no content check
-        and no filter with work to do for this client.
+        -- None when no filter has work to do for this client (then
+        L{_commit_plain}), the filter L{content_work} gives (then
+        L{_commit_filtered}); False otherwise (the general path).
         """
-        if self.error is not None:
+        if self.error is not None or quota_gate.limited(self.core.quota, self.envelope.recipients):
             return False
         idle = self._content_idle
         if idle is None:
-            idle = content_idle(self.core.checks, self.core.filters, self.envelope.client)
-        return idle and not quota_gate.limited(self.core.quota, self.envelope.recipients)
+            idle, self._quick = content_work(self.core.checks, self.core.filters, self.envelope.client)
+            self._content_idle = idle
+        if idle:
+            return None
+        return False if self._quick is None else self._quick
 
     def _commit_plain(self, data: bytes) -> Deferred[str]:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""
+        return self._commit_received(self._received(data))
+
+    def _commit_filtered(self, step: Any, data: bytes) -> Deferred[str]:
+        """
+        L{commit} of a message in memory whose only end-of-DATA work is
+        C{step}, in callback style (C{step.filter_now}): what
+        L{_commit_message} does with its result, then L{_commit_received}.
+        """
+        now = self.core.reactor.seconds()
         try:
-            routes = self._routes(self._received(data))
+            result = step.filter_now(self.envelope, self._with_headers(data, now))
+            if not isinstance(result, Deferred):
+                return self._filtered(result, step, now)
+        except Exception:
+            return fail()
+        return result.addCallback(self._filtered, step, now)
+
+    def _filtered(self, result: FilterResult, step: Any, now: float) -> Deferred[str]:
+        """L{_commit_filtered} once C{step}'s C{result} is known."""
+        if result.error is not None:
+            self._log("reject", f"{step.name}: {result.error.reply()}")
+            return fail(result.error)
+        if result.quarantine is not None:
+            self._quarantine = result.quarantine
+        message = result.message
+        if result.discard or result.hold is not None:
+            detail = f"{step.name}: {result.hold or 'DISCARD'}"
+            return Deferred.fromCoroutine(self._set_aside(message, detail, result.hold))
+        return self._commit_received(message.prepend(self._trace(now)))
+
+    def _commit_received(self, spooled: SpooledMessage) -> Deferred[str]:
+        """The end of the quick paths: C{spooled} (trace on top) to the store and queue, logged."""
+        try:
+            routes = self._routes(spooled)
             stored = self._store(routes, log_sieve=False)  # its events logged below, in the same callback
         except Exception:
             self._remove_files()

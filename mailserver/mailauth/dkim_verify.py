@@ -252,14 +252,31 @@ class DKIMVerifier:
         thread (a large message is not held while DNS answers are awaited).
         C{fields}: the header fields of C{message}, already split.
         """
+        outcome = self.verify_now(message, load, fields)
+        return await outcome if isinstance(outcome, Deferred) else outcome
+
+    def verify_now(self, message: bytes, load: Callable[[], bytes] | None = None,
+                   fields: Fields | None = None) -> VerificationResults | Deferred[VerificationResults]:
+        """
+        L{verify} in callback style: the results at once for a message
+        without signatures, else the verification's Deferred (after the
+        key look-ups when a key is not in the answer cache).
+        """
         if fields is None:
             fields, _ = split_headers(message)
         signed = signatures(fields)
         names = key_names(message, fields, signed)
         if not names:
             return VerificationResults()
-        answers = await self.fetch(names)
-        if load is None and self.processes is not None:
-            return await self.processes.verify(message, answers, fields, signed)
-        return await self.in_thread(message, answers, fields, signed, load)
+        answers = self.cached(names)
+        if answers is None:
+            fetched = Deferred.fromCoroutine(self.fetch(names))
+            return fetched.addCallback(self._verify, message, fields, signed, load)
+        return self._verify(answers, message, fields, signed, load)
 
+    def _verify(self, answers: _Answers, message: bytes, fields: Fields,
+                signed: list[tuple[bytes, Tags | None]], load: Callable[[], bytes] | None) -> Deferred:
+        """The verification with every key answer at hand: in a worker process, or in the thread pool."""
+        if load is None and self.processes is not None:
+            return self.processes.verify(message, answers, fields, signed)
+        return self.in_thread(message, answers, fields, signed, load)

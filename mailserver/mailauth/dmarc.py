@@ -138,6 +138,11 @@ def _find_record(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bo
     return None, False
 
 
+def _unsampled(result: DMARCResult) -> bool:
+    """True if L{DMARCEvaluator._evaluate} gave C{result} without drawing a pct= sample."""
+    return not (result.result == "fail" and result.record is not None and result.record.pct < 100)
+
+
 class DMARCEvaluator:
     """
     Find the policy and apply alignment to the SPF and DKIM results:
@@ -170,7 +175,9 @@ class DMARCEvaluator:
     def evaluate_cached(self, from_domains: list[str], spf: tuple[str, str],
                         dkim: list[tuple[str, str]]) -> DMARCResult | None:
         """L{evaluate}'s result when the records it needs are in the answer cache, else None (no query)."""
-        return from_cache(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim))
+        # Kept while its records are cached, unless it depended on the pct= sample.
+        return from_cache(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim),
+                          ("dmarc", tuple(from_domains), spf, tuple(dkim)), _unsampled)
 
     def _evaluate(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
                   dkim: list[tuple[str, str]]) -> DMARCResult:

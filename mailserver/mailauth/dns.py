@@ -15,7 +15,7 @@ L{DNSLookup.cached} reads the cache without a Deferred at all.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.names import dns, error
@@ -90,6 +90,7 @@ class DNSLookup:
         self.resolver = resolver
         self.timeout = tuple(timeout)
         self.cache = cache
+        self.results = Results()  # what L{from_cache} evaluated with a key, and the cache entries it read
 
     _normal = staticmethod(memo.by_text(_normal_name, maxsize=4096, longest=255))
 
@@ -130,14 +131,24 @@ class DNSLookup:
             self._keep_negative((method, name), authority)  # NODATA
         return payloads
 
-    def cached(self, kind: str, name: str) -> list[Any] | None:
-        """C{await getattr(self, kind)(name)} from the cache alone: None when it would need a query."""
+    def cached(self, kind: str, name: str, read: list[tuple[tuple[str, str], list[Any]]] | None = None,
+               ) -> list[Any] | None:
+        """
+        C{await getattr(self, kind)(name)} from the cache alone: None when it
+        would need a query.  C{read}: where to note the cache entry used
+        (its key and records), if any.
+        """
         method, _rtype, convert, name_of = _KINDS[kind]
         normal = self._normal(name_of(name) if name_of is not None else name)
         if normal is None:
             return []
-        records = self.cache.get((method, normal)) if self.cache is not None else None
-        return None if records is None else convert(records)
+        key = (method, normal)
+        records = self.cache.get(key) if self.cache is not None else None
+        if records is None:
+            return None
+        if read is not None:
+            read.append((key, records))
+        return convert(records)
 
     def cached_txt_bytes(self, name: str) -> list[bytes] | None:
         """L{txt_bytes} from the cache alone: None when it would need a query."""
@@ -198,14 +209,18 @@ class NotCached(Exception):
         self.key = (kind, name)
 
 
-def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any]) -> Fetch:
-    """C{fetch} answering from C{known} (answers and failures fetched already), then from the cache."""
+def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any],
+             read: list[tuple[tuple[str, str], list[Any]]] | None = None) -> Fetch:
+    """
+    C{fetch} answering from C{known} (answers and failures fetched
+    already), then from the cache (the entries used noted in C{read}).
+    """
     cached = lookup.cached
 
     def fetch(kind: str, name: str) -> list[Any]:
         found = known.get((kind, name))
         if found is None:
-            found = cached(kind, name)
+            found = cached(kind, name, read)
             if found is None:
                 raise NotCached(kind, name)
         elif isinstance(found, Exception):
@@ -215,16 +230,65 @@ def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any]) -> Fetch:
     return fetch
 
 
-def from_cache(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T | None:
+class Results:
+    """
+    Results of L{from_cache} kept by the caller's key (its evaluation's
+    arguments) with the answer cache entries the evaluation read: given
+    again, without evaluating, while each of those entries is still the one
+    in the cache (the same records, not expired), so they are the results
+    an evaluation would give.  Bounded: past C{max_entries} the oldest goes.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._kept: dict[Hashable, tuple[Any, list[tuple[tuple[str, str], list[Any]]]]] = {}
+
+    def get(self, cache: AnswerCache, key: Hashable) -> Any:
+        """The result kept for C{key} if the entries it was evaluated from are all still in C{cache}, else None."""
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        for entry, records in kept[1]:
+            if cache.get(entry) is not records:
+                del self._kept[key]
+                return None
+        return kept[0]
+
+    def put(self, key: Hashable, result: Any, read: list[tuple[tuple[str, str], list[Any]]]) -> None:
+        kept = self._kept
+        kept.pop(key, None)
+        while len(kept) >= self.max_entries:
+            del kept[next(iter(kept))]  # the oldest
+        kept[key] = (result, read)
+
+
+def from_cache(lookup: DNSLookup, evaluate: Callable[[Fetch], T], key: Hashable | None = None,
+               keep: Callable[[T], bool] | None = None) -> T | None:
     """
     C{evaluate(fetch)} when every answer it asks C{fetch} for is in the
     answer cache, else None: no query, no coroutine, no Deferred.
     C{evaluate}: synchronous, its result a function of the answers alone.
+    With C{key} (hashable: what the result depends on besides the answers)
+    the result is kept (L{Results}, if C{keep(result)}) and given again
+    while the answers it was evaluated from are still cached.
     """
+    cache = lookup.cache
+    if key is None or cache is None:
+        try:
+            return evaluate(_fetcher(lookup, {}))
+        except NotCached:
+            return None
+    known = lookup.results.get(cache, key)
+    if known is not None:
+        return known
+    read: list[tuple[tuple[str, str], list[Any]]] = []
     try:
-        return evaluate(_fetcher(lookup, {}))
+        result = evaluate(_fetcher(lookup, {}, read))
     except NotCached:
         return None
+    if keep is None or keep(result):
+        lookup.results.put(key, result, read)
+    return result
 
 
 async def resolved(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T:

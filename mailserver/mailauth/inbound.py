@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from mailserver.errors import MailError
 from mailserver.mailauth import authresults, memo
-from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier
+from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier, VerificationResults
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
 from mailserver.mailauth.dns import AnswerCache, DNSLookup
 from mailserver.mailauth.headers import Fields, from_domains, split_headers
@@ -130,22 +130,52 @@ class Authenticator:
                       known_spf: SPFResult | None = None, load: Callable[[], bytes] | None = None,
                       ) -> AuthenticationResults:
         """L{authenticate} as a coroutine, for a caller that awaits it (no Deferred of its own)."""
+        outcome = self.results_now(client_ip, helo, mail_from, message, known_spf, load)
+        return await outcome if isinstance(outcome, Deferred) else outcome
+
+    def results_now(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                    known_spf: SPFResult | None = None, load: Callable[[], bytes] | None = None,
+                    ) -> AuthenticationResults | Deferred[AuthenticationResults]:
+        """
+        L{results} in callback style: the results at once when nothing is
+        awaited (every answer cached, no signature to verify), else a
+        Deferred of them -- the verification's own when only that is
+        awaited, so a message costs no coroutine.
+        """
         # One split of the header block for DKIM, ARC, DMARC and apply().
         fields, _ = split_headers(message)
         spf = known_spf if known_spf is not None else self.spf.check_cached(client_ip, helo, mail_from)
         if spf is None:  # SPF and DKIM concurrently
-            spf_d = Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
-            dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load, fields))
-            spf = await spf_d
-            verification = await dkim_d
-        else:
-            verification = await self.dkim.verify(message, load, fields)
+            return Deferred.fromCoroutine(self._concurrently(client_ip, helo, mail_from, message, load, fields))
+        verified = self.dkim.verify_now(message, load, fields)
+        if isinstance(verified, Deferred):
+            return verified.addCallback(self._verified, spf, message, fields, mail_from, helo)
+        return self._verified(verified, spf, message, fields, mail_from, helo)
+
+    async def _concurrently(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                            load: Callable[[], bytes] | None, fields: Fields) -> AuthenticationResults:
+        """L{results_now} when SPF needs answers not in the cache: SPF and DKIM at the same time."""
+        spf_d = Deferred.fromCoroutine(self.spf.check(client_ip, helo, mail_from))
+        dkim_d = Deferred.fromCoroutine(self.dkim.verify(message, load, fields))
+        spf = await spf_d
+        outcome = self._verified(await dkim_d, spf, message, fields, mail_from, helo)
+        return await outcome if isinstance(outcome, Deferred) else outcome
+
+    def _verified(self, verification: VerificationResults, spf: SPFResult, message: bytes, fields: Fields,
+                  mail_from: str, helo: str) -> AuthenticationResults | Deferred[AuthenticationResults]:
+        """DMARC over the SPF and DKIM results (at once when its answers are cached), then the results."""
         domains = from_domains(fields)
         # The SPF identity DMARC aligns: MAIL FROM's domain, or HELO's for the null sender.
         aligned = (spf.result, spf.domain)
         signers = [(r.result, r.domain) for r in verification.dkim]
-        dmarc = self.dmarc.evaluate_cached(domains, aligned, signers) or \
-            await self.dmarc.evaluate(domains, aligned, signers)
+        dmarc = self.dmarc.evaluate_cached(domains, aligned, signers)
+        if dmarc is None:
+            evaluated = Deferred.fromCoroutine(self.dmarc.evaluate(domains, aligned, signers))
+            return evaluated.addCallback(self._evaluated, spf, verification, message, fields, mail_from, helo)
+        return self._evaluated(dmarc, spf, verification, message, fields, mail_from, helo)
+
+    def _evaluated(self, dmarc: DMARCResult, spf: SPFResult, verification: VerificationResults, message: bytes,
+                   fields: Fields, mail_from: str, helo: str) -> AuthenticationResults:
         results = AuthenticationResults(
             spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
             header=self._header(spf, verification.dkim, verification.arc, dmarc, mail_from, helo),

@@ -235,4 +235,6 @@ class SPFChecker:
     def check_cached(self, ip: str, helo: str, mail_from: str) -> SPFResult | None:
         """L{check}'s result when every answer it needs is in the answer cache, else None (no query)."""
         domain, sender, scope = self._identity(helo, mail_from)
-        return from_cache(self.lookup, self._evaluation(ip, domain, sender, helo, scope))
+        # Kept while its answers are cached: a sender's messages from one client give the same result.
+        return from_cache(self.lookup, self._evaluation(ip, domain, sender, helo, scope),
+                          ("spf", ip, domain, sender, helo, scope))

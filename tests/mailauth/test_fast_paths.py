@@ -186,6 +186,7 @@ class CachedEvaluationTests(TestCase):
             self.assertIn(cold, (None, general))
             asked = list(self.dns.queries)
             self.assertEqual(checker.check_cached(ip, helo, mail_from), general, (records, arguments))
+            self.assertEqual(checker.check_cached(ip, helo, mail_from), general)  # the result kept, given again
             self.assertEqual(self.dns.queries, asked)
             results.add(general.result)
             for name in records:
@@ -228,6 +229,7 @@ class CachedEvaluationTests(TestCase):
                 general = await evaluator.evaluate(from_domains, spf, dkim)
                 asked = list(self.dns.queries)
                 self.assertEqual(evaluator.evaluate_cached(from_domains, spf, dkim), general, from_domains)
+                self.assertEqual(evaluator.evaluate_cached(from_domains, spf, dkim), general)  # kept, or sampled
                 self.assertEqual(self.dns.queries, asked)
 
     def test_regression_dmarc_from_cache_same_as_evaluated(self) -> Deferred:
@@ -250,3 +252,77 @@ class FailureInsideEvaluationTests(SynchronousTestCase):
         evaluated = ensureDeferred(DMARCEvaluator(lookup).evaluate(["example.com"], ("pass", ""), []))
         failure = self.failureResultOf(evaluated)
         self.assertEqual(str(failure.value), "broken answer for _dmarc.example.com")
+
+
+class KeptResultsTests(SynchronousTestCase):
+    """
+    SPF and DMARC results kept by their arguments (L{dns.Results}) are given
+    again only while the answers they were evaluated from are the ones in
+    the cache: they equal an evaluation from the cache at every step.
+    """
+
+    def setUp(self) -> None:
+        from tests.delivery.test_filtered_commit import Later, ZoneResolver
+
+        self.clock = Clock()
+        self.zone = {"x.test": "v=spf1 ip4:192.0.2.1 -all", "_dmarc.x.test": "v=DMARC1; p=reject"}
+        self.cache = AnswerCache(self.clock.seconds)
+        self.lookup = DNSLookup(ZoneResolver(self.zone, Later(), frozenset()), cache=self.cache)
+
+    def spf(self, checker: SPFChecker) -> SPFResult | None:
+        """check_cached, checked against an evaluation from the cache that keeps nothing."""
+        from mailserver.mailauth.dns import from_cache
+
+        kept = checker.check_cached("192.0.2.1", "h.test", "u@x.test")
+        fresh = from_cache(checker.lookup, checker._evaluation("192.0.2.1", "x.test", "u@x.test", "h.test", "mailfrom"))
+        self.assertEqual(kept, fresh)
+        return kept
+
+    def test_spf_kept_while_its_answers_are_cached(self) -> None:
+        checker = SPFChecker(self.lookup)
+        self.assertIsNone(self.spf(checker))  # nothing cached
+        first = self.successResultOf(ensureDeferred(checker.check("192.0.2.1", "h.test", "u@x.test")))
+        self.assertEqual(first.result, "pass")
+        kept = self.spf(checker)
+        self.assertEqual(kept, first)
+        self.assertIs(self.spf(checker), kept)  # kept: not evaluated again
+        self.zone["x.test"] = "v=spf1 -all"  # published, but the cached answer still holds
+        self.assertIs(self.spf(checker), kept)
+        self.clock.advance(3601)  # the answer expired: nothing kept is given
+        self.assertIsNone(self.spf(checker))
+        self.assertEqual(self.successResultOf(ensureDeferred(checker.check("192.0.2.1", "h.test", "u@x.test"))).result,
+                         "fail")
+        self.assertEqual(self.spf(checker).result, "fail")
+        self.zone["x.test"] = "v=spf1 ip4:192.0.2.1 -all"
+        self.cache.put(("lookupText", "x.test"), [], 60)  # another answer in the cache (negative, here)
+        self.assertEqual(self.spf(checker).result, "none")
+
+    def test_dmarc_kept_unless_sampled(self) -> None:
+        drawn: list[float] = []
+
+        def sample() -> float:
+            drawn.append(0.9)
+            return 0.9
+
+        evaluator = DMARCEvaluator(self.lookup, sample=sample)
+        arguments = (["x.test"], ("fail", "x.test"), [("fail", "x.test")])
+        self.assertIsNone(evaluator.evaluate_cached(*arguments))
+        first = self.successResultOf(ensureDeferred(evaluator.evaluate(*arguments)))
+        kept = evaluator.evaluate_cached(*arguments)
+        self.assertEqual(kept, first)
+        self.assertIs(evaluator.evaluate_cached(*arguments), kept)
+        self.assertEqual(drawn, [])
+        self.zone["_dmarc.x.test"] = "v=DMARC1; p=reject; pct=50"
+        self.clock.advance(3601)
+        self.successResultOf(ensureDeferred(evaluator.evaluate(*arguments)))
+        for _ in range(3):  # a result that drew the sample is not kept: drawn for every message
+            self.assertEqual(evaluator.evaluate_cached(*arguments).disposition, "quarantine")
+        self.assertEqual(len(drawn), 4)
+
+    def test_bounded(self) -> None:
+        from mailserver.mailauth.dns import Results
+
+        results = Results(max_entries=2)
+        for key in "abc":
+            results.put(key, key.upper(), [])
+        self.assertEqual([results.get(self.cache, key) for key in "abc"], [None, "B", "C"])
