@@ -278,8 +278,7 @@ class FastVerifier:
     def __init__(self, parsed: Any) -> None:
         self.parsed = parsed
         self.body_hashes: dict[bytes, bytes] = {}
-        self.canonical_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        self.positions: dict[bytes, dict[bytes, list[int]]] = {}
+        self.positions: dict[bool, dict[bytes, list[int]]] = {}
         self.selected: dict[tuple[bytes, tuple[bytes, ...]], bytes] = {}
 
     def body_hash(self, policy: CanonicalizationPolicy) -> bytes:
@@ -290,32 +289,34 @@ class FastVerifier:
             self.body_hashes[name] = hashlib.sha256(canonical).digest()
         return self.body_hashes[name]
 
-    def headers(self, policy: CanonicalizationPolicy) -> list[tuple[bytes, bytes]]:
-        name = policy.header_algorithm.name
-        if name not in self.canonical_headers:
-            headers = self.parsed.headers
-            self.canonical_headers[name] = relaxed_headers(headers) if name == Relaxed.name \
-                else policy.canonicalize_headers(headers)
-        return self.canonical_headers[name]
+    @staticmethod
+    def _canonical(policy: CanonicalizationPolicy, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return relaxed_headers(pairs) if policy.header_algorithm.name == Relaxed.name else policy.canonicalize_headers(pairs)
 
     def _select(self, policy: CanonicalizationPolicy, include: Sequence[bytes]) -> bytes:
-        """The canonical fields named by C{include}, each name taking the next instance from the bottom up."""
-        headers = self.headers(policy)
-        name = policy.header_algorithm.name
-        positions = self.positions.get(name)
-        if positions is None:
-            positions = self.positions[name] = {}
+        """
+        The canonical fields named by C{include}, each name taking the next
+        instance from the bottom up; only those fields are canonicalised
+        (each on its own in either canonicalisation).
+        """
+        headers = self.parsed.headers
+        relaxed = policy.header_algorithm.name == Relaxed.name
+        positions = self.positions.get(relaxed)
+        if positions is None:  # by the canonical name, lower-cased (simple leaves names as they are)
+            positions = self.positions[relaxed] = {}
             for index, (field, _value) in enumerate(headers):
-                positions.setdefault(field.lower(), []).append(index)
+                positions.setdefault(field.lower().rstrip() if relaxed else field.lower(), []).append(index)
         used: dict[bytes, int] = {}
-        selected = []
+        picked = []
         for wanted in include:
             found = positions.get(wanted, ())
             taken = used.get(wanted, 0)
             used[wanted] = taken + 1
             if taken < len(found):
-                field, value = headers[found[-1 - taken]]
-                selected += (field, b":", value)
+                picked.append(headers[found[-1 - taken]])
+        selected = []
+        for field, value in self._canonical(policy, picked):
+            selected += (field, b":", value)
         return b"".join(selected)
 
     def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: Sequence[bytes],
@@ -333,7 +334,7 @@ class FastVerifier:
             selected = self.selected[key] = self._select(policy, include)
         hasher.update(selected)
         unsigned = [(sig_header[0], without_b_value(sig_header[1]))]
-        for field, value in relaxed_headers(unsigned) if name == Relaxed.name else policy.canonicalize_headers(unsigned):
+        for field, value in self._canonical(policy, unsigned):
             hasher.update(field + b":" + value.rstrip())
 
     def verify(self, sig_header: tuple[bytes, bytes], record: bytes,
