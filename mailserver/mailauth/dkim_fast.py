@@ -232,8 +232,10 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
         size = len(name)
         if raw[size : size + 1] != b":":
             return None
-        headers.append((raw[:size], crlf(raw[size + 1 :])))
+        headers.append((raw[:size], raw[size + 1 :]))
         end += len(raw)
+    if message.count(b"\n", 0, end) != message.count(b"\r\n", 0, end):  # else every value is CRLF already
+        headers = [(name, crlf(value)) for name, value in headers]
     if message.startswith(b"\r\n", end):
         end += 2
     elif message.startswith(b"\n", end):
@@ -241,6 +243,16 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
     else:
         return None
     return ParsedMessage(headers, crlf(message[end:]))
+
+
+_PKCS1 = padding.PKCS1v15()
+_PREHASHED = Prehashed(SHA256())
+
+
+@lru_cache(maxsize=64)
+def _policy(c: bytes) -> CanonicalizationPolicy:
+    """dkimpy's policy for a C{c=} value (raises as it does), kept per value."""
+    return CanonicalizationPolicy.from_c_value(c)
 
 
 @lru_cache(maxsize=256)
@@ -309,7 +321,9 @@ class FastVerifier:
         used: dict[bytes, int] = {}
         picked = []
         for wanted in include:
-            found = positions.get(wanted, ())
+            found = positions.get(wanted)
+            if found is None:  # over-signed names: most are absent
+                continue
             taken = used.get(wanted, 0)
             used[wanted] = taken + 1
             if taken < len(found):
@@ -356,7 +370,7 @@ class FastVerifier:
         if sig.get(b"q", b"dns/txt") != b"dns/txt":
             return None
         try:
-            policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+            policy = _policy(sig.get(b"c", b"simple/simple"))
             if base64.b64decode(b"".join(sig[b"bh"].split())) != self.body_hash(policy):
                 return None
             signature = base64.b64decode(b"".join(sig[b"b"].split()))
@@ -368,7 +382,7 @@ class FastVerifier:
         key = found[1]
         try:
             if kind == b"rsa":
-                key.verify(signature, hasher.digest(), padding.PKCS1v15(), Prehashed(SHA256()))
+                key.verify(signature, hasher.digest(), _PKCS1, _PREHASHED)
             elif len(signature) == 64:  # else libsodium would read the rest of b= as signed bytes
                 crypto_sign_open(signature + hasher.digest(), key)
             else:

@@ -209,6 +209,11 @@ class SharedParseTests(SynchronousTestCase):
         """A message's header fields, split once for every check, give dkimpy's C{rfc822_parse}."""
         rsa, ed = signing_keys()
         cases = [sign_with(MESSAGE, [rsa, ed]) + MESSAGE, b"A: b\n\n", b"A: b\r\n c\r\nB:\r\n\r\nx\ny\r\n"]
+        rng = random.Random(5322)  # line ends mixed or not, within fields and between them
+        for _ in range(500):
+            lines = [rng.choice([b"A: x", b"B:y", b" folded", b"\tz", b"C: \r"]) + rng.choice([b"\r\n", b"\n"])
+                     for _ in range(rng.randrange(1, 6))]
+            cases.append(b"A: first" + rng.choice([b"\r\n", b"\n"]) + b"".join(lines) + rng.choice([b"\r\n", b"\n"]) + b"x")
         try:
             cases += [message for _, message in corpus_messages()]
         except SkipTest:
