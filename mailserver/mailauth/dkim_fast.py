@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from dkim import DKIMException, validate_signature_fields
+from dkim import HASH_ALGORITHMS, DKIMException, validate_signature_fields
 from dkim.canonicalization import (
     CanonicalizationPolicy,
     InvalidCanonicalizationPolicyError,
@@ -68,8 +69,11 @@ def relaxed_body(body: bytes) -> bytes:
     return correct_empty_body(strip_trailing_lines(text))
 
 
-#: Where dkimpy's C{RE_BTAG} matches (its FWS matches any run of whitespace, so it is C{\\s*} here)...
-_B_TAG = re.compile(rb"[;\s]b\s*=")
+#: Where dkimpy's C{RE_BTAG} matches, C{[;\\s]b\\s*=} (its FWS matches any run of whitespace), less the first
+#: character: searched from the "b" (a literal, found far faster), the character before it checked apart...
+_B_TAG = re.compile(rb"b\s*=")
+#: ...which is one of C{[;\\s]} (bytes: ASCII whitespace).
+_BEFORE_B = frozenset(b"; \t\n\r\x0b\x0c")
 #: ...and the run of base64 and whitespace it then takes (up to its last base64 character).
 _B_RUN = re.compile(rb"[\sa-zA-Z0-9+/=]*")
 
@@ -82,16 +86,21 @@ def without_b_value(value: bytes) -> bytes:
     """
     pieces = []
     position = 0
-    for _ in range(len(value)):  # each pass consumes at least "b=": bounded by the length
-        tag = _B_TAG.search(value, position)
+    search = position + 1  # where the "b" may be: after a character of [;\s] at or past position
+    for _ in range(len(value) + 1):  # each pass moves past at least one "b": bounded by the length
+        tag = _B_TAG.search(value, search)
         if tag is None:
             break
+        if value[tag.start() - 1] not in _BEFORE_B:
+            search = tag.start() + 1
+            continue
         start = tag.end()
         end = start + len(value[start : _B_RUN.match(value, start).end()].rstrip())
         if value[end:] in (b"\n", b"\r\n"):
             end = len(value)
         pieces.append(value[position:start])
         position = end
+        search = end + 1
     pieces.append(value[position:])
     return b"".join(pieces)
 
@@ -131,6 +140,69 @@ def relaxed_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes,
     return canonical
 
 
+#: dkimpy's pattern for a b= value (matched in full here: no more than its C{re.match} with C{$} accepts).
+_BASE64ISH = re.compile(rb"[\s0-9A-Za-z+/]+[\s=]*")
+_D_SPECIAL = re.compile(rb"[()<>\[\]:;@\\,]")
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+_MANDATORY = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
+#: dkimpy's leeway for t= in the future and x= in the past.
+_SLOP = 36000
+
+
+def plainly_valid(sig: dict[bytes, bytes]) -> bool:
+    """
+    True when dkimpy's C{validate_signature_fields} accepts C{sig} for
+    certain (the common signature, without its regular expressions
+    compiled per call); False when it may not (then it decides).
+    """
+    if any(name not in sig for name in _MANDATORY) or sig[b"v"] != b"1" or sig[b"a"] not in HASH_ALGORITHMS:
+        return False
+    b, bh, d = sig[b"b"], sig[b"bh"], sig[b"d"]
+    if _BASE64ISH.fullmatch(b) is None or len(b"".join(b.split())) % 4 or len(b"".join(bh.split())) % 4:
+        return False
+    if b"cv" in sig or b"l" in sig or sig.get(b"q", b"dns/txt") != b"dns/txt":
+        return False
+    if not d.isascii() or _D_SPECIAL.search(d) is not None:
+        return False
+    i = sig.get(b"i")
+    if i is not None and not (len(i) > len(d) and i.lower().endswith(d.lower()) and i[-len(d) - 1] in b"@."):
+        return False
+    t, x = sig.get(b"t"), sig.get(b"x")
+    if t is None and x is None:
+        return True
+    now = int(time.time())
+    if t is not None and (_DIGITS.fullmatch(t) is None or int(t) > now + _SLOP):
+        return False
+    if x is not None:
+        if _DIGITS.fullmatch(x) is None or int(x) < now - _SLOP:
+            return False
+        if t is not None and int(t) and int(x) < int(t):
+            return False
+    return True
+
+
+def validate(sig: dict[bytes, bytes]) -> None:
+    """dkimpy's C{validate_signature_fields} (raises what it raises), the common case checked quickly."""
+    if not plainly_valid(sig):
+        validate_signature_fields(sig)
+
+
+_H_SEPARATOR = re.compile(rb"\s*:\s*")
+
+
+@lru_cache(maxsize=256)
+def signed_names(h: bytes) -> tuple[bytes, ...]:
+    """
+    The lower-cased names of an C{h=} value, and C{from} once more when
+    it is there (as dkimpy: an extra From is hashed too, so it breaks the
+    signature).  Kept per value: a signer's h= is the same for its messages.
+    """
+    include = [name.lower() for name in _H_SEPARATOR.split(h)]
+    if b"from" in include:
+        include.append(b"from")
+    return tuple(include)
+
+
 @dataclass(frozen=True)
 class ParsedMessage:
     """C{headers} and C{body} as C{dkim.DKIM} parses them (CRLF line ends), for L{FastVerifier}."""
@@ -160,8 +232,10 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
         size = len(name)
         if raw[size : size + 1] != b":":
             return None
-        headers.append((raw[:size], crlf(raw[size + 1 :])))
+        headers.append((raw[:size], raw[size + 1 :]))
         end += len(raw)
+    if message.count(b"\n", 0, end) != message.count(b"\r\n", 0, end):  # else every value is CRLF already
+        headers = [(name, crlf(value)) for name, value in headers]
     if message.startswith(b"\r\n", end):
         end += 2
     elif message.startswith(b"\n", end):
@@ -169,6 +243,16 @@ def parse_like_dkimpy(message: bytes, fields: Sequence[tuple[str, bytes]]) -> Pa
     else:
         return None
     return ParsedMessage(headers, crlf(message[end:]))
+
+
+_PKCS1 = padding.PKCS1v15()
+_PREHASHED = Prehashed(SHA256())
+
+
+@lru_cache(maxsize=64)
+def _policy(c: bytes) -> CanonicalizationPolicy:
+    """dkimpy's policy for a C{c=} value (raises as it does), kept per value."""
+    return CanonicalizationPolicy.from_c_value(c)
 
 
 @lru_cache(maxsize=256)
@@ -206,8 +290,7 @@ class FastVerifier:
     def __init__(self, parsed: Any) -> None:
         self.parsed = parsed
         self.body_hashes: dict[bytes, bytes] = {}
-        self.canonical_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        self.positions: dict[bytes, dict[bytes, list[int]]] = {}
+        self.positions: dict[bool, dict[bytes, list[int]]] = {}
         self.selected: dict[tuple[bytes, tuple[bytes, ...]], bytes] = {}
 
     def body_hash(self, policy: CanonicalizationPolicy) -> bytes:
@@ -218,35 +301,39 @@ class FastVerifier:
             self.body_hashes[name] = hashlib.sha256(canonical).digest()
         return self.body_hashes[name]
 
-    def headers(self, policy: CanonicalizationPolicy) -> list[tuple[bytes, bytes]]:
-        name = policy.header_algorithm.name
-        if name not in self.canonical_headers:
-            headers = self.parsed.headers
-            self.canonical_headers[name] = relaxed_headers(headers) if name == Relaxed.name \
-                else policy.canonicalize_headers(headers)
-        return self.canonical_headers[name]
+    @staticmethod
+    def _canonical(policy: CanonicalizationPolicy, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return relaxed_headers(pairs) if policy.header_algorithm.name == Relaxed.name else policy.canonicalize_headers(pairs)
 
-    def _select(self, policy: CanonicalizationPolicy, include: list[bytes]) -> bytes:
-        """The canonical fields named by C{include}, each name taking the next instance from the bottom up."""
-        headers = self.headers(policy)
-        name = policy.header_algorithm.name
-        positions = self.positions.get(name)
-        if positions is None:
-            positions = self.positions[name] = {}
+    def _select(self, policy: CanonicalizationPolicy, include: Sequence[bytes]) -> bytes:
+        """
+        The canonical fields named by C{include}, each name taking the next
+        instance from the bottom up; only those fields are canonicalised
+        (each on its own in either canonicalisation).
+        """
+        headers = self.parsed.headers
+        relaxed = policy.header_algorithm.name == Relaxed.name
+        positions = self.positions.get(relaxed)
+        if positions is None:  # by the canonical name, lower-cased (simple leaves names as they are)
+            positions = self.positions[relaxed] = {}
             for index, (field, _value) in enumerate(headers):
-                positions.setdefault(field.lower(), []).append(index)
+                positions.setdefault(field.lower().rstrip() if relaxed else field.lower(), []).append(index)
         used: dict[bytes, int] = {}
-        selected = []
+        picked = []
         for wanted in include:
-            found = positions.get(wanted, ())
+            found = positions.get(wanted)
+            if found is None:  # over-signed names: most are absent
+                continue
             taken = used.get(wanted, 0)
             used[wanted] = taken + 1
             if taken < len(found):
-                field, value = headers[found[-1 - taken]]
-                selected += (field, b":", value)
+                picked.append(headers[found[-1 - taken]])
+        selected = []
+        for field, value in self._canonical(policy, picked):
+            selected += (field, b":", value)
         return b"".join(selected)
 
-    def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: list[bytes],
+    def hash_headers(self, hasher: Any, policy: CanonicalizationPolicy, include: Sequence[bytes],
                      sig_header: tuple[bytes, bytes]) -> None:
         """
         dkimpy's C{hash_headers}: the fields named by C{h=} (each name
@@ -261,7 +348,7 @@ class FastVerifier:
             selected = self.selected[key] = self._select(policy, include)
         hasher.update(selected)
         unsigned = [(sig_header[0], without_b_value(sig_header[1]))]
-        for field, value in relaxed_headers(unsigned) if name == Relaxed.name else policy.canonicalize_headers(unsigned):
+        for field, value in self._canonical(policy, unsigned):
             hasher.update(field + b":" + value.rstrip())
 
     def verify(self, sig_header: tuple[bytes, bytes], record: bytes,
@@ -273,7 +360,7 @@ class FastVerifier:
         try:
             if sig is None:
                 sig = parse_tags(sig_header[1])
-            validate_signature_fields(sig)
+            validate(sig)
         except (DKIMException, InvalidTagValueList, ValueError):
             return None
         kind = _ALGORITHMS.get(sig.get(b"a", b""))
@@ -283,21 +370,19 @@ class FastVerifier:
         if sig.get(b"q", b"dns/txt") != b"dns/txt":
             return None
         try:
-            policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+            policy = _policy(sig.get(b"c", b"simple/simple"))
             if base64.b64decode(b"".join(sig[b"bh"].split())) != self.body_hash(policy):
                 return None
             signature = base64.b64decode(b"".join(sig[b"b"].split()))
         except (InvalidCanonicalizationPolicyError, ValueError, TypeError):
             return None
-        include = [name.lower() for name in re.split(rb"\s*:\s*", sig[b"h"])]
-        if b"from" in include:
-            include.append(b"from")  # as dkimpy: an extra From is hashed too, so it breaks the signature
+        include = signed_names(sig[b"h"])
         hasher = hashlib.sha256()
         self.hash_headers(hasher, policy, include, sig_header)
         key = found[1]
         try:
             if kind == b"rsa":
-                key.verify(signature, hasher.digest(), padding.PKCS1v15(), Prehashed(SHA256()))
+                key.verify(signature, hasher.digest(), _PKCS1, _PREHASHED)
             elif len(signature) == 64:  # else libsodium would read the rest of b= as signed bytes
                 crypto_sign_open(signature + hasher.digest(), key)
             else:

@@ -136,6 +136,7 @@ def verify_blocking(message: bytes, answers: _Answers, fields: Fields | None = N
         signed = signatures(fields)
     verifier: Any = None  # dkimpy's parse of the message, made only when the fast path cannot decide
     fast: FastVerifier | None = None
+    sig_headers: list[tuple[bytes, bytes]] = []
 
     def dkimpy() -> Any:
         nonlocal verifier
@@ -169,7 +170,7 @@ def verify_blocking(message: bytes, answers: _Answers, fields: Fields | None = N
         try:
             if fast is None:  # one parse of the message for all its signatures, from the fields already split
                 fast = FastVerifier(parse_like_dkimpy(message, fields) or dkimpy())
-            sig_headers = [item for item in fast.parsed.headers if item[0].lower() == b"dkim-signature"]
+                sig_headers = [item for item in fast.parsed.headers if item[0].lower() == b"dkim-signature"]
             # The common case is checked quickly; dkimpy decides the rest and gives failures their reason.
             ok = (index < len(sig_headers) and fast.verify(sig_headers[index], answers.records[key_name] or b"", tags)) \
                 or dkimpy().verify(idx=index, dnsfunc=answers)

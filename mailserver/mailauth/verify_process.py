@@ -177,24 +177,26 @@ class _Worker(ProcessProtocol):
         self.alive = True
 
     def outReceived(self, data: bytes) -> None:
-        buffer = self.buffer + data
+        buffer = self.buffer + data if self.buffer else data
         offset = 0
+        answered = []
         while len(buffer) - offset >= HEADER.size:
             size = HEADER.unpack_from(buffer, offset)[0]
             end = offset + HEADER.size + size
             if len(buffer) < end:
                 break
-            number, ok, value = pickle.loads(buffer[offset + HEADER.size:end])
+            answered.append(pickle.loads(buffer[offset + HEADER.size:end]))
             offset = end
-            request = self.pending.pop(number, None)
-            if request is None:  # timed out already
-                continue
-            self.watch()  # the next request starts now
+        self.buffer = buffer[offset:]
+        requests = [(self.pending.pop(number, None), ok, value) for number, ok, value in answered]
+        requests = [answer for answer in requests if answer[0] is not None]  # else timed out already
+        if requests:
+            self.watch()  # the next request starts now (once for the answers that came together)
+        for request, ok, value in requests:
             if ok:
                 request.deferred.callback(decode_results(value))
             else:
                 request.deferred.errback(value)
-        self.buffer = buffer[offset:]
 
     def processEnded(self, reason: Any) -> None:
         self.alive = False
@@ -280,8 +282,11 @@ class VerifyProcesses:
 
     def verify(self, *arguments: Any) -> Deferred:
         """A Deferred firing with verify_blocking(*arguments)'s result."""
-        live = [worker for worker in self.workers if worker.alive] if self.running else []
-        worker = min(live, key=lambda w: len(w.pending), default=None)
+        worker = None  # the live worker with the fewest pending, the first of them
+        if self.running:
+            for candidate in self.workers:
+                if candidate.alive and (worker is None or len(candidate.pending) < len(worker.pending)):
+                    worker = candidate
         if worker is None or len(worker.pending) >= MAX_PENDING:
             return self._fall_back(arguments)
         self._number += 1

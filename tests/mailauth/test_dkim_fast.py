@@ -6,6 +6,7 @@ import base64
 import hashlib
 import random
 import re
+import time
 from typing import Any
 from unittest import SkipTest
 
@@ -19,9 +20,12 @@ from mailserver.mailauth.dkim_fast import (
     crlf,
     parse_like_dkimpy,
     parse_tags,
+    plainly_valid,
     public_key,
     relaxed_body,
     relaxed_headers,
+    signed_names,
+    validate,
     without_b_value,
 )
 from mailserver.mailauth.dkim_sign import sign_with
@@ -205,6 +209,11 @@ class SharedParseTests(SynchronousTestCase):
         """A message's header fields, split once for every check, give dkimpy's C{rfc822_parse}."""
         rsa, ed = signing_keys()
         cases = [sign_with(MESSAGE, [rsa, ed]) + MESSAGE, b"A: b\n\n", b"A: b\r\n c\r\nB:\r\n\r\nx\ny\r\n"]
+        rng = random.Random(5322)  # line ends mixed or not, within fields and between them
+        for _ in range(500):
+            lines = [rng.choice([b"A: x", b"B:y", b" folded", b"\tz", b"C: \r"]) + rng.choice([b"\r\n", b"\n"])
+                     for _ in range(rng.randrange(1, 6))]
+            cases.append(b"A: first" + rng.choice([b"\r\n", b"\n"]) + b"".join(lines) + rng.choice([b"\r\n", b"\n"]) + b"x")
         try:
             cases += [message for _, message in corpus_messages()]
         except SkipTest:
@@ -243,7 +252,8 @@ class SharedParseTests(SynchronousTestCase):
         rng = random.Random(6376)
         names = [b"From", b"To", b"Subject", b"subject", b"X-A"]
         for _ in range(500):
-            headers = [(rng.choice(names), b" v%d\r\n" % n) for n in range(rng.randrange(8))]
+            values = [b" v%d\r\n", b"\t a  %d \t\r\n  b\r\n", b"%d\r\n", b"  x\t%d  \r\n"]  # relaxed changes them
+            headers = [(rng.choice(names), rng.choice(values) % n) for n in range(rng.randrange(8))]
             sig_header = (b"DKIM-Signature", b" v=1; a=rsa-sha256; b=abc\r\n def;\r\n")
             include = [rng.choice(names).lower() for _ in range(rng.randrange(8))]
             for c in (b"relaxed/relaxed", b"simple/simple"):
@@ -252,3 +262,65 @@ class SharedParseTests(SynchronousTestCase):
                 FastVerifier(ParsedMessage(headers, b"")).hash_headers(ours, policy, include, sig_header)
                 dkim.hash_headers(theirs, policy, policy.canonicalize_headers(headers), include, sig_header, {})
                 self.assertEqual(ours.digest(), theirs.digest(), (headers, include, c))
+
+
+class SignatureFieldTests(SynchronousTestCase):
+    """The fast path's own checks of a signature's tags agree with dkimpy's."""
+
+    def test_plainly_valid_only_where_dkimpy_accepts(self) -> None:
+        """
+        L{plainly_valid} is never true where dkimpy's
+        C{validate_signature_fields} raises, and is true for the common
+        signature; L{validate} raises what dkimpy raises.
+        """
+        rsa, ed = signing_keys()
+        now = int(time.time())
+        fields, _ = split_headers(sign_with(MESSAGE, [rsa, ed]) + MESSAGE)
+        base = [parse_tags(crlf(raw.split(b":", 1)[1])) for name, raw in fields if name == "DKIM-Signature"]
+        self.assertEqual(len(base), 2)
+        self.assertTrue(all(plainly_valid(tags) for tags in base))
+        rng = random.Random(6376)
+        choices: dict[bytes, list[bytes | None]] = {
+            b"v": [b"1", b"2", b"", None],
+            b"a": [b"rsa-sha256", b"ed25519-sha256", b"rsa-sha1", b"RSA-SHA256", b"x", None],
+            b"b": [b"abcd", b"ab\r\n cd", b"abc", b"ab==", b"a=b=", b"ab cd\n", b"!abc", b"", b"abcd=\n", None],
+            b"bh": [b"abcd", b"abc", b"ab =", b"", b"ab\tcd", None],
+            b"d": [b"example.com", b"Example.COM", b"ex;ample", b"a@b", b"\xc3\xa9.com", b"", b"a,b", None],
+            b"i": [b"@example.com", b"user@EXAMPLE.com", b"@sub.example.com", b"example.com", b"@xexample.com",
+                   b"", b"@", b".example.com", None, None],
+            b"h": [b"from:to", None],
+            b"s": [b"sel", None],
+            b"l": [b"12", b"x", None, None, None],
+            b"q": [b"dns/txt", b"dns", None, None],
+            b"cv": [b"pass", b"bogus", None, None, None],
+            b"t": [b"%d" % (now - 100), b"%d" % (now + 40000), b"0", b"1x", b"12\n", b"9" * 30, None, None],
+            b"x": [b"%d" % (now + 100), b"%d" % (now - 40000), b"0", b"%d" % (now - 200), b"x", None, None],
+        }
+        accepted = 0
+        for _ in range(20000):
+            sig = dict(rng.choice(base))  # a real signature, up to three of its tags changed, added or removed
+            for name in rng.sample(sorted(choices), rng.randrange(4)):
+                value = rng.choice(choices[name])
+                if value is None:
+                    sig.pop(name, None)
+                else:
+                    sig[name] = value
+            theirs = ours = None
+            try:
+                dkim.validate_signature_fields(sig)
+            except Exception as error:
+                theirs = (type(error), str(error))
+            try:
+                validate(sig)
+            except Exception as error:
+                ours = (type(error), str(error))
+            self.assertEqual(ours, theirs, sig)
+            if plainly_valid(sig):
+                accepted += 1
+                self.assertIsNone(theirs, sig)
+        self.assertGreater(accepted, 2000)
+
+    def test_signed_names_as_dkimpy_reads_h(self) -> None:
+        for h in (b"from : to :\r\n subject", b"From:To", b"to", b"from:from", b"a: b ::c", b""):
+            include = [name.lower() for name in re.split(rb"\s*:\s*", h)]
+            self.assertEqual(signed_names(h), tuple(include + [b"from"] if b"from" in include else include), h)
