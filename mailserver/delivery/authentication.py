@@ -45,24 +45,16 @@ class InboundAuthentication:
         return Deferred.fromCoroutine(self._filter(envelope, message))
 
     async def _filter(self, envelope: Envelope, message: SpooledMessage) -> FilterResult:
-        client = envelope.client  # untrusted: the pipeline skips this filter for trusted ones
         small = message.in_memory()
         if small is not None:
-            header, load = small, None
+            outcome = self.filter_now(envelope, small)
         else:
             pool = self.reactor.getThreadPool()
             header = await threads.deferToThreadPool(self.reactor, pool, read_header, message)
             if header is None:  # a header block over 1 MiB: nothing we could check
                 return FilterResult(message)
-            load = message.read
-        mail_from = str(envelope.sender) if envelope.sender else ""
-        spf = envelope.spf
-        if spf is None and envelope.spf_pending is not None:  # started at MAIL FROM, still running
-            pending, envelope.spf_pending = envelope.spf_pending, None
-            spf = envelope.spf = await pending
-        # The coroutine itself: no Deferred (and its callback chain) of its own per message.
-        results = await self.authenticator.results(client.ip, client.helo, mail_from, header, spf, load)
-        return self._verdict(results, envelope, message, header, small is not None)
+            outcome = self._check(envelope, message, header, message.read)
+        return await outcome if isinstance(outcome, Deferred) else outcome
 
     def filter_now(self, envelope: Envelope, message: bytes) -> FilterResult | Deferred[FilterResult]:
         """
@@ -71,21 +63,31 @@ class InboundAuthentication:
         nothing is awaited, else a Deferred of it -- the SPF check's from
         C{MAIL FROM} or the verification's, no coroutine of its own.
         """
+        return self._check(envelope, SpooledMessage(message), message, None)
+
+    def _check(self, envelope: Envelope, message: SpooledMessage, header: bytes,
+               load: Callable[[], bytes] | None) -> FilterResult | Deferred[FilterResult]:
+        """
+        The checks over C{header} (the whole message when C{load} is None,
+        else its header block, C{load} reading the rest in the verification
+        thread), once the SPF check started at C{MAIL FROM} is done.
+        """
         spf = envelope.spf
         if spf is None and envelope.spf_pending is not None:  # started at MAIL FROM, still running
             pending, envelope.spf_pending = envelope.spf_pending, None
-            return pending.addCallback(self._spf_known, envelope, message)
-        return self._spf_known(spf, envelope, message)
+            return pending.addCallback(self._spf_known, envelope, message, header, load)
+        return self._spf_known(spf, envelope, message, header, load)
 
-    def _spf_known(self, spf: Any, envelope: Envelope, message: bytes) -> FilterResult | Deferred[FilterResult]:
-        """L{filter_now} once the result of SPF at C{MAIL FROM} is known (None: evaluate it here)."""
+    def _spf_known(self, spf: Any, envelope: Envelope, message: SpooledMessage, header: bytes,
+                   load: Callable[[], bytes] | None) -> FilterResult | Deferred[FilterResult]:
+        """L{_check} once the result of SPF at C{MAIL FROM} is known (None: evaluate it here)."""
         envelope.spf = spf
-        client = envelope.client
+        client = envelope.client  # untrusted: the pipeline skips this filter for trusted ones
         mail_from = str(envelope.sender) if envelope.sender else ""
-        results = self.authenticator.results_now(client.ip, client.helo, mail_from, message, spf)
+        results = self.authenticator.results_now(client.ip, client.helo, mail_from, header, spf, load)
         if isinstance(results, Deferred):
-            return results.addCallback(self._verdict, envelope, SpooledMessage(message), message, True)
-        return self._verdict(results, envelope, SpooledMessage(message), message, True)
+            return results.addCallback(self._verdict, envelope, message, header, load is None)
+        return self._verdict(results, envelope, message, header, load is None)
 
     @staticmethod
     def _verdict(results: Any, envelope: Envelope, message: SpooledMessage, header: bytes,

@@ -38,14 +38,10 @@ def skips(step: object, client: object) -> bool:
     return getattr(step, "untrusted_only", False) and step.is_trusted(client)  # type: ignore[attr-defined]
 
 
-def content_idle(checks: Sequence[object], filters: Sequence[object], client: object) -> bool:
-    """True if there is no content check and no end-of-DATA filter has work to do for C{client}'s mail."""
-    return content_work(checks, filters, client)[0]
-
-
 def content_work(checks: Sequence[object], filters: Sequence[object], client: object) -> tuple[bool, object | None]:
     """
-    L{content_idle} for C{client}, and the one end-of-DATA filter with work
+    Whether C{client}'s mail is content-idle (no content check, and no
+    end-of-DATA filter with work to do for it), and the one filter with work
     to do for its mail when there is no content check and that filter
     offers C{filter_now} (a message in memory, in callback style: the
     transaction's quick path), else None.  Each filter is asked once.

@@ -74,9 +74,8 @@ class Transaction:
     def __init__(self, core: DeliveryCore, envelope: Envelope, content_idle: bool | None = None,
                  quick: object | None = None) -> None:
         """
-        C{content_idle}: the pipeline's L{content_idle} for the envelope's
-        client, if it knows it (asked at L{commit} otherwise), and then
-        C{quick}: the filter L{content_work} gives with it.
+        C{content_idle} and C{quick}: the pipeline's L{content_work} for
+        the envelope's client, if it knows it (asked at L{commit} otherwise).
         """
         self.core = core
         self.envelope = envelope

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from mailserver import quota_rule
 from mailserver.address import parse_mailbox
 from mailserver.delivery import quota_gate
-from mailserver.delivery.filters import FilterResult, content_idle, skips
+from mailserver.delivery.filters import FilterResult, content_work, skips
 from mailserver.delivery.pipeline import DeliveryPipeline
 from mailserver.delivery import trusted_origin as module
 from mailserver.delivery.trusted_origin import TrustedOrigin
@@ -217,8 +217,8 @@ class FastPathTests(SynchronousTestCase):
             envelope = pipeline.begin(client, parse_mailbox("s@remote.example"))
             self.assertEqual(pipeline.open_transaction(envelope)._content_idle, client is trusted)
         self.assertEqual([a[0] for a in asked], [trusted, outside, trusted])
-        self.assertEqual(content_idle([], [self.filter], trusted), True)
-        self.assertEqual(content_idle([object()], [self.filter], trusted), False)  # a content check
+        self.assertEqual(content_work([], [self.filter], trusted), (True, None))
+        self.assertEqual(content_work([object()], [self.filter], trusted), (False, None))  # a content check
 
     def test_regression_untrusted_only_steps_skipped_for_trusted_clients(self) -> None:
         """A step marked C{untrusted_only} is not called for a client its C{is_trusted} vouches for."""

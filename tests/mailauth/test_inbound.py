@@ -262,9 +262,9 @@ class SenderSPFTests(SynchronousTestCase):
             self.started.append(Deferred())
             return self.started[-1]
 
-        async def results(self, ip, helo, mail_from, message, spf=None, load=None) -> object:
+        def results_now(self, ip, helo, mail_from, message, spf=None, load=None) -> object:
             self.given.append(spf)
-            return await Deferred()
+            return Deferred()
 
     def envelope(self) -> Envelope:
         return Envelope(client=Client("192.0.2.10", "client.example.com"), sender=parse_mailbox("a@example.com"))
