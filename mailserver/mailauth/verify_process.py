@@ -2,10 +2,12 @@
 DKIM/ARC verification in worker processes (main.cf
 C{mail_authentication_verify_processes}), outside the server's GIL: the
 reactor writes a request to a worker's stdin and reads the answer from its
-stdout, with no thread involved.  The requests of one reactor turn go in
-one write, and a worker answers those it finds together in one write
-(L{mailserver.mailauth.verify_worker.serve}): one wake-up each way for
-several messages when the server is busy.
+stdout, with no thread involved.  Each way, a message goes at once: the
+request is written as soon as it is made (the worker starts on it, or
+finds it when done with the one in hand, while the reactor goes on with
+its turn), and the worker writes each answer as soon as it is ready
+(L{mailserver.mailauth.verify_worker.serve}): a message never waits for
+the end of a reactor turn nor for the verification of others.
 
 A request that cannot be served there (no live worker, every worker has
 L{MAX_PENDING} requests queued, the worker died, or it spent more than
@@ -58,11 +60,10 @@ class _Request:
 @implementer(IWriteDescriptor)
 class _RequestPipe:
     """
-    The write end of a worker's stdin: the requests of one reactor turn
-    (L{send}) go in one write, made at the end of the turn (one wake-up
-    of the worker), at once when the pipe has room (no reactor
-    registration per request, unlike a process transport's stdin), the
-    rest when the reactor says it is writable.
+    The write end of a worker's stdin: each request written at once, as
+    much as the pipe has room for (no reactor registration per request,
+    unlike a process transport's stdin), the rest when the reactor says
+    it is writable.
     """
 
     def __init__(self, reactor: Any, fd: int) -> None:
@@ -70,26 +71,6 @@ class _RequestPipe:
         self.fd = fd
         self.pending = b""
         self.closing = False  # close once everything written (L{close_when_written})
-        self.queued: list[bytes] = []  # sent during this reactor turn, not written yet
-        self.flushing: Any = None  # the call writing them at the end of the turn
-
-    def send(self, data: bytes) -> None:
-        """Write C{data} at the end of this reactor turn, with the other requests sent during it."""
-        if self.fd < 0:
-            return  # closed: the worker's end (processEnded) retries its requests
-        self.queued.append(data)
-        if self.flushing is None:
-            self.flushing = self.reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Write what was sent during this reactor turn."""
-        if self.flushing is not None:
-            if self.flushing.active():
-                self.flushing.cancel()
-            self.flushing = None
-        queued, self.queued = self.queued, []
-        if queued:
-            self.write(b"".join(queued))
 
     def write(self, data: bytes) -> None:
         if self.fd < 0:
@@ -122,7 +103,6 @@ class _RequestPipe:
 
     def close_when_written(self) -> None:
         """End of input once what was sent has reached the worker (it answers it, then exits)."""
-        self.flush()
         if self.pending:
             self.closing = True
         else:
@@ -130,8 +110,6 @@ class _RequestPipe:
 
     def close(self) -> None:
         """End of input for the worker (it exits); what was not written yet is dropped."""
-        self.queued = []
-        self.flush()  # nothing left to write: only cancels the call
         if self.fd >= 0:
             self.reactor.removeWriter(self)
             os.close(self.fd)
@@ -296,7 +274,7 @@ class VerifyProcesses:
         if len(worker.pending) == 1:
             worker.watch()
         message, answers, fields, signed = arguments
-        worker.requests.send(frame((number, (message, (answers.records, answers.failed), fields, signed))))
+        worker.requests.write(frame((number, (message, (answers.records, answers.failed), fields, signed))))
         return deferred
 
     def _fall_back(self, arguments: tuple) -> Deferred:

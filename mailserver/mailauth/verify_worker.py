@@ -8,8 +8,8 @@ to load on the reactor).  Request: C{(number, (message, (records, failed),
 fields, signed))}, the arguments of
 L{mailserver.mailauth.dkim_verify.verify_blocking}, its C{answers} as their
 two collections.  Answer: C{(number, True, encode_results(...))} or
-C{(number, False, exception)}.  The requests that came together are
-answered together, in one write (one wake-up of the server).
+C{(number, False, exception)}, written as soon as it is ready (the server
+awaits each message: an answer never waits for the others' work).
 
     python -m mailserver.mailauth.verify_worker
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-import time
 from typing import Any, BinaryIO, Iterator
 
 from mailserver.mailauth import dkim_verify
@@ -28,9 +27,6 @@ from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationR
 HEADER = struct.Struct(">I")
 #: Bytes asked for per read of the requests (a pipe holds 64 KiB).
 READ_SIZE = 1 << 16
-#: Seconds of work on a batch after which the answers ready are written: an answer waits for the others
-#: of its batch only that long (the server awaits each message, and times each request).
-FLUSH_AFTER = 0.001
 
 
 def frame(value: object) -> bytes:
@@ -113,20 +109,12 @@ def _write(answers: BinaryIO, data: bytes) -> None:
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     """
-    Answer requests until end of input: the requests of one batch
-    (L{batches}) in one write (one wake-up of the server), but past
-    L{FLUSH_AFTER} of work the answers ready are written then.
+    Answer requests until end of input, each answer written as soon as it
+    is ready; the requests already sent are read together (L{batches}).
     """
     for bodies in batches(requests):
-        ready: list[bytes] = []
-        since = time.monotonic()
         for body in bodies:
-            ready.append(answer(body))
-            if len(bodies) > 1 and time.monotonic() - since > FLUSH_AFTER:
-                _write(answers, b"".join(ready))
-                ready, since = [], time.monotonic()
-        if ready:
-            _write(answers, b"".join(ready))
+            _write(answers, answer(body))
 
 
 def main() -> None:

@@ -101,30 +101,24 @@ def answers_of(data: bytes) -> list[tuple]:
 
 
 class BatchTests(SynchronousTestCase):
-    """The worker answers the requests available at once in one write."""
+    """The worker reads the requests available together and writes each answer as soon as it is ready."""
 
-    def test_batched_requests_answered_in_one_write(self) -> None:
-        self.patch(verify_worker, "FLUSH_AFTER", 60.0)  # however slow the machine
+    def test_requests_read_together_answered_one_by_one(self) -> None:
         request = signed_request()
         tampered = (request[0] + b"a line added\r\n",) + request[1:]
         data = b"".join(request_frame(n, r) for n, r in ((1, request), (2, tampered), (3, request)))
         out = _Writes()
-        serve(_Chunks(data, len(data)), out)
-        self.assertEqual(len(out.writes), 1)
-        answers = answers_of(out.writes[0])
-        self.assertEqual([(number, ok) for number, ok, _ in answers], [(1, True), (2, True), (3, True)])
+        stream = _Chunks(data, len(data))
+        serve(stream, out)
+        self.assertEqual(stream.reads, 2)  # the three requests, then the end of input
+        # An answer is never held back for the work of the others.
+        self.assertEqual([[number for number, _, _ in answers_of(w)] for w in out.writes], [[1], [2], [3]])
+        answers = [answers_of(w)[0] for w in out.writes]
+        self.assertEqual([ok for _, ok, _ in answers], [True, True, True])
         self.assertEqual([decode_results(value) for _, _, value in answers],
                          [verify_blocking(*request), verify_blocking(*tampered), verify_blocking(*request)])
         self.assertEqual([[r.result for r in decode_results(value).dkim] for _, _, value in answers],
                          [["pass", "pass"], ["fail", "fail"], ["pass", "pass"]])
-
-    def test_slow_batch_answered_as_it_goes(self) -> None:
-        # Past FLUSH_AFTER of work, the answers ready are written (the server times each request).
-        self.patch(verify_worker, "FLUSH_AFTER", -1.0)
-        data = b"".join(request_frame(n, signed_request()) for n in (1, 2, 3))
-        out = _Writes()
-        serve(_Chunks(data, len(data)), out)
-        self.assertEqual([[number for number, _, _ in answers_of(w)] for w in out.writes], [[1], [2], [3]])
 
     def test_requests_apart_answered_apart(self) -> None:
         frames = [request_frame(n, signed_request()) for n in (1, 2)]
@@ -184,8 +178,8 @@ class _Reactor(Clock):
         pass
 
 
-class RequestBatchTests(SynchronousTestCase):
-    """The requests of one reactor turn go to the worker in one write."""
+class RequestWriteTests(SynchronousTestCase):
+    """Each request is written to the worker at once, not at the end of the reactor turn."""
 
     def pool(self) -> tuple[VerifyProcesses, Clock, int]:
         clock = _Reactor()
@@ -199,38 +193,62 @@ class RequestBatchTests(SynchronousTestCase):
         pool.workers.append(worker)
         return pool, clock, read
 
-    def test_batched_request_one_write_at_end_of_turn(self) -> None:
+    def frames(self, data: bytes) -> list[bytes]:
+        return [body for batch in batches(_Chunks(data, len(data))) for body in batch]
+
+    def test_each_request_written_at_once(self) -> None:
         pool, clock, read = self.pool()
         writes: list[int] = []
         real_write = os.write
         self.patch(verify_process.os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
         request = signed_request()
-        waiting = [pool.verify(*request) for _ in range(3)]
-        self.assertEqual(writes, [])  # not before the end of the turn
-        clock.advance(0)
-        data = os.read(read, 1 << 20)
-        self.assertEqual(writes, [len(data)])
-        self.assertEqual([body for batch in batches(_Chunks(data, len(data))) for body in batch],
-                         [request_frame(n, request)[HEADER.size:] for n in (1, 2, 3)])
+        waiting = []
+        for number in (1, 2, 3):  # each in the pipe before the next is made (the worker may start on it)
+            waiting.append(pool.verify(*request))
+            self.assertEqual(self.frames(os.read(read, 1 << 20)), [request_frame(number, request)[HEADER.size:]])
+        self.assertEqual(len(writes), 3)
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # nothing left for later
         self.assertEqual(len(pool.workers[0].pending), 3)
         for deferred in waiting:
             self.assertNoResult(deferred)
 
-    def test_stop_writes_the_requests_of_the_turn_first(self) -> None:
+    def narrow_pipe(self, room: int) -> tuple[verify_process._RequestPipe, int, list[object]]:
+        """A worker's request pipe taking at most C{room} bytes per write, its read end, the writers watched."""
         pool, clock, read = self.pool()
-        pool.verify(*signed_request())
-        requests = pool.workers[0].requests
-        requests.close_when_written()
-        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
-        self.assertEqual(answers_of(os.read(read, 1 << 20))[0][0], 1)
+        watched: list[object] = []
+        self.patch(clock, "addWriter", watched.append)
+        real_write = os.write
+        self.patch(verify_process.os, "write", lambda fd, data: real_write(fd, data[:room]))
+        return pool.workers[0].requests, read, watched
+
+    def test_full_pipe_keeps_the_order(self) -> None:
+        # What the pipe has no room for is written when it is writable, before anything sent later.
+        requests, read, watched = self.narrow_pipe(3)
+        requests.write(b"first")
+        requests.write(b"second")
+        self.assertEqual((os.read(read, 1 << 20), watched), (b"fir", [requests]))
+        for _ in range(3):  # "sts", "eco", "nd"
+            requests.doWrite()
+        self.assertEqual(os.read(read, 1 << 20), b"stsecond")
+        self.assertEqual(requests.pending, b"")
+
+    def test_stop_writes_what_the_pipe_had_no_room_for_first(self) -> None:
+        requests, read, _ = self.narrow_pipe(4)
+        requests.write(b"request")
+        requests.close_when_written()  # not yet: "est" is still to go
+        self.assertEqual(os.read(read, 1 << 20), b"requ")
+        requests.doWrite()
+        self.assertEqual(os.read(read, 1 << 20), b"est")
         self.assertEqual(os.read(read, 1), b"")  # then end of input
 
-    def test_dead_worker_drops_the_requests_of_the_turn(self) -> None:
-        pool, clock, read = self.pool()
-        pool.verify(*signed_request())
-        pool.workers[0].requests.close()  # the worker ended: its requests go to the fallback (processEnded)
-        self.assertEqual([call.func for call in clock.getDelayedCalls()], [pool._timed_out])  # no flush left
-        self.assertEqual(os.read(read, 1 << 20), b"")
+    def test_dead_worker_drops_what_was_not_written(self) -> None:
+        requests, read, _ = self.narrow_pipe(4)
+        requests.write(b"request")
+        requests.close()  # the worker ended: its requests go to the fallback (processEnded)
+        self.assertEqual(os.read(read, 1 << 20), b"requ")
+        self.assertEqual(os.read(read, 1), b"")
+        requests.write(b"more")  # after the end: nothing, no error
+        self.assertEqual(requests.pending, b"")
 
 
 class WorkerPoolTests(TestCase):
