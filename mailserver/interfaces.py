@@ -335,6 +335,22 @@ class IMessageFilter(Interface):
         """
 
 
+class IImmediateFilter(IMessageFilter):
+    """
+    A filter that can also look at a message in memory in callback style,
+    for the transaction's quick path (no coroutine per message).
+    """
+
+    def filter_now(envelope, message):
+        """
+        L{IMessageFilter.filter} of a message in memory.
+
+        @param message: the message's bytes.
+        @return: the L{mailserver.delivery.filters.FilterResult} when
+            nothing had to be awaited, else a Deferred firing with it.
+        """
+
+
 class ISenderCheck(Interface):
     """A step at MAIL FROM that may wait on the network (SPF): asynchronous."""
 

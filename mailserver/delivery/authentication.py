@@ -19,13 +19,13 @@ from mailserver.envelope import Client, Envelope
 from mailserver.delivery.filters import FilterResult
 from mailserver.delivery.spool_edits import read_header
 from mailserver.errors import MailError
-from mailserver.interfaces import IMessageFilter, ISenderCheck
+from mailserver.interfaces import IImmediateFilter, ISenderCheck
 from mailserver.spooled import SpooledMessage
 
 log = Logger(namespace="mailserver.mailauth")
 
 
-@implementer(IMessageFilter)
+@implementer(IImmediateFilter)
 class InboundAuthentication:
     """
     Runs L{mailserver.mailauth.inbound.Authenticator} over a message.  Only

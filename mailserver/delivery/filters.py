@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from mailserver.errors import MailError
+from mailserver.interfaces import IImmediateFilter
 from mailserver.spooled import SpooledMessage
 
 
@@ -43,11 +44,11 @@ def content_work(checks: Sequence[object], filters: Sequence[object], client: ob
     Whether C{client}'s mail is content-idle (no content check, and no
     end-of-DATA filter with work to do for it), and the one filter with work
     to do for its mail when there is no content check and that filter
-    offers C{filter_now} (a message in memory, in callback style: the
-    transaction's quick path), else None.  Each filter is asked once.
+    provides L{IImmediateFilter} (the transaction's quick path), else None.
+    Each filter is asked once.
     """
     if checks:
         return False, None
     working = [step for step in filters if not skips(step, client)]
-    quick = working[0] if len(working) == 1 and hasattr(working[0], "filter_now") else None
+    quick = working[0] if len(working) == 1 and IImmediateFilter.providedBy(working[0]) else None
     return not working, quick

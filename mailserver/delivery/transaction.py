@@ -138,25 +138,26 @@ class Transaction:
         552 5.2.2; if it fits only some, 452 4.2.2 and nothing is delivered
         (the client retries; no recipient is dropped silently).
         """
-        quick = self._quick_path()
-        if quick is not False:
+        if self._quick_eligible():
             data = self._take_chunks() if self._writer is None else self._writer.in_memory()
             if data is not None:
-                return self._commit_plain(data) if quick is None else self._commit_filtered(quick, data)
+                step = self._quick
+                return self._commit_plain(data) if step is None else self._commit_filtered(step, data)
         return Deferred.fromCoroutine(self._commit_all())
 
     def _plain(self) -> bool:
-        """True for a message L{_commit_plain} commits (see L{_quick_path})."""
-        return self._quick_path() is None
+        """True for a message L{_commit_plain} commits (see L{_quick_eligible})."""
+        return self._quick_eligible() and self._quick is None
 
-    def _quick_path(self) -> object:
+    def _quick_eligible(self) -> bool:
         """
-        For the common cases the coroutines are not needed for -- the
+        True for the common cases the coroutines are not needed for -- the
         message in memory (the caller checks it never spilled to the spool),
-        no error yet, no quota limit among the recipients, no content check
-        -- None when no filter has work to do for this client (then
-        L{_commit_plain}), the filter L{content_work} gives (then
-        L{_commit_filtered}); False otherwise (the general path).
+        no error yet, no quota limit among the recipients, no content check,
+        and either no filter with work to do for this client (then
+        L{_commit_plain}) or one L{mailserver.interfaces.IImmediateFilter}, kept in C{_quick}
+        (then L{_commit_filtered}) -- as L{content_work} tells; False for
+        the general path.
         """
         if self.error is not None or quota_gate.limited(self.core.quota, self.envelope.recipients):
             return False
@@ -164,9 +165,7 @@ class Transaction:
         if idle is None:
             idle, self._quick = content_work(self.core.checks, self.core.filters, self.envelope.client)
             self._content_idle = idle
-        if idle:
-            return None
-        return False if self._quick is None else self._quick
+        return idle or self._quick is not None
 
     def _commit_plain(self, data: bytes) -> Deferred[str]:
         """L{commit} of a L{_plain} message, C{data}: the same steps with one Deferred, the store's."""

@@ -220,6 +220,26 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(content_work([], [self.filter], trusted), (True, None))
         self.assertEqual(content_work([object()], [self.filter], trusted), (False, None))  # a content check
 
+    def test_quick_filter_chosen_by_its_interface(self) -> None:
+        """
+        Only a filter that declares L{IImmediateFilter} is committed in
+        callback style; one that merely has a C{filter_now} attribute goes
+        the general way.
+        """
+        from zope.interface import alsoProvides
+        from zope.interface.verify import verifyObject
+
+        from mailserver.delivery.authentication import InboundAuthentication
+        from mailserver.interfaces import IImmediateFilter
+
+        outside = Client(ip="192.0.2.1")
+        self.filter.filter_now = lambda envelope, message: FilterResult(message)
+        self.assertEqual(content_work([], [self.filter], outside), (False, None))
+        alsoProvides(self.filter, IImmediateFilter)
+        self.assertEqual(content_work([], [self.filter], outside), (False, self.filter))
+        self.assertEqual(content_work([], [self.filter, Filter()], outside), (False, None))  # two with work
+        self.assertTrue(verifyObject(IImmediateFilter, InboundAuthentication(None, lambda client: False, None)))
+
     def test_regression_untrusted_only_steps_skipped_for_trusted_clients(self) -> None:
         """A step marked C{untrusted_only} is not called for a client its C{is_trusted} vouches for."""
         self.session("10.0.0.1").send(MESSAGE)

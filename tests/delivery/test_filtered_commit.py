@@ -189,7 +189,7 @@ class FilteredCommitTests(SynchronousTestCase):
             transaction = Transaction(core, envelope)
             transaction.write(message)
             if quick:  # the quick paths start no coroutine
-                self.assertIsNot(transaction._quick_path(), False)
+                self.assertTrue(transaction._quick_eligible())
                 self.patch(transaction, "_commit_all", None)
                 d = transaction.commit()
             else:
