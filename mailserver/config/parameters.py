@@ -305,8 +305,9 @@ PARAMETERS: tuple[Parameter, ...] = (
       "check SPF (at MAIL FROM), DKIM, ARC and DMARC of mail from untrusted clients and prepend "
       "Authentication-Results at end of DATA"),
     P("mail_authentication_verify_processes", BoundedInteger(64), "1", OWN,
-      "worker processes verifying DKIM and ARC signatures of inbound mail outside the server's GIL "
-      "(started and stopped with the server, replaced when one dies); 0: in two threads of the server "
+      "worker processes checking inbound mail outside the server's GIL: DKIM and ARC signatures, DMARC "
+      "and the verdict, with the DNS answers the server fetches for them (started and stopped with the "
+      "server, replaced when one dies); 0: on the server, signatures in two threads of its own "
       "(better on a machine with one CPU)"),
     P("junk_folder", FOLDER, "Junk", OWN,
       "folder of each recipient's mailbox that quarantined mail is delivered to (created when missing)"),

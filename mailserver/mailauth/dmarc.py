@@ -179,6 +179,11 @@ class DMARCEvaluator:
         return from_cache(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim),
                           ("dmarc", tuple(from_domains), spf, tuple(dkim)), _unsampled)
 
+    def evaluate_with(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
+                      dkim: list[tuple[str, str]]) -> DMARCResult:
+        """L{evaluate} with every answer from C{fetch} (raises its L{mailserver.mailauth.dns.NotCached})."""
+        return self._evaluate(fetch, from_domains, spf, dkim)
+
     def _evaluate(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
                   dkim: list[tuple[str, str]]) -> DMARCResult:
         if len(from_domains) != 1 or not from_domains[0]:

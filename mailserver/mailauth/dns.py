@@ -63,6 +63,13 @@ class AnswerCache:
             return None
         return entry[1]
 
+    def expires(self, key: tuple[str, str]) -> float | None:
+        """When the entry for C{key} expires (the clock's time), None if there is none."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self.clock():
+            return None
+        return entry[0]
+
     def put(self, key: tuple[str, str], payloads: list[Any], ttl: int) -> None:
         """Keep C{payloads} for C{ttl} seconds; an empty list is a negative answer."""
         ttl = min(ttl, self.max_ttl if payloads else self.max_negative_ttl)
@@ -149,6 +156,14 @@ class DNSLookup:
         if read is not None:
             read.append((key, records))
         return convert(records)
+
+    def expires(self, kind: str, name: str) -> float | None:
+        """When the cached answer L{cached} gives for C{(kind, name)} expires; None if it is not cached."""
+        method, _rtype, _convert, name_of = _KINDS[kind]
+        normal = self._normal(name_of(name) if name_of is not None else name)
+        if normal is None or self.cache is None:
+            return None
+        return self.cache.expires((method, normal))
 
     def cached_txt_bytes(self, name: str) -> list[bytes] | None:
         """L{txt_bytes} from the cache alone: None when it would need a query."""

@@ -14,23 +14,28 @@ caller skips it).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from mailserver.errors import MailError
 from mailserver.mailauth import authresults, memo
-from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, DKIMVerifier, VerificationResults
+from mailserver.mailauth.dkim_verify import (
+    ARCResult, DKIMResult, DKIMVerifier, VerificationResults, _Answers, key_names, signatures, verify_blocking,
+)
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
-from mailserver.mailauth.dns import AnswerCache, DNSLookup
+from mailserver.mailauth.dns import AnswerCache, DNSLookup, DNSTempError, Fetch, NotCached
 from mailserver.mailauth.headers import Fields, from_domains, split_headers
 from mailserver.mailauth.spf import SPFChecker, SPFResult
 
 log = Logger(namespace="mailserver.mailauth")
 
 ACTIONS = ("reject", "quarantine", "header")
+#: Times a verification worker may ask for DNS answers for one message before the reactor decides instead.
+MAX_ANSWER_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class Authenticator:
             return DNSLookup(resolver, timeout, cache) if timeout else DNSLookup(resolver, cache=cache)
 
         self.policy = policy
+        self.clock = reactor.seconds
+        #: Whether DMARC's pct= sample is random.random, which a verification worker draws too.
+        self.worker_samples = sample is None
         self.spf = SPFChecker(lookup())
         self.dkim = DKIMVerifier(lookup(), reactor, pool)
         self.dmarc = DMARCEvaluator(lookup(), **({"sample": sample} if sample else {}))
@@ -152,6 +160,68 @@ class Authenticator:
             return verified.addCallback(self._verified, spf, message, fields, mail_from, helo)
         return self._verified(verified, spf, message, fields, mail_from, helo)
 
+    def in_worker(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                  spf: SPFResult) -> Deferred | None:
+        """
+        L{results_now}'s verdict (a L{Verdict}) computed in a verification
+        worker (L{authenticate_blocking}): the reactor only fetches the DNS
+        answers the worker asks for and has not kept.  None without
+        workers; the reactor path's results when no worker can take the
+        message or the worker fails on it.
+        """
+        processes = self.dkim.processes
+        if processes is None or not self.worker_samples:
+            return None
+        return self._ask(processes, (client_ip, helo, mail_from, message, spf), [], 0)
+
+    def _ask(self, processes: Any, request: tuple, answers: list[tuple], rounds: int) -> Deferred:
+        client_ip, helo, mail_from, message, spf = request
+
+        def here() -> Deferred:
+            return maybeDeferred(self.results_now, client_ip, helo, mail_from, message, spf)
+
+        def failed(failure: Any) -> Deferred:  # never expected: the worker's code raised
+            log.failure("mail authentication in a worker failed; checked here instead", failure)
+            return here()
+
+        fields = (spf.result, spf.domain, spf.scope, spf.reason, spf.explanation)
+        sent = processes.authenticate(self.policy, self.clock(), answers, message, fields, mail_from, helo, here)
+        if sent is None:
+            return here()
+        return sent.addCallbacks(self._answered, failed, callbackArgs=(processes, request, answers, rounds))
+
+    def _answered(self, answer: Any, processes: Any, request: tuple, answers: list[tuple],
+                  rounds: int) -> Any:
+        """A worker's answer: its verdict, or the DNS answers it needs fetched (then asked again)."""
+        if not isinstance(answer, tuple):  # the reactor path's results: the worker failed
+            return answer
+        kind, value = answer
+        if kind == "done":
+            return Verdict(*value)
+        if rounds >= MAX_ANSWER_ROUNDS:  # never expected: a worker that keeps asking
+            client_ip, helo, mail_from, message, spf = request
+            return maybeDeferred(self.results_now, client_ip, helo, mail_from, message, spf)
+        lookup = self.dmarc.lookup
+        # Every answer fetched for this message goes with each round: another worker may take the next one.
+        carried = list(answers)
+
+        def fetched(_: object) -> Deferred:
+            return self._ask(processes, request, carried, rounds + 1)
+
+        fetches = [self._fetch(lookup, kind_, name).addCallback(carried.append) for kind_, name in value]
+        return DeferredList(fetches).addCallback(fetched)
+
+    def _fetch(self, lookup: DNSLookup, kind: str, name: str) -> Deferred:
+        """C{(kind, name, value, expires)}: the answer and its cache expiry (None: not cached), or the failure."""
+        def answered(records: Any) -> tuple:
+            return kind, name, records, lookup.expires(kind, name)
+
+        def failed(failure: Any) -> tuple:
+            error = failure.value if failure.check(DNSTempError) else DNSTempError(f"{name}: {failure.value!r}")
+            return kind, name, error, None
+
+        return Deferred.fromCoroutine(getattr(lookup, kind)(name)).addCallbacks(answered, failed)
+
     async def _concurrently(self, client_ip: str, helo: str, mail_from: str, message: bytes,
                             load: Callable[[], bytes] | None, fields: Fields) -> AuthenticationResults:
         """L{results_now} when SPF needs answers not in the cache: SPF and DKIM at the same time."""
@@ -178,49 +248,132 @@ class Authenticator:
                    fields: Fields, mail_from: str, helo: str) -> AuthenticationResults:
         results = AuthenticationResults(
             spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
-            header=self._header(spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
+            header=authentication_header(self.policy, spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
             authserv_id=self.policy.authserv_id, checked=(message, fields),
         )
-        self._decide(results)
+        decide(self.policy, results)
         return results
 
-    def _header(self, spf: SPFResult, dkim: list[DKIMResult], arc: ARCResult, dmarc: DMARCResult,
-                mail_from: str, helo: str) -> bytes:
-        clauses = [_spf_clause(spf.result, spf.reason, spf.scope, mail_from if spf.scope == "mailfrom" else helo)]
-        # A signature's clause but its header.b (the only part that changes with each message) is kept.
-        clauses += [_dkim_clause(r.result, r.reason, r.domain, r.selector, r.algorithm)
-                    + authresults.properties(header_b=r.header_b) for r in dkim] or ["dkim=none"]
-        clauses.append(_arc_clause(arc.result, arc.reason if arc.result != "pass" else ""))
-        comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.record else dmarc.reason
-        clauses.append(_dmarc_clause(dmarc.result, comment, dmarc.from_domain))
-        return authresults.header(self.policy.authserv_id, clauses)
 
-    def _decide(self, results: AuthenticationResults) -> None:
-        """The disposition: the strictest of what DMARC, SPF and the own-domain rule ask."""
-        policy = self.policy
-        dmarc = results.dmarc
-        wanted: list[tuple[str, str]] = []
-        if dmarc.result == "fail" and dmarc.disposition == "reject":
-            wanted.append((policy.dmarc_reject_action, f"DMARC policy of {dmarc.from_domain} is reject"))
-        elif dmarc.result == "fail" and dmarc.disposition == "quarantine":
-            wanted.append((policy.dmarc_quarantine_action, f"DMARC policy of {dmarc.from_domain} is quarantine"))
-        if results.spf.result == "fail":
-            wanted.append((policy.spf_fail_action, f"SPF of {results.spf.domain} does not allow this host"))
-        if dmarc.result in ("fail", "none") and not dmarc.aligned_with and self._is_own(dmarc.from_domain):
-            # Our own domains never reach the inbox unauthenticated, whatever (if anything) they publish.
-            wanted.append((policy.own_domain_fail_action, f"{dmarc.from_domain} is ours and the message is not authenticated"))
-        for action in ("reject", "quarantine"):
-            for wanted_action, reason in wanted:
-                if wanted_action == action:
-                    results.disposition = action
-                    results.reasons.append(reason)
-            if results.disposition != "accept":
-                break
-        if results.disposition == "reject":
-            results.error = MailError(550, "5.7.1", f"Message rejected: {results.reasons[0]}")
+def authentication_header(policy: InboundPolicy, spf: SPFResult, dkim: list[DKIMResult], arc: ARCResult,
+                          dmarc: DMARCResult, mail_from: str, helo: str) -> bytes:
+    """The Authentication-Results field of these results (RFC 8601)."""
+    clauses = [_spf_clause(spf.result, spf.reason, spf.scope, mail_from if spf.scope == "mailfrom" else helo)]
+    # A signature's clause but its header.b (the only part that changes with each message) is kept.
+    clauses += [_dkim_clause(r.result, r.reason, r.domain, r.selector, r.algorithm)
+                + authresults.properties(header_b=r.header_b) for r in dkim] or ["dkim=none"]
+    clauses.append(_arc_clause(arc.result, arc.reason if arc.result != "pass" else ""))
+    comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.record else dmarc.reason
+    clauses.append(_dmarc_clause(dmarc.result, comment, dmarc.from_domain))
+    return authresults.header(policy.authserv_id, clauses)
 
-    def _is_own(self, domain: str) -> bool:
-        if not domain:
-            return False
-        own = self.policy.own_domains
-        return domain in own or organizational_domain(domain) in own
+
+def decide(policy: InboundPolicy, results: AuthenticationResults) -> None:
+    """The disposition: the strictest of what DMARC, SPF and the own-domain rule ask."""
+    dmarc = results.dmarc
+    wanted: list[tuple[str, str]] = []
+    if dmarc.result == "fail" and dmarc.disposition == "reject":
+        wanted.append((policy.dmarc_reject_action, f"DMARC policy of {dmarc.from_domain} is reject"))
+    elif dmarc.result == "fail" and dmarc.disposition == "quarantine":
+        wanted.append((policy.dmarc_quarantine_action, f"DMARC policy of {dmarc.from_domain} is quarantine"))
+    if results.spf.result == "fail":
+        wanted.append((policy.spf_fail_action, f"SPF of {results.spf.domain} does not allow this host"))
+    if dmarc.result in ("fail", "none") and not dmarc.aligned_with and _is_own(policy, dmarc.from_domain):
+        # Our own domains never reach the inbox unauthenticated, whatever (if anything) they publish.
+        wanted.append((policy.own_domain_fail_action, f"{dmarc.from_domain} is ours and the message is not authenticated"))
+    for action in ("reject", "quarantine"):
+        for wanted_action, reason in wanted:
+            if wanted_action == action:
+                results.disposition = action
+                results.reasons.append(reason)
+        if results.disposition != "accept":
+            break
+    if results.disposition == "reject":
+        results.error = _refusal(results.reasons[0])
+
+
+def _refusal(reason: str) -> MailError:
+    return MailError(550, "5.7.1", f"Message rejected: {reason}")
+
+
+def _is_own(policy: InboundPolicy, domain: str) -> bool:
+    if not domain:
+        return False
+    own = policy.own_domains
+    return domain in own or organizational_domain(domain) in own
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    What end of DATA needs of the results, as a verification worker
+    computes them (L{authenticate_blocking}): the same C{header},
+    C{disposition}, C{reasons}, C{error} and L{apply} as
+    L{AuthenticationResults}.
+    """
+
+    header: bytes
+    authserv_id: str
+    disposition: str
+    reasons: tuple[str, ...]
+    forged: int  # Authentication-Results fields of our authserv-id in the message, removed by apply()
+
+    @property
+    def error(self) -> MailError | None:
+        return _refusal(self.reasons[0]) if self.disposition == "reject" else None
+
+    def apply(self, message: bytes) -> bytes:
+        """C{message} with forged Authentication-Results (our authserv-id) removed and ours prepended."""
+        if self.forged:
+            message, _ = authresults.remove_forged(message, self.authserv_id)
+        return self.header + message
+
+
+class NeedAnswers(Exception):
+    """L{authenticate_blocking} needs these C{(kind, name)} DNS answers first."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
+def authenticate_blocking(fetch: Fetch, policy: InboundPolicy, spf: SPFResult, message: bytes,
+                          mail_from: str, helo: str, sample: Callable[[], float] = random.random) -> Verdict:
+    """
+    DKIM, ARC and DMARC over C{message} and the verdict, synchronously,
+    every DNS answer from C{fetch} (L{mailserver.mailauth.dns.Fetch}):
+    what L{Authenticator.results_now} decides, for a verification worker.
+    Raises L{NeedAnswers} with the answers C{fetch} lacks (every DKIM key
+    at once, then each DMARC record), so the caller fetches them and asks again.
+    """
+    fields, _ = split_headers(message)
+    signed = signatures(fields)
+    records: dict[str, bytes | None] = {}
+    failed: set[str] = set()
+    missing: list[tuple[str, str]] = []
+    for name in key_names(message, fields, signed):
+        try:
+            found = fetch("txt_bytes", name)
+        except NotCached:
+            missing.append(("txt_bytes", name))
+            continue
+        except DNSTempError:
+            failed.add(name)
+            continue
+        records[name] = found[0] if found else None
+    if missing:
+        raise NeedAnswers(missing)
+    verification = verify_blocking(message, _Answers(records, failed), fields, signed)
+    signers = [(r.result, r.domain) for r in verification.dkim]
+    try:
+        dmarc = DMARCEvaluator(None, sample).evaluate_with(fetch, from_domains(fields), (spf.result, spf.domain), signers)
+    except NotCached as missing_record:
+        raise NeedAnswers([missing_record.key]) from None
+    results = AuthenticationResults(
+        spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
+        header=authentication_header(policy, spf, verification.dkim, verification.arc, dmarc, mail_from, helo),
+        authserv_id=policy.authserv_id,
+    )
+    decide(policy, results)
+    _, forged = authresults.remove_forged(message, policy.authserv_id, fields)
+    return Verdict(results.header, policy.authserv_id, results.disposition, tuple(results.reasons), forged)

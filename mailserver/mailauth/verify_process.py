@@ -1,8 +1,10 @@
 """
-DKIM/ARC verification in worker processes (main.cf
-C{mail_authentication_verify_processes}), outside the server's GIL: the
-reactor writes a request to a worker's stdin and reads the answer from its
-stdout, with no thread involved.  Each way, a message goes at once: the
+Mail authentication in worker processes (main.cf
+C{mail_authentication_verify_processes}), outside the server's GIL: DKIM
+and ARC verification (L{VerifyProcesses.verify}) or a message's whole
+DKIM, ARC and DMARC check and verdict (L{VerifyProcesses.authenticate}).
+The reactor writes a request to a worker's stdin and reads the answer from
+its stdout, with no thread involved.  Each way, a message goes at once: the
 request is written as soon as it is made (the worker starts on it, or
 finds it when done with the one in hand, while the reactor goes on with
 its turn), and the worker writes each answer as soon as it is ready
@@ -11,8 +13,9 @@ the end of a reactor turn nor for the verification of others.
 
 A request that cannot be served there (no live worker, every worker has
 L{MAX_PENDING} requests queued, the worker died, or it spent more than
-C{timeout} on one request) is verified by C{fallback} (the thread path)
-instead: a message is never lost nor left waiting.  A worker that dies is
+C{timeout} on one request) is served by its fallback instead (the thread
+path for a verification, the reactor's own checks for an authentication):
+a message is never lost nor left waiting.  A worker that dies is
 replaced.  Workers exit at end of their input, so they never outlive the
 server; at L{VerifyProcesses.stop} they first answer what they were sent.
 """
@@ -31,7 +34,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.mailauth.verify_worker import HEADER, decode_results, frame
+from mailserver.mailauth.verify_worker import AUTHENTICATE, HEADER, decode_results, frame
 
 log = Logger(namespace="mailserver.mailauth")
 
@@ -50,11 +53,18 @@ _BOOT = ("import sys; sys.path[0] = {root!r}; "
 
 
 class _Request:
-    __slots__ = ("arguments", "deferred")
+    """A request a worker holds: how to read its answer, and how to serve it elsewhere if the worker cannot."""
 
-    def __init__(self, arguments: tuple, deferred: Deferred) -> None:
-        self.arguments = arguments
+    __slots__ = ("fallback", "decode", "deferred")
+
+    def __init__(self, fallback: Callable[[], Deferred], decode: Callable[[Any], Any], deferred: Deferred) -> None:
+        self.fallback = fallback
+        self.decode = decode
         self.deferred = deferred
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @implementer(IWriteDescriptor)
@@ -137,6 +147,8 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred = Deferred()
         self.alive = False
         self.started = pool.reactor.seconds()
+        #: Whether this worker has the authentication policy (sent with its first authentication request).
+        self.has_policy = False
         #: Times the request the worker is on (the oldest: it serves them in order).
         self.deadline: Any = None
 
@@ -172,7 +184,7 @@ class _Worker(ProcessProtocol):
             self.watch()  # the next request starts now (once for the answers that came together)
         for request, ok, value in requests:
             if ok:
-                request.deferred.callback(decode_results(value))
+                request.deferred.callback(request.decode(value))
             else:
                 request.deferred.errback(value)
 
@@ -260,21 +272,48 @@ class VerifyProcesses:
 
     def verify(self, *arguments: Any) -> Deferred:
         """A Deferred firing with verify_blocking(*arguments)'s result."""
-        worker = None  # the live worker with the fewest pending, the first of them
+        worker = self._least_busy()
+        if worker is None:
+            return self._fall_back(arguments)
+        message, answers, fields, signed = arguments
+        return self._send(worker, lambda number: (number, (message, (answers.records, answers.failed), fields, signed)),
+                          lambda: self._fall_back(arguments), decode_results)
+
+    def authenticate(self, policy: Any, now: float, answers: list[tuple], message: bytes, spf: tuple,
+                     mail_from: str, helo: str, fallback: Callable[[], Deferred]) -> Deferred | None:
+        """
+        A Deferred firing with a worker's L{mailserver.mailauth.verify_worker.authenticate}
+        answer, C{fallback()}'s result if that worker fails; None when no
+        worker can take it now (the caller serves it itself).
+        """
+        worker = self._least_busy()
+        if worker is None:
+            return None
+        sent = None if worker.has_policy else policy
+        worker.has_policy = True
+        arguments = (sent, now, answers, message, spf, mail_from, helo)
+        return self._send(worker, lambda number: (number, AUTHENTICATE, arguments), fallback, _same)
+
+    def _least_busy(self) -> _Worker | None:
+        """The live worker with the fewest pending (the first of them), if it can queue one more."""
+        worker = None
         if self.running:
             for candidate in self.workers:
                 if candidate.alive and (worker is None or len(candidate.pending) < len(worker.pending)):
                     worker = candidate
         if worker is None or len(worker.pending) >= MAX_PENDING:
-            return self._fall_back(arguments)
+            return None
+        return worker
+
+    def _send(self, worker: _Worker, request: Callable[[int], tuple], fallback: Callable[[], Deferred],
+              decode: Callable[[Any], Any]) -> Deferred:
         self._number += 1
         number = self._number
         deferred: Deferred = Deferred()
-        worker.pending[number] = _Request(arguments, deferred)
+        worker.pending[number] = _Request(fallback, decode, deferred)
         if len(worker.pending) == 1:
             worker.watch()
-        message, answers, fields, signed = arguments
-        worker.requests.write(frame((number, (message, (answers.records, answers.failed), fields, signed))))
+        worker.requests.write(frame(request(number)))
         return deferred
 
     def _fall_back(self, arguments: tuple) -> Deferred:
@@ -282,7 +321,7 @@ class VerifyProcesses:
         return self.fallback(*arguments)
 
     def _retry(self, request: _Request) -> None:
-        self._fall_back(request.arguments).chainDeferred(request.deferred)
+        request.fallback().chainDeferred(request.deferred)
 
     def _timed_out(self, worker: _Worker) -> None:
         """The worker spent C{timeout} on its oldest request: stuck, killed."""

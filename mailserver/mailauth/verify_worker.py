@@ -1,15 +1,23 @@
 """
-A DKIM/ARC verification worker process: reads framed requests on stdin,
+A mail authentication worker process: reads framed requests on stdin,
 answers on stdout, exits at end of input (so it never outlives the server,
 whatever the way the server ended).
 
 Frame: a 4-byte big-endian length, then a pickle of plain values (cheap
-to load on the reactor).  Request: C{(number, (message, (records, failed),
-fields, signed))}, the arguments of
-L{mailserver.mailauth.dkim_verify.verify_blocking}, its C{answers} as their
-two collections.  Answer: C{(number, True, encode_results(...))} or
-C{(number, False, exception)}, written as soon as it is ready (the server
-awaits each message: an answer never waits for the others' work).
+to load on the reactor).  Two requests:
+
+  - C{(number, (message, (records, failed), fields, signed))}: DKIM/ARC
+    verification, the arguments of
+    L{mailserver.mailauth.dkim_verify.verify_blocking}, its C{answers} as
+    their two collections; answered C{(number, True, encode_results(...))};
+  - C{(number, AUTHENTICATE, arguments)}: DKIM, ARC, DMARC and the verdict
+    of one message (L{authenticate}); answered C{(number, True, ("done",
+    verdict))} or, when DNS answers are missing, C{(number, True, ("need",
+    names))}, and the server asks again with them.
+
+An unexpected exception is answered C{(number, False, exception)}.  Each
+answer is written as soon as it is ready (the server awaits each message:
+an answer never waits for the others' work).
 
     python -m mailserver.mailauth.verify_worker
 """
@@ -19,12 +27,19 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from mailserver.mailauth import dkim_verify
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults, _Answers
+from mailserver.mailauth.dns import NotCached
+from mailserver.mailauth.inbound import NeedAnswers, authenticate_blocking
+from mailserver.mailauth.spf import SPFResult
 
 HEADER = struct.Struct(">I")
+#: The tag of an authentication request, C{(number, AUTHENTICATE, arguments)} (L{authenticate}).
+AUTHENTICATE = "authenticate"
+#: DNS answers a worker keeps for authentication requests (the oldest go first).
+MAX_ANSWERS = 4096
 #: Bytes asked for per read of the requests (a pipe holds 64 KiB).
 READ_SIZE = 1 << 16
 
@@ -88,10 +103,80 @@ def batches(requests: BinaryIO) -> Iterator[list[bytes]]:
             yield bodies
 
 
+class _AuthState:
+    """
+    What the authentication requests of one server leave in its worker:
+    the policy, and the DNS answers it was sent, each kept until the expiry
+    the server gave it (its clock: C{now} comes with each request).
+    """
+
+    def __init__(self, max_entries: int = MAX_ANSWERS) -> None:
+        self.policy: Any = None
+        self.max_entries = max_entries
+        self.answers: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def keep(self, key: tuple[str, str], value: Any, expires: float) -> None:
+        answers = self.answers
+        answers.pop(key, None)
+        while len(answers) >= self.max_entries:
+            del answers[next(iter(answers))]  # the oldest
+        answers[key] = (expires, value)
+
+    def fetch(self, now: float, only_now: dict[tuple[str, str], Any]) -> Callable[[str, str], Any]:
+        """A C{Fetch}: C{only_now} (answers for this request alone, failures too), then the kept answers."""
+        answers = self.answers
+
+        def fetch(kind: str, name: str) -> Any:
+            key = (kind, name)
+            found = only_now.get(key)
+            if found is None:
+                kept = answers.get(key)
+                if kept is None or kept[0] <= now:
+                    raise NotCached(kind, name)
+                found = kept[1]
+            if isinstance(found, Exception):
+                raise found
+            return found
+
+        return fetch
+
+
+_state = _AuthState()
+
+
+def authenticate(request: tuple, state: _AuthState = _state) -> tuple:
+    """
+    One authentication request: C{(policy or None, now, answers, message,
+    spf, mail_from, helo)}, C{spf} the fields of an L{SPFResult}, C{answers}
+    the C{(kind, name, value, expires)} the server fetched for it (C{expires}
+    None: for this request only).  Gives C{("done", fields of the Verdict)}
+    or C{("need", [(kind, name), ...])}.
+    """
+    policy, now, answers, message, spf, mail_from, helo = request
+    if policy is not None:
+        state.policy = policy
+    only_now = {}
+    for kind, name, value, expires in answers:
+        if expires is None or expires <= now or isinstance(value, Exception):
+            only_now[(kind, name)] = value
+        else:
+            state.keep((kind, name), value, expires)
+    try:
+        verdict = authenticate_blocking(state.fetch(now, only_now), state.policy, SPFResult(*spf), message,
+                                        mail_from, helo)
+    except NeedAnswers as need:
+        return "need", need.keys
+    return "done", (verdict.header, verdict.authserv_id, verdict.disposition, verdict.reasons, verdict.forged)
+
+
 def answer(body: bytes) -> bytes:
     """The answer frame to one request frame's body."""
-    number, (message, (records, failed), fields, signed) = pickle.loads(body)
+    request = pickle.loads(body)
+    number = request[0]
     try:
+        if len(request) == 3:  # (number, AUTHENTICATE, arguments)
+            return frame((number, True, authenticate(request[2])))
+        message, (records, failed), fields, signed = request[1]
         results = dkim_verify.verify_blocking(message, _Answers(records, failed), fields, signed)
         return frame((number, True, encode_results(results)))
     except Exception as error:  # never expected: verify_blocking turns failures into results

@@ -24,6 +24,7 @@ from mailserver.envelope import Client, Envelope
 from mailserver.errors import MailError
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.dkim_verify import verify_blocking
+from mailserver.mailauth import verify_worker
 from mailserver.mailauth.inbound import Authenticator, InboundPolicy
 from tests.delivery.test_plain_commit import _VARYING, _local, _remote
 from tests.fakes import MemoryQueue, MemoryStore, build_core
@@ -90,14 +91,33 @@ class ZoneResolver:
         return self.later.answer(compute)
 
 
-class Worker:
-    """A verification worker (L{VerifyProcesses.verify}) answering through L{Later}."""
+class VerifyOnly:
+    """Verification workers (L{VerifyProcesses.verify}) answering through L{Later}, none free to authenticate."""
 
     def __init__(self, later: Later) -> None:
         self.later = later
 
     def verify(self, *arguments: Any) -> Deferred:
         return self.later.answer(lambda: verify_blocking(*arguments))
+
+    def authenticate(self, *arguments: Any) -> None:
+        return None  # the reactor path (Authenticator.results_now)
+
+
+class Worker(VerifyOnly):
+    """A verification worker that authenticates too (L{VerifyProcesses.authenticate}: verify_worker's code)."""
+
+    def __init__(self, later: Later) -> None:
+        super().__init__(later)
+        self.state = verify_worker._AuthState()
+        self.asked: list[list[tuple]] = []  # the DNS answers sent with each request
+
+    def authenticate(self, policy: Any, now: float, answers: list[tuple], message: bytes, spf: tuple,
+                     mail_from: str, helo: str, fallback: Callable[[], Deferred]) -> Deferred:
+        self.asked.append(answers)
+        request = verify_worker.pickle.loads(verify_worker.pickle.dumps(
+            (policy, now, answers, message, spf, mail_from, helo)))  # what crosses the pipe
+        return self.later.answer(lambda: verify_worker.authenticate(request, self.state))
 
 
 def _from(address: bytes, message: bytes = MESSAGE) -> bytes:
@@ -153,13 +173,14 @@ def _cases() -> dict[str, tuple[str, bytes, list, str, dict, frozenset[str]]]:
 
 
 class FilteredCommitTests(SynchronousTestCase):
-    def _commit(self, case: str, quick: bool, warm: bool, hold: bool) -> tuple:
+    def _commit(self, case: str, quick: bool, warm: bool, hold: bool, workers: type = Worker) -> tuple:
         """
         One message of C{case} through SPF at MAIL FROM and the quick (or
         the general) commit path: (outcome, stored, queued, log events).
         C{warm}: the same message checked before (answers cached);
         C{hold}: DNS answers and the verification come later (after
-        L{Transaction.commit} returned).
+        L{Transaction.commit} returned); C{workers}: L{Worker} (checked in a
+        worker) or L{VerifyOnly} (checked on the reactor, verified in a worker).
         """
         sender, message, recipients, ip, policy, failing = _cases()[case]
         clock = MemoryReactorClock()
@@ -167,7 +188,7 @@ class FilteredCommitTests(SynchronousTestCase):
         later = Later()
         authenticator = Authenticator(ZoneResolver(_zone(), later, failing), clock,
                                       InboundPolicy("mx.example.com", **policy))
-        authenticator.dkim.processes = Worker(later)
+        authenticator.dkim.processes = workers(later)
         if warm:
             self.successResultOf(authenticator.authenticate(ip, "c.example", sender, message))
         later.holding = hold
@@ -216,6 +237,19 @@ class FilteredCommitTests(SynchronousTestCase):
                         fast = self._commit(case, True, warm, hold)
                         self.assertEqual(fast, self._commit(case, False, warm, hold))
                         self.assertTrue(fast[3])  # the delivery or reject line was logged
+
+    def test_worker_same_as_reactor(self) -> None:
+        """
+        Each case checked in a verification worker (L{authenticate_blocking})
+        gives the reply, the stored bytes and the log lines of the reactor's
+        checks, cold or warm, answers at once or later.
+        """
+        for case in _cases():
+            for warm in (False, True):
+                for hold in (False, True):
+                    with self.subTest(case=case, warm=warm, hold=hold):
+                        self.assertEqual(self._commit(case, True, warm, hold, Worker),
+                                         self._commit(case, True, warm, hold, VerifyOnly))
 
     def test_outcomes(self) -> None:
         """What the cases compared above do (so the comparison is not between two wrong results)."""

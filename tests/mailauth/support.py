@@ -29,3 +29,22 @@ def key_records(*signing_keys: SigningKey) -> dict[str, list]:
     """Zone entries publishing C{signing_keys} (one name may hold one key here)."""
     return {key.dns_name: [("TXT", key.txt_value)] for key in signing_keys}
 
+
+def sender_zones(*signing_keys: SigningKey) -> dict[str, dict[str, list]]:
+    """
+    The loopback DNS server's zones for inbound checks: example.com (these
+    keys, SPF for 192.0.2.0/24, DMARC p=reject), example.org (SPF -all,
+    DMARC p=quarantine), example.net (SPF ~all), mydomain.test (nothing).
+    """
+    return {
+        "example.com": dict(key_records(*signing_keys), **{
+            "example.com": [("TXT", "v=spf1 ip4:192.0.2.0/24 -all")],
+            "_dmarc.example.com": [("TXT", "v=DMARC1; p=reject; rua=mailto:d@example.com")],
+        }),
+        "example.org": {
+            "example.org": [("TXT", "v=spf1 -all")],
+            "_dmarc.example.org": [("TXT", "v=DMARC1; p=quarantine")],
+        },
+        "example.net": {"example.net": [("TXT", "v=spf1 ~all")]},
+        "mydomain.test": {},
+    }

@@ -19,7 +19,7 @@ from mailserver.mailauth import authresults, headers
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, parse_record
 from mailserver.mailauth.dns import AnswerCache, DNSLookup
-from mailserver.mailauth.inbound import Authenticator, InboundPolicy
+from mailserver.mailauth.inbound import Authenticator, InboundPolicy, authentication_header
 from mailserver.mailauth.spf import SPFChecker, SPFResult
 from tests.dns import DNSTestServer
 from tests.mailauth.test_spf import RFC_ZONE
@@ -125,7 +125,7 @@ class ResultsHeaderTests(SynchronousTestCase):
                         for dmarc in dmarcs:
                             for mail_from, helo in senders:
                                 arguments = (spf, dkim, arc, dmarc, mail_from, helo)
-                                self.assertEqual(authenticator._header(*arguments),
+                                self.assertEqual(authentication_header(authenticator.policy, *arguments),
                                                  clauses_built_each_time(authenticator, *arguments))
 
 

@@ -156,7 +156,7 @@ class AnswerReadingTests(SynchronousTestCase):
         for number in (1, 2, 3):
             deferred: Deferred = Deferred()
             deferred.addCallback(lambda result, number=number: fired.append((number, result)))
-            worker.pending[number] = verify_process._Request((), deferred)
+            worker.pending[number] = verify_process._Request(None, decode_results, deferred)
         worker.watch()
         results = [VerificationResults(arc=ARCResult("none", 0, str(number))) for number in (1, 2, 3)]
         data = b"".join(frame((number, True, encode_results(r))) for number, r in zip((1, 2, 3), results))
