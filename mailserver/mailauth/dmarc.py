@@ -138,6 +138,11 @@ def _find_record(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bo
     return None, False
 
 
+def find_record_with(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bool]:
+    """L{DMARCEvaluator.find_record} with every answer from C{fetch} (raises its L{mailserver.mailauth.dns.NotCached})."""
+    return _find_record(fetch, from_domain)
+
+
 def _unsampled(result: DMARCResult) -> bool:
     """True if L{DMARCEvaluator._evaluate} gave C{result} without drawing a pct= sample."""
     return not (result.result == "fail" and result.record is not None and result.record.pct < 100)

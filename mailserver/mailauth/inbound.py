@@ -26,7 +26,7 @@ from mailserver.mailauth import authresults, memo
 from mailserver.mailauth.dkim_verify import (
     ARCResult, DKIMResult, DKIMVerifier, VerificationResults, _Answers, key_names, signatures, verify_blocking,
 )
-from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, organizational_domain
+from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, find_record_with, organizational_domain
 from mailserver.mailauth.dns import AnswerCache, DNSLookup, DNSTempError, Fetch, NotCached
 from mailserver.mailauth.headers import Fields, from_domains, split_headers
 from mailserver.mailauth.spf import SPFChecker, SPFResult
@@ -200,6 +200,8 @@ class Authenticator:
             return Verdict(*value)
         if rounds >= MAX_ANSWER_ROUNDS:  # never expected: a worker that keeps asking
             client_ip, helo, mail_from, message, spf = request
+            log.warn("a mail authentication worker still asked for DNS answers after {rounds} rounds ({names}); "
+                     "checked here instead", rounds=rounds, names=", ".join(name for _, name in value))
             return maybeDeferred(self.results_now, client_ip, helo, mail_from, message, spf)
         lookup = self.dmarc.lookup
         # Every answer fetched for this message goes with each round: another worker may take the next one.
@@ -343,15 +345,18 @@ def authenticate_blocking(fetch: Fetch, policy: InboundPolicy, spf: SPFResult, m
     DKIM, ARC and DMARC over C{message} and the verdict, synchronously,
     every DNS answer from C{fetch} (L{mailserver.mailauth.dns.Fetch}):
     what L{Authenticator.results_now} decides, for a verification worker.
-    Raises L{NeedAnswers} with the answers C{fetch} lacks (every DKIM key
-    at once, then each DMARC record), so the caller fetches them and asks again.
+    Raises L{NeedAnswers} with the answers C{fetch} lacks -- every DKIM
+    key and the From domain's DMARC record at once, then the organizational
+    domain's if needed -- before any signature is verified, so the caller
+    fetches them and asks again.
     """
     fields, _ = split_headers(message)
     signed = signatures(fields)
+    names = key_names(message, fields, signed)
     records: dict[str, bytes | None] = {}
     failed: set[str] = set()
     missing: list[tuple[str, str]] = []
-    for name in key_names(message, fields, signed):
+    for name in names:
         try:
             found = fetch("txt_bytes", name)
         except NotCached:
@@ -361,14 +366,21 @@ def authenticate_blocking(fetch: Fetch, policy: InboundPolicy, spf: SPFResult, m
             failed.add(name)
             continue
         records[name] = found[0] if found else None
+    domains = from_domains(fields)
+    if len(domains) == 1 and domains[0]:  # else DMARC needs no record (permerror)
+        try:
+            find_record_with(fetch, domains[0])
+        except NotCached as record:
+            missing.append(record.key)
+        except DNSTempError:  # the evaluation below gives the temperror
+            pass
     if missing:
         raise NeedAnswers(missing)
-    verification = verify_blocking(message, _Answers(records, failed), fields, signed)
+    # As DKIMVerifier.verify_now: no signature with a key name, nothing verified (dkim=none, arc=none).
+    verification = verify_blocking(message, _Answers(records, failed), fields, signed) if names \
+        else VerificationResults()
     signers = [(r.result, r.domain) for r in verification.dkim]
-    try:
-        dmarc = DMARCEvaluator(None, sample).evaluate_with(fetch, from_domains(fields), (spf.result, spf.domain), signers)
-    except NotCached as missing_record:
-        raise NeedAnswers([missing_record.key]) from None
+    dmarc = DMARCEvaluator(None, sample).evaluate_with(fetch, domains, (spf.result, spf.domain), signers)
     results = AuthenticationResults(
         spf=spf, dkim=verification.dkim, arc=verification.arc, dmarc=dmarc,
         header=authentication_header(policy, spf, verification.dkim, verification.arc, dmarc, mail_from, helo),

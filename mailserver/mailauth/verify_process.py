@@ -309,11 +309,12 @@ class VerifyProcesses:
               decode: Callable[[Any], Any]) -> Deferred:
         self._number += 1
         number = self._number
+        data = frame(request(number))  # first: a request that cannot be framed is never left pending
         deferred: Deferred = Deferred()
         worker.pending[number] = _Request(fallback, decode, deferred)
         if len(worker.pending) == 1:
             worker.watch()
-        worker.requests.write(frame(request(number)))
+        worker.requests.write(data)
         return deferred
 
     def _fall_back(self, arguments: tuple) -> Deferred:
@@ -330,7 +331,8 @@ class VerifyProcesses:
             return
         number = next(iter(worker.pending))
         request = worker.pending.pop(number)
-        log.warn("DKIM verification worker {pid} did not answer in {timeout} s: killed, verifying in a thread",
+        log.warn("mail authentication worker {pid} did not answer in {timeout} s: killed, its messages "
+                 "checked on the server instead",
                  pid=worker.transport.pid, timeout=self.timeout)
         self._retry(request)
         self._kill(worker)  # its other requests go to the fallback when it has ended
@@ -340,8 +342,8 @@ class VerifyProcesses:
             self.workers.remove(worker)
         if self.running:
             if not reason.check(ProcessDone) or pending:
-                log.warn("DKIM verification worker ended ({reason}): replaced, {count} message(s) verified in a thread",
-                         reason=reason.getErrorMessage(), count=len(pending))
+                log.warn("mail authentication worker ended ({reason}): replaced, {count} message(s) "
+                         "checked on the server", reason=reason.getErrorMessage(), count=len(pending))
             self.replaced += 1
             # One that dies at once (a broken installation) is not respawned in a tight loop.
             quick = self.reactor.seconds() - worker.started < RESPAWN_DELAY

@@ -40,6 +40,8 @@ HEADER = struct.Struct(">I")
 AUTHENTICATE = "authenticate"
 #: DNS answers a worker keeps for authentication requests (the oldest go first).
 MAX_ANSWERS = 4096
+#: Bytes of one answer's records past which it serves its request only (DKIM keys, DMARC records are far smaller).
+MAX_KEPT_ANSWER = 8192
 #: Bytes asked for per read of the requests (a pipe holds 64 KiB).
 READ_SIZE = 1 << 16
 
@@ -144,6 +146,11 @@ class _AuthState:
 _state = _AuthState()
 
 
+def _size(records: list) -> int:
+    """Bytes of an answer's records (TXT strings or bytes)."""
+    return sum(len(record) if isinstance(record, (str, bytes)) else 64 for record in records)
+
+
 def authenticate(request: tuple, state: _AuthState = _state) -> tuple:
     """
     One authentication request: C{(policy or None, now, answers, message,
@@ -157,7 +164,7 @@ def authenticate(request: tuple, state: _AuthState = _state) -> tuple:
         state.policy = policy
     only_now = {}
     for kind, name, value, expires in answers:
-        if expires is None or expires <= now or isinstance(value, Exception):
+        if expires is None or expires <= now or isinstance(value, Exception) or _size(value) > MAX_KEPT_ANSWER:
             only_now[(kind, name)] = value
         else:
             state.keep((kind, name), value, expires)

@@ -144,6 +144,12 @@ def _cases() -> dict[str, tuple[str, bytes, list, str, dict, frozenset[str]]]:
             "bounce@example.com", signed, [_local("alice"), _local("bob"), _remote("x@remote.example")],
             "192.0.2.10", {}, none),
         "pass, forged header removed": ("bounce@example.com", forged, [_local("alice")], "192.0.2.10", {}, none),
+        "signature without s= or d=": (
+            "bounce@example.com", b"DKIM-Signature: v=1; a=rsa-sha256; b=abc\n" + MESSAGE, [_local("alice")],
+            "192.0.2.10", {}, none),
+        "unparsable signature": (
+            "bounce@example.com", b"DKIM-Signature: this is; not=; a tag list\n" + signed, [_local("alice")],
+            "192.0.2.10", {}, none),
         "pass, no Date or Message-ID": (
             "bounce@example.com", _signed(b"From: <alice@example.com>\nSubject: s\n\nbody\n"), [_local("alice")],
             "192.0.2.10", {}, none),
@@ -188,7 +194,7 @@ class FilteredCommitTests(SynchronousTestCase):
         later = Later()
         authenticator = Authenticator(ZoneResolver(_zone(), later, failing), clock,
                                       InboundPolicy("mx.example.com", **policy))
-        authenticator.dkim.processes = workers(later)
+        authenticator.dkim.processes = self.workers = workers(later)
         if warm:
             self.successResultOf(authenticator.authenticate(ip, "c.example", sender, message))
         later.holding = hold
@@ -248,8 +254,9 @@ class FilteredCommitTests(SynchronousTestCase):
             for warm in (False, True):
                 for hold in (False, True):
                     with self.subTest(case=case, warm=warm, hold=hold):
-                        self.assertEqual(self._commit(case, True, warm, hold, Worker),
-                                         self._commit(case, True, warm, hold, VerifyOnly))
+                        in_worker = self._commit(case, True, warm, hold, Worker)
+                        self.assertEqual(bool(self.workers.asked), case != "trusted client")  # that path taken
+                        self.assertEqual(in_worker, self._commit(case, True, warm, hold, VerifyOnly))
 
     def test_outcomes(self) -> None:
         """What the cases compared above do (so the comparison is not between two wrong results)."""

@@ -46,6 +46,7 @@ class InWorkerTests(TestCase):
     def setUp(self) -> Deferred:
         self.rsa, self.ed = keys()
         self.dns = DNSTestServer(sender_zones(self.rsa, self.ed))
+        self.dns.servfail.add("_dmarc.broken.example.net")
         return self.dns.start(self)
 
     def authenticator(self, count: int = 1, **options: object) -> Authenticator:
@@ -68,22 +69,60 @@ class InWorkerTests(TestCase):
             ("DMARC quarantine", _from(b"ceo@example.org"), "x@example.net"),
             ("own domain", _from(b"boss@mydomain.test"), "x@example.net"),
             ("no From", b"Subject: none\n\nbody\n", "x@example.net"),
+            ("two From domains", _from(b"a@example.com, b@example.org"), "x@example.net"),
+            ("organizational domain's policy", _from(b"ceo@sub.example.com"), "x@example.net"),
+            ("DMARC record SERVFAIL", _from(b"a@broken.example.net"), "x@example.net"),
+            ("signature without s= or d=", b"DKIM-Signature: v=1; a=rsa-sha256; b=abc\n" + MESSAGE,
+             "bounce@example.com"),
+            ("unparsable signature", b"DKIM-Signature: this is; not=; a tag list\n" + signed, "bounce@example.com"),
         ]
 
     def test_same_verdict_as_the_reactor(self) -> Deferred:
-        """Each case, cold and then warm (answers kept in the worker): the reactor path's outcome, bytes included."""
+        """
+        Each case through a worker, cold (every answer fetched at its asking)
+        and then warm (answers kept in the worker), against the reactor
+        path's outcome with its own cold cache: the same, bytes included.
+        """
         return ensureDeferred(self._same_verdict())
 
     async def _same_verdict(self) -> None:
-        authenticator = self.authenticator()
         for name, message, mail_from in self.cases():
-            spf = await authenticator.check_spf(SENDER_IP, HELO, mail_from)
-            expected = _outcome(await authenticator.results(SENDER_IP, HELO, mail_from, message, spf), message)
+            in_worker, here = self.authenticator(), Authenticator(self.dns.resolver, reactor, InboundPolicy(
+                "mx.mydomain.test", own_domains=frozenset({"mydomain.test"})))
+            spf = await here.check_spf(SENDER_IP, HELO, mail_from)
+            expected = _outcome(await here.results(SENDER_IP, HELO, mail_from, message, spf), message)
             for _ in range(2):
-                verdict = await authenticator.in_worker(SENDER_IP, HELO, mail_from, message, spf)
+                verdict = await in_worker.in_worker(SENDER_IP, HELO, mail_from, message, spf)
                 self.assertIsInstance(verdict, Verdict, name)  # from the worker, not the reactor path
                 self.assertEqual(_outcome(verdict, message), expected, name)
-        self.assertEqual(authenticator.dkim.processes.fallbacks, 0)
+
+    def test_requests_per_message(self) -> Deferred:
+        """A sender's first message: two requests (the keys and DMARC record asked at once); the next: one."""
+        return ensureDeferred(self._requests_per_message())
+
+    async def _requests_per_message(self) -> None:
+        authenticator = self.authenticator()
+        sent: list[list[tuple]] = []
+        real = verify_process._RequestPipe.write
+
+        def write(pipe, data: bytes) -> None:
+            request = pickle.loads(data[verify_worker.HEADER.size:])
+            if len(request) == 3:
+                sent.append(request[2][2])  # the answers sent with it
+            real(pipe, data)
+
+        self.patch(verify_process._RequestPipe, "write", write)
+        name, message, mail_from = self.cases()[0]
+        spf = await authenticator.check_spf(SENDER_IP, HELO, mail_from)
+        await authenticator.in_worker(SENDER_IP, HELO, mail_from, message, spf)
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(sorted(name for _, name, _, _ in sent[1]), [
+            "_dmarc.example.com", "mail-ed25519._domainkey.example.com", "mail._domainkey.example.com"])
+        now = reactor.seconds()
+        for _kind, _name, _value, expires in sent[1]:  # the cache's expiry: the records' TTL from now
+            self.assertTrue(now < expires <= now + 3600, expires)
+        await authenticator.in_worker(SENDER_IP, HELO, mail_from, message, spf)
+        self.assertEqual(sent[2:], [[]])
 
     def test_outcomes(self) -> Deferred:
         """What the comparison above compares: a pass, a refusal, a quarantine, a forged field removed."""
@@ -106,6 +145,12 @@ class InWorkerTests(TestCase):
         self.assertEqual(found["DMARC quarantine"][0], "quarantine")
         self.assertEqual(found["own domain"][0], "reject")
         self.assertIn(b"dmarc=permerror", found["no From"][3])
+        self.assertIn(b"dmarc=permerror", found["two From domains"][3])
+        self.assertEqual(found["organizational domain's policy"][0], "reject")
+        self.assertIn(b"dmarc=temperror", found["DMARC record SERVFAIL"][3])
+        self.assertIn(b"dkim=none", found["signature without s= or d="][3])
+        self.assertIn(b"dkim=permerror", found["unparsable signature"][3])
+        self.assertIn(b"dkim=pass", found["unparsable signature"][3])
 
     @inlineCallbacks
     def test_policy_sent_once_per_worker(self):
@@ -145,6 +190,7 @@ class InWorkerTests(TestCase):
         spf = yield authenticator.check_spf(SENDER_IP, HELO, mail_from)
         results = yield authenticator.in_worker(SENDER_IP, HELO, mail_from, message, spf)
         self.assertNotIsInstance(results, Verdict)
+        yield until(lambda: authenticator.dkim.processes.replaced >= 1)  # it was asked, and died of it
         self.assertEqual(results.error.reply(), "5.7.1 Message rejected: DMARC policy of example.com is reject")
         self.flushLoggedErrors()
 
@@ -229,8 +275,35 @@ class WorkerStateTests(SynchronousTestCase):
         self.assertEqual(verify_worker.authenticate(self.request(10.0, [uncached]), state)[0], "done")
         self.assertEqual(verify_worker.authenticate(self.request(10.0, []), state)[0], "need")
 
+    def test_large_answer_serves_one_request(self) -> None:
+        state = verify_worker._AuthState()
+        state.policy = InboundPolicy("mx.example.com")
+        large = ("txt", "_dmarc.example.net", ["v=DMARC1; p=none; " + "x" * verify_worker.MAX_KEPT_ANSWER], 100.0)
+        self.assertEqual(verify_worker.authenticate(self.request(10.0, [large]), state)[0], "done")
+        self.assertEqual(verify_worker.authenticate(self.request(10.0, []), state)[0], "need")
+
     def test_bounded(self) -> None:
         state = verify_worker._AuthState(max_entries=2)
         for n in range(3):
             state.keep(("txt", f"n{n}"), [], 100.0)
         self.assertEqual(list(state.answers), [("txt", "n1"), ("txt", "n2")])
+
+
+class ExpiryTests(SynchronousTestCase):
+    """The expiry the reactor sends with each answer: its answer cache's."""
+
+    def test_answer_cache_expiry(self) -> None:
+        from twisted.internet.task import Clock
+
+        from mailserver.mailauth.dns import AnswerCache
+
+        clock = Clock()
+        cache = AnswerCache(clock.seconds)
+        self.assertIsNone(cache.expires(("lookupText", "a.example")))
+        cache.put(("lookupText", "a.example"), ["x"], 60)
+        cache.put(("lookupText", "b.example"), ["y"], 7200)  # longer than max_ttl: kept an hour
+        clock.advance(10)
+        self.assertEqual(cache.expires(("lookupText", "a.example")), 60)
+        self.assertEqual(cache.expires(("lookupText", "b.example")), 3600)
+        clock.advance(50)
+        self.assertIsNone(cache.expires(("lookupText", "a.example")))
