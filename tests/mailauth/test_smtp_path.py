@@ -231,3 +231,36 @@ class InboundAuthenticationSessionTests(TestCase):
         # Not refused at MAIL FROM; end of DATA decides (DMARC of good.example fails: reject).
         self.assertEqual(code, 550)
         self.assertTrue(text.startswith(b"5.7.1 "), text)
+
+
+class InWorkersSessionTests(InboundAuthenticationSessionTests):
+    """
+    The same sessions with one mail authentication worker: the whole check
+    runs there (L{Authenticator.in_worker}), except for the spooled message.
+    """
+
+    @inlineCallbacks
+    def start(self, extra: str = ""):
+        yield super().start(extra="mail_authentication_verify_processes = 1\n" + extra)
+        authenticator = self.server.service.server.authenticator
+        self.verdicts: list[object] = []
+        in_worker = authenticator.in_worker
+
+        def counted(*arguments):
+            outcome = in_worker(*arguments)
+            if outcome is not None:
+                outcome.addCallback(lambda result: self.verdicts.append(result) or result)
+            return outcome
+
+        authenticator.in_worker = counted
+
+    @inlineCallbacks
+    def test_checked_in_the_worker(self):
+        """A pass and a refusal, both decided by the worker (a Verdict), not by the reactor's checks."""
+        from mailserver.mailauth.inbound import Verdict
+
+        yield self.start()
+        self.assertEqual((yield self.send("x@good.example", message("ceo@good.example")))[0], 250)
+        self.assertEqual((yield self.send("x@reject.example", message("ceo@reject.example")))[0], 550)
+        self.assertEqual([type(verdict) for verdict in self.verdicts], [Verdict, Verdict])
+        self.assertEqual([verdict.disposition for verdict in self.verdicts], ["accept", "reject"])
