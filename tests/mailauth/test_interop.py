@@ -21,6 +21,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from mailserver.mailauth.dkim_sign import sign_with
 from mailserver.mailauth.dkim_verify import DKIMVerifier, _Answers, verify_blocking
 from mailserver.mailauth.dns import DNSLookup
+from mailserver.mailauth.inbound import Authenticator, InboundPolicy, Verdict, authenticate_blocking
+from mailserver.mailauth.spf import SPFResult
+from mailserver.mailauth.verify_process import VerifyProcesses
 from tests.dns import DNSTestServer
 from tests.mailauth.support import MESSAGE, key_records, keys
 from tests.store.maildir_harness import corpus_directory
@@ -139,8 +142,46 @@ class OpenDKIMSignedTests(TestCase):
         results = await DKIMVerifier(DNSLookup(self.dns.resolver), reactor).verify(tampered)
         self.assertEqual([r.result for r in results.dkim], ["fail"])
 
+    async def test_opendkim_signature_verifies_in_a_worker(self) -> None:
+        """The same through a mail authentication worker process (the server's default path)."""
+        opendkim = OpenDKIM(self)
+        signed = opendkim.sign(self.rsa, MESSAGE) + MESSAGE
+        authenticator = Authenticator(self.dns.resolver, reactor, InboundPolicy("mx.example.net"))
+        pool = VerifyProcesses(reactor, 1, authenticator.dkim.in_thread)
+        pool.start()
+        self.addCleanup(pool.stop)
+        authenticator.dkim.processes = pool
+        spf = SPFResult("none", "example.com", "mailfrom")
+        for message, result in ((signed, b"dkim=pass"), (signed.replace(b"Hello", b"Jello"), b"dkim=fail")):
+            verdict = await authenticator.in_worker("192.0.2.1", "client.example", "a@example.com", message, spf)
+            self.assertIsInstance(verdict, Verdict)
+            self.assertIn(result, verdict.header)
+            self.assertIn(b"header.d=example.com header.s=mail header.a=rsa-sha256", verdict.header)
+
 
 class CorpusTests(SynchronousTestCase):
+    def test_every_corpus_message_checked_by_the_workers_code(self) -> None:
+        """
+        Every corpus message we can sign, checked whole by the workers'
+        code (L{authenticate_blocking}): our two signatures pass, nothing raises.
+        """
+        rsa, ed = keys()
+        known = {("txt_bytes", rsa.dns_name): [rsa.txt_value.encode()],
+                 ("txt_bytes", ed.dns_name): [ed.txt_value.encode()]}
+        policy = InboundPolicy("mx.example.net")
+        spf = SPFResult("none", "example.com", "mailfrom")
+        checked = 0
+        for name, message in corpus_messages():
+            if header_malformed_for_dkim(message):
+                continue
+            signed = sign_with(message, [rsa, ed]) + message
+            verdict = authenticate_blocking(lambda kind, n: known.get((kind, n), []), policy, spf, signed,
+                                            "a@example.com", "client.example")
+            passes = verdict.header.replace(b"\n\t", b" ").count(b"dkim=pass header.d=example.com header.s=mail")
+            self.assertEqual(passes, 2, name)
+            checked += 1
+        self.assertGreater(checked, 0)
+
     def test_every_corpus_message_signs_and_verifies(self) -> None:
         rsa, ed = keys()
         answers = _Answers({rsa.dns_name: rsa.txt_value.encode(), ed.dns_name: ed.txt_value.encode()}, set())
