@@ -84,11 +84,7 @@ class InboundAuthentication:
         envelope.spf = spf
         client = envelope.client  # untrusted: the pipeline skips this filter for trusted ones
         mail_from = str(envelope.sender) if envelope.sender else ""
-        if load is None and spf is not None:  # the whole message at hand: checked in a worker, if any
-            verdict = self.authenticator.in_worker(client.ip, client.helo, mail_from, header, spf)
-            if verdict is not None:
-                return verdict.addCallback(self._verdict, envelope, message, header, True)
-        results = self.authenticator.results_now(client.ip, client.helo, mail_from, header, spf, load)
+        results = self.authenticator.verdict_now(client.ip, client.helo, mail_from, header, spf, load)
         if isinstance(results, Deferred):
             return results.addCallback(self._verdict, envelope, message, header, load is None)
         return self._verdict(results, envelope, message, header, load is None)

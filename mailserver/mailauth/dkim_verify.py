@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.threads import deferToThreadPool
 
 from mailserver.mailauth.dkim_fast import FastVerifier, crlf, parse_like_dkimpy, parse_tags
-from mailserver.mailauth.dns import DNSLookup, DNSTempError
+from mailserver.mailauth.dns import DNSLookup, DNSTempError, Fetch, NotCached, fetcher
 from mailserver.mailauth.headers import Fields, split_headers
 
 #: Signatures looked at per message (the rest are ignored): bounded work.
@@ -195,6 +195,26 @@ def verify_blocking(message: bytes, answers: _Answers, fields: Fields | None = N
     return results
 
 
+def key_answers(fetch: Fetch, names: list[str]) -> tuple[_Answers, list[tuple[str, str]]]:
+    """
+    The key records C{fetch} gives for C{names} (a temporary failure
+    noted as such), and the C{(kind, name)} look-ups it does not have.
+    """
+    records: dict[str, bytes | None] = {}
+    failed: set[str] = set()
+    missing: list[tuple[str, str]] = []
+    for name in names:
+        try:
+            found = fetch("txt_bytes", name)
+        except NotCached:
+            missing.append(("txt_bytes", name))
+        except DNSTempError:
+            failed.add(name)
+        else:
+            records[name] = found[0] if found else None
+    return _Answers(records, failed), missing
+
+
 class DKIMVerifier:
     """
     Fetch keys asynchronously, then verify in a thread, or in a worker
@@ -218,14 +238,8 @@ class DKIMVerifier:
 
     def cached(self, names: list[str]) -> _Answers | None:
         """The answers when every key is in the answer cache (no Deferred, no query), else None."""
-        records: dict[str, bytes | None] = {}
-        cached = getattr(self.lookup, "cached_txt_bytes", None)
-        for name in names:
-            found = cached(name) if cached is not None else None
-            if found is None:
-                return None
-            records[name] = found[0] if found else None
-        return _Answers(records, set())
+        answers, missing = key_answers(fetcher(self.lookup.cached, {}), names)
+        return None if missing else answers
 
     async def fetch(self, names: list[str]) -> _Answers:
         known = self.cached(names)

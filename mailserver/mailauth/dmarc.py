@@ -123,8 +123,11 @@ class DMARCResult:
     reason: str = ""
 
 
-def _find_record(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bool]:
-    """(record, found at the organizational domain rather than the From domain itself)."""
+def find_record_with(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bool]:
+    """
+    (record, found at the organizational domain rather than the From domain
+    itself), every answer from C{fetch} (raises its L{mailserver.mailauth.dns.NotCached}).
+    """
     organizational = organizational_domain(from_domain)
     for domain, at_org in ((from_domain, False), (organizational, True)):
         if at_org and domain == from_domain:
@@ -138,13 +141,8 @@ def _find_record(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bo
     return None, False
 
 
-def find_record_with(fetch: Fetch, from_domain: str) -> tuple[DMARCRecord | None, bool]:
-    """L{DMARCEvaluator.find_record} with every answer from C{fetch} (raises its L{mailserver.mailauth.dns.NotCached})."""
-    return _find_record(fetch, from_domain)
-
-
 def _unsampled(result: DMARCResult) -> bool:
-    """True if L{DMARCEvaluator._evaluate} gave C{result} without drawing a pct= sample."""
+    """True if L{DMARCEvaluator.evaluate_with} gave C{result} without drawing a pct= sample."""
     return not (result.result == "fail" and result.record is not None and result.record.pct < 100)
 
 
@@ -161,7 +159,7 @@ class DMARCEvaluator:
 
     async def find_record(self, from_domain: str) -> tuple[DMARCRecord | None, bool]:
         """(record, found at the organizational domain rather than the From domain itself)."""
-        return await resolved(self.lookup, lambda fetch: _find_record(fetch, from_domain))
+        return await resolved(self.lookup, lambda fetch: find_record_with(fetch, from_domain))
 
     async def evaluate(
         self,
@@ -175,27 +173,23 @@ class DMARCEvaluator:
         @param dkim: (result, d=) of each signature.
         """
         dkim = list(dkim)
-        return await resolved(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim))
+        return await resolved(self.lookup, lambda fetch: self.evaluate_with(fetch, from_domains, spf, dkim))
 
     def evaluate_cached(self, from_domains: list[str], spf: tuple[str, str],
                         dkim: list[tuple[str, str]]) -> DMARCResult | None:
         """L{evaluate}'s result when the records it needs are in the answer cache, else None (no query)."""
         # Kept while its records are cached, unless it depended on the pct= sample.
-        return from_cache(self.lookup, lambda fetch: self._evaluate(fetch, from_domains, spf, dkim),
+        return from_cache(self.lookup, lambda fetch: self.evaluate_with(fetch, from_domains, spf, dkim),
                           ("dmarc", tuple(from_domains), spf, tuple(dkim)), _unsampled)
 
     def evaluate_with(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
                       dkim: list[tuple[str, str]]) -> DMARCResult:
         """L{evaluate} with every answer from C{fetch} (raises its L{mailserver.mailauth.dns.NotCached})."""
-        return self._evaluate(fetch, from_domains, spf, dkim)
-
-    def _evaluate(self, fetch: Fetch, from_domains: list[str], spf: tuple[str, str],
-                  dkim: list[tuple[str, str]]) -> DMARCResult:
         if len(from_domains) != 1 or not from_domains[0]:
             return DMARCResult("permerror", reason=f"{len(from_domains)} From domains")
         from_domain = from_domains[0]
         try:
-            record, at_org = _find_record(fetch, from_domain)
+            record, at_org = find_record_with(fetch, from_domain)
         except DNSTempError as error:
             return DMARCResult("temperror", from_domain, reason=str(error))
         adkim = record.adkim if record else "r"

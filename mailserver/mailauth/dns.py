@@ -145,25 +145,28 @@ class DNSLookup:
         would need a query.  C{read}: where to note the cache entry used
         (its key and records), if any.
         """
-        method, _rtype, convert, name_of = _KINDS[kind]
-        normal = self._normal(name_of(name) if name_of is not None else name)
-        if normal is None:
+        key = self._cache_key(kind, name)
+        if key is None:
             return []
-        key = (method, normal)
         records = self.cache.get(key) if self.cache is not None else None
         if records is None:
             return None
         if read is not None:
             read.append((key, records))
-        return convert(records)
+        return _KINDS[kind][2](records)
 
     def expires(self, kind: str, name: str) -> float | None:
         """When the cached answer L{cached} gives for C{(kind, name)} expires; None if it is not cached."""
+        key = self._cache_key(kind, name)
+        if key is None or self.cache is None:
+            return None
+        return self.cache.expires(key)
+
+    def _cache_key(self, kind: str, name: str) -> tuple[str, str] | None:
+        """The answer cache's key for C{(kind, name)}; None for an impossible name (it does not exist)."""
         method, _rtype, _convert, name_of = _KINDS[kind]
         normal = self._normal(name_of(name) if name_of is not None else name)
-        if normal is None or self.cache is None:
-            return None
-        return self.cache.expires((method, normal))
+        return None if normal is None else (method, normal)
 
     def cached_txt_bytes(self, name: str) -> list[bytes] | None:
         """L{txt_bytes} from the cache alone: None when it would need a query."""
@@ -224,13 +227,14 @@ class NotCached(Exception):
         self.key = (kind, name)
 
 
-def _fetcher(lookup: DNSLookup, known: dict[tuple[str, str], Any],
-             read: list[tuple[tuple[str, str], list[Any]]] | None = None) -> Fetch:
+def fetcher(cached: Callable[[str, str, Any], Any], known: dict[tuple[str, str], Any],
+            read: list[tuple[tuple[str, str], list[Any]]] | None = None) -> Fetch:
     """
     C{fetch} answering from C{known} (answers and failures fetched
-    already), then from the cache (the entries used noted in C{read}).
+    already), then from C{cached(kind, name, read)} (None: not at hand;
+    L{DNSLookup.cached}, which notes the cache entries used in C{read}),
+    else raising L{NotCached}.
     """
-    cached = lookup.cached
 
     def fetch(kind: str, name: str) -> list[Any]:
         found = known.get((kind, name))
@@ -290,7 +294,7 @@ def from_cache(lookup: DNSLookup, evaluate: Callable[[Fetch], T], key: Hashable 
     cache = lookup.cache
     if key is None or cache is None:
         try:
-            return evaluate(_fetcher(lookup, {}))
+            return evaluate(fetcher(lookup.cached, {}))
         except NotCached:
             return None
     known = lookup.results.get(cache, key)
@@ -298,7 +302,7 @@ def from_cache(lookup: DNSLookup, evaluate: Callable[[Fetch], T], key: Hashable 
         return known
     read: list[tuple[tuple[str, str], list[Any]]] = []
     try:
-        result = evaluate(_fetcher(lookup, {}, read))
+        result = evaluate(fetcher(lookup.cached, {}, read))
     except NotCached:
         return None
     if keep is None or keep(result):
@@ -314,7 +318,7 @@ async def resolved(lookup: DNSLookup, evaluate: Callable[[Fetch], T]) -> T:
     same evaluation as L{from_cache}'s, so both give the same result.
     """
     known: dict[tuple[str, str], Any] = {}
-    fetch = _fetcher(lookup, known)
+    fetch = fetcher(lookup.cached, known)
     while True:
         try:
             return evaluate(fetch)

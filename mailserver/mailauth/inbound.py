@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from mailserver.errors import MailError
 from mailserver.mailauth import authresults, memo
 from mailserver.mailauth.dkim_verify import (
-    ARCResult, DKIMResult, DKIMVerifier, VerificationResults, _Answers, key_names, signatures, verify_blocking,
+    ARCResult, DKIMResult, DKIMVerifier, VerificationResults, key_answers, key_names, signatures, verify_blocking,
 )
 from mailserver.mailauth.dmarc import DMARCEvaluator, DMARCResult, find_record_with, organizational_domain
 from mailserver.mailauth.dns import AnswerCache, DNSLookup, DNSTempError, Fetch, NotCached
@@ -110,8 +110,6 @@ class Authenticator:
 
         self.policy = policy
         self.clock = reactor.seconds
-        #: Whether DMARC's pct= sample is random.random, which a verification worker draws too.
-        self.worker_samples = sample is None
         self.spf = SPFChecker(lookup())
         self.dkim = DKIMVerifier(lookup(), reactor, pool)
         self.dmarc = DMARCEvaluator(lookup(), **({"sample": sample} if sample else {}))
@@ -160,34 +158,52 @@ class Authenticator:
             return verified.addCallback(self._verified, spf, message, fields, mail_from, helo)
         return self._verified(verified, spf, message, fields, mail_from, helo)
 
+    def verdict_now(self, client_ip: str, helo: str, mail_from: str, message: bytes,
+                    known_spf: SPFResult | None = None, load: Callable[[], bytes] | None = None,
+                    ) -> Any:
+        """
+        What end of DATA needs: L{in_worker}'s verdict when a worker can
+        decide (the whole message at hand, SPF known), else L{results_now}'s
+        results -- both give C{disposition}, C{reasons}, C{error} and
+        C{apply}; at once or as a Deferred.
+        """
+        if load is None and known_spf is not None:
+            verdict = self.in_worker(client_ip, helo, mail_from, message, known_spf)
+            if verdict is not None:
+                return verdict
+        return self.results_now(client_ip, helo, mail_from, message, known_spf, load)
+
     def in_worker(self, client_ip: str, helo: str, mail_from: str, message: bytes,
                   spf: SPFResult) -> Deferred | None:
         """
         L{results_now}'s verdict (a L{Verdict}) computed in a verification
         worker (L{authenticate_blocking}): the reactor only fetches the DNS
-        answers the worker asks for and has not kept.  None without
-        workers; the reactor path's results when no worker can take the
+        answers the worker asks for and has not kept.  None without workers
+        (or with a DMARC C{pct=} sample of its own, which a worker cannot
+        draw); the reactor path's results when no worker can take the
         message or the worker fails on it.
         """
         processes = self.dkim.processes
-        if processes is None or not self.worker_samples:
+        if processes is None or self.dmarc.sample is not random.random:
             return None
         return self._ask(processes, (client_ip, helo, mail_from, message, spf), [], 0)
+
+    def _here(self, request: tuple) -> Deferred:
+        """L{in_worker}'s C{request} checked by the reactor's own path (L{results_now})."""
+        return maybeDeferred(self.results_now, *request)
 
     def _ask(self, processes: Any, request: tuple, answers: list[tuple], rounds: int) -> Deferred:
         client_ip, helo, mail_from, message, spf = request
 
-        def here() -> Deferred:
-            return maybeDeferred(self.results_now, client_ip, helo, mail_from, message, spf)
-
         def failed(failure: Any) -> Deferred:  # never expected: the worker's code raised
             log.failure("mail authentication in a worker failed; checked here instead", failure)
-            return here()
+            return self._here(request)
 
         fields = (spf.result, spf.domain, spf.scope, spf.reason, spf.explanation)
-        sent = processes.authenticate(self.policy, self.clock(), answers, message, fields, mail_from, helo, here)
+        sent = processes.authenticate(self.policy, self.clock(), answers, message, fields, mail_from, helo,
+                                      lambda: self._here(request))
         if sent is None:
-            return here()
+            return self._here(request)
         return sent.addCallbacks(self._answered, failed, callbackArgs=(processes, request, answers, rounds))
 
     def _answered(self, answer: Any, processes: Any, request: tuple, answers: list[tuple],
@@ -199,10 +215,9 @@ class Authenticator:
         if kind == "done":
             return Verdict(*value)
         if rounds >= MAX_ANSWER_ROUNDS:  # never expected: a worker that keeps asking
-            client_ip, helo, mail_from, message, spf = request
             log.warn("a mail authentication worker still asked for DNS answers after {rounds} rounds ({names}); "
                      "checked here instead", rounds=rounds, names=", ".join(name for _, name in value))
-            return maybeDeferred(self.results_now, client_ip, helo, mail_from, message, spf)
+            return self._here(request)
         lookup = self.dmarc.lookup
         # Every answer fetched for this message goes with each round: another worker may take the next one.
         carried = list(answers)
@@ -353,19 +368,7 @@ def authenticate_blocking(fetch: Fetch, policy: InboundPolicy, spf: SPFResult, m
     fields, _ = split_headers(message)
     signed = signatures(fields)
     names = key_names(message, fields, signed)
-    records: dict[str, bytes | None] = {}
-    failed: set[str] = set()
-    missing: list[tuple[str, str]] = []
-    for name in names:
-        try:
-            found = fetch("txt_bytes", name)
-        except NotCached:
-            missing.append(("txt_bytes", name))
-            continue
-        except DNSTempError:
-            failed.add(name)
-            continue
-        records[name] = found[0] if found else None
+    keys, missing = key_answers(fetch, names)
     domains = from_domains(fields)
     if len(domains) == 1 and domains[0]:  # else DMARC needs no record (permerror)
         try:
@@ -377,7 +380,7 @@ def authenticate_blocking(fetch: Fetch, policy: InboundPolicy, spf: SPFResult, m
     if missing:
         raise NeedAnswers(missing)
     # As DKIMVerifier.verify_now: no signature with a key name, nothing verified (dkim=none, arc=none).
-    verification = verify_blocking(message, _Answers(records, failed), fields, signed) if names \
+    verification = verify_blocking(message, keys, fields, signed) if names \
         else VerificationResults()
     signers = [(r.result, r.domain) for r in verification.dkim]
     dmarc = DMARCEvaluator(None, sample).evaluate_with(fetch, domains, (spf.result, spf.domain), signers)

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from mailserver.mailauth import dkim_verify
 from mailserver.mailauth.dkim_verify import ARCResult, DKIMResult, VerificationResults, _Answers
-from mailserver.mailauth.dns import NotCached
+from mailserver.mailauth.dns import AnswerCache, fetcher
 from mailserver.mailauth.inbound import NeedAnswers, authenticate_blocking
 from mailserver.mailauth.spf import SPFResult
 
@@ -108,39 +108,23 @@ def batches(requests: BinaryIO) -> Iterator[list[bytes]]:
 class _AuthState:
     """
     What the authentication requests of one server leave in its worker:
-    the policy, and the DNS answers it was sent, each kept until the expiry
-    the server gave it (its clock: C{now} comes with each request).
+    the policy, and the DNS answers it was sent, in an answer cache on the
+    server's clock (C{now} comes with each request), each kept until the
+    expiry the server's own cache gave it.
     """
 
     def __init__(self, max_entries: int = MAX_ANSWERS) -> None:
         self.policy: Any = None
-        self.max_entries = max_entries
-        self.answers: dict[tuple[str, str], tuple[float, Any]] = {}
+        self.now = 0.0
+        self.answers = AnswerCache(lambda: self.now, max_entries)
 
     def keep(self, key: tuple[str, str], value: Any, expires: float) -> None:
-        answers = self.answers
-        answers.pop(key, None)
-        while len(answers) >= self.max_entries:
-            del answers[next(iter(answers))]  # the oldest
-        answers[key] = (expires, value)
+        self.answers.put(key, value, expires - self.now)
 
-    def fetch(self, now: float, only_now: dict[tuple[str, str], Any]) -> Callable[[str, str], Any]:
+    def fetch(self, only_now: dict[tuple[str, str], Any]) -> Callable[[str, str], Any]:
         """A C{Fetch}: C{only_now} (answers for this request alone, failures too), then the kept answers."""
-        answers = self.answers
-
-        def fetch(kind: str, name: str) -> Any:
-            key = (kind, name)
-            found = only_now.get(key)
-            if found is None:
-                kept = answers.get(key)
-                if kept is None or kept[0] <= now:
-                    raise NotCached(kind, name)
-                found = kept[1]
-            if isinstance(found, Exception):
-                raise found
-            return found
-
-        return fetch
+        get = self.answers.get
+        return fetcher(lambda kind, name, _read: get((kind, name)), only_now)
 
 
 _state = _AuthState()
@@ -162,6 +146,7 @@ def authenticate(request: tuple, state: _AuthState = _state) -> tuple:
     policy, now, answers, message, spf, mail_from, helo = request
     if policy is not None:
         state.policy = policy
+    state.now = now
     only_now = {}
     for kind, name, value, expires in answers:
         if expires is None or expires <= now or isinstance(value, Exception) or _size(value) > MAX_KEPT_ANSWER:
@@ -169,7 +154,7 @@ def authenticate(request: tuple, state: _AuthState = _state) -> tuple:
         else:
             state.keep((kind, name), value, expires)
     try:
-        verdict = authenticate_blocking(state.fetch(now, only_now), state.policy, SPFResult(*spf), message,
+        verdict = authenticate_blocking(state.fetch(only_now), state.policy, SPFResult(*spf), message,
                                         mail_from, helo)
     except NeedAnswers as need:
         return "need", need.keys

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailserver.mailauth import verify_process, verify_worker
 from mailserver.mailauth.dkim_sign import sign_with
-from mailserver.mailauth.dns import DNSTempError
+from mailserver.mailauth.dns import DNSTempError, NotCached
 from mailserver.mailauth.inbound import MAX_ANSWER_ROUNDS, Authenticator, InboundPolicy, Verdict
 from mailserver.mailauth.spf import SPFResult
 from mailserver.mailauth.verify_process import VerifyProcesses
@@ -285,8 +285,10 @@ class WorkerStateTests(SynchronousTestCase):
     def test_bounded(self) -> None:
         state = verify_worker._AuthState(max_entries=2)
         for n in range(3):
-            state.keep(("txt", f"n{n}"), [], 100.0)
-        self.assertEqual(list(state.answers), [("txt", "n1"), ("txt", "n2")])
+            state.keep(("txt", f"n{n}"), [f"r{n}"], 100.0)
+        fetch = state.fetch({})
+        self.assertRaises(NotCached, fetch, "txt", "n0")  # the oldest went
+        self.assertEqual([fetch("txt", "n1"), fetch("txt", "n2")], [["r1"], ["r2"]])
 
 
 class ExpiryTests(SynchronousTestCase):

@@ -251,12 +251,9 @@ class SenderSPFTests(SynchronousTestCase):
             self.started.append(Deferred())
             return self.started[-1]
 
-        def results_now(self, ip, helo, mail_from, message, spf=None, load=None) -> object:
+        def verdict_now(self, ip, helo, mail_from, message, spf=None, load=None) -> object:
             self.given.append(spf)
             return Deferred()
-
-        def in_worker(self, ip, helo, mail_from, message, spf) -> None:
-            return None  # no verification worker: results_now decides
 
     def envelope(self) -> Envelope:
         return Envelope(client=Client("192.0.2.10", "client.example.com"), sender=parse_mailbox("a@example.com"))
